@@ -1,0 +1,239 @@
+/* app: the route table and the request pipeline shared by every route. */
+#include "config.h"
+
+#include "app.h"
+#include "conf.h"
+#include "handler.h"
+#include "log.h"
+#include "router.h"
+
+#include <json-c/json.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define APP_PATH_MAX 4096 /* longer paths are a 414 */
+
+/* The route table: one line a route, in the order GET / lists them. */
+static const struct route routes[] = {
+	{"GET", "/", ROLE_ANY, health_root},
+	{"GET", "/health", ROLE_ANY, health_live},
+	{"GET", "/health/live", ROLE_ANY, health_live},
+	{"GET", "/health/ready", ROLE_ANY, health_ready},
+	{"GET", "/config", ROLE_ADMIN, health_config},
+};
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+struct app {
+	const struct conf *conf;
+	atomic_int draining;
+};
+
+struct app_worker {
+	struct app *app;
+};
+
+struct app *
+app_create(const struct conf *conf, char *err, size_t errlen)
+{
+	struct app *app = calloc(1, sizeof(*app));
+
+	if (app == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	app->conf = conf;
+	atomic_init(&app->draining, 0);
+	return app;
+}
+
+void
+app_destroy(struct app *app)
+{
+	free(app);
+}
+
+struct app_worker *
+app_worker_new(struct app *app)
+{
+	struct app_worker *w = calloc(1, sizeof(*w));
+
+	if (w != NULL)
+		w->app = app;
+	return w;
+}
+
+void
+app_worker_free(struct app_worker *w)
+{
+	free(w);
+}
+
+void
+app_set_draining(struct app *app)
+{
+	atomic_store(&app->draining, 1);
+}
+
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* An HTTP method is a token of upper-case letters (what nginx passes on). */
+static int
+method_ok(const char *m)
+{
+	size_t n = 0;
+
+	if (m == NULL)
+		return 0;
+	for (; m[n] != '\0'; n++)
+		if (m[n] < 'A' || m[n] > 'Z')
+			return 0;
+	return n > 0 && n <= 16;
+}
+
+/*
+ * Checks what every route needs before routing: a method, a path, a body the
+ * transport could read within the limit. Returns 0, or fills resp and -1.
+ */
+static int
+check_request(const struct app *app, const struct http_request *req,
+    struct http_response *resp)
+{
+	if (!method_ok(req->method)) {
+		http_response_error(resp, 400, "bad_request", "missing or malformed method");
+		return -1;
+	}
+	if (req->path == NULL || req->path[0] != '/') {
+		http_response_error(resp, 400, "bad_request", "missing or malformed path");
+		return -1;
+	}
+	if (strlen(req->path) > APP_PATH_MAX) {
+		http_response_error(resp, 414, "uri_too_long", "the request path is too long");
+		return -1;
+	}
+	switch (req->body_error) {
+	case HTTP_BODY_OK:
+		break;
+	case HTTP_BODY_TOO_LARGE: {
+		char msg[96];
+
+		snprintf(msg, sizeof(msg), "request body larger than %lld bytes",
+		    app->conf->max_body_bytes);
+		http_response_error(resp, 413, "payload_too_large", msg);
+		return -1;
+	}
+	case HTTP_BODY_BAD_LENGTH:
+		http_response_error(resp, 400, "bad_request", "malformed Content-Length");
+		return -1;
+	case HTTP_BODY_READ_FAILED:
+	default:
+		http_response_error(resp, 400, "bad_request",
+		    "the request body could not be read completely");
+		return -1;
+	}
+	if (req->nheaders_dropped) {
+		http_response_error(resp, 431, "headers_too_large", "too many request headers");
+		return -1;
+	}
+	return 0;
+}
+
+/* Replaces whatever a handler left with a plain 500 when memory ran out. */
+static void
+fix_oom(struct http_response *resp)
+{
+	if (!resp->body.oom || resp->streaming)
+		return;
+	http_response_reset(resp);
+	http_response_error(resp, 500, "internal", "out of memory");
+	if (resp->body.oom) {
+		/* NOTE: not even the error fits: send a static body. */
+		buf_reset(&resp->body, 0);
+		resp->status = 500;
+	}
+}
+
+static void
+access_log(const struct http_request *req, const struct http_response *resp,
+    const char *route, double seconds)
+{
+	struct json_object *f;
+
+	if (!log_enabled(LOG_LVL_INFO))
+		return;
+	f = json_object_new_object();
+	if (f == NULL)
+		return;
+	json_object_object_add(f, "request_id", json_object_new_string(req->request_id ?
+	    req->request_id : ""));
+	json_object_object_add(f, "method", json_object_new_string(req->method ?
+	    req->method : ""));
+	json_object_object_add(f, "route", json_object_new_string(route));
+	json_object_object_add(f, "status", json_object_new_int(resp->status));
+	{
+		char ms[32];
+
+		snprintf(ms, sizeof(ms), "%.3f", seconds * 1e3);
+		json_object_object_add(f, "duration_ms", json_object_new_double_s(seconds * 1e3, ms));
+	}
+	json_object_object_add(f, "remote_addr", json_object_new_string(req->remote_addr ?
+	    req->remote_addr : ""));
+	json_object_object_add(f, "bytes", json_object_new_int64((int64_t)(resp->streaming ?
+	    resp->bytes_sent : resp->body.len)));
+	if (resp->aborted)
+		json_object_object_add(f, "client_gone", json_object_new_boolean(1));
+	log_emit(resp->status >= 500 ? LOG_LVL_ERROR : LOG_LVL_INFO, "request", f);
+	json_object_put(f);
+}
+
+void
+app_handle(struct app_worker *w, const struct http_request *req,
+    struct http_response *resp)
+{
+	struct handler_ctx ctx;
+	struct route_match match;
+	char allow[64];
+	const char *route = "unmatched";
+	double t0 = now_seconds();
+
+	if (check_request(w->app, req, resp) != 0)
+		goto out;
+	switch (router_match(routes, NROUTES, req->method, req->path, &match, allow,
+	    sizeof(allow))) {
+	case ROUTER_NOT_FOUND:
+		http_response_error(resp, 404, "not_found", "no such route");
+		goto out;
+	case ROUTER_METHOD_NOT_ALLOWED:
+		http_response_error(resp, 405, "method_not_allowed",
+		    "this route does not accept that method");
+		http_response_header(resp, "Allow", allow);
+		goto out;
+	case ROUTER_FOUND:
+		break;
+	}
+	route = match.route->pattern;
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.conf = w->app->conf;
+	ctx.req = req;
+	ctx.resp = resp;
+	ctx.param = match.param;
+	ctx.routes = routes;
+	ctx.nroutes = NROUTES;
+	ctx.draining = atomic_load(&w->app->draining);
+	match.route->handler(&ctx);
+out:
+	fix_oom(resp);
+	if (!resp->streaming)
+		http_response_header(resp, "Cache-Control", "no-store");
+	access_log(req, resp, route, now_seconds() - t0);
+}

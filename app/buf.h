@@ -1,0 +1,41 @@
+/* buf: a growable byte buffer with a sticky out-of-memory flag. */
+#ifndef VALERIE_BUF_H
+#define VALERIE_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+/*
+ * A byte buffer. Plain data: zero-initialise it (or buf_init) and free it with
+ * buf_free. After a failed allocation `oom` stays set, every later append is a
+ * no-op, and the caller checks `oom` once at the end instead of after every call.
+ * `data` is always NUL-terminated when `len > 0` and `oom` is clear.
+ */
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+	int oom;
+};
+
+void buf_init(struct buf *b);
+
+/* Releases the memory and zeroes the buffer. Accepts NULL. */
+void buf_free(struct buf *b);
+
+/* Empties the buffer, keeping its memory unless it grew beyond `keep` bytes. */
+void buf_reset(struct buf *b, size_t keep);
+
+/* Ensures room for `extra` more bytes plus a NUL; returns 0, or -1 (and sets oom). */
+int buf_reserve(struct buf *b, size_t extra);
+
+void buf_append(struct buf *b, const void *data, size_t len);
+void buf_puts(struct buf *b, const char *s);
+
+/* printf-style append, bounded by available memory. */
+void buf_printf(struct buf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
+
+#endif

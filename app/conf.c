@@ -1,0 +1,413 @@
+/* conf: settings read from the environment, validated once at start. */
+#include "config.h"
+
+#include "conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <json-c/json.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum cfg_type {
+	CFG_STR,    /* free text */
+	CFG_SECRET, /* free text, never shown */
+	CFG_INT,    /* integer in [min, max] */
+	CFG_ENUM,   /* one of `choices`, case-insensitive, stored canonical */
+	CFG_LIST,   /* comma-separated, each one of `choices` (or any token if NULL) */
+	CFG_URL     /* scheme in `choices`, then a host or path; password redacted */
+};
+
+typedef int (*cfg_check_fn)(const char *value, char *why, size_t whylen);
+
+struct cfg_field {
+	const char *env;
+	const char *alias;   /* also read when `env` is unset (seed names) */
+	enum cfg_type type;
+	const char *def;     /* default as text; NULL = unset */
+	long long min, max;
+	const char *const *choices;
+	size_t off;
+	cfg_check_fn check;  /* extra rule, or NULL */
+};
+
+static const char *const envs[] = {"development", "production", NULL};
+static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
+static const char *const providers[] = {"offline", "openai", "anthropic", NULL};
+static const char *const stores[] = {"lmdb", "redis", NULL};
+static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256", NULL};
+static const char *const web[] = {"http", "https", NULL};
+static const char *const redis_schemes[] = {"redis", "unix", NULL};
+
+static int check_auth(const char *value, char *why, size_t whylen);
+static int check_log_level(const char *value, char *why, size_t whylen);
+
+#define S(f) offsetof(struct conf, f)
+
+/* NOTE: the JSON key of a setting is its name in lower case without VALERIE_. */
+static const struct cfg_field fields[] = {
+	{"VALERIE_ENV", NULL, CFG_ENUM, "development", 0, 0, envs, S(env), NULL},
+	{"LOG_LEVEL", NULL, CFG_STR, "info", 0, 0, NULL, S(log_level), check_log_level},
+	{"VALERIE_THREADS", NULL, CFG_INT, "16", 1, 1024, NULL, S(threads), NULL},
+	{"VALERIE_WORKERS", NULL, CFG_INT, "2", 1, 256, NULL, S(workers), NULL},
+	{"VALERIE_MAX_BODY_BYTES", NULL, CFG_INT, "1048576", 1024, 67108864, NULL,
+	    S(max_body_bytes), NULL},
+	{"VALERIE_SHUTDOWN_TIMEOUT", NULL, CFG_INT, "30", 1, 3600, NULL,
+	    S(shutdown_timeout), NULL},
+
+	{"VALERIE_LLM_PROVIDER", NULL, CFG_ENUM, "offline", 0, 0, providers,
+	    S(llm_provider), NULL},
+	{"VALERIE_LLM_FALLBACKS", NULL, CFG_LIST, NULL, 0, 0, providers,
+	    S(llm_fallbacks), NULL},
+	{"VALERIE_MODELS", NULL, CFG_LIST, NULL, 0, 0, NULL, S(models), NULL},
+	{"VALERIE_TURN_TIMEOUT", NULL, CFG_INT, "120", 1, 3600, NULL, S(turn_timeout), NULL},
+	{"VALERIE_OPENAI_API_KEY", "OPENAI_API_KEY", CFG_SECRET, NULL, 0, 0, NULL,
+	    S(openai_api_key), NULL},
+	{"OPENAI_MODEL", NULL, CFG_STR, "gpt-4o-mini", 0, 0, NULL, S(openai_model), NULL},
+	{"OPENAI_BASE_URL", NULL, CFG_URL, "https://api.openai.com/v1", 0, 0, web,
+	    S(openai_base_url), NULL},
+	{"OPENAI_TIMEOUT", NULL, CFG_INT, "60", 1, 3600, NULL, S(openai_timeout), NULL},
+	{"VALERIE_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY", CFG_SECRET, NULL, 0, 0, NULL,
+	    S(anthropic_api_key), NULL},
+	{"ANTHROPIC_MODEL", NULL, CFG_STR, "claude-3-5-haiku-latest", 0, 0, NULL,
+	    S(anthropic_model), NULL},
+	{"ANTHROPIC_BASE_URL", NULL, CFG_URL, "https://api.anthropic.com", 0, 0, web,
+	    S(anthropic_base_url), NULL},
+	{"ANTHROPIC_TIMEOUT", NULL, CFG_INT, "60", 1, 3600, NULL, S(anthropic_timeout), NULL},
+
+	{"VALERIE_SESSION_STORE", NULL, CFG_ENUM, "lmdb", 0, 0, stores, S(session_store), NULL},
+	{"VALERIE_SESSION_REDIS_URL", NULL, CFG_URL, "redis://127.0.0.1:6379/0", 0, 0,
+	    redis_schemes, S(session_redis_url), NULL},
+	{"VALERIE_SESSION_TTL", NULL, CFG_INT, "86400", 60, 31536000, NULL, S(session_ttl), NULL},
+	{"VALERIE_DATA_DIR", NULL, CFG_STR, "/var/lib/valerie", 0, 0, NULL, S(data_dir), NULL},
+
+	{"VALERIE_AUTH", NULL, CFG_STR, "none", 0, 0, NULL, S(auth), check_auth},
+	{"JWT_SECRET_KEY", NULL, CFG_SECRET, NULL, 0, 0, NULL, S(jwt_secret_key), NULL},
+	{"JWT_ALGORITHM", NULL, CFG_ENUM, "HS256", 0, 0, algs, S(jwt_algorithm), NULL},
+	{"JWT_PUBLIC_KEY_FILE", NULL, CFG_STR, NULL, 0, 0, NULL, S(jwt_public_key_file), NULL},
+	{"JWT_PRIVATE_KEY_FILE", NULL, CFG_STR, NULL, 0, 0, NULL, S(jwt_private_key_file), NULL},
+	{"JWT_EXPIRATION_MINUTES", NULL, CFG_INT, "60", 1, 525600, NULL,
+	    S(jwt_expiration_minutes), NULL},
+	{"JWT_ISSUER", NULL, CFG_STR, NULL, 0, 0, NULL, S(jwt_issuer), NULL},
+	{"JWT_AUDIENCE", NULL, CFG_STR, NULL, 0, 0, NULL, S(jwt_audience), NULL},
+	{"VALERIE_API_KEYS_FILE", NULL, CFG_STR, NULL, 0, 0, NULL, S(api_keys_file), NULL},
+	{"CORS_ORIGINS", NULL, CFG_LIST, NULL, 0, 0, NULL, S(cors_origins), NULL},
+	{"RATE_LIMIT_REQUESTS_PER_MINUTE", NULL, CFG_INT, "60", 1, 1000000, NULL,
+	    S(rate_limit_rpm), NULL},
+	{"RATE_LIMIT_BURST", NULL, CFG_INT, "10", 1, 1000000, NULL, S(rate_limit_burst), NULL},
+
+	{"MCP_TIMEOUT", NULL, CFG_INT, "30", 1, 3600, NULL, S(mcp_timeout), NULL},
+	{"MCP_MAX_RETRIES", NULL, CFG_INT, "3", 0, 10, NULL, S(mcp_max_retries), NULL},
+	{"MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD", NULL, CFG_INT, "5", 1, 1000, NULL,
+	    S(mcp_cb_failure_threshold), NULL},
+	{"MCP_CIRCUIT_BREAKER_RESET_TIMEOUT", NULL, CFG_INT, "60", 1, 86400, NULL,
+	    S(mcp_cb_reset_timeout), NULL},
+	{"CONTEXTO_NEGOCIO_ENDPOINT", NULL, CFG_URL, NULL, 0, 0, web,
+	    S(contexto_negocio_endpoint), NULL},
+
+	{"LANGFUSE_PUBLIC_KEY", NULL, CFG_STR, NULL, 0, 0, NULL, S(langfuse_public_key), NULL},
+	{"LANGFUSE_SECRET_KEY", NULL, CFG_SECRET, NULL, 0, 0, NULL, S(langfuse_secret_key), NULL},
+	{"LANGFUSE_HOST", NULL, CFG_URL, NULL, 0, 0, web, S(langfuse_host), NULL},
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", NULL, CFG_URL, NULL, 0, 0, web, S(otlp_endpoint), NULL},
+};
+
+#undef S
+
+#define NFIELDS (sizeof(fields) / sizeof(fields[0]))
+
+static const char **
+str_at(struct conf *cfg, const struct cfg_field *f)
+{
+	return (const char **)(void *)((char *)cfg + f->off);
+}
+
+static long long *
+int_at(struct conf *cfg, const struct cfg_field *f)
+{
+	return (long long *)(void *)((char *)cfg + f->off);
+}
+
+/* Strict decimal: optional '-', digits only, no spaces, in [min, max]. */
+static int
+parse_int(const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+	long long v;
+
+	if (*s == '\0' || isspace((unsigned char)*s) || *s == '+')
+		return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static const char *
+match_choice(const char *const *choices, const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; choices[i] != NULL; i++)
+		if (strlen(choices[i]) == len && strncasecmp(choices[i], s, len) == 0)
+			return choices[i];
+	return NULL;
+}
+
+static void
+choices_text(const char *const *choices, char *out, size_t outlen)
+{
+	size_t i, n = 0;
+
+	out[0] = '\0';
+	for (i = 0; choices[i] != NULL && n < outlen; i++)
+		n += (size_t)snprintf(out + n, outlen - n, "%s%s", i ? ", " : "", choices[i]);
+}
+
+static int
+has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
+static int
+check_list(const char *value, const char *const *choices, char *why, size_t whylen)
+{
+	const char *p = value, *comma;
+	size_t len;
+	char all[128];
+
+	for (;;) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len == 0 || memchr(p, ' ', len) != NULL) {
+			snprintf(why, whylen, "must be a comma-separated list without spaces or "
+			    "empty items");
+			return -1;
+		}
+		if (choices != NULL && match_choice(choices, p, len) == NULL) {
+			choices_text(choices, all, sizeof(all));
+			snprintf(why, whylen, "unknown item \"%.*s\" (known: %s)", (int)len, p, all);
+			return -1;
+		}
+		if (comma == NULL)
+			return 0;
+		p = comma + 1;
+	}
+}
+
+static int
+check_url(const char *value, const char *const *schemes, char *why, size_t whylen)
+{
+	const char *sep = strstr(value, "://");
+	char all[64];
+
+	choices_text(schemes, all, sizeof(all));
+	if (sep == NULL || match_choice(schemes, value, (size_t)(sep - value)) == NULL ||
+	    sep[3] == '\0' || sep[3] == '?' || strchr(value, ' ') != NULL) {
+		snprintf(why, whylen, "must be a URL with scheme %s", all);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+check_auth(const char *value, char *why, size_t whylen)
+{
+	if (strcmp(value, "none") == 0 || strcmp(value, "jwt") == 0 ||
+	    strcmp(value, "apikey") == 0 || strcmp(value, "jwt,apikey") == 0 ||
+	    strcmp(value, "apikey,jwt") == 0)
+		return 0;
+	snprintf(why, whylen, "must be none, jwt, apikey or jwt,apikey");
+	return -1;
+}
+
+static int
+check_log_level(const char *value, char *why, size_t whylen)
+{
+	if (match_choice(levels, value, strlen(value)) != NULL || strcasecmp(value, "warn") == 0)
+		return 0;
+	snprintf(why, whylen, "must be debug, info, warning or error");
+	return -1;
+}
+
+/* Loads one field; returns 0 or -1 with `why` filled. */
+static int
+load_field(struct conf *cfg, const struct cfg_field *f, const char *value,
+    char *why, size_t whylen)
+{
+	const char *canon;
+	char all[128];
+
+	if (value != NULL && has_control(value)) {
+		snprintf(why, whylen, "contains control characters");
+		return -1;
+	}
+	if (value == NULL)
+		value = f->def;
+	if (f->type == CFG_INT) {
+		if (parse_int(value, f->min, f->max, int_at(cfg, f)) != 0) {
+			snprintf(why, whylen, "must be an integer from %lld to %lld, got \"%.40s\"",
+			    f->min, f->max, value);
+			return -1;
+		}
+		return 0;
+	}
+	*str_at(cfg, f) = value;
+	if (value == NULL)
+		return 0;
+	switch (f->type) {
+	case CFG_ENUM:
+		canon = match_choice(f->choices, value, strlen(value));
+		if (canon == NULL) {
+			choices_text(f->choices, all, sizeof(all));
+			snprintf(why, whylen, "must be one of %s, got \"%.40s\"", all, value);
+			return -1;
+		}
+		*str_at(cfg, f) = canon;
+		break;
+	case CFG_LIST:
+		if (check_list(value, f->choices, why, whylen) != 0)
+			return -1;
+		break;
+	case CFG_URL:
+		if (check_url(value, f->choices, why, whylen) != 0)
+			return -1;
+		break;
+	default:
+		break;
+	}
+	if (f->check != NULL && f->check(value, why, whylen) != 0)
+		return -1;
+	return 0;
+}
+
+enum conf_status
+conf_load(struct conf *cfg, conf_getenv_fn get, void *ctx, char *err, size_t errlen)
+{
+	char why[192];
+	const char *value, *name;
+	size_t i;
+
+	memset(cfg, 0, sizeof(*cfg));
+	for (i = 0; i < NFIELDS; i++) {
+		name = fields[i].env;
+		value = get(name, ctx);
+		if ((value == NULL || *value == '\0') && fields[i].alias != NULL) {
+			value = get(fields[i].alias, ctx);
+			if (value != NULL && *value != '\0')
+				name = fields[i].alias;
+		}
+		if (value != NULL && *value == '\0')
+			value = NULL;
+		if (load_field(cfg, &fields[i], value, why, sizeof(why)) != 0) {
+			snprintf(err, errlen, "%s: %s", name, why);
+			return CONF_INVALID;
+		}
+	}
+	return CONF_OK;
+}
+
+static const char *
+env_get(const char *name, void *ctx)
+{
+	(void)ctx;
+	return getenv(name);
+}
+
+enum conf_status
+conf_load_env(struct conf *cfg, char *err, size_t errlen)
+{
+	return conf_load(cfg, env_get, NULL, err, errlen);
+}
+
+/* The JSON key of a field: lower case, without the VALERIE_ prefix. */
+static void
+field_key(const struct cfg_field *f, char *out, size_t outlen)
+{
+	const char *s = f->env;
+	size_t i;
+
+	if (strncmp(s, "VALERIE_", 8) == 0)
+		s += 8;
+	for (i = 0; s[i] != '\0' && i + 1 < outlen; i++)
+		out[i] = (char)tolower((unsigned char)s[i]);
+	out[i] = '\0';
+}
+
+/* A URL with any password replaced by "[redacted]"; NULL on OOM. */
+static struct json_object *
+url_redacted(const char *url)
+{
+	const char *sep = strstr(url, "://"), *at, *colon;
+	struct json_object *o;
+	char *text;
+	size_t n;
+
+	if (sep == NULL)
+		return json_object_new_string(url);
+	at = strchr(sep + 3, '@');
+	if (at == NULL || (strchr(sep + 3, '/') != NULL && strchr(sep + 3, '/') < at))
+		return json_object_new_string(url);
+	colon = memchr(sep + 3, ':', (size_t)(at - (sep + 3)));
+	if (colon == NULL)
+		return json_object_new_string(url);
+	n = strlen(url) + 16;
+	text = malloc(n);
+	if (text == NULL)
+		return NULL;
+	snprintf(text, n, "%.*s:[redacted]%s", (int)(colon - url), url, at);
+	o = json_object_new_string(text);
+	free(text);
+	return o;
+}
+
+struct json_object *
+conf_to_json(const struct conf *cfg)
+{
+	struct json_object *doc, *v;
+	const struct cfg_field *f;
+	const char *s;
+	char key[64];
+	size_t i;
+
+	doc = json_object_new_object();
+	if (doc == NULL)
+		return NULL;
+	for (i = 0; i < NFIELDS; i++) {
+		f = &fields[i];
+		field_key(f, key, sizeof(key));
+		if (f->type == CFG_INT) {
+			v = json_object_new_int64(*int_at((struct conf *)cfg, f));
+		} else {
+			s = *str_at((struct conf *)cfg, f);
+			if (s == NULL)
+				v = NULL;
+			else if (f->type == CFG_SECRET)
+				v = json_object_new_string("[redacted]");
+			else if (f->type == CFG_URL)
+				v = url_redacted(s);
+			else
+				v = json_object_new_string(s);
+			if (s != NULL && v == NULL)
+				goto oom;
+		}
+		if (f->type == CFG_INT && v == NULL)
+			goto oom;
+		if (json_object_object_add(doc, key, v) != 0) {
+			json_object_put(v);
+			goto oom;
+		}
+	}
+	return doc;
+oom:
+	json_object_put(doc);
+	return NULL;
+}

@@ -1,0 +1,39 @@
+/* transport: translates between a libfcgi request and the app's request/response. */
+#ifndef VALERIE_TRANSPORT_H
+#define VALERIE_TRANSPORT_H
+
+#include <fcgiapp.h>
+
+#include "app/buf.h"
+#include "app/http.h"
+
+/*
+ * Per-thread transport state, reused request after request. Plain data:
+ * zero it, then transport_free when the thread ends.
+ */
+struct transport {
+	FCGX_Request *fcgi;                /* borrowed: the thread's request */
+	struct http_transport ops;         /* what the app's response writes through */
+	struct http_header headers[HTTP_MAX_HEADERS];
+	struct buf scratch;                /* path copy and header names */
+	struct buf body;
+	long long max_body;
+	int tcp;                           /* the listening socket is TCP */
+};
+
+/* Prepares `t` for the thread's FCGX_Request. */
+void transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body, int tcp);
+void transport_free(struct transport *t);
+
+/*
+ * Fills `req` from the accepted FastCGI request: params, headers, body (read
+ * up to the limit). Pointers in `req` stay valid until the next call or
+ * FCGX_Finish_r. Returns 0, or -1 when memory ran out (then answer 500).
+ */
+int transport_read(struct transport *t, struct http_request *req);
+
+/* Sends a response the handler built (not streamed). HEAD gets no body. */
+void transport_send(struct transport *t, const struct http_request *req,
+    struct http_response *resp);
+
+#endif

@@ -1,0 +1,152 @@
+/* test_app: the request pipeline: routes, JSON errors for bad requests, config redaction, draining. */
+#include "config.h"
+
+#include "app.h"
+#include "check.h"
+#include "conf.h"
+#include "log.h"
+#include "memtransport.h"
+
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <unistd.h>
+
+static struct app *app;
+static struct app_worker *w;
+static struct memtransport mt;
+static struct http_response resp;
+static struct json_object *doc;
+
+static const char *
+fake_get(const char *name, void *ctx)
+{
+	const char *const *kv = ctx;
+
+	for (; kv[0] != NULL; kv += 2)
+		if (strcmp(kv[0], name) == 0)
+			return kv[1];
+	return NULL;
+}
+
+/* Runs one request; leaves the parsed body in `doc`. Returns the status. */
+static int
+run(const char *method, const char *path, const char *body, enum http_body_error be)
+{
+	struct http_request req = {0};
+
+	req.method = method;
+	req.path = path;
+	req.query = "";
+	req.remote_addr = "127.0.0.1";
+	req.request_id = "req-1";
+	req.body = body ? body : "";
+	req.body_len = body ? strlen(body) : 0;
+	req.body_error = be;
+	req.head = method && strcmp(method, "HEAD") == 0;
+	json_object_put(doc);
+	http_response_reset(&resp);
+	app_handle(w, &req, &resp);
+	doc = resp.body.len ? json_tokener_parse(resp.body.data) : NULL;
+	return resp.status;
+}
+
+static const char *
+str_at(const char *key)
+{
+	struct json_object *v;
+
+	if (doc == NULL || !json_object_object_get_ex(doc, key, &v))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static const char *
+err_code(void)
+{
+	struct json_object *e, *c;
+
+	if (doc == NULL || !json_object_object_get_ex(doc, "error", &e) ||
+	    !json_object_object_get_ex(e, "code", &c))
+		return NULL;
+	return json_object_get_string(c);
+}
+
+int
+main(void)
+{
+	const char *env[] = {"OPENAI_API_KEY", "sk-testsecret123456", "VALERIE_MAX_BODY_BYTES",
+		"2048", NULL, NULL};
+	struct conf conf;
+	struct json_object *v;
+	char err[256];
+	int devnull = open("/dev/null", O_WRONLY);
+
+	log_set_fd(devnull);
+	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
+	app = app_create(&conf, err, sizeof(err));
+	CHECK(app != NULL);
+	w = app_worker_new(app);
+	memtransport_init(&mt);
+	http_response_init(&resp, &mt.ops);
+
+	CHECK_INT(run("GET", "/health", NULL, HTTP_BODY_OK), 200);
+	CHECK_STR(str_at("status"), "ok");
+	CHECK_STR(str_at("service"), "valerie");
+	CHECK_STR(str_at("version"), PACKAGE_VERSION);
+	CHECK_STR(http_response_get_header(&resp, "Content-Type"), "application/json");
+	CHECK_STR(http_response_get_header(&resp, "Cache-Control"), "no-store");
+	CHECK_INT(run("GET", "/health/live", NULL, HTTP_BODY_OK), 200);
+	CHECK_INT(run("HEAD", "/health", NULL, HTTP_BODY_OK), 200);
+
+	CHECK_INT(run("GET", "/", NULL, HTTP_BODY_OK), 200);
+	CHECK(doc != NULL && json_object_object_get_ex(doc, "endpoints", &v) &&
+	    json_object_array_length(v) >= 5);
+
+	CHECK_INT(run("GET", "/health/ready", NULL, HTTP_BODY_OK), 200);
+	CHECK_STR(str_at("status"), "ready");
+
+	CHECK_INT(run("GET", "/config", NULL, HTTP_BODY_OK), 200);
+	CHECK_STR(str_at("openai_api_key"), "[redacted]");
+	CHECK_STR(str_at("openai_model"), "gpt-4o-mini");
+	CHECK(strstr(resp.body.data, "sk-testsecret") == NULL);
+
+	/* Errors are JSON with the right status. */
+	CHECK_INT(run("GET", "/no/such/route", NULL, HTTP_BODY_OK), 404);
+	CHECK_STR(err_code(), "not_found");
+	CHECK_INT(run("PUT", "/health", NULL, HTTP_BODY_OK), 405);
+	CHECK_STR(err_code(), "method_not_allowed");
+	CHECK_STR(http_response_get_header(&resp, "Allow"), "GET, HEAD");
+	CHECK_INT(run("POST", "/health", "{}", HTTP_BODY_TOO_LARGE), 413);
+	CHECK_STR(err_code(), "payload_too_large");
+	CHECK_CONTAINS(resp.body.data, "2048");
+	CHECK_INT(run("POST", "/health", NULL, HTTP_BODY_BAD_LENGTH), 400);
+	CHECK_STR(err_code(), "bad_request");
+	CHECK_INT(run("POST", "/health", NULL, HTTP_BODY_READ_FAILED), 400);
+	CHECK_INT(run(NULL, "/health", NULL, HTTP_BODY_OK), 400);
+	CHECK_INT(run("get", "/health", NULL, HTTP_BODY_OK), 400);
+	CHECK_INT(run("GET", "health", NULL, HTTP_BODY_OK), 400);
+	CHECK_INT(run("GET", NULL, NULL, HTTP_BODY_OK), 400);
+	{
+		static char longpath[5000];
+
+		memset(longpath, 'a', sizeof(longpath) - 1);
+		longpath[0] = '/';
+		CHECK_INT(run("GET", longpath, NULL, HTTP_BODY_OK), 414);
+		CHECK_STR(err_code(), "uri_too_long");
+	}
+
+	/* Draining: readiness says 503 with the reason, liveness stays 200. */
+	app_set_draining(app);
+	CHECK_INT(run("GET", "/health/ready", NULL, HTTP_BODY_OK), 503);
+	CHECK_STR(str_at("status"), "not_ready");
+	CHECK_CONTAINS(resp.body.data, "shutting down");
+	CHECK_INT(run("GET", "/health", NULL, HTTP_BODY_OK), 200);
+
+	json_object_put(doc);
+	http_response_free(&resp);
+	buf_free(&mt.wire);
+	app_worker_free(w);
+	app_destroy(app);
+	close(devnull);
+	return check_done("test_app");
+}

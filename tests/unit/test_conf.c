@@ -1,0 +1,153 @@
+/* test_conf: configuration from the environment: defaults, valid, missing, out of range, garbage. */
+#include "config.h"
+
+#include "check.h"
+#include "conf.h"
+
+#include <json-c/json.h>
+
+/* A fake environment: NULL-terminated name/value pairs. */
+static const char *
+fake_get(const char *name, void *ctx)
+{
+	const char *const *kv = ctx;
+
+	for (; kv[0] != NULL; kv += 2)
+		if (strcmp(kv[0], name) == 0)
+			return kv[1];
+	return NULL;
+}
+
+static enum conf_status
+load(struct conf *c, const char *const *kv, char *err)
+{
+	err[0] = '\0';
+	return conf_load(c, fake_get, (void *)kv, err, 256);
+}
+
+static void
+expect_invalid(const char *name, const char *value, const char *why)
+{
+	const char *kv[] = {name, value, NULL, NULL};
+	struct conf c;
+	char err[256];
+
+	CHECK_INT(load(&c, kv, err), CONF_INVALID);
+	/* One line, naming the variable first. */
+	CHECK(strncmp(err, name, strlen(name)) == 0);
+	CHECK(strchr(err, '\n') == NULL);
+	CHECK_CONTAINS(err, why);
+}
+
+int
+main(void)
+{
+	const char *none[] = {NULL, NULL};
+	const char *valid[] = {
+		"VALERIE_THREADS", "64", "VALERIE_LLM_PROVIDER", "OpenAI",
+		"OPENAI_MODEL", "gpt-4.1-mini", "LOG_LEVEL", "DEBUG",
+		"OPENAI_API_KEY", "sk-abcdefghijklmnop", "VALERIE_SESSION_STORE", "redis",
+		"VALERIE_SESSION_REDIS_URL", "redis://:hunter2@redis:6379/1",
+		"VALERIE_LLM_FALLBACKS", "anthropic,offline", "JWT_SECRET_KEY", "s3cret-s3cret",
+		"VALERIE_AUTH", "jwt,apikey", "VALERIE_SESSION_TTL", "3600",
+		"OPENAI_TIMEOUT", "", NULL, NULL};
+	struct conf c;
+	struct json_object *doc, *v;
+	const char *text;
+	char err[256];
+
+	/* Defaults. */
+	CHECK_INT(load(&c, none, err), CONF_OK);
+	CHECK_STR(c.env, "development");
+	CHECK_STR(c.llm_provider, "offline");
+	CHECK_STR(c.session_store, "lmdb");
+	CHECK_STR(c.auth, "none");
+	CHECK_STR(c.openai_model, "gpt-4o-mini");
+	CHECK_STR(c.openai_base_url, "https://api.openai.com/v1");
+	CHECK_INT(c.max_body_bytes, 1048576);
+	CHECK_INT(c.rate_limit_burst, 10);
+	CHECK_INT(c.rate_limit_rpm, 60);
+	CHECK(c.openai_api_key == NULL);
+	CHECK(c.llm_fallbacks == NULL);
+
+	/* Valid values, canonical enums, the seed alias, empty means default. */
+	CHECK_INT(load(&c, valid, err), CONF_OK);
+	CHECK_STR(err, "");
+	CHECK_INT(c.threads, 64);
+	CHECK_STR(c.llm_provider, "openai");
+	CHECK_STR(c.openai_api_key, "sk-abcdefghijklmnop");
+	CHECK_STR(c.session_store, "redis");
+	CHECK_INT(c.session_ttl, 3600);
+	CHECK_INT(c.openai_timeout, 60);
+
+	/* The document: snake-case keys, secrets and URL passwords redacted. */
+	doc = conf_to_json(&c);
+	CHECK(doc != NULL);
+	text = json_object_to_json_string(doc);
+	CHECK(strstr(text, "sk-abcdefghijklmnop") == NULL);
+	CHECK(strstr(text, "hunter2") == NULL);
+	CHECK(strstr(text, "s3cret") == NULL);
+	CHECK(json_object_object_get_ex(doc, "openai_model", &v));
+	CHECK_STR(json_object_get_string(v), "gpt-4.1-mini");
+	CHECK(json_object_object_get_ex(doc, "openai_api_key", &v));
+	CHECK_STR(json_object_get_string(v), "[redacted]");
+	CHECK(json_object_object_get_ex(doc, "session_redis_url", &v));
+	CHECK_STR(json_object_get_string(v), "redis://:[redacted]@redis:6379/1");
+	CHECK(json_object_object_get_ex(doc, "threads", &v));
+	CHECK_INT(json_object_get_int64(v), 64);
+	CHECK(json_object_object_get_ex(doc, "anthropic_api_key", &v));
+	CHECK(v == NULL);
+	json_object_object_foreach(doc, key, val) {
+		const char *k;
+
+		(void)val;
+		for (k = key; *k; k++)
+			CHECK((*k >= 'a' && *k <= 'z') || (*k >= '0' && *k <= '9') || *k == '_');
+	}
+	json_object_put(doc);
+
+	/* Out of range, garbage, unknown choices: one line naming the variable. */
+	expect_invalid("VALERIE_THREADS", "0", "from 1 to 1024");
+	expect_invalid("VALERIE_THREADS", "99999", "from 1 to 1024");
+	expect_invalid("VALERIE_THREADS", "abc", "got \"abc\"");
+	expect_invalid("VALERIE_THREADS", "12abc", "integer");
+	expect_invalid("VALERIE_THREADS", " 12", "integer");
+	expect_invalid("VALERIE_THREADS", "+12", "integer");
+	expect_invalid("VALERIE_THREADS", "99999999999999999999999", "integer");
+	expect_invalid("VALERIE_MAX_BODY_BYTES", "-1", "integer");
+	expect_invalid("VALERIE_SESSION_TTL", "59", "from 60");
+	expect_invalid("VALERIE_LLM_PROVIDER", "gpt", "must be one of offline, openai, anthropic");
+	expect_invalid("VALERIE_SESSION_STORE", "postgres", "lmdb, redis");
+	expect_invalid("VALERIE_ENV", "prod", "development, production");
+	expect_invalid("LOG_LEVEL", "verbose", "debug, info");
+	expect_invalid("VALERIE_AUTH", "basic", "none, jwt");
+	expect_invalid("VALERIE_AUTH", "none,jwt", "none, jwt");
+	expect_invalid("VALERIE_LLM_FALLBACKS", "openai,,offline", "empty");
+	expect_invalid("VALERIE_LLM_FALLBACKS", "openai,llama", "unknown item \"llama\"");
+	expect_invalid("OPENAI_BASE_URL", "api.openai.com/v1", "scheme http, https");
+	expect_invalid("OPENAI_BASE_URL", "ftp://x", "scheme");
+	expect_invalid("OPENAI_BASE_URL", "https://", "scheme");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "http://redis:6379", "redis, unix");
+	expect_invalid("JWT_ALGORITHM", "none", "HS256");
+	expect_invalid("OPENAI_MODEL", "gpt\n4", "control characters");
+
+	/* The seed's name for the key is read when Valerie's is unset. */
+	{
+		const char *kv[] = {"ANTHROPIC_API_KEY", "ak", NULL, NULL};
+		const char *both[] = {"VALERIE_OPENAI_API_KEY", "one", "OPENAI_API_KEY", "two",
+			NULL, NULL};
+
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		CHECK_STR(c.anthropic_api_key, "ak");
+		CHECK_INT(load(&c, both, err), CONF_OK);
+		CHECK_STR(c.openai_api_key, "one");
+	}
+	{
+		const char *kv[] = {"OPENAI_API_KEY", "bad\001", NULL, NULL};
+
+		CHECK_INT(load(&c, kv, err), CONF_INVALID);
+		CHECK(strncmp(err, "OPENAI_API_KEY:", 15) == 0);
+		CHECK(strstr(err, "bad") == NULL || strstr(err, "\001") == NULL);
+	}
+	return check_done("test_conf");
+}
