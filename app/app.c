@@ -155,7 +155,7 @@ fix_oom(struct http_response *resp)
 	if (!resp->body.oom || resp->streaming)
 		return;
 	http_response_reset(resp);
-	http_response_error(resp, 500, "internal", "out of memory");
+	http_response_error(resp, 500, "internal_error", "out of memory");
 	if (resp->body.oom) {
 		/* NOTE: not even the error fits: send a static body. */
 		buf_reset(&resp->body, 0);

@@ -51,7 +51,7 @@ static int check_log_level(const char *value, char *why, size_t whylen);
 static const struct cfg_field fields[] = {
 	{"VALERIE_ENV", NULL, CFG_ENUM, "development", 0, 0, envs, S(env), NULL},
 	{"LOG_LEVEL", NULL, CFG_STR, "info", 0, 0, NULL, S(log_level), check_log_level},
-	{"VALERIE_THREADS", NULL, CFG_INT, "16", 1, 1024, NULL, S(threads), NULL},
+	{"VALERIE_THREADS", NULL, CFG_INT, "8", 1, 1024, NULL, S(threads), NULL},
 	{"VALERIE_WORKERS", NULL, CFG_INT, "2", 1, 256, NULL, S(workers), NULL},
 	{"VALERIE_MAX_BODY_BYTES", NULL, CFG_INT, "1048576", 1024, 67108864, NULL,
 	    S(max_body_bytes), NULL},

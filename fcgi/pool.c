@@ -88,7 +88,7 @@ serve_one(struct worker_thread *wt)
 		memset(&req, 0, sizeof(req));
 		req.method = "GET";
 		req.path = "/";
-		http_response_error(&wt->resp, 500, "internal", "out of memory");
+		http_response_error(&wt->resp, 500, "internal_error", "out of memory");
 		transport_send(&wt->tr, &req, &wt->resp);
 		return;
 	}

@@ -160,19 +160,24 @@ int
 transport_read(struct transport *t, struct http_request *req)
 {
 	char **envp = t->fcgi->envp, *p;
-	const char *uri, *q, *eq;
+	const char *uri, *raw, *q, *eq;
 	size_t need, i, plen, n = 0;
 
 	memset(req, 0, sizeof(*req));
 	buf_reset(&t->scratch, TRANSPORT_SCRATCH_KEEP);
 	buf_reset(&t->body, TRANSPORT_BODY_KEEP);
 
-	uri = FCGX_GetParam("REQUEST_URI", envp);
+	/*
+	 * NOTE: route on DOCUMENT_URI, the path as nginx normalised it (decoded,
+	 * slashes merged) and matched its locations on, so nginx's access rules
+	 * and our routes see the same path. REQUEST_URI is the fallback for
+	 * other front ends.
+	 */
+	raw = FCGX_GetParam("REQUEST_URI", envp);
+	uri = FCGX_GetParam("DOCUMENT_URI", envp);
 	if (uri == NULL)
-		uri = FCGX_GetParam("DOCUMENT_URI", envp);
-	if (uri == NULL)
-		uri = "";
-	q = strchr(uri, '?');
+		uri = raw != NULL ? raw : "";
+	q = uri == raw ? strchr(uri, '?') : NULL;
 	plen = q ? (size_t)(q - uri) : strlen(uri);
 
 	/* One reservation so pointers into scratch never move. */
@@ -207,8 +212,9 @@ transport_read(struct transport *t, struct http_request *req)
 	req->nheaders = n;
 
 	req->method = FCGX_GetParam("REQUEST_METHOD", envp);
-	q = strchr(uri, '?');
-	req->query = q != NULL ? q + 1 : "";
+	req->query = FCGX_GetParam("QUERY_STRING", envp);
+	if (req->query == NULL)
+		req->query = raw != NULL && (q = strchr(raw, '?')) != NULL ? q + 1 : "";
 	req->remote_addr = FCGX_GetParam("REMOTE_ADDR", envp);
 	req->request_id = FCGX_GetParam("REQUEST_ID", envp);
 	req->content_type = FCGX_GetParam("CONTENT_TYPE", envp);

@@ -1,0 +1,26 @@
+"""test_env_example: .env.production.example documents every variable the worker reads
+(the configuration table in app/conf.c and any getenv in app/ and fcgi/)."""
+import glob
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import SRCDIR, check, done  # noqa: E402
+
+example = open(os.path.join(SRCDIR, ".env.production.example")).read()
+documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
+read = set()
+for path in glob.glob(os.path.join(SRCDIR, "app", "*.c")) + glob.glob(os.path.join(SRCDIR, "fcgi", "*.c")):
+    text = open(path).read()
+    read |= set(re.findall(r'getenv\("([A-Z][A-Z0-9_]+)"\)', text))
+    if path.endswith("conf.c"):
+        for env, alias in re.findall(r'^\s*\{"([A-Z][A-Z0-9_]+)", (?:"([A-Z][A-Z0-9_]+)"|NULL),', text, re.M):
+            read.add(env)
+            if alias:
+                read.add(alias)
+check(len(read) > 30, f"found the variables the code reads ({len(read)})")
+aliases_ok = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}  # documented in the comment of their Valerie name
+missing = sorted(v for v in read - documented if v not in aliases_ok or v not in example)
+check(not missing, f".env.production.example lacks {missing}")
+done("test_env_example")

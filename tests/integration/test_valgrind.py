@@ -1,0 +1,91 @@
+"""test_valgrind: the request path leaks nothing. One worker runs under valgrind
+(memcheck, leak check on) behind spawn-fcgi; every route and every error path is
+exercised over FastCGI, clients leave mid-request, then SIGTERM; valgrind must report
+no error and no leak. Skipped (exit 77) in a sanitizer build, which valgrind cannot run."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import BIN, FcgiClient, check, done, fcgi_get, wait_until  # noqa: E402
+
+if os.environ.get("VALERIE_SANITIZERS") == "yes":
+    print("SKIP: sanitizer build; valgrind cannot run it")
+    sys.exit(77)
+if not shutil.which("valgrind"):
+    print("FAIL: valgrind is not installed (apt-get install valgrind)")
+    sys.exit(1)
+
+tmp = tempfile.mkdtemp(prefix="valerie-vg-")
+sock = os.path.join(tmp, "w.sock")
+vlog = os.path.join(tmp, "valgrind.log")
+env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60")
+spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
+proc = subprocess.Popen(
+    [spawn, "-n", "-s", sock, "--", shutil.which("valgrind"), "--quiet", "--leak-check=full",
+     "--show-leak-kinds=definite,indirect,possible", "--errors-for-leak-kinds=definite,indirect,possible",
+     "--error-exitcode=99", f"--log-file={vlog}", BIN],
+    env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "worker.log"), "w"))
+try:
+    up = wait_until(lambda: os.path.exists(sock) and "worker ready" in
+                    open(os.path.join(tmp, "worker.log")).read(), 60, 0.2)
+    check(up, "worker under valgrind came up")
+    for path in ("/", "/health", "/health/live", "/health/ready", "/config", "/nope",
+                 "/health/", "//x", "/" + "p" * 5000):
+        s, h, b = fcgi_get(sock, path)
+        check(s is not None, f"GET {path[:30]} answered {s}")
+    for method in ("HEAD", "PUT", "DELETE", "get"):
+        s, h, b = fcgi_get(sock, "/health", method=method)
+        check(s is not None, f"{method} /health answered {s}")
+    for body in (b"{}", b"x" * 50000):
+        c = FcgiClient(sock)
+        c.begin("POST", "/health", body_len=len(body))
+        c.send_body(body)
+        c.end_body()
+        s, _, _ = c.response()
+        check(s == 405, f"POST with a {len(body)}-byte body: {s}")
+    c = FcgiClient(sock)
+    c.begin("POST", "/health", body_len=10 ** 9)
+    c.end_body()
+    check(c.response()[0] == 413, "oversized body: 413")
+    c = FcgiClient(sock)
+    c.begin("POST", "/health", extra={"CONTENT_LENGTH": "x"})
+    c.end_body()
+    check(c.response()[0] == 400, "bad length: 400")
+    many = {f"HTTP_X_H{i}": "v" for i in range(80)}
+    c = FcgiClient(sock)
+    c.begin("GET", "/health", extra=many)
+    c.end_body()
+    check(c.response()[0] == 431, "too many headers: 431")
+    for _ in range(10):  # clients that leave
+        c = FcgiClient(sock)
+        c.begin("GET", "/")
+        c.end_body()
+        c.close()
+    c = FcgiClient(sock)
+    c.begin("POST", "/health", body_len=100)
+    c.send_body(b"abc")
+    c.close()
+    s, _, _ = fcgi_get(sock, "/health")
+    check(s == 200, "still answering after clients left")
+finally:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+
+report = open(vlog).read() if os.path.exists(vlog) else ""
+check(rc == 0, f"worker exited 0 under valgrind (rc {rc})")
+check("ERROR SUMMARY" not in report or "ERROR SUMMARY: 0 errors" in report,
+      "valgrind found no error")
+check("definitely lost" not in report and "indirectly lost" not in report
+      and "possibly lost" not in report, "valgrind found no leak")
+if report.strip():
+    print(report[-3000:])
+shutil.rmtree(tmp, ignore_errors=True)
+done("test_valgrind")
