@@ -9,7 +9,7 @@ TOP=$(pwd)
 # Build and run dependencies (Debian 12 package names).
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev"
 RUN_PKGS="spawn-fcgi multiwatch openssl curl"
-TEST_PKGS="python3 valgrind"
+TEST_PKGS="python3 valgrind clang"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 
