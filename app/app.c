@@ -6,6 +6,7 @@
 #include "handler.h"
 #include "log.h"
 #include "router.h"
+#include "store.h"
 
 #include <json-c/json.h>
 #include <stdatomic.h>
@@ -22,18 +23,26 @@ static const struct route routes[] = {
 	{"GET", "/health", ROLE_ANY, health_live},
 	{"GET", "/health/live", ROLE_ANY, health_live},
 	{"GET", "/health/ready", ROLE_ANY, health_ready},
+	{"GET", "/health/detailed", ROLE_ANY, health_detailed},
 	{"GET", "/config", ROLE_ADMIN, health_config},
+	{"POST", "/api/v1/chat", ROLE_USER, chat_v1},
+	{"POST", "/api/agent/chat", ROLE_USER, chat_agent},
+	{"GET", "/api/v1/sessions/{id}", ROLE_USER, session_get},
+	{"DELETE", "/api/v1/sessions/{id}", ROLE_USER, session_delete},
+	{"POST", "/memory/clear/{id}", ROLE_USER, session_clear},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
 struct app {
 	const struct conf *conf;
+	struct store *store;
 	atomic_int draining;
 };
 
 struct app_worker {
 	struct app *app;
+	struct store_conn *store;
 };
 
 struct app *
@@ -47,12 +56,20 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	}
 	app->conf = conf;
 	atomic_init(&app->draining, 0);
+	app->store = store_open(conf, err, errlen);
+	if (app->store == NULL) {
+		free(app);
+		return NULL;
+	}
 	return app;
 }
 
 void
 app_destroy(struct app *app)
 {
+	if (app == NULL)
+		return;
+	store_close(app->store);
 	free(app);
 }
 
@@ -61,14 +78,23 @@ app_worker_new(struct app *app)
 {
 	struct app_worker *w = calloc(1, sizeof(*w));
 
-	if (w != NULL)
-		w->app = app;
+	if (w == NULL)
+		return NULL;
+	w->app = app;
+	w->store = store_conn_new(app->store);
+	if (w->store == NULL) {
+		free(w);
+		return NULL;
+	}
 	return w;
 }
 
 void
 app_worker_free(struct app_worker *w)
 {
+	if (w == NULL)
+		return;
+	store_conn_free(w->store);
 	free(w);
 }
 
@@ -230,6 +256,11 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	ctx.routes = routes;
 	ctx.nroutes = NROUTES;
 	ctx.draining = atomic_load(&w->app->draining);
+	ctx.store_handle = w->app->store;
+	ctx.store = w->store;
+	/* NOTE: until auth lands every caller is the same anonymous principal. */
+	ctx.principal = "anonymous";
+	ctx.admin = 0;
 	match.route->handler(&ctx);
 out:
 	fix_oom(resp);

@@ -36,6 +36,13 @@ struct conf {
 	const char *session_redis_url;
 	long long session_ttl;
 	const char *data_dir;
+	long long lmdb_map_mb;           /* VALERIE_LMDB_MAP_MB: LMDB map size */
+	long long history_turns;         /* VALERIE_HISTORY_TURNS: window sent to a provider */
+	long long history_chars;         /* VALERIE_HISTORY_CHARS */
+	long long max_message_chars;     /* VALERIE_MAX_MESSAGE_CHARS: one user message */
+	long long json_max_depth;        /* VALERIE_JSON_MAX_DEPTH: request JSON nesting */
+	long long offline_delay_ms;      /* VALERIE_OFFLINE_DELAY_MS: before the first token */
+	long long offline_token_ms;      /* VALERIE_OFFLINE_TOKEN_MS: between tokens */
 
 	const char *auth;                /* none | jwt | apikey | jwt,apikey */
 	const char *jwt_secret_key;

@@ -8,6 +8,8 @@
 #include "router.h"
 
 struct conf;
+struct store;
+struct store_conn;
 
 /* Everything a handler may use. All borrowed for the request's duration. */
 struct handler_ctx {
@@ -18,6 +20,10 @@ struct handler_ctx {
 	const struct route *routes;   /* the route table, for GET / */
 	size_t nroutes;
 	int draining;                 /* the process is shutting down */
+	struct store *store_handle;   /* the process's session store */
+	struct store_conn *store;     /* this thread's connection to it */
+	const char *principal;        /* who calls: "anonymous" until auth lands */
+	int admin;                    /* the caller may read and delete any session */
 };
 
 /* health.c */
@@ -25,5 +31,15 @@ void health_root(struct handler_ctx *ctx);
 void health_live(struct handler_ctx *ctx);
 void health_ready(struct handler_ctx *ctx);
 void health_config(struct handler_ctx *ctx);
+void health_detailed(struct handler_ctx *ctx);
+
+/* chat.c */
+void chat_v1(struct handler_ctx *ctx);
+void chat_agent(struct handler_ctx *ctx);
+
+/* sessions.c */
+void session_get(struct handler_ctx *ctx);
+void session_delete(struct handler_ctx *ctx);
+void session_clear(struct handler_ctx *ctx);
 
 #endif

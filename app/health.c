@@ -3,8 +3,11 @@
 
 #include "conf.h"
 #include "handler.h"
+#include "store.h"
 
 #include <json-c/json.h>
+#include <stdio.h>
+#include <time.h>
 
 #define SERVICE_NAME "valerie"
 
@@ -62,37 +65,108 @@ health_live(struct handler_ctx *ctx)
 	reply(ctx, 200, doc);
 }
 
+static double
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Pings the store; returns its check object (caller puts) and sets *ok. */
+static struct json_object *
+store_check(struct handler_ctx *ctx, int *ok)
+{
+	struct json_object *c = json_object_new_object();
+	double t0 = mono_ms(), ms;
+	enum store_status s = store_ping(ctx->store);
+	char text[16];
+
+	ms = mono_ms() - t0;
+	*ok = s == STORE_OK;
+	if (c == NULL)
+		return NULL;
+	snprintf(text, sizeof(text), "%.3f", ms);
+	json_object_object_add(c, "status", json_object_new_string(*ok ? "ok" : "down"));
+	json_object_object_add(c, "kind", json_object_new_string(store_kind(ctx->store_handle)));
+	json_object_object_add(c, "response_time_ms", json_object_new_double_s(ms, text));
+	if (!*ok)
+		json_object_object_add(c, "error", json_object_new_string(store_conn_error(ctx->store)));
+	return c;
+}
+
 /*
  * Ready when the configuration is valid (it is, or the worker would not have
- * started) and the process is not draining. Dependencies join the checks as
- * they are built (the session store first).
+ * started), the session store answers and the process is not draining.
  */
 void
 health_ready(struct handler_ctx *ctx)
 {
-	struct json_object *doc, *checks, *reasons;
-	int ready = !ctx->draining;
+	struct json_object *doc, *checks, *reasons, *sc;
+	int store_ok = 0, ready;
 
 	doc = json_object_new_object();
 	checks = json_object_new_object();
 	reasons = json_object_new_array();
-	if (doc == NULL || checks == NULL || reasons == NULL) {
+	sc = store_check(ctx, &store_ok);
+	if (doc == NULL || checks == NULL || reasons == NULL || sc == NULL) {
 		json_object_put(checks);
 		json_object_put(reasons);
 		json_object_put(doc);
+		json_object_put(sc);
 		reply(ctx, 503, NULL);
 		return;
 	}
+	ready = !ctx->draining && store_ok;
 	json_object_object_add(checks, "config", json_object_new_string("ok"));
+	json_object_object_add(checks, "store", json_object_new_string(store_ok ? "ok" : "down"));
 	json_object_object_add(checks, "process",
 	    json_object_new_string(ctx->draining ? "draining" : "ok"));
 	if (ctx->draining)
 		json_object_array_add(reasons,
 		    json_object_new_string("worker is shutting down"));
+	if (!store_ok) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "session store unreachable: %s",
+		    store_conn_error(ctx->store));
+		json_object_array_add(reasons, json_object_new_string(why));
+	}
+	json_object_put(sc);
 	json_object_object_add(doc, "status", json_object_new_string(ready ? "ready" : "not_ready"));
 	json_object_object_add(doc, "checks", checks);
 	json_object_object_add(doc, "reasons", reasons);
 	reply(ctx, ready ? 200 : 503, doc);
+}
+
+/* Every dependency with its status and response time; 503 when a required one is down. */
+void
+health_detailed(struct handler_ctx *ctx)
+{
+	struct json_object *doc = json_object_new_object(), *deps = json_object_new_object(), *p;
+	int store_ok = 0;
+
+	if (doc == NULL || deps == NULL) {
+		json_object_put(doc);
+		json_object_put(deps);
+		reply(ctx, 503, NULL);
+		return;
+	}
+	json_object_object_add(deps, "store", store_check(ctx, &store_ok));
+	p = json_object_new_object();
+	if (p != NULL) {
+		json_object_object_add(p, "status", json_object_new_string("ok"));
+		json_object_object_add(p, "name", json_object_new_string(ctx->conf->llm_provider));
+	}
+	json_object_object_add(deps, "provider", p);
+	json_object_object_add(doc, "status",
+	    json_object_new_string(store_ok && !ctx->draining ? "ok" : "degraded"));
+	json_object_object_add(doc, "service", json_object_new_string(SERVICE_NAME));
+	json_object_object_add(doc, "version", json_object_new_string(PACKAGE_VERSION));
+	json_object_object_add(doc, "draining", json_object_new_boolean(ctx->draining));
+	json_object_object_add(doc, "dependencies", deps);
+	reply(ctx, store_ok ? 200 : 503, doc);
 }
 
 void

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 TOP=$(pwd)
 
 # Build and run dependencies (Debian 12 package names).
-BUILD_PKGS="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev"
+BUILD_PKGS="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev liblmdb-dev libhiredis-dev"
 RUN_PKGS="spawn-fcgi multiwatch openssl curl"
-TEST_PKGS="python3 valgrind clang"
+TEST_PKGS="python3 valgrind clang redis-server"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 

@@ -280,7 +280,7 @@ read_settings() {
     burst=${VALERIE_NGINX_BURST:-40}
     need_uint VALERIE_NGINX_BURST "$burst" 0
     conn=${VALERIE_NGINX_CONN:-1024}
-    need_uint VALERIE_NGINX_CONN "$conn" 1
+    need_uint VALERIE_NGINX_CONN "$conn" 1 65535
     # 0 would mean "no limit" to nginx.
     max_body=${VALERIE_MAX_BODY_BYTES:-1048576}
     need_uint VALERIE_MAX_BODY_BYTES "$max_body" 1

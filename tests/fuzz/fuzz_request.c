@@ -19,10 +19,11 @@ static struct app_worker *worker;
 static struct conf conf;
 
 static const char *
-no_env(const char *name, void *ctx)
+env_get(const char *name, void *ctx)
 {
-	(void)name;
 	(void)ctx;
+	if (strcmp(name, "VALERIE_DATA_DIR") == 0 || strcmp(name, "VALERIE_LMDB_MAP_MB") == 0)
+		return getenv(name);
 	return NULL;
 }
 
@@ -32,9 +33,14 @@ setup(void)
 	char err[256];
 
 	log_set_fd(open("/dev/null", O_WRONLY));
-	if (conf_load(&conf, no_env, NULL, err, sizeof(err)) != CONF_OK)
+	char dir[] = "/tmp/valerie-fuzz-XXXXXX";
+
+	if (mkdtemp(dir) == NULL || setenv("VALERIE_DATA_DIR", dir, 1) != 0)
 		abort();
-	conf.max_body_bytes = 1024;
+	if (conf_load(&conf, env_get, NULL, err, sizeof(err)) != CONF_OK)
+		abort();
+	conf.max_body_bytes = 4096;
+	setenv("VALERIE_LMDB_MAP_MB", "64", 1);
 	app = app_create(&conf, err, sizeof(err));
 	worker = app_worker_new(app);
 	if (app == NULL || worker == NULL)
@@ -95,6 +101,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		headers[req.nheaders].value = colon ? colon + 1 : "";
 		if (colon)
 			*colon = '\0';
+		if (strcmp(line, "content-type") == 0)
+			req.content_type = headers[req.nheaders].value;
 		req.nheaders++;
 	}
 	req.headers = headers;

@@ -303,3 +303,341 @@ def kill(pid, sig=signal.SIGTERM):
         return True
     except (ProcessLookupError, TypeError):
         return False
+
+
+# --- chat helpers -----------------------------------------------------------------
+def post_chat(st, body, headers=None, path="/api/v1/chat", timeout=60):
+    """POSTs a chat body (a dict, or bytes sent as they are) as JSON through nginx;
+    returns (status, headers, parsed JSON or None)."""
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    s, hh, raw = st.request("POST", path, body=data, headers=h, timeout=timeout)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    return s, hh, doc
+
+
+def access_lines(st, route=None):
+    """The worker's access-log lines (msg "request"), optionally for one route."""
+    docs, _ = json_lines(st.worker_log())
+    return [d for d in docs if isinstance(d, dict) and d.get("msg") == "request"
+            and (route is None or d.get("route") == route)]
+
+
+def log_time(s):
+    """Seconds since the epoch of a log line's "time" (2026-01-02T03:04:05.678Z)."""
+    import calendar
+    main, _, frac = s.rstrip("Z").partition(".")
+    t = calendar.timegm(time.strptime(main, "%Y-%m-%dT%H:%M:%S"))
+    return t + (float("0." + frac) if frac else 0.0)
+
+
+def peak_overlap(intervals):
+    """The largest number of (start, end) intervals that hold one instant together."""
+    points = []
+    for a, b in intervals:
+        points.append((a, 1))
+        points.append((b, -1))
+    points.sort(key=lambda p: (p[0], p[1]))  # an end before a start at the same instant
+    cur = peak = 0
+    for _, d in points:
+        cur += d
+        peak = max(peak, cur)
+    return peak
+
+
+# --- Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html) ---
+class SseParser:
+    """Incremental event-stream parser: feed() bytes as they arrive, get the events
+    completed so far as dicts {"event", "data", "id"}. Lines end in CRLF, LF or CR;
+    ':' starts a comment; one space after the colon is dropped; several data lines
+    are joined with LF; an event with no data is not dispatched."""
+
+    def __init__(self):
+        import codecs
+        self._dec = codecs.getincrementaldecoder("utf-8")("replace")
+        self._buf = ""
+        self._event, self._data, self._id = "", [], None
+        self.first = True
+
+    def feed(self, data, final=False):
+        text = self._dec.decode(data, final)
+        if self.first and text:
+            text = text.lstrip("\ufeff")
+            self.first = False
+        self._buf += text
+        out = []
+        while True:
+            i = min((p for p in (self._buf.find("\r"), self._buf.find("\n")) if p >= 0),
+                    default=-1)
+            if i < 0:
+                break
+            if self._buf[i] == "\r" and i + 1 == len(self._buf) and not final:
+                break  # a CR at the end: its LF may come in the next read
+            line = self._buf[:i]
+            skip = 2 if self._buf.startswith("\r\n", i) else 1
+            self._buf = self._buf[i + skip:]
+            ev = self._line(line)
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    def _line(self, line):
+        if line == "":
+            if not self._data:
+                self._event = ""
+                return None
+            ev = {"event": self._event or "message", "data": "\n".join(self._data),
+                  "id": self._id}
+            self._event, self._data = "", []
+            return ev
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def pending(self):
+        """True when bytes of an unfinished event are held (a stream cut mid-event)."""
+        return bool(self._buf or self._data or self._event)
+
+
+class SseStream:
+    """A chat POST read incrementally through nginx: open() sends it and reads the
+    headers; next_events() returns the events completed by the next read from the
+    socket ([] at the end, with .ended set)."""
+
+    def __init__(self, st, body, path="/api/v1/chat", headers=None, timeout=60):
+        self.c = http.client.HTTPConnection("127.0.0.1", st.http_port, timeout=timeout)
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        self.c.request("POST", path, body=json.dumps(body), headers=h)
+        self.r = self.c.getresponse()
+        self.status = self.r.status
+        self.headers = {k.lower(): v for k, v in self.r.getheaders()}
+        self.parser = SseParser()
+        self.raw = b""
+        self.ended = False
+        self.events = []
+
+    def next_events(self):
+        while not self.ended:
+            chunk = self.r.read1(65536)
+            if not chunk:
+                self.ended = True
+                evs = self.parser.feed(b"", final=True)
+                self.events += evs
+                return evs
+            self.raw += chunk
+            evs = self.parser.feed(chunk)
+            if evs:
+                self.events += evs
+                return evs
+        return []
+
+    def read_all(self):
+        while not self.ended:
+            self.next_events()
+        return self.events
+
+    def close(self):
+        self.c.close()
+
+
+# --- a real redis-server for the tests -----------------------------------------
+REDIS_SERVER = os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or ""
+
+
+class RedisServer:
+    """redis-server on a random loopback port in a temp dir, persistence on (AOF,
+    fsync at every write). stop() ends it by PID; start() again brings it back on the
+    same port and dir, with the data it had."""
+
+    def __init__(self, port=None, dir=None):
+        self.dir = dir or tempfile.mkdtemp(prefix="valerie-redis-")
+        self.port = port or free_port()
+        self.proc = None
+
+    def url(self, db=0):
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout=20):
+        if not REDIS_SERVER:
+            raise RuntimeError("redis-server not found (set REDIS_SERVER)")
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", self.dir, "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", "--daemonize", "no",
+                "--logfile", os.path.join(self.dir, "redis.log")]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        ok = wait_until(lambda: self.proc.poll() is not None or self.ping(), timeout, 0.05)
+        if not ok or self.proc.poll() is not None:
+            log = read_text(os.path.join(self.dir, "redis.log"))[-2000:]
+            self.stop()
+            raise RuntimeError(f"redis-server did not start on port {self.port}:\n{log}")
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Ends the server by PID (SIGTERM: it writes its AOF and exits), waits for it."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    def ping(self):
+        try:
+            return self.command("PING") == "PONG"
+        except (OSError, RuntimeError):
+            return False
+
+    def command(self, *args, timeout=5):
+        """One command over RESP; returns the reply (str, int, list, None); a Redis
+        error raises RuntimeError."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+            req = b"*%d\r\n" % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                req += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(req)
+            f = s.makefile("rb")
+            return _resp_read(f)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if not failures:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            print(f"(redis files kept in {self.dir})")
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line:
+        raise OSError("redis closed the connection")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data.decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise OSError(f"bad RESP line {line!r}")
+
+
+ANSWER_KEYS = {"reply", "session_id", "turn", "usage", "provider", "model", "request_id"}
+
+
+def answer_problems(doc, headers=None, session_id=None):
+    """What is wrong with an answer document (BRIEF 13); [] when nothing is. With the
+    response headers, its request_id must be the X-Request-Id nginx returned."""
+    if not isinstance(doc, dict):
+        return [f"not a JSON object: {doc!r:.200}"]
+    p = []
+    keys = set(doc)
+    if not (keys == ANSWER_KEYS or keys == ANSWER_KEYS | {"tool_calls"}):
+        p.append(f"keys {sorted(keys)}")
+    if not isinstance(doc.get("reply"), str) or not doc.get("reply"):
+        p.append("reply not a non-empty string")
+    t = doc.get("turn")
+    if not (isinstance(t, int) and not isinstance(t, bool) and t >= 1):
+        p.append(f"turn {t!r}")
+    u = doc.get("usage")
+    if not (isinstance(u, dict) and set(u) == {"input_tokens", "output_tokens"}
+            and all(isinstance(u[k], int) and not isinstance(u[k], bool) and u[k] >= 0
+                    for k in u)):
+        p.append(f"usage {u!r}")
+    for k in ("provider", "model", "request_id", "session_id"):
+        if not isinstance(doc.get(k), str) or not doc.get(k):
+            p.append(f"{k} {doc.get(k)!r}")
+    if "tool_calls" in doc and not isinstance(doc["tool_calls"], list):
+        p.append("tool_calls not a list")
+    if session_id is not None and doc.get("session_id") != session_id:
+        p.append(f"session_id {doc.get('session_id')!r} != {session_id!r}")
+    if headers is not None and doc.get("request_id") != headers.get("x-request-id"):
+        p.append(f"request_id {doc.get('request_id')!r} != X-Request-Id "
+                 f"{headers.get('x-request-id')!r}")
+    return p
+
+
+def session_exchanges(doc):
+    """Reads a session document: (turn numbers of its exchanges in order, problems).
+    An exchange is one user message then one assistant message with the same turn;
+    messages oldest first."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
+        return [], [f"no messages list: {doc!r:.200}"]
+    msgs, turns, p = doc["messages"], [], []
+    for i, m in enumerate(msgs):
+        if not (isinstance(m, dict) and isinstance(m.get("turn"), int)
+                and m.get("role") in ("user", "assistant", "tool")
+                and isinstance(m.get("content"), str) and isinstance(m.get("ts"), str)):
+            p.append(f"message {i} lacks turn/role/content/ts: {m!r:.200}")
+            continue
+        if not turns or turns[-1] != m["turn"]:
+            if m["role"] != "user":
+                p.append(f"turn {m['turn']} does not open with the user's message")
+            turns.append(m["turn"])
+    by_turn = {}
+    for m in msgs:
+        if isinstance(m, dict):
+            by_turn.setdefault(m.get("turn"), []).append(m.get("role"))
+    for t, roles in by_turn.items():
+        if roles != ["user", "assistant"]:
+            p.append(f"turn {t} holds {roles}, not one user and one assistant message")
+    if turns != list(range(1, len(turns) + 1)):
+        p.append(f"turns not 1..N in order without gaps or duplicates: {turns[:20]}"
+                 f"{'...' if len(turns) > 20 else ''}")
+    return turns, p
+
+
+def iso_time(s):
+    """Seconds since the epoch of an ISO-8601 UTC time with Z, or None."""
+    try:
+        return log_time(s) if isinstance(s, str) and s.endswith("Z") else None
+    except ValueError:
+        return None
+
+
+# The stores a chat test runs against; VALERIE_TEST_STORES=lmdb narrows it by hand.
+TEST_STORES = [s for s in os.environ.get("VALERIE_TEST_STORES", "lmdb,redis").split(",") if s]
+
+
+def store_env(kind, redis=None):
+    """The worker environment of a store: lmdb, or redis at `redis` (a RedisServer)."""
+    if kind == "redis":
+        return {"VALERIE_SESSION_STORE": "redis", "VALERIE_SESSION_REDIS_URL": redis.url()}
+    return {"VALERIE_SESSION_STORE": "lmdb"}

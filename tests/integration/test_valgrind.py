@@ -22,7 +22,8 @@ if not shutil.which("valgrind"):
 tmp = tempfile.mkdtemp(prefix="valerie-vg-")
 sock = os.path.join(tmp, "w.sock")
 vlog = os.path.join(tmp, "valgrind.log")
-env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60")
+env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
+           VALERIE_DATA_DIR=os.path.join(tmp, "data"))
 spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
 proc = subprocess.Popen(
     [spawn, "-n", "-s", sock, "--", shutil.which("valgrind"), "--quiet", "--leak-check=full",
@@ -60,6 +61,41 @@ try:
     c.begin("GET", "/health", extra=many)
     c.end_body()
     check(c.response()[0] == 431, "too many headers: 431")
+    def post(path, body, extra=None):
+        c = FcgiClient(sock)
+        c.begin("POST", path, body_len=len(body),
+                extra=dict({"CONTENT_TYPE": "application/json"}, **(extra or {})))
+        c.send_body(body)
+        c.end_body()
+        return c.response()
+
+    # The chat path: turns, a stream, idempotent replay, sessions, bad input.
+    for i in range(3):
+        s, _, b = post("/api/v1/chat", b'{"message":"hello %d","session_id":"vg-1"}' % i)
+        check(s == 200, f"chat turn {i + 1}: {s}")
+    s, _, b = post("/api/v1/chat", b'{"message":"s","session_id":"vg-2","stream":true}')
+    check(s == 200 and b"event: done" in b, f"streamed turn: {s}")
+    for _ in range(2):
+        s, _, b = post("/api/v1/chat", b'{"message":"pay","session_id":"vg-3"}',
+                       {"HTTP_IDEMPOTENCY_KEY": "k1"})
+        check(s == 200, f"idempotent turn: {s}")
+    s, _, b = post("/api/agent/chat", b'{"message":"Hola","session_id":"vg-4","config":'
+                   b'{"nombre_bot":"T","id_empresa":1}}')
+    check(s == 200, f"agent chat: {s}")
+    for body in (b'{"message":', b'[1]', b'{"message":"x","session_id":"../x"}',
+                 b'{"message":"\xff","session_id":"a"}', b'{"a":' * 40 + b'1' + b'}' * 40):
+        s, _, b = post("/api/v1/chat", body)
+        check(s == 400, f"bad chat body {body[:20]!r}: {s}")
+    s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1")
+    check(s == 200, f"session read: {s}")
+    s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1", method="DELETE")
+    check(s == 200, f"session delete: {s}")
+    s, _, b = fcgi_get(sock, "/health/detailed")
+    check(s == 200, f"detailed health: {s}")
+    c = FcgiClient(sock)  # a stream whose client leaves
+    c.begin("POST", "/api/v1/chat", body_len=48, extra={"CONTENT_TYPE": "application/json"})
+    c.send_body(b'{"message":"x","session_id":"vg-5","stream":true}'[:48])
+    c.close()
     for _ in range(10):  # clients that leave
         c = FcgiClient(sock)
         c.begin("GET", "/")

@@ -1,0 +1,585 @@
+/* chat: one chat turn (POST /api/v1/chat and /api/agent/chat): validate, load, answer, store. */
+#include "config.h"
+
+#include "chat.h"
+#include "conf.h"
+#include "handler.h"
+#include "jsonbody.h"
+#include "log.h"
+#include "provider.h"
+#include "store.h"
+#include "utf8.h"
+#include "vtime.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CHAT_PERSONA_FIELD_MAX 500   /* characters of one persona field */
+#define CHAT_IDEM_KEY_MAX 200        /* Idempotency-Key header length */
+#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+int
+chat_session_id_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > STORE_ID_MAX || strlen(s) != len)
+		return 0;
+	for (i = 0; i < len; i++) {
+		char ch = s[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    ch == '_' || ch == '.' || ch == ':' || ch == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+/* What a valid chat body holds. Borrowed from the parsed body. */
+struct chat_input {
+	const char *message;
+	size_t message_len;
+	const char *session_id;
+	int stream;
+	struct json_object *persona;   /* the "config" object, or NULL */
+	char idem_key[CHAT_IDEM_KEY_MAX + STORE_ID_MAX + 2]; /* principal \x1f key, or "" */
+};
+
+static const char *const persona_fields[] = {
+	"nombre_bot", "id_empresa", "rol_bot", "tipo_bot", "objetivo_principal", NULL
+};
+
+/* Validates the body's fields; fills `in`, or `resp` with a 400 and returns -1. */
+static int
+read_input(struct handler_ctx *ctx, struct json_object *body, struct chat_input *in)
+{
+	struct json_object *v;
+	const char *key;
+	char msg[160];
+	size_t len, i;
+
+	memset(in, 0, sizeof(*in));
+	if (jsonbody_field(body, "message", JB_STRING, &v, ctx->resp) != 0)
+		return -1;
+	if (v == NULL) {
+		http_response_error(ctx->resp, 400, "invalid_field", "field \"message\" is required");
+		return -1;
+	}
+	in->message = json_object_get_string(v);
+	in->message_len = (size_t)json_object_get_string_len(v);
+	for (i = 0; i < in->message_len && strchr(" \t\r\n", in->message[i]) != NULL; i++)
+		;
+	if (i == in->message_len) {
+		http_response_error(ctx->resp, 400, "invalid_field", "field \"message\" is empty");
+		return -1;
+	}
+	if ((long long)utf8_count(in->message, in->message_len) > ctx->conf->max_message_chars) {
+		snprintf(msg, sizeof(msg), "field \"message\" is longer than %lld characters",
+		    ctx->conf->max_message_chars);
+		http_response_error(ctx->resp, 400, "message_too_long", msg);
+		return -1;
+	}
+
+	if (jsonbody_field(body, "session_id", JB_STRING, &v, ctx->resp) != 0)
+		return -1;
+	if (v == NULL) {
+		http_response_error(ctx->resp, 400, "invalid_field", "field \"session_id\" is required");
+		return -1;
+	}
+	in->session_id = json_object_get_string(v);
+	if (!chat_session_id_valid(in->session_id, (size_t)json_object_get_string_len(v))) {
+		http_response_error(ctx->resp, 400, "invalid_session_id",
+		    "field \"session_id\" must be 1 to 128 characters of A-Z a-z 0-9 _ . : -");
+		return -1;
+	}
+
+	if (jsonbody_field(body, "stream", JB_BOOL, &v, ctx->resp) != 0)
+		return -1;
+	in->stream = v != NULL && json_object_get_boolean(v);
+
+	if (jsonbody_field(body, "config", JB_OBJECT, &in->persona, ctx->resp) != 0)
+		return -1;
+	for (i = 0; in->persona != NULL && persona_fields[i] != NULL; i++) {
+		enum jsonbody_type t = strcmp(persona_fields[i], "id_empresa") == 0 ?
+		    JB_STRING_OR_INT : JB_STRING;
+
+		if (jsonbody_field(in->persona, persona_fields[i], t, &v, ctx->resp) != 0)
+			return -1;
+		if (v != NULL && json_object_is_type(v, json_type_string) &&
+		    utf8_count(json_object_get_string(v), (size_t)json_object_get_string_len(v)) >
+		    CHAT_PERSONA_FIELD_MAX) {
+			snprintf(msg, sizeof(msg), "field \"config.%s\" is longer than %d characters",
+			    persona_fields[i], CHAT_PERSONA_FIELD_MAX);
+			http_response_error(ctx->resp, 400, "invalid_field", msg);
+			return -1;
+		}
+	}
+
+	key = http_request_header(ctx->req, "idempotency-key");
+	if (key != NULL) {
+		len = strlen(key);
+		for (i = 0; i < len && key[i] > 0x20 && key[i] < 0x7f; i++)
+			;
+		if (len == 0 || len > CHAT_IDEM_KEY_MAX || i != len) {
+			http_response_error(ctx->resp, 400, "invalid_idempotency_key",
+			    "Idempotency-Key must be 1 to 200 visible ASCII characters");
+			return -1;
+		}
+		snprintf(in->idem_key, sizeof(in->idem_key), "%s\x1f%s", ctx->principal, key);
+	}
+	return 0;
+}
+
+/*
+ * The system prompt from the persona (seed 001's fields); empty without a
+ * persona, so the provider's own default applies.
+ */
+static void
+system_prompt(struct json_object *persona, struct buf *out)
+{
+	struct json_object *v;
+	const char *name = "Valerie", *role = NULL, *kind = NULL, *goal = NULL, *company = NULL;
+
+	if (persona == NULL)
+		return;
+	{
+		if (json_object_object_get_ex(persona, "nombre_bot", &v) && v != NULL)
+			name = json_object_get_string(v);
+		if (json_object_object_get_ex(persona, "rol_bot", &v) && v != NULL)
+			role = json_object_get_string(v);
+		if (json_object_object_get_ex(persona, "tipo_bot", &v) && v != NULL)
+			kind = json_object_get_string(v);
+		if (json_object_object_get_ex(persona, "objetivo_principal", &v) && v != NULL)
+			goal = json_object_get_string(v);
+		if (json_object_object_get_ex(persona, "id_empresa", &v) && v != NULL)
+			company = json_object_get_string(v);
+	}
+	buf_printf(out, "You are %s", name);
+	if (role != NULL)
+		buf_printf(out, ", %s", role);
+	if (kind != NULL)
+		buf_printf(out, " (%s assistant)", kind);
+	if (company != NULL)
+		buf_printf(out, " for company %s", company);
+	buf_puts(out, ".");
+	if (goal != NULL)
+		buf_printf(out, " Your main goal: %s.", goal);
+}
+
+static struct json_object *
+msg_new(const char *role, const char *content, size_t len)
+{
+	struct json_object *m = json_object_new_object();
+
+	if (m == NULL)
+		return NULL;
+	json_object_object_add(m, "role", json_object_new_string(role));
+	json_object_object_add(m, "content", json_object_new_string_len(content, (int)len));
+	return m;
+}
+
+/* The provider's messages: system, the history window's user/assistant messages, the new one. */
+static struct json_object *
+provider_messages(const char *system, struct json_object *turns, const struct chat_input *in)
+{
+	struct json_object *list = json_object_new_array(), *msgs, *m, *role, *content;
+	size_t i, j;
+
+	if (list == NULL)
+		return NULL;
+	if (*system != '\0')
+		json_object_array_add(list, msg_new("system", system, strlen(system)));
+	for (i = 0; turns != NULL && i < json_object_array_length(turns); i++) {
+		if (!json_object_object_get_ex(json_object_array_get_idx(turns, i), "messages", &msgs))
+			continue;
+		for (j = 0; j < json_object_array_length(msgs); j++) {
+			m = json_object_array_get_idx(msgs, j);
+			if (!json_object_object_get_ex(m, "role", &role) ||
+			    !json_object_object_get_ex(m, "content", &content))
+				continue;
+			if (strcmp(json_object_get_string(role), "user") != 0 &&
+			    strcmp(json_object_get_string(role), "assistant") != 0)
+				continue;
+			json_object_array_add(list, msg_new(json_object_get_string(role),
+			    json_object_get_string(content), (size_t)json_object_get_string_len(content)));
+		}
+	}
+	json_object_array_add(list, msg_new("user", in->message, in->message_len));
+	return list;
+}
+
+/* The answer document of BRIEF section 13. Caller puts. */
+static struct json_object *
+answer_doc(const char *sid, int turn, const char *reply, size_t reply_len, long long in_tokens,
+    long long out_tokens, const char *provider, const char *model, const char *request_id)
+{
+	struct json_object *doc = json_object_new_object(), *usage = json_object_new_object();
+
+	if (doc == NULL || usage == NULL) {
+		json_object_put(doc);
+		json_object_put(usage);
+		return NULL;
+	}
+	json_object_object_add(doc, "reply", json_object_new_string_len(reply, (int)reply_len));
+	json_object_object_add(doc, "session_id", json_object_new_string(sid));
+	json_object_object_add(doc, "turn", json_object_new_int(turn));
+	json_object_object_add(usage, "input_tokens", json_object_new_int64(in_tokens));
+	json_object_object_add(usage, "output_tokens", json_object_new_int64(out_tokens));
+	json_object_object_add(doc, "usage", usage);
+	json_object_object_add(doc, "provider", json_object_new_string(provider));
+	json_object_object_add(doc, "model", json_object_new_string(model));
+	json_object_object_add(doc, "request_id", json_object_new_string(request_id));
+	return doc;
+}
+
+/* The messages of the turn to store: the user's and the assistant's. Caller frees. */
+static char *
+turn_messages(const struct chat_input *in, const struct llm_result *res, long long t_user,
+    long long t_reply, const char *request_id)
+{
+	struct json_object *list = json_object_new_array(), *u, *a, *usage;
+	char ts[32];
+	char *text;
+
+	if (list == NULL)
+		return NULL;
+	u = msg_new("user", in->message, in->message_len);
+	a = msg_new("assistant", res->text.data, res->text.len);
+	usage = json_object_new_object();
+	if (u == NULL || a == NULL || usage == NULL) {
+		json_object_put(u);
+		json_object_put(a);
+		json_object_put(usage);
+		json_object_put(list);
+		return NULL;
+	}
+	vtime_iso(t_user, ts);
+	json_object_object_add(u, "ts", json_object_new_string(ts));
+	vtime_iso(t_reply, ts);
+	json_object_object_add(a, "ts", json_object_new_string(ts));
+	json_object_object_add(usage, "input_tokens", json_object_new_int64(res->input_tokens));
+	json_object_object_add(usage, "output_tokens", json_object_new_int64(res->output_tokens));
+	json_object_object_add(a, "usage", usage);
+	json_object_object_add(a, "provider", json_object_new_string(res->provider));
+	json_object_object_add(a, "model", json_object_new_string(res->model));
+	json_object_object_add(a, "request_id", json_object_new_string(request_id));
+	json_object_array_add(list, u);
+	json_object_array_add(list, a);
+	text = strdup(json_object_to_json_string_ext(list, JSON_PLAIN));
+	json_object_put(list);
+	return text;
+}
+
+/* --- streaming ------------------------------------------------------------ */
+
+static int
+sse_event(struct http_response *resp, const char *event, struct json_object *data)
+{
+	struct buf b = {0};
+	int rc;
+
+	buf_printf(&b, "event: %s\ndata: %s\n\n", event,
+	    json_object_to_json_string_ext(data, JSON_PLAIN));
+	rc = b.oom ? -1 : http_stream_write(resp, b.data, b.len);
+	buf_free(&b);
+	return rc;
+}
+
+static int
+sse_error(struct http_response *resp, const char *code, const char *message)
+{
+	struct json_object *doc = json_object_new_object(), *err = json_object_new_object();
+	int rc = -1;
+
+	if (doc != NULL && err != NULL) {
+		json_object_object_add(err, "code", json_object_new_string(code));
+		json_object_object_add(err, "message", json_object_new_string(message));
+		json_object_object_add(doc, "error", err);
+		err = NULL;
+		rc = sse_event(resp, "error", doc);
+	}
+	json_object_put(err);
+	json_object_put(doc);
+	return rc;
+}
+
+static int
+on_delta(void *p, const char *text, size_t len)
+{
+	struct handler_ctx *ctx = p;
+	struct json_object *d = json_object_new_object();
+	int rc;
+
+	if (d == NULL)
+		return -1;
+	json_object_object_add(d, "text", json_object_new_string_len(text, (int)len));
+	rc = sse_event(ctx->resp, "delta", d);
+	json_object_put(d);
+	return rc;
+}
+
+static int
+is_cancelled(void *p)
+{
+	struct handler_ctx *ctx = p;
+
+	return http_client_gone(ctx->resp);
+}
+
+static void
+stream_begin(struct handler_ctx *ctx)
+{
+	http_response_header(ctx->resp, "Content-Type", "text/event-stream");
+	http_response_header(ctx->resp, "Cache-Control", "no-cache");
+	http_stream_begin(ctx->resp);
+}
+
+/* --- the turn ------------------------------------------------------------- */
+
+static void
+store_error(struct handler_ctx *ctx, enum store_status s, const char *what)
+{
+	struct json_object *f = json_object_new_object();
+
+	if (f != NULL) {
+		json_object_object_add(f, "request_id", json_object_new_string(ctx->req->request_id));
+		json_object_object_add(f, "op", json_object_new_string(what));
+		json_object_object_add(f, "error", json_object_new_string(store_conn_error(ctx->store)));
+	}
+	log_emit(LOG_LVL_ERROR, "session store failed", f);
+	json_object_put(f);
+	if (s == STORE_NOMEM)
+		ctx->resp->body.oom = 1;
+	else if (s == STORE_CORRUPT)
+		http_response_error(ctx->resp, 500, "store_corrupt",
+		    "the stored session could not be read");
+	else
+		http_response_error(ctx->resp, 503, "store_unavailable",
+		    "the session store is unavailable: the turn may not have been stored; "
+		    "retry with the same Idempotency-Key");
+}
+
+/*
+ * Answers with turn `turn` of the session as stored (an idempotent replay):
+ * the same answer document, as JSON or as one delta and done.
+ */
+static void
+replay_turn(struct handler_ctx *ctx, const struct chat_input *in, int turn)
+{
+	struct json_object *turn_obj = NULL, *msgs, *m, *role, *v, *usage, *doc = NULL;
+	struct buf text = {0};
+	enum store_status s;
+	long long itok = 0, otok = 0;
+	const char *provider = "", *model = "", *reply = "";
+	size_t i, reply_len = 0;
+
+	s = store_get_turn(ctx->store, in->session_id, turn, &text);
+	if (s != STORE_OK) {
+		store_error(ctx, s, "idempotency");
+		goto out;
+	}
+	turn_obj = json_tokener_parse(text.data);
+	if (turn_obj == NULL || !json_object_object_get_ex(turn_obj, "messages", &msgs)) {
+		store_error(ctx, STORE_CORRUPT, "idempotency");
+		goto out;
+	}
+	for (i = 0; i < json_object_array_length(msgs); i++) {
+		m = json_object_array_get_idx(msgs, i);
+		if (!json_object_object_get_ex(m, "role", &role) ||
+		    strcmp(json_object_get_string(role), "assistant") != 0)
+			continue;
+		if (json_object_object_get_ex(m, "content", &v)) {
+			reply = json_object_get_string(v);
+			reply_len = (size_t)json_object_get_string_len(v);
+		}
+		if (json_object_object_get_ex(m, "provider", &v))
+			provider = json_object_get_string(v);
+		if (json_object_object_get_ex(m, "model", &v))
+			model = json_object_get_string(v);
+		if (json_object_object_get_ex(m, "usage", &usage)) {
+			if (json_object_object_get_ex(usage, "input_tokens", &v))
+				itok = json_object_get_int64(v);
+			if (json_object_object_get_ex(usage, "output_tokens", &v))
+				otok = json_object_get_int64(v);
+		}
+	}
+	doc = answer_doc(in->session_id, turn, reply, reply_len, itok, otok, provider, model,
+	    ctx->req->request_id);
+	if (doc == NULL) {
+		ctx->resp->body.oom = 1;
+		goto out;
+	}
+	if (in->stream) {
+		struct json_object *d = json_object_new_object();
+
+		if (!ctx->resp->streaming) {
+			http_response_header(ctx->resp, "Idempotent-Replayed", "true");
+			stream_begin(ctx);
+		}
+		json_object_object_add(d, "text", json_object_new_string_len(reply, (int)reply_len));
+		/* NOTE: a stream that already sent this request's own deltas gets done only. */
+		if (ctx->resp->bytes_sent == 0)
+			sse_event(ctx->resp, "delta", d);
+		json_object_put(d);
+		sse_event(ctx->resp, "done", doc);
+	} else {
+		http_response_header(ctx->resp, "Idempotent-Replayed", "true");
+		http_response_json(ctx->resp, 200, doc);
+	}
+out:
+	json_object_put(doc);
+	json_object_put(turn_obj);
+	buf_free(&text);
+}
+
+/* Sends a reply already stored for this Idempotency-Key. Returns 1 if it did. */
+static int
+replay(struct handler_ctx *ctx, const struct chat_input *in)
+{
+	enum store_status s;
+	int turn = 0;
+
+	s = store_idem_find(ctx->store, in->session_id, in->idem_key, &turn);
+	if (s == STORE_NOT_FOUND)
+		return 0;
+	if (s != STORE_OK)
+		store_error(ctx, s, "idempotency");
+	else
+		replay_turn(ctx, in, turn);
+	return 1;
+}
+
+static void
+chat_turn(struct handler_ctx *ctx)
+{
+	struct json_object *body, *turns = NULL, *messages = NULL, *doc = NULL;
+	struct store_session_info info;
+	struct chat_input in;
+	struct llm_request lreq;
+	struct llm_result res;
+	struct buf window = {0}, system = {0};
+	enum store_status s;
+	enum provider_status ps;
+	long long t_user = vtime_now_ms();
+	char *stored = NULL;
+	int turn = 0;
+
+	memset(&res, 0, sizeof(res));
+	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
+	if (body == NULL)
+		return;
+	if (read_input(ctx, body, &in) != 0)
+		goto out;
+	if (in.idem_key[0] != '\0' && replay(ctx, &in))
+		goto out;
+
+	s = store_load(ctx->store, in.session_id, (int)ctx->conf->history_turns,
+	    (size_t)ctx->conf->history_chars, &info, &window);
+	if (s == STORE_OK) {
+		if (strcmp(info.owner, ctx->principal) != 0 && !ctx->admin) {
+			http_response_error(ctx->resp, 404, "session_not_found", "no such session");
+			goto out;
+		}
+		turns = json_tokener_parse(window.data);
+		if (turns == NULL) {
+			store_error(ctx, STORE_CORRUPT, "load");
+			goto out;
+		}
+	} else if (s != STORE_NOT_FOUND) {
+		store_error(ctx, s, "load");
+		goto out;
+	} else {
+		info.turns = 0;
+	}
+
+	system_prompt(in.persona, &system);
+	messages = provider_messages(system.data ? system.data : "", turns, &in);
+	if (messages == NULL || system.oom) {
+		ctx->resp->body.oom = 1;
+		goto out;
+	}
+	memset(&lreq, 0, sizeof(lreq));
+	lreq.messages = messages;
+	lreq.session_id = in.session_id;
+	lreq.turn = info.turns + 1;
+	lreq.cancelled = is_cancelled;
+	lreq.ctx = ctx;
+	if (in.stream) {
+		stream_begin(ctx);
+		lreq.on_delta = on_delta;
+	}
+	ps = provider_complete(ctx->conf, &lreq, &res);
+	if (ps != PROVIDER_OK) {
+		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" : "provider_error";
+		int status = ps == PROVIDER_TIMEOUT ? 504 : 502;
+
+		if (ps == PROVIDER_CANCELLED) {
+			log_msg(LOG_LVL_INFO, "client went away; turn abandoned");
+			goto out;
+		}
+		if (ps == PROVIDER_NOMEM) {
+			ctx->resp->body.oom = 1;
+			goto out;
+		}
+		if (in.stream)
+			sse_error(ctx->resp, code, res.error);
+		else
+			http_response_error(ctx->resp, status, code, res.error);
+		goto out;
+	}
+
+	stored = turn_messages(&in, &res, t_user, vtime_now_ms(), ctx->req->request_id);
+	if (stored == NULL) {
+		ctx->resp->body.oom = 1;
+		goto out;
+	}
+	s = store_append(ctx->store, in.session_id, ctx->principal,
+	    in.idem_key[0] ? in.idem_key : NULL, stored, t_user, &turn);
+	if (s == STORE_EXISTS) {
+		/* A retry with the same key won the race: answer what it stored. */
+		replay_turn(ctx, &in, turn);
+		goto out;
+	}
+	if (s != STORE_OK) {
+		if (in.stream) {
+			store_error(ctx, s, "append");
+			sse_error(ctx->resp, "store_unavailable",
+			    "the session store failed: this turn was not stored");
+		} else {
+			store_error(ctx, s, "append");
+		}
+		goto out;
+	}
+	doc = answer_doc(in.session_id, turn, res.text.data, res.text.len, res.input_tokens,
+	    res.output_tokens, res.provider, res.model, ctx->req->request_id);
+	if (doc == NULL) {
+		ctx->resp->body.oom = 1;
+		goto out;
+	}
+	if (in.stream)
+		sse_event(ctx->resp, "done", doc);
+	else
+		http_response_json(ctx->resp, 200, doc);
+out:
+	free(stored);
+	json_object_put(doc);
+	json_object_put(messages);
+	json_object_put(turns);
+	json_object_put(body);
+	provider_result_free(&res);
+	buf_free(&window);
+	buf_free(&system);
+}
+
+void
+chat_v1(struct handler_ctx *ctx)
+{
+	chat_turn(ctx);
+}
+
+void
+chat_agent(struct handler_ctx *ctx)
+{
+	chat_turn(ctx);
+}

@@ -1,0 +1,151 @@
+/* provider_offline: the built-in responder: deterministic, no network, not a language model. */
+#include "config.h"
+
+#include "conf.h"
+#include "provider.h"
+#include "utf8.h"
+
+#include <json-c/json.h>
+#include <string.h>
+#include <time.h>
+
+#define OFFLINE_QUOTE_MAX 80    /* bytes of a message quoted back */
+#define OFFLINE_SLEEP_STEP_MS 50 /* waits are cut in steps to notice a gone client */
+
+/* Appends `s` quoted and shortened to OFFLINE_QUOTE_MAX bytes on a character boundary. */
+static void
+quote(struct buf *b, const char *s, size_t len)
+{
+	size_t n = utf8_prefix(s, len, OFFLINE_QUOTE_MAX);
+
+	buf_puts(b, "\"");
+	buf_append(b, s, n);
+	buf_puts(b, n < len ? "...\"" : "\"");
+}
+
+static const char *
+field(struct json_object *msg, const char *key, size_t *len)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(msg, key, &v) || !json_object_is_type(v, json_type_string)) {
+		*len = 0;
+		return "";
+	}
+	*len = (size_t)json_object_get_string_len(v);
+	return json_object_get_string(v);
+}
+
+/*
+ * The reply: says what it is, repeats the new message, and shows the
+ * conversation's memory by quoting the first and the previous user messages.
+ */
+static void
+compose(const struct llm_request *req, struct buf *out, long long *input_chars)
+{
+	size_t n = json_object_array_length(req->messages), i, len, first_len = 0, prev_len = 0;
+	const char *text, *first = NULL, *prev = NULL, *last = "", *persona = NULL;
+	size_t last_len = 0, persona_len = 0, users = 0;
+
+	*input_chars = 0;
+	for (i = 0; i < n; i++) {
+		struct json_object *m = json_object_array_get_idx(req->messages, i);
+		const char *role = field(m, "role", &len);
+
+		text = field(m, "content", &len);
+		*input_chars += (long long)len;
+		if (strcmp(role, "system") == 0 && persona == NULL) {
+			persona = text;
+			persona_len = len;
+		} else if (strcmp(role, "user") == 0) {
+			if (users == 0) {
+				first = text;
+				first_len = len;
+			}
+			if (users > 0) {
+				prev = last;
+				prev_len = last_len;
+			}
+			last = text;
+			last_len = len;
+			users++;
+		}
+	}
+	buf_puts(out, "[offline] This is Valerie's built-in offline responder, not a language "
+	    "model. You said: ");
+	quote(out, last, last_len);
+	buf_printf(out, ". This is turn %d of this conversation", req->turn);
+	if (users > 1 && first != NULL) {
+		buf_puts(out, "; it began with ");
+		quote(out, first, first_len);
+		if (users > 2 && prev != NULL) {
+			buf_puts(out, " and just before this you said ");
+			quote(out, prev, prev_len);
+		}
+	} else if (req->turn > 1) {
+		buf_puts(out, "; earlier turns are outside the history window");
+	}
+	buf_puts(out, ".");
+	if (persona != NULL && persona_len > 0) {
+		buf_puts(out, " Persona: ");
+		quote(out, persona, persona_len);
+		buf_puts(out, ".");
+	}
+	buf_puts(out, " Set VALERIE_LLM_PROVIDER to openai or anthropic for real answers.");
+}
+
+/* Sleeps `ms` in small steps; returns -1 as soon as the caller is cancelled. */
+static int
+wait_ms(const struct llm_request *req, long long ms)
+{
+	struct timespec ts;
+	long long step;
+
+	while (ms > 0) {
+		if (req->cancelled != NULL && req->cancelled(req->ctx))
+			return -1;
+		step = ms < OFFLINE_SLEEP_STEP_MS ? ms : OFFLINE_SLEEP_STEP_MS;
+		ts.tv_sec = (time_t)(step / 1000);
+		ts.tv_nsec = (long)(step % 1000) * 1000000L;
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+	return 0;
+}
+
+enum provider_status
+provider_offline_complete(const struct conf *conf, const struct llm_request *req,
+    struct llm_result *res)
+{
+	long long input_chars;
+	const char *p, *end, *word_end;
+
+	res->provider = "offline";
+	strcpy(res->model, "offline");
+	compose(req, &res->text, &input_chars);
+	if (res->text.oom)
+		return PROVIDER_NOMEM;
+	res->input_tokens = input_chars / 4 + 1;
+	res->output_tokens = 0;
+	if (wait_ms(req, conf->offline_delay_ms) != 0)
+		return PROVIDER_CANCELLED;
+	/* One token a word, with the spaces that follow it. */
+	p = res->text.data;
+	end = p + res->text.len;
+	while (p < end) {
+		word_end = p;
+		while (word_end < end && *word_end != ' ')
+			word_end++;
+		while (word_end < end && *word_end == ' ')
+			word_end++;
+		res->output_tokens++;
+		if (req->on_delta != NULL) {
+			if (p != res->text.data && wait_ms(req, conf->offline_token_ms) != 0)
+				return PROVIDER_CANCELLED;
+			if (req->on_delta(req->ctx, p, (size_t)(word_end - p)) != 0)
+				return PROVIDER_CANCELLED;
+		}
+		p = word_end;
+	}
+	return PROVIDER_OK;
+}

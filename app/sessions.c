@@ -1,0 +1,164 @@
+/* sessions: read and forget a session (GET/DELETE /api/v1/sessions/{id}, POST /memory/clear/{id}). */
+#include "config.h"
+
+#include "chat.h"
+#include "handler.h"
+#include "log.h"
+#include "store.h"
+#include "vtime.h"
+
+#include <json-c/json.h>
+#include <string.h>
+
+/* Checks the {id} of the path; fills a 400 and returns -1 when it is not a session id. */
+static int
+check_id(struct handler_ctx *ctx)
+{
+	if (chat_session_id_valid(ctx->param, strlen(ctx->param)))
+		return 0;
+	http_response_error(ctx->resp, 400, "invalid_session_id",
+	    "a session id is 1 to 128 characters of A-Z a-z 0-9 _ . : -");
+	return -1;
+}
+
+static void
+store_failed(struct handler_ctx *ctx, enum store_status s, const char *op)
+{
+	struct json_object *f = json_object_new_object();
+
+	if (f != NULL) {
+		json_object_object_add(f, "request_id", json_object_new_string(ctx->req->request_id));
+		json_object_object_add(f, "op", json_object_new_string(op));
+		json_object_object_add(f, "error", json_object_new_string(store_conn_error(ctx->store)));
+	}
+	log_emit(LOG_LVL_ERROR, "session store failed", f);
+	json_object_put(f);
+	if (s == STORE_NOMEM)
+		ctx->resp->body.oom = 1;
+	else if (s == STORE_CORRUPT)
+		http_response_error(ctx->resp, 500, "store_corrupt", "the stored session could not be read");
+	else
+		http_response_error(ctx->resp, 503, "store_unavailable", "the session store is unavailable");
+}
+
+/* Loads the whole session and checks it is the caller's; 0 or a response filled. */
+static int
+load_own(struct handler_ctx *ctx, struct store_session_info *info, struct buf *turns)
+{
+	enum store_status s = store_load(ctx->store, ctx->param, 0, 0, info, turns);
+
+	if (s == STORE_OK && (strcmp(info->owner, ctx->principal) == 0 || ctx->admin))
+		return 0;
+	if (s == STORE_OK || s == STORE_NOT_FOUND)
+		http_response_error(ctx->resp, 404, "session_not_found", "no such session");
+	else
+		store_failed(ctx, s, "load");
+	return -1;
+}
+
+void
+session_get(struct handler_ctx *ctx)
+{
+	struct store_session_info info;
+	struct json_object *turns = NULL, *doc = NULL, *out, *msgs, *m;
+	struct buf text = {0};
+	char ts[32];
+	size_t i, j;
+
+	if (check_id(ctx) != 0 || load_own(ctx, &info, &text) != 0)
+		goto done;
+	turns = json_tokener_parse(text.data);
+	doc = json_object_new_object();
+	out = json_object_new_array();
+	if (turns == NULL || doc == NULL || out == NULL) {
+		json_object_put(out);
+		if (turns == NULL)
+			store_failed(ctx, STORE_CORRUPT, "load");
+		else
+			ctx->resp->body.oom = 1;
+		goto done;
+	}
+	/* Flatten the turns: each message carries the number of its turn. */
+	for (i = 0; i < json_object_array_length(turns); i++) {
+		struct json_object *t = json_object_array_get_idx(turns, i), *n;
+
+		if (!json_object_object_get_ex(t, "turn", &n) ||
+		    !json_object_object_get_ex(t, "messages", &msgs))
+			continue;
+		for (j = 0; j < json_object_array_length(msgs); j++) {
+			struct json_object *copy = json_object_new_object();
+
+			m = json_object_array_get_idx(msgs, j);
+			if (copy == NULL)
+				continue;
+			json_object_object_add(copy, "turn", json_object_get(n));
+			json_object_object_foreach(m, key, val) {
+				if (strcmp(key, "turn") != 0)
+					json_object_object_add(copy, key, json_object_get(val));
+			}
+			json_object_array_add(out, copy);
+		}
+	}
+	json_object_object_add(doc, "session_id", json_object_new_string(ctx->param));
+	json_object_object_add(doc, "owner", json_object_new_string(info.owner));
+	vtime_iso(info.created_ms, ts);
+	json_object_object_add(doc, "created_at", json_object_new_string(ts));
+	vtime_iso(info.updated_ms, ts);
+	json_object_object_add(doc, "updated_at", json_object_new_string(ts));
+	json_object_object_add(doc, "turns", json_object_new_int(info.turns));
+	json_object_object_add(doc, "messages", out);
+	http_response_json(ctx->resp, 200, doc);
+done:
+	json_object_put(doc);
+	json_object_put(turns);
+	buf_free(&text);
+}
+
+static void
+forget(struct handler_ctx *ctx, const char *status)
+{
+	struct store_session_info info;
+	struct json_object *doc;
+	struct buf text = {0};
+	enum store_status s;
+
+	if (check_id(ctx) != 0)
+		return;
+	/* NOTE: reads only the newest turn: enough to learn the owner. */
+	s = store_load(ctx->store, ctx->param, 1, 0, &info, &text);
+	buf_free(&text);
+	if (s == STORE_OK && strcmp(info.owner, ctx->principal) != 0 && !ctx->admin)
+		s = STORE_NOT_FOUND;
+	if (s == STORE_OK)
+		s = store_delete(ctx->store, ctx->param);
+	if (s == STORE_NOT_FOUND) {
+		http_response_error(ctx->resp, 404, "session_not_found", "no such session");
+		return;
+	}
+	if (s != STORE_OK) {
+		store_failed(ctx, s, "delete");
+		return;
+	}
+	doc = json_object_new_object();
+	if (doc == NULL) {
+		ctx->resp->body.oom = 1;
+		return;
+	}
+	json_object_object_add(doc, "session_id", json_object_new_string(ctx->param));
+	json_object_object_add(doc, "deleted", json_object_new_boolean(1));
+	json_object_object_add(doc, "status", json_object_new_string(status));
+	http_response_json(ctx->resp, 200, doc);
+	json_object_put(doc);
+}
+
+void
+session_delete(struct handler_ctx *ctx)
+{
+	forget(ctx, "deleted");
+}
+
+void
+session_clear(struct handler_ctx *ctx)
+{
+	forget(ctx, "cleared");
+}

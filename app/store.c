@@ -1,0 +1,142 @@
+/* store: picks the session store implementation and forwards to it. */
+#include "config.h"
+
+#include "conf.h"
+#include "store.h"
+#include "store_impl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct store {
+	const struct store_ops *ops;
+	void *impl;
+};
+
+struct store_conn {
+	const struct store_ops *ops;
+	void *impl;
+};
+
+struct store *
+store_open(const struct conf *conf, char *err, size_t errlen)
+{
+	const struct store_ops *ops;
+	struct store *st;
+
+	if (strcmp(conf->session_store, "redis") == 0)
+		ops = &store_redis_ops;
+	else
+		ops = &store_lmdb_ops;
+	st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	st->ops = ops;
+	st->impl = ops->open(conf, err, errlen);
+	if (st->impl == NULL) {
+		free(st);
+		return NULL;
+	}
+	return st;
+}
+
+void
+store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	st->ops->close(st->impl);
+	free(st);
+}
+
+const char *
+store_kind(const struct store *st)
+{
+	return st->ops->kind;
+}
+
+struct store_conn *
+store_conn_new(struct store *st)
+{
+	struct store_conn *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->ops = st->ops;
+	c->impl = st->ops->conn_new(st->impl);
+	if (c->impl == NULL) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+store_conn_free(struct store_conn *c)
+{
+	if (c == NULL)
+		return;
+	c->ops->conn_free(c->impl);
+	free(c);
+}
+
+const char *
+store_conn_error(const struct store_conn *c)
+{
+	return c->ops->conn_error(c->impl);
+}
+
+enum store_status
+store_load(struct store_conn *c, const char *sid, int max_turns, size_t max_chars,
+    struct store_session_info *info, struct buf *turns_out)
+{
+	return c->ops->load(c->impl, sid, max_turns, max_chars, info, turns_out);
+}
+
+enum store_status
+store_append(struct store_conn *c, const char *sid, const char *owner, const char *idem_key,
+    const char *messages_json, long long now_ms, int *turn_out)
+{
+	return c->ops->append(c->impl, sid, owner, idem_key, messages_json, now_ms, turn_out);
+}
+
+enum store_status
+store_idem_find(struct store_conn *c, const char *sid, const char *idem_key, int *turn_out)
+{
+	return c->ops->idem_find(c->impl, sid, idem_key, turn_out);
+}
+
+enum store_status
+store_get_turn(struct store_conn *c, const char *sid, int turn, struct buf *out)
+{
+	return c->ops->get_turn(c->impl, sid, turn, out);
+}
+
+enum store_status
+store_delete(struct store_conn *c, const char *sid)
+{
+	return c->ops->delete_session(c->impl, sid);
+}
+
+enum store_status
+store_ping(struct store_conn *c)
+{
+	return c->ops->ping(c->impl);
+}
+
+const char *
+store_status_text(enum store_status s)
+{
+	switch (s) {
+	case STORE_OK: return "ok";
+	case STORE_NOT_FOUND: return "not_found";
+	case STORE_UNAVAILABLE: return "unavailable";
+	case STORE_NOMEM: return "out_of_memory";
+	case STORE_CORRUPT: return "corrupt";
+	case STORE_EXISTS: return "exists";
+	}
+	return "unknown";
+}

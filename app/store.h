@@ -1,0 +1,113 @@
+/* store: the session store interface; lmdb (one host, embedded) and redis (several hosts). */
+#ifndef VALERIE_STORE_H
+#define VALERIE_STORE_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+struct conf;
+
+#define STORE_ID_MAX 128      /* session ids and owners: 1..128 characters */
+#define STORE_IDEM_MAX 300    /* idempotency keys as the store sees them */
+
+enum store_status {
+	STORE_OK = 0,
+	STORE_NOT_FOUND,     /* no such session (or expired), turn or key */
+	STORE_UNAVAILABLE,   /* cannot reach or use the store now: 503 */
+	STORE_NOMEM,
+	STORE_CORRUPT,       /* stored data that does not parse: 500 */
+	STORE_EXISTS         /* store_append: the idempotency key is already recorded */
+};
+
+/* What the store knows of a session besides its turns. Plain data. */
+struct store_session_info {
+	char owner[STORE_ID_MAX + 1];
+	long long created_ms;   /* Unix time in milliseconds */
+	long long updated_ms;
+	int turns;              /* number of the last turn, 0 if none */
+};
+
+/*
+ * A session is a sequence of turns numbered 1, 2, ... with no gaps. A turn is
+ * stored as the JSON text {"turn":N,"messages":[...]} where each message is an
+ * object the chat layer wrote (role, content, ts, usage, tool calls...); the
+ * store never looks inside messages.
+ *
+ * Keys and limits: session ids are 1..STORE_ID_MAX characters of
+ * [A-Za-z0-9_.:-] (the caller validates); every write slides the session's
+ * expiry to now + VALERIE_SESSION_TTL; expired sessions read as NOT_FOUND and
+ * are swept by the store.
+ */
+
+struct store;        /* per process: configuration, LMDB environment */
+struct store_conn;   /* per thread: a Redis connection, LMDB read state */
+
+/*
+ * Opens the store VALERIE_SESSION_STORE names with the configuration (borrowed,
+ * must outlive the store). LMDB creates VALERIE_DATA_DIR if needed. Redis only
+ * parses the URL here: connections are made per thread, lazily. Returns NULL
+ * with `err` filled when the store cannot be used at all.
+ */
+struct store *store_open(const struct conf *conf, char *err, size_t errlen);
+
+/* Closes the store. Accepts NULL. Every connection must be freed first. */
+void store_close(struct store *st);
+
+/* "lmdb" or "redis". */
+const char *store_kind(const struct store *st);
+
+/* A connection for one thread. NULL on OOM. Never blocks on the network. */
+struct store_conn *store_conn_new(struct store *st);
+void store_conn_free(struct store_conn *c);
+
+/* The last error on this connection, for the log ("" if none). Borrowed. */
+const char *store_conn_error(const struct store_conn *c);
+
+/*
+ * Loads the session's info and its last turns, oldest first, as a JSON array
+ * of turn objects appended to `turns_out` (caller's buffer). At most
+ * `max_turns` turns (0: all) and at most `max_chars` bytes of turn JSON
+ * (0: no limit), counted from the newest; the newest turn is always included
+ * even if alone it is longer. NOT_FOUND when the session does not exist.
+ */
+enum store_status store_load(struct store_conn *c, const char *sid, int max_turns,
+    size_t max_chars, struct store_session_info *info, struct buf *turns_out);
+
+/*
+ * Appends one turn atomically: the next turn number is assigned (no gaps or
+ * duplicates, whatever the concurrency across threads, processes and hosts),
+ * the session is created with `owner` if it is new, its expiry slides
+ * (conf->session_ttl is read at every write). With `idem_key` (NULL for none),
+ * also records (sid, key) -> turn with the same expiry, in the same atomic
+ * step; if that key is already recorded, appends nothing and returns
+ * STORE_EXISTS with the recorded turn in *turn_out (two retries racing each
+ * other make one turn). `messages_json` is a JSON array text. `now_ms` is the turn's time,
+ * recorded as the session's created/updated time; the expiry counts from the
+ * store's own clock. Writes the assigned number to *turn_out.
+ */
+enum store_status store_append(struct store_conn *c, const char *sid, const char *owner,
+    const char *idem_key, const char *messages_json, long long now_ms, int *turn_out);
+
+/*
+ * Finds an idempotency key store_append recorded for this session (keys are
+ * scoped to their session, so a Redis Cluster keeps them in the session's
+ * slot): writes the turn it answered. NOT_FOUND if unknown or expired.
+ */
+enum store_status store_idem_find(struct store_conn *c, const char *sid,
+    const char *idem_key, int *turn_out);
+
+/* Appends one turn's JSON object to `out`. NOT_FOUND if there is no such turn. */
+enum store_status store_get_turn(struct store_conn *c, const char *sid, int turn,
+    struct buf *out);
+
+/* Deletes the session and its turns. NOT_FOUND if it did not exist. */
+enum store_status store_delete(struct store_conn *c, const char *sid);
+
+/* Checks the store answers (a read for LMDB, PING for Redis). */
+enum store_status store_ping(struct store_conn *c);
+
+/* A short text for a status ("ok", "unavailable", ...). */
+const char *store_status_text(enum store_status s);
+
+#endif

@@ -1,0 +1,627 @@
+/* store_lmdb: the embedded session store, one LMDB environment shared by every worker of a host. */
+#include "config.h"
+
+#include "conf.h"
+#include "store_impl.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define LMDB_READER_MARGIN 64   /* reader slots beyond threads x workers */
+#define LMDB_SWEEP_MAX 16       /* expired sessions removed per append, at most */
+#define LMDB_KEY_MAX 511        /* LMDB's default maximum key size */
+#define META_VERSION 1
+
+/*
+ * Layout, four named databases in one environment:
+ *   meta    sid                      -> struct meta_rec (binary, versioned)
+ *   turns   sid '\0' turn (u32 BE)   -> {"turn":N,"messages":[...]}
+ *   idem    sid '\0' key             -> turn (u32 BE)
+ *   expiry  expires_ms (u64 BE) sid  -> "" (the sweep walks it from the front)
+ * Every write is one write transaction: LMDB serialises writers across the
+ * processes of the host, so turn numbers cannot collide or skip.
+ */
+struct lmdb_store {
+	const struct conf *conf;
+	MDB_env *env;
+	MDB_dbi meta, turns, idem, expiry;
+};
+
+struct lmdb_conn {
+	struct lmdb_store *st;
+	char err[160];
+};
+
+struct meta_rec {
+	uint8_t version;
+	int64_t created_ms, updated_ms, expires_ms;
+	int32_t turns;
+	char owner[STORE_ID_MAX + 1];
+};
+
+static long long
+clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static enum store_status
+fail(struct lmdb_conn *c, int rc, const char *what)
+{
+	snprintf(c->err, sizeof(c->err), "lmdb %s: %s", what,
+	    rc == MDB_MAP_FULL ? "the store is full (raise VALERIE_LMDB_MAP_MB)" : mdb_strerror(rc));
+	return rc == ENOMEM ? STORE_NOMEM : STORE_UNAVAILABLE;
+}
+
+static void
+put_u32(unsigned char *p, uint32_t v)
+{
+	p[0] = (unsigned char)(v >> 24);
+	p[1] = (unsigned char)(v >> 16);
+	p[2] = (unsigned char)(v >> 8);
+	p[3] = (unsigned char)v;
+}
+
+static uint32_t
+get_u32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void
+put_u64(unsigned char *p, uint64_t v)
+{
+	int i;
+
+	for (i = 7; i >= 0; i--) {
+		p[i] = (unsigned char)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t
+get_u64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* sid '\0' turn: the key of a turn. Returns its length. */
+static size_t
+turn_key(unsigned char *k, const char *sid, uint32_t turn)
+{
+	size_t n = strlen(sid);
+
+	memcpy(k, sid, n);
+	k[n] = '\0';
+	put_u32(k + n + 1, turn);
+	return n + 5;
+}
+
+/* expires (u64 BE) sid: the key of an expiry entry. */
+static size_t
+expiry_key(unsigned char *k, long long expires_ms, const char *sid)
+{
+	size_t n = strlen(sid);
+
+	put_u64(k, (uint64_t)expires_ms);
+	memcpy(k + 8, sid, n);
+	return n + 8;
+}
+
+static int
+meta_read(MDB_txn *txn, struct lmdb_store *st, const char *sid, struct meta_rec *m)
+{
+	MDB_val k = {strlen(sid), (void *)sid}, v;
+	int rc = mdb_get(txn, st->meta, &k, &v);
+
+	if (rc != 0)
+		return rc;
+	if (v.mv_size != sizeof(*m))
+		return MDB_CORRUPTED;
+	memcpy(m, v.mv_data, sizeof(*m));
+	if (m->version != META_VERSION)
+		return MDB_CORRUPTED;
+	m->owner[STORE_ID_MAX] = '\0';
+	return 0;
+}
+
+/* Deletes every entry of `dbi` whose key starts with sid '\0'. */
+static int
+delete_prefix(MDB_txn *txn, MDB_dbi dbi, const char *sid)
+{
+	size_t n = strlen(sid) + 1;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc;
+
+	rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc != 0)
+		return rc;
+	for (;;) {
+		k.mv_size = n;
+		k.mv_data = (void *)sid;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc != 0 || k.mv_size < n || memcmp(k.mv_data, sid, n) != 0)
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Removes a whole session inside `txn`; `m` is its meta record. */
+static int
+drop_session(MDB_txn *txn, struct lmdb_store *st, const char *sid, const struct meta_rec *m)
+{
+	unsigned char ek[8 + STORE_ID_MAX];
+	MDB_val k = {strlen(sid), (void *)sid}, e;
+	int rc;
+
+	e.mv_size = expiry_key(ek, m->expires_ms, sid);
+	e.mv_data = ek;
+	rc = mdb_del(txn, st->expiry, &e, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	rc = mdb_del(txn, st->meta, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return rc;
+	rc = delete_prefix(txn, st->turns, sid);
+	if (rc == 0)
+		rc = delete_prefix(txn, st->idem, sid);
+	return rc;
+}
+
+/* Removes up to LMDB_SWEEP_MAX sessions whose expiry has passed. */
+static int
+sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
+{
+	char sid[STORE_ID_MAX + 1];
+	struct meta_rec m;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, n = 0;
+
+	rc = mdb_cursor_open(txn, st->expiry, &cur);
+	if (rc != 0)
+		return rc;
+	while (n < LMDB_SWEEP_MAX && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+		if (k.mv_size < 9 || k.mv_size > 8 + STORE_ID_MAX ||
+		    (long long)get_u64(k.mv_data) > now)
+			break;
+		memcpy(sid, (char *)k.mv_data + 8, k.mv_size - 8);
+		sid[k.mv_size - 8] = '\0';
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			break;
+		if (meta_read(txn, st, sid, &m) == 0 && m.expires_ms <= now) {
+			rc = drop_session(txn, st, sid, &m);
+			if (rc != 0)
+				break;
+		}
+		n++;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static void *
+lmdb_open(const struct conf *conf, char *err, size_t errlen)
+{
+	struct lmdb_store *st;
+	MDB_txn *txn = NULL;
+	unsigned int readers;
+	int rc, dead = 0;
+
+	if (mkdir(conf->data_dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "VALERIE_DATA_DIR: cannot create %s: %s", conf->data_dir,
+		    strerror(errno));
+		return NULL;
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	st->conf = conf;
+	readers = (unsigned int)(conf->threads * conf->workers) + LMDB_READER_MARGIN;
+	if ((rc = mdb_env_create(&st->env)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(st->env, readers)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(st->env, 4)) != 0 ||
+	    (rc = mdb_env_set_mapsize(st->env, (size_t)conf->lmdb_map_mb << 20)) != 0)
+		goto fail;
+	/*
+	 * NOTE: MDB_NOTLS ties reader slots to transactions, not threads, so a
+	 * pool of threads does not pin a slot each forever.
+	 */
+	rc = mdb_env_open(st->env, conf->data_dir, MDB_NOTLS, 0600);
+	if (rc != 0)
+		goto fail;
+	/* Readers left by killed processes hold old pages until cleared. */
+	mdb_reader_check(st->env, &dead);
+	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "turns", MDB_CREATE, &st->turns)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &st->idem)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "expiry", MDB_CREATE, &st->expiry)) != 0)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto fail;
+	return st;
+fail:
+	snprintf(err, errlen, "VALERIE_DATA_DIR: cannot open the LMDB store in %s: %s",
+	    conf->data_dir, mdb_strerror(rc));
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	if (st->env != NULL)
+		mdb_env_close(st->env);
+	free(st);
+	return NULL;
+}
+
+static void
+lmdb_close(void *p)
+{
+	struct lmdb_store *st = p;
+
+	if (st == NULL)
+		return;
+	mdb_env_close(st->env);
+	free(st);
+}
+
+static void *
+lmdb_conn_new(void *p)
+{
+	struct lmdb_conn *c = calloc(1, sizeof(*c));
+
+	if (c != NULL)
+		c->st = p;
+	return c;
+}
+
+static void
+lmdb_conn_free(void *p)
+{
+	free(p);
+}
+
+static const char *
+lmdb_conn_error(const void *p)
+{
+	return ((const struct lmdb_conn *)p)->err;
+}
+
+/* Reads the live meta record of `sid`; NOT_FOUND when absent or expired. */
+static enum store_status
+live_meta(struct lmdb_conn *c, MDB_txn *txn, const char *sid, struct meta_rec *m)
+{
+	int rc = meta_read(txn, c->st, sid, m);
+
+	if (rc == MDB_NOTFOUND)
+		return STORE_NOT_FOUND;
+	if (rc == MDB_CORRUPTED) {
+		snprintf(c->err, sizeof(c->err), "lmdb: corrupt session record for a session");
+		return STORE_CORRUPT;
+	}
+	if (rc != 0)
+		return fail(c, rc, "read");
+	if (m->expires_ms <= clock_ms())
+		return STORE_NOT_FOUND;
+	return STORE_OK;
+}
+
+static enum store_status
+lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars,
+    struct store_session_info *info, struct buf *out)
+{
+	struct lmdb_conn *c = p;
+	struct meta_rec m;
+	unsigned char key[LMDB_KEY_MAX];
+	MDB_val *vals = NULL;
+	MDB_txn *txn;
+	enum store_status s;
+	size_t total = 0;
+	int rc, n = 0, first, t;
+
+	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	s = live_meta(c, txn, sid, &m);
+	if (s != STORE_OK)
+		goto out;
+	memset(info, 0, sizeof(*info));
+	memcpy(info->owner, m.owner, sizeof(info->owner));
+	info->created_ms = m.created_ms;
+	info->updated_ms = m.updated_ms;
+	info->turns = m.turns;
+	first = max_turns > 0 && m.turns - max_turns + 1 > 1 ? m.turns - max_turns + 1 : 1;
+	vals = calloc((size_t)(m.turns - first + 1 > 0 ? m.turns - first + 1 : 1), sizeof(*vals));
+	if (vals == NULL) {
+		s = STORE_NOMEM;
+		goto out;
+	}
+	/* Newest first, stopping at the window; each value lives until the txn ends. */
+	for (t = m.turns; t >= first; t--) {
+		MDB_val k = {turn_key(key, sid, (uint32_t)t), key}, v;
+
+		rc = mdb_get(txn, c->st->turns, &k, &v);
+		if (rc != 0) {
+			s = rc == MDB_NOTFOUND ? STORE_CORRUPT : fail(c, rc, "read");
+			if (rc == MDB_NOTFOUND)
+				snprintf(c->err, sizeof(c->err), "lmdb: turn %d of a session is missing", t);
+			goto out;
+		}
+		if (max_chars > 0 && n > 0 && total + v.mv_size + 1 > max_chars)
+			break;
+		total += v.mv_size + 1;
+		vals[n++] = v;
+	}
+	buf_puts(out, "[");
+	for (t = n - 1; t >= 0; t--) {
+		buf_append(out, vals[t].mv_data, vals[t].mv_size);
+		if (t > 0)
+			buf_puts(out, ",");
+	}
+	buf_puts(out, "]");
+	s = out->oom ? STORE_NOMEM : STORE_OK;
+out:
+	free(vals);
+	mdb_txn_abort(txn);
+	return s;
+}
+
+static enum store_status
+lmdb_append(void *p, const char *sid, const char *owner, const char *idem_key,
+    const char *messages_json, long long now_ms, int *turn_out)
+{
+	struct lmdb_conn *c = p;
+	struct lmdb_store *st = c->st;
+	struct meta_rec m;
+	unsigned char key[LMDB_KEY_MAX], ek[8 + STORE_ID_MAX], tb[4];
+	long long now = clock_ms();
+	struct buf text = {0};
+	MDB_txn *txn;
+	MDB_val k, v;
+	size_t sidlen = strlen(sid);
+	int rc;
+
+	if (sidlen == 0 || sidlen > STORE_ID_MAX || strlen(owner) > STORE_ID_MAX ||
+	    (idem_key != NULL && sidlen + 1 + strlen(idem_key) > LMDB_KEY_MAX)) {
+		snprintf(c->err, sizeof(c->err), "lmdb: key too long");
+		return STORE_UNAVAILABLE;
+	}
+	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	rc = meta_read(txn, st, sid, &m);
+	if (rc == 0 && m.expires_ms > now && idem_key != NULL) {
+		/* A retry racing the first request: the key decides, inside the lock. */
+		memcpy(key, sid, sidlen + 1);
+		memcpy(key + sidlen + 1, idem_key, strlen(idem_key));
+		k.mv_size = sidlen + 1 + strlen(idem_key);
+		k.mv_data = key;
+		if (mdb_get(txn, st->idem, &k, &v) == 0 && v.mv_size == 4) {
+			*turn_out = (int)get_u32(v.mv_data);
+			mdb_txn_abort(txn);
+			return STORE_EXISTS;
+		}
+	}
+	if (rc == 0 && m.expires_ms <= now) {
+		rc = drop_session(txn, st, sid, &m);
+		if (rc != 0)
+			goto fail;
+		rc = MDB_NOTFOUND;
+	}
+	if (rc == MDB_NOTFOUND) {
+		memset(&m, 0, sizeof(m));
+		m.version = META_VERSION;
+		m.created_ms = now_ms;
+		snprintf(m.owner, sizeof(m.owner), "%s", owner);
+	} else if (rc != 0) {
+		goto fail;
+	} else {
+		/* The old expiry entry goes; the new one is written below. */
+		k.mv_size = expiry_key(ek, m.expires_ms, sid);
+		k.mv_data = ek;
+		rc = mdb_del(txn, st->expiry, &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			goto fail;
+	}
+	m.turns++;
+	m.updated_ms = now_ms;
+	m.expires_ms = now + st->conf->session_ttl * 1000;
+
+	buf_printf(&text, "{\"turn\":%d,\"messages\":%s}", (int)m.turns, messages_json);
+	if (text.oom) {
+		rc = ENOMEM;
+		goto fail;
+	}
+	k.mv_size = turn_key(key, sid, (uint32_t)m.turns);
+	k.mv_data = key;
+	v.mv_size = text.len;
+	v.mv_data = text.data;
+	if ((rc = mdb_put(txn, st->turns, &k, &v, 0)) != 0)
+		goto fail;
+	k.mv_size = sidlen;
+	k.mv_data = (void *)sid;
+	v.mv_size = sizeof(m);
+	v.mv_data = &m;
+	if ((rc = mdb_put(txn, st->meta, &k, &v, 0)) != 0)
+		goto fail;
+	k.mv_size = expiry_key(ek, m.expires_ms, sid);
+	k.mv_data = ek;
+	v.mv_size = 0;
+	v.mv_data = "";
+	if ((rc = mdb_put(txn, st->expiry, &k, &v, 0)) != 0)
+		goto fail;
+	if (idem_key != NULL) {
+		memcpy(key, sid, sidlen + 1);
+		memcpy(key + sidlen + 1, idem_key, strlen(idem_key));
+		k.mv_size = sidlen + 1 + strlen(idem_key);
+		k.mv_data = key;
+		put_u32(tb, (uint32_t)m.turns);
+		v.mv_size = 4;
+		v.mv_data = tb;
+		if ((rc = mdb_put(txn, st->idem, &k, &v, 0)) != 0)
+			goto fail;
+	}
+	if ((rc = sweep(txn, st, now)) != 0)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	buf_free(&text);
+	if (rc != 0)
+		return fail(c, rc, "commit");
+	*turn_out = m.turns;
+	return STORE_OK;
+fail:
+	mdb_txn_abort(txn);
+	buf_free(&text);
+	return fail(c, rc, "write");
+}
+
+static enum store_status
+lmdb_idem_find(void *p, const char *sid, const char *idem_key, int *turn_out)
+{
+	struct lmdb_conn *c = p;
+	unsigned char key[LMDB_KEY_MAX];
+	struct meta_rec m;
+	size_t sidlen = strlen(sid), klen = strlen(idem_key);
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum store_status s;
+	int rc;
+
+	if (sidlen + 1 + klen > LMDB_KEY_MAX)
+		return STORE_NOT_FOUND;
+	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	s = live_meta(c, txn, sid, &m);
+	if (s == STORE_OK) {
+		memcpy(key, sid, sidlen + 1);
+		memcpy(key + sidlen + 1, idem_key, klen);
+		k.mv_size = sidlen + 1 + klen;
+		k.mv_data = key;
+		rc = mdb_get(txn, c->st->idem, &k, &v);
+		if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size != 4))
+			s = STORE_NOT_FOUND;
+		else if (rc != 0)
+			s = fail(c, rc, "read");
+		else
+			*turn_out = (int)get_u32(v.mv_data);
+	}
+	mdb_txn_abort(txn);
+	return s;
+}
+
+static enum store_status
+lmdb_get_turn(void *p, const char *sid, int turn, struct buf *out)
+{
+	struct lmdb_conn *c = p;
+	unsigned char key[LMDB_KEY_MAX];
+	struct meta_rec m;
+	MDB_txn *txn;
+	MDB_val k, v;
+	enum store_status s;
+	int rc;
+
+	if (turn < 1)
+		return STORE_NOT_FOUND;
+	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	s = live_meta(c, txn, sid, &m);
+	if (s == STORE_OK) {
+		k.mv_size = turn_key(key, sid, (uint32_t)turn);
+		k.mv_data = key;
+		rc = mdb_get(txn, c->st->turns, &k, &v);
+		if (rc == MDB_NOTFOUND) {
+			s = STORE_NOT_FOUND;
+		} else if (rc != 0) {
+			s = fail(c, rc, "read");
+		} else {
+			buf_append(out, v.mv_data, v.mv_size);
+			s = out->oom ? STORE_NOMEM : STORE_OK;
+		}
+	}
+	mdb_txn_abort(txn);
+	return s;
+}
+
+static enum store_status
+lmdb_delete(void *p, const char *sid)
+{
+	struct lmdb_conn *c = p;
+	struct meta_rec m;
+	MDB_txn *txn;
+	int rc, expired;
+
+	rc = mdb_txn_begin(c->st->env, NULL, 0, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	rc = meta_read(txn, c->st, sid, &m);
+	if (rc == MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		return STORE_NOT_FOUND;
+	}
+	if (rc == 0)
+		rc = drop_session(txn, c->st, sid, &m);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return fail(c, rc, "delete");
+	}
+	expired = m.expires_ms <= clock_ms();
+	rc = mdb_txn_commit(txn);
+	if (rc != 0)
+		return fail(c, rc, "commit");
+	return expired ? STORE_NOT_FOUND : STORE_OK;
+}
+
+static enum store_status
+lmdb_ping(void *p)
+{
+	struct lmdb_conn *c = p;
+	MDB_txn *txn;
+	MDB_stat stat;
+	int rc;
+
+	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	rc = mdb_stat(txn, c->st->meta, &stat);
+	mdb_txn_abort(txn);
+	return rc == 0 ? STORE_OK : fail(c, rc, "stat");
+}
+
+const struct store_ops store_lmdb_ops = {
+	"lmdb",
+	lmdb_open,
+	lmdb_close,
+	lmdb_conn_new,
+	lmdb_conn_free,
+	lmdb_conn_error,
+	lmdb_load,
+	lmdb_append,
+	lmdb_idem_find,
+	lmdb_get_turn,
+	lmdb_delete,
+	lmdb_ping,
+};

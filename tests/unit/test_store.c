@@ -1,0 +1,289 @@
+/*
+ * test_store: the session store contract, run against the store the environment names
+ * (VALERIE_SESSION_STORE, VALERIE_DATA_DIR, VALERIE_SESSION_REDIS_URL): turns numbered
+ * without gaps under concurrent threads and processes, windows, idempotency records,
+ * expiry, deletion. With no store set it uses LMDB in a fresh temp dir.
+ */
+#include "config.h"
+
+#include "check.h"
+#include "conf.h"
+#include "store.h"
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define THREADS 8
+#define PER_THREAD 25
+#define PROCS 4
+#define PER_PROC 25
+
+static struct conf conf;
+static struct store *st;
+static char sid_prefix[64];
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+sid(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "%s.%s", sid_prefix, name);
+}
+
+/* Parses a JSON array of turns; returns it (caller puts) or NULL. */
+static struct json_object *
+parse(const struct buf *b)
+{
+	return b->len ? json_tokener_parse(b->data) : NULL;
+}
+
+static int
+turn_no(struct json_object *turns, size_t i)
+{
+	struct json_object *t = json_object_array_get_idx(turns, i), *n;
+
+	return json_object_object_get_ex(t, "turn", &n) ? json_object_get_int(n) : -1;
+}
+
+static void *
+appender(void *arg)
+{
+	const char *s = arg;
+	struct store_conn *c = store_conn_new(st);
+	int i, turn, *bad = calloc(1, sizeof(int));
+
+	for (i = 0; i < PER_THREAD; i++)
+		if (store_append(c, s, "anonymous", NULL,
+		    "[{\"role\":\"user\",\"content\":\"x\"}]", now_ms(), &turn) != STORE_OK)
+			(*bad)++;
+	store_conn_free(c);
+	return bad;
+}
+
+/* Every turn 1..n present exactly once, in order. */
+static void
+check_sequence(const char *s, int n)
+{
+	struct store_conn *c = store_conn_new(st);
+	struct store_session_info info;
+	struct json_object *turns;
+	struct buf b = {0};
+	int i, ok = 1;
+
+	CHECK_INT(store_load(c, s, 0, 0, &info, &b), STORE_OK);
+	CHECK_INT(info.turns, n);
+	turns = parse(&b);
+	CHECK(turns != NULL && (int)json_object_array_length(turns) == n);
+	for (i = 0; turns != NULL && i < n && ok; i++)
+		if (turn_no(turns, (size_t)i) != i + 1) {
+			fprintf(stderr, "turn %d at index %d\n", turn_no(turns, (size_t)i), i);
+			ok = 0;
+		}
+	CHECK(ok);
+	json_object_put(turns);
+	buf_free(&b);
+	store_conn_free(c);
+}
+
+static const char *
+real_get(const char *name, void *ctx)
+{
+	(void)ctx;
+	return getenv(name);
+}
+
+int
+main(void)
+{
+	struct store_conn *c;
+	struct store_session_info info;
+	struct buf b = {0};
+	struct json_object *turns;
+	pthread_t tids[THREADS];
+	char err[256], s1[128], s2[128], s3[128], s4[128];
+	char tmpl[] = "/tmp/valerie-store-XXXXXX";
+	int turn, i, p, failed_appends = 0;
+
+	if (getenv("VALERIE_SESSION_STORE") == NULL && getenv("VALERIE_DATA_DIR") == NULL) {
+		if (mkdtemp(tmpl) == NULL)
+			return 1;
+		setenv("VALERIE_DATA_DIR", tmpl, 1);
+	}
+	if (conf_load(&conf, real_get, NULL, err, sizeof(err)) != CONF_OK) {
+		fprintf(stderr, "config: %s\n", err);
+		return 1;
+	}
+	snprintf(sid_prefix, sizeof(sid_prefix), "t%ld-%d", (long)time(NULL), (int)getpid());
+	st = store_open(&conf, err, sizeof(err));
+	if (st == NULL) {
+		fprintf(stderr, "store_open: %s\n", err);
+		return 1;
+	}
+	printf("store: %s\n", store_kind(st));
+	c = store_conn_new(st);
+	CHECK(c != NULL);
+	CHECK_INT(store_ping(c), STORE_OK);
+
+	/* A new session: turn 1, owner recorded; the next append is turn 2. */
+	sid(s1, sizeof(s1), "basic");
+	CHECK_INT(store_load(c, s1, 0, 0, &info, &b), STORE_NOT_FOUND);
+	CHECK_INT(store_append(c, s1, "alice", NULL,
+	    "[{\"role\":\"user\",\"content\":\"hello\"},{\"role\":\"assistant\",\"content\":\"hi\"}]",
+	    1000, &turn), STORE_OK);
+	CHECK_INT(turn, 1);
+	CHECK_INT(store_append(c, s1, "alice", NULL,
+	    "[{\"role\":\"user\",\"content\":\"second\"}]", 2000, &turn), STORE_OK);
+	CHECK_INT(turn, 2);
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, s1, 0, 0, &info, &b), STORE_OK);
+	CHECK_STR(info.owner, "alice");
+	CHECK_INT(info.turns, 2);
+	CHECK_INT(info.created_ms, 1000);
+	CHECK_INT(info.updated_ms, 2000);
+	turns = parse(&b);
+	CHECK(turns != NULL && json_object_array_length(turns) == 2);
+	CHECK_INT(turn_no(turns, 0), 1);
+	CHECK_INT(turn_no(turns, 1), 2);
+	CHECK_CONTAINS(b.data, "\"content\":\"hello\"");
+	json_object_put(turns);
+
+	/* Windows: by turns, by characters (the newest turn always comes). */
+	for (i = 0; i < 8; i++)
+		store_append(c, s1, "alice", NULL, "[{\"role\":\"user\",\"content\":\"0123456789\"}]",
+		    3000 + i, &turn);
+	CHECK_INT(turn, 10);
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, s1, 3, 0, &info, &b), STORE_OK);
+	turns = parse(&b);
+	CHECK(turns != NULL && json_object_array_length(turns) == 3);
+	CHECK_INT(turn_no(turns, 0), 8);
+	CHECK_INT(turn_no(turns, 2), 10);
+	CHECK_INT(info.turns, 10);
+	json_object_put(turns);
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, s1, 0, 1, &info, &b), STORE_OK);
+	turns = parse(&b);
+	CHECK(turns != NULL && json_object_array_length(turns) == 1);
+	CHECK_INT(turn_no(turns, 0), 10);
+	json_object_put(turns);
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, s1, 0, 150, &info, &b), STORE_OK);
+	turns = parse(&b);
+	CHECK(turns != NULL && json_object_array_length(turns) >= 1 &&
+	    json_object_array_length(turns) < 10 && b.len <= 160);
+	json_object_put(turns);
+
+	/* One turn by number. */
+	buf_reset(&b, 0);
+	CHECK_INT(store_get_turn(c, s1, 1, &b), STORE_OK);
+	CHECK_CONTAINS(b.data, "\"turn\":1");
+	CHECK_CONTAINS(b.data, "hello");
+	buf_reset(&b, 0);
+	CHECK_INT(store_get_turn(c, s1, 11, &b), STORE_NOT_FOUND);
+
+	/* Idempotency: recorded with the turn, found again, unknown keys are not. */
+	sid(s2, sizeof(s2), "idem");
+	{
+		char key[200];
+
+		snprintf(key, sizeof(key), "alice\x1f%s-key-1", sid_prefix);
+		CHECK_INT(store_append(c, s2, "alice", key,
+		    "[{\"role\":\"user\",\"content\":\"pay\"}]", 5000, &turn), STORE_OK);
+		turn = 0;
+		CHECK_INT(store_idem_find(c, s2, key, &turn), STORE_OK);
+		CHECK_INT(turn, 1);
+		CHECK_INT(store_idem_find(c, s1, key, &turn), STORE_NOT_FOUND);
+		/* A retry with a recorded key appends nothing and names the turn. */
+		turn = 0;
+		CHECK_INT(store_append(c, s2, "alice", key,
+		    "[{\"role\":\"user\",\"content\":\"pay again\"}]", 5001, &turn), STORE_EXISTS);
+		CHECK_INT(turn, 1);
+		buf_reset(&b, 0);
+		CHECK_INT(store_load(c, s2, 0, 0, &info, &b), STORE_OK);
+		CHECK_INT(info.turns, 1);
+		snprintf(key, sizeof(key), "alice\x1f%s-key-2", sid_prefix);
+		CHECK_INT(store_idem_find(c, s2, key, &turn), STORE_NOT_FOUND);
+	}
+
+	/* Delete: gone for reads, a second delete is NOT_FOUND, the id can start anew. */
+	CHECK_INT(store_delete(c, s2), STORE_OK);
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, s2, 0, 0, &info, &b), STORE_NOT_FOUND);
+	CHECK_INT(store_delete(c, s2), STORE_NOT_FOUND);
+	CHECK_INT(store_append(c, s2, "bob", NULL, "[]", 6000, &turn), STORE_OK);
+	CHECK_INT(turn, 1);
+
+	/* Threads appending to one session: no gap, no duplicate. */
+	sid(s3, sizeof(s3), "threads");
+	for (i = 0; i < THREADS; i++)
+		pthread_create(&tids[i], NULL, appender, s3);
+	for (i = 0; i < THREADS; i++) {
+		void *r;
+
+		pthread_join(tids[i], &r);
+		failed_appends += *(int *)r;
+		free(r);
+	}
+	CHECK_INT(failed_appends, 0);
+	check_sequence(s3, THREADS * PER_THREAD);
+
+	/* Processes appending to one session (each opens the store itself). */
+	sid(s4, sizeof(s4), "procs");
+	store_conn_free(c);
+	c = NULL;
+	for (p = 0; p < PROCS; p++) {
+		if (fork() == 0) {
+			struct store *mine = store_open(&conf, err, sizeof(err));
+			struct store_conn *mc = mine ? store_conn_new(mine) : NULL;
+			int bad = mc == NULL;
+
+			for (i = 0; mc != NULL && i < PER_PROC; i++)
+				if (store_append(mc, s4, "anonymous", NULL, "[]", now_ms(), &turn) !=
+				    STORE_OK)
+					bad = 1;
+			store_conn_free(mc);
+			store_close(mine);
+			_exit(bad);
+		}
+	}
+	for (p = 0; p < PROCS; p++) {
+		int status = 0;
+
+		wait(&status);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	check_sequence(s4, PROCS * PER_PROC);
+
+	/* Expiry: a session idle longer than the TTL reads as gone. */
+	c = store_conn_new(st);
+	{
+		char s5[128];
+
+		conf.session_ttl = 1;
+		sid(s5, sizeof(s5), "ttl");
+		CHECK_INT(store_append(c, s5, "anonymous", "ttl-key", "[]", now_ms(), &turn), STORE_OK);
+		buf_reset(&b, 0);
+		CHECK_INT(store_load(c, s5, 0, 0, &info, &b), STORE_OK);
+		sleep(2);
+		buf_reset(&b, 0);
+		CHECK_INT(store_load(c, s5, 0, 0, &info, &b), STORE_NOT_FOUND);
+		CHECK_INT(store_idem_find(c, s5, "ttl-key", &turn), STORE_NOT_FOUND);
+		conf.session_ttl = 86400;
+	}
+
+	buf_free(&b);
+	store_conn_free(c);
+	store_close(st);
+	return check_done("test_store");
+}
