@@ -4,6 +4,7 @@
 #include "app.h"
 #include "conf.h"
 #include "handler.h"
+#include "httpc.h"
 #include "log.h"
 #include "router.h"
 #include "store.h"
@@ -43,6 +44,7 @@ struct app {
 struct app_worker {
 	struct app *app;
 	struct store_conn *store;
+	struct httpc *http;
 };
 
 struct app *
@@ -56,6 +58,17 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	}
 	app->conf = conf;
 	atomic_init(&app->draining, 0);
+	if (strcmp(conf->llm_provider, "anthropic") == 0 ||
+	    (conf->llm_fallbacks != NULL && strstr(conf->llm_fallbacks, "anthropic") != NULL)) {
+		snprintf(err, errlen, "VALERIE_LLM_PROVIDER: anthropic is not available in this "
+		    "build yet (use offline or openai)");
+		free(app);
+		return NULL;
+	}
+	if (httpc_global_init(conf->ca_bundle, err, errlen) != 0) {
+		free(app);
+		return NULL;
+	}
 	app->store = store_open(conf, err, errlen);
 	if (app->store == NULL) {
 		free(app);
@@ -82,7 +95,10 @@ app_worker_new(struct app *app)
 		return NULL;
 	w->app = app;
 	w->store = store_conn_new(app->store);
-	if (w->store == NULL) {
+	w->http = httpc_new();
+	if (w->store == NULL || w->http == NULL) {
+		store_conn_free(w->store);
+		httpc_free(w->http);
 		free(w);
 		return NULL;
 	}
@@ -95,6 +111,7 @@ app_worker_free(struct app_worker *w)
 	if (w == NULL)
 		return;
 	store_conn_free(w->store);
+	httpc_free(w->http);
 	free(w);
 }
 
@@ -258,6 +275,7 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	ctx.draining = atomic_load(&w->app->draining);
 	ctx.store_handle = w->app->store;
 	ctx.store = w->store;
+	ctx.http = w->http;
 	/* NOTE: until auth lands every caller is the same anonymous principal. */
 	ctx.principal = "anonymous";
 	ctx.admin = 0;

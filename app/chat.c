@@ -505,11 +505,12 @@ chat_turn(struct handler_ctx *ctx)
 	lreq.turn = info.turns + 1;
 	lreq.cancelled = is_cancelled;
 	lreq.ctx = ctx;
+	lreq.deadline_ms = provider_now_ms() + ctx->conf->turn_timeout * 1000;
 	if (in.stream) {
 		stream_begin(ctx);
 		lreq.on_delta = on_delta;
 	}
-	ps = provider_complete(ctx->conf, &lreq, &res);
+	ps = provider_complete(ctx->conf, ctx->http, &lreq, &res);
 	if (ps != PROVIDER_OK) {
 		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" : "provider_error";
 		int status = ps == PROVIDER_TIMEOUT ? 504 : 502;

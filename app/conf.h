@@ -23,14 +23,25 @@ struct conf {
 	const char *llm_fallbacks;       /* VALERIE_LLM_FALLBACKS */
 	const char *models;              /* VALERIE_MODELS */
 	long long turn_timeout;          /* VALERIE_TURN_TIMEOUT */
+	const char *ca_bundle;           /* VALERIE_CA_BUNDLE: CAs for upstream HTTPS */
 	const char *openai_api_key;
 	const char *openai_model;
 	const char *openai_base_url;
 	long long openai_timeout;
+	long long openai_connect_timeout_ms;
+	long long openai_first_token_timeout_ms;
+	long long openai_max_retries;
+	long long openai_cb_failure_threshold;
+	long long openai_cb_reset_timeout;
 	const char *anthropic_api_key;
 	const char *anthropic_model;
 	const char *anthropic_base_url;
 	long long anthropic_timeout;
+	long long anthropic_connect_timeout_ms;
+	long long anthropic_first_token_timeout_ms;
+	long long anthropic_max_retries;
+	long long anthropic_cb_failure_threshold;
+	long long anthropic_cb_reset_timeout;
 
 	const char *session_store;       /* lmdb | redis */
 	const char *session_redis_url;

@@ -8,6 +8,7 @@
 #include "router.h"
 
 struct conf;
+struct httpc;
 struct store;
 struct store_conn;
 
@@ -22,6 +23,7 @@ struct handler_ctx {
 	int draining;                 /* the process is shutting down */
 	struct store *store_handle;   /* the process's session store */
 	struct store_conn *store;     /* this thread's connection to it */
+	struct httpc *http;           /* this thread's HTTP client (kept connections) */
 	const char *principal;        /* who calls: "anonymous" until auth lands */
 	int admin;                    /* the caller may read and delete any session */
 };

@@ -641,3 +641,56 @@ def store_env(kind, redis=None):
     if kind == "redis":
         return {"VALERIE_SESSION_STORE": "redis", "VALERIE_SESSION_REDIS_URL": redis.url()}
     return {"VALERIE_SESSION_STORE": "lmdb"}
+
+
+# --- the fake LLM upstream (OpenAI and Anthropic wire formats, failures on request) ---
+FAKE = os.path.join(SRCDIR, "tests", "fakes", "fake_llm.py")
+
+
+class FakeLLM:
+    """tests/fakes/fake_llm.py in a subprocess on a random loopback port; stopped by PID."""
+
+    def __init__(self, tls=None, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="valerie-fake-")
+        self.tls = bool(tls)
+        portfile = os.path.join(self.dir, "port")
+        args = [sys.executable, FAKE, "--port", "0", "--port-file", portfile]
+        if tls:
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        self.proc = subprocess.Popen(args + list(extra), stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.dir, "log"), "w"))
+        if not wait_until(lambda: os.path.exists(portfile) and open(portfile).read().strip(), 10):
+            raise RuntimeError("fake upstream did not start")
+        self.port = int(open(portfile).read())
+
+    def control(self, method, path, body=None):
+        if self.tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=ctx)
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return json.loads(data) if data else None
+
+    def plan(self, *entries):
+        self.control("POST", "/_control/reset", {})
+        if entries:
+            self.control("POST", "/_control/plan", {"next": list(entries)})
+
+    def stats(self):
+        return self.control("GET", "/_control/stats")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)

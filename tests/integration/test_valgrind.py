@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BIN, FcgiClient, check, done, fcgi_get, wait_until  # noqa: E402
+from harness import BIN, FakeLLM, FcgiClient, check, done, fcgi_get, wait_until  # noqa: E402
 
 if os.environ.get("VALERIE_SANITIZERS") == "yes":
     print("SKIP: sanitizer build; valgrind cannot run it")
@@ -19,109 +19,130 @@ if not shutil.which("valgrind"):
     print("FAIL: valgrind is not installed (apt-get install valgrind)")
     sys.exit(1)
 
-tmp = tempfile.mkdtemp(prefix="valerie-vg-")
-sock = os.path.join(tmp, "w.sock")
-vlog = os.path.join(tmp, "valgrind.log")
-env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
-           VALERIE_DATA_DIR=os.path.join(tmp, "data"))
-spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
-proc = subprocess.Popen(
-    [spawn, "-n", "-s", sock, "--", shutil.which("valgrind"), "--quiet", "--leak-check=full",
-     "--show-leak-kinds=definite,indirect,possible", "--errors-for-leak-kinds=definite,indirect,possible",
-     "--error-exitcode=99", f"--log-file={vlog}", BIN],
-    env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "worker.log"), "w"))
-try:
-    up = wait_until(lambda: os.path.exists(sock) and "worker ready" in
-                    open(os.path.join(tmp, "worker.log")).read(), 60, 0.2)
-    check(up, "worker under valgrind came up")
-    for path in ("/", "/health", "/health/live", "/health/ready", "/config", "/nope",
-                 "/health/", "//x", "/" + "p" * 5000):
-        s, h, b = fcgi_get(sock, path)
-        check(s is not None, f"GET {path[:30]} answered {s}")
-    for method in ("HEAD", "PUT", "DELETE", "get"):
-        s, h, b = fcgi_get(sock, "/health", method=method)
-        check(s is not None, f"{method} /health answered {s}")
-    for body in (b"{}", b"x" * 50000):
-        c = FcgiClient(sock)
-        c.begin("POST", "/health", body_len=len(body))
-        c.send_body(body)
-        c.end_body()
-        s, _, _ = c.response()
-        check(s == 405, f"POST with a {len(body)}-byte body: {s}")
-    c = FcgiClient(sock)
-    c.begin("POST", "/health", body_len=10 ** 9)
-    c.end_body()
-    check(c.response()[0] == 413, "oversized body: 413")
-    c = FcgiClient(sock)
-    c.begin("POST", "/health", extra={"CONTENT_LENGTH": "x"})
-    c.end_body()
-    check(c.response()[0] == 400, "bad length: 400")
-    many = {f"HTTP_X_H{i}": "v" for i in range(80)}
-    c = FcgiClient(sock)
-    c.begin("GET", "/health", extra=many)
-    c.end_body()
-    check(c.response()[0] == 431, "too many headers: 431")
-    def post(path, body, extra=None):
-        c = FcgiClient(sock)
-        c.begin("POST", path, body_len=len(body),
-                extra=dict({"CONTENT_TYPE": "application/json"}, **(extra or {})))
-        c.send_body(body)
-        c.end_body()
-        return c.response()
+def scenario(label, extra_env, failing=False):
+    """One worker under valgrind through every route; the provider as extra_env says."""
+    def answered(s):
+        return s == 200 or (failing and s in (502, 504))
 
-    # The chat path: turns, a stream, idempotent replay, sessions, bad input.
-    for i in range(3):
-        s, _, b = post("/api/v1/chat", b'{"message":"hello %d","session_id":"vg-1"}' % i)
-        check(s == 200, f"chat turn {i + 1}: {s}")
-    s, _, b = post("/api/v1/chat", b'{"message":"s","session_id":"vg-2","stream":true}')
-    check(s == 200 and b"event: done" in b, f"streamed turn: {s}")
-    for _ in range(2):
-        s, _, b = post("/api/v1/chat", b'{"message":"pay","session_id":"vg-3"}',
-                       {"HTTP_IDEMPOTENCY_KEY": "k1"})
-        check(s == 200, f"idempotent turn: {s}")
-    s, _, b = post("/api/agent/chat", b'{"message":"Hola","session_id":"vg-4","config":'
-                   b'{"nombre_bot":"T","id_empresa":1}}')
-    check(s == 200, f"agent chat: {s}")
-    for body in (b'{"message":', b'[1]', b'{"message":"x","session_id":"../x"}',
-                 b'{"message":"\xff","session_id":"a"}', b'{"a":' * 40 + b'1' + b'}' * 40):
-        s, _, b = post("/api/v1/chat", body)
-        check(s == 400, f"bad chat body {body[:20]!r}: {s}")
-    s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1")
-    check(s == 200, f"session read: {s}")
-    s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1", method="DELETE")
-    check(s == 200, f"session delete: {s}")
-    s, _, b = fcgi_get(sock, "/health/detailed")
-    check(s == 200, f"detailed health: {s}")
-    c = FcgiClient(sock)  # a stream whose client leaves
-    c.begin("POST", "/api/v1/chat", body_len=48, extra={"CONTENT_TYPE": "application/json"})
-    c.send_body(b'{"message":"x","session_id":"vg-5","stream":true}'[:48])
-    c.close()
-    for _ in range(10):  # clients that leave
-        c = FcgiClient(sock)
-        c.begin("GET", "/")
-        c.end_body()
-        c.close()
-    c = FcgiClient(sock)
-    c.begin("POST", "/health", body_len=100)
-    c.send_body(b"abc")
-    c.close()
-    s, _, _ = fcgi_get(sock, "/health")
-    check(s == 200, "still answering after clients left")
-finally:
-    proc.send_signal(signal.SIGTERM)
+    tmp = tempfile.mkdtemp(prefix="valerie-vg-")
+    sock = os.path.join(tmp, "w.sock")
+    vlog = os.path.join(tmp, "valgrind.log")
+    env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
+               VALERIE_DATA_DIR=os.path.join(tmp, "data"), **extra_env)
+    spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
+    proc = subprocess.Popen(
+        [spawn, "-n", "-s", sock, "--", shutil.which("valgrind"), "--quiet", "--leak-check=full",
+         "--show-leak-kinds=definite,indirect,possible", "--errors-for-leak-kinds=definite,indirect,possible",
+         "--error-exitcode=99", f"--log-file={vlog}", BIN],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "worker.log"), "w"))
     try:
-        rc = proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        rc = proc.wait()
+        up = wait_until(lambda: os.path.exists(sock) and "worker ready" in
+                        open(os.path.join(tmp, "worker.log")).read(), 60, 0.2)
+        check(up, "worker under valgrind came up")
+        for path in ("/", "/health", "/health/live", "/health/ready", "/config", "/nope",
+                     "/health/", "//x", "/" + "p" * 5000):
+            s, h, b = fcgi_get(sock, path)
+            check(s is not None, f"GET {path[:30]} answered {s}")
+        for method in ("HEAD", "PUT", "DELETE", "get"):
+            s, h, b = fcgi_get(sock, "/health", method=method)
+            check(s is not None, f"{method} /health answered {s}")
+        for body in (b"{}", b"x" * 50000):
+            c = FcgiClient(sock)
+            c.begin("POST", "/health", body_len=len(body))
+            c.send_body(body)
+            c.end_body()
+            s, _, _ = c.response()
+            check(s == 405, f"POST with a {len(body)}-byte body: {s}")
+        c = FcgiClient(sock)
+        c.begin("POST", "/health", body_len=10 ** 9)
+        c.end_body()
+        check(c.response()[0] == 413, "oversized body: 413")
+        c = FcgiClient(sock)
+        c.begin("POST", "/health", extra={"CONTENT_LENGTH": "x"})
+        c.end_body()
+        check(c.response()[0] == 400, "bad length: 400")
+        many = {f"HTTP_X_H{i}": "v" for i in range(80)}
+        c = FcgiClient(sock)
+        c.begin("GET", "/health", extra=many)
+        c.end_body()
+        check(c.response()[0] == 431, "too many headers: 431")
+        def post(path, body, extra=None):
+            c = FcgiClient(sock)
+            c.begin("POST", path, body_len=len(body),
+                    extra=dict({"CONTENT_TYPE": "application/json"}, **(extra or {})))
+            c.send_body(body)
+            c.end_body()
+            return c.response()
 
-report = open(vlog).read() if os.path.exists(vlog) else ""
-check(rc == 0, f"worker exited 0 under valgrind (rc {rc})")
-check("ERROR SUMMARY" not in report or "ERROR SUMMARY: 0 errors" in report,
-      "valgrind found no error")
-check("definitely lost" not in report and "indirectly lost" not in report
-      and "possibly lost" not in report, "valgrind found no leak")
-if report.strip():
-    print(report[-3000:])
-shutil.rmtree(tmp, ignore_errors=True)
+        # The chat path: turns, a stream, idempotent replay, sessions, bad input.
+        for i in range(3):
+            s, _, b = post("/api/v1/chat", b'{"message":"hello %d","session_id":"vg-1"}' % i)
+            check(answered(s), f"{label}: chat turn {i + 1}: {s}")
+        s, _, b = post("/api/v1/chat", b'{"message":"s","session_id":"vg-2","stream":true}')
+        check(s == 200 and (b"event: done" in b or (failing and b"event: error" in b)),
+              f"{label}: streamed turn: {s}")
+        for _ in range(2):
+            s, _, b = post("/api/v1/chat", b'{"message":"pay","session_id":"vg-3"}',
+                           {"HTTP_IDEMPOTENCY_KEY": "k1"})
+            check(answered(s), f"{label}: idempotent turn: {s}")
+        s, _, b = post("/api/agent/chat", b'{"message":"Hola","session_id":"vg-4","config":'
+                       b'{"nombre_bot":"T","id_empresa":1}}')
+        check(answered(s), f"{label}: agent chat: {s}")
+        for body in (b'{"message":', b'[1]', b'{"message":"x","session_id":"../x"}',
+                     b'{"message":"\xff","session_id":"a"}', b'{"a":' * 40 + b'1' + b'}' * 40):
+            s, _, b = post("/api/v1/chat", body)
+            check(s == 400, f"bad chat body {body[:20]!r}: {s}")
+        s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1")
+        check(s == 200, f"session read: {s}")
+        s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1", method="DELETE")
+        check(s == 200, f"session delete: {s}")
+        s, _, b = fcgi_get(sock, "/health/detailed")
+        check(s == 200, f"detailed health: {s}")
+        c = FcgiClient(sock)  # a stream whose client leaves
+        c.begin("POST", "/api/v1/chat", body_len=48, extra={"CONTENT_TYPE": "application/json"})
+        c.send_body(b'{"message":"x","session_id":"vg-5","stream":true}'[:48])
+        c.close()
+        for _ in range(10):  # clients that leave
+            c = FcgiClient(sock)
+            c.begin("GET", "/")
+            c.end_body()
+            c.close()
+        c = FcgiClient(sock)
+        c.begin("POST", "/health", body_len=100)
+        c.send_body(b"abc")
+        c.close()
+        s, _, _ = fcgi_get(sock, "/health")
+        check(s == 200, "still answering after clients left")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+
+    report = open(vlog).read() if os.path.exists(vlog) else ""
+    check(rc == 0, f"{label}: worker exited 0 under valgrind (rc {rc})")
+    check("ERROR SUMMARY" not in report or "ERROR SUMMARY: 0 errors" in report,
+          f"{label}: valgrind found no error")
+    check("definitely lost" not in report and "indirectly lost" not in report
+          and "possibly lost" not in report, f"{label}: valgrind found no leak")
+    if report.strip():
+        print(report[-3000:])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+scenario("offline provider", {})
+fake = FakeLLM()
+try:
+    scenario("openai provider", {"VALERIE_LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test",
+                                 "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1",
+                                 "OPENAI_MAX_RETRIES": "1"})
+    fake.plan({"mode": "fail-500"}, {"mode": "cut-mid-stream"}, {"mode": "cut-mid-stream"})
+    scenario("openai provider, failing", {"VALERIE_LLM_PROVIDER": "openai",
+                                          "OPENAI_API_KEY": "sk-test", "OPENAI_MAX_RETRIES": "1",
+                                          "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1"},
+             failing=True)
+finally:
+    fake.stop()
 done("test_valgrind")

@@ -1,0 +1,326 @@
+/* httpc: outgoing HTTP(S) calls over libcurl with reuse, timeouts, caps and cancellation. */
+#include "config.h"
+
+#include "httpc.h"
+
+#include <curl/curl.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+struct httpc {
+	CURL *easy;
+};
+
+/* Per call state shared with libcurl's callbacks. */
+struct call {
+	const struct httpc_request *req;
+	struct httpc_response *resp;
+	long long start_ms;
+	enum httpc_result why;   /* set by a callback that stopped the transfer */
+	int stopped;
+};
+
+static long long
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * NOTE: one certificate store for the whole process. Each libcurl handle that
+ * loads the CA bundle itself holds ~0.9 MB of certificates (PROTOCOLS.md);
+ * with a thousand threads that is a gigabyte. We tell libcurl to load none
+ * (CAINFO and CAPATH NULL) and hand every TLS context this store instead, so
+ * verification stays on and the certificates exist once.
+ */
+static X509_STORE *ca_store;
+
+static CURLcode
+ssl_ctx_setup(CURL *curl, void *ssl_ctx, void *arg)
+{
+	(void)curl;
+	(void)arg;
+	if (ca_store == NULL)
+		return CURLE_SSL_CACERT_BADFILE;
+	SSL_CTX_set1_cert_store(ssl_ctx, ca_store);
+	return CURLE_OK;
+}
+
+int
+httpc_global_init(const char *ca_file, char *err, size_t errlen)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, errlen, "libcurl could not be initialised");
+		return -1;
+	}
+	if (ca_store != NULL)
+		return 0;
+	ca_store = X509_STORE_new();
+	if (ca_store == NULL) {
+		snprintf(err, errlen, "out of memory for the CA store");
+		return -1;
+	}
+	if (ca_file != NULL ? X509_STORE_load_file(ca_store, ca_file) != 1 :
+	    X509_STORE_set_default_paths(ca_store) != 1) {
+		snprintf(err, errlen, "VALERIE_CA_BUNDLE: cannot load CA certificates from %s",
+		    ca_file != NULL ? ca_file : "the system default");
+		X509_STORE_free(ca_store);
+		ca_store = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+struct httpc *
+httpc_new(void)
+{
+	struct httpc *h = calloc(1, sizeof(*h));
+
+	if (h == NULL)
+		return NULL;
+	h->easy = curl_easy_init();
+	if (h->easy == NULL) {
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void
+httpc_free(struct httpc *h)
+{
+	if (h == NULL)
+		return;
+	curl_easy_cleanup(h->easy);
+	free(h);
+}
+
+void
+httpc_response_free(struct httpc_response *resp)
+{
+	if (resp != NULL)
+		buf_free(&resp->body);
+}
+
+static void
+stop(struct call *c, enum httpc_result why)
+{
+	if (!c->stopped) {
+		c->stopped = 1;
+		c->why = why;
+	}
+}
+
+static size_t
+on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct call *c = arg;
+	struct httpc_response *r = c->resp;
+	size_t n = size * nmemb;
+	int ok = r->status >= 200 && r->status < 300;
+
+	r->bytes += n;
+	if (ok && c->req->on_data != NULL) {
+		if (c->req->max_bytes > 0 && r->bytes > c->req->max_bytes) {
+			stop(c, HTTPC_TOO_LARGE);
+			return 0;
+		}
+		if (c->req->on_data(c->req->ctx, data, n) != 0) {
+			stop(c, HTTPC_ABORTED);
+			return 0;
+		}
+		return n;
+	}
+	if (!ok) {
+		/* Keep the start of an error body for the message; drop the rest. */
+		if (r->body.len < HTTPC_ERROR_BODY_MAX)
+			buf_append(&r->body, data,
+			    n < HTTPC_ERROR_BODY_MAX - r->body.len ? n : HTTPC_ERROR_BODY_MAX - r->body.len);
+		return n;
+	}
+	if (c->req->max_bytes > 0 && r->body.len + n > c->req->max_bytes) {
+		stop(c, HTTPC_TOO_LARGE);
+		return 0;
+	}
+	buf_append(&r->body, data, n);
+	if (r->body.oom) {
+		stop(c, HTTPC_NOMEM);
+		return 0;
+	}
+	return n;
+}
+
+/* Parses Retry-After (seconds; HTTP dates are not used by LLM APIs) and retry-after-ms. */
+static size_t
+on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct call *c = arg;
+	size_t n = size * nmemb, i;
+	char line[256], *v, *end;
+	long long x;
+
+	if (n >= sizeof(line))
+		return n;
+	memcpy(line, data, n);
+	line[n] = '\0';
+	while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+		line[--n] = '\0';
+	if (strncmp(line, "HTTP/", 5) == 0) {
+		/* A new response (after a 100 Continue): forget the last; the body callback needs the status. */
+		c->resp->retry_after_ms = -1;
+		c->resp->content_type[0] = '\0';
+		v = strchr(line, ' ');
+		x = v != NULL ? strtoll(v + 1, &end, 10) : 0;
+		c->resp->status = x >= 100 && x <= 999 ? (long)x : 0;
+		return size * nmemb;
+	}
+	v = strchr(line, ':');
+	if (v == NULL)
+		return size * nmemb;
+	*v++ = '\0';
+	while (*v == ' ' || *v == '\t')
+		v++;
+	for (i = 0; line[i]; i++)
+		line[i] = (char)(line[i] >= 'A' && line[i] <= 'Z' ? line[i] + 32 : line[i]);
+	if (strcmp(line, "retry-after") == 0 || strcmp(line, "retry-after-ms") == 0) {
+		x = strtoll(v, &end, 10);
+		if (end != v && *end == '\0' && x >= 0 && x < 86400000LL) {
+			x = strcmp(line, "retry-after") == 0 ? x * 1000 : x;
+			if (c->resp->retry_after_ms < 0 || strcmp(line, "retry-after-ms") == 0)
+				c->resp->retry_after_ms = x;
+		}
+	} else if (strcmp(line, "content-type") == 0) {
+		snprintf(c->resp->content_type, sizeof(c->resp->content_type), "%s", v);
+	}
+	return size * nmemb;
+}
+
+static int
+on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+    curl_off_t ulnow)
+{
+	struct call *c = arg;
+
+	(void)dltotal;
+	(void)ultotal;
+	(void)ulnow;
+	(void)dlnow;
+	if (c->req->cancelled != NULL && c->req->cancelled(c->req->ctx)) {
+		stop(c, HTTPC_CANCELLED);
+		return 1;
+	}
+	if (c->req->first_byte_timeout_ms > 0 && c->resp->bytes == 0 &&
+	    mono_ms() - c->start_ms > c->req->first_byte_timeout_ms) {
+		stop(c, HTTPC_FIRST_BYTE_TIMEOUT);
+		return 1;
+	}
+	return 0;
+}
+
+enum httpc_result
+httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_response *resp,
+    char *err, size_t errlen)
+{
+	struct curl_slist *hl = NULL, *tmp;
+	struct call c;
+	CURL *e = h->easy;
+	CURLcode rc;
+	size_t i;
+
+	memset(resp, 0, sizeof(*resp));
+	resp->retry_after_ms = -1;
+	memset(&c, 0, sizeof(c));
+	c.req = req;
+	c.resp = resp;
+	c.start_ms = mono_ms();
+	err[0] = '\0';
+
+	for (i = 0; req->headers != NULL && req->headers[i] != NULL; i++) {
+		tmp = curl_slist_append(hl, req->headers[i]);
+		if (tmp == NULL) {
+			curl_slist_free_all(hl);
+			return HTTPC_NOMEM;
+		}
+		hl = tmp;
+	}
+	/* NOTE: reset keeps the connection cache, so keep-alive survives across calls. */
+	curl_easy_reset(e);
+	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+	curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+	curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+	curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+	if (strcmp(req->method, "POST") == 0) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	}
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->total_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, &c);
+	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(e, CURLOPT_XFERINFODATA, &c);
+
+	rc = curl_easy_perform(e);
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
+	curl_slist_free_all(hl);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+
+	if (c.stopped) {
+		/* NOTE: libcurl closes a connection whose transfer was aborted, so the upstream sees it. */
+		snprintf(err, errlen, "%s", httpc_result_text(c.why));
+		return c.why;
+	}
+	switch (rc) {
+	case CURLE_OK:
+		return HTTPC_OK;
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		snprintf(err, errlen, "cannot connect: %s", curl_easy_strerror(rc));
+		return HTTPC_CONNECT;
+	case CURLE_OPERATION_TIMEDOUT:
+		snprintf(err, errlen, "%s", curl_easy_strerror(rc));
+		return HTTPC_TIMEOUT;
+	case CURLE_OUT_OF_MEMORY:
+		return HTTPC_NOMEM;
+	default:
+		snprintf(err, errlen, "%s", curl_easy_strerror(rc));
+		return HTTPC_BROKEN;
+	}
+}
+
+const char *
+httpc_result_text(enum httpc_result r)
+{
+	switch (r) {
+	case HTTPC_OK: return "ok";
+	case HTTPC_CONNECT: return "cannot connect to the upstream";
+	case HTTPC_FIRST_BYTE_TIMEOUT: return "the upstream sent nothing before the first-token timeout";
+	case HTTPC_TIMEOUT: return "the upstream call timed out";
+	case HTTPC_CANCELLED: return "the client went away";
+	case HTTPC_TOO_LARGE: return "the upstream answer is larger than allowed";
+	case HTTPC_ABORTED: return "stopped while streaming";
+	case HTTPC_BROKEN: return "the upstream connection broke";
+	case HTTPC_NOMEM: return "out of memory";
+	}
+	return "unknown";
+}
