@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "app.h"
+#include "circuit.h"
 #include "conf.h"
 #include "handler.h"
 #include "httpc.h"
@@ -9,11 +10,13 @@
 #include "router.h"
 #include "store.h"
 
+#include <errno.h>
 #include <json-c/json.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define APP_PATH_MAX 4096 /* longer paths are a 414 */
@@ -31,6 +34,8 @@ static const struct route routes[] = {
 	{"GET", "/api/v1/sessions/{id}", ROLE_USER, session_get},
 	{"DELETE", "/api/v1/sessions/{id}", ROLE_USER, session_delete},
 	{"POST", "/memory/clear/{id}", ROLE_USER, session_clear},
+	{"POST", "/v1/chat/completions", ROLE_USER, openai_chat_completions},
+	{"GET", "/v1/models", ROLE_USER, openai_models},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -38,6 +43,7 @@ static const struct route routes[] = {
 struct app {
 	const struct conf *conf;
 	struct store *store;
+	struct circuits *circuits;
 	atomic_int draining;
 };
 
@@ -51,6 +57,7 @@ struct app *
 app_create(const struct conf *conf, char *err, size_t errlen)
 {
 	struct app *app = calloc(1, sizeof(*app));
+	char path[4096];
 
 	if (app == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -58,13 +65,6 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	}
 	app->conf = conf;
 	atomic_init(&app->draining, 0);
-	if (strcmp(conf->llm_provider, "anthropic") == 0 ||
-	    (conf->llm_fallbacks != NULL && strstr(conf->llm_fallbacks, "anthropic") != NULL)) {
-		snprintf(err, errlen, "VALERIE_LLM_PROVIDER: anthropic is not available in this "
-		    "build yet (use offline or openai)");
-		free(app);
-		return NULL;
-	}
 	if (httpc_global_init(conf->ca_bundle, err, errlen) != 0) {
 		free(app);
 		return NULL;
@@ -72,6 +72,19 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	app->store = store_open(conf, err, errlen);
 	if (app->store == NULL) {
 		free(app);
+		return NULL;
+	}
+	/* The breakers live next to the data, shared by every worker of the host. */
+	if (mkdir(conf->data_dir, 0700) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "VALERIE_DATA_DIR: cannot create %s: %s", conf->data_dir,
+		    strerror(errno));
+		app_destroy(app);
+		return NULL;
+	}
+	snprintf(path, sizeof(path), "%s/valerie.circuits", conf->data_dir);
+	app->circuits = circuits_open(path, err, errlen);
+	if (app->circuits == NULL) {
+		app_destroy(app);
 		return NULL;
 	}
 	return app;
@@ -83,6 +96,7 @@ app_destroy(struct app *app)
 	if (app == NULL)
 		return;
 	store_close(app->store);
+	circuits_close(app->circuits);
 	free(app);
 }
 
@@ -276,6 +290,7 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	ctx.store_handle = w->app->store;
 	ctx.store = w->store;
 	ctx.http = w->http;
+	ctx.circuits = w->app->circuits;
 	/* NOTE: until auth lands every caller is the same anonymous principal. */
 	ctx.principal = "anonymous";
 	ctx.admin = 0;

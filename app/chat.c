@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define CHAT_PERSONA_FIELD_MAX 500   /* characters of one persona field */
-#define CHAT_IDEM_KEY_MAX 200        /* Idempotency-Key header length */
+
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 int
@@ -35,6 +35,12 @@ chat_session_id_valid(const char *s, size_t len)
 	}
 	return 1;
 }
+
+/* One turn in progress: what the provider callbacks need. */
+struct turn_state {
+	struct handler_ctx *ctx;
+	const struct chat_turn_input *in;
+};
 
 /* What a valid chat body holds. Borrowed from the parsed body. */
 struct chat_input {
@@ -167,8 +173,8 @@ system_prompt(struct json_object *persona, struct buf *out)
 		buf_printf(out, " Your main goal: %s.", goal);
 }
 
-static struct json_object *
-msg_new(const char *role, const char *content, size_t len)
+struct json_object *
+chat_message_new(const char *role, const char *content, size_t len)
 {
 	struct json_object *m = json_object_new_object();
 
@@ -179,17 +185,13 @@ msg_new(const char *role, const char *content, size_t len)
 	return m;
 }
 
-/* The provider's messages: system, the history window's user/assistant messages, the new one. */
-static struct json_object *
-provider_messages(const char *system, struct json_object *turns, const struct chat_input *in)
+/* Appends the user/assistant messages of the stored turns to `list`. */
+static void
+history_messages(struct json_object *list, struct json_object *turns)
 {
-	struct json_object *list = json_object_new_array(), *msgs, *m, *role, *content;
+	struct json_object *msgs, *m, *role, *content;
 	size_t i, j;
 
-	if (list == NULL)
-		return NULL;
-	if (*system != '\0')
-		json_object_array_add(list, msg_new("system", system, strlen(system)));
 	for (i = 0; turns != NULL && i < json_object_array_length(turns); i++) {
 		if (!json_object_object_get_ex(json_object_array_get_idx(turns, i), "messages", &msgs))
 			continue;
@@ -201,18 +203,32 @@ provider_messages(const char *system, struct json_object *turns, const struct ch
 			if (strcmp(json_object_get_string(role), "user") != 0 &&
 			    strcmp(json_object_get_string(role), "assistant") != 0)
 				continue;
-			json_object_array_add(list, msg_new(json_object_get_string(role),
+			json_object_array_add(list, chat_message_new(json_object_get_string(role),
 			    json_object_get_string(content), (size_t)json_object_get_string_len(content)));
 		}
 	}
-	json_object_array_add(list, msg_new("user", in->message, in->message_len));
+}
+
+/* The provider's messages: system, the history window, then the turn's new messages. */
+static struct json_object *
+provider_messages(const struct chat_turn_input *in, struct json_object *turns)
+{
+	struct json_object *list = json_object_new_array();
+	size_t i;
+
+	if (list == NULL)
+		return NULL;
+	if (in->system != NULL && *in->system != '\0')
+		json_object_array_add(list, chat_message_new("system", in->system, strlen(in->system)));
+	history_messages(list, turns);
+	for (i = 0; i < json_object_array_length(in->new_messages); i++)
+		json_object_array_add(list,
+		    json_object_get(json_object_array_get_idx(in->new_messages, i)));
 	return list;
 }
 
-/* The answer document of BRIEF section 13. Caller puts. */
-static struct json_object *
-answer_doc(const char *sid, int turn, const char *reply, size_t reply_len, long long in_tokens,
-    long long out_tokens, const char *provider, const char *model, const char *request_id)
+struct json_object *
+chat_answer_doc(const struct chat_answer *a, const char *request_id)
 {
 	struct json_object *doc = json_object_new_object(), *usage = json_object_new_object();
 
@@ -221,21 +237,21 @@ answer_doc(const char *sid, int turn, const char *reply, size_t reply_len, long 
 		json_object_put(usage);
 		return NULL;
 	}
-	json_object_object_add(doc, "reply", json_object_new_string_len(reply, (int)reply_len));
-	json_object_object_add(doc, "session_id", json_object_new_string(sid));
-	json_object_object_add(doc, "turn", json_object_new_int(turn));
-	json_object_object_add(usage, "input_tokens", json_object_new_int64(in_tokens));
-	json_object_object_add(usage, "output_tokens", json_object_new_int64(out_tokens));
+	json_object_object_add(doc, "reply", json_object_new_string_len(a->reply, (int)a->reply_len));
+	json_object_object_add(doc, "session_id", json_object_new_string(a->session_id));
+	json_object_object_add(doc, "turn", json_object_new_int(a->turn));
+	json_object_object_add(usage, "input_tokens", json_object_new_int64(a->input_tokens));
+	json_object_object_add(usage, "output_tokens", json_object_new_int64(a->output_tokens));
 	json_object_object_add(doc, "usage", usage);
-	json_object_object_add(doc, "provider", json_object_new_string(provider));
-	json_object_object_add(doc, "model", json_object_new_string(model));
+	json_object_object_add(doc, "provider", json_object_new_string(a->provider));
+	json_object_object_add(doc, "model", json_object_new_string(a->model));
 	json_object_object_add(doc, "request_id", json_object_new_string(request_id));
 	return doc;
 }
 
 /* The messages of the turn to store: the user's and the assistant's. Caller frees. */
 static char *
-turn_messages(const struct chat_input *in, const struct llm_result *res, long long t_user,
+turn_messages(const struct chat_turn_input *in, const struct llm_result *res, long long t_user,
     long long t_reply, const char *request_id)
 {
 	struct json_object *list = json_object_new_array(), *u, *a, *usage;
@@ -244,8 +260,8 @@ turn_messages(const struct chat_input *in, const struct llm_result *res, long lo
 
 	if (list == NULL)
 		return NULL;
-	u = msg_new("user", in->message, in->message_len);
-	a = msg_new("assistant", res->text.data, res->text.len);
+	u = chat_message_new("user", in->user_text, in->user_len);
+	a = chat_message_new("assistant", res->text.data, res->text.len);
 	usage = json_object_new_object();
 	if (u == NULL || a == NULL || usage == NULL) {
 		json_object_put(u);
@@ -305,12 +321,45 @@ sse_error(struct http_response *resp, const char *code, const char *message)
 }
 
 static int
+is_cancelled(void *p)
+{
+	struct turn_state *t = p;
+
+	return http_client_gone(t->ctx->resp);
+}
+
+static int
 on_delta(void *p, const char *text, size_t len)
 {
-	struct handler_ctx *ctx = p;
+	struct turn_state *t = p;
+
+	return t->in->fmt->delta(t->ctx, t->in->fmt_state, text, len);
+}
+
+void
+chat_stream_begin(struct handler_ctx *ctx)
+{
+	http_response_header(ctx->resp, "Content-Type", "text/event-stream");
+	http_response_header(ctx->resp, "Cache-Control", "no-cache");
+	http_stream_begin(ctx->resp);
+}
+
+/* --- the native format: the answer document, SSE delta / done / error --- */
+
+static void
+native_begin(struct handler_ctx *ctx, void *state)
+{
+	(void)state;
+	chat_stream_begin(ctx);
+}
+
+static int
+native_delta(struct handler_ctx *ctx, void *state, const char *text, size_t len)
+{
 	struct json_object *d = json_object_new_object();
 	int rc;
 
+	(void)state;
 	if (d == NULL)
 		return -1;
 	json_object_object_add(d, "text", json_object_new_string_len(text, (int)len));
@@ -319,21 +368,37 @@ on_delta(void *p, const char *text, size_t len)
 	return rc;
 }
 
-static int
-is_cancelled(void *p)
+static void
+native_done(struct handler_ctx *ctx, void *state, const struct chat_answer *a)
 {
-	struct handler_ctx *ctx = p;
+	struct json_object *doc = chat_answer_doc(a, ctx->req->request_id);
 
-	return http_client_gone(ctx->resp);
+	(void)state;
+	if (doc == NULL) {
+		ctx->resp->body.oom = 1;
+		return;
+	}
+	if (ctx->resp->streaming)
+		sse_event(ctx->resp, "done", doc);
+	else
+		http_response_json(ctx->resp, 200, doc);
+	json_object_put(doc);
 }
 
 static void
-stream_begin(struct handler_ctx *ctx)
+native_fail(struct handler_ctx *ctx, void *state, int status, const char *code,
+    const char *message)
 {
-	http_response_header(ctx->resp, "Content-Type", "text/event-stream");
-	http_response_header(ctx->resp, "Cache-Control", "no-cache");
-	http_stream_begin(ctx->resp);
+	(void)state;
+	if (ctx->resp->streaming)
+		sse_error(ctx->resp, code, message);
+	else
+		http_response_error(ctx->resp, status, code, message);
 }
+
+static const struct chat_format native_format = {
+	native_begin, native_delta, native_done, native_fail
+};
 
 /* --- the turn ------------------------------------------------------------- */
 
@@ -362,18 +427,21 @@ store_error(struct handler_ctx *ctx, enum store_status s, const char *what)
 
 /*
  * Answers with turn `turn` of the session as stored (an idempotent replay):
- * the same answer document, as JSON or as one delta and done.
+ * the same answer, whole or as one delta and the end of the stream.
  */
 static void
-replay_turn(struct handler_ctx *ctx, const struct chat_input *in, int turn)
+replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 {
-	struct json_object *turn_obj = NULL, *msgs, *m, *role, *v, *usage, *doc = NULL;
+	struct json_object *turn_obj = NULL, *msgs, *m, *role, *v, *usage;
+	struct chat_answer a;
 	struct buf text = {0};
 	enum store_status s;
-	long long itok = 0, otok = 0;
-	const char *provider = "", *model = "", *reply = "";
-	size_t i, reply_len = 0;
+	size_t i;
 
+	memset(&a, 0, sizeof(a));
+	a.session_id = in->session_id;
+	a.turn = turn;
+	a.reply = a.provider = a.model = "";
 	s = store_get_turn(ctx->store, in->session_id, turn, &text);
 	if (s != STORE_OK) {
 		store_error(ctx, s, "idempotency");
@@ -390,52 +458,38 @@ replay_turn(struct handler_ctx *ctx, const struct chat_input *in, int turn)
 		    strcmp(json_object_get_string(role), "assistant") != 0)
 			continue;
 		if (json_object_object_get_ex(m, "content", &v)) {
-			reply = json_object_get_string(v);
-			reply_len = (size_t)json_object_get_string_len(v);
+			a.reply = json_object_get_string(v);
+			a.reply_len = (size_t)json_object_get_string_len(v);
 		}
 		if (json_object_object_get_ex(m, "provider", &v))
-			provider = json_object_get_string(v);
+			a.provider = json_object_get_string(v);
 		if (json_object_object_get_ex(m, "model", &v))
-			model = json_object_get_string(v);
+			a.model = json_object_get_string(v);
 		if (json_object_object_get_ex(m, "usage", &usage)) {
 			if (json_object_object_get_ex(usage, "input_tokens", &v))
-				itok = json_object_get_int64(v);
+				a.input_tokens = json_object_get_int64(v);
 			if (json_object_object_get_ex(usage, "output_tokens", &v))
-				otok = json_object_get_int64(v);
+				a.output_tokens = json_object_get_int64(v);
 		}
 	}
-	doc = answer_doc(in->session_id, turn, reply, reply_len, itok, otok, provider, model,
-	    ctx->req->request_id);
-	if (doc == NULL) {
-		ctx->resp->body.oom = 1;
-		goto out;
-	}
-	if (in->stream) {
-		struct json_object *d = json_object_new_object();
-
-		if (!ctx->resp->streaming) {
-			http_response_header(ctx->resp, "Idempotent-Replayed", "true");
-			stream_begin(ctx);
-		}
-		json_object_object_add(d, "text", json_object_new_string_len(reply, (int)reply_len));
-		/* NOTE: a stream that already sent this request's own deltas gets done only. */
-		if (ctx->resp->bytes_sent == 0)
-			sse_event(ctx->resp, "delta", d);
-		json_object_put(d);
-		sse_event(ctx->resp, "done", doc);
-	} else {
+	if (in->stream && !ctx->resp->streaming) {
 		http_response_header(ctx->resp, "Idempotent-Replayed", "true");
-		http_response_json(ctx->resp, 200, doc);
+		in->fmt->begin(ctx, in->fmt_state);
+	} else if (!in->stream) {
+		http_response_header(ctx->resp, "Idempotent-Replayed", "true");
 	}
+	/* NOTE: a stream that already sent this request's own deltas gets the end only. */
+	if (in->stream && ctx->resp->bytes_sent == 0)
+		in->fmt->delta(ctx, in->fmt_state, a.reply, a.reply_len);
+	in->fmt->done(ctx, in->fmt_state, &a);
 out:
-	json_object_put(doc);
 	json_object_put(turn_obj);
 	buf_free(&text);
 }
 
 /* Sends a reply already stored for this Idempotency-Key. Returns 1 if it did. */
 static int
-replay(struct handler_ctx *ctx, const struct chat_input *in)
+replay(struct handler_ctx *ctx, const struct chat_turn_input *in)
 {
 	enum store_status s;
 	int turn = 0;
@@ -450,15 +504,16 @@ replay(struct handler_ctx *ctx, const struct chat_input *in)
 	return 1;
 }
 
-static void
-chat_turn(struct handler_ctx *ctx)
+void
+chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 {
-	struct json_object *body, *turns = NULL, *messages = NULL, *doc = NULL;
+	struct json_object *turns = NULL, *messages = NULL;
 	struct store_session_info info;
-	struct chat_input in;
+	struct turn_state ts;
 	struct llm_request lreq;
 	struct llm_result res;
-	struct buf window = {0}, system = {0};
+	struct chat_answer a;
+	struct buf window = {0};
 	enum store_status s;
 	enum provider_status ps;
 	long long t_user = vtime_now_ms();
@@ -466,54 +521,51 @@ chat_turn(struct handler_ctx *ctx)
 	int turn = 0;
 
 	memset(&res, 0, sizeof(res));
-	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
-	if (body == NULL)
-		return;
-	if (read_input(ctx, body, &in) != 0)
+	memset(&info, 0, sizeof(info));
+	if (in->session_id != NULL && in->idem_key[0] != '\0' && replay(ctx, in))
 		goto out;
-	if (in.idem_key[0] != '\0' && replay(ctx, &in))
-		goto out;
-
-	s = store_load(ctx->store, in.session_id, (int)ctx->conf->history_turns,
-	    (size_t)ctx->conf->history_chars, &info, &window);
-	if (s == STORE_OK) {
-		if (strcmp(info.owner, ctx->principal) != 0 && !ctx->admin) {
-			http_response_error(ctx->resp, 404, "session_not_found", "no such session");
+	if (in->session_id != NULL) {
+		s = store_load(ctx->store, in->session_id, (int)ctx->conf->history_turns,
+		    (size_t)ctx->conf->history_chars, &info, &window);
+		if (s == STORE_OK) {
+			if (strcmp(info.owner, ctx->principal) != 0 && !ctx->admin) {
+				in->fmt->fail(ctx, in->fmt_state, 404, "session_not_found", "no such session");
+				goto out;
+			}
+			turns = json_tokener_parse(window.data);
+			if (turns == NULL) {
+				store_error(ctx, STORE_CORRUPT, "load");
+				goto out;
+			}
+		} else if (s != STORE_NOT_FOUND) {
+			store_error(ctx, s, "load");
 			goto out;
 		}
-		turns = json_tokener_parse(window.data);
-		if (turns == NULL) {
-			store_error(ctx, STORE_CORRUPT, "load");
-			goto out;
-		}
-	} else if (s != STORE_NOT_FOUND) {
-		store_error(ctx, s, "load");
-		goto out;
-	} else {
-		info.turns = 0;
 	}
-
-	system_prompt(in.persona, &system);
-	messages = provider_messages(system.data ? system.data : "", turns, &in);
-	if (messages == NULL || system.oom) {
+	messages = provider_messages(in, turns);
+	if (messages == NULL) {
 		ctx->resp->body.oom = 1;
 		goto out;
 	}
+	ts.ctx = ctx;
+	ts.in = in;
 	memset(&lreq, 0, sizeof(lreq));
 	lreq.messages = messages;
-	lreq.session_id = in.session_id;
+	lreq.model = in->model;
+	lreq.session_id = in->session_id;
 	lreq.turn = info.turns + 1;
 	lreq.cancelled = is_cancelled;
-	lreq.ctx = ctx;
+	lreq.ctx = &ts;
 	lreq.deadline_ms = provider_now_ms() + ctx->conf->turn_timeout * 1000;
-	if (in.stream) {
-		stream_begin(ctx);
+	if (in->stream) {
+		in->fmt->begin(ctx, in->fmt_state);
 		lreq.on_delta = on_delta;
 	}
-	ps = provider_complete(ctx->conf, ctx->http, &lreq, &res);
+	ps = provider_complete(ctx->conf, ctx->http, ctx->circuits, &lreq, &res);
 	if (ps != PROVIDER_OK) {
-		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" : "provider_error";
-		int status = ps == PROVIDER_TIMEOUT ? 504 : 502;
+		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" :
+		    ps == PROVIDER_UNAVAILABLE ? "provider_unavailable" : "provider_error";
+		int status = ps == PROVIDER_TIMEOUT ? 504 : ps == PROVIDER_UNAVAILABLE ? 503 : 502;
 
 		if (ps == PROVIDER_CANCELLED) {
 			log_msg(LOG_LVL_INFO, "client went away; turn abandoned");
@@ -523,53 +575,83 @@ chat_turn(struct handler_ctx *ctx)
 			ctx->resp->body.oom = 1;
 			goto out;
 		}
-		if (in.stream)
-			sse_error(ctx->resp, code, res.error);
-		else
-			http_response_error(ctx->resp, status, code, res.error);
+		in->fmt->fail(ctx, in->fmt_state, status, code, res.error);
 		goto out;
 	}
 
-	stored = turn_messages(&in, &res, t_user, vtime_now_ms(), ctx->req->request_id);
-	if (stored == NULL) {
-		ctx->resp->body.oom = 1;
-		goto out;
-	}
-	s = store_append(ctx->store, in.session_id, ctx->principal,
-	    in.idem_key[0] ? in.idem_key : NULL, stored, t_user, &turn);
-	if (s == STORE_EXISTS) {
-		/* A retry with the same key won the race: answer what it stored. */
-		replay_turn(ctx, &in, turn);
-		goto out;
-	}
-	if (s != STORE_OK) {
-		if (in.stream) {
-			store_error(ctx, s, "append");
-			sse_error(ctx->resp, "store_unavailable",
-			    "the session store failed: this turn was not stored");
-		} else {
-			store_error(ctx, s, "append");
+	if (in->session_id != NULL) {
+		stored = turn_messages(in, &res, t_user, vtime_now_ms(), ctx->req->request_id);
+		if (stored == NULL) {
+			ctx->resp->body.oom = 1;
+			goto out;
 		}
-		goto out;
+		s = store_append(ctx->store, in->session_id, ctx->principal,
+		    in->idem_key[0] ? in->idem_key : NULL, stored, t_user, &turn);
+		if (s == STORE_EXISTS) {
+			/* A retry with the same key won the race: answer what it stored. */
+			replay_turn(ctx, in, turn);
+			goto out;
+		}
+		if (s != STORE_OK) {
+			store_error(ctx, s, "append");
+			if (ctx->resp->streaming)
+				in->fmt->fail(ctx, in->fmt_state, 503, "store_unavailable",
+				    "the session store failed: this turn was not stored");
+			goto out;
+		}
 	}
-	doc = answer_doc(in.session_id, turn, res.text.data, res.text.len, res.input_tokens,
-	    res.output_tokens, res.provider, res.model, ctx->req->request_id);
-	if (doc == NULL) {
-		ctx->resp->body.oom = 1;
-		goto out;
-	}
-	if (in.stream)
-		sse_event(ctx->resp, "done", doc);
-	else
-		http_response_json(ctx->resp, 200, doc);
+	memset(&a, 0, sizeof(a));
+	a.session_id = in->session_id != NULL ? in->session_id : "";
+	a.turn = turn;
+	a.reply = res.text.data != NULL ? res.text.data : "";
+	a.reply_len = res.text.len;
+	a.input_tokens = res.input_tokens;
+	a.output_tokens = res.output_tokens;
+	a.provider = res.provider;
+	a.model = res.model;
+	in->fmt->done(ctx, in->fmt_state, &a);
 out:
 	free(stored);
-	json_object_put(doc);
 	json_object_put(messages);
 	json_object_put(turns);
-	json_object_put(body);
 	provider_result_free(&res);
 	buf_free(&window);
+}
+
+/* POST /api/v1/chat and /api/agent/chat: the native body and answer. */
+static void
+chat_turn(struct handler_ctx *ctx)
+{
+	struct json_object *body, *new_messages = NULL;
+	struct chat_input in;
+	struct chat_turn_input t;
+	struct buf system = {0};
+
+	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
+	if (body == NULL)
+		return;
+	if (read_input(ctx, body, &in) != 0)
+		goto out;
+	system_prompt(in.persona, &system);
+	new_messages = json_object_new_array();
+	if (system.oom || new_messages == NULL) {
+		ctx->resp->body.oom = 1;
+		goto out;
+	}
+	json_object_array_add(new_messages, chat_message_new("user", in.message, in.message_len));
+	memset(&t, 0, sizeof(t));
+	t.session_id = in.session_id;
+	t.system = system.data != NULL ? system.data : "";
+	t.new_messages = new_messages;
+	t.user_text = in.message;
+	t.user_len = in.message_len;
+	t.stream = in.stream;
+	memcpy(t.idem_key, in.idem_key, sizeof(t.idem_key));
+	t.fmt = &native_format;
+	chat_run(ctx, &t);
+out:
+	json_object_put(new_messages);
+	json_object_put(body);
 	buf_free(&system);
 }
 

@@ -1,10 +1,74 @@
-/* chat: the chat turn routes and the session id rule they share. */
+/* chat: the chat turn engine, the native chat routes, and what the OpenAI-compatible routes reuse. */
 #ifndef VALERIE_CHAT_H
 #define VALERIE_CHAT_H
 
 #include <stddef.h>
 
+#include "store.h"
+
+#define CHAT_IDEM_KEY_MAX 200        /* Idempotency-Key header length */
+
+struct handler_ctx;
+struct json_object;
+
 /* Whether s (of length len) is 1..128 characters of [A-Za-z0-9_.:-] with no NUL. */
 int chat_session_id_valid(const char *s, size_t len);
+
+/* A turn's answer, whatever the format it is sent in. Borrowed fields. */
+struct chat_answer {
+	const char *session_id;   /* "" when stateless */
+	int turn;                 /* 0 when stateless */
+	const char *reply;
+	size_t reply_len;
+	long long input_tokens;
+	long long output_tokens;
+	const char *provider;
+	const char *model;
+};
+
+/*
+ * How a turn is answered: `begin` sends the head of a stream, `delta` one
+ * piece of text (-1 when the client is gone), `done` the whole answer (as a
+ * JSON document, or the stream's last events), `fail` an error (a JSON
+ * error before the stream began, an error event after). `state` is the
+ * format's own (fmt_state).
+ */
+struct chat_format {
+	void (*begin)(struct handler_ctx *ctx, void *state);
+	int (*delta)(struct handler_ctx *ctx, void *state, const char *text, size_t len);
+	void (*done)(struct handler_ctx *ctx, void *state, const struct chat_answer *a);
+	void (*fail)(struct handler_ctx *ctx, void *state, int status, const char *code,
+	    const char *message);
+};
+
+/* One turn to run. All borrowed. */
+struct chat_turn_input {
+	const char *session_id;            /* NULL: stateless, nothing loaded or stored */
+	const char *system;                /* system prompt, "" for none */
+	struct json_object *new_messages;  /* sent after the history: [{role, content}] */
+	const char *user_text;             /* stored as the user's message of the turn */
+	size_t user_len;
+	const char *model;                 /* NULL: the provider's default */
+	int stream;
+	char idem_key[CHAT_IDEM_KEY_MAX + STORE_ID_MAX + 2]; /* principal \x1f key, or "" */
+	const struct chat_format *fmt;
+	void *fmt_state;
+};
+
+/*
+ * Runs a turn: replays an Idempotency-Key already answered; loads the
+ * session's history window (checking its owner); calls the providers; stores
+ * the turn (a 200 is always stored); answers through in->fmt.
+ */
+void chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in);
+
+/* {"role", "content"} (content of `len` bytes). Caller puts. NULL on OOM. */
+struct json_object *chat_message_new(const char *role, const char *content, size_t len);
+
+/* The native answer document of BRIEF section 13. Caller puts. */
+struct json_object *chat_answer_doc(const struct chat_answer *a, const char *request_id);
+
+/* Sends the head of an SSE response (text/event-stream, no cache). */
+void chat_stream_begin(struct handler_ctx *ctx);
 
 #endif

@@ -8,6 +8,7 @@
 #include "router.h"
 
 struct conf;
+struct circuits;
 struct httpc;
 struct store;
 struct store_conn;
@@ -24,6 +25,7 @@ struct handler_ctx {
 	struct store *store_handle;   /* the process's session store */
 	struct store_conn *store;     /* this thread's connection to it */
 	struct httpc *http;           /* this thread's HTTP client (kept connections) */
+	struct circuits *circuits;    /* the pool's circuit breakers */
 	const char *principal;        /* who calls: "anonymous" until auth lands */
 	int admin;                    /* the caller may read and delete any session */
 };
@@ -38,6 +40,10 @@ void health_detailed(struct handler_ctx *ctx);
 /* chat.c */
 void chat_v1(struct handler_ctx *ctx);
 void chat_agent(struct handler_ctx *ctx);
+
+/* openai_api.c */
+void openai_chat_completions(struct handler_ctx *ctx);
+void openai_models(struct handler_ctx *ctx);
 
 /* sessions.c */
 void session_get(struct handler_ctx *ctx);

@@ -3,10 +3,12 @@
 
 #include "conf.h"
 #include "handler.h"
+#include "provider.h"
 #include "store.h"
 
 #include <json-c/json.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #define SERVICE_NAME "valerie"
@@ -140,11 +142,48 @@ health_ready(struct handler_ctx *ctx)
 	reply(ctx, ready ? 200 : 503, doc);
 }
 
+/* Each provider of the chain with its circuit state. */
+static struct json_object *
+providers_check(struct handler_ctx *ctx)
+{
+	struct json_object *list = json_object_new_array(), *p;
+	const char *names = ctx->conf->llm_fallbacks, *comma, *state;
+	char name[32];
+	size_t len;
+	int first = 1;
+
+	if (list == NULL)
+		return NULL;
+	for (;;) {
+		if (first) {
+			snprintf(name, sizeof(name), "%s", ctx->conf->llm_provider);
+			first = 0;
+		} else if (names != NULL && *names != '\0') {
+			comma = strchr(names, ',');
+			len = comma ? (size_t)(comma - names) : strlen(names);
+			snprintf(name, sizeof(name), "%.*s", (int)len, names);
+			names = comma ? comma + 1 : NULL;
+		} else {
+			break;
+		}
+		state = provider_circuit_state(ctx->conf, ctx->circuits, name);
+		p = json_object_new_object();
+		if (p == NULL)
+			continue;
+		json_object_object_add(p, "name", json_object_new_string(name));
+		json_object_object_add(p, "status",
+		    json_object_new_string(strcmp(state, "closed") == 0 ? "ok" : "down"));
+		json_object_object_add(p, "circuit", json_object_new_string(state));
+		json_object_array_add(list, p);
+	}
+	return list;
+}
+
 /* Every dependency with its status and response time; 503 when a required one is down. */
 void
 health_detailed(struct handler_ctx *ctx)
 {
-	struct json_object *doc = json_object_new_object(), *deps = json_object_new_object(), *p;
+	struct json_object *doc = json_object_new_object(), *deps = json_object_new_object();
 	int store_ok = 0;
 
 	if (doc == NULL || deps == NULL) {
@@ -154,12 +193,7 @@ health_detailed(struct handler_ctx *ctx)
 		return;
 	}
 	json_object_object_add(deps, "store", store_check(ctx, &store_ok));
-	p = json_object_new_object();
-	if (p != NULL) {
-		json_object_object_add(p, "status", json_object_new_string("ok"));
-		json_object_object_add(p, "name", json_object_new_string(ctx->conf->llm_provider));
-	}
-	json_object_object_add(deps, "provider", p);
+	json_object_object_add(deps, "providers", providers_check(ctx));
 	json_object_object_add(doc, "status",
 	    json_object_new_string(store_ok && !ctx->draining ? "ok" : "degraded"));
 	json_object_object_add(doc, "service", json_object_new_string(SERVICE_NAME));

@@ -1,12 +1,18 @@
-/* provider: picks the configured provider for a call; backoff shared by network providers. */
+/* provider: picks the provider for a call; backoff and the HTTP call shared by network providers. */
 #include "config.h"
 
+#include "circuit.h"
 #include "conf.h"
+#include "httpc.h"
 #include "provider.h"
+#include "sse.h"
 
+#include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define BACKOFF_BASE_MS 250
@@ -65,17 +71,364 @@ provider_backoff(const struct llm_request *req, int attempt, long long retry_aft
 	return 0;
 }
 
-enum provider_status
-provider_complete(const struct conf *conf, struct httpc *http, const struct llm_request *req,
-    struct llm_result *res)
+/* --- the HTTP call shared by the network providers --- */
+
+/* One attempt: the wire's view of the stream plus the SSE parser feeding it. */
+struct http_attempt {
+	struct provider_stream s;
+	struct sse_parser sse;
+	const struct provider_wire *w;
+};
+
+int
+provider_stream_text(struct provider_stream *s, const char *text, size_t len)
 {
-	if (strcmp(conf->llm_provider, "openai") == 0)
+	if (len == 0)
+		return 0;
+	buf_append(&s->res->text, text, len);
+	s->res->streamed = 1;
+	if (s->req->on_delta(s->req->ctx, text, len) != 0) {
+		s->client_gone = 1;
+		return -1;
+	}
+	return 0;
+}
+
+struct json_object *
+provider_parse_json(const char *text, size_t len)
+{
+	struct json_tokener *tok;
+	struct json_object *o;
+	size_t end;
+
+	if (len > INT_MAX)
+		return NULL;
+	tok = json_tokener_new();
+	if (tok == NULL)
+		return NULL;
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	if (json_tokener_get_error(tok) != json_tokener_success) {
+		json_object_put(o);
+		o = NULL;
+	} else {
+		/* NOTE: the tokener stops after one value; anything but blanks after it is garbage. */
+		for (end = json_tokener_get_parse_end(tok); end < len; end++)
+			if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r' &&
+			    text[end] != '\n')
+				break;
+		if (end < len) {
+			json_object_put(o);
+			o = NULL;
+		}
+	}
+	json_tokener_free(tok);
+	return o;
+}
+
+int
+provider_url(char *out, size_t outlen, const char *base, const char *path)
+{
+	size_t blen = strlen(base);
+	int n;
+
+	while (blen > 0 && base[blen - 1] == '/')
+		blen--;
+	if (blen > INT_MAX)
+		return -1;
+	n = snprintf(out, outlen, "%.*s%s", (int)blen, base, path);
+	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+static int
+attempt_event(void *p, const char *event, const char *data, size_t len)
+{
+	struct http_attempt *a = p;
+
+	return a->w->on_event(&a->s, event, data, len) != 0 ? 1 : 0;
+}
+
+static int
+attempt_data(void *p, const char *data, size_t len)
+{
+	struct http_attempt *a = p;
+	int rc = sse_feed(&a->sse, data, len);
+
+	if (rc == -1 && !a->s.failed && !a->s.client_gone) {
+		snprintf(a->s.why, sizeof(a->s.why),
+		    "the upstream stream sent a line or an event larger than allowed");
+		a->s.failed = 1;
+	}
+	return rc != 0 ? 1 : 0;
+}
+
+static int
+attempt_cancelled(void *p)
+{
+	const struct http_attempt *a = p;
+
+	return a->s.req->cancelled != NULL && a->s.req->cancelled(a->s.req->ctx);
+}
+
+/* The upstream's reason for a non-2xx answer, one short line. */
+static void
+error_reason(const struct provider_wire *w, const struct httpc_response *r, char *out,
+    size_t outlen)
+{
+	if (w->error_text(r->body.data != NULL ? r->body.data : "", r->body.len, out, outlen) == 0)
+		return;
+	if (strncasecmp(r->content_type, "text/html", 9) == 0)
+		snprintf(out, outlen, "an HTML error page");
+	else
+		snprintf(out, outlen, "no error message");
+}
+
+/* One attempt: fills *st and says whether another attempt may help. */
+static enum provider_attempt
+http_attempt(struct httpc *http, const struct provider_wire *w, const struct provider_call *call,
+    const struct llm_request *req, struct llm_result *res, long long *retry_after_ms,
+    enum provider_status *st)
+{
+	struct httpc_request hr;
+	struct httpc_response r;
+	struct http_attempt a;
+	enum httpc_result hres;
+	long long left = provider_time_left(req), total = call->timeout_s * 1000;
+	char err[160], msg[180];
+	enum provider_attempt next = ATTEMPT_DONE;
+
+	memset(&a, 0, sizeof(a));
+	a.s.req = req;
+	a.s.res = res;
+	a.w = w;
+	sse_init(&a.sse, attempt_event, &a);
+	memset(&hr, 0, sizeof(hr));
+	hr.method = "POST";
+	hr.url = call->url;
+	hr.headers = call->headers;
+	hr.body = call->body;
+	hr.body_len = strlen(call->body);
+	hr.connect_timeout_ms = (long)call->connect_timeout_ms;
+	hr.first_byte_timeout_ms = (long)call->first_token_timeout_ms;
+	hr.total_timeout_ms = (long)(left < total ? (left > 1 ? left : 1) : total);
+	hr.max_bytes = req->on_delta != NULL ? PROVIDER_STREAM_MAX : PROVIDER_RESPONSE_MAX;
+	hr.on_data = req->on_delta != NULL ? attempt_data : NULL;
+	hr.cancelled = attempt_cancelled;
+	hr.ctx = &a;
+	res->attempts++;
+	*retry_after_ms = -1;
+
+	hres = httpc_perform(http, &hr, &r, err, sizeof(err));
+	if (a.s.client_gone || hres == HTTPC_CANCELLED) {
+		*st = PROVIDER_CANCELLED;
+		goto out;
+	}
+	if (a.s.failed) {
+		snprintf(res->error, sizeof(res->error), "%s", a.s.why);
+		*st = PROVIDER_ERROR;
+		next = res->streamed ? ATTEMPT_DONE : ATTEMPT_RETRY;
+		goto out;
+	}
+	if (hres != HTTPC_OK) {
+		snprintf(res->error, sizeof(res->error), "%s: %s", w->name, err);
+		*st = hres == HTTPC_TIMEOUT || hres == HTTPC_FIRST_BYTE_TIMEOUT ? PROVIDER_TIMEOUT :
+		    hres == HTTPC_NOMEM ? PROVIDER_NOMEM : PROVIDER_ERROR;
+		if (hres != HTTPC_TOO_LARGE && hres != HTTPC_NOMEM && !res->streamed)
+			next = ATTEMPT_RETRY;
+		goto out;
+	}
+	if (r.status < 200 || r.status > 299) {
+		error_reason(w, &r, msg, sizeof(msg));
+		snprintf(res->error, sizeof(res->error), "%s answered %ld: %s", w->name, r.status, msg);
+		*st = PROVIDER_ERROR;
+		*retry_after_ms = r.retry_after_ms;
+		/* 5xx includes Anthropic's 529 (overloaded). */
+		if (r.status == 429 || r.status == 408 || r.status >= 500)
+			next = ATTEMPT_RETRY;
+		goto out;
+	}
+	if (req->on_delta == NULL) {
+		*st = w->read_whole(r.body.data != NULL ? r.body.data : "", r.body.len, res);
+		if (*st == PROVIDER_OK && res->text.oom)
+			*st = PROVIDER_NOMEM;
+		goto out;
+	}
+	if (!a.s.done) {
+		snprintf(res->error, sizeof(res->error), "the upstream stream ended before %s",
+		    w->stream_end);
+		*st = PROVIDER_ERROR;
+		next = res->streamed ? ATTEMPT_DONE : ATTEMPT_RETRY;
+		goto out;
+	}
+	*st = res->text.oom ? PROVIDER_NOMEM : PROVIDER_OK;
+out:
+	sse_free(&a.sse);
+	httpc_response_free(&r);
+	if (*st != PROVIDER_OK && next == ATTEMPT_RETRY && !res->streamed) {
+		/* Nothing reached the client: the next attempt starts clean. */
+		buf_reset(&res->text, 0);
+		res->input_tokens = res->output_tokens = 0;
+	}
+	return next;
+}
+
+enum provider_status
+provider_http_complete(struct httpc *http, const struct provider_wire *w,
+    const struct provider_call *call, const struct llm_request *req, struct llm_result *res)
+{
+	enum provider_status st = PROVIDER_ERROR;
+	long long retry_after;
+	int i;
+
+	res->provider = w->name;
+	for (i = 0;; i++) {
+		if (http_attempt(http, w, call, req, res, &retry_after, &st) != ATTEMPT_RETRY)
+			break;
+		if (i >= call->max_retries)
+			break;
+		if (provider_backoff(req, i, retry_after) != 0) {
+			if (req->cancelled != NULL && req->cancelled(req->ctx))
+				st = PROVIDER_CANCELLED;
+			break;
+		}
+	}
+	if (st == PROVIDER_OK && res->output_tokens == 0 && res->text.len > 0)
+		res->output_tokens = 1;
+	return st;
+}
+
+/* Breaker settings of a provider: failures that open it, milliseconds before a probe. */
+static void
+breaker_settings(const struct conf *conf, const char *name, int *threshold, long long *reset_ms)
+{
+	if (strcmp(name, "openai") == 0) {
+		*threshold = (int)conf->openai_cb_failure_threshold;
+		*reset_ms = conf->openai_cb_reset_timeout * 1000;
+	} else if (strcmp(name, "anthropic") == 0) {
+		*threshold = (int)conf->anthropic_cb_failure_threshold;
+		*reset_ms = conf->anthropic_cb_reset_timeout * 1000;
+	} else {
+		*threshold = 1000000;   /* the offline provider does not fail */
+		*reset_ms = 1000;
+	}
+}
+
+static struct circuit *
+breaker(struct circuits *circuits, const char *name)
+{
+	char key[CIRCUIT_NAME_MAX + 1];
+
+	if (circuits == NULL)
+		return NULL;
+	snprintf(key, sizeof(key), "provider:%.40s", name);
+	return circuits_get(circuits, key);
+}
+
+const char *
+provider_circuit_state(const struct conf *conf, struct circuits *circuits, const char *name)
+{
+	struct circuit *c = breaker(circuits, name);
+	int threshold;
+	long long reset_ms;
+
+	if (c == NULL)
+		return "closed";
+	breaker_settings(conf, name, &threshold, &reset_ms);
+	switch (circuit_state_now(c, circuit_now_ms(), reset_ms)) {
+	case CIRCUIT_OPEN: return "open";
+	case CIRCUIT_HALF_OPEN: return "half_open";
+	default: return "closed";
+	}
+}
+
+static enum provider_status
+call_one(const struct conf *conf, struct httpc *http, const char *name,
+    const struct llm_request *req, struct llm_result *res)
+{
+	if (strcmp(name, "openai") == 0)
 		return provider_openai_complete(conf, http, req, res);
-	if (strcmp(conf->llm_provider, "offline") == 0)
+	if (strcmp(name, "anthropic") == 0)
+		return provider_anthropic_complete(conf, http, req, res);
+	if (strcmp(name, "offline") == 0)
 		return provider_offline_complete(conf, req, res);
-	res->provider = conf->llm_provider;
-	snprintf(res->error, sizeof(res->error),
-	    "provider %s is not available in this build yet; set VALERIE_LLM_PROVIDER=offline "
-	    "or openai", conf->llm_provider);
+	res->provider = "unknown";
+	snprintf(res->error, sizeof(res->error), "provider %s is not available in this build",
+	    name);
 	return PROVIDER_ERROR;
+}
+
+/* Appends `text` to the error list (separated by "; " unless it is a suffix), truncating. */
+static void
+append_error(char *errors, size_t size, const char *text)
+{
+	size_t len = strlen(errors), n;
+
+	if (len > 0 && text[0] != ':' && len + 2 < size) {
+		memcpy(errors + len, "; ", 3);
+		len += 2;
+	}
+	n = strlen(text);
+	if (n > size - 1 - len)
+		n = size - 1 - len;
+	memcpy(errors + len, text, n);
+	errors[len + n] = '\0';
+}
+
+enum provider_status
+provider_complete(const struct conf *conf, struct httpc *http, struct circuits *circuits,
+    const struct llm_request *req, struct llm_result *res)
+{
+	char chain[8][16], errors[sizeof(res->error)] = "";
+	const char *p = conf->llm_fallbacks, *comma;
+	enum provider_status st = PROVIDER_UNAVAILABLE;
+	struct circuit *c;
+	long long reset_ms;
+	size_t n = 0, i, j, len;
+	int threshold, tried = 0, dup;
+
+	snprintf(chain[n++], sizeof(chain[0]), "%s", conf->llm_provider);
+	while (p != NULL && *p != '\0' && n < 8) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		snprintf(chain[n], sizeof(chain[0]), "%.*s", (int)len, p);
+		for (dup = 0, j = 0; j < n; j++)
+			dup |= strcmp(chain[j], chain[n]) == 0;
+		if (!dup)
+			n++;
+		p = comma ? comma + 1 : NULL;
+	}
+	for (i = 0; i < n; i++) {
+		c = breaker(circuits, chain[i]);
+		breaker_settings(conf, chain[i], &threshold, &reset_ms);
+		if (c != NULL && !circuit_allow(c, circuit_now_ms(), reset_ms)) {
+			append_error(errors, sizeof(errors), chain[i]);
+			append_error(errors, sizeof(errors), ": circuit open");
+			continue;
+		}
+		if (tried++ > 0) {
+			/* A fallback: start its answer clean. */
+			res->fallbacks++;
+			buf_reset(&res->text, 0);
+			res->input_tokens = res->output_tokens = 0;
+		}
+		st = call_one(conf, http, chain[i], req, res);
+		if (st == PROVIDER_OK) {
+			if (c != NULL)
+				circuit_success(c);
+			return st;
+		}
+		if (st == PROVIDER_CANCELLED || st == PROVIDER_NOMEM)
+			return st;
+		if (c != NULL)
+			circuit_failure(c, circuit_now_ms(), threshold);
+		append_error(errors, sizeof(errors), res->error);
+		if (res->streamed)
+			return st;   /* text already reached the client: no fallback */
+	}
+	if (tried == 0) {
+		res->provider = conf->llm_provider;
+		snprintf(res->error, sizeof(res->error), "no provider available (%.200s)", errors);
+		return PROVIDER_UNAVAILABLE;
+	}
+	memcpy(res->error, errors, sizeof(res->error));
+	return st;
 }

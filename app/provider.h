@@ -9,6 +9,7 @@
 #define PROVIDER_RESPONSE_MAX (8 * 1024 * 1024)   /* a whole (non-streamed) answer */
 #define PROVIDER_STREAM_MAX (16 * 1024 * 1024)    /* all the bytes of one stream */
 
+struct circuits;
 struct conf;
 struct httpc;
 struct json_object;
@@ -18,6 +19,7 @@ enum provider_status {
 	PROVIDER_CANCELLED,   /* the caller's client went away */
 	PROVIDER_ERROR,       /* the upstream failed or answered garbage: 502 */
 	PROVIDER_TIMEOUT,     /* 504 */
+	PROVIDER_UNAVAILABLE, /* every provider's circuit is open: 503 */
 	PROVIDER_NOMEM
 };
 
@@ -51,16 +53,24 @@ struct llm_result {
 	char error[256];                  /* why, when not PROVIDER_OK */
 	int attempts;                     /* upstream calls made */
 	int streamed;                     /* deltas already went to the client */
+	int fallbacks;                    /* providers tried after the first */
 };
 
 void provider_result_free(struct llm_result *r);
 
 /*
- * Answers `req` with the configured provider (VALERIE_LLM_PROVIDER), using
- * this thread's HTTP handle `http` for network providers.
+ * Answers `req` with VALERIE_LLM_PROVIDER, then each of VALERIE_LLM_FALLBACKS
+ * in order when a provider fails or its circuit (in `circuits`, shared by
+ * the pool; NULL: no breakers) is open. Never falls back once text reached
+ * the client. Uses this thread's HTTP handle `http` for network providers.
+ * PROVIDER_UNAVAILABLE when every circuit was open.
  */
 enum provider_status provider_complete(const struct conf *conf, struct httpc *http,
-    const struct llm_request *req, struct llm_result *res);
+    struct circuits *circuits, const struct llm_request *req, struct llm_result *res);
+
+/* The circuit state of provider `name` now ("closed", "half_open", "open"). */
+const char *provider_circuit_state(const struct conf *conf, struct circuits *circuits,
+    const char *name);
 
 /* provider_offline.c: deterministic, no network; says plainly it is not a model. */
 enum provider_status provider_offline_complete(const struct conf *conf,
@@ -68,6 +78,10 @@ enum provider_status provider_offline_complete(const struct conf *conf,
 
 /* provider_openai.c: OpenAI chat completions and every compatible server. */
 enum provider_status provider_openai_complete(const struct conf *conf, struct httpc *http,
+    const struct llm_request *req, struct llm_result *res);
+
+/* provider_anthropic.c: the Anthropic Messages API. */
+enum provider_status provider_anthropic_complete(const struct conf *conf, struct httpc *http,
     const struct llm_request *req, struct llm_result *res);
 
 /* --- shared by the network providers (provider.c) --- */
@@ -91,5 +105,65 @@ int provider_backoff(const struct llm_request *req, int attempt, long long retry
 
 /* Monotonic milliseconds. */
 long long provider_now_ms(void);
+
+/*
+ * One streamed attempt as a wire format's event handler sees it. `done` is set
+ * by the handler when the stream's clean end arrives ([DONE], message_stop);
+ * `failed` with `why` when the upstream sent an error or garbage.
+ */
+struct provider_stream {
+	const struct llm_request *req;
+	struct llm_result *res;
+	int done;
+	int failed;
+	int client_gone;
+	char why[200];
+};
+
+/*
+ * Hands a piece of streamed text to the client (req->on_delta) and keeps it in
+ * res->text. Returns 0, or -1 when the client is gone (stop the stream).
+ */
+int provider_stream_text(struct provider_stream *s, const char *text, size_t len);
+
+/* What makes one network provider's wire format; static tables in each provider. */
+struct provider_wire {
+	const char *name;         /* "openai": res->provider and the start of error texts */
+	const char *stream_end;   /* the clean end of a stream, for error texts: "[DONE]" */
+	/* One SSE event of a 2xx stream: 0 to go on, non-zero to stop (failed or client gone). */
+	int (*on_event)(struct provider_stream *s, const char *event, const char *data,
+	    size_t len);
+	/* A whole 2xx body: fills res (text, usage, model); PROVIDER_OK or an error in res->error. */
+	enum provider_status (*read_whole)(const char *body, size_t len, struct llm_result *res);
+	/* The reason in a non-2xx body, one short line into `out`; -1 when it has none. */
+	int (*error_text)(const char *body, size_t len, char *out, size_t outlen);
+};
+
+/* One call's settings (borrowed): the request and the provider's timeouts and retries. */
+struct provider_call {
+	const char *url;
+	const char *const *headers;   /* NULL-terminated "Name: value" lines */
+	const char *body;
+	long long timeout_s;          /* <P>_TIMEOUT: one attempt in all */
+	long long connect_timeout_ms;
+	long long first_token_timeout_ms;
+	long long max_retries;
+};
+
+/*
+ * Makes the call over `http` with retries: 429, 408, 5xx (529 included),
+ * timeouts, connection errors and a stream that failed before any delta went
+ * out are retried up to max_retries times with provider_backoff; nothing is
+ * retried once text reached the client, nor after a 2xx body that is garbage
+ * or too large. Fills `res` (res->attempts counts upstream calls).
+ */
+enum provider_status provider_http_complete(struct httpc *http, const struct provider_wire *w,
+    const struct provider_call *call, const struct llm_request *req, struct llm_result *res);
+
+/* Parses `len` bytes as JSON (default nesting cap); NULL if they are not JSON. Caller puts. */
+struct json_object *provider_parse_json(const char *text, size_t len);
+
+/* `base` without trailing slashes, then `path`, into out. Returns 0, or -1 if it does not fit. */
+int provider_url(char *out, size_t outlen, const char *base, const char *path);
 
 #endif

@@ -726,7 +726,7 @@ def check_disconnects(f):
     n = f.name
     f.reset()
 
-    def gone_within(expected, limit=1.5):
+    def gone_within(expected, limit=3.0):
         t = time.monotonic()
         ok = wait_until(lambda: f.stats(0)["disconnects"] == expected, limit, 0.02)
         return ok, time.monotonic() - t
@@ -741,7 +741,7 @@ def check_disconnects(f):
     c.close()
     ok, el = gone_within(1)
     st = f.stats()
-    check(ok and el < 1.0 and st["in_flight"] == 0,
+    check(ok and el < 1.5 and st["in_flight"] == 0,
           f"[{n}] slow-first-byte: the client's close is seen in {el:.2f}s, not in flight")
     check(st["requests"][-1]["disconnected"] is True
           and st["requests"][-1]["outcome"] == "slow-first-byte",
@@ -759,7 +759,7 @@ def check_disconnects(f):
     check(f.stats(0)["in_flight"] == 1, f"[{n}] stall-mid-stream: still in flight while stalled")
     s.abort()
     ok, el = gone_within(2)
-    check(ok and el < 1.0 and f.stats(0)["in_flight"] == 0,
+    check(ok and el < 1.5 and f.stats(0)["in_flight"] == 0,
           f"[{n}] stall-mid-stream: the client's close is seen in {el:.2f}s")
 
     # while streaming with paced tokens
@@ -768,7 +768,7 @@ def check_disconnects(f):
     s.next_events()
     s.abort()
     ok, el = gone_within(3)
-    check(ok and el < 1.0 and f.stats(0)["in_flight"] == 0,
+    check(ok and el < 1.5 and f.stats(0)["in_flight"] == 0,
           f"[{n}] paced stream: the client's close is seen in {el:.2f}s")
 
     if f.tls:  # a TLS client that says goodbye properly (close_notify, as libcurl does)
@@ -782,7 +782,7 @@ def check_disconnects(f):
             pass
         ok, el = gone_within(4)
         sock.close()
-        check(ok and el < 1.0, f"[{n}] TLS close_notify during a slow first byte: seen in "
+        check(ok and el < 1.5, f"[{n}] TLS close_notify during a slow first byte: seen in "
               f"{el:.2f}s")
         expected = 4
     else:
@@ -945,7 +945,7 @@ try:
             t1 = time.monotonic()
             part(f)
             print(f"({f.name} {part.__name__}: {time.monotonic() - t1:.1f}s)")
-        check_concurrency(f, 400 if not tls else 320, 2500)
+        check_concurrency(f, 400 if not tls else 320, 3000 if not tls else 4000)
         print(f"({f.name}: {time.monotonic() - t:.1f}s)")
         # a stall in flight does not hold up SIGTERM
         c = f.conn()

@@ -43,7 +43,9 @@ def turns(st, sid):
 fake = Fake()
 env = {"VALERIE_LLM_PROVIDER": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1",
        "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "gpt-test", "OPENAI_MAX_RETRIES": "2",
-       "OPENAI_FIRST_TOKEN_TIMEOUT_MS": "1000", "OPENAI_TIMEOUT": "4"}
+       "OPENAI_FIRST_TOKEN_TIMEOUT_MS": "1000", "OPENAI_TIMEOUT": "4",
+       # failure modes one after another: the breaker is tested in test_provider_resilience
+       "OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000"}
 try:
     with Stack(workers=2, threads=8, env=env) as st:
         # --- a normal turn, whole and streamed; history reaches the upstream ---

@@ -143,6 +143,18 @@ try:
                                           "OPENAI_API_KEY": "sk-test", "OPENAI_MAX_RETRIES": "1",
                                           "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1"},
              failing=True)
+    anthropic = {"VALERIE_LLM_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "ak-test",
+                 "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{fake.port}", "ANTHROPIC_MAX_RETRIES": "1"}
+    fake.plan()
+    scenario("anthropic provider", anthropic)
+    # Turn 1 fails twice (502), turns 2 and 3 pass, the stream breaks after its first deltas.
+    fake.plan({"mode": "fail-529"}, {"mode": "fail-529"}, {"mode": "ok"}, {"mode": "ok"},
+              {"mode": "cut-mid-stream"}, {"mode": "error-event-mid-stream"})
+    scenario("anthropic provider, failing", anthropic, failing=True)
+    seen = fake.stats()["by_outcome"]
+    check(seen.get("fail-529") == 2 and seen.get("cut-mid-stream") == 1
+          and seen.get("error-event-mid-stream") == 1,
+          f"anthropic provider, failing: the planned failures were met: {seen}")
 finally:
     fake.stop()
 done("test_valgrind")

@@ -1,0 +1,455 @@
+/* openai_api: POST /v1/chat/completions and GET /v1/models, OpenAI-compatible, with server-kept sessions. */
+#include "config.h"
+
+#include "chat.h"
+#include "conf.h"
+#include "handler.h"
+#include "jsonbody.h"
+#include "utf8.h"
+#include "vtime.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+#define OAI_MESSAGES_MAX 1000   /* messages in one request */
+#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* The OpenAI stream's own state. */
+struct oai_state {
+	char id[80];
+	long long created;
+	const char *model;
+	int include_usage;
+	int sent_role;
+};
+
+static int
+chunk(struct handler_ctx *ctx, struct json_object *doc)
+{
+	struct buf b = {0};
+	int rc;
+
+	buf_printf(&b, "data: %s\n\n", json_object_to_json_string_ext(doc, JSON_PLAIN));
+	rc = b.oom ? -1 : http_stream_write(ctx->resp, b.data, b.len);
+	buf_free(&b);
+	return rc;
+}
+
+/* A chunk object with one choice whose delta is `delta` (owned) and finish reason. */
+static struct json_object *
+chunk_doc(const struct oai_state *st, const char *model, struct json_object *delta,
+    const char *finish)
+{
+	struct json_object *doc = json_object_new_object(), *choices, *c;
+
+	if (doc == NULL) {
+		json_object_put(delta);
+		return NULL;
+	}
+	json_object_object_add(doc, "id", json_object_new_string(st->id));
+	json_object_object_add(doc, "object", json_object_new_string("chat.completion.chunk"));
+	json_object_object_add(doc, "created", json_object_new_int64(st->created));
+	json_object_object_add(doc, "model", json_object_new_string(model));
+	choices = json_object_new_array();
+	json_object_object_add(doc, "choices", choices);
+	if (delta != NULL) {
+		c = json_object_new_object();
+		json_object_object_add(c, "index", json_object_new_int(0));
+		json_object_object_add(c, "delta", delta);
+		json_object_object_add(c, "finish_reason",
+		    finish != NULL ? json_object_new_string(finish) : NULL);
+		json_object_array_add(choices, c);
+	}
+	return doc;
+}
+
+static void
+oai_begin(struct handler_ctx *ctx, void *p)
+{
+	(void)p;
+	chat_stream_begin(ctx);
+}
+
+static int
+oai_delta(struct handler_ctx *ctx, void *p, const char *text, size_t len)
+{
+	struct oai_state *st = p;
+	struct json_object *delta = json_object_new_object(), *doc;
+	int rc;
+
+	if (delta == NULL)
+		return -1;
+	if (!st->sent_role) {
+		json_object_object_add(delta, "role", json_object_new_string("assistant"));
+		st->sent_role = 1;
+	}
+	json_object_object_add(delta, "content", json_object_new_string_len(text, (int)len));
+	doc = chunk_doc(st, st->model, delta, NULL);
+	if (doc == NULL)
+		return -1;
+	rc = chunk(ctx, doc);
+	json_object_put(doc);
+	return rc;
+}
+
+static struct json_object *
+usage_doc(const struct chat_answer *a)
+{
+	struct json_object *u = json_object_new_object();
+
+	if (u == NULL)
+		return NULL;
+	json_object_object_add(u, "prompt_tokens", json_object_new_int64(a->input_tokens));
+	json_object_object_add(u, "completion_tokens", json_object_new_int64(a->output_tokens));
+	json_object_object_add(u, "total_tokens",
+	    json_object_new_int64(a->input_tokens + a->output_tokens));
+	return u;
+}
+
+static void
+oai_done(struct handler_ctx *ctx, void *p, const struct chat_answer *a)
+{
+	struct oai_state *st = p;
+	struct json_object *doc, *choices, *c, *msg;
+	char turn[16];
+
+	if (a->session_id[0] != '\0') {
+		snprintf(turn, sizeof(turn), "%d", a->turn);
+		http_response_header(ctx->resp, "X-Session-Turn", turn);
+	}
+	if (ctx->resp->streaming) {
+		doc = chunk_doc(st, a->model, json_object_new_object(), "stop");
+		if (doc != NULL)
+			chunk(ctx, doc);
+		json_object_put(doc);
+		if (st->include_usage) {
+			doc = chunk_doc(st, a->model, NULL, NULL);
+			if (doc != NULL) {
+				json_object_object_add(doc, "usage", usage_doc(a));
+				chunk(ctx, doc);
+			}
+			json_object_put(doc);
+		}
+		http_stream_write(ctx->resp, "data: [DONE]\n\n", 14);
+		return;
+	}
+	doc = json_object_new_object();
+	choices = json_object_new_array();
+	c = json_object_new_object();
+	msg = json_object_new_object();
+	if (doc == NULL || choices == NULL || c == NULL || msg == NULL) {
+		json_object_put(doc);
+		json_object_put(choices);
+		json_object_put(c);
+		json_object_put(msg);
+		ctx->resp->body.oom = 1;
+		return;
+	}
+	json_object_object_add(doc, "id", json_object_new_string(st->id));
+	json_object_object_add(doc, "object", json_object_new_string("chat.completion"));
+	json_object_object_add(doc, "created", json_object_new_int64(st->created));
+	json_object_object_add(doc, "model", json_object_new_string(a->model));
+	json_object_object_add(msg, "role", json_object_new_string("assistant"));
+	json_object_object_add(msg, "content", json_object_new_string_len(a->reply,
+	    (int)a->reply_len));
+	json_object_object_add(c, "index", json_object_new_int(0));
+	json_object_object_add(c, "message", msg);
+	json_object_object_add(c, "finish_reason", json_object_new_string("stop"));
+	json_object_array_add(choices, c);
+	json_object_object_add(doc, "choices", choices);
+	json_object_object_add(doc, "usage", usage_doc(a));
+	http_response_json(ctx->resp, 200, doc);
+	json_object_put(doc);
+}
+
+/*
+ * Errors: our JSON error before the stream; inside a stream a chunk with an
+ * `error` key, which the OpenAI SDKs raise on, and no [DONE].
+ */
+static void
+oai_fail(struct handler_ctx *ctx, void *p, int status, const char *code, const char *message)
+{
+	struct json_object *doc, *err;
+
+	(void)p;
+	if (!ctx->resp->streaming) {
+		http_response_error(ctx->resp, status, code, message);
+		return;
+	}
+	doc = json_object_new_object();
+	err = json_object_new_object();
+	if (doc == NULL || err == NULL) {
+		json_object_put(doc);
+		json_object_put(err);
+		return;
+	}
+	json_object_object_add(err, "code", json_object_new_string(code));
+	json_object_object_add(err, "message", json_object_new_string(message));
+	json_object_object_add(err, "type", json_object_new_string("server_error"));
+	json_object_object_add(doc, "error", err);
+	chunk(ctx, doc);
+	json_object_put(doc);
+}
+
+static const struct chat_format oai_format = {oai_begin, oai_delta, oai_done, oai_fail};
+
+/* Whether `model` may be asked for: any, unless VALERIE_MODELS lists some. */
+static int
+model_allowed(const struct conf *conf, const char *model)
+{
+	const char *p = conf->models, *comma;
+	size_t len, n = strlen(model);
+
+	if (p == NULL || *p == '\0')
+		return 1;
+	while (p != NULL) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len == n && memcmp(p, model, n) == 0)
+			return 1;
+		p = comma ? comma + 1 : NULL;
+	}
+	return 0;
+}
+
+/*
+ * A message's content as text: a string, or an array of parts whose text
+ * parts are joined. Returns 0, or -1 with resp filled.
+ */
+static int
+content_text(struct handler_ctx *ctx, struct json_object *content, size_t i, struct buf *out)
+{
+	struct json_object *part, *type, *text;
+	char msg[128];
+	size_t j;
+
+	if (content == NULL)
+		return 0;
+	if (json_object_is_type(content, json_type_string)) {
+		buf_append(out, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content));
+		return 0;
+	}
+	if (json_object_is_type(content, json_type_array)) {
+		for (j = 0; j < json_object_array_length(content); j++) {
+			part = json_object_array_get_idx(content, j);
+			if (!json_object_is_type(part, json_type_object) ||
+			    !json_object_object_get_ex(part, "type", &type) ||
+			    strcmp(json_object_get_string(type), "text") != 0 ||
+			    !json_object_object_get_ex(part, "text", &text) ||
+			    !json_object_is_type(text, json_type_string))
+				goto bad;
+			buf_append(out, json_object_get_string(text),
+			    (size_t)json_object_get_string_len(text));
+		}
+		return 0;
+	}
+bad:
+	snprintf(msg, sizeof(msg), "messages[%zu].content must be a string or an array of text "
+	    "parts", i);
+	http_response_error(ctx->resp, 400, "invalid_field", msg);
+	return -1;
+}
+
+void
+openai_chat_completions(struct handler_ctx *ctx)
+{
+	struct json_object *body, *v, *messages, *m, *role, *content, *news = NULL;
+	struct chat_turn_input t;
+	struct oai_state st;
+	struct buf system = {0}, user = {0}, text = {0};
+	const char *sid = http_request_header(ctx->req, "x-session-id"), *key, *r;
+	char msg[160];
+	size_t i, n;
+
+	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
+	if (body == NULL)
+		return;
+	memset(&t, 0, sizeof(t));
+	memset(&st, 0, sizeof(st));
+	if (jsonbody_field(body, "model", JB_STRING, &v, ctx->resp) != 0)
+		goto out;
+	if (v != NULL && !model_allowed(ctx->conf, json_object_get_string(v))) {
+		snprintf(msg, sizeof(msg), "model \"%.60s\" is not in VALERIE_MODELS",
+		    json_object_get_string(v));
+		http_response_error(ctx->resp, 400, "model_not_allowed", msg);
+		goto out;
+	}
+	t.model = v != NULL && json_object_get_string_len(v) > 0 ? json_object_get_string(v) : NULL;
+	if (jsonbody_field(body, "stream", JB_BOOL, &v, ctx->resp) != 0)
+		goto out;
+	t.stream = v != NULL && json_object_get_boolean(v);
+	if (json_object_object_get_ex(body, "stream_options", &v) && v != NULL &&
+	    json_object_is_type(v, json_type_object) &&
+	    json_object_object_get_ex(v, "include_usage", &v) && json_object_get_boolean(v))
+		st.include_usage = 1;
+	if (!json_object_object_get_ex(body, "messages", &messages) ||
+	    !json_object_is_type(messages, json_type_array) ||
+	    (n = json_object_array_length(messages)) == 0 || n > OAI_MESSAGES_MAX) {
+		http_response_error(ctx->resp, 400, "invalid_field",
+		    "field \"messages\" must be a non-empty array of messages");
+		goto out;
+	}
+	if (sid != NULL && !chat_session_id_valid(sid, strlen(sid))) {
+		http_response_error(ctx->resp, 400, "invalid_session_id",
+		    "X-Session-Id must be 1 to 128 characters of A-Z a-z 0-9 _ . : -");
+		goto out;
+	}
+	news = json_object_new_array();
+	if (news == NULL)
+		goto oom;
+	/*
+	 * With X-Session-Id the server keeps the conversation: system messages
+	 * become the system prompt, the others follow the stored history, and the
+	 * user messages are stored as the turn. Without it every message is sent.
+	 */
+	for (i = 0; i < n; i++) {
+		m = json_object_array_get_idx(messages, i);
+		if (!json_object_is_type(m, json_type_object) ||
+		    !json_object_object_get_ex(m, "role", &role) ||
+		    !json_object_is_type(role, json_type_string)) {
+			snprintf(msg, sizeof(msg), "messages[%zu] needs a string \"role\"", i);
+			http_response_error(ctx->resp, 400, "invalid_field", msg);
+			goto out;
+		}
+		r = json_object_get_string(role);
+		if (strcmp(r, "system") != 0 && strcmp(r, "developer") != 0 &&
+		    strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0) {
+			snprintf(msg, sizeof(msg), "messages[%zu].role \"%.20s\" is not supported", i, r);
+			http_response_error(ctx->resp, 400, "invalid_field", msg);
+			goto out;
+		}
+		json_object_object_get_ex(m, "content", &content);
+		buf_reset(&text, 65536);
+		if (content_text(ctx, content, i, &text) != 0)
+			goto out;
+		if (sid != NULL && (strcmp(r, "system") == 0 || strcmp(r, "developer") == 0)) {
+			if (system.len > 0)
+				buf_puts(&system, "\n\n");
+			buf_append(&system, text.data ? text.data : "", text.len);
+			continue;
+		}
+		if (strcmp(r, "user") == 0 && sid != NULL) {
+			if (user.len > 0)
+				buf_puts(&user, "\n\n");
+			buf_append(&user, text.data ? text.data : "", text.len);
+		}
+		json_object_array_add(news, chat_message_new(strcmp(r, "developer") == 0 ? "system" : r,
+		    text.data ? text.data : "", text.len));
+	}
+	if (system.oom || user.oom || text.oom)
+		goto oom;
+	if (sid != NULL && user.len == 0) {
+		http_response_error(ctx->resp, 400, "invalid_field",
+		    "with X-Session-Id, send the new user message in \"messages\"");
+		goto out;
+	}
+	if ((long long)utf8_count(user.data ? user.data : "", user.len) >
+	    ctx->conf->max_message_chars) {
+		snprintf(msg, sizeof(msg), "the user message is longer than %lld characters",
+		    ctx->conf->max_message_chars);
+		http_response_error(ctx->resp, 400, "message_too_long", msg);
+		goto out;
+	}
+	key = http_request_header(ctx->req, "idempotency-key");
+	if (key != NULL && sid != NULL) {
+		for (i = 0; key[i] > 0x20 && key[i] < 0x7f; i++)
+			;
+		if (i == 0 || key[i] != '\0' || i > CHAT_IDEM_KEY_MAX) {
+			http_response_error(ctx->resp, 400, "invalid_idempotency_key",
+			    "Idempotency-Key must be 1 to 200 visible ASCII characters");
+			goto out;
+		}
+		snprintf(t.idem_key, sizeof(t.idem_key), "%s\x1f%s", ctx->principal, key);
+	}
+	snprintf(st.id, sizeof(st.id), "chatcmpl-%.64s", ctx->req->request_id[0] ?
+	    ctx->req->request_id : "valerie");
+	st.created = vtime_now_ms() / 1000;
+	st.model = t.model != NULL ? t.model :
+	    strcmp(ctx->conf->llm_provider, "openai") == 0 ? ctx->conf->openai_model :
+	    strcmp(ctx->conf->llm_provider, "anthropic") == 0 ? ctx->conf->anthropic_model : "offline";
+	t.session_id = sid;
+	t.system = system.data != NULL ? system.data : "";
+	t.new_messages = news;
+	t.user_text = user.data != NULL ? user.data : "";
+	t.user_len = user.len;
+	t.fmt = &oai_format;
+	t.fmt_state = &st;
+	chat_run(ctx, &t);
+	goto out;
+oom:
+	ctx->resp->body.oom = 1;
+out:
+	json_object_put(news);
+	json_object_put(body);
+	buf_free(&system);
+	buf_free(&user);
+	buf_free(&text);
+}
+
+static void
+add_model(struct json_object *list, const char *id, const char *owner)
+{
+	struct json_object *m;
+	size_t i;
+
+	for (i = 0; i < json_object_array_length(list); i++) {
+		struct json_object *e = json_object_array_get_idx(list, i), *v;
+
+		if (json_object_object_get_ex(e, "id", &v) && strcmp(json_object_get_string(v), id) == 0)
+			return;
+	}
+	m = json_object_new_object();
+	if (m == NULL)
+		return;
+	json_object_object_add(m, "id", json_object_new_string(id));
+	json_object_object_add(m, "object", json_object_new_string("model"));
+	json_object_object_add(m, "created", json_object_new_int64(0));
+	json_object_object_add(m, "owned_by", json_object_new_string(owner));
+	json_object_array_add(list, m);
+}
+
+/* The default model of each provider in the chain, then the VALERIE_MODELS allowlist. */
+void
+openai_models(struct handler_ctx *ctx)
+{
+	const struct conf *c = ctx->conf;
+	struct json_object *doc = json_object_new_object(), *list = json_object_new_array();
+	const char *chain[2] = {c->llm_provider, c->llm_fallbacks}, *p, *comma;
+	char name[64];
+	size_t len;
+	int i;
+
+	if (doc == NULL || list == NULL) {
+		json_object_put(doc);
+		json_object_put(list);
+		ctx->resp->body.oom = 1;
+		return;
+	}
+	for (i = 0; i < 2; i++) {
+		for (p = chain[i]; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
+			comma = strchr(p, ',');
+			len = comma ? (size_t)(comma - p) : strlen(p);
+			snprintf(name, sizeof(name), "%.*s", (int)len, p);
+			if (strcmp(name, "openai") == 0)
+				add_model(list, c->openai_model, "openai");
+			else if (strcmp(name, "anthropic") == 0)
+				add_model(list, c->anthropic_model, "anthropic");
+			else
+				add_model(list, "offline", "valerie");
+			if (i == 0)
+				break;
+		}
+	}
+	for (p = c->models; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		snprintf(name, sizeof(name), "%.*s", (int)len, p);
+		add_model(list, name, "valerie");
+	}
+	json_object_object_add(doc, "object", json_object_new_string("list"));
+	json_object_object_add(doc, "data", list);
+	http_response_json(ctx->resp, 200, doc);
+	json_object_put(doc);
+}

@@ -1,0 +1,121 @@
+"""test_provider_resilience: the fallback chain and the circuit breakers, through real nginx
+and the pool against the fake upstream: with the primary failing 30% of calls and a
+fallback configured at least 99% of 1,000 turns succeed; a circuit opened by one worker
+process is open for the others (counted in upstream calls, not timed); after the reset
+timeout one probe goes out and a success closes the circuit."""
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeLLM, Stack, check, done, is_error_doc, json_lines, wait_until  # noqa: E402
+
+
+def chat(st, sid, message="hi"):
+    s, h, body = st.request("POST", "/api/v1/chat",
+                            body=json.dumps({"message": message, "session_id": sid}).encode(),
+                            headers={"Content-Type": "application/json"})
+    try:
+        return s, json.loads(body)
+    except ValueError:
+        return s, None
+
+
+fake = FakeLLM(extra=["--seed", "7"])
+base = {"VALERIE_LLM_PROVIDER": "openai", "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1",
+        "OPENAI_API_KEY": "sk-test", "OPENAI_MAX_RETRIES": "0"}
+try:
+    # --- 30% failures, offline as the fallback: at least 99% of 1,000 turns succeed ---
+    # NOTE: at 30% failures five in a row happen a few times in 1,000 calls and would
+    # (rightly) open the circuit; this part is about the fallback, so the bar is higher.
+    env = dict(base, VALERIE_LLM_FALLBACKS="offline", OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD="50")
+    with Stack(workers=2, threads=16, env=env) as st:
+        fake.control("POST", "/_control/reset", {})
+        fake.control("POST", "/_control/plan", {"fail_rate": 0.3, "fail_mode": "fail-500"})
+        results, lock = [], threading.Lock()
+
+        def client(k):
+            for i in range(125):
+                s, doc = chat(st, f"fb-{k}-{i % 5}", f"turn {i}")
+                with lock:
+                    results.append((s, (doc or {}).get("provider")))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ok = sum(1 for s, _ in results if s == 200)
+        by = {}
+        for s, p in results:
+            by[p] = by.get(p, 0) + 1
+        stats = fake.stats()
+        check(len(results) == 1000 and ok >= 990,
+              f"with 30% upstream failures and a fallback, {ok}/1000 turns succeed (>= 990)")
+        check(by.get("openai", 0) > 500 and by.get("offline", 0) > 100,
+              f"answers came from both the primary and the fallback: {by}")
+        check(stats["by_outcome"].get("fail-500", 0) > 100,
+              f"the fake did fail calls: {stats['by_outcome']}")
+        fake.control("POST", "/_control/reset", {})
+
+    # --- a circuit opened by one process is open for all; a probe closes it ---
+    env = dict(base, OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD="3",
+               OPENAI_CIRCUIT_BREAKER_RESET_TIMEOUT="2")
+    with Stack(workers=3, threads=4, env=env) as st:
+        fake.control("POST", "/_control/reset", {})
+        fake.control("POST", "/_control/plan", {"fail_rate": 1.0, "fail_mode": "fail-500"})
+        for i in range(3):
+            s, doc = chat(st, f"cb-{i}")
+            check(s == 502 and is_error_doc(doc, "provider_error"), f"failure {i + 1}: 502 ({s})")
+        check(fake.stats()["calls"] == 3, "three failed calls reached the upstream")
+        statuses = [chat(st, f"cb-open-{i}")[0] for i in range(30)]
+        check(statuses == [503] * 30 and fake.stats()["calls"] == 3,
+              f"then the circuit is open: 30 turns answered 503 without calling the upstream "
+              f"({set(statuses)}, {fake.stats()['calls']} calls)")
+        s, h, doc = st.json("GET", "/health/detailed")
+        prov = (doc or {}).get("dependencies", {}).get("providers", [{}])[0]
+        check(prov.get("circuit") == "open", f"/health/detailed shows the circuit open: {prov}")
+        wait_until(lambda: "cb-open-29" in st.worker_log() or True, 1)
+        docs, _ = json_lines(st.worker_log())
+        pids = {d.get("pid") for d in docs if d.get("msg") == "request" and d.get("status") == 503}
+        workers = set(st.worker_pids())
+        check(len(pids & workers) >= 2,
+              f"processes other than the one that opened it answered 503 too: {len(pids & workers)}"
+              f" of {len(workers)} workers")
+        # After the reset timeout one probe goes out; it succeeds and the circuit closes.
+        fake.control("POST", "/_control/reset", {})
+        time.sleep(2.2)  # the breaker's reset timeout, not a timing assertion
+        s, doc = chat(st, "cb-probe")
+        check(s == 200 and fake.stats()["calls"] == 1, f"one probe after the reset timeout: {s}")
+        statuses = [chat(st, f"cb-closed-{i}")[0] for i in range(6)]
+        check(statuses == [200] * 6 and fake.stats()["calls"] == 7,
+              f"the probe's success closed the circuit for every process: {statuses}")
+        # A failed probe opens it again at once.
+        fake.control("POST", "/_control/plan", {"fail_rate": 1.0, "fail_mode": "fail-500"})
+        for i in range(3):
+            chat(st, f"cb-again-{i}")
+        before = fake.stats()["calls"]
+        time.sleep(2.2)
+        s, doc = chat(st, "cb-probe-2")
+        statuses = [chat(st, f"cb-after-{i}")[0] for i in range(5)]
+        check(s == 502 and statuses == [503] * 5 and fake.stats()["calls"] == before + 1,
+              f"a failed probe reopens the circuit: {s} {statuses}")
+
+    # --- every provider's circuit open and no fallback: 503 provider_unavailable ---
+    # (shown above); with offline as fallback the same open circuit costs nothing:
+    env = dict(base, VALERIE_LLM_FALLBACKS="offline", OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD="2",
+               OPENAI_CIRCUIT_BREAKER_RESET_TIMEOUT="600")
+    with Stack(workers=2, threads=4, env=env) as st:
+        fake.control("POST", "/_control/reset", {})
+        fake.control("POST", "/_control/plan", {"fail_rate": 1.0, "fail_mode": "fail-500"})
+        answers = [chat(st, f"fo-{i}") for i in range(10)]
+        check(all(s == 200 and d["provider"] == "offline" for s, d in answers)
+              and fake.stats()["calls"] == 2,
+              f"open circuit + fallback: every turn answered by the fallback, the primary called "
+              f"only until its circuit opened ({fake.stats()['calls']} calls)")
+finally:
+    fake.stop()
+
+done("test_provider_resilience")
