@@ -7,6 +7,8 @@
 #include "handler.h"
 #include "httpc.h"
 #include "log.h"
+#include "metrics.h"
+#include "provider.h"
 #include "router.h"
 #include "store.h"
 
@@ -36,6 +38,7 @@ static const struct route routes[] = {
 	{"POST", "/memory/clear/{id}", ROLE_USER, session_clear},
 	{"POST", "/v1/chat/completions", ROLE_USER, openai_chat_completions},
 	{"GET", "/v1/models", ROLE_USER, openai_models},
+	{"GET", "/metrics", ROLE_ANY, health_metrics},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -87,6 +90,19 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 		app_destroy(app);
 		return NULL;
 	}
+	snprintf(path, sizeof(path), "%s/valerie.metrics", conf->data_dir);
+	if (metrics_open(path, err, errlen) != 0) {
+		app_destroy(app);
+		return NULL;
+	}
+	{
+		char labels[64];
+
+		snprintf(labels, sizeof(labels), "version=\"%s\"", PACKAGE_VERSION);
+		metrics_gauge_set("valerie_build_info", labels, 1);
+	}
+	provider_metrics_init(conf);
+	store_metrics_init();
 	return app;
 }
 
@@ -97,6 +113,7 @@ app_destroy(struct app *app)
 		return;
 	store_close(app->store);
 	circuits_close(app->circuits);
+	metrics_close();
 	free(app);
 }
 
@@ -220,6 +237,33 @@ fix_oom(struct http_response *resp)
 	}
 }
 
+/* The method as a label value: the usual ones, else "other" (labels stay bounded). */
+static const char *
+method_label(const char *m)
+{
+	static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+		"OPTIONS", NULL};
+	size_t i;
+
+	for (i = 0; m != NULL && known[i] != NULL; i++)
+		if (strcmp(m, known[i]) == 0)
+			return known[i];
+	return "other";
+}
+
+static void
+count_request(const struct http_request *req, const struct http_response *resp,
+    const char *route, double seconds)
+{
+	char labels[METRICS_LABELS_MAX + 1];
+
+	snprintf(labels, sizeof(labels), "route=\"%s\",method=\"%s\",code=\"%d\"", route,
+	    method_label(req->method), resp->status);
+	metrics_counter_add("valerie_http_requests_total", labels, 1);
+	snprintf(labels, sizeof(labels), "route=\"%s\"", route);
+	metrics_observe("valerie_http_request_duration_seconds", labels, seconds);
+}
+
 static void
 access_log(const struct http_request *req, const struct http_response *resp,
     const char *route, double seconds)
@@ -263,6 +307,7 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	const char *route = "unmatched";
 	double t0 = now_seconds();
 
+	metrics_inflight_add(1);
 	if (check_request(w->app, req, resp) != 0)
 		goto out;
 	switch (router_match(routes, NROUTES, req->method, req->path, &match, allow,
@@ -300,4 +345,6 @@ out:
 	if (!resp->streaming)
 		http_response_header(resp, "Cache-Control", "no-store");
 	access_log(req, resp, route, now_seconds() - t0);
+	count_request(req, resp, route, now_seconds() - t0);
+	metrics_inflight_add(-1);
 }

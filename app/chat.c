@@ -6,6 +6,7 @@
 #include "handler.h"
 #include "jsonbody.h"
 #include "log.h"
+#include "metrics.h"
 #include "provider.h"
 #include "store.h"
 #include "utf8.h"
@@ -40,6 +41,7 @@ chat_session_id_valid(const char *s, size_t len)
 struct turn_state {
 	struct handler_ctx *ctx;
 	const struct chat_turn_input *in;
+	const struct llm_result *res;   /* the model serving now is in res->model */
 };
 
 /* What a valid chat body holds. Borrowed from the parsed body. */
@@ -333,7 +335,7 @@ on_delta(void *p, const char *text, size_t len)
 {
 	struct turn_state *t = p;
 
-	return t->in->fmt->delta(t->ctx, t->in->fmt_state, text, len);
+	return t->in->fmt->delta(t->ctx, t->in->fmt_state, t->res->model, text, len);
 }
 
 void
@@ -354,12 +356,14 @@ native_begin(struct handler_ctx *ctx, void *state)
 }
 
 static int
-native_delta(struct handler_ctx *ctx, void *state, const char *text, size_t len)
+native_delta(struct handler_ctx *ctx, void *state, const char *model, const char *text,
+    size_t len)
 {
 	struct json_object *d = json_object_new_object();
 	int rc;
 
 	(void)state;
+	(void)model;
 	if (d == NULL)
 		return -1;
 	json_object_object_add(d, "text", json_object_new_string_len(text, (int)len));
@@ -480,7 +484,7 @@ replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 	}
 	/* NOTE: a stream that already sent this request's own deltas gets the end only. */
 	if (in->stream && ctx->resp->bytes_sent == 0)
-		in->fmt->delta(ctx, in->fmt_state, a.reply, a.reply_len);
+		in->fmt->delta(ctx, in->fmt_state, a.model, a.reply, a.reply_len);
 	in->fmt->done(ctx, in->fmt_state, &a);
 out:
 	json_object_put(turn_obj);
@@ -549,6 +553,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	}
 	ts.ctx = ctx;
 	ts.in = in;
+	ts.res = &res;
 	memset(&lreq, 0, sizeof(lreq));
 	lreq.messages = messages;
 	lreq.model = in->model;
@@ -610,6 +615,9 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	a.provider = res.provider;
 	a.model = res.model;
 	in->fmt->done(ctx, in->fmt_state, &a);
+	/* The gateway's own cost: the turn minus the time in providers. */
+	metrics_observe("valerie_overhead_seconds", "",
+	    (double)(vtime_now_ms() - t_user - res.provider_ms) / 1000.0);
 out:
 	free(stored);
 	json_object_put(messages);

@@ -28,14 +28,15 @@ struct chat_answer {
 
 /*
  * How a turn is answered: `begin` sends the head of a stream, `delta` one
- * piece of text (-1 when the client is gone), `done` the whole answer (as a
+ * piece of text from `model` (the one serving now; -1 when the client is gone), `done` the whole answer (as a
  * JSON document, or the stream's last events), `fail` an error (a JSON
  * error before the stream began, an error event after). `state` is the
  * format's own (fmt_state).
  */
 struct chat_format {
 	void (*begin)(struct handler_ctx *ctx, void *state);
-	int (*delta)(struct handler_ctx *ctx, void *state, const char *text, size_t len);
+	int (*delta)(struct handler_ctx *ctx, void *state, const char *model, const char *text,
+	    size_t len);
 	void (*done)(struct handler_ctx *ctx, void *state, const struct chat_answer *a);
 	void (*fail)(struct handler_ctx *ctx, void *state, int status, const char *code,
 	    const char *message);

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ struct table {
 struct circuits {
 	int fd;
 	struct table *t;
+	pthread_mutex_t lock;   /* flock does not exclude this process's other threads */
 };
 
 long long
@@ -62,6 +64,7 @@ circuits_open(const char *path, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	pthread_mutex_init(&cs->lock, NULL);
 	cs->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (cs->fd < 0) {
 		snprintf(err, errlen, "VALERIE_DATA_DIR: cannot open %s: %s", path, strerror(errno));
@@ -104,6 +107,7 @@ circuits_close(struct circuits *cs)
 	if (cs->t != NULL)
 		munmap(cs->t, sizeof(struct table));
 	close(cs->fd);
+	pthread_mutex_destroy(&cs->lock);
 	free(cs);
 }
 
@@ -129,6 +133,7 @@ circuits_get(struct circuits *cs, const char *name)
 	c = find(cs, name);
 	if (c != NULL)
 		return c;
+	pthread_mutex_lock(&cs->lock);
 	flock(cs->fd, LOCK_EX);
 	c = find(cs, name);
 	for (i = 0; c == NULL && i < CIRCUIT_MAX; i++) {
@@ -141,6 +146,7 @@ circuits_get(struct circuits *cs, const char *name)
 		atomic_store(&c->used, 1);
 	}
 	flock(cs->fd, LOCK_UN);
+	pthread_mutex_unlock(&cs->lock);
 	return c;
 }
 

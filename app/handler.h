@@ -36,6 +36,7 @@ void health_live(struct handler_ctx *ctx);
 void health_ready(struct handler_ctx *ctx);
 void health_config(struct handler_ctx *ctx);
 void health_detailed(struct handler_ctx *ctx);
+void health_metrics(struct handler_ctx *ctx);
 
 /* chat.c */
 void chat_v1(struct handler_ctx *ctx);

@@ -3,6 +3,7 @@
 
 #include "conf.h"
 #include "handler.h"
+#include "metrics.h"
 #include "provider.h"
 #include "store.h"
 
@@ -201,6 +202,18 @@ health_detailed(struct handler_ctx *ctx)
 	json_object_object_add(doc, "draining", json_object_new_boolean(ctx->draining));
 	json_object_object_add(doc, "dependencies", deps);
 	reply(ctx, store_ok ? 200 : 503, doc);
+}
+
+/* GET /metrics: the pool's metrics in the Prometheus text format (nginx keeps it internal). */
+void
+health_metrics(struct handler_ctx *ctx)
+{
+	store_ping(ctx->store);     /* refreshes valerie_store_up */
+	provider_metrics_scrape(ctx->conf, ctx->circuits);
+	buf_reset(&ctx->resp->body, 65536);
+	metrics_render(&ctx->resp->body);
+	ctx->resp->status = 200;
+	http_response_header(ctx->resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
 }
 
 void

@@ -72,7 +72,7 @@ oai_begin(struct handler_ctx *ctx, void *p)
 }
 
 static int
-oai_delta(struct handler_ctx *ctx, void *p, const char *text, size_t len)
+oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
 {
 	struct oai_state *st = p;
 	struct json_object *delta = json_object_new_object(), *doc;
@@ -85,7 +85,8 @@ oai_delta(struct handler_ctx *ctx, void *p, const char *text, size_t len)
 		st->sent_role = 1;
 	}
 	json_object_object_add(delta, "content", json_object_new_string_len(text, (int)len));
-	doc = chunk_doc(st, st->model, delta, NULL);
+	/* NOTE: the model serving now (a fallback may serve), as the last chunks say. */
+	doc = chunk_doc(st, model != NULL && *model ? model : st->model, delta, NULL);
 	if (doc == NULL)
 		return -1;
 	rc = chunk(ctx, doc);
@@ -330,7 +331,7 @@ openai_chat_completions(struct handler_ctx *ctx)
 			buf_append(&system, text.data ? text.data : "", text.len);
 			continue;
 		}
-		if (strcmp(r, "user") == 0 && sid != NULL) {
+		if (strcmp(r, "user") == 0) {
 			if (user.len > 0)
 				buf_puts(&user, "\n\n");
 			buf_append(&user, text.data ? text.data : "", text.len);

@@ -3,6 +3,7 @@
 
 #include "circuit.h"
 #include "conf.h"
+#include "metrics.h"
 #include "httpc.h"
 #include "provider.h"
 #include "sse.h"
@@ -239,6 +240,7 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 	if (r.status < 200 || r.status > 299) {
 		error_reason(w, &r, msg, sizeof(msg));
 		snprintf(res->error, sizeof(res->error), "%s answered %ld: %s", w->name, r.status, msg);
+		res->last_status = r.status;
 		*st = PROVIDER_ERROR;
 		*retry_after_ms = r.retry_after_ms;
 		/* 5xx includes Anthropic's 529 (overloaded). */
@@ -373,35 +375,193 @@ append_error(char *errors, size_t size, const char *text)
 	errors[len + n] = '\0';
 }
 
-enum provider_status
-provider_complete(const struct conf *conf, struct httpc *http, struct circuits *circuits,
-    const struct llm_request *req, struct llm_result *res)
-{
-	char chain[8][16], errors[sizeof(res->error)] = "";
-	const char *p = conf->llm_fallbacks, *comma;
-	enum provider_status st = PROVIDER_UNAVAILABLE;
-	struct circuit *c;
-	long long reset_ms;
-	size_t n = 0, i, j, len;
-	int threshold, tried = 0, dup;
+/* Watches a call's first streamed token (for the time-to-first-token histogram). */
+struct tap {
+	const struct llm_request *orig;
+	long long first_ms;
+};
 
-	snprintf(chain[n++], sizeof(chain[0]), "%s", conf->llm_provider);
+static int
+tap_delta(void *p, const char *text, size_t len)
+{
+	struct tap *t = p;
+
+	if (t->first_ms == 0)
+		t->first_ms = provider_now_ms();
+	return t->orig->on_delta(t->orig->ctx, text, len);
+}
+
+static int
+tap_cancelled(void *p)
+{
+	struct tap *t = p;
+
+	return t->orig->cancelled != NULL && t->orig->cancelled(t->orig->ctx);
+}
+
+/* The model as a label value: a configured one, else "other" (labels stay bounded). */
+static void
+model_label(const struct conf *conf, const char *model, char *out, size_t outlen)
+{
+	const char *p = conf->models, *comma;
+	size_t len, n = strlen(model);
+	int known = strcmp(model, conf->openai_model) == 0 ||
+	    strcmp(model, conf->anthropic_model) == 0 || strcmp(model, "offline") == 0;
+
+	for (; !known && p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		known = len == n && memcmp(p, model, n) == 0;
+	}
+	metrics_label_value(known ? model : "other", out, outlen);
+}
+
+/* Counts one provider call in the metrics of BRIEF section 13. */
+static void
+count_call(const struct conf *conf, const char *name, enum provider_status st,
+    const struct llm_result *res, long long start_ms, const struct tap *tap)
+{
+	char labels[METRICS_LABELS_MAX + 1], model[96], prov[32];
+	const char *outcome = "error";
+	double seconds = (double)(provider_now_ms() - start_ms) / 1000.0;
+
+	metrics_label_value(name, prov, sizeof(prov));
+	model_label(conf, res->model[0] ? res->model : "other", model, sizeof(model));
+	if (st == PROVIDER_OK)
+		outcome = "ok";
+	else if (st == PROVIDER_TIMEOUT)
+		outcome = "timeout";
+	else if (res->last_status == 429)
+		outcome = "rate_limited";
+	snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"%s\"", prov, model,
+	    outcome);
+	metrics_counter_add("valerie_llm_requests_total", labels, 1);
+	snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\"", prov, model);
+	metrics_observe("valerie_llm_request_duration_seconds", labels, seconds);
+	if (tap->first_ms > 0)
+		metrics_observe("valerie_llm_time_to_first_token_seconds", labels,
+		    (double)(tap->first_ms - start_ms) / 1000.0);
+	if (st == PROVIDER_OK) {
+		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"input\"",
+		    prov, model);
+		metrics_counter_add("valerie_llm_tokens_total", labels, (double)res->input_tokens);
+		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"output\"",
+		    prov, model);
+		metrics_counter_add("valerie_llm_tokens_total", labels, (double)res->output_tokens);
+	}
+	snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
+	if (res->attempts > 1)
+		metrics_counter_add("valerie_llm_retries_total", labels, res->attempts - 1);
+	metrics_gauge_set("valerie_provider_up", labels, st == PROVIDER_OK ? 1 : 0);
+}
+
+static void
+count_circuit_open(const struct conf *conf, const char *name)
+{
+	char labels[METRICS_LABELS_MAX + 1], model[96], prov[32];
+
+	metrics_label_value(name, prov, sizeof(prov));
+	model_label(conf, strcmp(name, "openai") == 0 ? conf->openai_model :
+	    strcmp(name, "anthropic") == 0 ? conf->anthropic_model : "offline", model, sizeof(model));
+	snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"circuit_open\"",
+	    prov, model);
+	metrics_counter_add("valerie_llm_requests_total", labels, 1);
+}
+
+/* The chain: VALERIE_LLM_PROVIDER then VALERIE_LLM_FALLBACKS, without repeats. */
+static size_t
+provider_chain(const struct conf *conf, char chain[8][16])
+{
+	const char *p = conf->llm_fallbacks, *comma;
+	size_t n = 0, j, len;
+	int dup;
+
+	snprintf(chain[n++], 16, "%s", conf->llm_provider);
 	while (p != NULL && *p != '\0' && n < 8) {
 		comma = strchr(p, ',');
 		len = comma ? (size_t)(comma - p) : strlen(p);
-		snprintf(chain[n], sizeof(chain[0]), "%.*s", (int)len, p);
+		snprintf(chain[n], 16, "%.*s", (int)len, p);
 		for (dup = 0, j = 0; j < n; j++)
 			dup |= strcmp(chain[j], chain[n]) == 0;
 		if (!dup)
 			n++;
 		p = comma ? comma + 1 : NULL;
 	}
+	return n;
+}
+
+void
+provider_metrics_init(const struct conf *conf)
+{
+	static const char *const outcomes[] = {"ok", "error", "timeout", "rate_limited",
+		"circuit_open"};
+	char chain[8][16], labels[METRICS_LABELS_MAX + 1], model[96], prov[32];
+	size_t n = provider_chain(conf, chain), i, o;
+
+	for (i = 0; i < n; i++) {
+		metrics_label_value(chain[i], prov, sizeof(prov));
+		model_label(conf, strcmp(chain[i], "openai") == 0 ? conf->openai_model :
+		    strcmp(chain[i], "anthropic") == 0 ? conf->anthropic_model : "offline",
+		    model, sizeof(model));
+		for (o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++) {
+			snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"%s\"",
+			    prov, model, outcomes[o]);
+			metrics_counter_add("valerie_llm_requests_total", labels, 0);
+		}
+		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"input\"",
+		    prov, model);
+		metrics_counter_add("valerie_llm_tokens_total", labels, 0);
+		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"output\"",
+		    prov, model);
+		metrics_counter_add("valerie_llm_tokens_total", labels, 0);
+		snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
+		metrics_counter_add("valerie_llm_retries_total", labels, 0);
+		metrics_counter_add("valerie_llm_fallbacks_total", labels, 0);
+	}
+}
+
+void
+provider_metrics_scrape(const struct conf *conf, struct circuits *circuits)
+{
+	char chain[8][16], labels[METRICS_LABELS_MAX + 1], prov[32];
+	size_t n = provider_chain(conf, chain), i;
+	const char *state;
+
+	for (i = 0; i < n; i++) {
+		metrics_label_value(chain[i], prov, sizeof(prov));
+		state = provider_circuit_state(conf, circuits, chain[i]);
+		snprintf(labels, sizeof(labels), "target=\"provider:%s\"", prov);
+		metrics_gauge_set("valerie_circuit_state", labels,
+		    strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0);
+	}
+}
+
+enum provider_status
+provider_complete(const struct conf *conf, struct httpc *http, struct circuits *circuits,
+    const struct llm_request *req, struct llm_result *res)
+{
+	char chain[8][16], errors[sizeof(res->error)] = "";
+	enum provider_status st = PROVIDER_UNAVAILABLE;
+	struct llm_request tapped = *req;
+	struct tap tap;
+	struct circuit *c;
+	long long reset_ms, start;
+	size_t n = provider_chain(conf, chain), i;
+	int threshold, tried = 0, attempts = 0;
+	char labels[METRICS_LABELS_MAX + 1], prov[32];
+
+	tap.orig = req;
+	tapped.cancelled = tap_cancelled;
+	tapped.ctx = &tap;
+	if (req->on_delta != NULL)
+		tapped.on_delta = tap_delta;
 	for (i = 0; i < n; i++) {
 		c = breaker(circuits, chain[i]);
 		breaker_settings(conf, chain[i], &threshold, &reset_ms);
 		if (c != NULL && !circuit_allow(c, circuit_now_ms(), reset_ms)) {
 			append_error(errors, sizeof(errors), chain[i]);
 			append_error(errors, sizeof(errors), ": circuit open");
+			count_circuit_open(conf, chain[i]);
 			continue;
 		}
 		if (tried++ > 0) {
@@ -410,10 +570,25 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			buf_reset(&res->text, 0);
 			res->input_tokens = res->output_tokens = 0;
 		}
-		st = call_one(conf, http, chain[i], req, res);
+		tap.first_ms = 0;
+		res->attempts = 0;
+		res->last_status = 0;
+		res->model[0] = '\0';
+		start = provider_now_ms();
+		st = call_one(conf, http, chain[i], &tapped, res);
+		res->provider_ms += provider_now_ms() - start;
+		attempts += res->attempts;
+		if (st != PROVIDER_CANCELLED && st != PROVIDER_NOMEM)
+			count_call(conf, chain[i], st, res, start, &tap);
 		if (st == PROVIDER_OK) {
 			if (c != NULL)
 				circuit_success(c);
+			if (tried > 1) {
+				metrics_label_value(chain[i], prov, sizeof(prov));
+				snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
+				metrics_counter_add("valerie_llm_fallbacks_total", labels, 1);
+			}
+			res->attempts = attempts;
 			return st;
 		}
 		if (st == PROVIDER_CANCELLED || st == PROVIDER_NOMEM)
@@ -424,6 +599,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		if (res->streamed)
 			return st;   /* text already reached the client: no fallback */
 	}
+	res->attempts = attempts;
 	if (tried == 0) {
 		res->provider = conf->llm_provider;
 		snprintf(res->error, sizeof(res->error), "no provider available (%.200s)", errors);

@@ -54,6 +54,8 @@ struct llm_result {
 	int attempts;                     /* upstream calls made */
 	int streamed;                     /* deltas already went to the client */
 	int fallbacks;                    /* providers tried after the first */
+	long last_status;                 /* the last non-2xx upstream status, 0 if none */
+	long long provider_ms;            /* time spent in provider calls */
 };
 
 void provider_result_free(struct llm_result *r);
@@ -67,6 +69,12 @@ void provider_result_free(struct llm_result *r);
  */
 enum provider_status provider_complete(const struct conf *conf, struct httpc *http,
     struct circuits *circuits, const struct llm_request *req, struct llm_result *res);
+
+/* Registers the provider metrics of the chain at 0, so panels show 0, not "no data". */
+void provider_metrics_init(const struct conf *conf);
+
+/* Refreshes the gauges computed at scrape time (circuit states). */
+void provider_metrics_scrape(const struct conf *conf, struct circuits *circuits);
 
 /* The circuit state of provider `name` now ("closed", "half_open", "open"). */
 const char *provider_circuit_state(const struct conf *conf, struct circuits *circuits,

@@ -2,12 +2,14 @@
 #include "config.h"
 
 #include "conf.h"
+#include "metrics.h"
 #include "store.h"
 #include "store_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct store {
 	const struct store_ops *ops;
@@ -18,6 +20,44 @@ struct store_conn {
 	const struct store_ops *ops;
 	void *impl;
 };
+
+static double
+mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Counts one operation: its duration, a failure, whether the store answered. */
+static enum store_status
+counted(const char *op, double t0, enum store_status s)
+{
+	char labels[32];
+	int up = s == STORE_OK || s == STORE_NOT_FOUND || s == STORE_EXISTS;
+
+	snprintf(labels, sizeof(labels), "op=\"%s\"", op);
+	metrics_observe("valerie_store_op_duration_seconds", labels, mono_s() - t0);
+	if (!up)
+		metrics_counter_add("valerie_store_errors_total", labels, 1);
+	metrics_gauge_set("valerie_store_up", "", up);
+	return s;
+}
+
+void
+store_metrics_init(void)
+{
+	static const char *const ops[] = {"load", "append", "idem_find", "get_turn", "delete",
+		"ping"};
+	char labels[32];
+	size_t i;
+
+	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+		snprintf(labels, sizeof(labels), "op=\"%s\"", ops[i]);
+		metrics_counter_add("valerie_store_errors_total", labels, 0);
+	}
+}
 
 struct store *
 store_open(const struct conf *conf, char *err, size_t errlen)
@@ -93,38 +133,52 @@ enum store_status
 store_load(struct store_conn *c, const char *sid, int max_turns, size_t max_chars,
     struct store_session_info *info, struct buf *turns_out)
 {
-	return c->ops->load(c->impl, sid, max_turns, max_chars, info, turns_out);
+	double t0 = mono_s();
+
+	return counted("load", t0, c->ops->load(c->impl, sid, max_turns, max_chars, info,
+	    turns_out));
 }
 
 enum store_status
 store_append(struct store_conn *c, const char *sid, const char *owner, const char *idem_key,
     const char *messages_json, long long now_ms, int *turn_out)
 {
-	return c->ops->append(c->impl, sid, owner, idem_key, messages_json, now_ms, turn_out);
+	double t0 = mono_s();
+
+	return counted("append", t0, c->ops->append(c->impl, sid, owner, idem_key, messages_json,
+	    now_ms, turn_out));
 }
 
 enum store_status
 store_idem_find(struct store_conn *c, const char *sid, const char *idem_key, int *turn_out)
 {
-	return c->ops->idem_find(c->impl, sid, idem_key, turn_out);
+	double t0 = mono_s();
+
+	return counted("idem_find", t0, c->ops->idem_find(c->impl, sid, idem_key, turn_out));
 }
 
 enum store_status
 store_get_turn(struct store_conn *c, const char *sid, int turn, struct buf *out)
 {
-	return c->ops->get_turn(c->impl, sid, turn, out);
+	double t0 = mono_s();
+
+	return counted("get_turn", t0, c->ops->get_turn(c->impl, sid, turn, out));
 }
 
 enum store_status
 store_delete(struct store_conn *c, const char *sid)
 {
-	return c->ops->delete_session(c->impl, sid);
+	double t0 = mono_s();
+
+	return counted("delete", t0, c->ops->delete_session(c->impl, sid));
 }
 
 enum store_status
 store_ping(struct store_conn *c)
 {
-	return c->ops->ping(c->impl);
+	double t0 = mono_s();
+
+	return counted("ping", t0, c->ops->ping(c->impl));
 }
 
 const char *

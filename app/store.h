@@ -107,6 +107,9 @@ enum store_status store_delete(struct store_conn *c, const char *sid);
 /* Checks the store answers (a read for LMDB, PING for Redis). */
 enum store_status store_ping(struct store_conn *c);
 
+/* Registers the store's error counters at 0 (once per process, after metrics_open). */
+void store_metrics_init(void);
+
 /* A short text for a status ("ok", "unavailable", ...). */
 const char *store_status_text(enum store_status s);
 

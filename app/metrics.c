@@ -1,0 +1,380 @@
+/* metrics: Prometheus metrics shared by every worker process of the pool (a mapped file). */
+#include "config.h"
+
+#include "metrics.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define METRICS_MAGIC 0x56414c4d45545231ULL   /* "VALMETR1" */
+
+enum kind { K_COUNTER = 1, K_GAUGE, K_HISTOGRAM };
+
+/* The metrics we expose, in exposition order; anything else is not rendered. */
+static const struct {
+	const char *name;
+	enum kind kind;
+	const char *help;
+} known[] = {
+	{"valerie_build_info", K_GAUGE, "Build information (always 1)."},
+	{"valerie_workers", K_GAUGE, "Worker processes alive in the pool."},
+	{"valerie_inflight_requests", K_GAUGE, "Requests being handled by the pool now."},
+	{"valerie_http_requests_total", K_COUNTER, "HTTP requests answered, by route template, method and status code."},
+	{"valerie_http_request_duration_seconds", K_HISTOGRAM, "Time to answer an HTTP request, by route template."},
+	{"valerie_llm_requests_total", K_COUNTER, "Calls to LLM providers by outcome (ok, error, timeout, rate_limited, circuit_open)."},
+	{"valerie_llm_request_duration_seconds", K_HISTOGRAM, "Duration of LLM provider calls, retries included."},
+	{"valerie_llm_time_to_first_token_seconds", K_HISTOGRAM, "Time from the call to the first streamed token."},
+	{"valerie_llm_tokens_total", K_COUNTER, "Tokens by direction (input, output)."},
+	{"valerie_llm_retries_total", K_COUNTER, "Upstream calls made again after a failure."},
+	{"valerie_llm_fallbacks_total", K_COUNTER, "Turns answered by a fallback provider."},
+	{"valerie_provider_up", K_GAUGE, "Whether the provider's last call succeeded (1) or failed (0)."},
+	{"valerie_circuit_state", K_GAUGE, "Circuit breaker state: 0 closed, 1 half-open, 2 open."},
+	{"valerie_store_up", K_GAUGE, "Whether the session store answered its last operation (1) or not (0)."},
+	{"valerie_store_errors_total", K_COUNTER, "Session store operations that failed, by operation."},
+	{"valerie_store_op_duration_seconds", K_HISTOGRAM, "Duration of session store operations, by operation."},
+	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers (the gateway's own cost)."},
+};
+
+#define NKNOWN (sizeof(known) / sizeof(known[0]))
+
+/* Upper bounds; 10 s is the latency alert's threshold. */
+static const double bounds[METRICS_BUCKETS] = {
+	0.0005, 0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120
+};
+
+struct series {
+	atomic_int used;
+	int kind;
+	char name[METRICS_NAME_MAX + 1];
+	char labels[METRICS_LABELS_MAX + 1];
+	atomic_ullong value;                 /* double bits: counter or gauge value, histogram sum */
+	atomic_ullong count;                 /* histogram observations */
+	atomic_ullong buckets[METRICS_BUCKETS];
+};
+
+struct proc {
+	atomic_int pid;
+	atomic_llong inflight;
+};
+
+struct table {
+	unsigned long long magic;
+	unsigned int size;
+	struct proc procs[METRICS_PROCS_MAX];
+	struct series s[METRICS_SERIES_MAX];
+};
+
+/*
+ * NOTE: flock excludes other processes but not other threads of this one (they
+ * share the open file), so creation also takes this process-local mutex.
+ */
+static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fd = -1;
+static struct table *t;
+static struct proc *me;
+
+static double
+bits_to_double(unsigned long long b)
+{
+	double d;
+
+	memcpy(&d, &b, sizeof(d));
+	return d;
+}
+
+static unsigned long long
+double_to_bits(double d)
+{
+	unsigned long long b;
+
+	memcpy(&b, &d, sizeof(b));
+	return b;
+}
+
+static void
+atomic_add_double(atomic_ullong *a, double v)
+{
+	unsigned long long old = atomic_load(a), next;
+
+	do
+		next = double_to_bits(bits_to_double(old) + v);
+	while (!atomic_compare_exchange_weak(a, &old, next));
+}
+
+static int
+alive(int pid)
+{
+	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+}
+
+int
+metrics_open(const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+	int i, pid = (int)getpid();
+
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, errlen, "VALERIE_DATA_DIR: cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	flock(fd, LOCK_EX);
+	if (fstat(fd, &sb) != 0 || (size_t)sb.st_size != sizeof(struct table)) {
+		if (ftruncate(fd, 0) != 0 || ftruncate(fd, sizeof(struct table)) != 0) {
+			snprintf(err, errlen, "cannot size %s: %s", path, strerror(errno));
+			goto fail;
+		}
+	}
+	t = mmap(NULL, sizeof(struct table), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (t == MAP_FAILED) {
+		t = NULL;
+		snprintf(err, errlen, "cannot map %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (t->magic != METRICS_MAGIC || t->size != sizeof(struct table)) {
+		memset(t, 0, sizeof(struct table));
+		t->size = sizeof(struct table);
+		t->magic = METRICS_MAGIC;
+	}
+	/* A slot for this process: a free one, or one whose process is gone. */
+	for (i = 0; i < METRICS_PROCS_MAX && me == NULL; i++) {
+		int other = atomic_load(&t->procs[i].pid);
+
+		if (other == 0 || other == pid || !alive(other)) {
+			me = &t->procs[i];
+			atomic_store(&me->inflight, 0);
+			atomic_store(&me->pid, pid);
+		}
+	}
+	flock(fd, LOCK_UN);
+	return 0;
+fail:
+	flock(fd, LOCK_UN);
+	close(fd);
+	fd = -1;
+	return -1;
+}
+
+void
+metrics_close(void)
+{
+	if (me != NULL)
+		atomic_store(&me->pid, 0);
+	me = NULL;
+	if (t != NULL)
+		munmap(t, sizeof(struct table));
+	t = NULL;
+	if (fd >= 0)
+		close(fd);
+	fd = -1;
+}
+
+static unsigned int
+hash(const char *name, const char *labels)
+{
+	unsigned int h = 2166136261u;
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 16777619u;
+	h = (h ^ '{') * 16777619u;
+	for (; *labels; labels++)
+		h = (h ^ (unsigned char)*labels) * 16777619u;
+	return h;
+}
+
+/* The series (name, labels), created if new; NULL when the table is full or unmapped. */
+static struct series *
+series(const char *name, const char *labels, int kind)
+{
+	unsigned int h, i, n;
+	struct series *s;
+	int locked = 0;
+
+	if (t == NULL || strlen(name) > METRICS_NAME_MAX || strlen(labels) > METRICS_LABELS_MAX)
+		return NULL;
+	h = hash(name, labels);
+again:
+	for (n = 0; n < METRICS_SERIES_MAX; n++) {
+		i = (h + n) % METRICS_SERIES_MAX;
+		s = &t->s[i];
+		if (!atomic_load(&s->used)) {
+			if (!locked) {
+				/* Create under the locks, after looking again. */
+				pthread_mutex_lock(&create_lock);
+				flock(fd, LOCK_EX);
+				locked = 1;
+				goto again;
+			}
+			s->kind = kind;
+			snprintf(s->name, sizeof(s->name), "%s", name);
+			snprintf(s->labels, sizeof(s->labels), "%s", labels);
+			atomic_store(&s->used, 1);
+			flock(fd, LOCK_UN);
+			pthread_mutex_unlock(&create_lock);
+			return s;
+		}
+		if (strcmp(s->name, name) == 0 && strcmp(s->labels, labels) == 0) {
+			if (locked) {
+				flock(fd, LOCK_UN);
+				pthread_mutex_unlock(&create_lock);
+			}
+			return s;
+		}
+	}
+	if (locked) {
+		flock(fd, LOCK_UN);
+		pthread_mutex_unlock(&create_lock);
+	}
+	return NULL;
+}
+
+void
+metrics_counter_add(const char *name, const char *labels, double v)
+{
+	struct series *s = series(name, labels, K_COUNTER);
+
+	if (s != NULL)
+		atomic_add_double(&s->value, v);
+}
+
+void
+metrics_gauge_set(const char *name, const char *labels, double v)
+{
+	struct series *s = series(name, labels, K_GAUGE);
+
+	if (s != NULL)
+		atomic_store(&s->value, double_to_bits(v));
+}
+
+void
+metrics_observe(const char *name, const char *labels, double seconds)
+{
+	struct series *s = series(name, labels, K_HISTOGRAM);
+	int i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < METRICS_BUCKETS; i++)
+		if (seconds <= bounds[i])
+			atomic_fetch_add(&s->buckets[i], 1);
+	atomic_fetch_add(&s->count, 1);
+	atomic_add_double(&s->value, seconds);
+}
+
+void
+metrics_inflight_add(int delta)
+{
+	if (me != NULL)
+		atomic_fetch_add(&me->inflight, delta);
+}
+
+void
+metrics_label_value(const char *in, char *out, size_t outlen)
+{
+	size_t n = 0;
+
+	for (; *in && n + 3 < outlen; in++) {
+		if (*in == '\\' || *in == '"') {
+			out[n++] = '\\';
+			out[n++] = *in;
+		} else if (*in == '\n') {
+			out[n++] = '\\';
+			out[n++] = 'n';
+		} else {
+			out[n++] = *in;
+		}
+	}
+	out[n] = '\0';
+}
+
+static void
+number(struct buf *out, double v)
+{
+	if (v == (double)(long long)v && v < 1e15 && v > -1e15)
+		buf_printf(out, "%lld", (long long)v);
+	else
+		buf_printf(out, "%.9g", v);
+}
+
+static void
+line(struct buf *out, const char *name, const char *suffix, const char *labels,
+    const char *extra, double v)
+{
+	int any = labels[0] || (extra && extra[0]);
+
+	buf_printf(out, "%s%s", name, suffix);
+	if (any)
+		buf_printf(out, "{%s%s%s}", labels, labels[0] && extra && extra[0] ? "," : "",
+		    extra ? extra : "");
+	buf_puts(out, " ");
+	number(out, v);
+	buf_puts(out, "\n");
+}
+
+void
+metrics_render(struct buf *out)
+{
+	const char *type;
+	char le[32];
+	long long inflight = 0;
+	int workers = 0, i, k, b;
+	unsigned long long cum;
+
+	if (t == NULL)
+		return;
+	for (i = 0; i < METRICS_PROCS_MAX; i++) {
+		int pid = atomic_load(&t->procs[i].pid);
+
+		if (alive(pid)) {
+			workers++;
+			inflight += atomic_load(&t->procs[i].inflight);
+		}
+	}
+	for (k = 0; k < (int)NKNOWN; k++) {
+		type = known[k].kind == K_COUNTER ? "counter" :
+		    known[k].kind == K_GAUGE ? "gauge" : "histogram";
+		buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", known[k].name, known[k].help,
+		    known[k].name, type);
+		if (strcmp(known[k].name, "valerie_workers") == 0) {
+			line(out, known[k].name, "", "", NULL, workers);
+			continue;
+		}
+		if (strcmp(known[k].name, "valerie_inflight_requests") == 0) {
+			line(out, known[k].name, "", "", NULL, (double)inflight);
+			continue;
+		}
+		for (i = 0; i < METRICS_SERIES_MAX; i++) {
+			struct series *s = &t->s[i];
+
+			if (!atomic_load(&s->used) || strcmp(s->name, known[k].name) != 0 ||
+			    s->kind != (int)known[k].kind)
+				continue;
+			if (s->kind != K_HISTOGRAM) {
+				line(out, s->name, "", s->labels, NULL,
+				    bits_to_double(atomic_load(&s->value)));
+				continue;
+			}
+			cum = 0;
+			for (b = 0; b < METRICS_BUCKETS; b++) {
+				/* Buckets are counted cumulatively at observation. */
+				cum = atomic_load(&s->buckets[b]);
+				snprintf(le, sizeof(le), "le=\"%g\"", bounds[b]);
+				line(out, s->name, "_bucket", s->labels, le, (double)cum);
+			}
+			cum = atomic_load(&s->count);
+			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)cum);
+			line(out, s->name, "_sum", s->labels, NULL, bits_to_double(atomic_load(&s->value)));
+			line(out, s->name, "_count", s->labels, NULL, (double)cum);
+		}
+	}
+}

@@ -1,0 +1,50 @@
+/* metrics: Prometheus metrics shared by every worker process of the pool (a mapped file). */
+#ifndef VALERIE_METRICS_H
+#define VALERIE_METRICS_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+#define METRICS_SERIES_MAX 2048      /* series of the whole pool */
+#define METRICS_NAME_MAX 63
+#define METRICS_LABELS_MAX 191       /* the label text: route="/x",code="200" */
+#define METRICS_BUCKETS 13           /* histogram buckets before +Inf */
+#define METRICS_PROCS_MAX 256        /* worker processes tracked */
+
+/*
+ * NOTE: why shared memory. A scrape is answered by whichever worker nginx
+ * picks, so every worker must see the pool's totals; a file mapped
+ * MAP_SHARED by all of them, updated with lock-free atomics, gives that with
+ * no I/O on the request path, and the numbers outlive a worker that dies
+ * (counters do not go backwards when multiwatch replaces it). Series are
+ * created under a file lock, then found without locks.
+ */
+
+/*
+ * Maps (creating if needed) the metrics file at `path` for this process and
+ * registers the process (for valerie_workers and the in-flight gauge).
+ * Call once before threads start. Returns 0, or -1 with `err` filled.
+ */
+int metrics_open(const char *path, char *err, size_t errlen);
+void metrics_close(void);
+
+/* Label text is preformatted, e.g. `route="/health",method="GET",code="200"`, or "". */
+void metrics_counter_add(const char *name, const char *labels, double v);
+void metrics_gauge_set(const char *name, const char *labels, double v);
+void metrics_observe(const char *name, const char *labels, double seconds);
+
+/* This process's requests in flight (summed over live processes at scrape). */
+void metrics_inflight_add(int delta);
+
+/* Escapes a label value into `out` (backslash, quote, newline), truncating. */
+void metrics_label_value(const char *in, char *out, size_t outlen);
+
+/*
+ * Appends the exposition (Prometheus text format 0.0.4) of every known
+ * metric: HELP, TYPE, then each series; valerie_workers and
+ * valerie_inflight_requests are computed from the live processes.
+ */
+void metrics_render(struct buf *out);
+
+#endif
