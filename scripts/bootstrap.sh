@@ -9,7 +9,7 @@ TOP=$(pwd)
 # Build and run dependencies (Debian 12 package names).
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev liblmdb-dev libhiredis-dev libcurl4-openssl-dev libssl-dev"
 RUN_PKGS="spawn-fcgi multiwatch openssl curl"
-TEST_PKGS="python3 valgrind clang redis-server nodejs npm"
+TEST_PKGS="python3 valgrind clang redis-server"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 
@@ -21,6 +21,12 @@ install_pkgs() {
 	done
 	# Any nginx flavour will do; install the light one only when none is there.
 	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx-light"
+	# Node for the SDK tests: Debian's nodejs and npm unless a node and npm are there
+	# (a NodeSource nodejs bundles npm and conflicts with Debian's npm package).
+	if [ "${BOOTSTRAP_NODE:-}" = yes ]; then
+		command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+		command -v npm >/dev/null 2>&1 || missing="$missing npm"
+	fi
 	if [ -n "$missing" ]; then
 		say "installing:$missing"
 		if [ "$(id -u)" -ne 0 ]; then
