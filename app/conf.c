@@ -38,6 +38,7 @@ static const char *const envs[] = {"development", "production", NULL};
 static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
 static const char *const providers[] = {"offline", "openai", "anthropic", NULL};
 static const char *const stores[] = {"lmdb", "redis", NULL};
+static const char *const syncs[] = {"periodic", "full", NULL};
 static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256", NULL};
 static const char *const web[] = {"http", "https", NULL};
 static const char *const redis_schemes[] = {"redis", "unix", NULL};
@@ -103,6 +104,7 @@ static const struct cfg_field fields[] = {
 	{"VALERIE_SESSION_TTL", NULL, CFG_INT, "86400", 60, 31536000, NULL, S(session_ttl), NULL},
 	{"VALERIE_DATA_DIR", NULL, CFG_STR, "/var/lib/valerie", 0, 0, NULL, S(data_dir), NULL},
 	{"VALERIE_LMDB_MAP_MB", NULL, CFG_INT, "1024", 16, 1048576, NULL, S(lmdb_map_mb), NULL},
+	{"VALERIE_LMDB_SYNC", NULL, CFG_ENUM, "periodic", 0, 0, syncs, S(lmdb_sync), NULL},
 	{"VALERIE_HISTORY_TURNS", NULL, CFG_INT, "20", 1, 1000, NULL, S(history_turns), NULL},
 	{"VALERIE_HISTORY_CHARS", NULL, CFG_INT, "24000", 100, 10000000, NULL,
 	    S(history_chars), NULL},

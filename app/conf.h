@@ -48,6 +48,7 @@ struct conf {
 	long long session_ttl;
 	const char *data_dir;
 	long long lmdb_map_mb;           /* VALERIE_LMDB_MAP_MB: LMDB map size */
+	const char *lmdb_sync;           /* VALERIE_LMDB_SYNC: periodic | full */
 	long long history_turns;         /* VALERIE_HISTORY_TURNS: window sent to a provider */
 	long long history_chars;         /* VALERIE_HISTORY_CHARS */
 	long long max_message_chars;     /* VALERIE_MAX_MESSAGE_CHARS: one user message */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,40 @@ struct lmdb_store {
 	const struct conf *conf;
 	MDB_env *env;
 	MDB_dbi meta, turns, idem, expiry;
+	pthread_t syncer;        /* VALERIE_LMDB_SYNC=periodic: flushes every second */
+	int syncing;
+	pthread_mutex_t lock;
+	pthread_cond_t stop;
+	int stopping;
 };
+
+#define LMDB_SYNC_INTERVAL_S 1
+
+/*
+ * NOTE: with VALERIE_LMDB_SYNC=periodic commits do not wait for the disk
+ * (MDB_NOSYNC); this thread flushes once a second, so a power loss can lose
+ * the last second of turns, as Redis's default appendfsync everysec can. A
+ * crash of the process loses nothing (the pages are in the OS). `full` syncs
+ * every commit: durable, but one fsync per turn serialised across the host.
+ */
+static void *
+sync_loop(void *p)
+{
+	struct lmdb_store *st = p;
+	struct timespec ts;
+
+	pthread_mutex_lock(&st->lock);
+	while (!st->stopping) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += LMDB_SYNC_INTERVAL_S;
+		pthread_cond_timedwait(&st->stop, &st->lock, &ts);
+		pthread_mutex_unlock(&st->lock);
+		mdb_env_sync(st->env, 1);
+		pthread_mutex_lock(&st->lock);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return NULL;
+}
 
 struct lmdb_conn {
 	struct lmdb_store *st;
@@ -249,7 +283,8 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 	 * NOTE: MDB_NOTLS ties reader slots to transactions, not threads, so a
 	 * pool of threads does not pin a slot each forever.
 	 */
-	rc = mdb_env_open(st->env, conf->data_dir, MDB_NOTLS, 0600);
+	rc = mdb_env_open(st->env, conf->data_dir,
+	    MDB_NOTLS | (strcmp(conf->lmdb_sync, "periodic") == 0 ? MDB_NOSYNC : 0), 0600);
 	if (rc != 0)
 		goto fail;
 	/* Readers left by killed processes hold old pages until cleared. */
@@ -264,6 +299,16 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 	txn = NULL;
 	if (rc != 0)
 		goto fail;
+	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->stop, NULL);
+	if (strcmp(conf->lmdb_sync, "periodic") == 0) {
+		pthread_attr_t attr;
+
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, 64 * 1024);
+		st->syncing = pthread_create(&st->syncer, &attr, sync_loop, st) == 0;
+		pthread_attr_destroy(&attr);
+	}
 	return st;
 fail:
 	snprintf(err, errlen, "VALERIE_DATA_DIR: cannot open the LMDB store in %s: %s",
@@ -283,6 +328,16 @@ lmdb_close(void *p)
 
 	if (st == NULL)
 		return;
+	if (st->syncing) {
+		pthread_mutex_lock(&st->lock);
+		st->stopping = 1;
+		pthread_cond_signal(&st->stop);
+		pthread_mutex_unlock(&st->lock);
+		pthread_join(st->syncer, NULL);
+	}
+	mdb_env_sync(st->env, 1);
+	pthread_mutex_destroy(&st->lock);
+	pthread_cond_destroy(&st->stop);
 	mdb_env_close(st->env);
 	free(st);
 }
