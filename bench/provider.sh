@@ -1,0 +1,118 @@
+#!/bin/bash
+# bench/provider.sh: what Valerie adds to a chat completion, and what 1,000 calls in flight
+# cost in memory. Run from the build tree after make; only reports, never asserts.
+#  1. added latency: POST /v1/chat/completions (no session, openai provider) through nginx
+#     and the pool to a fast mock upstream (nginx returning a fixed completion), against
+#     calling the mock directly, at 1 and 64 connections, in the same run;
+#  2. memory: 1,000 calls in flight through the pool to a slow HTTPS upstream
+#     (tests/fakes/fake_llm.py with a delay), the pool's resident memory while they wait.
+# Environment: BENCH_DURATION (s, default 10), BENCH_INFLIGHT (1000), BENCH_DELAY_MS (15000),
+# VALERIE_WORKERS (2), VALERIE_THREADS (8; the memory part uses 4 x 256).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(cd "$here/.." && pwd)
+dur=${BENCH_DURATION:-10}
+inflight=${BENCH_INFLIGHT:-1000}
+delay=${BENCH_DELAY_MS:-15000}
+run=$(mktemp -d /tmp/valerie-bench-provider.XXXXXX)
+mock_pid="" fake_pid=""
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+cleanup() {
+	VALERIE_RUN_DIR=$run/stack bash "$src/scripts/run-local.sh" stop >/dev/null 2>&1 || true
+	if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; fi
+	if [ -n "$fake_pid" ]; then kill "$fake_pid" 2>/dev/null || true; fi
+	rm -rf "$run"
+}
+trap cleanup EXIT
+
+export VALERIE_NGINX_RATE=1000000 VALERIE_NGINX_BURST=1000000 VALERIE_NGINX_CONN=65535
+export LOG_LEVEL=warning VALERIE_RUN_DIR=$run/stack VALERIE_DATA_DIR=$run/data
+export VALERIE_LLM_PROVIDER=openai OPENAI_API_KEY=sk-test OPENAI_MODEL=gpt-test
+export VALERIE_HTTP_PORT VALERIE_HTTPS_PORT
+
+# --- 1. added latency against the mock upstream ---
+mport=$(port)
+mkdir -p "$run/mock"
+sed -e "s|@DIR@|$run/mock|g" -e "s|@PORT@|$mport|g" "$here/mock-upstream.conf.in" >"$run/mock/nginx.conf"
+nginx -p "$run/mock" -c "$run/mock/nginx.conf" -g 'daemon off;' 2>/dev/null &
+mock_pid=$!
+sleep 0.5
+VALERIE_HTTP_PORT=$(port)
+VALERIE_HTTPS_PORT=$(port)
+export VALERIE_WORKERS=${VALERIE_WORKERS:-2} VALERIE_THREADS=${VALERIE_THREADS:-8}
+OPENAI_BASE_URL="http://127.0.0.1:$mport/v1" bash "$src/scripts/run-local.sh" start >/dev/null
+echo "added latency: POST /v1/chat/completions, ${dur}s per run, $VALERIE_WORKERS workers x $VALERIE_THREADS threads"
+printf '%-6s %-10s %s\n' conns target result
+for c in 1 64; do
+	t=2
+	[ "$c" -lt 2 ] && t=1
+	for target in direct valerie; do
+		url="http://127.0.0.1:$mport/v1/chat/completions"
+		[ "$target" = valerie ] && url="http://127.0.0.1:$VALERIE_HTTP_PORT/v1/chat/completions"
+		wrk -t"$t" -c"$c" -d1s -s "$here/completion.lua" "$url" >/dev/null
+		r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/completion.lua" "$url" | grep '^RESULT')
+		printf '%-6s %-10s %s\n' "$c" "$target" "${r#RESULT }"
+	done
+done
+bash "$src/scripts/run-local.sh" stop >/dev/null
+
+# --- 2. memory with $inflight calls in flight to a slow HTTPS upstream ---
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+	-addext subjectAltName=IP:127.0.0.1 -keyout "$run/k.pem" -out "$run/c.pem" 2>/dev/null
+python3 "$src/tests/fakes/fake_llm.py" --port 0 --port-file "$run/fake.port" \
+	--tls-cert "$run/c.pem" --tls-key "$run/k.pem" --delay-ms "$delay" >/dev/null 2>&1 &
+fake_pid=$!
+for _ in $(seq 50); do [ -s "$run/fake.port" ] && break; sleep 0.1; done
+fport=$(cat "$run/fake.port")
+VALERIE_HTTP_PORT=$(port)
+VALERIE_HTTPS_PORT=$(port)
+export VALERIE_WORKERS=4 VALERIE_THREADS=256
+OPENAI_BASE_URL="https://127.0.0.1:$fport/v1" VALERIE_CA_BUNDLE="$run/c.pem" OPENAI_TIMEOUT=120 \
+	OPENAI_FIRST_TOKEN_TIMEOUT_MS=120000 VALERIE_TURN_TIMEOUT=200 \
+	bash "$src/scripts/run-local.sh" start >/dev/null
+rss() {  # resident kB of multiwatch and its workers
+	local pool total=0 p
+	pool=$(cat "$run/stack/pool.pid")
+	for p in $pool $(cat "/proc/$pool/task/$pool/children"); do
+		total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+	done
+	echo "$total"
+}
+idle=$(rss)
+python3 - "$VALERIE_HTTP_PORT" "$inflight" <<'PY' &
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+body = b'{"model":"gpt-test","messages":[{"role":"user","content":"slow"}]}'
+req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+       b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)) + body
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(req)
+    socks.append(s)
+ok = 0
+for s in socks:
+    s.settimeout(180)
+    data = b""
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    ok += data.startswith(b"HTTP/1.1 200")
+    s.close()
+print(f"clients: {ok}/{n} answered 200")
+PY
+client=$!
+peak_in=0 peak_rss=0
+for _ in $(seq $((delay / 250))); do
+	cur=$(curl -sk "https://127.0.0.1:$fport/_control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_flight"])')
+	r=$(rss)
+	[ "$cur" -gt "$peak_in" ] && peak_in=$cur
+	[ "$r" -gt "$peak_rss" ] && peak_rss=$r
+	sleep 0.25
+done
+wait "$client"
+echo "memory: $inflight calls to a slow HTTPS upstream (${delay} ms), 4 workers x 256 threads"
+echo "  pool idle: $((idle / 1024)) MB; peak with calls in flight: $((peak_rss / 1024)) MB; upstream saw $peak_in in flight at once"
