@@ -268,33 +268,17 @@ static void
 access_log(const struct http_request *req, const struct http_response *resp,
     const char *route, double seconds)
 {
-	struct json_object *f;
+	struct log_access_fields f;
 
-	if (!log_enabled(LOG_LVL_INFO))
-		return;
-	f = json_object_new_object();
-	if (f == NULL)
-		return;
-	json_object_object_add(f, "request_id", json_object_new_string(req->request_id ?
-	    req->request_id : ""));
-	json_object_object_add(f, "method", json_object_new_string(req->method ?
-	    req->method : ""));
-	json_object_object_add(f, "route", json_object_new_string(route));
-	json_object_object_add(f, "status", json_object_new_int(resp->status));
-	{
-		char ms[32];
-
-		snprintf(ms, sizeof(ms), "%.3f", seconds * 1e3);
-		json_object_object_add(f, "duration_ms", json_object_new_double_s(seconds * 1e3, ms));
-	}
-	json_object_object_add(f, "remote_addr", json_object_new_string(req->remote_addr ?
-	    req->remote_addr : ""));
-	json_object_object_add(f, "bytes", json_object_new_int64((int64_t)(resp->streaming ?
-	    resp->bytes_sent : resp->body.len)));
-	if (resp->aborted)
-		json_object_object_add(f, "client_gone", json_object_new_boolean(1));
-	log_emit(resp->status >= 500 ? LOG_LVL_ERROR : LOG_LVL_INFO, "request", f);
-	json_object_put(f);
+	f.request_id = req->request_id ? req->request_id : "";
+	f.method = req->method ? req->method : "";
+	f.route = route;
+	f.status = resp->status;
+	f.duration_ms = seconds * 1e3;
+	f.remote_addr = req->remote_addr ? req->remote_addr : "";
+	f.bytes = resp->streaming ? resp->bytes_sent : resp->body.len;
+	f.client_gone = resp->aborted;
+	log_access(resp->status >= 500 ? LOG_LVL_ERROR : LOG_LVL_INFO, &f);
 }
 
 void

@@ -123,6 +123,85 @@ oom:
 	write_all(fallback, len < sizeof(fallback) ? len : sizeof(fallback) - 1);
 }
 
+/* Appends `s` as a JSON string (quoted); bytes outside printable ASCII are \u00XX. */
+static size_t
+json_str(char *out, size_t room, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+
+	if (room < 3)
+		return 0;
+	out[n++] = '"';
+	for (; *s && n + 8 < room; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\') {
+			out[n++] = '\\';
+			out[n++] = (char)c;
+		} else if (c < 0x20 || c >= 0x7f) {
+			memcpy(out + n, "\\u00", 4);
+			out[n + 4] = hex[c >> 4];
+			out[n + 5] = hex[c & 15];
+			n += 6;
+		} else {
+			out[n++] = (char)c;
+		}
+	}
+	out[n++] = '"';
+	return n;
+}
+
+/* "2026-11-22T01:02:03." for the current second, formatted once a second per thread. */
+static const char *
+second_prefix(time_t sec)
+{
+	static __thread time_t cached = -1;
+	static __thread char text[32];
+	struct tm tm;
+
+	if (sec != cached) {
+		gmtime_r(&sec, &tm);
+		snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02d.",
+		    (tm.tm_year + 1900) % 10000, (tm.tm_mon + 1) % 100, tm.tm_mday % 100,
+		    tm.tm_hour % 100, tm.tm_min % 100, tm.tm_sec % 100);
+		cached = sec;
+	}
+	return text;
+}
+
+void
+log_access(enum log_level level, const struct log_access_fields *f)
+{
+	static int pid;
+	struct timespec ts;
+	char line[1024];
+	size_t n, room = sizeof(line) - 64;
+
+	if (!log_enabled(level))
+		return;
+	if (pid == 0)
+		pid = (int)getpid();
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* NOTE: hand-formatted: this line is written for every request (bench/README.md). */
+	n = (size_t)snprintf(line, room, "{\"time\":\"%s%03ldZ\",\"level\":\"%s\",\"msg\":\"request\","
+	    "\"pid\":%d,\"request_id\":", second_prefix(ts.tv_sec), ts.tv_nsec / 1000000,
+	    level_names[level], pid);
+	n += json_str(line + n, room - n, f->request_id);
+	memcpy(line + n, ",\"method\":", 10);
+	n += 10;
+	n += json_str(line + n, room - n, f->method);
+	memcpy(line + n, ",\"route\":", 9);
+	n += 9;
+	n += json_str(line + n, room - n, f->route);
+	n += (size_t)snprintf(line + n, room - n, ",\"status\":%d,\"duration_ms\":%.3f,"
+	    "\"remote_addr\":", f->status, f->duration_ms);
+	n += json_str(line + n, room - n, f->remote_addr);
+	n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"bytes\":%zu%s}\n", f->bytes,
+	    f->client_gone ? ",\"client_gone\":true" : "");
+	write_all(line, n < sizeof(line) ? n : sizeof(line) - 1);
+}
+
 void
 log_msg(enum log_level level, const char *fmt, ...)
 {

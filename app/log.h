@@ -2,6 +2,8 @@
 #ifndef VALERIE_LOG_H
 #define VALERIE_LOG_H
 
+#include <stddef.h>
+
 struct json_object;
 
 enum log_level {
@@ -28,6 +30,25 @@ int log_enabled(enum log_level level);
  * borrowed and may be NULL. Never logs secrets: callers pass none.
  */
 void log_emit(enum log_level level, const char *msg, struct json_object *fields);
+
+/* The fields of the per-request access line. Borrowed strings, never NULL. */
+struct log_access_fields {
+	const char *request_id;
+	const char *method;
+	const char *route;
+	int status;
+	double duration_ms;
+	const char *remote_addr;
+	size_t bytes;
+	int client_gone;
+};
+
+/*
+ * Writes the access line {"time","level","msg":"request","pid","request_id",
+ * "method","route","status","duration_ms","remote_addr","bytes"
+ * [,"client_gone"]} with one write(2), formatted without allocating.
+ */
+void log_access(enum log_level level, const struct log_access_fields *f);
 
 /* log_emit with a formatted message and no fields. */
 void log_msg(enum log_level level, const char *fmt, ...)

@@ -10,30 +10,33 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 
 #define TRANSPORT_SCRATCH_KEEP 65536
 #define TRANSPORT_BODY_KEEP 262144
 
+/* The status line and headers in one write (one FastCGI record for most answers). */
 static int
 fc_write_head(void *ctx, const struct http_response *resp)
 {
 	struct transport *t = ctx;
-	FCGX_Stream *out = t->fcgi->out;
+	char head[HTTP_MAX_RESP_HEADERS * 260 + 128];
 	size_t i;
+	int n;
 
-	if (FCGX_FPrintF(out, "Status: %d %s\r\n", resp->status,
-	    http_status_text(resp->status)) < 0)
-		return -1;
+	n = snprintf(head, sizeof(head), "Status: %d %s\r\n", resp->status,
+	    http_status_text(resp->status));
 	for (i = 0; i < resp->nheaders; i++)
-		if (FCGX_FPrintF(out, "%s: %s\r\n", resp->headers[i].name,
-		    resp->headers[i].value) < 0)
-			return -1;
-	if (resp->streaming && FCGX_PutS("X-Accel-Buffering: no\r\n", out) < 0)
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "%s: %s\r\n", resp->headers[i].name,
+		    resp->headers[i].value);
+	if (resp->streaming)
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "X-Accel-Buffering: no\r\n\r\n");
+	else
+		n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n\r\n",
+		    resp->body.len);
+	if (n <= 0 || (size_t)n >= sizeof(head))
 		return -1;
-	if (!resp->streaming && FCGX_FPrintF(out, "Content-Length: %lu\r\n",
-	    (unsigned long)resp->body.len) < 0)
-		return -1;
-	return FCGX_PutS("\r\n", out) < 0 ? -1 : 0;
+	return FCGX_PutStr(head, n, t->fcgi->out) == n ? 0 : -1;
 }
 
 static int

@@ -34,6 +34,9 @@ def value(text, name, labels=None):
 
 
 with Stack(workers=3, threads=4) as st:
+    # start returns once one worker answers; the others may still be starting (slowly
+    # under sanitizers): wait for all three before counting.
+    check(wait_until(lambda: value(scrape(st)[2], "valerie_workers") == 3, 30), "three workers up")
     for i in range(40):
         st.request("GET", "/health")
     for i in range(5):
