@@ -406,14 +406,15 @@ static const struct chat_format native_format = {
 
 /* --- the turn ------------------------------------------------------------- */
 
-static void
-store_error(struct handler_ctx *ctx, enum store_status s, const char *what)
+void
+chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
+    const char *unavailable)
 {
 	struct json_object *f = json_object_new_object();
 
 	if (f != NULL) {
 		json_object_object_add(f, "request_id", json_object_new_string(ctx->req->request_id));
-		json_object_object_add(f, "op", json_object_new_string(what));
+		json_object_object_add(f, "op", json_object_new_string(op));
 		json_object_object_add(f, "error", json_object_new_string(store_conn_error(ctx->store)));
 	}
 	log_emit(LOG_LVL_ERROR, "session store failed", f);
@@ -424,9 +425,14 @@ store_error(struct handler_ctx *ctx, enum store_status s, const char *what)
 		http_response_error(ctx->resp, 500, "store_corrupt",
 		    "the stored session could not be read");
 	else
-		http_response_error(ctx->resp, 503, "store_unavailable",
-		    "the session store is unavailable: the turn may not have been stored; "
-		    "retry with the same Idempotency-Key");
+		http_response_error(ctx->resp, 503, "store_unavailable", unavailable);
+}
+
+static void
+store_error(struct handler_ctx *ctx, enum store_status s, const char *op)
+{
+	chat_store_error(ctx, s, op, "the session store is unavailable: the turn may not have "
+	    "been stored; retry with the same Idempotency-Key");
 }
 
 /*

@@ -69,6 +69,14 @@ struct json_object *chat_message_new(const char *role, const char *content, size
 /* The native answer document of BRIEF section 13. Caller puts. */
 struct json_object *chat_answer_doc(const struct chat_answer *a, const char *request_id);
 
+/*
+ * Logs a failed store operation `op` (with the store's reason, never the
+ * session's content) and answers it: 500 store_corrupt, or 503
+ * store_unavailable saying `unavailable`, or out of memory.
+ */
+void chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
+    const char *unavailable);
+
 /* Sends the head of an SSE response (text/event-stream, no cache). */
 void chat_stream_begin(struct handler_ctx *ctx);
 

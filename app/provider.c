@@ -46,10 +46,27 @@ provider_time_left(const struct llm_request *req)
 }
 
 int
+provider_sleep(const struct llm_request *req, long long ms)
+{
+	struct timespec ts;
+	long long step;
+
+	while (ms > 0) {
+		if (req->cancelled != NULL && req->cancelled(req->ctx))
+			return -1;
+		step = ms < BACKOFF_STEP_MS ? ms : BACKOFF_STEP_MS;
+		ts.tv_sec = (time_t)(step / 1000);
+		ts.tv_nsec = (long)(step % 1000) * 1000000L;
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+	return 0;
+}
+
+int
 provider_backoff(const struct llm_request *req, int attempt, long long retry_after_ms)
 {
-	long long cap = BACKOFF_BASE_MS, wait, step;
-	struct timespec ts;
+	long long cap = BACKOFF_BASE_MS, wait;
 
 	while (attempt-- > 0 && cap < BACKOFF_CAP_MS)
 		cap *= 2;
@@ -60,16 +77,7 @@ provider_backoff(const struct llm_request *req, int attempt, long long retry_aft
 		wait = retry_after_ms;
 	if (wait >= provider_time_left(req))
 		return -1;
-	while (wait > 0) {
-		if (req->cancelled != NULL && req->cancelled(req->ctx))
-			return -1;
-		step = wait < BACKOFF_STEP_MS ? wait : BACKOFF_STEP_MS;
-		ts.tv_sec = (time_t)(step / 1000);
-		ts.tv_nsec = (long)(step % 1000) * 1000000L;
-		nanosleep(&ts, NULL);
-		wait -= step;
-	}
-	return 0;
+	return provider_sleep(req, wait);
 }
 
 /* --- the HTTP call shared by the network providers --- */

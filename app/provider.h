@@ -111,6 +111,9 @@ long long provider_time_left(const struct llm_request *req);
  */
 int provider_backoff(const struct llm_request *req, int attempt, long long retry_after_ms);
 
+/* Sleeps `ms` in short steps; -1 as soon as the caller's client is gone. */
+int provider_sleep(const struct llm_request *req, long long ms);
+
 /* Monotonic milliseconds. */
 long long provider_now_ms(void);
 

@@ -7,10 +7,8 @@
 
 #include <json-c/json.h>
 #include <string.h>
-#include <time.h>
 
 #define OFFLINE_QUOTE_MAX 80    /* bytes of a message quoted back */
-#define OFFLINE_SLEEP_STEP_MS 50 /* waits are cut in steps to notice a gone client */
 
 /* Appends `s` quoted and shortened to OFFLINE_QUOTE_MAX bytes on a character boundary. */
 static void
@@ -94,25 +92,6 @@ compose(const struct llm_request *req, struct buf *out, long long *input_chars)
 	buf_puts(out, " Set VALERIE_LLM_PROVIDER to openai or anthropic for real answers.");
 }
 
-/* Sleeps `ms` in small steps; returns -1 as soon as the caller is cancelled. */
-static int
-wait_ms(const struct llm_request *req, long long ms)
-{
-	struct timespec ts;
-	long long step;
-
-	while (ms > 0) {
-		if (req->cancelled != NULL && req->cancelled(req->ctx))
-			return -1;
-		step = ms < OFFLINE_SLEEP_STEP_MS ? ms : OFFLINE_SLEEP_STEP_MS;
-		ts.tv_sec = (time_t)(step / 1000);
-		ts.tv_nsec = (long)(step % 1000) * 1000000L;
-		nanosleep(&ts, NULL);
-		ms -= step;
-	}
-	return 0;
-}
-
 enum provider_status
 provider_offline_complete(const struct conf *conf, const struct llm_request *req,
     struct llm_result *res)
@@ -127,7 +106,7 @@ provider_offline_complete(const struct conf *conf, const struct llm_request *req
 		return PROVIDER_NOMEM;
 	res->input_tokens = input_chars / 4 + 1;
 	res->output_tokens = 0;
-	if (wait_ms(req, conf->offline_delay_ms) != 0)
+	if (provider_sleep(req, conf->offline_delay_ms) != 0)
 		return PROVIDER_CANCELLED;
 	/* One token a word, with the spaces that follow it. */
 	p = res->text.data;
@@ -140,7 +119,7 @@ provider_offline_complete(const struct conf *conf, const struct llm_request *req
 			word_end++;
 		res->output_tokens++;
 		if (req->on_delta != NULL) {
-			if (p != res->text.data && wait_ms(req, conf->offline_token_ms) != 0)
+			if (p != res->text.data && provider_sleep(req, conf->offline_token_ms) != 0)
 				return PROVIDER_CANCELLED;
 			if (req->on_delta(req->ctx, p, (size_t)(word_end - p)) != 0)
 				return PROVIDER_CANCELLED;

@@ -24,21 +24,7 @@ check_id(struct handler_ctx *ctx)
 static void
 store_failed(struct handler_ctx *ctx, enum store_status s, const char *op)
 {
-	struct json_object *f = json_object_new_object();
-
-	if (f != NULL) {
-		json_object_object_add(f, "request_id", json_object_new_string(ctx->req->request_id));
-		json_object_object_add(f, "op", json_object_new_string(op));
-		json_object_object_add(f, "error", json_object_new_string(store_conn_error(ctx->store)));
-	}
-	log_emit(LOG_LVL_ERROR, "session store failed", f);
-	json_object_put(f);
-	if (s == STORE_NOMEM)
-		ctx->resp->body.oom = 1;
-	else if (s == STORE_CORRUPT)
-		http_response_error(ctx->resp, 500, "store_corrupt", "the stored session could not be read");
-	else
-		http_response_error(ctx->resp, 503, "store_unavailable", "the session store is unavailable");
+	chat_store_error(ctx, s, op, "the session store is unavailable");
 }
 
 /* Loads the whole session and checks it is the caller's; 0 or a response filled. */
