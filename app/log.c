@@ -170,36 +170,78 @@ second_prefix(time_t sec)
 	return text;
 }
 
+/* Appends a string (no escaping) / a decimal number at line+n, bounded by room. */
+static size_t
+lit(char *line, size_t n, size_t room, const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len > room - n)
+		len = room - n;
+	memcpy(line + n, s, len);
+	return n + len;
+}
+
+static size_t
+num(char *line, size_t n, size_t room, unsigned long long v, int width)
+{
+	char d[24];
+	size_t k = sizeof(d);
+
+	do {
+		d[--k] = (char)('0' + v % 10);
+		v /= 10;
+	} while ((v != 0 || (int)(sizeof(d) - k) < width) && k > 0);
+	if (sizeof(d) - k > room - n)
+		return n;
+	memcpy(line + n, d + k, sizeof(d) - k);
+	return n + (sizeof(d) - k);
+}
+
 void
 log_access(enum log_level level, const struct log_access_fields *f)
 {
 	static int pid;
 	struct timespec ts;
 	char line[1024];
-	size_t n, room = sizeof(line) - 64;
+	size_t n = 0, room = sizeof(line) - 64;
+	unsigned long long us;
 
 	if (!log_enabled(level))
 		return;
 	if (pid == 0)
 		pid = (int)getpid();
 	clock_gettime(CLOCK_REALTIME, &ts);
-	/* NOTE: hand-formatted: this line is written for every request (bench/README.md). */
-	n = (size_t)snprintf(line, room, "{\"time\":\"%s%03ldZ\",\"level\":\"%s\",\"msg\":\"request\","
-	    "\"pid\":%d,\"request_id\":", second_prefix(ts.tv_sec), ts.tv_nsec / 1000000,
-	    level_names[level], pid);
+	/* NOTE: assembled by hand, no printf: this line is written for every request. */
+	n = lit(line, n, room, "{\"time\":\"");
+	n = lit(line, n, room, second_prefix(ts.tv_sec));
+	n = num(line, n, room, (unsigned long long)(ts.tv_nsec / 1000000), 3);
+	n = lit(line, n, room, "Z\",\"level\":\"");
+	n = lit(line, n, room, level_names[level]);
+	n = lit(line, n, room, "\",\"msg\":\"request\",\"pid\":");
+	n = num(line, n, room, (unsigned long long)pid, 1);
+	n = lit(line, n, room, ",\"request_id\":");
 	n += json_str(line + n, room - n, f->request_id);
-	memcpy(line + n, ",\"method\":", 10);
-	n += 10;
+	n = lit(line, n, room, ",\"method\":");
 	n += json_str(line + n, room - n, f->method);
-	memcpy(line + n, ",\"route\":", 9);
-	n += 9;
+	n = lit(line, n, room, ",\"route\":");
 	n += json_str(line + n, room - n, f->route);
-	n += (size_t)snprintf(line + n, room - n, ",\"status\":%d,\"duration_ms\":%.3f,"
-	    "\"remote_addr\":", f->status, f->duration_ms);
+	n = lit(line, n, room, ",\"status\":");
+	n = num(line, n, room, (unsigned long long)(f->status > 0 ? f->status : 0), 1);
+	us = f->duration_ms > 0 ? (unsigned long long)(f->duration_ms * 1000.0 + 0.5) : 0;
+	n = lit(line, n, room, ",\"duration_ms\":");
+	n = num(line, n, room, us / 1000, 1);
+	n = lit(line, n, room, ".");
+	n = num(line, n, room, us % 1000, 3);
+	n = lit(line, n, room, ",\"remote_addr\":");
 	n += json_str(line + n, room - n, f->remote_addr);
-	n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"bytes\":%zu%s}\n", f->bytes,
-	    f->client_gone ? ",\"client_gone\":true" : "");
-	write_all(line, n < sizeof(line) ? n : sizeof(line) - 1);
+	n = lit(line, n, room, ",\"bytes\":");
+	n = num(line, n, room, (unsigned long long)f->bytes, 1);
+	room = sizeof(line);
+	if (f->client_gone)
+		n = lit(line, n, room, ",\"client_gone\":true");
+	n = lit(line, n, room, "}\n");
+	write_all(line, n);
 }
 
 void

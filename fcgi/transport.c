@@ -15,28 +15,58 @@
 #define TRANSPORT_SCRATCH_KEEP 65536
 #define TRANSPORT_BODY_KEEP 262144
 
-/* The status line and headers in one write (one FastCGI record for most answers). */
+/* Appends `s` (n bytes) at *pos if it fits before `end`; -1 when it does not. */
+static int
+put(char **pos, const char *end, const char *s, size_t n)
+{
+	if ((size_t)(end - *pos) < n)
+		return -1;
+	memcpy(*pos, s, n);
+	*pos += n;
+	return 0;
+}
+
+/* Appends a non-negative number in decimal. */
+static int
+put_num(char **pos, const char *end, unsigned long v)
+{
+	char digits[24];
+	size_t n = sizeof(digits);
+
+	do
+		digits[--n] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	return put(pos, end, digits + n, sizeof(digits) - n);
+}
+
+/*
+ * The status line and headers in one write (one FastCGI record for most
+ * answers), assembled without printf: this runs for every request.
+ */
 static int
 fc_write_head(void *ctx, const struct http_response *resp)
 {
 	struct transport *t = ctx;
-	char head[HTTP_MAX_RESP_HEADERS * 260 + 128];
+	char head[HTTP_MAX_RESP_HEADERS * 260 + 128], *p = head;
+	const char *end = head + sizeof(head), *reason = http_status_text(resp->status);
 	size_t i;
-	int n;
+	int bad;
 
-	n = snprintf(head, sizeof(head), "Status: %d %s\r\n", resp->status,
-	    http_status_text(resp->status));
+	bad = put(&p, end, "Status: ", 8) | put_num(&p, end, (unsigned long)resp->status) |
+	    put(&p, end, " ", 1) | put(&p, end, reason, strlen(reason)) | put(&p, end, "\r\n", 2);
 	for (i = 0; i < resp->nheaders; i++)
-		n += snprintf(head + n, sizeof(head) - (size_t)n, "%s: %s\r\n", resp->headers[i].name,
-		    resp->headers[i].value);
+		bad |= put(&p, end, resp->headers[i].name, strlen(resp->headers[i].name)) |
+		    put(&p, end, ": ", 2) |
+		    put(&p, end, resp->headers[i].value, strlen(resp->headers[i].value)) |
+		    put(&p, end, "\r\n", 2);
 	if (resp->streaming)
-		n += snprintf(head + n, sizeof(head) - (size_t)n, "X-Accel-Buffering: no\r\n\r\n");
+		bad |= put(&p, end, "X-Accel-Buffering: no\r\n\r\n", 25);
 	else
-		n += snprintf(head + n, sizeof(head) - (size_t)n, "Content-Length: %zu\r\n\r\n",
-		    resp->body.len);
-	if (n <= 0 || (size_t)n >= sizeof(head))
+		bad |= put(&p, end, "Content-Length: ", 16) |
+		    put_num(&p, end, (unsigned long)resp->body.len) | put(&p, end, "\r\n\r\n", 4);
+	if (bad)
 		return -1;
-	return FCGX_PutStr(head, n, t->fcgi->out) == n ? 0 : -1;
+	return FCGX_PutStr(head, (int)(p - head), t->fcgi->out) == (int)(p - head) ? 0 : -1;
 }
 
 static int
@@ -123,9 +153,8 @@ parse_length(const char *s)
 }
 
 static void
-read_body(struct transport *t, struct http_request *req)
+read_body(struct transport *t, struct http_request *req, const char *cl)
 {
-	const char *cl = FCGX_GetParam("CONTENT_LENGTH", t->fcgi->envp);
 	long long len;
 	int n;
 
@@ -159,16 +188,80 @@ read_body(struct transport *t, struct http_request *req)
 	req->body_len = (size_t)len;
 }
 
+/* The params the app needs, found in one pass over the environment. */
+struct params {
+	const char *request_uri, *document_uri, *method, *query, *remote_addr, *request_id;
+	const char *content_type, *content_length;
+	size_t header_bytes;
+};
+
+/* Matches `name=` at the start of `kv`; returns the value or NULL. */
+static const char *
+param(const char *kv, const char *name, size_t n)
+{
+	return strncmp(kv, name, n) == 0 && kv[n] == '=' ? kv + n + 1 : NULL;
+}
+
+/*
+ * NOTE: one pass with a switch on the first letter instead of one
+ * FCGX_GetParam (a linear strncmp scan) per name: this runs for every request
+ * (bench/README.md).
+ */
+static void
+scan_params(char **envp, struct params *pa)
+{
+	const char *kv, *v;
+	size_t i;
+
+	memset(pa, 0, sizeof(*pa));
+	for (i = 0; (kv = envp[i]) != NULL; i++) {
+		switch (kv[0]) {
+		case 'H':
+			if (kv[1] == 'T' && strncmp(kv, "HTTP_", 5) == 0)
+				pa->header_bytes += strlen(kv) + 1;
+			break;
+		case 'R':
+			if ((v = param(kv, "REQUEST_URI", 11)) != NULL)
+				pa->request_uri = v;
+			else if ((v = param(kv, "REQUEST_METHOD", 14)) != NULL)
+				pa->method = v;
+			else if ((v = param(kv, "REMOTE_ADDR", 11)) != NULL)
+				pa->remote_addr = v;
+			else if ((v = param(kv, "REQUEST_ID", 10)) != NULL)
+				pa->request_id = v;
+			break;
+		case 'D':
+			if ((v = param(kv, "DOCUMENT_URI", 12)) != NULL)
+				pa->document_uri = v;
+			break;
+		case 'Q':
+			if ((v = param(kv, "QUERY_STRING", 12)) != NULL)
+				pa->query = v;
+			break;
+		case 'C':
+			if ((v = param(kv, "CONTENT_TYPE", 12)) != NULL)
+				pa->content_type = v;
+			else if ((v = param(kv, "CONTENT_LENGTH", 14)) != NULL)
+				pa->content_length = v;
+			break;
+		default:
+			break;
+		}
+	}
+}
+
 int
 transport_read(struct transport *t, struct http_request *req)
 {
 	char **envp = t->fcgi->envp, *p;
 	const char *uri, *raw, *q, *eq;
+	struct params pa;
 	size_t need, i, plen, n = 0;
 
 	memset(req, 0, sizeof(*req));
 	buf_reset(&t->scratch, TRANSPORT_SCRATCH_KEEP);
 	buf_reset(&t->body, TRANSPORT_BODY_KEEP);
+	scan_params(envp, &pa);
 
 	/*
 	 * NOTE: route on DOCUMENT_URI, the path as nginx normalised it (decoded,
@@ -176,18 +269,15 @@ transport_read(struct transport *t, struct http_request *req)
 	 * and our routes see the same path. REQUEST_URI is the fallback for
 	 * other front ends.
 	 */
-	raw = FCGX_GetParam("REQUEST_URI", envp);
-	uri = FCGX_GetParam("DOCUMENT_URI", envp);
+	raw = pa.request_uri;
+	uri = pa.document_uri;
 	if (uri == NULL)
 		uri = raw != NULL ? raw : "";
 	q = uri == raw ? strchr(uri, '?') : NULL;
 	plen = q ? (size_t)(q - uri) : strlen(uri);
 
 	/* One reservation so pointers into scratch never move. */
-	need = plen + 1;
-	for (i = 0; envp[i] != NULL; i++)
-		if (strncmp(envp[i], "HTTP_", 5) == 0)
-			need += strlen(envp[i]) + 1;
+	need = plen + 1 + pa.header_bytes;
 	if (buf_reserve(&t->scratch, need) != 0)
 		return -1;
 	p = t->scratch.data;
@@ -196,8 +286,9 @@ transport_read(struct transport *t, struct http_request *req)
 	req->path = p;
 	p += plen + 1;
 
-	for (i = 0; envp[i] != NULL; i++) {
-		if (strncmp(envp[i], "HTTP_", 5) != 0 || (eq = strchr(envp[i], '=')) == NULL)
+	for (i = 0; pa.header_bytes > 0 && envp[i] != NULL; i++) {
+		if (envp[i][0] != 'H' || strncmp(envp[i], "HTTP_", 5) != 0 ||
+		    (eq = strchr(envp[i], '=')) == NULL)
 			continue;
 		if (n == HTTP_MAX_HEADERS) {
 			req->nheaders_dropped = 1;
@@ -214,19 +305,15 @@ transport_read(struct transport *t, struct http_request *req)
 	req->headers = t->headers;
 	req->nheaders = n;
 
-	req->method = FCGX_GetParam("REQUEST_METHOD", envp);
-	req->query = FCGX_GetParam("QUERY_STRING", envp);
+	req->method = pa.method;
+	req->query = pa.query;
 	if (req->query == NULL)
 		req->query = raw != NULL && (q = strchr(raw, '?')) != NULL ? q + 1 : "";
-	req->remote_addr = FCGX_GetParam("REMOTE_ADDR", envp);
-	req->request_id = FCGX_GetParam("REQUEST_ID", envp);
-	req->content_type = FCGX_GetParam("CONTENT_TYPE", envp);
-	if (req->remote_addr == NULL)
-		req->remote_addr = "";
-	if (req->request_id == NULL)
-		req->request_id = "";
+	req->remote_addr = pa.remote_addr != NULL ? pa.remote_addr : "";
+	req->request_id = pa.request_id != NULL ? pa.request_id : "";
+	req->content_type = pa.content_type;
 	req->head = req->method != NULL && strcmp(req->method, "HEAD") == 0;
-	read_body(t, req);
+	read_body(t, req, pa.content_length);
 	return 0;
 }
 
