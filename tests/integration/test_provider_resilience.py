@@ -70,7 +70,20 @@ try:
             s, doc = chat(st, f"cb-{i}")
             check(s == 502 and is_error_doc(doc, "provider_error"), f"failure {i + 1}: 502 ({s})")
         check(fake.stats()["calls"] == 3, "three failed calls reached the upstream")
-        statuses = [chat(st, f"cb-open-{i}")[0] for i in range(30)]
+        # Concurrent, so that the pool's three processes all take some.
+        statuses, slock = [], threading.Lock()
+
+        def burst(k):
+            for i in range(10):
+                s_ = chat(st, f"cb-open-{k}-{i}")[0]
+                with slock:
+                    statuses.append(s_)
+
+        ths = [threading.Thread(target=burst, args=(k,)) for k in range(3)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
         check(statuses == [503] * 30 and fake.stats()["calls"] == 3,
               f"then the circuit is open: 30 turns answered 503 without calling the upstream "
               f"({set(statuses)}, {fake.stats()['calls']} calls)")
