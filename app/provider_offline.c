@@ -6,6 +6,7 @@
 #include "utf8.h"
 
 #include <json-c/json.h>
+#include <stdio.h>
 #include <string.h>
 
 #define OFFLINE_QUOTE_MAX 80    /* bytes of a message quoted back */
@@ -100,7 +101,7 @@ provider_offline_complete(const struct conf *conf, const struct llm_request *req
 	const char *p, *end, *word_end;
 
 	res->provider = "offline";
-	strcpy(res->model, "offline");
+	snprintf(res->model, sizeof(res->model), "offline");
 	compose(req, &res->text, &input_chars);
 	if (res->text.oom)
 		return PROVIDER_NOMEM;
