@@ -64,6 +64,8 @@ try:
     env = dict(base, OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD="3",
                OPENAI_CIRCUIT_BREAKER_RESET_TIMEOUT="2")
     with Stack(workers=3, threads=4, env=env) as st:
+        # start returns once one worker answers; under sanitizers the others start slowly.
+        wait_until(lambda: "valerie_workers 3" in st.request("GET", "/metrics")[2].decode(), 30)
         fake.control("POST", "/_control/reset", {})
         fake.control("POST", "/_control/plan", {"fail_rate": 1.0, "fail_mode": "fail-500"})
         for i in range(3):
