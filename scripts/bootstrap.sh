@@ -98,6 +98,11 @@ test)
 		PASSED=$((PASSED + 1)); say "distcheck: ok"
 	else
 		FAILED=$((FAILED + 1)); say "distcheck: FAILED"; tail -n 40 "$TOP/build-test/distcheck.out"
+		# the failing tests' own logs, left in distcheck's build directory
+		grep -lE '^(FAIL|ERROR)' "$TOP"/build-test/valerie-*/_build/sub/tests/*/*.log \
+			2>/dev/null | while read -r l; do
+			echo "----- $l"; tail -n 40 "$l"
+		done
 	fi
 	echo "$PASSED passed, $FAILED failed"
 	[ "$FAILED" -eq 0 ]
