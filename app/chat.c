@@ -187,28 +187,146 @@ chat_message_new(const char *role, const char *content, size_t len)
 	return m;
 }
 
-/* Appends the user/assistant messages of the stored turns to `list`. */
+/*
+ * A message for the provider from a stored (or new) one: its role and
+ * content, and its tool_calls or tool_call_id; NULL for a message of another
+ * role. Caller puts.
+ */
+static struct json_object *
+provider_message(struct json_object *m)
+{
+	struct json_object *role, *content, *v, *out;
+	const char *r;
+
+	if (!json_object_object_get_ex(m, "role", &role) ||
+	    !json_object_is_type(role, json_type_string))
+		return NULL;
+	r = json_object_get_string(role);
+	if (strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 && strcmp(r, "tool") != 0)
+		return NULL;
+	if (!json_object_object_get_ex(m, "content", &content))
+		content = NULL;
+	if ((out = json_object_new_object()) == NULL)
+		return NULL;
+	json_object_object_add(out, "role", json_object_get(role));
+	json_object_object_add(out, "content", json_object_get(content));
+	if (json_object_object_get_ex(m, "tool_calls", &v) && v != NULL)
+		json_object_object_add(out, "tool_calls", json_object_get(v));
+	if (json_object_object_get_ex(m, "tool_call_id", &v) && v != NULL)
+		json_object_object_add(out, "tool_call_id", json_object_get(v));
+	return out;
+}
+
+/* Appends the user, assistant and tool messages of the stored turns to `list`. */
 static void
 history_messages(struct json_object *list, struct json_object *turns)
 {
-	struct json_object *msgs, *m, *role, *content;
+	struct json_object *msgs, *m;
 	size_t i, j;
 
 	for (i = 0; turns != NULL && i < json_object_array_length(turns); i++) {
 		if (!json_object_object_get_ex(json_object_array_get_idx(turns, i), "messages", &msgs))
 			continue;
-		for (j = 0; j < json_object_array_length(msgs); j++) {
-			m = json_object_array_get_idx(msgs, j);
-			if (!json_object_object_get_ex(m, "role", &role) ||
-			    !json_object_object_get_ex(m, "content", &content))
-				continue;
-			if (strcmp(json_object_get_string(role), "user") != 0 &&
-			    strcmp(json_object_get_string(role), "assistant") != 0)
-				continue;
-			json_object_array_add(list, chat_message_new(json_object_get_string(role),
-			    json_object_get_string(content), (size_t)json_object_get_string_len(content)));
-		}
+		for (j = 0; j < json_object_array_length(msgs); j++)
+			if ((m = provider_message(json_object_array_get_idx(msgs, j))) != NULL)
+				json_object_array_add(list, m);
 	}
+}
+
+static const char *
+str_member(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/*
+ * Keeps tool calls and their results in pairs, as every provider requires: a
+ * history window can begin after the call a result answers, and a client
+ * may never have sent the result of a call. Drops the results whose call is
+ * not in the list and the calls no result answers (and an assistant message
+ * left with neither text nor calls). Returns 0, or -1 out of memory.
+ */
+static int
+pair_tool_calls(struct json_object *list)
+{
+	struct json_object *answered = json_object_new_object(), *kept = json_object_new_object();
+	struct json_object *out = json_object_new_array(), *m, *calls, *keep, *c, *content, *copy;
+	const char *role, *id;
+	size_t i, j, nkeep;
+	int rc = -1;
+
+	if (answered == NULL || kept == NULL || out == NULL)
+		goto done;
+	for (i = 0; i < json_object_array_length(list); i++) {
+		m = json_object_array_get_idx(list, i);
+		if ((role = str_member(m, "role")) != NULL && strcmp(role, "tool") == 0 &&
+		    (id = str_member(m, "tool_call_id")) != NULL)
+			json_object_object_add(answered, id, NULL);
+	}
+	for (i = 0; i < json_object_array_length(list); i++) {
+		m = json_object_array_get_idx(list, i);
+		role = str_member(m, "role");
+		if (role != NULL && strcmp(role, "tool") == 0) {
+			id = str_member(m, "tool_call_id");
+			if (id == NULL || !json_object_object_get_ex(kept, id, NULL))
+				continue;
+		} else if (role != NULL && strcmp(role, "assistant") == 0 &&
+		    json_object_object_get_ex(m, "tool_calls", &calls) &&
+		    json_object_is_type(calls, json_type_array)) {
+			if ((keep = json_object_new_array()) == NULL)
+				goto done;
+			for (j = 0; j < json_object_array_length(calls); j++) {
+				c = json_object_array_get_idx(calls, j);
+				if ((id = str_member(c, "id")) == NULL ||
+				    !json_object_object_get_ex(answered, id, NULL))
+					continue;
+				json_object_object_add(kept, id, NULL);
+				json_object_array_add(keep, json_object_get(c));
+			}
+			nkeep = json_object_array_length(keep);
+			if (nkeep == json_object_array_length(calls)) {
+				json_object_put(keep);
+			} else {
+				/* A copy without the unanswered calls: `m` may be the caller's. */
+				if ((copy = json_object_new_object()) == NULL) {
+					json_object_put(keep);
+					goto done;
+				}
+				json_object_object_foreach(m, key, val) {
+					if (strcmp(key, "tool_calls") != 0)
+						json_object_object_add(copy, key, json_object_get(val));
+				}
+				if (nkeep > 0)
+					json_object_object_add(copy, "tool_calls", keep);
+				else
+					json_object_put(keep);
+				if (nkeep == 0 &&
+				    (!json_object_object_get_ex(copy, "content", &content) ||
+				    !json_object_is_type(content, json_type_string) ||
+				    json_object_get_string_len(content) == 0)) {
+					json_object_put(copy);
+					continue;
+				}
+				json_object_array_add(out, copy);
+				continue;
+			}
+		}
+		json_object_array_add(out, json_object_get(m));
+	}
+	/* Replace the list's contents with the kept messages. */
+	json_object_array_del_idx(list, 0, json_object_array_length(list));
+	for (i = 0; i < json_object_array_length(out); i++)
+		json_object_array_add(list, json_object_get(json_object_array_get_idx(out, i)));
+	rc = 0;
+done:
+	json_object_put(answered);
+	json_object_put(kept);
+	json_object_put(out);
+	return rc;
 }
 
 /* The provider's messages: system, the history window, then the turn's new messages. */
@@ -226,6 +344,10 @@ provider_messages(const struct chat_turn_input *in, struct json_object *turns)
 	for (i = 0; i < json_object_array_length(in->new_messages); i++)
 		json_object_array_add(list,
 		    json_object_get(json_object_array_get_idx(in->new_messages, i)));
+	if (pair_tool_calls(list) != 0) {
+		json_object_put(list);
+		return NULL;
+	}
 	return list;
 }
 
@@ -248,32 +370,46 @@ chat_answer_doc(const struct chat_answer *a, const char *request_id)
 	json_object_object_add(doc, "provider", json_object_new_string(a->provider));
 	json_object_object_add(doc, "model", json_object_new_string(a->model));
 	json_object_object_add(doc, "request_id", json_object_new_string(request_id));
+	if (a->tool_calls != NULL)
+		json_object_object_add(doc, "tool_calls", json_object_get(a->tool_calls));
 	return doc;
 }
 
-/* The messages of the turn to store: the user's and the assistant's. Caller frees. */
+/*
+ * The messages of the turn to store: the turn's new messages (each with its
+ * time) and the assistant's answer, with its tool calls. Caller frees.
+ */
 static char *
-turn_messages(const struct chat_turn_input *in, const struct llm_result *res, long long t_user,
-    long long t_reply, const char *request_id)
+turn_messages(const struct chat_turn_input *in, const struct llm_result *res,
+    struct json_object *tool_calls, long long t_user, long long t_reply, const char *request_id)
 {
-	struct json_object *list = json_object_new_array(), *u, *a, *usage;
+	struct json_object *list = json_object_new_array(), *m, *a, *usage;
 	char ts[32];
-	char *text;
+	char *text = NULL;
+	size_t i;
 
 	if (list == NULL)
 		return NULL;
-	u = chat_message_new("user", in->user_text, in->user_len);
+	vtime_iso(t_user, ts);
+	for (i = 0; i < json_object_array_length(in->new_messages); i++) {
+		m = provider_message(json_object_array_get_idx(in->new_messages, i));
+		if (m == NULL)
+			continue;
+		json_object_object_add(m, "ts", json_object_new_string(ts));
+		if (json_object_array_add(list, m) != 0) {
+			json_object_put(m);
+			goto out;
+		}
+	}
 	a = chat_message_new("assistant", res->text.data, res->text.len);
 	usage = json_object_new_object();
-	if (u == NULL || a == NULL || usage == NULL) {
-		json_object_put(u);
+	if (a == NULL || usage == NULL || json_object_array_add(list, a) != 0) {
 		json_object_put(a);
 		json_object_put(usage);
-		json_object_put(list);
-		return NULL;
+		goto out;
 	}
-	vtime_iso(t_user, ts);
-	json_object_object_add(u, "ts", json_object_new_string(ts));
+	if (tool_calls != NULL)
+		json_object_object_add(a, "tool_calls", json_object_get(tool_calls));
 	vtime_iso(t_reply, ts);
 	json_object_object_add(a, "ts", json_object_new_string(ts));
 	json_object_object_add(usage, "input_tokens", json_object_new_int64(res->input_tokens));
@@ -282,9 +418,8 @@ turn_messages(const struct chat_turn_input *in, const struct llm_result *res, lo
 	json_object_object_add(a, "provider", json_object_new_string(res->provider));
 	json_object_object_add(a, "model", json_object_new_string(res->model));
 	json_object_object_add(a, "request_id", json_object_new_string(request_id));
-	json_object_array_add(list, u);
-	json_object_array_add(list, a);
 	text = strdup(json_object_to_json_string_ext(list, JSON_PLAIN));
+out:
 	json_object_put(list);
 	return text;
 }
@@ -452,6 +587,7 @@ replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 	a.session_id = in->session_id;
 	a.turn = turn;
 	a.reply = a.provider = a.model = "";
+	a.finish_reason = "stop";
 	s = store_get_turn(ctx->store, in->session_id, turn, &text);
 	if (s != STORE_OK) {
 		store_error(ctx, s, "idempotency");
@@ -475,6 +611,11 @@ replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 			a.provider = json_object_get_string(v);
 		if (json_object_object_get_ex(m, "model", &v))
 			a.model = json_object_get_string(v);
+		if (json_object_object_get_ex(m, "tool_calls", &v) &&
+		    json_object_is_type(v, json_type_array)) {
+			a.tool_calls = v;
+			a.finish_reason = "tool_calls";
+		}
 		if (json_object_object_get_ex(m, "usage", &usage)) {
 			if (json_object_object_get_ex(usage, "input_tokens", &v))
 				a.input_tokens = json_object_get_int64(v);
@@ -517,7 +658,7 @@ replay(struct handler_ctx *ctx, const struct chat_turn_input *in)
 void
 chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 {
-	struct json_object *turns = NULL, *messages = NULL;
+	struct json_object *turns = NULL, *messages = NULL, *tool_calls = NULL;
 	struct store_session_info info;
 	struct turn_state ts;
 	struct llm_request lreq;
@@ -528,7 +669,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	enum provider_status ps;
 	long long t_user = vtime_now_ms();
 	char *stored = NULL;
-	int turn = 0;
+	int turn = 0, oom = 0;
 
 	memset(&res, 0, sizeof(res));
 	memset(&info, 0, sizeof(info));
@@ -562,6 +703,9 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	ts.res = &res;
 	memset(&lreq, 0, sizeof(lreq));
 	lreq.messages = messages;
+	lreq.tools = in->tools;
+	lreq.tool_choice = in->tool_choice;
+	lreq.params = in->params;
 	lreq.model = in->model;
 	lreq.session_id = in->session_id;
 	lreq.turn = info.turns + 1;
@@ -575,8 +719,10 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	ps = provider_complete(ctx->conf, ctx->http, ctx->circuits, &lreq, &res);
 	if (ps != PROVIDER_OK) {
 		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" :
-		    ps == PROVIDER_UNAVAILABLE ? "provider_unavailable" : "provider_error";
-		int status = ps == PROVIDER_TIMEOUT ? 504 : ps == PROVIDER_UNAVAILABLE ? 503 : 502;
+		    ps == PROVIDER_UNAVAILABLE ? "provider_unavailable" :
+		    ps == PROVIDER_REJECTED ? "provider_rejected_request" : "provider_error";
+		int status = ps == PROVIDER_TIMEOUT ? 504 : ps == PROVIDER_UNAVAILABLE ? 503 :
+		    ps == PROVIDER_REJECTED ? 400 : 502;
 
 		if (ps == PROVIDER_CANCELLED) {
 			log_msg(LOG_LVL_INFO, "client went away; turn abandoned");
@@ -590,8 +736,14 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		goto out;
 	}
 
+	tool_calls = provider_tool_calls_json(&res, &oom);
+	if (oom) {
+		ctx->resp->body.oom = 1;
+		goto out;
+	}
 	if (in->session_id != NULL) {
-		stored = turn_messages(in, &res, t_user, vtime_now_ms(), ctx->req->request_id);
+		stored = turn_messages(in, &res, tool_calls, t_user, vtime_now_ms(),
+		    ctx->req->request_id);
 		if (stored == NULL) {
 			ctx->resp->body.oom = 1;
 			goto out;
@@ -620,12 +772,15 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	a.output_tokens = res.output_tokens;
 	a.provider = res.provider;
 	a.model = res.model;
+	a.tool_calls = tool_calls;
+	a.finish_reason = res.finish_reason[0] != '\0' ? res.finish_reason : "stop";
 	in->fmt->done(ctx, in->fmt_state, &a);
 	/* The gateway's own cost: the turn minus the time in providers. */
 	metrics_observe("valerie_overhead_seconds", "",
 	    (double)(vtime_now_ms() - t_user - res.provider_ms) / 1000.0);
 out:
 	free(stored);
+	json_object_put(tool_calls);
 	json_object_put(messages);
 	json_object_put(turns);
 	provider_result_free(&res);
@@ -657,8 +812,6 @@ chat_turn(struct handler_ctx *ctx)
 	t.session_id = in.session_id;
 	t.system = system.data != NULL ? system.data : "";
 	t.new_messages = new_messages;
-	t.user_text = in.message;
-	t.user_len = in.message_len;
 	t.stream = in.stream;
 	memcpy(t.idem_key, in.idem_key, sizeof(t.idem_key));
 	t.fmt = &native_format;

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "provider.h"
 #include "store.h"
 
 #define CHAT_IDEM_KEY_MAX 200        /* Idempotency-Key header length */
@@ -24,6 +25,8 @@ struct chat_answer {
 	long long output_tokens;
 	const char *provider;
 	const char *model;
+	struct json_object *tool_calls;  /* OpenAI-shaped, or NULL when the model called none */
+	const char *finish_reason;       /* stop, length, tool_calls, content_filter */
 };
 
 /*
@@ -46,9 +49,11 @@ struct chat_format {
 struct chat_turn_input {
 	const char *session_id;            /* NULL: stateless, nothing loaded or stored */
 	const char *system;                /* system prompt, "" for none */
-	struct json_object *new_messages;  /* sent after the history: [{role, content}] */
-	const char *user_text;             /* stored as the user's message of the turn */
-	size_t user_len;
+	struct json_object *new_messages;  /* sent after the history and stored as the turn's:
+	                                      OpenAI-shaped user, assistant and tool messages */
+	struct json_object *tools;         /* OpenAI-shaped tool definitions, or NULL */
+	struct json_object *tool_choice;   /* or NULL */
+	struct llm_params params;          /* sampling settings the caller set */
 	const char *model;                 /* NULL: the provider's default */
 	int stream;
 	char idem_key[CHAT_IDEM_KEY_MAX + STORE_ID_MAX + 2]; /* principal \x1f key, or "" */

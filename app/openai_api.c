@@ -9,10 +9,14 @@
 #include "vtime.h"
 
 #include <json-c/json.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #define OAI_MESSAGES_MAX 1000   /* messages in one request */
+#define OAI_TOOLS_MAX 128       /* tool definitions in one request */
+#define OAI_TOOL_NAME_MAX 64    /* OpenAI's limit on a tool's name */
+#define OAI_MAX_TOKENS 1000000  /* max_tokens beyond any model's */
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* The OpenAI stream's own state. */
@@ -108,6 +112,44 @@ usage_doc(const struct chat_answer *a)
 	return u;
 }
 
+/*
+ * The answer's tool calls as one chunk: each call whole, with its index, as
+ * the first fragment of a streamed call looks (clients join by index).
+ */
+static int
+stream_tool_calls(struct handler_ctx *ctx, struct oai_state *st, const struct chat_answer *a)
+{
+	struct json_object *delta = json_object_new_object(), *calls = json_object_new_array();
+	struct json_object *c, *doc;
+	size_t i;
+	int rc;
+
+	if (delta == NULL || calls == NULL) {
+		json_object_put(delta);
+		json_object_put(calls);
+		return -1;
+	}
+	if (!st->sent_role) {
+		json_object_object_add(delta, "role", json_object_new_string("assistant"));
+		json_object_object_add(delta, "content", NULL);
+		st->sent_role = 1;
+	}
+	for (i = 0; i < json_object_array_length(a->tool_calls); i++) {
+		if ((c = json_object_new_object()) == NULL)
+			break;
+		json_object_object_add(c, "index", json_object_new_int((int)i));
+		json_object_object_foreach(json_object_array_get_idx(a->tool_calls, i), k, v)
+			json_object_object_add(c, k, json_object_get(v));
+		json_object_array_add(calls, c);
+	}
+	json_object_object_add(delta, "tool_calls", calls);
+	if ((doc = chunk_doc(st, a->model, delta, NULL)) == NULL)
+		return -1;
+	rc = chunk(ctx, doc);
+	json_object_put(doc);
+	return rc;
+}
+
 static void
 oai_done(struct handler_ctx *ctx, void *p, const struct chat_answer *a)
 {
@@ -120,7 +162,9 @@ oai_done(struct handler_ctx *ctx, void *p, const struct chat_answer *a)
 		http_response_header(ctx->resp, "X-Session-Turn", turn);
 	}
 	if (ctx->resp->streaming) {
-		doc = chunk_doc(st, a->model, json_object_new_object(), "stop");
+		if (a->tool_calls != NULL && stream_tool_calls(ctx, st, a) != 0)
+			return;
+		doc = chunk_doc(st, a->model, json_object_new_object(), a->finish_reason);
 		if (doc != NULL)
 			chunk(ctx, doc);
 		json_object_put(doc);
@@ -152,11 +196,14 @@ oai_done(struct handler_ctx *ctx, void *p, const struct chat_answer *a)
 	json_object_object_add(doc, "created", json_object_new_int64(st->created));
 	json_object_object_add(doc, "model", json_object_new_string(a->model));
 	json_object_object_add(msg, "role", json_object_new_string("assistant"));
-	json_object_object_add(msg, "content", json_object_new_string_len(a->reply,
-	    (int)a->reply_len));
+	/* NOTE: OpenAI sends content null when the model only calls tools. */
+	json_object_object_add(msg, "content", a->reply_len == 0 && a->tool_calls != NULL ? NULL :
+	    json_object_new_string_len(a->reply, (int)a->reply_len));
+	if (a->tool_calls != NULL)
+		json_object_object_add(msg, "tool_calls", json_object_get(a->tool_calls));
 	json_object_object_add(c, "index", json_object_new_int(0));
 	json_object_object_add(c, "message", msg);
-	json_object_object_add(c, "finish_reason", json_object_new_string("stop"));
+	json_object_object_add(c, "finish_reason", json_object_new_string(a->finish_reason));
 	json_object_array_add(choices, c);
 	json_object_object_add(doc, "choices", choices);
 	json_object_object_add(doc, "usage", usage_doc(a));
@@ -253,16 +300,277 @@ bad:
 	return -1;
 }
 
+/* A 400 invalid_field with a formatted message. Returns -1. */
+static int
+bad_field(struct handler_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+bad_field(struct handler_ctx *ctx, const char *fmt, ...)
+{
+	char msg[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	http_response_error(ctx->resp, 400, "invalid_field", msg);
+	return -1;
+}
+
+/* Whether `s` is a tool name OpenAI accepts: 1 to 64 of [A-Za-z0-9_-]. */
+static int
+tool_name_valid(const char *s)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return 0;
+	return i > 0 && i <= OAI_TOOL_NAME_MAX;
+}
+
+/* The string member `key` of `o`, or NULL when absent or not a string. */
+static const char *
+member_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Checks `tools`: [{type: "function", function: {name, description?, parameters?}}]. */
+static int
+check_tools(struct handler_ctx *ctx, struct json_object *tools)
+{
+	struct json_object *t, *fn, *v;
+	const char *type, *name;
+	size_t i, n;
+
+	if (!json_object_is_type(tools, json_type_array) ||
+	    (n = json_object_array_length(tools)) > OAI_TOOLS_MAX)
+		return bad_field(ctx, "field \"tools\" must be an array of at most %d tools",
+		    OAI_TOOLS_MAX);
+	for (i = 0; i < n; i++) {
+		t = json_object_array_get_idx(tools, i);
+		type = member_str(t, "type");
+		if (type == NULL || strcmp(type, "function") != 0 ||
+		    !json_object_object_get_ex(t, "function", &fn) ||
+		    !json_object_is_type(fn, json_type_object))
+			return bad_field(ctx, "tools[%zu] must be {\"type\": \"function\", "
+			    "\"function\": {...}}", i);
+		name = member_str(fn, "name");
+		if (name == NULL || !tool_name_valid(name))
+			return bad_field(ctx, "tools[%zu].function.name must be 1 to %d characters of "
+			    "A-Z a-z 0-9 _ -", i, OAI_TOOL_NAME_MAX);
+		if (json_object_object_get_ex(fn, "description", &v) && v != NULL &&
+		    !json_object_is_type(v, json_type_string))
+			return bad_field(ctx, "tools[%zu].function.description must be a string", i);
+		if (json_object_object_get_ex(fn, "parameters", &v) && v != NULL &&
+		    !json_object_is_type(v, json_type_object))
+			return bad_field(ctx, "tools[%zu].function.parameters must be a JSON Schema "
+			    "object", i);
+	}
+	return 0;
+}
+
+/* Checks `tool_choice`: "none", "auto", "required" or {type: "function", function: {name}}. */
+static int
+check_tool_choice(struct handler_ctx *ctx, struct json_object *choice, int has_tools)
+{
+	struct json_object *fn;
+	const char *s;
+
+	if (json_object_is_type(choice, json_type_string)) {
+		s = json_object_get_string(choice);
+		if (strcmp(s, "none") == 0 || strcmp(s, "auto") == 0 || strcmp(s, "required") == 0)
+			return has_tools || strcmp(s, "none") == 0 ? 0 :
+			    bad_field(ctx, "field \"tool_choice\" needs \"tools\"");
+	} else if ((s = member_str(choice, "type")) != NULL && strcmp(s, "function") == 0 &&
+	    json_object_object_get_ex(choice, "function", &fn) && member_str(fn, "name") != NULL) {
+		return has_tools ? 0 : bad_field(ctx, "field \"tool_choice\" needs \"tools\"");
+	}
+	return bad_field(ctx, "field \"tool_choice\" must be \"none\", \"auto\", \"required\" or "
+	    "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+}
+
+/* Reads a number field within [lo, hi] into *out; *set is 1 when present. */
+static int
+number_field(struct handler_ctx *ctx, struct json_object *body, const char *name, double lo,
+    double hi, double *out, int *set)
+{
+	struct json_object *v;
+	double d;
+
+	*set = 0;
+	if (!json_object_object_get_ex(body, name, &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int))
+		return bad_field(ctx, "field \"%s\" must be a number", name);
+	d = json_object_get_double(v);
+	if (!(d >= lo && d <= hi))
+		return bad_field(ctx, "field \"%s\" must be from %g to %g", name, lo, hi);
+	*out = d;
+	*set = 1;
+	return 0;
+}
+
+/* Reads temperature, top_p, max_tokens (or max_completion_tokens), stop and n. */
+static int
+read_params(struct handler_ctx *ctx, struct json_object *body, struct llm_params *p)
+{
+	static const char *const max_names[] = {"max_completion_tokens", "max_tokens"};
+	struct json_object *v;
+	size_t i;
+
+	memset(p, 0, sizeof(*p));
+	if (number_field(ctx, body, "temperature", 0, 2, &p->temperature, &p->has_temperature) ||
+	    number_field(ctx, body, "top_p", 0, 1, &p->top_p, &p->has_top_p))
+		return -1;
+	for (i = 0; i < 2; i++) {
+		if (!json_object_object_get_ex(body, max_names[i], &v) || v == NULL)
+			continue;
+		if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+		    json_object_get_int64(v) > OAI_MAX_TOKENS)
+			return bad_field(ctx, "field \"%s\" must be an integer from 1 to %d",
+			    max_names[i], OAI_MAX_TOKENS);
+		if (p->max_tokens == 0) {
+			p->max_tokens = json_object_get_int64(v);
+			p->max_completion_tokens = i == 0;
+		}
+	}
+	if (json_object_object_get_ex(body, "stop", &v) && v != NULL) {
+		if (json_object_is_type(v, json_type_array)) {
+			for (i = 0; i < json_object_array_length(v); i++)
+				if (!json_object_is_type(json_object_array_get_idx(v, i),
+				    json_type_string))
+					break;
+		}
+		if (!(json_object_is_type(v, json_type_string) ||
+		    (json_object_is_type(v, json_type_array) && i == json_object_array_length(v) &&
+		    i >= 1 && i <= 4)))
+			return bad_field(ctx, "field \"stop\" must be a string or an array of 1 to 4 "
+			    "strings");
+		p->stop = v;
+	}
+	if (json_object_object_get_ex(body, "n", &v) && v != NULL &&
+	    (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 1))
+		return bad_field(ctx, "field \"n\": only one choice (n = 1) is supported");
+	return 0;
+}
+
+/*
+ * Checks an assistant message's tool_calls [{id, type: "function",
+ * function: {name, arguments}}] and returns a clean copy (caller puts), or
+ * NULL with resp filled (or out of memory: then resp says so).
+ */
+static struct json_object *
+copy_tool_calls(struct handler_ctx *ctx, struct json_object *calls, size_t i)
+{
+	struct json_object *out, *c, *fn, *oc, *ofn;
+	const char *id, *name, *args, *type;
+	size_t j;
+
+	if (!json_object_is_type(calls, json_type_array) ||
+	    json_object_array_length(calls) > PROVIDER_TOOL_CALLS_MAX) {
+		bad_field(ctx, "messages[%zu].tool_calls must be an array of at most %d calls", i,
+		    PROVIDER_TOOL_CALLS_MAX);
+		return NULL;
+	}
+	if ((out = json_object_new_array()) == NULL)
+		goto oom;
+	for (j = 0; j < json_object_array_length(calls); j++) {
+		c = json_object_array_get_idx(calls, j);
+		fn = NULL;
+		json_object_object_get_ex(c, "function", &fn);
+		id = member_str(c, "id");
+		type = member_str(c, "type");
+		name = member_str(fn, "name");
+		args = member_str(fn, "arguments");
+		if (id == NULL || *id == '\0' || (type != NULL && strcmp(type, "function") != 0) ||
+		    name == NULL || args == NULL) {
+			json_object_put(out);
+			bad_field(ctx, "messages[%zu].tool_calls[%zu] needs an \"id\" and a \"function\" "
+			    "with a \"name\" and \"arguments\" (a string)", i, j);
+			return NULL;
+		}
+		oc = json_object_new_object();
+		ofn = json_object_new_object();
+		if (oc == NULL || ofn == NULL || json_object_array_add(out, oc) != 0) {
+			json_object_put(oc);
+			json_object_put(ofn);
+			json_object_put(out);
+			goto oom;
+		}
+		json_object_object_add(oc, "id", json_object_new_string(id));
+		json_object_object_add(oc, "type", json_object_new_string("function"));
+		json_object_object_add(ofn, "name", json_object_new_string(name));
+		json_object_object_add(ofn, "arguments", json_object_new_string(args));
+		json_object_object_add(oc, "function", ofn);
+	}
+	return out;
+oom:
+	ctx->resp->body.oom = 1;
+	return NULL;
+}
+
+/*
+ * The clean message for the provider and the store: role, content (null for
+ * an assistant that only calls tools), tool_calls, tool_call_id. Caller puts.
+ * NULL with resp filled.
+ */
+static struct json_object *
+new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, size_t i,
+    const struct buf *text)
+{
+	struct json_object *out, *calls = NULL, *v;
+	const char *id = NULL;
+
+	if (strcmp(role, "tool") == 0) {
+		id = member_str(m, "tool_call_id");
+		if (id == NULL || *id == '\0') {
+			bad_field(ctx, "messages[%zu] (role tool) needs a \"tool_call_id\"", i);
+			return NULL;
+		}
+	}
+	if (strcmp(role, "assistant") == 0 && json_object_object_get_ex(m, "tool_calls", &v) &&
+	    v != NULL && (calls = copy_tool_calls(ctx, v, i)) == NULL)
+		return NULL;
+	if (calls != NULL && json_object_array_length(calls) == 0) {
+		json_object_put(calls);
+		calls = NULL;
+	}
+	out = chat_message_new(strcmp(role, "developer") == 0 ? "system" : role,
+	    text->data ? text->data : "", text->len);
+	if (out == NULL) {
+		json_object_put(calls);
+		ctx->resp->body.oom = 1;
+		return NULL;
+	}
+	if (calls != NULL) {
+		if (text->len == 0)
+			json_object_object_add(out, "content", NULL);
+		json_object_object_add(out, "tool_calls", calls);
+	}
+	if (id != NULL)
+		json_object_object_add(out, "tool_call_id", json_object_new_string(id));
+	return out;
+}
+
 void
 openai_chat_completions(struct handler_ctx *ctx)
 {
-	struct json_object *body, *v, *messages, *m, *role, *content, *news = NULL;
+	struct json_object *body, *v, *messages, *m, *role, *content, *news = NULL, *nm;
 	struct chat_turn_input t;
 	struct oai_state st;
 	struct buf system = {0}, user = {0}, text = {0};
 	const char *sid = http_request_header(ctx->req, "x-session-id"), *key, *r;
 	char msg[160];
-	size_t i, n;
+	size_t i, n, results = 0;
 
 	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
 	if (body == NULL)
@@ -285,6 +593,19 @@ openai_chat_completions(struct handler_ctx *ctx)
 	    json_object_is_type(v, json_type_object) &&
 	    json_object_object_get_ex(v, "include_usage", &v) && json_object_get_boolean(v))
 		st.include_usage = 1;
+	if (json_object_object_get_ex(body, "tools", &v) && v != NULL) {
+		if (check_tools(ctx, v) != 0)
+			goto out;
+		if (json_object_array_length(v) > 0)
+			t.tools = v;
+	}
+	if (json_object_object_get_ex(body, "tool_choice", &v) && v != NULL) {
+		if (check_tool_choice(ctx, v, t.tools != NULL) != 0)
+			goto out;
+		t.tool_choice = v;
+	}
+	if (read_params(ctx, body, &t.params) != 0)
+		goto out;
 	if (!json_object_object_get_ex(body, "messages", &messages) ||
 	    !json_object_is_type(messages, json_type_array) ||
 	    (n = json_object_array_length(messages)) == 0 || n > OAI_MESSAGES_MAX) {
@@ -302,8 +623,8 @@ openai_chat_completions(struct handler_ctx *ctx)
 		goto oom;
 	/*
 	 * With X-Session-Id the server keeps the conversation: system messages
-	 * become the system prompt, the others follow the stored history, and the
-	 * user messages are stored as the turn. Without it every message is sent.
+	 * become the system prompt, the others follow the stored history and are
+	 * stored as the turn. Without it every message is sent.
 	 */
 	for (i = 0; i < n; i++) {
 		m = json_object_array_get_idx(messages, i);
@@ -316,7 +637,7 @@ openai_chat_completions(struct handler_ctx *ctx)
 		}
 		r = json_object_get_string(role);
 		if (strcmp(r, "system") != 0 && strcmp(r, "developer") != 0 &&
-		    strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0) {
+		    strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 && strcmp(r, "tool") != 0) {
 			snprintf(msg, sizeof(msg), "messages[%zu].role \"%.20s\" is not supported", i, r);
 			http_response_error(ctx->resp, 400, "invalid_field", msg);
 			goto out;
@@ -336,14 +657,16 @@ openai_chat_completions(struct handler_ctx *ctx)
 				buf_puts(&user, "\n\n");
 			buf_append(&user, text.data ? text.data : "", text.len);
 		}
-		json_object_array_add(news, chat_message_new(strcmp(r, "developer") == 0 ? "system" : r,
-		    text.data ? text.data : "", text.len));
+		results += strcmp(r, "tool") == 0;
+		if ((nm = new_message(ctx, m, r, i, &text)) == NULL)
+			goto out;
+		json_object_array_add(news, nm);
 	}
 	if (system.oom || user.oom || text.oom)
 		goto oom;
-	if (sid != NULL && user.len == 0) {
+	if (sid != NULL && user.len == 0 && results == 0) {
 		http_response_error(ctx->resp, 400, "invalid_field",
-		    "with X-Session-Id, send the new user message in \"messages\"");
+		    "with X-Session-Id, send the new user message (or tool results) in \"messages\"");
 		goto out;
 	}
 	if ((long long)utf8_count(user.data ? user.data : "", user.len) >
@@ -373,8 +696,6 @@ openai_chat_completions(struct handler_ctx *ctx)
 	t.session_id = sid;
 	t.system = system.data != NULL ? system.data : "";
 	t.new_messages = news;
-	t.user_text = user.data != NULL ? user.data : "";
-	t.user_len = user.len;
 	t.fmt = &oai_format;
 	t.fmt_state = &st;
 	chat_run(ctx, &t);

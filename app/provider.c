@@ -26,6 +26,86 @@ provider_result_free(struct llm_result *r)
 	if (r == NULL)
 		return;
 	buf_free(&r->text);
+	provider_tool_calls_clear(r);
+}
+
+struct llm_tool_call *
+provider_tool_call(struct llm_result *res, size_t index)
+{
+	struct llm_tool_call *calls;
+	size_t n;
+
+	if (index >= PROVIDER_TOOL_CALLS_MAX)
+		return NULL;
+	if (index < res->ntool_calls)
+		return &res->tool_calls[index];
+	n = index + 1;
+	calls = realloc(res->tool_calls, n * sizeof(*calls));
+	if (calls == NULL)
+		return NULL;
+	memset(calls + res->ntool_calls, 0, (n - res->ntool_calls) * sizeof(*calls));
+	res->tool_calls = calls;
+	res->ntool_calls = n;
+	return &calls[index];
+}
+
+void
+provider_tool_calls_clear(struct llm_result *res)
+{
+	size_t i;
+
+	for (i = 0; i < res->ntool_calls; i++) {
+		buf_free(&res->tool_calls[i].id);
+		buf_free(&res->tool_calls[i].name);
+		buf_free(&res->tool_calls[i].arguments);
+	}
+	free(res->tool_calls);
+	res->tool_calls = NULL;
+	res->ntool_calls = 0;
+}
+
+/* A buffer's text as a JSON string; "" when empty. */
+static struct json_object *
+buf_json(const struct buf *b)
+{
+	return json_object_new_string_len(b->data != NULL ? b->data : "", (int)b->len);
+}
+
+struct json_object *
+provider_tool_calls_json(const struct llm_result *res, int *oom)
+{
+	struct json_object *list, *call, *fn;
+	const struct llm_tool_call *tc;
+	size_t i;
+
+	*oom = 0;
+	if (res->ntool_calls == 0)
+		return NULL;
+	if ((list = json_object_new_array()) == NULL)
+		goto oom;
+	for (i = 0; i < res->ntool_calls; i++) {
+		tc = &res->tool_calls[i];
+		if (tc->id.oom || tc->name.oom || tc->arguments.oom)
+			goto oom;
+		call = json_object_new_object();
+		fn = json_object_new_object();
+		if (call == NULL || fn == NULL || json_object_array_add(list, call) != 0) {
+			json_object_put(call);
+			json_object_put(fn);
+			goto oom;
+		}
+		json_object_object_add(call, "id", buf_json(&tc->id));
+		json_object_object_add(call, "type", json_object_new_string("function"));
+		json_object_object_add(fn, "name", buf_json(&tc->name));
+		json_object_object_add(fn, "arguments", tc->arguments.len > 0 ?
+		    buf_json(&tc->arguments) : json_object_new_string("{}"));
+		json_object_object_add(call, "function", fn);
+	}
+	return list;
+oom:
+	json_object_put(list);
+	*oom = 1;
+	return NULL;
 }
 
 long long
@@ -254,6 +334,12 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 		/* 5xx includes Anthropic's 529 (overloaded). */
 		if (r.status == 429 || r.status == 408 || r.status >= 500)
 			next = ATTEMPT_RETRY;
+		/*
+		 * The request itself was refused (a bad tool schema, an unknown
+		 * model): the caller's to fix, not the upstream's failure.
+		 */
+		else if (r.status == 400 || r.status == 404 || r.status == 413 || r.status == 422)
+			*st = PROVIDER_REJECTED;
 		goto out;
 	}
 	if (req->on_delta == NULL) {
@@ -276,6 +362,8 @@ out:
 	if (*st != PROVIDER_OK && next == ATTEMPT_RETRY && !res->streamed) {
 		/* Nothing reached the client: the next attempt starts clean. */
 		buf_reset(&res->text, 0);
+		provider_tool_calls_clear(res);
+		res->finish_reason[0] = '\0';
 		res->input_tokens = res->output_tokens = 0;
 	}
 	return next;
@@ -301,7 +389,7 @@ provider_http_complete(struct httpc *http, const struct provider_wire *w,
 			break;
 		}
 	}
-	if (st == PROVIDER_OK && res->output_tokens == 0 && res->text.len > 0)
+	if (st == PROVIDER_OK && res->output_tokens == 0 && (res->text.len > 0 || res->ntool_calls))
 		res->output_tokens = 1;
 	return st;
 }
@@ -460,7 +548,8 @@ count_call(const struct conf *conf, const char *name, enum provider_status st,
 	snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
 	if (res->attempts > 1)
 		metrics_counter_add("valerie_llm_retries_total", labels, res->attempts - 1);
-	metrics_gauge_set("valerie_provider_up", labels, st == PROVIDER_OK ? 1 : 0);
+	metrics_gauge_set("valerie_provider_up", labels,
+	    st == PROVIDER_OK || st == PROVIDER_REJECTED ? 1 : 0);
 }
 
 static void
@@ -576,6 +665,8 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			/* A fallback: start its answer clean. */
 			res->fallbacks++;
 			buf_reset(&res->text, 0);
+			provider_tool_calls_clear(res);
+			res->finish_reason[0] = '\0';
 			res->input_tokens = res->output_tokens = 0;
 		}
 		tap.first_ms = 0;
@@ -589,6 +680,10 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		if (st != PROVIDER_CANCELLED && st != PROVIDER_NOMEM)
 			count_call(conf, chain[i], st, res, start, &tap);
 		if (st == PROVIDER_OK) {
+			if (res->finish_reason[0] == '\0' || (res->ntool_calls > 0 &&
+			    strcmp(res->finish_reason, "stop") == 0))
+				snprintf(res->finish_reason, sizeof(res->finish_reason), "%s",
+				    res->ntool_calls > 0 ? "tool_calls" : "stop");
 			if (c != NULL)
 				circuit_success(c);
 			if (tried > 1) {
@@ -601,6 +696,13 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		}
 		if (st == PROVIDER_CANCELLED || st == PROVIDER_NOMEM)
 			return st;
+		if (st == PROVIDER_REJECTED) {
+			/* The upstream works; another would refuse the same request. */
+			if (c != NULL)
+				circuit_success(c);
+			res->attempts = attempts;
+			return st;
+		}
 		if (c != NULL)
 			circuit_failure(c, circuit_now_ms(), threshold);
 		append_error(errors, sizeof(errors), res->error);

@@ -20,13 +20,38 @@ enum provider_status {
 	PROVIDER_ERROR,       /* the upstream failed or answered garbage: 502 */
 	PROVIDER_TIMEOUT,     /* 504 */
 	PROVIDER_UNAVAILABLE, /* every provider's circuit is open: 503 */
-	PROVIDER_NOMEM
+	PROVIDER_NOMEM,
+	PROVIDER_REJECTED     /* the upstream refused the request itself (4xx): 400 */
+};
+
+/* Sampling settings a caller may set; each unset one leaves the provider's default. */
+struct llm_params {
+	double temperature;
+	double top_p;
+	int has_temperature;              /* whether temperature is set */
+	int has_top_p;
+	long long max_tokens;             /* 0: not set */
+	int max_completion_tokens;        /* OpenAI: send it under that newer name */
+	struct json_object *stop;         /* a string or an array of strings, or NULL */
+};
+
+#define PROVIDER_TOOL_CALLS_MAX 64    /* tool calls in one answer */
+
+/*
+ * One tool call the model asked for, OpenAI-shaped: `arguments` is JSON text
+ * (as the model wrote it; "" reads as {}).
+ */
+struct llm_tool_call {
+	struct buf id;
+	struct buf name;
+	struct buf arguments;
 };
 
 /*
- * A request. `messages` is an OpenAI-shaped array of {role, content}: the
- * system prompt first (if any), then the history, then the new user message
- * (borrowed). When `on_delta` is set the reply is streamed: it is called with
+ * A request. `messages` is an OpenAI-shaped array: {role, content} with the
+ * system prompt first (if any), then the history, then the new messages;
+ * assistant messages may carry `tool_calls` and `tool` messages answer them
+ * by `tool_call_id` (all borrowed). When `on_delta` is set the reply is streamed: it is called with
  * each piece of text as it comes and returns -1 to abandon the call (the
  * client is gone). `cancelled` (may be NULL) is polled while waiting.
  * `deadline_ms` (CLOCK_MONOTONIC milliseconds, 0 for none) bounds the whole
@@ -34,6 +59,9 @@ enum provider_status {
  */
 struct llm_request {
 	struct json_object *messages;
+	struct json_object *tools;        /* OpenAI-shaped tool definitions, or NULL */
+	struct json_object *tool_choice;  /* OpenAI-shaped ("auto", {"type":"function"...}), or NULL */
+	struct llm_params params;         /* sampling settings the caller set */
 	const char *model;                /* NULL: the provider's default model */
 	const char *session_id;
 	int turn;                         /* the turn being answered (1, 2, ...) */
@@ -46,6 +74,9 @@ struct llm_request {
 /* The result; the caller owns it: provider_result_free. */
 struct llm_result {
 	struct buf text;                  /* the whole reply */
+	struct llm_tool_call *tool_calls; /* the calls the model asked for, in order */
+	size_t ntool_calls;
+	char finish_reason[24];           /* OpenAI's: stop, length, tool_calls, content_filter */
 	long long input_tokens;
 	long long output_tokens;
 	const char *provider;             /* static name */
@@ -59,6 +90,23 @@ struct llm_result {
 };
 
 void provider_result_free(struct llm_result *r);
+
+/*
+ * Tool call number `index` (0-based) of `res`, created empty with those
+ * before it if needed: streamed fragments are joined by index. NULL past
+ * PROVIDER_TOOL_CALLS_MAX or out of memory.
+ */
+struct llm_tool_call *provider_tool_call(struct llm_result *res, size_t index);
+
+/* Forgets the tool calls of `res` (a retry starts clean). */
+void provider_tool_calls_clear(struct llm_result *res);
+
+/*
+ * The tool calls of `res` as OpenAI's `tool_calls` array
+ * [{id, type: "function", function: {name, arguments}}]; NULL when there are
+ * none (or out of memory: then *oom is set). Caller puts.
+ */
+struct json_object *provider_tool_calls_json(const struct llm_result *res, int *oom);
 
 /*
  * Answers `req` with VALERIE_LLM_PROVIDER, then each of VALERIE_LLM_FALLBACKS
@@ -88,9 +136,21 @@ enum provider_status provider_offline_complete(const struct conf *conf,
 enum provider_status provider_openai_complete(const struct conf *conf, struct httpc *http,
     const struct llm_request *req, struct llm_result *res);
 
+/* The request body a call with `model` sends (for tests too). Caller frees. NULL on OOM. */
+char *provider_openai_body(const char *model, const struct llm_request *req);
+
 /* provider_anthropic.c: the Anthropic Messages API. */
 enum provider_status provider_anthropic_complete(const struct conf *conf, struct httpc *http,
     const struct llm_request *req, struct llm_result *res);
+
+/*
+ * The request body an Anthropic call with `model` sends, translated from the
+ * OpenAI-shaped request (for tests too): into *out (caller frees). PROVIDER_OK,
+ * PROVIDER_REJECTED with `err` (the request cannot be expressed), or
+ * PROVIDER_NOMEM.
+ */
+enum provider_status provider_anthropic_body(const char *model, const struct llm_request *req,
+    char **out, char *err, size_t errlen);
 
 /* --- shared by the network providers (provider.c) --- */
 

@@ -90,10 +90,50 @@ error_text(const char *body, size_t len, char *out, size_t outlen)
 	return rc;
 }
 
+/* OpenAI's finish_reason for an Anthropic stop_reason. */
+static void
+take_stop_reason(const char *reason, struct llm_result *res)
+{
+	const char *f = "stop";
+
+	if (reason == NULL)
+		return;
+	if (strcmp(reason, "tool_use") == 0)
+		f = "tool_calls";
+	else if (strcmp(reason, "max_tokens") == 0)
+		f = "length";
+	else if (strcmp(reason, "refusal") == 0)
+		f = "content_filter";
+	snprintf(res->finish_reason, sizeof(res->finish_reason), "%s", f);
+}
+
+/*
+ * Starts a tool call from a tool_use block {id, name, input}: `input` (if any
+ * and not the empty object a stream starts with) becomes the arguments' JSON
+ * text. Returns the call, or NULL (too many, out of memory, not a tool_use).
+ */
+static struct llm_tool_call *
+start_tool_call(struct json_object *block, struct llm_result *res, int whole)
+{
+	struct llm_tool_call *tc;
+	struct json_object *input;
+	const char *id = get_str(block, "id"), *name = get_str(block, "name");
+
+	if (id == NULL || name == NULL || (tc = provider_tool_call(res, res->ntool_calls)) == NULL)
+		return NULL;
+	buf_puts(&tc->id, id);
+	buf_puts(&tc->name, name);
+	if (whole && json_object_object_get_ex(block, "input", &input))
+		buf_puts(&tc->arguments, json_object_to_json_string_ext(input, JSON_PLAIN));
+	return tc;
+}
+
 /*
  * One event of a stream. The text comes in content_block_delta events of type
  * text_delta; message_start brings the model and the input tokens,
- * message_delta the output tokens; message_stop is the only clean end. An
+ * message_delta the output tokens and the stop reason; a tool_use block
+ * (content_block_start) starts a tool call whose input arrives as
+ * input_json_delta fragments, joined; message_stop is the only clean end. An
  * `error` event (overloaded_error...) fails the call; ping and unknown events
  * are ignored, whatever their data.
  */
@@ -101,6 +141,7 @@ static int
 on_event(struct provider_stream *s, const char *event, const char *data, size_t len)
 {
 	struct json_object *doc, *msg, *delta, *v;
+	struct llm_tool_call *tc;
 	const char *type = event, *t;
 	char line[180];
 	int rc = 0;
@@ -108,6 +149,7 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	if (strcmp(event, "message") == 0)
 		type = NULL;   /* no event name: the data's type says */
 	else if (strcmp(type, "message_start") != 0 && strcmp(type, "content_block_delta") != 0 &&
+	    strcmp(type, "content_block_start") != 0 &&
 	    strcmp(type, "message_delta") != 0 && strcmp(type, "message_stop") != 0 &&
 	    strcmp(type, "error") != 0)
 		return 0;
@@ -125,17 +167,42 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 			if (json_object_object_get_ex(msg, "usage", &v))
 				take_usage(v, s->res);
 		}
-	} else if (strcmp(type, "content_block_delta") == 0) {
-		if (json_object_object_get_ex(doc, "delta", &delta) &&
-		    (t = get_str(delta, "type")) != NULL && strcmp(t, "text_delta") == 0 &&
-		    json_object_object_get_ex(delta, "text", &v) &&
-		    json_object_is_type(v, json_type_string) &&
-		    provider_stream_text(s, json_object_get_string(v),
-		    (size_t)json_object_get_string_len(v)) != 0)
+	} else if (strcmp(type, "content_block_start") == 0) {
+		if (json_object_object_get_ex(doc, "content_block", &v) &&
+		    (t = get_str(v, "type")) != NULL && strcmp(t, "tool_use") == 0 &&
+		    start_tool_call(v, s->res, 0) == NULL) {
+			snprintf(s->why, sizeof(s->why), "the upstream stream sent a malformed tool_use "
+			    "block (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
+			s->failed = 1;
 			rc = 1;
+		}
+	} else if (strcmp(type, "content_block_delta") == 0) {
+		if (!json_object_object_get_ex(doc, "delta", &delta) ||
+		    (t = get_str(delta, "type")) == NULL)
+			;
+		else if (strcmp(t, "text_delta") == 0) {
+			if (json_object_object_get_ex(delta, "text", &v) &&
+			    json_object_is_type(v, json_type_string) &&
+			    provider_stream_text(s, json_object_get_string(v),
+			    (size_t)json_object_get_string_len(v)) != 0)
+				rc = 1;
+		} else if (strcmp(t, "input_json_delta") == 0) {
+			/* NOTE: blocks stream one after the other: the fragment is the last call's. */
+			if (s->res->ntool_calls == 0 || (t = get_str(delta, "partial_json")) == NULL) {
+				snprintf(s->why, sizeof(s->why),
+				    "the upstream stream sent input_json_delta outside a tool_use block");
+				s->failed = 1;
+				rc = 1;
+			} else {
+				tc = &s->res->tool_calls[s->res->ntool_calls - 1];
+				buf_puts(&tc->arguments, t);
+			}
+		}
 	} else if (strcmp(type, "message_delta") == 0) {
 		if (json_object_object_get_ex(doc, "usage", &v))
 			take_usage(v, s->res);
+		if (json_object_object_get_ex(doc, "delta", &delta))
+			take_stop_reason(get_str(delta, "stop_reason"), s->res);
 	} else if (strcmp(type, "message_stop") == 0) {
 		s->done = 1;
 	} else if (strcmp(type, "error") == 0) {
@@ -178,7 +245,15 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	}
 	for (i = 0; i < json_object_array_length(content); i++) {
 		block = json_object_array_get_idx(content, i);
-		if ((t = get_str(block, "type")) == NULL || strcmp(t, "text") != 0 ||
+		if ((t = get_str(block, "type")) != NULL && strcmp(t, "tool_use") == 0) {
+			if (start_tool_call(block, res, 1) == NULL) {
+				snprintf(res->error, sizeof(res->error), "the upstream answer has a "
+				    "malformed tool_use block (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
+				goto out;
+			}
+			continue;
+		}
+		if (t == NULL || strcmp(t, "text") != 0 ||
 		    !json_object_object_get_ex(block, "text", &v) ||
 		    !json_object_is_type(v, json_type_string))
 			continue;
@@ -186,10 +261,11 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 		    (size_t)json_object_get_string_len(v));
 		texts++;
 	}
-	if (texts == 0) {
+	if (texts == 0 && res->ntool_calls == 0) {
 		snprintf(res->error, sizeof(res->error), "the upstream answer has no text content");
 		goto out;
 	}
+	take_stop_reason(get_str(doc, "stop_reason"), res);
 	take_model(doc, res);
 	if (json_object_object_get_ex(doc, "usage", &v))
 		take_usage(v, res);
@@ -203,13 +279,18 @@ static const struct provider_wire anthropic_wire = {
 	"anthropic", "message_stop", on_event, read_whole, error_text
 };
 
-/* Appends the text of an OpenAI-shaped content (a string, or parts with `text`); -1 if neither. */
+/*
+ * Appends the text of an OpenAI-shaped content (a string, parts with `text`
+ * joined by a blank line, or null/absent: nothing); -1 if it is none of these.
+ */
 static int
 content_text(struct json_object *content, struct buf *out)
 {
 	struct json_object *part, *v;
 	size_t i;
 
+	if (content == NULL)
+		return 0;
 	if (json_object_is_type(content, json_type_string)) {
 		buf_append(out, json_object_get_string(content),
 		    (size_t)json_object_get_string_len(content));
@@ -230,57 +311,204 @@ content_text(struct json_object *content, struct buf *out)
 }
 
 /*
- * Adds the message `role` of `text` to `list`, unless it is empty, or an
- * assistant message with nothing before it (Anthropic wants the user first).
- * Returns 0, or -1 when memory ran out.
+ * The message being built: consecutive OpenAI messages of one Anthropic role
+ * merge into it. Its text, and its other blocks (tool_use for the assistant,
+ * tool_result for the user).
+ */
+struct pending {
+	const char *role;   /* "user", "assistant", or NULL before the first */
+	struct buf text;
+	struct json_object *blocks;
+};
+
+static struct json_object *
+text_block(const struct buf *text)
+{
+	struct json_object *b = json_object_new_object();
+
+	if (b == NULL)
+		return NULL;
+	json_object_object_add(b, "type", json_object_new_string("text"));
+	json_object_object_add(b, "text", json_object_new_string_len(text->data, (int)text->len));
+	return b;
+}
+
+/*
+ * Adds the pending message to `list` and empties it, unless it is empty, or
+ * an assistant message with nothing before it (Anthropic wants the user
+ * first). Plain text stays a string; with blocks the content is an array:
+ * tool_result blocks first in a user message (as Anthropic requires), the
+ * text first in an assistant's. Returns 0, or -1 when memory ran out.
  */
 static int
-add_message(struct json_object *list, const char *role, const struct buf *text)
+flush(struct json_object *list, struct pending *p)
 {
-	struct json_object *m, *r, *c;
+	struct json_object *m = NULL, *content = NULL, *tb = NULL;
+	size_t nblocks = p->blocks != NULL ? json_object_array_length(p->blocks) : 0, i;
+	int rc = -1;
 
-	if (text->oom)
-		return -1;
-	if (text->len == 0 || (json_object_array_length(list) == 0 && strcmp(role, "assistant") == 0))
-		return 0;
+	if (p->text.oom)
+		goto out;
+	if (p->role == NULL || (p->text.len == 0 && nblocks == 0) ||
+	    (json_object_array_length(list) == 0 && strcmp(p->role, "assistant") == 0)) {
+		rc = 0;
+		goto out;
+	}
+	if (nblocks == 0) {
+		content = json_object_new_string_len(p->text.data, (int)p->text.len);
+	} else {
+		content = json_object_new_array();
+		if (content == NULL || (p->text.len > 0 && (tb = text_block(&p->text)) == NULL))
+			goto out;
+		if (tb != NULL && strcmp(p->role, "assistant") == 0) {
+			json_object_array_add(content, tb);
+			tb = NULL;
+		}
+		for (i = 0; i < nblocks; i++)
+			json_object_array_add(content,
+			    json_object_get(json_object_array_get_idx(p->blocks, i)));
+		if (tb != NULL) {
+			json_object_array_add(content, tb);
+			tb = NULL;
+		}
+	}
 	m = json_object_new_object();
-	r = json_object_new_string(role);
-	c = json_object_new_string_len(text->data, (int)text->len);
-	if (m == NULL || r == NULL || c == NULL) {
-		json_object_put(m);
-		json_object_put(r);
-		json_object_put(c);
+	if (m == NULL || content == NULL)
+		goto out;
+	json_object_object_add(m, "role", json_object_new_string(p->role));
+	json_object_object_add(m, "content", content);
+	content = NULL;
+	if (json_object_array_add(list, m) != 0)
+		goto out;
+	m = NULL;
+	rc = 0;
+out:
+	json_object_put(tb);
+	json_object_put(content);
+	json_object_put(m);
+	json_object_put(p->blocks);
+	p->blocks = NULL;
+	buf_reset(&p->text, 4096);
+	return rc;
+}
+
+/* Adds block `b` (owned) to the pending message. Returns 0, or -1 out of memory. */
+static int
+pending_block(struct pending *p, struct json_object *b)
+{
+	if (b == NULL)
+		return -1;
+	if (p->blocks == NULL && (p->blocks = json_object_new_array()) == NULL) {
+		json_object_put(b);
 		return -1;
 	}
-	json_object_object_add(m, "role", r);
-	json_object_object_add(m, "content", c);
-	if (json_object_array_add(list, m) != 0) {
-		json_object_put(m);
+	if (json_object_array_add(p->blocks, b) != 0) {
+		json_object_put(b);
 		return -1;
 	}
 	return 0;
 }
 
 /*
- * Translates the OpenAI-shaped `in` into the body's `system` and `messages`:
- * system (and developer) messages go to `system`, joined by a blank line;
- * consecutive messages of one role are merged the same way, so roles
- * alternate; empty ones and a leading assistant message are dropped. Roles
- * with no plain-text meaning here (tool) are refused. Returns PROVIDER_OK,
- * PROVIDER_ERROR with `err` filled, or PROVIDER_NOMEM.
+ * An assistant message's tool_calls as tool_use blocks: {id, name, input},
+ * input being the arguments parsed (they must be a JSON object; "" is {}).
+ */
+static enum provider_status
+tool_use_blocks(struct json_object *calls, size_t i, struct pending *p, char *err,
+    size_t errlen)
+{
+	struct json_object *c, *fn, *input, *b;
+	const char *id, *name, *args;
+	size_t j;
+
+	if (!json_object_is_type(calls, json_type_array)) {
+		snprintf(err, errlen, "anthropic: messages[%zu].tool_calls is not a list", i);
+		return PROVIDER_REJECTED;
+	}
+	for (j = 0; j < json_object_array_length(calls); j++) {
+		c = json_object_array_get_idx(calls, j);
+		id = get_str(c, "id");
+		fn = NULL;
+		json_object_object_get_ex(c, "function", &fn);
+		name = get_str(fn, "name");
+		args = get_str(fn, "arguments");
+		if (id == NULL || name == NULL) {
+			snprintf(err, errlen, "anthropic: messages[%zu].tool_calls[%zu] needs an id and "
+			    "a function name", i, j);
+			return PROVIDER_REJECTED;
+		}
+		if (args == NULL || *args == '\0')
+			input = json_object_new_object();
+		else if ((input = provider_parse_json(args, strlen(args))) == NULL ||
+		    !json_object_is_type(input, json_type_object)) {
+			json_object_put(input);
+			snprintf(err, errlen, "anthropic: the arguments of messages[%zu].tool_calls[%zu] "
+			    "are not a JSON object", i, j);
+			return PROVIDER_REJECTED;
+		}
+		b = json_object_new_object();
+		if (b == NULL || input == NULL) {
+			json_object_put(b);
+			json_object_put(input);
+			return PROVIDER_NOMEM;
+		}
+		json_object_object_add(b, "type", json_object_new_string("tool_use"));
+		json_object_object_add(b, "id", json_object_new_string(id));
+		json_object_object_add(b, "name", json_object_new_string(name));
+		json_object_object_add(b, "input", input);
+		if (pending_block(p, b) != 0)
+			return PROVIDER_NOMEM;
+	}
+	return PROVIDER_OK;
+}
+
+/* A tool message as a tool_result block {tool_use_id, content}. */
+static enum provider_status
+tool_result_block(struct json_object *m, const struct buf *text, size_t i, struct pending *p,
+    char *err, size_t errlen)
+{
+	const char *id = get_str(m, "tool_call_id");
+	struct json_object *b;
+
+	if (id == NULL) {
+		snprintf(err, errlen, "anthropic: messages[%zu] (a tool result) has no tool_call_id",
+		    i);
+		return PROVIDER_REJECTED;
+	}
+	if ((b = json_object_new_object()) == NULL)
+		return PROVIDER_NOMEM;
+	json_object_object_add(b, "type", json_object_new_string("tool_result"));
+	json_object_object_add(b, "tool_use_id", json_object_new_string(id));
+	if (text->len > 0)
+		json_object_object_add(b, "content",
+		    json_object_new_string_len(text->data, (int)text->len));
+	return pending_block(p, b) != 0 ? PROVIDER_NOMEM : PROVIDER_OK;
+}
+
+/*
+ * Translates the OpenAI-shaped messages `in` into the body's `system` and
+ * `messages`: system (and developer) messages go to `system`, joined by a
+ * blank line; an assistant's tool_calls become tool_use blocks and tool
+ * messages tool_result blocks of a user message; consecutive messages of one
+ * role merge (text joined by a blank line), so roles alternate; empty ones
+ * and a leading assistant message are dropped. Returns PROVIDER_OK,
+ * PROVIDER_REJECTED with `err` filled (the request cannot be expressed), or
+ * PROVIDER_NOMEM.
  */
 static enum provider_status
 translate(struct json_object *in, struct json_object *doc, char *err, size_t errlen)
 {
-	struct json_object *list = NULL, *m, *content, *system;
-	struct buf sys, cur, piece;
-	const char *role, *cur_role = NULL;
-	enum provider_status st = PROVIDER_ERROR;
+	struct json_object *list = NULL, *m, *content, *system, *calls;
+	struct buf sys, piece;
+	struct pending p;
+	const char *role, *as;
+	enum provider_status st = PROVIDER_REJECTED;
 	size_t i;
 
 	buf_init(&sys);
-	buf_init(&cur);
 	buf_init(&piece);
+	memset(&p, 0, sizeof(p));
+	buf_init(&p.text);
 	if (!json_object_is_type(in, json_type_array)) {
 		snprintf(err, errlen, "anthropic: the messages are not a list");
 		goto out;
@@ -293,10 +521,12 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 	for (i = 0; i < json_object_array_length(in); i++) {
 		m = json_object_array_get_idx(in, i);
 		role = get_str(m, "role");
+		content = NULL;
+		json_object_object_get_ex(m, "content", &content);
 		buf_reset(&piece, 4096);
-		if (role == NULL || !json_object_object_get_ex(m, "content", &content) ||
-		    content_text(content, &piece) != 0) {
-			snprintf(err, errlen, "anthropic: message %zu has no role or no text content", i);
+		if (role == NULL || content_text(content, &piece) != 0) {
+			snprintf(err, errlen, "anthropic: messages[%zu] has no role or no text content",
+			    i);
 			goto out;
 		}
 		if (piece.oom) {
@@ -309,25 +539,40 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 			buf_append(&sys, piece.data, piece.len);
 			continue;
 		}
-		if (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0) {
-			snprintf(err, errlen, "anthropic: messages of role %.20s cannot be sent yet", role);
+		if (strcmp(role, "user") == 0 || strcmp(role, "tool") == 0)
+			as = "user";
+		else if (strcmp(role, "assistant") == 0)
+			as = "assistant";
+		else {
+			snprintf(err, errlen, "anthropic: messages of role %.20s cannot be sent", role);
 			goto out;
 		}
-		if (piece.len == 0)
-			continue;
-		if (cur_role != NULL && strcmp(cur_role, role) != 0) {
-			if (add_message(list, cur_role, &cur) != 0) {
-				st = PROVIDER_NOMEM;
-				goto out;
-			}
-			buf_reset(&cur, 4096);
+		if (p.role != NULL && strcmp(p.role, as) != 0 && flush(list, &p) != 0) {
+			st = PROVIDER_NOMEM;
+			goto out;
 		}
-		if (cur.len > 0)
-			buf_puts(&cur, "\n\n");
-		buf_append(&cur, piece.data, piece.len);
-		cur_role = strcmp(role, "user") == 0 ? "user" : "assistant";
+		p.role = as;
+		if (strcmp(role, "tool") == 0) {
+			st = tool_result_block(m, &piece, i, &p, err, errlen);
+			if (st != PROVIDER_OK)
+				goto out;
+			st = PROVIDER_REJECTED;
+			continue;
+		}
+		if (piece.len > 0) {
+			if (p.text.len > 0)
+				buf_puts(&p.text, "\n\n");
+			buf_append(&p.text, piece.data, piece.len);
+		}
+		if (strcmp(role, "assistant") == 0 && json_object_object_get_ex(m, "tool_calls", &calls) &&
+		    calls != NULL) {
+			st = tool_use_blocks(calls, i, &p, err, errlen);
+			if (st != PROVIDER_OK)
+				goto out;
+			st = PROVIDER_REJECTED;
+		}
 	}
-	if ((cur_role != NULL && add_message(list, cur_role, &cur) != 0) || sys.oom) {
+	if (flush(list, &p) != 0 || sys.oom) {
 		st = PROVIDER_NOMEM;
 		goto out;
 	}
@@ -347,28 +592,122 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 	st = PROVIDER_OK;
 out:
 	json_object_put(list);
+	json_object_put(p.blocks);
+	buf_free(&p.text);
 	buf_free(&piece);
-	buf_free(&cur);
 	buf_free(&sys);
 	return st;
 }
 
-/* Builds the request body into *out (caller frees with free()). */
+/*
+ * OpenAI tool definitions {type: "function", function: {name, description?,
+ * parameters?}} as Anthropic's {name, description?, input_schema}.
+ */
 static enum provider_status
-request_body(const char *model, const struct llm_request *req, char **out, char *err,
+translate_tools(struct json_object *tools, struct json_object *doc, char *err, size_t errlen)
+{
+	struct json_object *list, *t, *fn, *v, *out;
+	const char *name;
+	size_t i;
+
+	if (!json_object_is_type(tools, json_type_array)) {
+		snprintf(err, errlen, "anthropic: tools is not a list");
+		return PROVIDER_REJECTED;
+	}
+	if ((list = json_object_new_array()) == NULL)
+		return PROVIDER_NOMEM;
+	for (i = 0; i < json_object_array_length(tools); i++) {
+		t = json_object_array_get_idx(tools, i);
+		fn = NULL;
+		json_object_object_get_ex(t, "function", &fn);
+		if ((name = get_str(fn, "name")) == NULL) {
+			json_object_put(list);
+			snprintf(err, errlen, "anthropic: tools[%zu] has no function name", i);
+			return PROVIDER_REJECTED;
+		}
+		if ((out = json_object_new_object()) == NULL || json_object_array_add(list, out) != 0) {
+			json_object_put(out);
+			json_object_put(list);
+			return PROVIDER_NOMEM;
+		}
+		json_object_object_add(out, "name", json_object_new_string(name));
+		if (json_object_object_get_ex(fn, "description", &v) && v != NULL)
+			json_object_object_add(out, "description", json_object_get(v));
+		if (json_object_object_get_ex(fn, "parameters", &v) && v != NULL)
+			json_object_object_add(out, "input_schema", json_object_get(v));
+		else
+			json_object_object_add(out, "input_schema",
+			    json_tokener_parse("{\"type\":\"object\",\"properties\":{}}"));
+	}
+	json_object_object_add(doc, "tools", list);
+	return PROVIDER_OK;
+}
+
+/*
+ * OpenAI's tool_choice as Anthropic's: "auto" {type: auto}, "required"
+ * {type: any}, "none" {type: none}, {type: function, function: {name}}
+ * {type: tool, name}.
+ */
+static enum provider_status
+translate_tool_choice(struct json_object *choice, struct json_object *doc, char *err,
     size_t errlen)
 {
-	struct json_object *doc = json_object_new_object();
+	struct json_object *out, *fn = NULL;
+	const char *s = json_object_is_type(choice, json_type_string) ?
+	    json_object_get_string(choice) : NULL, *name = NULL;
+
+	if (s == NULL) {
+		json_object_object_get_ex(choice, "function", &fn);
+		name = get_str(fn, "name");
+	}
+	if ((s == NULL && name == NULL) || (s != NULL && strcmp(s, "auto") != 0 &&
+	    strcmp(s, "required") != 0 && strcmp(s, "none") != 0)) {
+		snprintf(err, errlen, "anthropic: tool_choice must be auto, required, none or a "
+		    "function");
+		return PROVIDER_REJECTED;
+	}
+	if ((out = json_object_new_object()) == NULL)
+		return PROVIDER_NOMEM;
+	json_object_object_add(out, "type", json_object_new_string(s == NULL ? "tool" :
+	    strcmp(s, "required") == 0 ? "any" : s));
+	if (name != NULL)
+		json_object_object_add(out, "name", json_object_new_string(name));
+	json_object_object_add(doc, "tool_choice", out);
+	return PROVIDER_OK;
+}
+
+enum provider_status
+provider_anthropic_body(const char *model, const struct llm_request *req, char **out, char *err,
+    size_t errlen)
+{
+	struct json_object *doc = json_object_new_object(), *stop;
+	const struct llm_params *pa = &req->params;
 	enum provider_status st;
 
 	*out = NULL;
 	if (doc == NULL)
 		return PROVIDER_NOMEM;
 	json_object_object_add(doc, "model", json_object_new_string(model));
-	json_object_object_add(doc, "max_tokens", json_object_new_int(ANTHROPIC_MAX_TOKENS));
+	json_object_object_add(doc, "max_tokens", json_object_new_int64(pa->max_tokens > 0 ?
+	    pa->max_tokens : ANTHROPIC_MAX_TOKENS));
 	st = translate(req->messages, doc, err, errlen);
+	if (st == PROVIDER_OK && req->tools != NULL)
+		st = translate_tools(req->tools, doc, err, errlen);
+	if (st == PROVIDER_OK && req->tool_choice != NULL)
+		st = translate_tool_choice(req->tool_choice, doc, err, errlen);
 	if (st != PROVIDER_OK)
 		goto out;
+	if (pa->has_temperature)
+		json_object_object_add(doc, "temperature", json_object_new_double(pa->temperature));
+	if (pa->has_top_p)
+		json_object_object_add(doc, "top_p", json_object_new_double(pa->top_p));
+	if (pa->stop != NULL) {
+		if (json_object_is_type(pa->stop, json_type_array))
+			stop = json_object_get(pa->stop);
+		else if ((stop = json_object_new_array()) != NULL)
+			json_object_array_add(stop, json_object_get(pa->stop));
+		json_object_object_add(doc, "stop_sequences", stop);
+	}
 	if (req->on_delta != NULL)
 		json_object_object_add(doc, "stream", json_object_new_boolean(1));
 	*out = strdup(json_object_to_json_string_ext(doc, JSON_PLAIN));
@@ -412,7 +751,7 @@ provider_anthropic_complete(const struct conf *conf, struct httpc *http,
 		headers[n++] = key;
 	}
 	headers[n] = NULL;
-	st = request_body(model, req, &body, res->error, sizeof(res->error));
+	st = provider_anthropic_body(model, req, &body, res->error, sizeof(res->error));
 	if (st != PROVIDER_OK)
 		goto out;
 	memset(&call, 0, sizeof(call));

@@ -51,11 +51,73 @@ error_text(const char *body, size_t len, char *out, size_t outlen)
 	return rc;
 }
 
+static void
+take_finish(struct json_object *choice, struct llm_result *res)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(choice, "finish_reason", &v) &&
+	    json_object_is_type(v, json_type_string))
+		snprintf(res->finish_reason, sizeof(res->finish_reason), "%s",
+		    json_object_get_string(v));
+}
+
+/* Appends the string member `key` of `o` to `out`, if it is a string. */
+static void
+append_str(struct json_object *o, const char *key, struct buf *out)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
+		buf_append(out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+}
+
+/*
+ * Joins the tool call fragments of a stream chunk's delta (or takes the whole
+ * calls of a message): {index, id?, function: {name?, arguments?}}, by index;
+ * a whole message's calls have no index and come in order. Returns 0, or -1
+ * when a call is malformed or there are too many.
+ */
+static int
+take_tool_calls(struct json_object *calls, struct llm_result *res, int streamed)
+{
+	struct json_object *c, *v, *fn;
+	struct llm_tool_call *tc;
+	size_t i, index;
+
+	if (calls == NULL || !json_object_is_type(calls, json_type_array))
+		return calls == NULL ? 0 : -1;
+	for (i = 0; i < json_object_array_length(calls); i++) {
+		c = json_object_array_get_idx(calls, i);
+		if (!json_object_is_type(c, json_type_object))
+			return -1;
+		index = i;
+		if (streamed) {
+			if (!json_object_object_get_ex(c, "index", &v) ||
+			    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+				return -1;
+			index = (size_t)json_object_get_int64(v);
+		}
+		if ((tc = provider_tool_call(res, index)) == NULL)
+			return -1;
+		/* NOTE: the id and the name come whole in a call's first fragment. */
+		if (tc->id.len == 0)
+			append_str(c, "id", &tc->id);
+		if (json_object_object_get_ex(c, "function", &fn) &&
+		    json_object_is_type(fn, json_type_object)) {
+			if (tc->name.len == 0)
+				append_str(fn, "name", &tc->name);
+			append_str(fn, "arguments", &tc->arguments);
+		}
+	}
+	return 0;
+}
+
 /* One chunk of a stream: `data: {chunk}` events, then `data: [DONE]`. */
 static int
 on_event(struct provider_stream *s, const char *event, const char *data, size_t len)
 {
-	struct json_object *doc, *choices, *c0, *delta, *content, *err, *m;
+	struct json_object *doc, *choices, *c0, *delta, *content, *err, *m, *calls;
 	int rc = 0;
 
 	(void)event;
@@ -81,25 +143,39 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	}
 	take_model(doc, s->res);
 	take_usage(doc, s->res);
-	if (json_object_object_get_ex(doc, "choices", &choices) &&
-	    json_object_is_type(choices, json_type_array) && json_object_array_length(choices) > 0 &&
-	    (c0 = json_object_array_get_idx(choices, 0)) != NULL &&
-	    json_object_object_get_ex(c0, "delta", &delta) &&
-	    json_object_object_get_ex(delta, "content", &content) &&
+	if (!json_object_object_get_ex(doc, "choices", &choices) ||
+	    !json_object_is_type(choices, json_type_array) ||
+	    json_object_array_length(choices) == 0 ||
+	    (c0 = json_object_array_get_idx(choices, 0)) == NULL)
+		goto out;
+	take_finish(c0, s->res);
+	if (!json_object_object_get_ex(c0, "delta", &delta) ||
+	    !json_object_is_type(delta, json_type_object))
+		goto out;
+	if (json_object_object_get_ex(delta, "tool_calls", &calls) &&
+	    take_tool_calls(calls, s->res, 1) != 0) {
+		snprintf(s->why, sizeof(s->why), "the upstream stream sent a malformed tool call "
+		    "(or more than %d)", PROVIDER_TOOL_CALLS_MAX);
+		s->failed = 1;
+		rc = 1;
+		goto out;
+	}
+	if (json_object_object_get_ex(delta, "content", &content) &&
 	    json_object_is_type(content, json_type_string) &&
 	    provider_stream_text(s, json_object_get_string(content),
 	    (size_t)json_object_get_string_len(content)) != 0)
 		rc = 1;
+out:
 	json_object_put(doc);
 	return rc;
 }
 
-/* Reads a whole (non-streamed) answer: choices[0].message.content. */
+/* Reads a whole (non-streamed) answer: choices[0].message's content and tool calls. */
 static enum provider_status
 read_whole(const char *body, size_t len, struct llm_result *res)
 {
 	struct json_object *doc = provider_parse_json(body, len);
-	struct json_object *choices, *c0, *msg, *content;
+	struct json_object *choices, *c0, *msg, *content = NULL, *calls = NULL;
 	enum provider_status st = PROVIDER_ERROR;
 
 	if (doc == NULL) {
@@ -111,14 +187,28 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	    json_object_array_length(choices) == 0 ||
 	    (c0 = json_object_array_get_idx(choices, 0)) == NULL ||
 	    !json_object_object_get_ex(c0, "message", &msg) ||
-	    !json_object_object_get_ex(msg, "content", &content) ||
-	    !json_object_is_type(content, json_type_string)) {
+	    !json_object_is_type(msg, json_type_object)) {
+		snprintf(res->error, sizeof(res->error),
+		    "the upstream answer has no choices[0].message");
+		goto out;
+	}
+	json_object_object_get_ex(msg, "content", &content);
+	json_object_object_get_ex(msg, "tool_calls", &calls);
+	if (take_tool_calls(calls, res, 0) != 0) {
+		snprintf(res->error, sizeof(res->error), "the upstream answer has malformed tool "
+		    "calls (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
+		goto out;
+	}
+	/* NOTE: content is null when the model only calls tools. */
+	if (json_object_is_type(content, json_type_string))
+		buf_append(&res->text, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content));
+	else if (content != NULL || res->ntool_calls == 0) {
 		snprintf(res->error, sizeof(res->error),
 		    "the upstream answer has no choices[0].message.content");
 		goto out;
 	}
-	buf_append(&res->text, json_object_get_string(content),
-	    (size_t)json_object_get_string_len(content));
+	take_finish(c0, res);
 	take_model(doc, res);
 	take_usage(doc, res);
 	st = PROVIDER_OK;
@@ -132,8 +222,8 @@ static const struct provider_wire openai_wire = {
 };
 
 /* Builds the request body. Caller frees with free(). */
-static char *
-request_body(const char *model, const struct llm_request *req)
+char *
+provider_openai_body(const char *model, const struct llm_request *req)
 {
 	struct json_object *doc = json_object_new_object(), *opts;
 	char *text = NULL;
@@ -142,6 +232,21 @@ request_body(const char *model, const struct llm_request *req)
 		return NULL;
 	json_object_object_add(doc, "model", json_object_new_string(model));
 	json_object_object_add(doc, "messages", json_object_get(req->messages));
+	if (req->tools != NULL)
+		json_object_object_add(doc, "tools", json_object_get(req->tools));
+	if (req->tool_choice != NULL)
+		json_object_object_add(doc, "tool_choice", json_object_get(req->tool_choice));
+	if (req->params.has_temperature)
+		json_object_object_add(doc, "temperature",
+		    json_object_new_double(req->params.temperature));
+	if (req->params.has_top_p)
+		json_object_object_add(doc, "top_p", json_object_new_double(req->params.top_p));
+	if (req->params.max_tokens > 0)
+		json_object_object_add(doc, req->params.max_completion_tokens ?
+		    "max_completion_tokens" : "max_tokens",
+		    json_object_new_int64(req->params.max_tokens));
+	if (req->params.stop != NULL)
+		json_object_object_add(doc, "stop", json_object_get(req->params.stop));
 	if (req->on_delta != NULL) {
 		json_object_object_add(doc, "stream", json_object_new_boolean(1));
 		opts = json_object_new_object();
@@ -178,7 +283,7 @@ provider_openai_complete(const struct conf *conf, struct httpc *http,
 		headers[n++] = auth;
 	}
 	headers[n] = NULL;
-	body = request_body(model, req);
+	body = provider_openai_body(model, req);
 	if (body == NULL)
 		return PROVIDER_NOMEM;
 	memset(&call, 0, sizeof(call));

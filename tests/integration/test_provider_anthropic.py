@@ -123,8 +123,15 @@ try:
               and "overloaded_error" in doc["error"]["message"] and fake.stats()["calls"] == 3,
               f"529 three times: 502 after 1 + 2 retries, with Anthropic's reason: {s} {doc}")
         check(turns(st, "retry-2") == 0, "a failed turn is not stored")
+        # an upstream 400 is the request's fault: the client gets a 400 that says so
+        fake.plan(*[{"mode": "fail-400"}] * 3)
+        s, h, body = chat(st, "mode-fail-400")
+        doc = json.loads(body)
+        n = fake.stats()["calls"]
+        check(s == 400 and is_error_doc(doc, "provider_rejected_request")
+              and "400" in doc["error"]["message"] and n == 1,
+              f"an upstream 400 is not retried and comes back as a 400: {s} {doc} after {n} calls")
         for mode, calls, what in (("fail-401", 1, "401 is not retried"),
-                                  ("fail-400", 1, "400 is not retried"),
                                   ("html-error", 3, "an HTML error page (502) is retried"),
                                   ("malformed-json", 1, "a 200 with garbage is not retried"),
                                   ("truncated-json", None, "a truncated body"),
