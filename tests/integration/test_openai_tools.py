@@ -1,0 +1,328 @@
+"""test_openai_tools: tool calls and sampling settings on POST /v1/chat/completions, as an
+OpenAI client sees them, through real nginx and the pool, with the openai provider and with
+the anthropic provider (the same OpenAI-shaped request translated both ways) against the
+fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went up.
+
+- A tool call whole and streamed (the fake streams the arguments in fragments: Valerie joins
+  them): finish_reason "tool_calls", content null, the call's id/name/arguments; then the
+  tool result sent back gives the final text.
+- What reaches the upstream: OpenAI gets tools, tool_choice, temperature, top_p, max_tokens
+  (or max_completion_tokens), stop as sent; Anthropic gets input_schema tools, its own
+  tool_choice forms, tool_use blocks with the arguments parsed, tool_result blocks in a
+  user message, stop_sequences, max_tokens.
+- With X-Session-Id the client sends only the tool result; the session document keeps the
+  call (assistant tool_calls) and the result (role tool, tool_call_id); an Idempotency-Key
+  replays a tool-call answer as it was; a history window that starts after a call drops
+  its orphaned result, and a call the client never answered is not sent up again (both
+  would be refused by the upstream).
+- 400s that name the field for bad tools, tool_choice, sampling settings, n, and tool
+  messages; an upstream that refuses the request (400) comes back as a 400 with its reason.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (FakeLLM, SseParser, Stack, check, done, is_error_doc,  # noqa: E402
+                     post_chat)
+
+PATH = "/v1/chat/completions"
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+TIME = {"type": "function", "function": {"name": "get_time"}}
+
+
+def completion(st, body, headers=None):
+    s, h, doc = post_chat(st, body, headers=headers, path=PATH)
+    return s, h, doc
+
+
+def stream(st, body, headers=None):
+    """(status, chunks as dicts, saw [DONE])."""
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    s, hh, raw = st.request("POST", PATH, body=json.dumps(dict(body, stream=True)), headers=h)
+    evs = SseParser().feed(raw, final=True)
+    chunks, done_seen = [], False
+    for e in evs:
+        if e["data"] == "[DONE]":
+            done_seen = True
+        else:
+            chunks.append(json.loads(e["data"]))
+    return s, chunks, done_seen
+
+
+def joined_calls(chunks):
+    """Tool calls from stream chunks, fragments joined by index as SDK users do."""
+    calls = {}
+    for c in chunks:
+        for ch in c.get("choices", []):
+            for tc in (ch.get("delta") or {}).get("tool_calls") or []:
+                d = calls.setdefault(tc["index"], {"id": "", "name": "", "arguments": ""})
+                d["id"] += tc.get("id") or ""
+                fn = tc.get("function") or {}
+                d["name"] += fn.get("name") or ""
+                d["arguments"] += fn.get("arguments") or ""
+    return [calls[i] for i in sorted(calls)]
+
+
+def finish_reasons(chunks):
+    return [ch["finish_reason"] for c in chunks for ch in c.get("choices", [])
+            if ch.get("finish_reason")]
+
+
+def last_up(fake):
+    return fake.stats()["requests"][-1]["body"]
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def tool_flow(st, fake, prov):
+    """The whole round trip without a session: call, result, final text."""
+    fake.plan()
+    s, _, doc = completion(st, {"messages": [user('call get_weather {"city":"Paris"}')],
+                                "tools": [WEATHER, TIME]})
+    msg = doc["choices"][0]["message"] if s == 200 else {}
+    calls = msg.get("tool_calls") or []
+    check(s == 200 and doc["choices"][0]["finish_reason"] == "tool_calls"
+          and msg.get("content") is None and len(calls) == 1
+          and calls[0]["type"] == "function" and calls[0]["function"]["name"] == "get_weather"
+          and json.loads(calls[0]["function"]["arguments"]) == {"city": "Paris"}
+          and isinstance(calls[0]["id"], str) and calls[0]["id"]
+          and doc["usage"]["completion_tokens"] > 0,
+          f"[{prov}] a tool call: finish_reason tool_calls, content null, name and arguments: "
+          f"{s} {doc}")
+    up = last_up(fake)
+    if prov == "openai":
+        check(up.get("tools") == [WEATHER, TIME], f"[openai] the tools go up as sent: {up}")
+    else:
+        check(up.get("tools") == [
+            {"name": "get_weather", "description": "The weather in a city",
+             "input_schema": WEATHER["function"]["parameters"]},
+            {"name": "get_time", "input_schema": {"type": "object", "properties": {}}}],
+            f"[anthropic] tools as name/description/input_schema: {up.get('tools')}")
+    if not calls:
+        return
+    s, _, doc2 = completion(st, {"messages": [
+        user('call get_weather {"city":"Paris"}'), msg,
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny, 21 C"}],
+        "tools": [WEATHER, TIME]})
+    check(s == 200 and doc2["choices"][0]["message"]["content"] == "tool said: sunny, 21 C"
+          and doc2["choices"][0]["finish_reason"] == "stop"
+          and "tool_calls" not in doc2["choices"][0]["message"],
+          f"[{prov}] the tool result gives the final answer: {s} {doc2}")
+    up = last_up(fake)["messages"]
+    if prov == "openai":
+        check([m["role"] for m in up] == ["user", "assistant", "tool"]
+              and up[1]["tool_calls"][0]["id"] == calls[0]["id"]
+              and up[2]["tool_call_id"] == calls[0]["id"],
+              f"[openai] the call and its result go up as OpenAI messages: {up}")
+    else:
+        check([m["role"] for m in up] == ["user", "assistant", "user"]
+              and up[1]["content"] == [{"type": "tool_use", "id": calls[0]["id"],
+                                        "name": "get_weather", "input": {"city": "Paris"}}]
+              and up[2]["content"] == [{"type": "tool_result", "tool_use_id": calls[0]["id"],
+                                        "content": "sunny, 21 C"}],
+              f"[anthropic] tool_use with parsed input, tool_result in a user message: {up}")
+
+    # streamed: the fake sends the arguments in fragments
+    s, chunks, done_seen = stream(st, {"messages": [user('call get_weather {"city":"Rome"}')],
+                                       "tools": [WEATHER]})
+    got = joined_calls(chunks)
+    check(s == 200 and done_seen and len(got) == 1 and got[0]["name"] == "get_weather"
+          and json.loads(got[0]["arguments"]) == {"city": "Rome"} and got[0]["id"]
+          and finish_reasons(chunks) == ["tool_calls"]
+          and all(c["object"] == "chat.completion.chunk" for c in chunks),
+          f"[{prov}] a streamed tool call: joined by index, finish_reason tool_calls, [DONE]: "
+          f"{got} {finish_reasons(chunks)}")
+    # a text answer streamed alongside offered tools
+    s, chunks, done_seen = stream(st, {"messages": [user("no tools needed")],
+                                       "tools": [WEATHER]})
+    text = "".join((ch.get("delta") or {}).get("content") or ""
+                   for c in chunks for ch in c.get("choices", []))
+    check(s == 200 and done_seen and text == "echo: no tools needed"
+          and finish_reasons(chunks) == ["stop"] and joined_calls(chunks) == [],
+          f"[{prov}] tools offered but not called: text and finish_reason stop: {text!r}")
+
+
+def params_flow(st, fake, prov):
+    fake.plan()
+    body = {"messages": [user("hi")], "tools": [WEATHER], "temperature": 0.25, "top_p": 0.5,
+            "max_tokens": 77, "stop": ["END", "STOP"], "tool_choice": "required"}
+    s, _, doc = completion(st, body)
+    up = last_up(fake)
+    if prov == "openai":
+        check(s == 200 and up.get("temperature") == 0.25 and up.get("top_p") == 0.5
+              and up.get("max_tokens") == 77 and up.get("stop") == ["END", "STOP"]
+              and up.get("tool_choice") == "required",
+              f"[openai] sampling settings and tool_choice go up as sent: {up}")
+        s, _, _ = completion(st, {"messages": [user("hi")], "max_completion_tokens": 12,
+                                  "stop": "X"})
+        up = last_up(fake)
+        check(s == 200 and up.get("max_completion_tokens") == 12 and "max_tokens" not in up
+              and up.get("stop") == "X" and "temperature" not in up and "tools" not in up,
+              f"[openai] max_completion_tokens keeps its name; unset settings stay unset: {up}")
+    else:
+        check(s == 200 and up.get("temperature") == 0.25 and up.get("top_p") == 0.5
+              and up.get("max_tokens") == 77 and up.get("stop_sequences") == ["END", "STOP"]
+              and up.get("tool_choice") == {"type": "any"},
+              f"[anthropic] temperature, top_p, max_tokens, stop_sequences, tool_choice "
+              f"required -> any: {up}")
+        for choice, want in (("auto", {"type": "auto"}), ("none", {"type": "none"}),
+                             ({"type": "function", "function": {"name": "get_weather"}},
+                              {"type": "tool", "name": "get_weather"})):
+            s, _, _ = completion(st, {"messages": [user("hi")], "tools": [WEATHER],
+                                      "tool_choice": choice, "stop": "X"})
+            up = last_up(fake)
+            check(s == 200 and up.get("tool_choice") == want and up.get("stop_sequences") == ["X"]
+                  and up.get("max_tokens") == 4096,
+                  f"[anthropic] tool_choice {choice} -> {want}: {up.get('tool_choice')}")
+
+
+def session_flow(st, fake, prov):
+    fake.plan()
+    sid = f"tools-{prov}"
+    hd = {"X-Session-Id": sid}
+    s, h, doc = completion(st, {"messages": [user('call get_weather {"city":"Oslo"}')],
+                                "tools": [WEATHER]}, hd)
+    call = doc["choices"][0]["message"]["tool_calls"][0] if s == 200 else {}
+    check(s == 200 and h.get("x-session-turn") == "1" and call.get("id"),
+          f"[{prov}] session turn 1 is a tool call: {s} {doc}")
+    s, h, doc = completion(st, {"messages": [{"role": "tool", "tool_call_id": call.get("id"),
+                                              "content": "snow"}], "tools": [WEATHER]}, hd)
+    check(s == 200 and h.get("x-session-turn") == "2"
+          and doc["choices"][0]["message"]["content"] == "tool said: snow",
+          f"[{prov}] with X-Session-Id the client sends only the tool result: {s} {doc}")
+    s, _, sess = st.json("GET", f"/api/v1/sessions/{sid}")
+    msgs = sess.get("messages", [])
+    shape = [(m["turn"], m["role"]) for m in msgs]
+    check(s == 200 and shape == [(1, "user"), (1, "assistant"), (2, "tool"), (2, "assistant")]
+          and msgs[1].get("tool_calls") == [call] and msgs[2].get("tool_call_id") == call["id"]
+          and msgs[2]["content"] == "snow" and msgs[3]["content"] == "tool said: snow",
+          f"[{prov}] the session keeps the call and the result: {shape} {msgs[:3]}")
+    s, _, doc = completion(st, {"messages": [user("thanks")], "tools": [WEATHER]}, hd)
+    up = last_up(fake)["messages"]
+    roles = [m["role"] for m in up]
+    want = (["user", "assistant", "tool", "assistant", "user"] if prov == "openai"
+            else ["user", "assistant", "user", "assistant", "user"])
+    check(s == 200 and roles == want, f"[{prov}] turn 3: the upstream gets the whole tool "
+          f"exchange from the store: {roles}")
+
+    # an Idempotency-Key replays a tool-call answer as it was
+    ik = {"X-Session-Id": sid + "-idem", "Idempotency-Key": "k-1"}
+    body = {"messages": [user('call get_weather {"city":"Lima"}')], "tools": [WEATHER]}
+    s1, _, d1 = completion(st, body, ik)
+    n = fake.stats()["calls"]
+    s2, h2, d2 = completion(st, body, ik)
+    check(s1 == 200 and s2 == 200 and h2.get("idempotent-replayed") == "true"
+          and d2["choices"][0]["message"].get("tool_calls") ==
+          d1["choices"][0]["message"]["tool_calls"]
+          and d2["choices"][0]["finish_reason"] == "tool_calls"
+          and fake.stats()["calls"] == n,
+          f"[{prov}] Idempotency-Key: the same tool call again, no second upstream call: {d2}")
+
+    # a call never answered: the next user turn does not send it up again
+    hd = {"X-Session-Id": sid + "-unanswered"}
+    completion(st, {"messages": [user('call get_weather {"city":"Kyiv"}')], "tools": [WEATHER]},
+               hd)
+    s, _, doc = completion(st, {"messages": [user("never mind")]}, hd)
+    up = last_up(fake)["messages"]
+    sent_calls = [m for m in up if m.get("tool_calls") or (
+        isinstance(m.get("content"), list) and any(b.get("type") == "tool_use"
+                                                   for b in m["content"]))]
+    # NOTE: for Anthropic the call-only assistant message goes, so the two user messages
+    # around it merge into one (roles must alternate): the echo then holds both.
+    check(s == 200 and doc["choices"][0]["message"]["content"].endswith("never mind")
+          and sent_calls == [],
+          f"[{prov}] an unanswered call is not sent up again: {s} {up}")
+
+
+def window_flow(fake, prov, env):
+    """VALERIE_HISTORY_TURNS=1: turn 3's window starts at turn 2, after the call."""
+    env = dict(env, VALERIE_HISTORY_TURNS="1")
+    with Stack(workers=1, threads=2, env=env) as st:
+        fake.plan()
+        hd = {"X-Session-Id": "window"}
+        s, _, doc = completion(st, {"messages": [user('call get_weather {"city":"Lyon"}')],
+                                    "tools": [WEATHER]}, hd)
+        cid = doc["choices"][0]["message"]["tool_calls"][0]["id"]
+        completion(st, {"messages": [{"role": "tool", "tool_call_id": cid, "content": "rain"}],
+                        "tools": [WEATHER]}, hd)
+        s, _, doc = completion(st, {"messages": [user("and tomorrow?")], "tools": [WEATHER]}, hd)
+        up = last_up(fake)["messages"]
+        orphan = [m for m in up if m.get("role") == "tool" or (
+            isinstance(m.get("content"), list) and any(b.get("type") == "tool_result"
+                                                       for b in m["content"]))]
+        check(s == 200 and doc["choices"][0]["message"]["content"] == "echo: and tomorrow?"
+              and orphan == [],
+              f"[{prov}] a window starting after the call drops the orphaned result "
+              f"(the upstream would refuse it): {s} {up}")
+
+
+def bad_input(st, fake):
+    fake.plan()
+    cases = [
+        ({"tools": {"a": 1}}, "tools"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "name"),
+        ({"tools": [{"type": "function", "function": {"name": "x" * 65}}]}, "name"),
+        ({"tools": [{"type": "function", "function": {"name": "ok", "parameters": []}}]},
+         "parameters"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
+        ({"temperature": 3}, "temperature"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"top_p": -0.1}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 1.5}, "max_tokens"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stop": [1]}, "stop"),
+        ({"n": 2}, "n"),
+        ({"messages": [user("x"), {"role": "tool", "content": "r"}]}, "tool_call_id"),
+        ({"messages": [user("x"), {"role": "assistant", "content": None,
+                                   "tool_calls": [{"id": "c1", "function": {"name": "f"}}]}]},
+         "tool_calls"),
+        ({"messages": [user("x"), {"role": "assistant", "tool_calls": "nope"}]}, "tool_calls"),
+    ]
+    n0 = fake.stats()["calls"]
+    for extra, word in cases:
+        body = dict({"messages": [user("hello")]}, **extra)
+        s, _, doc = completion(st, body)
+        check(s == 400 and is_error_doc(doc, "invalid_field") and word in doc["error"]["message"],
+              f"400 naming {word!r} for {json.dumps(extra)[:80]}: {s} {doc}")
+    check(fake.stats()["calls"] == n0, "none of them reached the upstream")
+    s, _, doc = completion(st, {"messages": [{"role": "system", "content": "be brief"}]},
+                           {"X-Session-Id": "nothing-new"})
+    check(s == 400 and is_error_doc(doc, "invalid_field"),
+          f"with X-Session-Id, a request with neither a user message nor a tool result: {s}")
+    # the upstream refuses the request itself: a 400 with its reason, not a 502
+    fake.plan({"mode": "fail-400"})
+    s, _, doc = completion(st, {"messages": [user("hello")], "tools": [WEATHER]})
+    check(s == 400 and is_error_doc(doc, "provider_rejected_request")
+          and "400" in doc["error"]["message"] and fake.stats()["calls"] == 1,
+          f"an upstream 400 comes back as 400 provider_rejected_request, not retried: {s} {doc}")
+
+
+fake = FakeLLM()
+try:
+    base = {"OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1", "OPENAI_API_KEY": "sk-test",
+            "OPENAI_MODEL": "gpt-test", "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{fake.port}",
+            "ANTHROPIC_API_KEY": "ak-test", "ANTHROPIC_MODEL": "claude-test",
+            "OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000",
+            "ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000"}
+    for prov in ("openai", "anthropic"):
+        env = dict(base, VALERIE_LLM_PROVIDER=prov)
+        with Stack(workers=2, threads=4, env=env) as st:
+            tool_flow(st, fake, prov)
+            params_flow(st, fake, prov)
+            session_flow(st, fake, prov)
+            if prov == "openai":
+                bad_input(st, fake)
+        window_flow(fake, prov, env)
+finally:
+    fake.stop()
+done("test_openai_tools")
