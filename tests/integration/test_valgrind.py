@@ -92,6 +92,23 @@ def scenario(label, extra_env, failing=False):
                      b'{"message":"\xff","session_id":"a"}', b'{"a":' * 40 + b'1' + b'}' * 40):
             s, _, b = post("/api/v1/chat", body)
             check(s == 400, f"bad chat body {body[:20]!r}: {s}")
+        # Tool calls and their results, whole and streamed, kept in a session; bad tools.
+        tools = (b'"tools":[{"type":"function","function":{"name":"get_weather",'
+                 b'"parameters":{"type":"object"}}}],"temperature":0.5,"stop":"X"')
+        call = b'{"role":"user","content":"call get_weather {\\"city\\":\\"Oslo\\"}"}'
+        for stream in (b"false", b"true"):
+            s, _, b = post("/v1/chat/completions", b'{"messages":[' + call + b'],' + tools +
+                           b',"stream":' + stream + b'}', {"HTTP_X_SESSION_ID": "vg-tools"})
+            check(answered(s), f"{label}: tool call (stream {stream.decode()}): {s}")
+        s, _, b = post("/v1/chat/completions", b'{"messages":[' + call + b',{"role":"assistant",'
+                       b'"content":null,"tool_calls":[{"id":"c1","type":"function","function":'
+                       b'{"name":"get_weather","arguments":"{}"}}]},{"role":"tool",'
+                       b'"tool_call_id":"c1","content":"snow"}],' + tools + b'}',
+                       {"HTTP_X_SESSION_ID": "vg-tools"})
+        check(answered(s), f"{label}: tool result: {s}")
+        s, _, b = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":"x"}],'
+                       b'"tools":[{"type":"function","function":{"name":"a b"}}]}')
+        check(s == 400, f"{label}: bad tool name: {s}")
         s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1")
         check(s == 200, f"session read: {s}")
         s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1", method="DELETE")
