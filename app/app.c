@@ -11,6 +11,7 @@
 #include "provider.h"
 #include "router.h"
 #include "store.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -103,6 +104,10 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	}
 	provider_metrics_init(conf);
 	store_metrics_init();
+	if (trace_start(conf, err, errlen) != 0) {
+		app_destroy(app);
+		return NULL;
+	}
 	return app;
 }
 
@@ -111,6 +116,7 @@ app_destroy(struct app *app)
 {
 	if (app == NULL)
 		return;
+	trace_stop();
 	store_close(app->store);
 	circuits_close(app->circuits);
 	metrics_close();

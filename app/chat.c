@@ -9,6 +9,7 @@
 #include "metrics.h"
 #include "provider.h"
 #include "store.h"
+#include "trace.h"
 #include "utf8.h"
 #include "vtime.h"
 
@@ -669,10 +670,16 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	enum provider_status ps;
 	long long t_user = vtime_now_ms();
 	char *stored = NULL;
+	const char *terr = NULL;   /* why the turn failed, for its trace */
+	struct trace_turn tt;
 	int turn = 0, oom = 0;
 
 	memset(&res, 0, sizeof(res));
 	memset(&info, 0, sizeof(info));
+	trace_turn_begin(&tt, http_request_header(ctx->req, "traceparent"), ctx->req->path,
+	    in->session_id, ctx->principal);
+	if (tt.on)
+		http_response_header(ctx->resp, "X-Trace-Id", tt.trace_id);
 	if (in->session_id != NULL && in->idem_key[0] != '\0' && replay(ctx, in))
 		goto out;
 	if (in->session_id != NULL) {
@@ -711,6 +718,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	lreq.turn = info.turns + 1;
 	lreq.cancelled = is_cancelled;
 	lreq.ctx = &ts;
+	lreq.trace = &tt;
 	lreq.deadline_ms = provider_now_ms() + ctx->conf->turn_timeout * 1000;
 	if (in->stream) {
 		in->fmt->begin(ctx, in->fmt_state);
@@ -724,8 +732,10 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		int status = ps == PROVIDER_TIMEOUT ? 504 : ps == PROVIDER_UNAVAILABLE ? 503 :
 		    ps == PROVIDER_REJECTED ? 400 : 502;
 
+		terr = res.error[0] != '\0' ? res.error : code;
 		if (ps == PROVIDER_CANCELLED) {
 			log_msg(LOG_LVL_INFO, "client went away; turn abandoned");
+			terr = "the client went away";
 			goto out;
 		}
 		if (ps == PROVIDER_NOMEM) {
@@ -756,6 +766,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 			goto out;
 		}
 		if (s != STORE_OK) {
+			terr = "the session store failed: the turn was not stored";
 			store_error(ctx, s, "append");
 			if (ctx->resp->streaming)
 				in->fmt->fail(ctx, in->fmt_state, 503, "store_unavailable",
@@ -779,6 +790,13 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	metrics_observe("valerie_overhead_seconds", "",
 	    (double)(vtime_now_ms() - t_user - res.provider_ms) / 1000.0);
 out:
+	if (tt.on) {
+		if (terr == NULL && ctx->resp->status >= 400)
+			terr = ctx->resp->status >= 500 ? "the turn failed" : "the turn was refused";
+		trace_turn_end(&tt, ctx->resp->status > 0 ? ctx->resp->status : 200, terr,
+		    json_object_to_json_string_ext(in->new_messages, JSON_PLAIN),
+		    res.text.data, res.text.len);
+	}
 	free(stored);
 	json_object_put(tool_calls);
 	json_object_put(messages);

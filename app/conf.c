@@ -39,6 +39,7 @@ static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
 static const char *const providers[] = {"offline", "openai", "anthropic", NULL};
 static const char *const stores[] = {"lmdb", "redis", NULL};
 static const char *const syncs[] = {"periodic", "full", NULL};
+static const char *const bools[] = {"false", "true", NULL};
 static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256", NULL};
 static const char *const web[] = {"http", "https", NULL};
 static const char *const redis_schemes[] = {"redis", "unix", NULL};
@@ -144,6 +145,11 @@ static const struct cfg_field fields[] = {
 	{"LANGFUSE_SECRET_KEY", NULL, CFG_SECRET, NULL, 0, 0, NULL, S(langfuse_secret_key), NULL},
 	{"LANGFUSE_HOST", NULL, CFG_URL, NULL, 0, 0, web, S(langfuse_host), NULL},
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", NULL, CFG_URL, NULL, 0, 0, web, S(otlp_endpoint), NULL},
+	{"VALERIE_TRACE_CONTENT", NULL, CFG_ENUM, "false", 0, 0, bools, S(trace_content), NULL},
+	{"VALERIE_TRACE_QUEUE_SIZE", NULL, CFG_INT, "4096", 16, 1000000, NULL,
+	    S(trace_queue_size), NULL},
+	{"VALERIE_TRACE_EXPORT_TIMEOUT_MS", NULL, CFG_INT, "5000", 100, 120000, NULL,
+	    S(trace_export_timeout_ms), NULL},
 };
 
 #undef S

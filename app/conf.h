@@ -79,6 +79,9 @@ struct conf {
 	const char *langfuse_secret_key;
 	const char *langfuse_host;
 	const char *otlp_endpoint;
+	const char *trace_content;          /* "true": span input and output recorded */
+	long long trace_queue_size;
+	long long trace_export_timeout_ms;
 };
 
 enum conf_status {

@@ -6,6 +6,7 @@
 #include "metrics.h"
 #include "provider.h"
 #include "store.h"
+#include "trace.h"
 
 #include <json-c/json.h>
 #include <stdio.h>
@@ -181,6 +182,29 @@ providers_check(struct handler_ctx *ctx)
 }
 
 /* Every dependency with its status and response time; 503 when a required one is down. */
+
+/*
+ * The trace exporter: not required (a collector that is down never fails a
+ * turn), so it never makes the answer 503; "failing" says the last export
+ * did not go through.
+ */
+static struct json_object *
+trace_check(void)
+{
+	struct json_object *o = json_object_new_object();
+	const char *status;
+	size_t queued;
+	long long ms;
+
+	if (o == NULL)
+		return NULL;
+	trace_health(&status, &queued, &ms);
+	json_object_object_add(o, "status", json_object_new_string(status));
+	json_object_object_add(o, "queued", json_object_new_int64((long long)queued));
+	json_object_object_add(o, "response_time_ms", json_object_new_int64(ms));
+	return o;
+}
+
 void
 health_detailed(struct handler_ctx *ctx)
 {
@@ -195,6 +219,7 @@ health_detailed(struct handler_ctx *ctx)
 	}
 	json_object_object_add(deps, "store", store_check(ctx, &store_ok));
 	json_object_object_add(deps, "providers", providers_check(ctx));
+	json_object_object_add(deps, "trace_exporter", trace_check());
 	json_object_object_add(doc, "status",
 	    json_object_new_string(store_ok && !ctx->draining ? "ok" : "degraded"));
 	json_object_object_add(doc, "service", json_object_new_string(SERVICE_NAME));

@@ -7,6 +7,7 @@
 #include "httpc.h"
 #include "provider.h"
 #include "sse.h"
+#include "trace.h"
 
 #include <json-c/json.h>
 #include <limits.h>
@@ -552,6 +553,33 @@ count_call(const struct conf *conf, const char *name, enum provider_status st,
 	    st == PROVIDER_OK || st == PROVIDER_REJECTED ? 1 : 0);
 }
 
+/* One provider call as a generation span of the turn's trace. */
+static void
+trace_call(const struct llm_request *req, const char *name, enum provider_status st,
+    const struct llm_result *res, long long start_ms, long long start_ns, const struct tap *tap)
+{
+	struct trace_generation g;
+
+	if (req->trace == NULL || !req->trace->on)
+		return;
+	memset(&g, 0, sizeof(g));
+	g.provider = name;
+	g.model = res->model[0] != '\0' ? res->model : name;
+	g.start_ns = start_ns;
+	g.end_ns = start_ns + (provider_now_ms() - start_ms) * 1000000LL;
+	if (tap->first_ms > 0)
+		g.first_token_ns = start_ns + (tap->first_ms - start_ms) * 1000000LL;
+	g.input_tokens = res->input_tokens;
+	g.output_tokens = res->output_tokens;
+	g.attempts = res->attempts;
+	g.error = st == PROVIDER_OK ? NULL : st == PROVIDER_CANCELLED ? "the client went away" :
+	    res->error[0] != '\0' ? res->error : "failed";
+	g.input = req->messages;
+	g.output = res->text.data != NULL ? res->text.data : "";
+	g.output_len = res->text.len;
+	trace_generation(req->trace, &g);
+}
+
 static void
 count_circuit_open(const struct conf *conf, const char *name)
 {
@@ -642,7 +670,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	struct llm_request tapped = *req;
 	struct tap tap;
 	struct circuit *c;
-	long long reset_ms, start;
+	long long reset_ms, start, start_ns;
 	size_t n = provider_chain(conf, chain), i;
 	int threshold, tried = 0, attempts = 0;
 	char labels[METRICS_LABELS_MAX + 1], prov[32];
@@ -674,8 +702,10 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		res->last_status = 0;
 		res->model[0] = '\0';
 		start = provider_now_ms();
+		start_ns = trace_now_ns();
 		st = call_one(conf, http, chain[i], &tapped, res);
 		res->provider_ms += provider_now_ms() - start;
+		trace_call(req, chain[i], st, res, start, start_ns, &tap);
 		attempts += res->attempts;
 		if (st != PROVIDER_CANCELLED && st != PROVIDER_NOMEM)
 			count_call(conf, chain[i], st, res, start, &tap);

@@ -13,6 +13,7 @@ struct circuits;
 struct conf;
 struct httpc;
 struct json_object;
+struct trace_turn;
 
 enum provider_status {
 	PROVIDER_OK = 0,
@@ -69,6 +70,7 @@ struct llm_request {
 	int (*on_delta)(void *ctx, const char *text, size_t len);
 	int (*cancelled)(void *ctx);
 	void *ctx;
+	const struct trace_turn *trace;   /* each provider call is a generation span; may be NULL */
 };
 
 /* The result; the caller owns it: provider_result_free. */

@@ -163,7 +163,11 @@ try:
     anthropic = {"VALERIE_LLM_PROVIDER": "anthropic", "ANTHROPIC_API_KEY": "ak-test",
                  "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{fake.port}", "ANTHROPIC_MAX_RETRIES": "1"}
     fake.plan()
-    scenario("anthropic provider", anthropic)
+    # Traced: spans built and exported by the background thread (the fake answers the
+    # OTLP POSTs 404, so they count as failed), with content.
+    scenario("anthropic provider, traced", dict(
+        anthropic, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{fake.port}",
+        VALERIE_TRACE_CONTENT="true"))
     # Turn 1 fails twice (502), turns 2 and 3 pass, the stream breaks after its first deltas.
     fake.plan({"mode": "fail-529"}, {"mode": "fail-529"}, {"mode": "ok"}, {"mode": "ok"},
               {"mode": "cut-mid-stream"}, {"mode": "error-event-mid-stream"})

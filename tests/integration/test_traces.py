@@ -1,0 +1,345 @@
+"""test_traces: OTLP/HTTP JSON traces of chat turns, received by a collector on loopback
+(a small HTTP server in this test: Langfuse itself cannot run here), through real nginx and
+the pool.
+
+- Langfuse: POST /api/public/otel/v1/traces with Basic auth from the Langfuse keys and
+  x-langfuse-ingestion-version 4; valid OTLP JSON (resourceSpans/scopeSpans/spans, 32-hex
+  trace ids and 16-hex span ids, nanosecond times as strings, typed attributes); one trace
+  per turn: a root span and a generation span per provider call carrying
+  langfuse.observation.type, the model, usage (gen_ai.* and usage_details), session.id,
+  user.id; the X-Trace-Id header is the trace's id; a W3C traceparent is continued;
+  content (input/output) only with VALERIE_TRACE_CONTENT=true; a failing provider with a
+  fallback gives two generations, the first an error; streamed turns too.
+- OTEL_EXPORTER_OTLP_ENDPOINT: the same payload at <endpoint>/v1/traces, no auth header.
+- A collector that refuses (500): spans counted failed; one that accepts connections and
+  never answers: chat turns still complete while it holds the export, and the queue drops
+  and counts (valerie_trace_spans_total{outcome="dropped"}); /health/detailed says failing.
+- Tracing off: no X-Trace-Id, nothing sent, the counters still exported at 0.
+"""
+import base64
+import http.server
+import json
+import os
+import re
+import socket
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeLLM, Stack, check, done, post_chat, wait_until  # noqa: E402
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+HEX16 = re.compile(r"^[0-9a-f]{16}$")
+
+
+class Collector:
+    """An OTLP/HTTP collector on loopback: records every POST; mode ok, fail or hang."""
+
+    def __init__(self, mode="ok"):
+        self.mode = mode
+        self.posts = []          # (path, headers lower-case, parsed body or None)
+        self.lock = threading.Lock()
+        self.hanging = []        # sockets held open without an answer
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(n)
+                try:
+                    doc = json.loads(raw)
+                except ValueError:
+                    doc = None
+                with owner.lock:
+                    owner.posts.append((self.path, {k.lower(): v for k, v in
+                                                    self.headers.items()}, doc))
+                if owner.mode == "hang":
+                    with owner.lock:
+                        owner.hanging.append(self.connection)
+                    owner.release.wait(120)
+                    return
+                code = 200 if owner.mode == "ok" else 500
+                body = b"{}" if code == 200 else b'{"error":"nope"}'
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.release = threading.Event()
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def spans(self):
+        out = []
+        with self.lock:
+            posts = list(self.posts)
+        for _, _, doc in posts:
+            for rs in (doc or {}).get("resourceSpans", []):
+                for ss in rs.get("scopeSpans", []):
+                    out += ss.get("spans", [])
+        return out
+
+    def stop(self):
+        self.release.set()
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def attrs(span):
+    """{key: python value} of a span's typed attributes; problems listed under '_bad'."""
+    out, bad = {}, []
+    for a in span.get("attributes", []):
+        v = a.get("value", {})
+        if len(v) != 1:
+            bad.append(a)
+            continue
+        (t, val), = v.items()
+        if t == "stringValue" and isinstance(val, str):
+            out[a["key"]] = val
+        elif t == "intValue" and isinstance(val, (str, int)) and str(val).lstrip("-").isdigit():
+            out[a["key"]] = int(val)
+        elif t in ("boolValue", "doubleValue"):
+            out[a["key"]] = val
+        else:
+            bad.append(a)
+    if bad:
+        out["_bad"] = bad
+    return out
+
+
+def span_problems(s):
+    p = []
+    if not HEX32.match(s.get("traceId", "")):
+        p.append(f"traceId {s.get('traceId')!r}")
+    if not HEX16.match(s.get("spanId", "")):
+        p.append(f"spanId {s.get('spanId')!r}")
+    if "parentSpanId" in s and not HEX16.match(s["parentSpanId"]):
+        p.append(f"parentSpanId {s['parentSpanId']!r}")
+    for k in ("startTimeUnixNano", "endTimeUnixNano"):
+        v = s.get(k)
+        if not (isinstance(v, str) and v.isdigit() and 1.7e18 < int(v) < 4e18):
+            p.append(f"{k} {v!r} is not Unix nanoseconds")
+    if not p and int(s["endTimeUnixNano"]) < int(s["startTimeUnixNano"]):
+        p.append("ends before it starts")
+    if not isinstance(s.get("name"), str) or not s["name"]:
+        p.append("no name")
+    if "_bad" in attrs(s):
+        p.append(f"untyped attributes {attrs(s)['_bad']}")
+    return p
+
+
+def metric(st, name, labels):
+    s, _, raw = st.request("GET", "/metrics")
+    for line in raw.decode().splitlines():
+        if line.startswith(name + "{" + labels + "}"):
+            return float(line.split()[-1])
+    return None
+
+
+def chat(st, sid, msg, stream=False, headers=None):
+    body = {"message": msg, "session_id": sid}
+    if stream:
+        body["stream"] = True
+    return post_chat(st, body, headers=headers)
+
+
+fake = FakeLLM()
+col = Collector()
+try:
+    # --- Langfuse, content on, a provider that fails once with a fallback ---
+    env = {"LANGFUSE_HOST": f"http://127.0.0.1:{col.port}", "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+           "LANGFUSE_SECRET_KEY": "sk-lf-secret", "VALERIE_TRACE_CONTENT": "true",
+           "VALERIE_LLM_PROVIDER": "openai", "VALERIE_LLM_FALLBACKS": "offline",
+           "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1", "OPENAI_API_KEY": "sk-test",
+           "OPENAI_MODEL": "gpt-test", "OPENAI_MAX_RETRIES": "0",
+           "OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000"}
+    with Stack(workers=2, threads=4, env=env) as st:
+        fake.plan()
+        s, h, doc = chat(st, "tr-1", "hello traces")
+        tid = h.get("x-trace-id", "")
+        check(s == 200 and HEX32.match(tid), f"a chat answer carries X-Trace-Id: {s} {tid!r}")
+        ok = wait_until(lambda: len([x for x in col.spans() if x["traceId"] == tid]) >= 2, 15)
+        spans = [x for x in col.spans() if x["traceId"] == tid]
+        check(ok and len(spans) == 2, f"one trace per turn: a root span and one generation "
+              f"({len(spans)} spans)")
+        path, hd, body = col.posts[0]
+        auth = "Basic " + base64.b64encode(b"pk-lf-test:sk-lf-secret").decode()
+        check(path == "/api/public/otel/v1/traces" and hd.get("authorization") == auth
+              and hd.get("content-type", "").startswith("application/json")
+              and hd.get("x-langfuse-ingestion-version") == "4",
+              f"Langfuse's OTLP endpoint with Basic auth and the ingestion version: {path} "
+              f"{ {k: v for k, v in hd.items() if k != 'authorization'} }")
+        res = attrs(body["resourceSpans"][0]["resource"])
+        check(res.get("service.name") == "valerie" and res.get("service.version"),
+              f"the resource names the service: {res}")
+        probs = [p for x in spans for p in span_problems(x)]
+        check(probs == [], f"valid OTLP JSON spans: {probs}")
+        root = next((x for x in spans if "parentSpanId" not in x), {})
+        gen = next((x for x in spans if x.get("parentSpanId") == root.get("spanId")), {})
+        ra, ga = attrs(root), attrs(gen)
+        check(root.get("kind") == 2 and ra.get("langfuse.trace.name") == "/api/v1/chat"
+              and ra.get("session.id") == "tr-1" and ra.get("user.id") == "anonymous"
+              and ra.get("http.response.status_code") == 200
+              and root.get("status", {}).get("code") == 1,
+              f"the root span: the route, session.id, user.id, status: {ra}")
+        check(ga.get("langfuse.observation.type") == "generation"
+              and ga.get("langfuse.observation.model.name") == "gpt-test"
+              and ga.get("gen_ai.request.model") == "gpt-test"
+              and ga.get("gen_ai.system") == "openai"
+              and ga.get("gen_ai.usage.input_tokens") == doc["usage"]["input_tokens"]
+              and ga.get("gen_ai.usage.output_tokens") == doc["usage"]["output_tokens"]
+              and json.loads(ga.get("langfuse.observation.usage_details", "{}")) ==
+              {"input": doc["usage"]["input_tokens"], "output": doc["usage"]["output_tokens"]}
+              and ga.get("session.id") == "tr-1" and ga.get("user.id") == "anonymous",
+              f"the generation: type, model, usage, session and user on every span: {ga}")
+        check(int(root["startTimeUnixNano"]) <= int(gen["startTimeUnixNano"])
+              and int(gen["endTimeUnixNano"]) <= int(root["endTimeUnixNano"]),
+              "the generation lies within the turn")
+        check("hello traces" in ga.get("langfuse.observation.input", "")
+              and ga.get("langfuse.observation.output") == doc["reply"]
+              and "hello traces" in ra.get("langfuse.trace.input", "")
+              and ra.get("langfuse.trace.output") == doc["reply"],
+              "with VALERIE_TRACE_CONTENT=true the input and output are recorded")
+
+        # a caller's W3C traceparent is continued
+        parent_tid, parent_sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        s, h, _ = chat(st, "tr-2", "with a parent",
+                       headers={"traceparent": f"00-{parent_tid}-{parent_sid}-01"})
+        ok = wait_until(lambda: any(x["traceId"] == parent_tid and "kind" in x
+                                    and x["kind"] == 2 for x in col.spans()), 15)
+        root2 = next((x for x in col.spans() if x["traceId"] == parent_tid and x["kind"] == 2), {})
+        check(ok and h.get("x-trace-id") == parent_tid
+              and root2.get("parentSpanId") == parent_sid,
+              f"traceparent: the trace id is the caller's, the root's parent its span: "
+              f"{h.get('x-trace-id')} {root2.get('parentSpanId')}")
+        s, h, _ = chat(st, "tr-2", "bad parent", headers={"traceparent": "00-zz-yy-01"})
+        check(s == 200 and HEX32.match(h.get("x-trace-id", "")) and
+              h["x-trace-id"] != parent_tid, "a malformed traceparent starts a new trace")
+
+        # the primary fails, the fallback answers: two generations, the first an error
+        fake.plan({"mode": "fail-500"})
+        s, h, doc = chat(st, "tr-3", "fall back please")
+        tid = h.get("x-trace-id", "")
+        ok = wait_until(lambda: len([x for x in col.spans() if x["traceId"] == tid]) >= 3, 15)
+        gens = sorted([x for x in col.spans() if x["traceId"] == tid and
+                       attrs(x).get("langfuse.observation.type") == "generation"],
+                      key=lambda x: int(x["startTimeUnixNano"]))
+        check(s == 200 and doc["provider"] == "offline" and len(gens) == 2
+              and gens[0].get("status", {}).get("code") == 2
+              and "500" in gens[0]["status"].get("message", "")
+              and attrs(gens[0]).get("langfuse.observation.level") == "ERROR"
+              and attrs(gens[1]).get("gen_ai.system") == "offline"
+              and gens[1].get("status", {}).get("code") == 1,
+              f"a failed call then the fallback: two generations, the first an error: "
+              f"{[(attrs(g).get('gen_ai.system'), g.get('status')) for g in gens]}")
+
+        # a streamed turn: the generation says when the first token came
+        fake.plan()
+        s, h, raw = st.request("POST", "/api/v1/chat", body=json.dumps(
+            {"message": "stream it", "session_id": "tr-4", "stream": True}),
+            headers={"Content-Type": "application/json"})
+        tid = h.get("x-trace-id", "")
+        ok = wait_until(lambda: len([x for x in col.spans() if x["traceId"] == tid]) >= 2, 15)
+        gen = next((x for x in col.spans() if x["traceId"] == tid and x.get("kind") == 3), {})
+        check(s == 200 and b"event: done" in raw and HEX32.match(tid)
+              and re.match(r"^\d{4}-\d\d-\d\dT", attrs(gen).get(
+                  "langfuse.observation.completion_start_time", "")),
+              f"a streamed turn is traced, with the first token's time: "
+              f"{attrs(gen).get('langfuse.observation.completion_start_time')}")
+
+        # the OpenAI-compatible route is traced too
+        s, h, _ = post_chat(st, {"messages": [{"role": "user", "content": "hi"}]},
+                            path="/v1/chat/completions")
+        check(s == 200 and HEX32.match(h.get("x-trace-id", "")),
+              f"/v1/chat/completions carries X-Trace-Id: {h.get('x-trace-id')}")
+        exported = 'outcome="exported"'
+        check(wait_until(lambda: (metric(st, "valerie_trace_spans_total", exported) or 0)
+                         >= 10, 15),
+              f"exported spans are counted: {metric(st, 'valerie_trace_spans_total', exported)}")
+        s, _, det = st.json("GET", "/health/detailed")
+        te = (det or {}).get("dependencies", {}).get("trace_exporter", {})
+        check(te.get("status") == "ok" and "queued" in te, f"/health/detailed: {te}")
+
+    # --- content off (the default): no input or output on any span ---
+    col.posts.clear()
+    env_off = dict(env, VALERIE_TRACE_CONTENT="false")
+    with Stack(workers=1, threads=2, env=env_off) as st:
+        fake.plan()
+        s, h, doc = chat(st, "tr-5", "secret words")
+        tid = h.get("x-trace-id", "")
+        wait_until(lambda: len([x for x in col.spans() if x["traceId"] == tid]) >= 2, 15)
+        keys = {k for x in col.spans() if x["traceId"] == tid for k in attrs(x)}
+        check(keys and not any(k.endswith(".input") or k.endswith(".output") for k in keys)
+              and "secret words" not in json.dumps(col.posts),
+              f"without VALERIE_TRACE_CONTENT no content leaves: {sorted(keys)}")
+
+    # --- OTEL_EXPORTER_OTLP_ENDPOINT: <endpoint>/v1/traces, no auth ---
+    col.posts.clear()
+    env_otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{col.port}/otlp/"}
+    with Stack(workers=1, threads=2, env=env_otel) as st:
+        s, h, _ = chat(st, "tr-6", "to any collector")
+        tid = h.get("x-trace-id", "")
+        ok = wait_until(lambda: any(x["traceId"] == tid for x in col.spans()), 15)
+        path, hd, _ = col.posts[0] if col.posts else ("", {}, None)
+        check(ok and path == "/otlp/v1/traces" and "authorization" not in hd
+              and "x-langfuse-ingestion-version" not in hd,
+              f"OTEL_EXPORTER_OTLP_ENDPOINT: {path}, no Langfuse headers")
+
+    # --- a collector that refuses: failed spans are counted ---
+    bad = Collector("fail")
+    with Stack(workers=1, threads=2, env={"OTEL_EXPORTER_OTLP_ENDPOINT":
+                                           f"http://127.0.0.1:{bad.port}"}) as st:
+        s, _, _ = chat(st, "tr-7", "refused")
+        check(s == 200, "a refusing collector does not fail the turn")
+        check(wait_until(lambda: (metric(st, "valerie_trace_spans_total",
+                                         'outcome="failed"') or 0) >= 2, 15),
+              "spans a collector refused are counted failed")
+        s, _, det = st.json("GET", "/health/detailed")
+        te = det["dependencies"]["trace_exporter"]
+        check(s == 200 and te["status"] == "failing",
+              f"/health/detailed says the exporter is failing, still 200: {s} {te}")
+    bad.stop()
+
+    # --- a collector that accepts and never answers: turns go on, the queue drops ---
+    hang = Collector("hang")
+    env_hang = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{hang.port}",
+                "VALERIE_TRACE_QUEUE_SIZE": "16", "VALERIE_TRACE_EXPORT_TIMEOUT_MS": "60000"}
+    with Stack(workers=1, threads=2, env=env_hang) as st:
+        chat(st, "tr-8", "first")
+        held = wait_until(lambda: len(hang.hanging) >= 1, 15)
+        check(held, "the exporter's first batch is held by the hanging collector")
+        answered = 0
+        for i in range(40):
+            s, _, _ = chat(st, "tr-8", f"turn {i}")
+            answered += s == 200
+        check(answered == 40 and len(hang.hanging) == 1,
+              f"40 turns answered while the collector still holds the export: {answered}")
+        dropped = metric(st, "valerie_trace_spans_total", 'outcome="dropped"') or 0
+        check(dropped >= 40, f"the full queue drops spans and counts them: {dropped}")
+    hang.stop()
+
+    # --- tracing off: no header, nothing sent, counters at 0 ---
+    col.posts.clear()
+    with Stack(workers=1, threads=2) as st:
+        s, h, _ = chat(st, "tr-9", "untraced")
+        check(s == 200 and "x-trace-id" not in h, "tracing off: no X-Trace-Id")
+        check(metric(st, "valerie_trace_spans_total", 'outcome="dropped"') == 0
+              and metric(st, "valerie_trace_spans_total", 'outcome="exported"') == 0,
+              "tracing off: the span counters are exported at 0")
+        s, _, det = st.json("GET", "/health/detailed")
+        check(det["dependencies"]["trace_exporter"]["status"] == "disabled",
+              "tracing off: /health/detailed says disabled")
+    check(col.posts == [], "tracing off: nothing reaches a collector")
+finally:
+    col.stop()
+    fake.stop()
+done("test_traces")
