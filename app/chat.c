@@ -409,8 +409,12 @@ turn_messages(const struct chat_turn_input *in, const struct llm_result *res,
 		json_object_put(usage);
 		goto out;
 	}
-	if (tool_calls != NULL)
+	if (tool_calls != NULL) {
+		/* As OpenAI sends it: content null when the model only calls tools. */
+		if (res->text.len == 0)
+			json_object_object_add(a, "content", NULL);
 		json_object_object_add(a, "tool_calls", json_object_get(tool_calls));
+	}
 	vtime_iso(t_reply, ts);
 	json_object_object_add(a, "ts", json_object_new_string(ts));
 	json_object_object_add(usage, "input_tokens", json_object_new_int64(res->input_tokens));
@@ -604,7 +608,8 @@ replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 		if (!json_object_object_get_ex(m, "role", &role) ||
 		    strcmp(json_object_get_string(role), "assistant") != 0)
 			continue;
-		if (json_object_object_get_ex(m, "content", &v)) {
+		if (json_object_object_get_ex(m, "content", &v) &&
+		    json_object_is_type(v, json_type_string)) {
 			a.reply = json_object_get_string(v);
 			a.reply_len = (size_t)json_object_get_string_len(v);
 		}

@@ -319,6 +319,8 @@ struct pending {
 	const char *role;   /* "user", "assistant", or NULL before the first */
 	struct buf text;
 	struct json_object *blocks;
+	struct json_object *ids;       /* the ids of its tool_use blocks (a set) */
+	struct json_object *answerable; /* the tool_use ids of the last assistant message sent */
 };
 
 static struct json_object *
@@ -345,7 +347,7 @@ flush(struct json_object *list, struct pending *p)
 {
 	struct json_object *m = NULL, *content = NULL, *tb = NULL;
 	size_t nblocks = p->blocks != NULL ? json_object_array_length(p->blocks) : 0, i;
-	int rc = -1;
+	int rc = -1, sent = 0;
 
 	if (p->text.oom)
 		goto out;
@@ -382,12 +384,23 @@ flush(struct json_object *list, struct pending *p)
 		goto out;
 	m = NULL;
 	rc = 0;
+	sent = 1;
 out:
+	/*
+	 * A tool_result must answer a tool_use of the message just before: only
+	 * an assistant message that was sent makes its calls answerable.
+	 */
+	if (rc == 0 && p->role != NULL && strcmp(p->role, "assistant") == 0) {
+		json_object_put(p->answerable);
+		p->answerable = sent && p->ids != NULL ? json_object_get(p->ids) : NULL;
+	}
 	json_object_put(tb);
 	json_object_put(content);
 	json_object_put(m);
 	json_object_put(p->blocks);
+	json_object_put(p->ids);
 	p->blocks = NULL;
+	p->ids = NULL;
 	buf_reset(&p->text, 4096);
 	return rc;
 }
@@ -452,6 +465,12 @@ tool_use_blocks(struct json_object *calls, size_t i, struct pending *p, char *er
 			json_object_put(input);
 			return PROVIDER_NOMEM;
 		}
+		if (p->ids == NULL && (p->ids = json_object_new_object()) == NULL) {
+			json_object_put(b);
+			json_object_put(input);
+			return PROVIDER_NOMEM;
+		}
+		json_object_object_add(p->ids, id, NULL);
 		json_object_object_add(b, "type", json_object_new_string("tool_use"));
 		json_object_object_add(b, "id", json_object_new_string(id));
 		json_object_object_add(b, "name", json_object_new_string(name));
@@ -475,6 +494,9 @@ tool_result_block(struct json_object *m, const struct buf *text, size_t i, struc
 		    i);
 		return PROVIDER_REJECTED;
 	}
+	/* NOTE: a result whose call was not sent (a leading assistant message goes) goes too. */
+	if (p->answerable == NULL || !json_object_object_get_ex(p->answerable, id, NULL))
+		return PROVIDER_OK;
 	if ((b = json_object_new_object()) == NULL)
 		return PROVIDER_NOMEM;
 	json_object_object_add(b, "type", json_object_new_string("tool_result"));
@@ -547,6 +569,17 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 			snprintf(err, errlen, "anthropic: messages of role %.20s cannot be sent", role);
 			goto out;
 		}
+		calls = NULL;
+		if (strcmp(role, "assistant") == 0)
+			json_object_object_get_ex(m, "tool_calls", &calls);
+		/*
+		 * A message that adds nothing (empty, no calls) must not split the
+		 * messages around it: they merge as if it were not there.
+		 */
+		if (piece.len == 0 && strcmp(role, "tool") != 0 && (calls == NULL ||
+		    (json_object_is_type(calls, json_type_array) &&
+		    json_object_array_length(calls) == 0)))
+			continue;
 		if (p.role != NULL && strcmp(p.role, as) != 0 && flush(list, &p) != 0) {
 			st = PROVIDER_NOMEM;
 			goto out;
@@ -564,8 +597,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 				buf_puts(&p.text, "\n\n");
 			buf_append(&p.text, piece.data, piece.len);
 		}
-		if (strcmp(role, "assistant") == 0 && json_object_object_get_ex(m, "tool_calls", &calls) &&
-		    calls != NULL) {
+		if (calls != NULL) {
 			st = tool_use_blocks(calls, i, &p, err, errlen);
 			if (st != PROVIDER_OK)
 				goto out;
@@ -593,6 +625,8 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 out:
 	json_object_put(list);
 	json_object_put(p.blocks);
+	json_object_put(p.ids);
+	json_object_put(p.answerable);
 	buf_free(&p.text);
 	buf_free(&piece);
 	buf_free(&sys);

@@ -7,6 +7,17 @@ stream that breaks mid-way raising APIError. Against the openai provider with th
 upstream (whose recorded requests show the history Valerie prepends and that the client's
 key never goes up), and against the offline provider.
 
+Tools (sdk-client.mjs --only tools), against the openai provider and again against the
+anthropic provider (the same fake speaking the Messages API), where the SDK must not notice
+the difference: a function tool with a JSON Schema asked for whole (finish_reason
+tool_calls, the name and the parsed arguments as asked) and answered with the assistant
+message as the SDK returned it plus a tool message; the same streamed, tool_call deltas
+joined by index; the SDK's beta.chat.completions.stream() helper (finalChatCompletion and
+its arguments.done event) and runTools() whole and streamed; and a session where the
+second request carries only the tool message. The fake's recorded requests show the tools,
+the assistant's call and the tool result as each wire format has them (tool_use and
+tool_result blocks for anthropic), and the session keeps both turns.
+
 Needs node (18 or later, as a fresh Debian 12 has) and npm: without them the test fails
 (apt-get install nodejs npm). The SDK is installed with `npm ci` into tests/node when its
 node_modules is missing or stale, or into a temp copy when the source tree is read-only
@@ -140,6 +151,99 @@ def summary_ok(L, rc, summary):
                  f"{summary and summary.get('failures')}")
 
 
+def tool_checks(L, provider, st, sid, rc, sm):
+    """Checks a run of sdk-client.mjs --only tools against `provider` behind `st`: what the
+    SDK saw, then what the fake upstream received (planned clean just before the run)."""
+    summary_ok(L, rc, sm)
+    w = case(sm, "tools_whole")
+    call = w.get("call") or {}
+    check(w.get("first_finish") == "tool_calls" and (call.get("function") or {}).get("name")
+          == "get_weather" and w.get("final") == "tool said: sunny in Paris"
+          and w.get("final_finish") == "stop",
+          f"{L} tools, whole: a get_weather call, then the answer to its result: {w}")
+    ts = case(sm, "tools_stream")
+    s1, s2 = ts.get("first") or {}, ts.get("second") or {}
+    check(s1.get("finish_reason") == "tool_calls" and len(s1.get("tool_calls") or []) == 1
+          and s2.get("content") == "tool said: snow in Oslo" and s2.get("finish_reason") == "stop",
+          f"{L} tools, streamed: deltas joined by index to one call, then the answer: "
+          f"{ts}")
+    h = case(sm, "tools_helper_stream")
+    check(((h.get("call") or {}).get("function") or {}).get("name") == "get_weather"
+          and len(h.get("done_events") or []) == 1,
+          f"{L} tools, beta.chat.completions.stream(): finalChatCompletion has the call: {h}")
+    for name, city in (("tools_run", "Lima"), ("tools_run_stream", "Kyiv")):
+        r = case(sm, name)
+        check(r.get("content") == f"tool said: fog in {city}" and r.get("called") == [
+            {"city": city, "days": 5 if city == "Lima" else 4}],
+            f"{L} tools, {name}: the SDK ran the tool and got the final answer: {r}")
+    se = case(sm, "tools_session")
+    scall = se.get("call") or {}
+    check(se.get("turn_1") == "1" and se.get("turn_2") == "2"
+          and se.get("final") == "tool said: rain in Quito",
+          f"{L} tools in a session: the second request sends only the tool result: {se}")
+
+    # What reached the upstream.
+    reqs = fake.stats()["requests"]
+    path = "/chat/completions" if provider == "openai" else "/v1/messages"
+    calls = [q for q in reqs if q["path"].endswith(path)]
+    check(len(calls) == 11 and all(q["headers"].get("authorization") != f"Bearer {CLIENT_KEY}"
+                                   and CLIENT_KEY not in json.dumps(q) for q in calls),
+          f"{L} tools: 11 upstream calls (two for each case, one for the stream helper), "
+          f"none with the client's key: {len(calls)}")
+
+    def text_of(c):
+        if isinstance(c, str):
+            return c
+        if isinstance(c, list):
+            return " ".join(text_of(b.get("content")) if b.get("type") == "tool_result"
+                            else b.get("text", "") for b in c if isinstance(b, dict))
+        return ""
+
+    def with_text(text):
+        return [q for q in calls if any(text in text_of(m.get("content"))
+                                        for m in q["body"]["messages"])]
+
+    ask = 'call get_weather {"city":"Quito","days":6}'
+    turn2 = with_text("rain in Quito")
+    msgs = turn2[0]["body"]["messages"] if len(turn2) == 1 else None
+    fn = scall.get("function") or {}
+    tool = w.get("tool") or {}
+    first = [q for q in with_text("Paris") if len(q["body"]["messages"]) == 1]
+    if provider == "openai":
+        check(len(first) == 1 and tool and first[0]["body"].get("tools") == [tool]
+              and "tool_choice" not in first[0]["body"],
+              f"{L} tools: the tool definition reaches the upstream as the SDK sent it: "
+              f"{first and first[0]['body'].get('tools')}")
+        ok = (msgs is not None and len(msgs) == 3
+              and msgs[0] == {"role": "user", "content": ask}
+              and msgs[1].get("role") == "assistant" and msgs[1].get("content") is None
+              and msgs[1].get("tool_calls") == [scall]
+              and msgs[2] == {"role": "tool", "tool_call_id": scall.get("id"),
+                              "content": "rain in Quito"})
+    else:
+        fdef = tool.get("function") or {}
+        check(len(first) == 1 and first[0]["body"].get("tools") == [
+            {"name": fdef.get("name"), "description": fdef.get("description"),
+             "input_schema": fdef.get("parameters")}],
+              f"{L} tools: the tool definition reaches Anthropic as name, description, "
+              f"input_schema: {first and first[0]['body'].get('tools')}")
+        ok = (msgs is not None and msgs == [
+            {"role": "user", "content": ask},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": scall.get("id"), "name": "get_weather",
+                 "input": {"city": "Quito", "days": 6}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": scall.get("id"),
+                 "content": "rain in Quito"}]}])
+    check(ok and fn.get("name") == "get_weather",
+          f"{L} tools in a session: the upstream got the user message, the assistant's call "
+          f"and the tool result Valerie kept: {json.dumps(msgs)[:1500]}")
+    code, _, sd = st.json("GET", f"/api/v1/sessions/{sid}")
+    got = [(m.get("turn"), m.get("role")) for m in (sd or {}).get("messages") or []]
+    check(code == 200 and got == [(1, "user"), (1, "assistant"), (2, "tool"), (2, "assistant")],
+          f"{L} GET /api/v1/sessions/{sid}: the call and its result kept by turn: {code} {got}")
+
+
 CLIENT_KEY = "sk-client-secret-4242"
 fake = FakeLLM()
 try:
@@ -229,6 +333,32 @@ try:
                   f"{L} upstream {mode}: content, then the SDK raises APIError "
                   f"({raised.get('name')}: {raised.get('message')}), not retried: exit {rc} "
                   f"{se}")
+
+        # Tools through the SDK, the fake's request log cleared first.
+        fake.plan()
+        tsid = "sdk-openai-tools"
+        rc, sm = run_client(st, ["--only", "tools"], env={
+            "VALERIE_SDK_ECHO": "1", "VALERIE_SDK_SESSION": tsid,
+            "VALERIE_SDK_MODEL": "gpt-4o-mini"})
+        tool_checks(L, "openai", st, tsid, rc, sm)
+
+    # --- the anthropic provider: the same tool flow, the SDK none the wiser ----------------
+    L = "[anthropic]"
+    aenv = {"VALERIE_LLM_PROVIDER": "anthropic",
+            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{fake.port}", "ANTHROPIC_API_KEY": "ak-test",
+            "ANTHROPIC_MODEL": "claude-test", "ANTHROPIC_MAX_RETRIES": "1",
+            "ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000", "VALERIE_MODELS": "claude-test"}
+    with Stack(workers=1, threads=4, env=aenv) as st:
+        fake.plan()
+        tsid = "sdk-anthropic-tools"
+        rc, sm = run_client(st, ["--only", "tools"], env={
+            "VALERIE_SDK_ECHO": "1", "VALERIE_SDK_SESSION": tsid,
+            "VALERIE_SDK_MODEL": "claude-test"})
+        tool_checks(L, "anthropic", st, tsid, rc, sm)
+        reqs = [q for q in fake.stats()["requests"] if q["path"] == "/v1/messages"]
+        check(reqs and all(q["headers"].get("x-api-key") == "ak-test"
+                           and q["headers"].get("anthropic-version") for q in reqs),
+              f"{L} every call went to /v1/messages with Valerie's x-api-key")
 
     # --- the offline provider --------------------------------------------------------------
     L = "[offline]"

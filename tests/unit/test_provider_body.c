@@ -1,0 +1,780 @@
+/*
+ * test_provider_body: the request bodies the network providers send, built in-process from
+ * hand-made llm_requests and compared field by field: provider_anthropic_body (system and
+ * merge rules, tool_use/tool_result blocks, tools, tool_choice, sampling settings, what is
+ * refused) and provider_openai_body (passed through), and the tool call list of a result
+ * (provider_tool_call, provider_tool_calls_json, provider_result_free).
+ *
+ * JSON in this file is written with single quotes, turned into double quotes by J(): none
+ * of the texts has an apostrophe.
+ */
+#include "config.h"
+
+#include "check.h"
+#include "provider.h"
+
+#include <json-c/json.h>
+#include <stdlib.h>
+
+#define MODEL "claude-test"
+
+/* `text` with ' turned into ", parsed. Caller puts. */
+static struct json_object *
+J(const char *text)
+{
+	char *s = strdup(text), *p;
+	struct json_object *o;
+
+	if (s == NULL)
+		abort();
+	for (p = s; *p != '\0'; p++)
+		if (*p == '\'')
+			*p = '"';
+	o = json_tokener_parse(s);
+	if (o == NULL) {
+		fprintf(stderr, "test_provider_body: bad JSON in the test: %s\n", text);
+		abort();
+	}
+	free(s);
+	return o;
+}
+
+/*
+ * The member at `path` of `doc` (borrowed): keys and array indexes separated by dots,
+ * "messages.0.content.1.input"; "" is `doc` itself. NULL when absent (or JSON null).
+ */
+static struct json_object *
+at(struct json_object *doc, const char *path)
+{
+	char key[128];
+	const char *dot;
+	size_t n;
+	char *end;
+	long idx;
+
+	while (doc != NULL && *path != '\0') {
+		dot = strchr(path, '.');
+		n = dot != NULL ? (size_t)(dot - path) : strlen(path);
+		if (n >= sizeof(key))
+			return NULL;
+		memcpy(key, path, n);
+		key[n] = '\0';
+		if (json_object_is_type(doc, json_type_array)) {
+			idx = strtol(key, &end, 10);
+			if (*end != '\0' || idx < 0 || (size_t)idx >= json_object_array_length(doc))
+				return NULL;
+			doc = json_object_array_get_idx(doc, (size_t)idx);
+		} else if (!json_object_object_get_ex(doc, key, &doc)) {
+			return NULL;
+		}
+		path += n + (dot != NULL);
+	}
+	return doc;
+}
+
+static int
+has(struct json_object *doc, const char *path)
+{
+	struct json_object *parent = doc, *v;
+	const char *last = strrchr(path, '.');
+	char head[256];
+
+	if (last != NULL) {
+		snprintf(head, sizeof(head), "%.*s", (int)(last - path), path);
+		parent = at(doc, head);
+		last++;
+	} else {
+		last = path;
+	}
+	return parent != NULL && json_object_is_type(parent, json_type_object) &&
+	    json_object_object_get_ex(parent, last, &v);
+}
+
+static const char *
+str_at(struct json_object *doc, const char *path)
+{
+	struct json_object *v = at(doc, path);
+
+	return v != NULL && json_object_is_type(v, json_type_string) ? json_object_get_string(v) :
+	    NULL;
+}
+
+static const char *
+show(struct json_object *o)
+{
+	return o != NULL ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : "(absent)";
+}
+
+/* Whether the member at `path` equals the JSON `want` (single-quoted), whatever the key order. */
+static int
+json_is(struct json_object *doc, const char *path, const char *want)
+{
+	struct json_object *w = J(want);
+	int eq = json_object_equal(at(doc, path), w);
+
+	json_object_put(w);
+	return eq;
+}
+
+#define CHECK_JSON(doc, path, want) do { \
+	if (!json_is((doc), (path), (want))) { \
+		fprintf(stderr, "%s:%d: %s is %s, want %s\n", __FILE__, __LINE__, (path), \
+		    show(at((doc), (path))), (want)); \
+		check_failures++; \
+	} \
+} while (0)
+
+#define CHECK_ABSENT(doc, path) do { \
+	if (has((doc), (path))) { \
+		fprintf(stderr, "%s:%d: %s is %s, want it absent\n", __FILE__, __LINE__, (path), \
+		    show(at((doc), (path)))); \
+		check_failures++; \
+	} \
+} while (0)
+
+/*
+ * The tool_use_id of the first tool_result in the Anthropic `messages` of `doc` that does
+ * not answer a tool_use of the message just before it (Anthropic refuses such a body:
+ * "unexpected `tool_use_id` found in `tool_result` blocks"); NULL when there is none.
+ */
+static const char *
+orphan_result(struct json_object *doc)
+{
+	struct json_object *msgs = at(doc, "messages"), *prev = NULL, *content, *b, *u;
+	const char *id, *t;
+	size_t i, j, k;
+	int found;
+
+	for (i = 0; msgs != NULL && i < json_object_array_length(msgs); i++) {
+		content = at(json_object_array_get_idx(msgs, i), "content");
+		for (j = 0; content != NULL && json_object_is_type(content, json_type_array) &&
+		    j < json_object_array_length(content); j++) {
+			b = json_object_array_get_idx(content, j);
+			if ((t = str_at(b, "type")) == NULL || strcmp(t, "tool_result") != 0)
+				continue;
+			id = str_at(b, "tool_use_id");
+			found = 0;
+			for (k = 0; id != NULL && prev != NULL &&
+			    json_object_is_type(prev, json_type_array) &&
+			    k < json_object_array_length(prev); k++) {
+				u = json_object_array_get_idx(prev, k);
+				if ((t = str_at(u, "type")) != NULL && strcmp(t, "tool_use") == 0 &&
+				    str_at(u, "id") != NULL && strcmp(str_at(u, "id"), id) == 0)
+					found = 1;
+			}
+			if (!found)
+				return id != NULL ? id : "(no id)";
+		}
+		prev = content;
+	}
+	return NULL;
+}
+
+static int
+dummy_delta(void *ctx, const char *text, size_t len)
+{
+	(void)ctx;
+	(void)text;
+	(void)len;
+	return 0;
+}
+
+/* A request over `messages` (owned by the caller), nothing else set. */
+static void
+request(struct llm_request *req, struct json_object *messages)
+{
+	memset(req, 0, sizeof(*req));
+	req->messages = messages;
+}
+
+/*
+ * provider_anthropic_body of `req`: the parsed body (caller puts) or NULL, with the status
+ * in *st and the error text in err. Checks that *out is set exactly when it is OK.
+ */
+static struct json_object *
+anthropic(const struct llm_request *req, enum provider_status *st, char *err, size_t errlen)
+{
+	char *body = (char *)"not touched";
+	struct json_object *doc = NULL;
+
+	err[0] = '\0';
+	*st = provider_anthropic_body(MODEL, req, &body, err, errlen);
+	if (*st == PROVIDER_OK) {
+		CHECK(body != NULL);
+		if (body != NULL && (doc = json_tokener_parse(body)) == NULL)
+			fprintf(stderr, "the body is not JSON: %s\n", body);
+		CHECK(doc != NULL);
+		free(body);
+	} else {
+		CHECK(body == NULL);
+	}
+	return doc;
+}
+
+/* The Anthropic body for `messages` (single-quoted JSON) alone; must be OK. Caller puts. */
+static struct json_object *
+anthropic_msgs(const char *messages)
+{
+	struct llm_request req;
+	enum provider_status st;
+	char err[256];
+	struct json_object *doc;
+
+	request(&req, J(messages));
+	doc = anthropic(&req, &st, err, sizeof(err));
+	if (st != PROVIDER_OK)
+		fprintf(stderr, "messages %s: status %d (%s), want OK\n", messages, (int)st, err);
+	CHECK_INT(st, PROVIDER_OK);
+	json_object_put(req.messages);
+	return doc;
+}
+
+/* `messages` (and `tools`, `choice`, may be NULL) must be refused with an error naming `why`. */
+static void
+anthropic_refused(const char *messages, const char *tools, const char *choice, const char *why)
+{
+	struct llm_request req;
+	enum provider_status st;
+	char err[256];
+	struct json_object *doc;
+
+	request(&req, J(messages));
+	req.tools = tools != NULL ? J(tools) : NULL;
+	req.tool_choice = choice != NULL ? J(choice) : NULL;
+	doc = anthropic(&req, &st, err, sizeof(err));
+	if (st != PROVIDER_REJECTED)
+		fprintf(stderr, "messages %s tools %s tool_choice %s: status %d, want REJECTED\n",
+		    messages, tools ? tools : "-", choice ? choice : "-", (int)st);
+	CHECK_INT(st, PROVIDER_REJECTED);
+	CHECK(doc == NULL);
+	CHECK(err[0] != '\0');
+	CHECK_CONTAINS(err, why);
+	json_object_put(doc);
+	json_object_put(req.messages);
+	json_object_put(req.tools);
+	json_object_put(req.tool_choice);
+}
+
+static void
+test_anthropic_merge(void)
+{
+	struct json_object *d;
+
+	/* The plain case: model, max_tokens, one user message as a string; no extras. */
+	d = anthropic_msgs("[{'role':'user','content':'hi'}]");
+	CHECK_STR(str_at(d, "model"), MODEL);
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'hi'}]");
+	CHECK_ABSENT(d, "system");
+	CHECK_ABSENT(d, "tools");
+	CHECK_ABSENT(d, "tool_choice");
+	CHECK_ABSENT(d, "temperature");
+	CHECK_ABSENT(d, "top_p");
+	CHECK_ABSENT(d, "stop_sequences");
+	CHECK_ABSENT(d, "stream");
+	json_object_put(d);
+
+	/* System and developer messages, wherever they are, go to `system`, blank-line joined. */
+	d = anthropic_msgs("[{'role':'system','content':'Be brief.'},"
+	    "{'role':'developer','content':'Answer in French.'},"
+	    "{'role':'user','content':'hi'},"
+	    "{'role':'system','content':'Late rule.'}]");
+	CHECK_STR(str_at(d, "system"), "Be brief.\n\nAnswer in French.\n\nLate rule.");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'hi'}]");
+	json_object_put(d);
+
+	/* An empty system message adds no blank line. */
+	d = anthropic_msgs("[{'role':'system','content':''},{'role':'system','content':'One.'},"
+	    "{'role':'user','content':'hi'}]");
+	CHECK_STR(str_at(d, "system"), "One.");
+	json_object_put(d);
+
+	/* Consecutive user messages merge, then consecutive assistant ones: roles alternate. */
+	d = anthropic_msgs("[{'role':'user','content':'a'},{'role':'user','content':'b'},"
+	    "{'role':'assistant','content':'c'},{'role':'assistant','content':'d'},"
+	    "{'role':'user','content':'e'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'a\\n\\nb'},"
+	    "{'role':'assistant','content':'c\\n\\nd'},{'role':'user','content':'e'}]");
+	json_object_put(d);
+
+	/* Empty messages (content '', null, absent) are dropped. */
+	d = anthropic_msgs("[{'role':'user','content':''},{'role':'user','content':'a'},"
+	    "{'role':'user','content':null},{'role':'user'},{'role':'assistant','content':'b'},"
+	    "{'role':'user','content':'c'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'a'},"
+	    "{'role':'assistant','content':'b'},{'role':'user','content':'c'}]");
+	json_object_put(d);
+
+	/*
+	 * An empty assistant message between two user messages is dropped, and the user
+	 * messages around it are consecutive: they must merge, or the body has two user
+	 * messages in a row (what the merging is there to prevent).
+	 */
+	d = anthropic_msgs("[{'role':'user','content':'a'},{'role':'assistant','content':''},"
+	    "{'role':'user','content':'b'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'a\\n\\nb'}]");
+	json_object_put(d);
+	d = anthropic_msgs("[{'role':'user','content':'a'},"
+	    "{'role':'assistant','content':null,'tool_calls':[]},{'role':'user','content':'b'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'a\\n\\nb'}]");
+	json_object_put(d);
+
+	/* A leading assistant message is dropped (Anthropic wants the user first). */
+	d = anthropic_msgs("[{'role':'system','content':'S'},{'role':'assistant','content':'Hello!'},"
+	    "{'role':'assistant','content':'Anyone?'},{'role':'user','content':'hi'}]");
+	CHECK_STR(str_at(d, "system"), "S");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'hi'}]");
+	json_object_put(d);
+
+	/* Content as an array of text parts: the texts joined by a blank line. */
+	d = anthropic_msgs("[{'role':'user','content':[{'type':'text','text':'one'},"
+	    "{'type':'text','text':'two'}]},{'role':'user','content':'three'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'one\\n\\ntwo\\n\\nthree'}]");
+	json_object_put(d);
+	d = anthropic_msgs("[{'role':'system','content':[{'type':'text','text':'S1'},"
+	    "{'type':'text','text':'S2'}]},{'role':'user','content':'hi'}]");
+	CHECK_STR(str_at(d, "system"), "S1\n\nS2");
+	json_object_put(d);
+
+	/* What cannot be sent: refused with a reason, no body. */
+	anthropic_refused("[]", NULL, NULL, "no user message");
+	anthropic_refused("[{'role':'system','content':'only a system prompt'}]", NULL, NULL,
+	    "no user message");
+	anthropic_refused("[{'role':'assistant','content':'only me'}]", NULL, NULL,
+	    "no user message");
+	anthropic_refused("[{'role':'user','content':''}]", NULL, NULL, "no user message");
+	anthropic_refused("[{'role':'user','content':'hi'},{'content':'no role'}]", NULL, NULL,
+	    "messages[1]");
+	anthropic_refused("[{'role':'user','content':'hi'},{'role':'wizard','content':'x'}]", NULL,
+	    NULL, "wizard");
+	anthropic_refused("[{'role':'function','name':'f','content':'x'}]", NULL, NULL, "function");
+	anthropic_refused("[{'role':'user','content':42}]", NULL, NULL, "messages[0]");
+	anthropic_refused("[{'role':'user','content':[{'type':'image_url','image_url':{'url':'x'}}]}]",
+	    NULL, NULL, "messages[0]");
+	anthropic_refused("{'role':'user','content':'not a list'}", NULL, NULL, "not a list");
+}
+
+static void
+test_anthropic_tool_blocks(void)
+{
+	struct json_object *d;
+
+	/* An assistant's tool calls (content null): tool_use blocks, input parsed. */
+	d = anthropic_msgs("[{'role':'user','content':'weather?'},"
+	    "{'role':'assistant','content':null,'tool_calls':["
+	    "{'id':'call_1','type':'function','function':{'name':'get_weather',"
+	    "'arguments':'{\\'city\\':\\'Paris\\',\\'days\\':[1,2]}'}},"
+	    "{'id':'call_2','type':'function','function':{'name':'get_time','arguments':''}}]},"
+	    "{'role':'tool','tool_call_id':'call_1','content':'sunny'},"
+	    "{'role':'tool','tool_call_id':'call_2','content':'noon'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'weather?'},"
+	    "{'role':'assistant','content':["
+	    "{'type':'tool_use','id':'call_1','name':'get_weather','input':{'city':'Paris','days':[1,2]}},"
+	    "{'type':'tool_use','id':'call_2','name':'get_time','input':{}}]},"
+	    "{'role':'user','content':["
+	    "{'type':'tool_result','tool_use_id':'call_1','content':'sunny'},"
+	    "{'type':'tool_result','tool_use_id':'call_2','content':'noon'}]}]");
+	CHECK(orphan_result(d) == NULL);
+	json_object_put(d);
+
+	/* Text and calls: the text block first; a following user text comes after the results. */
+	d = anthropic_msgs("[{'role':'user','content':'call f'},"
+	    "{'role':'assistant','content':'Let me look.','tool_calls':["
+	    "{'id':'t1','type':'function','function':{'name':'f','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'t1','content':[{'type':'text','text':'42'}]},"
+	    "{'role':'user','content':'and then?'}]");
+	CHECK_JSON(d, "messages.1", "{'role':'assistant','content':["
+	    "{'type':'text','text':'Let me look.'},"
+	    "{'type':'tool_use','id':'t1','name':'f','input':{}}]}");
+	CHECK_JSON(d, "messages.2", "{'role':'user','content':["
+	    "{'type':'tool_result','tool_use_id':'t1','content':'42'},"
+	    "{'type':'text','text':'and then?'}]}");
+	CHECK_INT(json_object_array_length(at(d, "messages")), 3);
+	json_object_put(d);
+
+	/* Consecutive assistant messages merge: both texts first, then every tool_use. */
+	d = anthropic_msgs("[{'role':'user','content':'go'},"
+	    "{'role':'assistant','content':'First.','tool_calls':["
+	    "{'id':'a','type':'function','function':{'name':'f','arguments':'{\\'n\\':1}'}}]},"
+	    "{'role':'assistant','content':'Second.','tool_calls':["
+	    "{'id':'b','type':'function','function':{'name':'g','arguments':'{\\'n\\':2}'}}]},"
+	    "{'role':'tool','tool_call_id':'a','content':'A'},"
+	    "{'role':'tool','tool_call_id':'b','content':'B'}]");
+	CHECK_JSON(d, "messages.1", "{'role':'assistant','content':["
+	    "{'type':'text','text':'First.\\n\\nSecond.'},"
+	    "{'type':'tool_use','id':'a','name':'f','input':{'n':1}},"
+	    "{'type':'tool_use','id':'b','name':'g','input':{'n':2}}]}");
+	CHECK_JSON(d, "messages.2.content", "[{'type':'tool_result','tool_use_id':'a','content':'A'},"
+	    "{'type':'tool_result','tool_use_id':'b','content':'B'}]");
+	json_object_put(d);
+
+	/* tool_calls null or absent on an assistant message: a plain text message. */
+	d = anthropic_msgs("[{'role':'user','content':'x'},"
+	    "{'role':'assistant','content':'y','tool_calls':null},{'role':'user','content':'z'}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'x'},"
+	    "{'role':'assistant','content':'y'},{'role':'user','content':'z'}]");
+	json_object_put(d);
+
+	/* A tool result with empty content: a tool_result block all the same, no content. */
+	d = anthropic_msgs("[{'role':'user','content':'call f'},"
+	    "{'role':'assistant','content':null,'tool_calls':["
+	    "{'id':'t1','type':'function','function':{'name':'f','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'t1','content':''}]");
+	CHECK_JSON(d, "messages.2", "{'role':'user','content':["
+	    "{'type':'tool_result','tool_use_id':'t1'}]}");
+	json_object_put(d);
+
+	/*
+	 * A leading assistant message is dropped; when it called tools, the results of those
+	 * calls must not stay behind as tool_result blocks answering nothing (Anthropic
+	 * refuses the body; the same messages are fine for OpenAI).
+	 */
+	d = anthropic_msgs("[{'role':'system','content':'S'},"
+	    "{'role':'assistant','content':null,'tool_calls':["
+	    "{'id':'c0','type':'function','function':{'name':'f','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'c0','content':'r'},{'role':'user','content':'x'}]");
+	CHECK(at(d, "messages.0") != NULL);
+	CHECK_STR(str_at(d, "messages.0.role"), "user");
+	CHECK(orphan_result(d) == NULL);
+	CHECK_JSON(d, "messages", "[{'role':'user','content':'x'}]");
+	json_object_put(d);
+
+	/* Arguments that are not a JSON object, calls without id or name, results without id. */
+#define CALL(args) "[{'role':'user','content':'u'},{'role':'assistant','content':null," \
+	"'tool_calls':[{'id':'c1','type':'function','function':{'name':'f','arguments':" args \
+	"}}]},{'role':'tool','tool_call_id':'c1','content':'r'}]"
+	anthropic_refused(CALL("'[1]'"), NULL, NULL, "not a JSON object");
+	anthropic_refused(CALL("'nope'"), NULL, NULL, "not a JSON object");
+	anthropic_refused(CALL("'42'"), NULL, NULL, "not a JSON object");
+	anthropic_refused(CALL("'{\\'a\\':'"), NULL, NULL, "not a JSON object");
+#undef CALL
+	anthropic_refused("[{'role':'user','content':'u'},{'role':'assistant','content':null,"
+	    "'tool_calls':[{'type':'function','function':{'name':'f','arguments':'{}'}}]}]",
+	    NULL, NULL, "id");
+	anthropic_refused("[{'role':'user','content':'u'},{'role':'assistant','content':null,"
+	    "'tool_calls':[{'id':'c1','type':'function','function':{'arguments':'{}'}}]}]",
+	    NULL, NULL, "name");
+	anthropic_refused("[{'role':'user','content':'u'},{'role':'assistant','content':null,"
+	    "'tool_calls':{'id':'c1'}}]", NULL, NULL, "tool_calls");
+	anthropic_refused("[{'role':'user','content':'u'},{'role':'assistant','content':null,"
+	    "'tool_calls':[{'id':'c1','type':'function','function':{'name':'f','arguments':'{}'}}]},"
+	    "{'role':'tool','content':'r'}]", NULL, NULL, "tool_call_id");
+}
+
+/* The Anthropic body of one user message with `tools` and `choice` (either may be NULL). */
+static struct json_object *
+anthropic_tools(const char *tools, const char *choice)
+{
+	struct llm_request req;
+	enum provider_status st;
+	char err[256];
+	struct json_object *doc;
+
+	request(&req, J("[{'role':'user','content':'hi'}]"));
+	req.tools = tools != NULL ? J(tools) : NULL;
+	req.tool_choice = choice != NULL ? J(choice) : NULL;
+	doc = anthropic(&req, &st, err, sizeof(err));
+	if (st != PROVIDER_OK)
+		fprintf(stderr, "tools %s tool_choice %s: status %d (%s), want OK\n",
+		    tools ? tools : "-", choice ? choice : "-", (int)st, err);
+	CHECK_INT(st, PROVIDER_OK);
+	json_object_put(req.messages);
+	json_object_put(req.tools);
+	json_object_put(req.tool_choice);
+	return doc;
+}
+
+static void
+test_anthropic_tools(void)
+{
+	struct json_object *d;
+	const char *one = "[{'type':'function','function':{'name':'f'}}]";
+	const char *hi = "[{'role':'user','content':'hi'}]";
+
+	d = anthropic_tools("[{'type':'function','function':{'name':'get_weather',"
+	    "'description':'The weather in a city.','parameters':{'type':'object',"
+	    "'properties':{'city':{'type':'string'}},'required':['city']}}},"
+	    "{'type':'function','function':{'name':'get_time'}},"
+	    "{'type':'function','function':{'name':'noop','parameters':null}}]", NULL);
+	CHECK_JSON(d, "tools", "[{'name':'get_weather','description':'The weather in a city.',"
+	    "'input_schema':{'type':'object','properties':{'city':{'type':'string'}},"
+	    "'required':['city']}},"
+	    "{'name':'get_time','input_schema':{'type':'object','properties':{}}},"
+	    "{'name':'noop','input_schema':{'type':'object','properties':{}}}]");
+	CHECK_ABSENT(d, "tool_choice");
+	json_object_put(d);
+
+	d = anthropic_tools(one, "'auto'");
+	CHECK_JSON(d, "tool_choice", "{'type':'auto'}");
+	json_object_put(d);
+	d = anthropic_tools(one, "'required'");
+	CHECK_JSON(d, "tool_choice", "{'type':'any'}");
+	json_object_put(d);
+	d = anthropic_tools(one, "'none'");
+	CHECK_JSON(d, "tool_choice", "{'type':'none'}");
+	json_object_put(d);
+	d = anthropic_tools(one, "{'type':'function','function':{'name':'f'}}");
+	CHECK_JSON(d, "tool_choice", "{'type':'tool','name':'f'}");
+	json_object_put(d);
+
+	anthropic_refused(hi, one, "'sometimes'", "tool_choice");
+	anthropic_refused(hi, one, "{'type':'function'}", "tool_choice");
+	anthropic_refused(hi, one, "{'type':'function','function':{'name':7}}", "tool_choice");
+	anthropic_refused(hi, one, "42", "tool_choice");
+	anthropic_refused(hi, "[{'type':'function','function':{'description':'no name'}}]", NULL,
+	    "tools[0]");
+	anthropic_refused(hi, "[{'type':'function'}]", NULL, "tools[0]");
+	anthropic_refused(hi, "{'type':'function','function':{'name':'f'}}", NULL, "tools");
+}
+
+static void
+test_anthropic_params(void)
+{
+	struct llm_request req;
+	enum provider_status st;
+	char err[256];
+	struct json_object *d;
+
+	/* Nothing set: max_tokens 4096 (required by the API), no sampling fields, no stream. */
+	request(&req, J("[{'role':'user','content':'hi'}]"));
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_JSON(d, "max_tokens", "4096");
+	CHECK_ABSENT(d, "temperature");
+	CHECK_ABSENT(d, "top_p");
+	CHECK_ABSENT(d, "stop_sequences");
+	CHECK_ABSENT(d, "stop");
+	CHECK_ABSENT(d, "stream");
+	json_object_put(d);
+
+	/* Values set but their has_* flags clear: still absent. */
+	req.params.temperature = 0.5;
+	req.params.top_p = 0.25;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_ABSENT(d, "temperature");
+	CHECK_ABSENT(d, "top_p");
+	json_object_put(d);
+
+	/* Everything set; a stop string becomes a one-element stop_sequences. */
+	req.params.has_temperature = 1;
+	req.params.has_top_p = 1;
+	req.params.max_tokens = 123;
+	req.params.stop = J("'END'");
+	req.on_delta = dummy_delta;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_JSON(d, "max_tokens", "123");
+	CHECK_JSON(d, "temperature", "0.5");
+	CHECK_JSON(d, "top_p", "0.25");
+	CHECK_JSON(d, "stop_sequences", "['END']");
+	CHECK_ABSENT(d, "stop");
+	CHECK_JSON(d, "stream", "true");
+	CHECK_ABSENT(d, "stream_options");
+	json_object_put(d);
+	json_object_put(req.params.stop);
+
+	/* Temperature 0 is a setting, not "unset"; a stop array goes as it is. */
+	req.params.temperature = 0;
+	req.params.has_top_p = 0;
+	req.params.max_completion_tokens = 1;   /* OpenAI's name; Anthropic has one */
+	req.params.stop = J("['a','b c']");
+	req.on_delta = NULL;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_JSON(d, "temperature", "0.0");
+	CHECK_ABSENT(d, "top_p");
+	CHECK_JSON(d, "max_tokens", "123");
+	CHECK_ABSENT(d, "max_completion_tokens");
+	CHECK_JSON(d, "stop_sequences", "['a','b c']");
+	CHECK_ABSENT(d, "stream");
+	json_object_put(d);
+	json_object_put(req.params.stop);
+	json_object_put(req.messages);
+}
+
+/* provider_openai_body of `req`, parsed. Caller puts. */
+static struct json_object *
+openai(const struct llm_request *req, const char *model)
+{
+	char *body = provider_openai_body(model, req);
+	struct json_object *doc;
+
+	CHECK(body != NULL);
+	if (body == NULL)
+		return NULL;
+	doc = json_tokener_parse(body);
+	if (doc == NULL)
+		fprintf(stderr, "the body is not JSON: %s\n", body);
+	CHECK(doc != NULL);
+	free(body);
+	return doc;
+}
+
+static void
+test_openai(void)
+{
+	const char *msgs = "[{'role':'system','content':'S'},{'role':'developer','content':'D'},"
+	    "{'role':'user','content':[{'type':'text','text':'a'},{'type':'text','text':'b'}]},"
+	    "{'role':'user','content':'again'},{'role':'assistant','content':''},"
+	    "{'role':'assistant','content':null,'tool_calls':[{'id':'call_1','type':'function',"
+	    "'function':{'name':'f','arguments':'{\\'x\\':1}'}}]},"
+	    "{'role':'tool','tool_call_id':'call_1','content':'r'},{'role':'user','content':'u'}]";
+	const char *tools = "[{'type':'function','function':{'name':'f','description':'F',"
+	    "'parameters':{'type':'object','properties':{'x':{'type':'integer'}}},'strict':true}}]";
+	struct llm_request req;
+	struct json_object *d, *keys;
+
+	/* Nothing set: model and messages only, the messages exactly as given. */
+	request(&req, J(msgs));
+	d = openai(&req, "gpt-test");
+	CHECK_STR(str_at(d, "model"), "gpt-test");
+	CHECK_JSON(d, "messages", msgs);
+	keys = J("{}");
+	json_object_object_add(keys, "model", json_object_get(at(d, "model")));
+	json_object_object_add(keys, "messages", json_object_get(at(d, "messages")));
+	CHECK(json_object_equal(d, keys));
+	if (!json_object_equal(d, keys))
+		fprintf(stderr, "openai body with nothing set: %s\n", show(d));
+	json_object_put(keys);
+	json_object_put(d);
+
+	/* Everything set: tools and tool_choice untouched, max_tokens by its old name. */
+	req.tools = J(tools);
+	req.tool_choice = J("{'type':'function','function':{'name':'f'}}");
+	req.params.temperature = 0.7;
+	req.params.has_temperature = 1;
+	req.params.top_p = 0.9;
+	req.params.has_top_p = 1;
+	req.params.max_tokens = 77;
+	req.params.stop = J("['x','y']");
+	d = openai(&req, "gpt-test");
+	CHECK_JSON(d, "messages", msgs);
+	CHECK_JSON(d, "tools", tools);
+	CHECK_JSON(d, "tool_choice", "{'type':'function','function':{'name':'f'}}");
+	CHECK_JSON(d, "temperature", "0.7");
+	CHECK_JSON(d, "top_p", "0.9");
+	CHECK_JSON(d, "max_tokens", "77");
+	CHECK_ABSENT(d, "max_completion_tokens");
+	CHECK_JSON(d, "stop", "['x','y']");
+	CHECK_ABSENT(d, "stream");
+	CHECK_ABSENT(d, "stream_options");
+	json_object_put(d);
+	json_object_put(req.tool_choice);
+	json_object_put(req.params.stop);
+
+	/* max_completion_tokens by the flag; a string tool_choice and stop; streamed. */
+	req.tool_choice = J("'required'");
+	req.params.stop = J("'END'");
+	req.params.max_completion_tokens = 1;
+	req.params.has_temperature = 0;
+	req.params.temperature = 0;
+	req.params.has_top_p = 0;
+	req.on_delta = dummy_delta;
+	d = openai(&req, "gpt-4o-mini");
+	CHECK_STR(str_at(d, "model"), "gpt-4o-mini");
+	CHECK_JSON(d, "tool_choice", "'required'");
+	CHECK_JSON(d, "max_completion_tokens", "77");
+	CHECK_ABSENT(d, "max_tokens");
+	CHECK_ABSENT(d, "temperature");
+	CHECK_ABSENT(d, "top_p");
+	CHECK_JSON(d, "stop", "'END'");
+	CHECK_JSON(d, "stream", "true");
+	CHECK_JSON(d, "stream_options", "{'include_usage':true}");
+	json_object_put(d);
+
+	/* A temperature of 0 is sent; no max tokens when 0. */
+	req.params.has_temperature = 1;
+	req.params.max_tokens = 0;
+	d = openai(&req, "gpt-test");
+	CHECK_JSON(d, "temperature", "0.0");
+	CHECK_ABSENT(d, "max_tokens");
+	CHECK_ABSENT(d, "max_completion_tokens");
+	json_object_put(d);
+
+	json_object_put(req.tools);
+	json_object_put(req.tool_choice);
+	json_object_put(req.params.stop);
+	json_object_put(req.messages);
+}
+
+static void
+test_tool_calls(void)
+{
+	struct llm_result res;
+	struct llm_tool_call *tc;
+	struct json_object *list;
+	int oom = 1;
+	size_t i;
+
+	memset(&res, 0, sizeof(res));
+	CHECK(provider_tool_calls_json(&res, &oom) == NULL);
+	CHECK_INT(oom, 0);
+
+	/* Index 2 first: 0 and 1 are created empty before it, in order. */
+	tc = provider_tool_call(&res, 2);
+	CHECK(tc != NULL);
+	CHECK_INT(res.ntool_calls, 3);
+	CHECK(tc == &res.tool_calls[2]);
+	for (i = 0; i < 3; i++) {
+		CHECK_INT(res.tool_calls[i].id.len, 0);
+		CHECK_INT(res.tool_calls[i].name.len, 0);
+		CHECK_INT(res.tool_calls[i].arguments.len, 0);
+	}
+	buf_puts(&tc->id, "call_c");
+	buf_puts(&tc->name, "third");
+	buf_puts(&tc->arguments, "{\"k\":");
+	/* Streamed fragments: the same index is the same call, arguments joined. */
+	tc = provider_tool_call(&res, 0);
+	CHECK(tc == &res.tool_calls[0]);
+	buf_puts(&tc->id, "call_a");
+	buf_puts(&tc->name, "first");
+	buf_puts(&provider_tool_call(&res, 2)->arguments, "\"v\"}");
+	CHECK_INT(res.ntool_calls, 3);
+
+	list = provider_tool_calls_json(&res, &oom);
+	CHECK_INT(oom, 0);
+	CHECK_JSON(list, "", "[{'id':'call_a','type':'function','function':"
+	    "{'name':'first','arguments':'{}'}},"
+	    "{'id':'','type':'function','function':{'name':'','arguments':'{}'}},"
+	    "{'id':'call_c','type':'function','function':"
+	    "{'name':'third','arguments':'{\\'k\\':\\'v\\'}'}}]");
+	json_object_put(list);
+
+	/* The cap: the last index there is, then NULL past it, nothing changed. */
+	tc = provider_tool_call(&res, PROVIDER_TOOL_CALLS_MAX - 1);
+	CHECK(tc != NULL);
+	CHECK_INT(res.ntool_calls, PROVIDER_TOOL_CALLS_MAX);
+	CHECK(provider_tool_call(&res, PROVIDER_TOOL_CALLS_MAX) == NULL);
+	CHECK(provider_tool_call(&res, (size_t)-1) == NULL);
+	CHECK_INT(res.ntool_calls, PROVIDER_TOOL_CALLS_MAX);
+	CHECK_STR(res.tool_calls[2].name.data, "third");
+	list = provider_tool_calls_json(&res, &oom);
+	CHECK_INT(json_object_array_length(list), PROVIDER_TOOL_CALLS_MAX);
+	json_object_put(list);
+
+	/* Clearing forgets them all; the result can take new ones. */
+	provider_tool_calls_clear(&res);
+	CHECK_INT(res.ntool_calls, 0);
+	CHECK(res.tool_calls == NULL);
+	CHECK(provider_tool_calls_json(&res, &oom) == NULL);
+	CHECK_INT(oom, 0);
+
+	/* provider_result_free frees calls and text (leaks show under ASan and valgrind). */
+	buf_puts(&provider_tool_call(&res, 1)->arguments, "{}");
+	buf_puts(&res.text, "some text");
+	provider_result_free(&res);
+	CHECK_INT(res.ntool_calls, 0);
+	CHECK(res.tool_calls == NULL);
+	provider_result_free(&res);     /* twice is harmless */
+	provider_result_free(NULL);
+}
+
+int
+main(void)
+{
+	test_anthropic_merge();
+	test_anthropic_tool_blocks();
+	test_anthropic_tools();
+	test_anthropic_params();
+	test_openai();
+	test_tool_calls();
+	return check_done("test_provider_body");
+}
