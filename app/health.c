@@ -233,7 +233,11 @@ health_detailed(struct handler_ctx *ctx)
 void
 health_metrics(struct handler_ctx *ctx)
 {
-	store_ping(ctx->store);     /* refreshes valerie_store_up */
+	long long active = 0;
+
+	/* Refreshes valerie_store_up; the session count only when the store answered. */
+	if (store_ping(ctx->store) == STORE_OK && store_count(ctx->store, &active) == STORE_OK)
+		metrics_gauge_set("valerie_sessions_active", "", (double)active);
 	provider_metrics_scrape(ctx->conf, ctx->circuits);
 	buf_reset(&ctx->resp->body, 65536);
 	metrics_render(&ctx->resp->body);

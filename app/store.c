@@ -181,6 +181,14 @@ store_ping(struct store_conn *c)
 	return counted("ping", t0, c->ops->ping(c->impl));
 }
 
+/* NOTE: not timed as a store operation: it runs at scrape time, not for a request. */
+enum store_status
+store_count(struct store_conn *c, long long *active)
+{
+	*active = 0;
+	return c->ops->count(c->impl, active);
+}
+
 const char *
 store_status_text(enum store_status s)
 {

@@ -107,6 +107,14 @@ enum store_status store_delete(struct store_conn *c, const char *sid);
 /* Checks the store answers (a read for LMDB, PING for Redis). */
 enum store_status store_ping(struct store_conn *c);
 
+/*
+ * The number of sessions alive now (not expired) in the whole store, for
+ * valerie_sessions_active: LMDB counts its records less the expired ones not
+ * yet swept; Redis keeps an index of sessions by expiry (valerie:sessions,
+ * updated at every append) and drops the expired ones first.
+ */
+enum store_status store_count(struct store_conn *c, long long *active);
+
 /* Registers the store's error counters at 0 (once per process, after metrics_open). */
 void store_metrics_init(void);
 

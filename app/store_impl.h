@@ -24,6 +24,7 @@ struct store_ops {
 	enum store_status (*get_turn)(void *c, const char *sid, int turn, struct buf *out);
 	enum store_status (*delete_session)(void *c, const char *sid);
 	enum store_status (*ping)(void *c);
+	enum store_status (*count)(void *c, long long *active);
 };
 
 extern const struct store_ops store_lmdb_ops;

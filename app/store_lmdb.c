@@ -666,6 +666,49 @@ lmdb_ping(void *p)
 	return rc == 0 ? STORE_OK : fail(c, rc, "stat");
 }
 
+/* Records in `meta` less those whose expiry has passed (the sweep's backlog). */
+static enum store_status
+lmdb_count(void *p, long long *active)
+{
+	struct lmdb_conn *c = p;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_stat stat;
+	MDB_val k, v;
+	long long now = clock_ms(), expired = 0, when;
+	const unsigned char *kb;
+	int rc, i;
+
+	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	rc = mdb_stat(txn, c->st->meta, &stat);
+	if (rc == 0)
+		rc = mdb_cursor_open(txn, c->st->expiry, &cur);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return fail(c, rc, "count");
+	}
+	/* The expiry index is ordered by time: the expired entries come first. */
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < 8)
+			break;
+		kb = k.mv_data;
+		for (when = 0, i = 0; i < 8; i++)
+			when = (when << 8) | kb[i];
+		if (when > now)
+			break;
+		expired++;
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	*active = (long long)stat.ms_entries - expired;
+	if (*active < 0)
+		*active = 0;
+	return STORE_OK;
+}
+
 const struct store_ops store_lmdb_ops = {
 	"lmdb",
 	lmdb_open,
@@ -679,4 +722,5 @@ const struct store_ops store_lmdb_ops = {
 	lmdb_get_turn,
 	lmdb_delete,
 	lmdb_ping,
+	lmdb_count,
 };

@@ -27,7 +27,11 @@
  * The three keys share one expiry, slid by every append. Idempotency records
  * live in one hash rather than a key each so that sliding and deleting them
  * costs the same whatever the session's age.
+ *   valerie:sessions       sorted set: sid by expiry (ms), for valerie_sessions_active;
+ *                          its own slot, written after the append (never in the script,
+ *                          which must keep to one slot), pruned when counted
  */
+#define INDEX_KEY "valerie:sessions"
 #define KEY_PREFIX "valerie:{"
 #define KEY_SIZE (sizeof(KEY_PREFIX) + STORE_ID_MAX + sizeof("}:turns"))
 
@@ -1004,6 +1008,30 @@ out:
 	return s;
 }
 
+/*
+ * Records the session in the index by its expiry. The turn is stored already:
+ * a failure here only makes the gauge lag, so it is logged, not returned.
+ */
+static void
+index_session(struct redis_conn *c, const char *sid, long long expires_ms)
+{
+	const char *argv[4];
+	size_t lens[4];
+	char score[24];
+	redisReply *r = NULL;
+
+	argv[0] = "ZADD";
+	argv[1] = INDEX_KEY;
+	argv[2] = score;
+	argv[3] = sid;
+	lens[0] = 4;
+	lens[1] = sizeof(INDEX_KEY) - 1;
+	lens[2] = (size_t)snprintf(score, sizeof(score), "%lld", expires_ms);
+	lens[3] = strlen(sid);
+	command(c, "index", 4, argv, lens, &r);
+	freeReplyObject(r);
+}
+
 static enum store_status
 redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
     const char *messages_json, long long now_ms, int *turn_out)
@@ -1015,6 +1043,7 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	size_t lens[5];
 	long long ttl_ms;
 	redisReply *r = NULL;
+	struct timespec ts;
 	enum store_status s;
 
 	if ((s = begin(c, sid)) != STORE_OK)
@@ -1060,6 +1089,9 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 		goto out;
 	}
 	*turn_out = (int)r->integer;
+	/* NOTE: by this host's clock, like the keys' expiry (now_ms is the turn's own time). */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	index_session(c, sid, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ttl_ms);
 out:
 	freeReplyObject(r);
 	return s;
@@ -1169,7 +1201,50 @@ redis_delete(void *p, const char *sid)
 		s = reply_failed(c, "delete", r);
 	else if (r->integer == 0)
 		s = STORE_NOT_FOUND;
+	if (s == STORE_OK || s == STORE_NOT_FOUND) {
+		const char *zargv[3] = {"ZREM", INDEX_KEY, sid};
+		size_t zlens[3] = {4, sizeof(INDEX_KEY) - 1, strlen(sid)};
+		redisReply *z = NULL;
+
+		/* Best effort, like the ZADD: the count prunes by expiry anyway. */
+		command(c, "index", 3, zargv, zlens, &z);
+		freeReplyObject(z);
+	}
 out:
+	freeReplyObject(r);
+	return s;
+}
+
+/* Prunes the index of expired sessions, then counts what is left. */
+static enum store_status
+redis_count(void *p, long long *active)
+{
+	struct redis_conn *c = p;
+	struct timespec ts;
+	char now[24];
+	const char *prune[4] = {"ZREMRANGEBYSCORE", INDEX_KEY, "-inf", now};
+	size_t plens[4] = {16, sizeof(INDEX_KEY) - 1, 4, 0};
+	const char *card[2] = {"ZCARD", INDEX_KEY};
+	size_t clens[2] = {5, sizeof(INDEX_KEY) - 1};
+	redisReply *r = NULL;
+	enum store_status s;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	plens[3] = (size_t)snprintf(now, sizeof(now), "%lld",
+	    (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	c->err[0] = '\0';
+	s = command(c, "count", 4, prune, plens, &r);
+	if (s == STORE_OK && r->type != REDIS_REPLY_INTEGER)
+		s = reply_failed(c, "count", r);
+	freeReplyObject(r);
+	r = NULL;
+	if (s != STORE_OK)
+		return s;
+	s = command(c, "count", 2, card, clens, &r);
+	if (s == STORE_OK && r->type != REDIS_REPLY_INTEGER)
+		s = reply_failed(c, "count", r);
+	else if (s == STORE_OK)
+		*active = r->integer;
 	freeReplyObject(r);
 	return s;
 }
@@ -1204,4 +1279,5 @@ const struct store_ops store_redis_ops = {
 	redis_get_turn,
 	redis_delete,
 	redis_ping,
+	redis_count,
 };

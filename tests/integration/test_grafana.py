@@ -30,11 +30,8 @@ NOT_YET = {
     "valerie_agent_calls_total": "agents (BRIEF 13) are not implemented yet",
     "valerie_agent_call_duration_seconds_bucket": "agents (BRIEF 13) are not implemented yet",
     'target=~"agent:': "no agent circuits until agents exist",
-    "valerie_trace_spans_total": "trace export is not implemented yet",
     "valerie_ratelimit_rejections_total": "the application rate limit is not implemented yet",
 }
-# Not queried at all (no panel), for the record: valerie_sessions_active is not exported
-# yet, so the overview has no active-sessions panel.
 
 
 def not_yet(expr):

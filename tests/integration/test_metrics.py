@@ -95,6 +95,16 @@ with Stack(workers=3, threads=4) as st:
     check(wait_until(lambda: value(scrape(st)[2], "valerie_workers") == 3, 10),
           "valerie_workers counts the live workers after the restart")
 
+    # valerie_sessions_active: the sessions alive in the store (met-0, met-1 above).
+    check(value(scrape(st)[2], "valerie_sessions_active") == 2,
+          f"two sessions alive: {value(scrape(st)[2], 'valerie_sessions_active')}")
+    for i in range(3):
+        st.request("POST", "/api/v1/chat", body=json.dumps({"message": "m", "session_id":
+                   f"act-{i}"}).encode(), headers={"Content-Type": "application/json"})
+    st.request("DELETE", "/api/v1/sessions/met-0")
+    check(value(scrape(st)[2], "valerie_sessions_active") == 4,
+          f"three more, one deleted: {value(scrape(st)[2], 'valerie_sessions_active')}")
+
     # nginx keeps /metrics to loopback: from another address it is a JSON 403.
     import socket
     try:

@@ -114,6 +114,7 @@ main(void)
 	char err[256], s1[128], s2[128], s3[128], s4[128];
 	char tmpl[] = "/tmp/valerie-store-XXXXXX";
 	int turn, i, p, failed_appends = 0;
+	long long active0 = 0, active = 0;
 
 	if (getenv("VALERIE_SESSION_STORE") == NULL && getenv("VALERIE_DATA_DIR") == NULL) {
 		if (mkdtemp(tmpl) == NULL)
@@ -137,11 +138,15 @@ main(void)
 
 	/* A new session: turn 1, owner recorded; the next append is turn 2. */
 	sid(s1, sizeof(s1), "basic");
+	CHECK_INT(store_count(c, &active0), STORE_OK);
 	CHECK_INT(store_load(c, s1, 0, 0, &info, &b), STORE_NOT_FOUND);
 	CHECK_INT(store_append(c, s1, "alice", NULL,
 	    "[{\"role\":\"user\",\"content\":\"hello\"},{\"role\":\"assistant\",\"content\":\"hi\"}]",
 	    1000, &turn), STORE_OK);
 	CHECK_INT(turn, 1);
+	/* The count moves with a new session. */
+	CHECK_INT(store_count(c, &active), STORE_OK);
+	CHECK_INT(active, active0 + 1);
 	CHECK_INT(store_append(c, s1, "alice", NULL,
 	    "[{\"role\":\"user\",\"content\":\"second\"}]", 2000, &turn), STORE_OK);
 	CHECK_INT(turn, 2);
@@ -217,7 +222,10 @@ main(void)
 	}
 
 	/* Delete: gone for reads, a second delete is NOT_FOUND, the id can start anew. */
+	CHECK_INT(store_count(c, &active0), STORE_OK);
 	CHECK_INT(store_delete(c, s2), STORE_OK);
+	CHECK_INT(store_count(c, &active), STORE_OK);
+	CHECK_INT(active, active0 - 1);
 	buf_reset(&b, 0);
 	CHECK_INT(store_load(c, s2, 0, 0, &info, &b), STORE_NOT_FOUND);
 	CHECK_INT(store_delete(c, s2), STORE_NOT_FOUND);
