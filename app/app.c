@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "app.h"
+#include "auth.h"
 #include "circuit.h"
 #include "conf.h"
 #include "handler.h"
@@ -9,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "provider.h"
+#include "ratelimit.h"
 #include "router.h"
 #include "store.h"
 #include "trace.h"
@@ -48,6 +50,8 @@ struct app {
 	const struct conf *conf;
 	struct store *store;
 	struct circuits *circuits;
+	struct auth *auth;
+	struct ratelimit *rl;
 	atomic_int draining;
 };
 
@@ -104,6 +108,14 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	}
 	provider_metrics_init(conf);
 	store_metrics_init();
+	metrics_counter_add("valerie_ratelimit_rejections_total", "scope=\"principal\"", 0);
+	metrics_counter_add("valerie_ratelimit_rejections_total", "scope=\"address\"", 0);
+	if ((app->auth = auth_open(conf, err, errlen)) == NULL ||
+	    (app->rl = ratelimit_open(conf, strcmp(conf->session_store, "redis") == 0, err,
+	    errlen)) == NULL) {
+		app_destroy(app);
+		return NULL;
+	}
 	if (trace_start(conf, err, errlen) != 0) {
 		app_destroy(app);
 		return NULL;
@@ -117,6 +129,8 @@ app_destroy(struct app *app)
 	if (app == NULL)
 		return;
 	trace_stop();
+	auth_close(app->auth);
+	ratelimit_close(app->rl);
 	store_close(app->store);
 	circuits_close(app->circuits);
 	metrics_close();
@@ -315,18 +329,154 @@ access_log(const struct http_request *req, const struct http_response *resp,
 	log_access(resp->status >= 500 ? LOG_LVL_ERROR : LOG_LVL_INFO, &f);
 }
 
+/* --- who may call: credentials, roles, the rate limit, CORS ----------------------- */
+
+/*
+ * The caller when no credentials are asked for: "anonymous", an admin when
+ * VALERIE_AUTH=none (development: every route is open, BRIEF section 4).
+ */
+static void
+anonymous(const struct app *app, struct principal *p)
+{
+	memset(p, 0, sizeof(*p));
+	snprintf(p->id, sizeof(p->id), "anonymous");
+	p->admin = !auth_required(app->auth);
+}
+
+static void
+ratelimit_headers(struct http_response *resp, const struct rl_result *r)
+{
+	char v[24];
+
+	snprintf(v, sizeof(v), "%lld", r->limit);
+	http_response_header(resp, "RateLimit-Limit", v);
+	snprintf(v, sizeof(v), "%lld", r->remaining);
+	http_response_header(resp, "RateLimit-Remaining", v);
+	snprintf(v, sizeof(v), "%lld", r->reset_s);
+	http_response_header(resp, "RateLimit-Reset", v);
+}
+
+/*
+ * Authenticates the caller of a route that needs a role, checks the role,
+ * then takes a token from the caller's bucket (per principal; per client
+ * address without auth). Returns 0 to go on, or -1 with the answer made:
+ * 401, 403 or 429.
+ */
+static int
+admit(struct app_worker *w, enum role role, const struct http_request *req,
+    struct http_response *resp, struct principal *who)
+{
+	struct app *app = w->app;
+	struct rl_result rl;
+	char why[200], key[STORE_ID_MAX + 8], v[24];
+	int by_address;
+
+	if (auth_required(app->auth)) {
+		if (auth_check(app->auth, req, who, why, sizeof(why)) != AUTH_OK) {
+			http_response_error(resp, 401, "unauthorized", why);
+			http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"valerie\"");
+			return -1;
+		}
+		if (role == ROLE_ADMIN && !who->admin) {
+			http_response_error(resp, 403, "forbidden", "this route needs the admin role");
+			return -1;
+		}
+	} else {
+		anonymous(app, who);
+	}
+	by_address = !auth_required(app->auth);
+	snprintf(key, sizeof(key), "%s:%s", by_address ? "a" : "p",
+	    by_address ? (req->remote_addr != NULL ? req->remote_addr : "") : who->id);
+	ratelimit_take(app->rl, w->store, key, &rl);
+	if (rl.unavailable)
+		return 0;
+	ratelimit_headers(resp, &rl);
+	if (!rl.allowed) {
+		metrics_counter_add("valerie_ratelimit_rejections_total",
+		    by_address ? "scope=\"address\"" : "scope=\"principal\"", 1);
+		http_response_error(resp, 429, "rate_limited", "too many requests: wait for "
+		    "Retry-After seconds");
+		snprintf(v, sizeof(v), "%lld", rl.retry_after_s);
+		http_response_header(resp, "Retry-After", v);
+		return -1;
+	}
+	return 0;
+}
+
+/* Whether `origin` is in CORS_ORIGINS (exactly; "*" never passes the production check). */
+static int
+origin_allowed(const struct conf *conf, const char *origin)
+{
+	const char *p = conf->cors_origins, *comma;
+	size_t len, n = strlen(origin);
+
+	for (; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		if ((len == 1 && *p == '*') || (len == n && memcmp(p, origin, n) == 0))
+			return 1;
+	}
+	return 0;
+}
+
+/* The CORS headers of an answer to an allowed origin; nothing for the others. */
+static void
+cors_headers(const struct conf *conf, const struct http_request *req, struct http_response *resp)
+{
+	const char *origin = http_request_header(req, "origin");
+
+	if (origin == NULL || !origin_allowed(conf, origin))
+		return;
+	http_response_header(resp, "Access-Control-Allow-Origin", origin);
+	http_response_header(resp, "Vary", "Origin");
+	http_response_header(resp, "Access-Control-Expose-Headers", "X-Trace-Id, X-Session-Turn, "
+	    "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, "
+	    "Idempotent-Replayed");
+}
+
+/*
+ * A CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with
+ * what may be sent for an allowed origin, 403 for another. Returns 1 when it
+ * answered.
+ */
+static int
+cors_preflight(const struct conf *conf, const struct http_request *req,
+    struct http_response *resp)
+{
+	const char *origin = http_request_header(req, "origin");
+
+	if (strcmp(req->method, "OPTIONS") != 0 || origin == NULL ||
+	    http_request_header(req, "access-control-request-method") == NULL)
+		return 0;
+	if (!origin_allowed(conf, origin)) {
+		http_response_error(resp, 403, "origin_not_allowed",
+		    "this origin is not in CORS_ORIGINS");
+		return 1;
+	}
+	resp->status = 204;
+	cors_headers(conf, req, resp);
+	http_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+	http_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, "
+	    "X-API-Key, X-Session-Id, Idempotency-Key, traceparent");
+	http_response_header(resp, "Access-Control-Max-Age", "600");
+	return 1;
+}
+
 void
 app_handle(struct app_worker *w, const struct http_request *req,
     struct http_response *resp)
 {
 	struct handler_ctx ctx;
 	struct route_match match;
+	struct principal who;
 	char allow[64];
 	const char *route = "unmatched";
 	double t0 = now_seconds();
 
 	metrics_inflight_add(1);
 	if (check_request(w->app, req, resp) != 0)
+		goto out;
+	if (cors_preflight(w->app->conf, req, resp))
 		goto out;
 	switch (router_match(routes, NROUTES, req->method, req->path, &match, allow,
 	    sizeof(allow))) {
@@ -342,6 +492,9 @@ app_handle(struct app_worker *w, const struct http_request *req,
 		break;
 	}
 	route = match.route->pattern;
+	cors_headers(w->app->conf, req, resp);
+	if (match.route->role != ROLE_ANY && admit(w, match.route->role, req, resp, &who) != 0)
+		goto out;
 	memset(&ctx, 0, sizeof(ctx));
 	ctx.conf = w->app->conf;
 	ctx.req = req;
@@ -354,9 +507,11 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	ctx.store = w->store;
 	ctx.http = w->http;
 	ctx.circuits = w->app->circuits;
-	/* NOTE: until auth lands every caller is the same anonymous principal. */
-	ctx.principal = "anonymous";
-	ctx.admin = 0;
+	if (match.route->role == ROLE_ANY)
+		anonymous(w->app, &who);
+	ctx.principal = who.id;
+	ctx.admin = who.admin;
+	ctx.company = who.company;
 	match.route->handler(&ctx);
 out:
 	fix_oom(resp);

@@ -810,6 +810,32 @@ out:
 	buf_free(&window);
 }
 
+/*
+ * A caller bound to a company (the token's company_id, the API key's company)
+ * speaks for that company only: a persona naming another is refused (403);
+ * one naming none is given the caller's.
+ */
+static int
+bind_company(struct handler_ctx *ctx, struct chat_input *in)
+{
+	struct json_object *v;
+	const char *named;
+
+	if (ctx->company == NULL || ctx->company[0] == '\0' || in->persona == NULL)
+		return 0;
+	if (json_object_object_get_ex(in->persona, "id_empresa", &v) && v != NULL) {
+		named = json_object_get_string(v);
+		if (named == NULL || strcmp(named, ctx->company) != 0) {
+			http_response_error(ctx->resp, 403, "company_mismatch",
+			    "the persona names a company this caller may not speak for");
+			return -1;
+		}
+		return 0;
+	}
+	json_object_object_add(in->persona, "id_empresa", json_object_new_string(ctx->company));
+	return 0;
+}
+
 /* POST /api/v1/chat and /api/agent/chat: the native body and answer. */
 static void
 chat_turn(struct handler_ctx *ctx)
@@ -823,6 +849,8 @@ chat_turn(struct handler_ctx *ctx)
 	if (body == NULL)
 		return;
 	if (read_input(ctx, body, &in) != 0)
+		goto out;
+	if (bind_company(ctx, &in) != 0)
 		goto out;
 	system_prompt(in.persona, &system);
 	new_messages = json_object_new_array();

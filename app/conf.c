@@ -256,6 +256,58 @@ check_url(const char *value, const char *const *schemes, char *why, size_t whyle
 	return 0;
 }
 
+/* Secrets that come from examples and documents: never a production key. */
+static const char *const placeholders[] = {
+	"changeme", "change-me", "change_me", "secret", "your-secret-key", "your-256-bit-secret",
+	"your-secret-key-here", "clave_secreta_32_caracteres_min", "<256-bit-random-key>",
+	"supersecret", "password", NULL
+};
+
+/*
+ * VALERIE_ENV=production refuses what is only fit for development: no auth,
+ * a JWT secret that is short or copied from an example, CORS open to every
+ * origin. (Key files readable by others are refused when auth loads them.)
+ */
+static enum conf_status
+check_production(const struct conf *cfg, char *err, size_t errlen)
+{
+	const char *p, *comma;
+	size_t i;
+
+	if (strcmp(cfg->env, "production") != 0)
+		return CONF_OK;
+	if (strcmp(cfg->auth, "none") == 0) {
+		snprintf(err, errlen, "VALERIE_AUTH: none is refused with VALERIE_ENV=production "
+		    "(use jwt, apikey or jwt,apikey)");
+		return CONF_INVALID;
+	}
+	if (strstr(cfg->auth, "jwt") != NULL && strncmp(cfg->jwt_algorithm, "HS", 2) == 0 &&
+	    cfg->jwt_secret_key != NULL) {
+		if (strlen(cfg->jwt_secret_key) < 32) {
+			snprintf(err, errlen, "JWT_SECRET_KEY: at least 32 bytes with "
+			    "VALERIE_ENV=production (openssl rand -hex 32)");
+			return CONF_INVALID;
+		}
+		for (i = 0; placeholders[i] != NULL; i++)
+			if (strcasecmp(cfg->jwt_secret_key, placeholders[i]) == 0 ||
+			    strstr(cfg->jwt_secret_key, "your-") != NULL ||
+			    strstr(cfg->jwt_secret_key, "change") != NULL) {
+				snprintf(err, errlen, "JWT_SECRET_KEY: a placeholder from an example is "
+				    "refused with VALERIE_ENV=production (openssl rand -hex 32)");
+				return CONF_INVALID;
+			}
+	}
+	for (p = cfg->cors_origins; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
+		comma = strchr(p, ',');
+		if (*p == '*' && (comma == p + 1 || (comma == NULL && p[1] == '\0'))) {
+			snprintf(err, errlen, "CORS_ORIGINS: * is refused with VALERIE_ENV=production "
+			    "(list the origins)");
+			return CONF_INVALID;
+		}
+	}
+	return CONF_OK;
+}
+
 static int
 check_auth(const char *value, char *why, size_t whylen)
 {
@@ -350,7 +402,7 @@ conf_load(struct conf *cfg, conf_getenv_fn get, void *ctx, char *err, size_t err
 			return CONF_INVALID;
 		}
 	}
-	return CONF_OK;
+	return check_production(cfg, err, errlen);
 }
 
 static const char *

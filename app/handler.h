@@ -26,8 +26,9 @@ struct handler_ctx {
 	struct store_conn *store;     /* this thread's connection to it */
 	struct httpc *http;           /* this thread's HTTP client (kept connections) */
 	struct circuits *circuits;    /* the pool's circuit breakers */
-	const char *principal;        /* who calls: "anonymous" until auth lands */
+	const char *principal;        /* who calls: JWT sub, "key:<name>", or "anonymous" */
 	int admin;                    /* the caller may read and delete any session */
+	const char *company;          /* the company the caller is bound to, "" if none */
 };
 
 /* health.c */

@@ -189,6 +189,17 @@ store_count(struct store_conn *c, long long *active)
 	return c->ops->count(c->impl, active);
 }
 
+enum store_status
+store_bucket_take(struct store_conn *c, const char *key, double capacity, double per_ms,
+    int *allowed, double *tokens)
+{
+	*allowed = 1;
+	*tokens = capacity;
+	if (c->ops->bucket_take == NULL)
+		return STORE_UNAVAILABLE;
+	return c->ops->bucket_take(c->impl, key, capacity, per_ms, allowed, tokens);
+}
+
 const char *
 store_status_text(enum store_status s)
 {

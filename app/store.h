@@ -115,6 +115,15 @@ enum store_status store_ping(struct store_conn *c);
  */
 enum store_status store_count(struct store_conn *c, long long *active);
 
+/*
+ * Takes a token from the bucket `key` atomically in the store (Redis: a Lua
+ * script on the server's clock): `capacity` tokens, refilled at `per_ms` a
+ * millisecond. *allowed says if one was taken, *tokens what is left.
+ * UNAVAILABLE when the store has no shared buckets (LMDB) or cannot be reached.
+ */
+enum store_status store_bucket_take(struct store_conn *c, const char *key, double capacity,
+    double per_ms, int *allowed, double *tokens);
+
 /* Registers the store's error counters at 0 (once per process, after metrics_open). */
 void store_metrics_init(void);
 

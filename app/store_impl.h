@@ -25,6 +25,9 @@ struct store_ops {
 	enum store_status (*delete_session)(void *c, const char *sid);
 	enum store_status (*ping)(void *c);
 	enum store_status (*count)(void *c, long long *active);
+	/* Redis only (NULL for LMDB): a token bucket; see ratelimit.h. */
+	enum store_status (*bucket_take)(void *c, const char *key, double capacity,
+	    double per_ms, int *allowed, double *tokens);
 };
 
 extern const struct store_ops store_lmdb_ops;

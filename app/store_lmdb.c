@@ -723,4 +723,5 @@ const struct store_ops store_lmdb_ops = {
 	lmdb_delete,
 	lmdb_ping,
 	lmdb_count,
+	NULL,       /* buckets: the shared table of ratelimit.c, not a commit per request */
 };

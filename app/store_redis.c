@@ -142,9 +142,29 @@ static const char load_lua[] =
 	"for i = got, 1, -1 do out[#out + 1] = picked[i] end\n"
 	"return out\n";
 
-enum script { SCRIPT_APPEND, SCRIPT_LOAD, SCRIPT_COUNT };
+/*
+ * A token bucket (the rate limit). KEYS: the bucket. ARGV: capacity, tokens
+ * per millisecond. On the Redis server's clock, so every host shares one
+ * time. Returns {1 if a token was taken else 0, the tokens left as text}.
+ */
+static const char bucket_lua[] =
+	"local cap = tonumber(ARGV[1])\n"
+	"local per_ms = tonumber(ARGV[2])\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	"local b = redis.call('HMGET', KEYS[1], 'v', 't')\n"
+	"local tokens, last = tonumber(b[1]), tonumber(b[2])\n"
+	"if tokens == nil or last == nil then tokens, last = cap, now end\n"
+	"if now > last then tokens = math.min(cap, tokens + (now - last) * per_ms) end\n"
+	"local allowed = 0\n"
+	"if tokens >= 1 then tokens = tokens - 1 allowed = 1 end\n"
+	"redis.call('HSET', KEYS[1], 'v', tostring(tokens), 't', now)\n"
+	"redis.call('PEXPIRE', KEYS[1], math.ceil((cap - tokens) / per_ms) + 1000)\n"
+	"return {allowed, tostring(tokens)}\n";
 
-static const char *const script_text[SCRIPT_COUNT] = {append_lua, load_lua};
+enum script { SCRIPT_APPEND, SCRIPT_LOAD, SCRIPT_BUCKET, SCRIPT_COUNT };
+
+static const char *const script_text[SCRIPT_COUNT] = {append_lua, load_lua, bucket_lua};
 
 /* Per process: where Redis is and how to log in. Read-only after open. */
 struct redis_store {
@@ -766,7 +786,7 @@ command(struct redis_conn *c, const char *op, int argc, const char **argv,
 	return exchange(c, op, argc, argv, argvlen, out);
 }
 
-#define SCRIPT_MAX_KEYS 3
+#define SCRIPT_MAX_KEYS 3   /* the most any script takes */
 #define SCRIPT_MAX_ARGS 5
 
 /*
@@ -1215,6 +1235,38 @@ out:
 	return s;
 }
 
+static enum store_status
+redis_bucket_take(void *p, const char *key, double capacity, double per_ms, int *allowed,
+    double *tokens)
+{
+	struct redis_conn *c = p;
+	char cap[32], rate[48];
+	const char *keys[1] = {key};
+	const char *args[2] = {cap, rate};
+	size_t lens[2];
+	redisReply *r = NULL;
+	enum store_status s;
+
+	c->err[0] = '\0';
+	lens[0] = (size_t)snprintf(cap, sizeof(cap), "%.17g", capacity);
+	lens[1] = (size_t)snprintf(rate, sizeof(rate), "%.17g", per_ms);
+	s = run_script(c, SCRIPT_BUCKET, "ratelimit", 1, keys, 2, args, lens, &r);
+	if (s != STORE_OK)
+		goto out;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER ||
+	    (r->element[1]->type != REDIS_REPLY_STRING && r->element[1]->type != REDIS_REPLY_INTEGER)) {
+		s = reply_failed(c, "ratelimit", r);
+		goto out;
+	}
+	*allowed = r->element[0]->integer == 1;
+	*tokens = r->element[1]->type == REDIS_REPLY_STRING ? strtod(r->element[1]->str, NULL) :
+	    (double)r->element[1]->integer;
+out:
+	freeReplyObject(r);
+	return s;
+}
+
 /* Prunes the index of expired sessions, then counts what is left. */
 static enum store_status
 redis_count(void *p, long long *active)
@@ -1280,4 +1332,5 @@ const struct store_ops store_redis_ops = {
 	redis_delete,
 	redis_ping,
 	redis_count,
+	redis_bucket_take,
 };

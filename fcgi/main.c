@@ -4,11 +4,13 @@
 #include "pool.h"
 
 #include "app/app.h"
+#include "app/auth.h"
 #include "app/conf.h"
 #include "app/log.h"
 
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define EXIT_CONFIG 78 /* sysexits EX_CONFIG: systemd and scripts can tell it apart */
@@ -19,6 +21,10 @@ usage(FILE *f)
 	fprintf(f,
 	    "usage: valerie [serve]        serve FastCGI on fd 0 (started by spawn-fcgi)\n"
 	    "       valerie check-config   print the effective configuration, secrets redacted\n"
+	    "       valerie token --sub NAME --role user|admin [--company ID] [--ttl MINUTES]\n"
+	    "                              print a JWT signed with the configured key\n"
+	    "       valerie apikey new --name NAME --role user|admin [--company ID]\n"
+	    "                              print a new API key (once) and its keys-file line\n"
 	    "       valerie version        print the version\n");
 }
 
@@ -63,6 +69,94 @@ cmd_check_config(void)
 	return 0;
 }
 
+/* The value of `--name VALUE` among argv[from..argc), or NULL; -1 in *bad for an unknown flag. */
+static const char *
+flag(int argc, char **argv, int from, const char *name, const char *const *known, int *bad)
+{
+	const char *found = NULL;
+	int i, j, ok;
+
+	for (i = from; i < argc; i += 2) {
+		for (ok = 0, j = 0; known[j] != NULL; j++)
+			ok |= strcmp(argv[i], known[j]) == 0;
+		if (!ok || i + 1 >= argc) {
+			*bad = 1;
+			return NULL;
+		}
+		if (strcmp(argv[i], name) == 0)
+			found = argv[i + 1];
+	}
+	return found;
+}
+
+static int
+cmd_token(int argc, char **argv)
+{
+	static const char *const known[] = {"--sub", "--role", "--company", "--ttl", NULL};
+	struct conf conf;
+	char err[256], *end, *token;
+	const char *sub, *role, *company, *ttl;
+	long long minutes = 0;
+	int bad = 0;
+
+	sub = flag(argc, argv, 2, "--sub", known, &bad);
+	role = flag(argc, argv, 2, "--role", known, &bad);
+	company = flag(argc, argv, 2, "--company", known, &bad);
+	ttl = flag(argc, argv, 2, "--ttl", known, &bad);
+	if (bad || sub == NULL || role == NULL) {
+		usage(stderr);
+		return 2;
+	}
+	if (ttl != NULL) {
+		minutes = strtoll(ttl, &end, 10);
+		if (*ttl == '\0' || *end != '\0' || minutes < 1 || minutes > 525600) {
+			fprintf(stderr, "valerie: --ttl: minutes from 1 to 525600\n");
+			return 2;
+		}
+	}
+	if (load(&conf, 0) != 0)
+		return EXIT_CONFIG;
+	token = auth_token_mint(&conf, sub, role, company, minutes, err, sizeof(err));
+	if (token == NULL) {
+		fprintf(stderr, "valerie: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	printf("%s\n", token);
+	free(token);
+	return 0;
+}
+
+static int
+cmd_apikey(int argc, char **argv)
+{
+	static const char *const known[] = {"--name", "--role", "--company", NULL};
+	char key[128], line[400], err[256];
+	const char *name, *role, *company;
+	int bad = 0;
+
+	if (argc < 3 || strcmp(argv[2], "new") != 0) {
+		usage(stderr);
+		return 2;
+	}
+	name = flag(argc, argv, 3, "--name", known, &bad);
+	role = flag(argc, argv, 3, "--role", known, &bad);
+	company = flag(argc, argv, 3, "--company", known, &bad);
+	if (bad || name == NULL || role == NULL) {
+		usage(stderr);
+		return 2;
+	}
+	if (auth_apikey_new(name, role, company, key, sizeof(key), line, sizeof(line), err,
+	    sizeof(err)) != 0) {
+		fprintf(stderr, "valerie: %s\n", err);
+		return 2;
+	}
+	printf("key:  %s\n(shown once: give it to the caller; only its hash is kept)\n"
+	    "line: %s\n(add it to VALERIE_API_KEYS_FILE; workers pick it up within a second)\n",
+	    key, line);
+	explicit_bzero(key, sizeof(key));
+	return 0;
+}
+
 static int
 cmd_serve(void)
 {
@@ -90,6 +184,10 @@ main(int argc, char **argv)
 		return cmd_serve();
 	if (strcmp(argv[1], "check-config") == 0)
 		return cmd_check_config();
+	if (strcmp(argv[1], "token") == 0)
+		return cmd_token(argc, argv);
+	if (strcmp(argv[1], "apikey") == 0)
+		return cmd_apikey(argc, argv);
 	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
 		printf("valerie %s\n", PACKAGE_VERSION);
 		return 0;

@@ -64,6 +64,10 @@ class Stack:
             "VALERIE_THREADS": str(threads),
             "VALERIE_NGINX_RATE": "10000",
             "VALERIE_NGINX_BURST": "10000",
+            # The application's own limit (per principal or address) raised the same way;
+            # the rate-limit tests set their own.
+            "RATE_LIMIT_REQUESTS_PER_MINUTE": "1000000",
+            "RATE_LIMIT_BURST": "1000000",
             "VALERIE_DATA_DIR": os.path.join(self.dir, "data"),
         })
         self.env.update(env or {})

@@ -28,6 +28,7 @@ def scenario(label, extra_env, failing=False):
     sock = os.path.join(tmp, "w.sock")
     vlog = os.path.join(tmp, "valgrind.log")
     env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
+               RATE_LIMIT_REQUESTS_PER_MINUTE="1000000", RATE_LIMIT_BURST="1000000",
                VALERIE_DATA_DIR=os.path.join(tmp, "data"), **extra_env)
     spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
     proc = subprocess.Popen(

@@ -108,7 +108,8 @@ main(void)
 {
 	char dir[] = "/tmp/valerie-chat-XXXXXX";
 	const char *env[] = {"VALERIE_DATA_DIR", dir, "VALERIE_MAX_MESSAGE_CHARS", "10",
-		"VALERIE_JSON_MAX_DEPTH", "4", "VALERIE_THREADS", "2", NULL, NULL};
+		"VALERIE_JSON_MAX_DEPTH", "4", "VALERIE_THREADS", "2",
+		"RATE_LIMIT_REQUESTS_PER_MINUTE", "1000000", "RATE_LIMIT_BURST", "1000000", NULL, NULL};
 	struct conf conf;
 	struct app *app;
 	struct json_object *msgs, *m, *v;
