@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define EXIT_CONFIG 78 /* sysexits EX_CONFIG: systemd and scripts can tell it apart */
 
@@ -157,6 +158,29 @@ cmd_apikey(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * VALERIE_ENV=production refuses a FastCGI socket on TCP (fd 0, from
+ * spawn-fcgi) that any host may connect to: FCGI_WEB_SERVER_ADDRS, which
+ * libfcgi enforces, must name the web servers.
+ */
+static int
+open_tcp_refused(const struct conf *conf)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	const char *addrs = getenv("FCGI_WEB_SERVER_ADDRS");
+
+	if (strcmp(conf->env, "production") != 0 || getsockname(0, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if ((ss.ss_family == AF_INET || ss.ss_family == AF_INET6) &&
+	    (addrs == NULL || *addrs == '\0')) {
+		log_msg(LOG_LVL_ERROR, "FCGI_WEB_SERVER_ADDRS: required with VALERIE_ENV=production "
+		    "when the FastCGI socket is TCP (list nginx's addresses)");
+		return 1;
+	}
+	return 0;
+}
+
 static int
 cmd_serve(void)
 {
@@ -166,6 +190,8 @@ cmd_serve(void)
 	int rc;
 
 	if (load(&conf, 1) != 0)
+		return EXIT_CONFIG;
+	if (open_tcp_refused(&conf))
 		return EXIT_CONFIG;
 	app = app_create(&conf, err, sizeof(err));
 	if (app == NULL) {
