@@ -1,0 +1,129 @@
+/*
+ * test_ratelimit: the host's token buckets (LMDB store: the table every worker
+ * maps). A burst then refusals with the right numbers; separate keys separate
+ * buckets; the refill arithmetic; and one bucket shared by several processes
+ * taking from it at once (forked children), never more tokens than the burst.
+ */
+#include "config.h"
+
+#include "check.h"
+
+#include "conf.h"
+#include "ratelimit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CHILDREN 4
+#define TRIES 50   /* per child, all at once: far more than the burst */
+
+static const char *
+fake_get(const char *name, void *ctx)
+{
+	const char *const *kv = ctx;
+
+	for (; kv[0] != NULL; kv += 2)
+		if (strcmp(kv[0], name) == 0)
+			return kv[1];
+	return NULL;
+}
+
+int
+main(void)
+{
+	char dir[] = "/tmp/valerie-rl-XXXXXX", err[256], key[32];
+	/* 6 a minute: one token every 10 s, so no refill happens during the test. */
+	const char *env[] = {"VALERIE_DATA_DIR", dir, "RATE_LIMIT_BURST", "5",
+		"RATE_LIMIT_REQUESTS_PER_MINUTE", "6", NULL, NULL};
+	struct conf conf;
+	struct ratelimit *rl;
+	struct rl_result r;
+	int i, status, allowed, *shared;
+	pid_t pids[CHILDREN];
+
+	if (mkdtemp(dir) == NULL)
+		return 1;
+	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
+	rl = ratelimit_open(&conf, 0, err, sizeof(err));
+	CHECK(rl != NULL);
+	if (rl == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return 1;
+	}
+
+	/* A burst of 5, then refusals that say when to come back. */
+	for (i = 0; i < 5; i++) {
+		ratelimit_take(rl, NULL, "p:alice", &r);
+		CHECK_INT(r.allowed, 1);
+		CHECK_INT(r.limit, 5);
+		CHECK_INT(r.remaining, 4 - i);
+		CHECK_INT(r.unavailable, 0);
+	}
+	ratelimit_take(rl, NULL, "p:alice", &r);
+	CHECK_INT(r.allowed, 0);
+	CHECK_INT(r.remaining, 0);
+	CHECK(r.retry_after_s >= 9 && r.retry_after_s <= 10);   /* one token: 10 s */
+	CHECK(r.reset_s >= 49 && r.reset_s <= 50);               /* five tokens: 50 s */
+
+	/* Another principal, another bucket; an address is a key of its own too. */
+	ratelimit_take(rl, NULL, "p:bob", &r);
+	CHECK_INT(r.allowed, 1);
+	CHECK_INT(r.remaining, 4);
+	ratelimit_take(rl, NULL, "a:127.0.0.1", &r);
+	CHECK_INT(r.allowed, 1);
+
+	/* Refill: capacity caps it; nothing is added for no time. */
+	CHECK(ratelimit_refill(0.0, 5.0, 0.0001, 10000) > 0.999 &&
+	    ratelimit_refill(0.0, 5.0, 0.0001, 10000) < 1.001);
+	CHECK(ratelimit_refill(4.5, 5.0, 0.0001, 100000) == 5.0);
+	CHECK(ratelimit_refill(2.0, 5.0, 0.0001, 0) == 2.0);
+	CHECK(ratelimit_refill(2.0, 5.0, 0.0001, -50) == 2.0);
+
+	/* Many keys: each gets its own full bucket (the table gives idle slots over). */
+	for (i = 0; i < 2000; i++) {
+		snprintf(key, sizeof(key), "p:user-%d", i);
+		ratelimit_take(rl, NULL, key, &r);
+		if (!r.allowed)
+			break;
+	}
+	CHECK_INT(i, 2000);
+	ratelimit_close(rl);
+
+	/* Processes sharing one bucket: exactly the burst passes, whoever takes. */
+	shared = mmap(NULL, sizeof(int) * CHILDREN, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	CHECK(shared != MAP_FAILED);
+	for (i = 0; i < CHILDREN; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			struct ratelimit *mine = ratelimit_open(&conf, 0, err, sizeof(err));
+			int n = 0, t;
+
+			if (mine == NULL)
+				_exit(2);
+			for (t = 0; t < TRIES; t++) {
+				ratelimit_take(mine, NULL, "p:shared", &r);
+				n += r.allowed;
+			}
+			shared[i] = n;
+			ratelimit_close(mine);
+			_exit(0);
+		}
+	}
+	for (allowed = 0, i = 0; i < CHILDREN; i++) {
+		CHECK(waitpid(pids[i], &status, 0) == pids[i]);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		allowed += shared[i];
+	}
+	CHECK_INT(allowed, 5);
+	munmap(shared, sizeof(int) * CHILDREN);
+
+	snprintf(key, sizeof(key), "%s/valerie.ratelimit", dir);
+	unlink(key);
+	rmdir(dir);
+	return check_done("test_ratelimit");
+}
