@@ -28,8 +28,8 @@
  * hands the pool one FastCGI socket, but nothing hands over an HTTP one, so
  * each worker binds the port itself with SO_REUSEPORT (MHD's
  * MHD_OPTION_LISTENING_ADDRESS_REUSE): the kernel spreads new connections
- * over the processes, and a process that dies or drains simply leaves the
- * group while the others keep answering. Any process may answer because the
+ * over the processes, and a process that dies (or ends its drain) simply
+ * leaves the group while the others keep answering. Any process may answer because the
  * metrics are the pool's: every worker adds to the same mapped file
  * (app/metrics.h), so each renders the same totals. Linux lets only sockets
  * of the same user join a SO_REUSEPORT group, so another user's program
@@ -42,6 +42,11 @@
  * answered in that thread through the app's pipeline (the same handler, and
  * the same counting and access log, as GET /metrics through nginx), with the
  * listener's own app_worker and response, which only that thread touches.
+ *
+ * NOTE: requests MHD rejects before our handler never get our JSON: a
+ * garbled request line just closes the connection, and headers over
+ * ML_CONN_MEMORY get MHD's own small HTML 431 (0.9.75 has no hook for its
+ * error pages). Only a broken client sees those; Prometheus never does.
  */
 struct metrics_listener {
 	struct MHD_Daemon *daemon;
