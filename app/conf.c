@@ -3,6 +3,7 @@
 
 #include "conf.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <json-c/json.h>
@@ -46,6 +47,7 @@ static const char *const redis_schemes[] = {"redis", "unix", NULL};
 
 static int check_auth(const char *value, char *why, size_t whylen);
 static int check_log_level(const char *value, char *why, size_t whylen);
+static int check_ip(const char *value, char *why, size_t whylen);
 
 #define S(f) offsetof(struct conf, f)
 
@@ -59,6 +61,9 @@ static const struct cfg_field fields[] = {
 	    S(max_body_bytes), NULL},
 	{"VALERIE_SHUTDOWN_TIMEOUT", NULL, CFG_INT, "30", 1, 3600, NULL,
 	    S(shutdown_timeout), NULL},
+	{"VALERIE_METRICS_PORT", NULL, CFG_INT, "0", 0, 65535, NULL, S(metrics_port), NULL},
+	{"VALERIE_METRICS_ADDR", NULL, CFG_STR, "127.0.0.1", 0, 0, NULL, S(metrics_addr),
+	    check_ip},
 
 	{"VALERIE_LLM_PROVIDER", NULL, CFG_ENUM, "offline", 0, 0, providers,
 	    S(llm_provider), NULL},
@@ -325,6 +330,19 @@ check_log_level(const char *value, char *why, size_t whylen)
 	if (match_choice(levels, value, strlen(value)) != NULL || strcasecmp(value, "warn") == 0)
 		return 0;
 	snprintf(why, whylen, "must be debug, info, warning or error");
+	return -1;
+}
+
+/* A numeric IPv4 or IPv6 address: what a listening socket binds to, no name lookup. */
+static int
+check_ip(const char *value, char *why, size_t whylen)
+{
+	unsigned char addr[16];
+
+	if (inet_pton(AF_INET, value, addr) == 1 || inet_pton(AF_INET6, value, addr) == 1)
+		return 0;
+	snprintf(why, whylen, "must be a numeric IPv4 or IPv6 address (127.0.0.1, 0.0.0.0, ::), "
+	    "got \"%.40s\"", value);
 	return -1;
 }
 

@@ -18,6 +18,8 @@ struct conf {
 	long long workers;               /* VALERIE_WORKERS: processes in the pool */
 	long long max_body_bytes;        /* VALERIE_MAX_BODY_BYTES */
 	long long shutdown_timeout;      /* VALERIE_SHUTDOWN_TIMEOUT: seconds to drain */
+	long long metrics_port;          /* VALERIE_METRICS_PORT: per-replica scrape port, 0 = off */
+	const char *metrics_addr;        /* VALERIE_METRICS_ADDR: numeric IP it listens on */
 
 	const char *llm_provider;        /* VALERIE_LLM_PROVIDER */
 	const char *llm_fallbacks;       /* VALERIE_LLM_FALLBACKS */

@@ -1,6 +1,7 @@
 /* pool: the worker's threads, each looping on FCGX_Accept_r, and graceful shutdown. */
 #include "config.h"
 
+#include "metrics_listener.h"
 #include "pool.h"
 #include "transport.h"
 
@@ -169,7 +170,9 @@ int
 pool_run(struct app *app, const struct conf *conf)
 {
 	struct worker_thread *threads;
+	struct metrics_listener *ml = NULL;
 	struct pool p;
+	char err[256];
 	pthread_attr_t attr;
 	sigset_t set;
 	struct sigaction sa;
@@ -206,9 +209,20 @@ pool_run(struct app *app, const struct conf *conf)
 		log_msg(LOG_LVL_ERROR, "FCGX_Init failed");
 		return 1;
 	}
+	/*
+	 * The metrics port starts after the signals are blocked (its thread
+	 * inherits the mask) and before the FastCGI threads, so a port that
+	 * cannot be had stops the worker before it takes any request.
+	 */
+	if (conf->metrics_port > 0 && (ml = metrics_listener_start(app, conf, err,
+	    sizeof(err))) == NULL) {
+		log_msg(LOG_LVL_ERROR, "cannot start: %s", err);
+		return 1;
+	}
 	threads = calloc((size_t)n, sizeof(*threads));
 	if (threads == NULL) {
 		log_msg(LOG_LVL_ERROR, "out of memory for %d threads", n);
+		metrics_listener_stop(ml);
 		return 1;
 	}
 	pthread_attr_init(&attr);
@@ -244,6 +258,9 @@ pool_run(struct app *app, const struct conf *conf)
 		if (f != NULL) {
 			json_object_object_add(f, "threads", json_object_new_int(n));
 			json_object_object_add(f, "version", json_object_new_string(PACKAGE_VERSION));
+			if (ml != NULL)
+				json_object_object_add(f, "metrics_port",
+				    json_object_new_int64(conf->metrics_port));
 		}
 		log_emit(LOG_LVL_INFO, "worker ready", f);
 		json_object_put(f);
@@ -259,6 +276,13 @@ pool_run(struct app *app, const struct conf *conf)
 		/* NOTE: threads still run; freeing their state would race them. */
 		_exit(1);
 	}
+	/*
+	 * NOTE: the metrics port keeps answering while requests drain (a long
+	 * drain stays visible to Prometheus; the totals are the pool's, so a
+	 * draining process answers them as well as any) and closes only now,
+	 * before the app state it reads is freed.
+	 */
+	metrics_listener_stop(ml);
 	for (i = 0; i < n; i++) {
 		if (threads[i].started)
 			pthread_join(threads[i].tid, NULL);

@@ -10,8 +10,10 @@ struct conf;
  * conf->threads threads until SIGTERM, SIGINT, SIGQUIT or SIGUSR1 (multiwatch's
  * stop signal): then stops accepting, lets requests in flight finish (at most
  * conf->shutdown_timeout seconds) and returns. Returns 0 on a clean stop, 1 if
- * the threads could not start. When the drain times out it ends the process
- * with _exit(1): the threads still running own memory nobody may free.
+ * the threads (or the metrics port, when conf->metrics_port is set) could not
+ * start. The metrics port answers until the drain ends. When the drain times
+ * out it ends the process with _exit(1): the threads still running own memory
+ * nobody may free.
  */
 int pool_run(struct app *app, const struct conf *conf);
 

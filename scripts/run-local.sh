@@ -25,6 +25,10 @@
 #   VALERIE_NGINX_CONN       per-IP concurrent requests at nginx (default 1024)
 #   VALERIE_MAX_BODY_BYTES   largest request body (default 1048576)
 #   VALERIE_DATA_DIR         worker data (LMDB); default RUN/data
+#   VALERIE_METRICS_PORT     off (0) by default; set, every worker also serves
+#                            GET /metrics over plain HTTP on it (and
+#                            VALERIE_METRICS_ADDR, default 127.0.0.1): use a
+#                            different port per stack
 #   VALERIE_BIN              worker binary; default ./fcgi/valerie, else
 #                            fcgi/valerie next to this script's tree
 #   VALERIE_START_TIMEOUT    seconds `start` waits for /health/ready (15)

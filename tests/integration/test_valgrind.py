@@ -1,16 +1,20 @@
 """test_valgrind: the request path leaks nothing. One worker runs under valgrind
 (memcheck, leak check on) behind spawn-fcgi; every route and every error path is
-exercised over FastCGI, clients leave mid-request, then SIGTERM; valgrind must report
-no error and no leak. Skipped (exit 77) in a sanitizer build, which valgrind cannot run."""
+exercised over FastCGI (and the metrics port over HTTP), clients leave mid-request,
+then SIGTERM; valgrind must report no error and no leak. Skipped (exit 77) in a
+sanitizer build, which valgrind cannot run."""
+import http.client
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BIN, FakeLLM, FcgiClient, check, done, fcgi_get, wait_until  # noqa: E402
+from harness import (BIN, FakeLLM, FcgiClient, check, done, fcgi_get, free_port,  # noqa: E402
+                     wait_until)
 
 if os.environ.get("VALERIE_SANITIZERS") == "yes":
     print("SKIP: sanitizer build; valgrind cannot run it")
@@ -19,8 +23,30 @@ if not shutil.which("valgrind"):
     print("FAIL: valgrind is not installed (apt-get install valgrind)")
     sys.exit(1)
 
-def scenario(label, extra_env, failing=False):
-    """One worker under valgrind through every route; the provider as extra_env says."""
+silent = []  # metrics-port clients that never send a byte, closed after SIGTERM
+
+
+def metrics_port_requests(port):
+    """Every answer of the metrics port, and clients that leave it early or stay silent
+    (still connected at SIGTERM)."""
+    for method, path, want in (("GET", "/metrics", 200), ("HEAD", "/metrics", 200),
+                               ("GET", "/health/live", 200), ("GET", "/nope", 404),
+                               ("POST", "/metrics", 405), ("GET", "/" + "m" * 3000, 404)):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        c.request(method, path, body=b"{}" if method == "POST" else None)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        check(r.status == want, f"metrics port: {method} {path[:20]}: {r.status}")
+    for data in (b"GET /metrics HTTP/1.1\r\n", b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"junk\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", port)) as sk:
+            sk.sendall(data)  # and leave without reading
+    silent.append(socket.create_connection(("127.0.0.1", port)))
+
+
+def scenario(label, extra_env, failing=False, metrics_port=None):
+    """One worker under valgrind through every route; the provider as extra_env says.
+    With metrics_port, the worker also serves its metrics port, exercised too."""
     def answered(s):
         return s == 200 or (failing and s in (502, 504))
 
@@ -29,7 +55,8 @@ def scenario(label, extra_env, failing=False):
     vlog = os.path.join(tmp, "valgrind.log")
     env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
                RATE_LIMIT_REQUESTS_PER_MINUTE="1000000", RATE_LIMIT_BURST="1000000",
-               VALERIE_DATA_DIR=os.path.join(tmp, "data"), **extra_env)
+               VALERIE_DATA_DIR=os.path.join(tmp, "data"),
+               VALERIE_METRICS_PORT=str(metrics_port or 0), **extra_env)
     spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
     proc = subprocess.Popen(
         [spawn, "-n", "-s", sock, "--", shutil.which("valgrind"), "--quiet", "--leak-check=full",
@@ -131,6 +158,8 @@ def scenario(label, extra_env, failing=False):
         c.close()
         s, _, _ = fcgi_get(sock, "/health")
         check(s == 200, "still answering after clients left")
+        if metrics_port:
+            metrics_port_requests(metrics_port)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -150,7 +179,9 @@ def scenario(label, extra_env, failing=False):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-scenario("offline provider", {})
+scenario("offline provider", {}, metrics_port=free_port())
+for sk in silent:
+    sk.close()
 fake = FakeLLM()
 try:
     scenario("openai provider", {"VALERIE_LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test",

@@ -69,6 +69,8 @@ main(void)
 	CHECK_INT(c.rate_limit_rpm, 60);
 	CHECK(c.openai_api_key == NULL);
 	CHECK(c.llm_fallbacks == NULL);
+	CHECK_INT(c.metrics_port, 0);
+	CHECK_STR(c.metrics_addr, "127.0.0.1");
 
 	/* Valid values, canonical enums, the seed alias, empty means default. */
 	CHECK_INT(load(&c, valid, err), CONF_OK);
@@ -130,6 +132,19 @@ main(void)
 	expect_invalid("VALERIE_SESSION_REDIS_URL", "http://redis:6379", "redis, unix");
 	expect_invalid("JWT_ALGORITHM", "none", "HS256");
 	expect_invalid("OPENAI_MODEL", "gpt\n4", "control characters");
+	expect_invalid("VALERIE_METRICS_PORT", "65536", "from 0 to 65535");
+	expect_invalid("VALERIE_METRICS_PORT", "-1", "from 0 to 65535");
+	expect_invalid("VALERIE_METRICS_PORT", "http", "integer");
+	expect_invalid("VALERIE_METRICS_ADDR", "localhost", "numeric IPv4 or IPv6");
+	expect_invalid("VALERIE_METRICS_ADDR", "127.0.0.1:9464", "numeric IPv4 or IPv6");
+	{
+		const char *kv[] = {"VALERIE_METRICS_PORT", "9464", "VALERIE_METRICS_ADDR", "::",
+			NULL, NULL};
+
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		CHECK_INT(c.metrics_port, 9464);
+		CHECK_STR(c.metrics_addr, "::");
+	}
 
 	/* The seed's name for the key is read when Valerie's is unset. */
 	{
