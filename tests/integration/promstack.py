@@ -185,7 +185,29 @@ def llm_env(fake):
             "ANTHROPIC_BASE_URL": base, "ANTHROPIC_API_KEY": "ak-test",
             "OPENAI_MAX_RETRIES": "1", "ANTHROPIC_MAX_RETRIES": "1",
             "OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000",
-            "ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000"}
+            "ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000",
+            # The application's limit, per client address here (auth none): room for the
+            # rounds' traffic from 127.0.0.1, not for the burst sent from 127.0.0.2.
+            "RATE_LIMIT_BURST": "60", "RATE_LIMIT_REQUESTS_PER_MINUTE": "6000"}
+
+
+def blast_from_other_address(st, n):
+    """n GETs of /v1/models from 127.0.0.2 (a bucket of its own): the statuses."""
+    import http.client
+    out = []
+    for _ in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", st.http_port, timeout=10,
+                                       source_address=("127.0.0.2", 0))
+        try:
+            c.request("GET", "/v1/models")
+            r = c.getresponse()
+            r.read()
+            out.append(r.status)
+        except OSError:
+            out.append(None)
+        finally:
+            c.close()
+    return out
 
 
 def traffic_round(st, fake, k, counts):
@@ -221,6 +243,15 @@ def traffic_round(st, fake, k, counts):
                              "messages": [{"role": "user", "content": "compat"}]},
                         path="/v1/chat/completions")
     add(f"completions {s}")
+    s, _, doc = post_chat(st, {"messages": [{"role": "user", "content": "call get_time"}],
+                               "tools": [{"type": "function", "function": {"name": "get_time"}}]},
+                          path="/v1/chat/completions")
+    add(f"tool call {s} {doc['choices'][0]['finish_reason'] if s == 200 else ''}")
+    if k == 0:
+        # Rate-limit hits, before Prometheus starts: the counter moves, the rounds' error
+        # shares stay what the alert tests expect.
+        for status in blast_from_other_address(st, 120):
+            add(f"blast {status}")
     s, _, _ = st.request("GET", f"/api/v1/sessions/{sid}")
     add(f"session {s}")
     s, _, _ = st.request("GET", f"/api/v1/sessions/nope-{k}")

@@ -30,7 +30,6 @@ NOT_YET = {
     "valerie_agent_calls_total": "agents (BRIEF 13) are not implemented yet",
     "valerie_agent_call_duration_seconds_bucket": "agents (BRIEF 13) are not implemented yet",
     'target=~"agent:': "no agent circuits until agents exist",
-    "valerie_ratelimit_rejections_total": "the application rate limit is not implemented yet",
 }
 
 

@@ -82,6 +82,10 @@ with observed_pool(rounds=3) as (st, prom, counts):
           "404s on no route are counted as route=\"unmatched\"")
     check(one(prom, 'sum(valerie_http_requests_total{route="/api/v1/chat",code="502"})') == counts.get("chat 502"),
           f"{counts.get('chat 502')} chat turns both providers failed: 502s counted")
+    hits = counts.get("blast 429", 0)
+    check(hits > 0 and one(prom, 'sum(valerie_ratelimit_rejections_total{scope="address"})') == hits,
+          f"{hits} requests over the address's bucket: 429s counted as rate-limit rejections")
+    check(counts.get("tool call 200 tool_calls", 0) == 4, "a tool call answered in every round")
     direct = scrape_values(st, "valerie_llm_requests_total")
     got = {}
     for s in prom.query("valerie_llm_requests_total"):
