@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "http.h"
 #include "log.h"
+#include "vtime.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -51,15 +52,6 @@ struct auth {
 	ino_t ino;
 	long long checked_ms;
 };
-
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 void
 auth_sha256_hex(const void *data, size_t len, char *out)
@@ -247,7 +239,7 @@ maybe_reload(struct auth *a)
 {
 	struct stat sb;
 	char err[300];
-	long long now = mono_ms();
+	long long now = vtime_mono_ms();
 	int changed;
 
 	pthread_rwlock_rdlock(&a->lock);
@@ -352,7 +344,7 @@ auth_open(const struct conf *conf, char *err, size_t errlen)
 		}
 		if (load_keys(a, &sb, err, errlen) != 0)
 			goto fail;
-		a->checked_ms = mono_ms();
+		a->checked_ms = vtime_mono_ms();
 	}
 	return a;
 oom:

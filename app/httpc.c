@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "httpc.h"
+#include "vtime.h"
 
 #include <curl/curl.h>
 #include <openssl/ssl.h>
@@ -24,15 +25,6 @@ struct call {
 	enum httpc_result why;   /* set by a callback that stopped the transfer */
 	int stopped;
 };
-
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /*
  * NOTE: one certificate store for the whole process. Each libcurl handle that
@@ -218,7 +210,7 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 		return 1;
 	}
 	if (c->req->first_byte_timeout_ms > 0 && c->resp->bytes == 0 &&
-	    mono_ms() - c->start_ms > c->req->first_byte_timeout_ms) {
+	    vtime_mono_ms() - c->start_ms > c->req->first_byte_timeout_ms) {
 		stop(c, HTTPC_FIRST_BYTE_TIMEOUT);
 		return 1;
 	}
@@ -240,7 +232,7 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 	memset(&c, 0, sizeof(c));
 	c.req = req;
 	c.resp = resp;
-	c.start_ms = mono_ms();
+	c.start_ms = vtime_mono_ms();
 	err[0] = '\0';
 
 	for (i = 0; req->headers != NULL && req->headers[i] != NULL; i++) {

@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "ratelimit.h"
 #include "store.h"
+#include "vtime.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,15 +54,6 @@ struct ratelimit {
 	int fd;
 	struct rl_table *t;
 };
-
-static long long
-clock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 double
 ratelimit_refill(double tokens, double capacity, double per_ms, long long elapsed_ms)
@@ -195,7 +187,7 @@ take_local(struct ratelimit *rl, const char *key, int *allowed, double *tokens)
 	size_t group = (size_t)(h % (RL_SLOTS / RL_PROBE)), i, pick = 0;
 	struct rl_slot *g = &rl->t->slots[group * RL_PROBE], *s = NULL;
 	pthread_mutex_t *m = &rl->t->locks[group % RL_STRIPES];
-	long long now = clock_ms();
+	long long now = vtime_now_ms();
 
 	*allowed = 1;
 	*tokens = rl->capacity;

@@ -3,6 +3,7 @@
 
 #include "conf.h"
 #include "store_impl.h"
+#include "vtime.h"
 
 #include <errno.h>
 #include <lmdb.h>
@@ -78,15 +79,6 @@ struct meta_rec {
 	int32_t turns;
 	char owner[STORE_ID_MAX + 1];
 };
-
-static long long
-clock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static enum store_status
 fail(struct lmdb_conn *c, int rc, const char *what)
@@ -378,7 +370,7 @@ live_meta(struct lmdb_conn *c, MDB_txn *txn, const char *sid, struct meta_rec *m
 	}
 	if (rc != 0)
 		return fail(c, rc, "read");
-	if (m->expires_ms <= clock_ms())
+	if (m->expires_ms <= vtime_now_ms())
 		return STORE_NOT_FOUND;
 	return STORE_OK;
 }
@@ -451,7 +443,7 @@ lmdb_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	struct lmdb_store *st = c->st;
 	struct meta_rec m;
 	unsigned char key[LMDB_KEY_MAX], ek[8 + STORE_ID_MAX], tb[4];
-	long long now = clock_ms();
+	long long now = vtime_now_ms();
 	struct buf text = {0};
 	MDB_txn *txn;
 	MDB_val k, v;
@@ -643,7 +635,7 @@ lmdb_delete(void *p, const char *sid)
 		mdb_txn_abort(txn);
 		return fail(c, rc, "delete");
 	}
-	expired = m.expires_ms <= clock_ms();
+	expired = m.expires_ms <= vtime_now_ms();
 	rc = mdb_txn_commit(txn);
 	if (rc != 0)
 		return fail(c, rc, "commit");
@@ -675,7 +667,7 @@ lmdb_count(void *p, long long *active)
 	MDB_cursor *cur;
 	MDB_stat stat;
 	MDB_val k, v;
-	long long now = clock_ms(), expired = 0, when;
+	long long now = vtime_now_ms(), expired = 0, when;
 	const unsigned char *kb;
 	int rc, i;
 

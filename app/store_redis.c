@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "store.h"
 #include "store_impl.h"
+#include "vtime.h"
 
 #include <hiredis/hiredis.h>
 
@@ -190,15 +191,6 @@ struct redis_conn {
 	char err[STORE_REDIS_ERR_MAX];
 };
 
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct timeval
 ms_timeval(long long ms)
 {
@@ -262,7 +254,7 @@ conn_drop(struct redis_conn *c, int backoff)
 	c->ctx = NULL;
 	if (backoff) {
 		snprintf(c->reason, sizeof(c->reason), "%s", c->err);
-		c->retry_at_ms = mono_ms() + c->backoff_ms;
+		c->retry_at_ms = vtime_mono_ms() + c->backoff_ms;
 		c->backoff_ms = c->backoff_ms * 2 > STORE_REDIS_BACKOFF_MAX_MS ?
 		    STORE_REDIS_BACKOFF_MAX_MS : c->backoff_ms * 2;
 	}
@@ -510,7 +502,7 @@ wait_fd(int fd, short events, long long deadline)
 	int rc;
 
 	for (;;) {
-		left = deadline - mono_ms();
+		left = deadline - vtime_mono_ms();
 		if (left <= 0)
 			return -1;
 		p.fd = fd;
@@ -564,7 +556,7 @@ exchange(struct redis_conn *c, const char *op, int argc, const char **argv,
     const size_t *argvlen, redisReply **out)
 {
 	redisContext *ctx = c->ctx;
-	long long deadline = mono_ms() + STORE_REDIS_COMMAND_TIMEOUT_MS;
+	long long deadline = vtime_mono_ms() + STORE_REDIS_COMMAND_TIMEOUT_MS;
 	size_t received = 0, before;
 	void *reply = NULL;
 	int done = 0;
@@ -716,7 +708,7 @@ ensure(struct redis_conn *c)
 			return STORE_OK;
 		conn_drop(c, 0);
 	}
-	now = mono_ms();
+	now = vtime_mono_ms();
 	if (now < c->retry_at_ms) {
 		set_err(c, "%s (next attempt in %lld ms)", c->reason, c->retry_at_ms - now);
 		return STORE_UNAVAILABLE;

@@ -60,15 +60,6 @@ trace_now_ns(void)
 	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static long long
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 count_spans(const char *outcome, size_t n)
 {
@@ -360,7 +351,7 @@ export_batch(struct httpc *http, char **spans, size_t n)
 	enum httpc_result r;
 	char err[200];
 	size_t i, h = 0;
-	long long t0 = mono_ms();
+	long long t0 = vtime_mono_ms();
 	int ok;
 
 	buf_init(&body);
@@ -398,7 +389,7 @@ export_batch(struct httpc *http, char **spans, size_t n)
 	req.cancelled = export_cancelled;
 	r = httpc_perform(http, &req, &resp, err, sizeof(err));
 	ok = r == HTTPC_OK && resp.status >= 200 && resp.status <= 299;
-	atomic_store(&ex.last_ms, mono_ms() - t0);
+	atomic_store(&ex.last_ms, vtime_mono_ms() - t0);
 	atomic_store(&ex.failing, !ok);
 	count_spans(ok ? "exported" : "failed", n);
 	if (!ok) {

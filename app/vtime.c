@@ -1,4 +1,4 @@
-/* vtime: wall-clock time in milliseconds and its ISO 8601 form. */
+/* vtime: wall-clock and monotonic time in milliseconds, and the ISO 8601 form. */
 #include "config.h"
 
 #include "vtime.h"
@@ -12,6 +12,15 @@ vtime_now_ms(void)
 	struct timespec ts;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long
+vtime_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
