@@ -563,7 +563,8 @@ check_jwt(struct auth *a, const char *token, struct principal *p, char *why, siz
 		    "number of seconds");
 		goto out;
 	}
-	if (now > exp + AUTH_LEEWAY_S) {
+	/* NOTE: on the side of `now`: exp + leeway would overflow for a far-off exp. */
+	if (now - AUTH_LEEWAY_S > exp) {
 		snprintf(why, whylen, "the token has expired");
 		goto out;
 	}

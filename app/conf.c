@@ -269,6 +269,7 @@ static const char *const placeholders[] = {
 };
 
 /*
+ * What VALERIE_AUTH needs must be there (in any environment). Then
  * VALERIE_ENV=production refuses what is only fit for development: no auth,
  * a JWT secret that is short or copied from an example, CORS open to every
  * origin. (Key files readable by others are refused when auth loads them.)
@@ -279,6 +280,23 @@ check_production(const struct conf *cfg, char *err, size_t errlen)
 	const char *p, *comma;
 	size_t i;
 
+	if (strstr(cfg->auth, "jwt") != NULL && strncmp(cfg->jwt_algorithm, "HS", 2) == 0 &&
+	    cfg->jwt_secret_key == NULL) {
+		snprintf(err, errlen, "JWT_SECRET_KEY: required with VALERIE_AUTH=%s and "
+		    "JWT_ALGORITHM=%s", cfg->auth, cfg->jwt_algorithm);
+		return CONF_INVALID;
+	}
+	if (strstr(cfg->auth, "jwt") != NULL && strncmp(cfg->jwt_algorithm, "HS", 2) != 0 &&
+	    cfg->jwt_public_key_file == NULL) {
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: required with JWT_ALGORITHM=%s",
+		    cfg->jwt_algorithm);
+		return CONF_INVALID;
+	}
+	if (strstr(cfg->auth, "apikey") != NULL && cfg->api_keys_file == NULL) {
+		snprintf(err, errlen, "VALERIE_API_KEYS_FILE: required with VALERIE_AUTH=%s",
+		    cfg->auth);
+		return CONF_INVALID;
+	}
 	if (strcmp(cfg->env, "production") != 0)
 		return CONF_OK;
 	if (strcmp(cfg->auth, "none") == 0) {
@@ -295,8 +313,8 @@ check_production(const struct conf *cfg, char *err, size_t errlen)
 		}
 		for (i = 0; placeholders[i] != NULL; i++)
 			if (strcasecmp(cfg->jwt_secret_key, placeholders[i]) == 0 ||
-			    strstr(cfg->jwt_secret_key, "your-") != NULL ||
-			    strstr(cfg->jwt_secret_key, "change") != NULL) {
+			    strcasestr(cfg->jwt_secret_key, "your-") != NULL ||
+			    strcasestr(cfg->jwt_secret_key, "change") != NULL) {
 				snprintf(err, errlen, "JWT_SECRET_KEY: a placeholder from an example is "
 				    "refused with VALERIE_ENV=production (openssl rand -hex 32)");
 				return CONF_INVALID;

@@ -210,4 +210,135 @@ try:
           f"anthropic provider, failing: the planned failures were met: {seen}")
 finally:
     fake.stop()
+
+def auth_scenario():
+    """One worker under valgrind with VALERIE_AUTH=jwt,apikey, a small rate limit and
+    CORS: every way a credential is accepted or refused, a role refused, a company
+    mismatch, another principal's session, a key revoked while it runs, 429s."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    tmp = tempfile.mkdtemp(prefix="valerie-vg-auth-")
+    sock = os.path.join(tmp, "w.sock")
+    vlog = os.path.join(tmp, "valgrind.log")
+    secret = "vg-" + "s" * 40
+    keys = os.path.join(tmp, "keys")
+
+    def apikey(name, role, company=None):
+        args = [BIN, "apikey", "new", "--name", name, "--role", role]
+        out = subprocess.run(args + (["--company", company] if company else []),
+                             capture_output=True, text=True).stdout
+        return out.split("key:")[1].split()[0], out.split("line:")[1].splitlines()[0].strip()
+
+    ci, ci_line = apikey("ci", "user")
+    ops, ops_line = apikey("ops", "admin", "acme")
+    with open(keys, "w") as f:
+        f.write(ci_line + "\n" + ops_line + "\n")
+
+    def b64(d):
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    def tok(claims, alg="HS256", head=None):
+        signing = b64(head or {"alg": alg, "typ": "JWT"}) + "." + b64(claims)
+        dig = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[alg]
+        sig = hmac.new(secret.encode(), signing.encode(), dig).digest()
+        return "Bearer " + signing + "." + base64.urlsafe_b64encode(sig).rstrip(b"=").decode()
+
+    now = int(time.time())
+    alice = tok({"sub": "alice", "role": "user", "exp": now + 600, "company_id": "acme"})
+    bob = tok({"sub": "bob", "exp": now + 600, "aud": ["x"], "iss": "i", "nbf": now - 1})
+    env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
+               RATE_LIMIT_REQUESTS_PER_MINUTE="60", RATE_LIMIT_BURST="20",
+               VALERIE_DATA_DIR=os.path.join(tmp, "data"), VALERIE_AUTH="jwt,apikey",
+               JWT_SECRET_KEY=secret, VALERIE_API_KEYS_FILE=keys,
+               CORS_ORIGINS="https://app.example")
+    spawn = os.environ.get("SPAWN_FCGI", "spawn-fcgi")
+    proc = subprocess.Popen(
+        [spawn, "-n", "-s", sock, "--", shutil.which("valgrind"), "--quiet", "--leak-check=full",
+         "--show-leak-kinds=definite,indirect,possible", "--errors-for-leak-kinds=definite,indirect,possible",
+         "--error-exitcode=99", f"--log-file={vlog}", BIN],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "worker.log"), "w"))
+
+    def call(method, path, auth=None, body=None, extra=None):
+        e = dict(extra or {})
+        if auth is not None:
+            e["HTTP_AUTHORIZATION"] = auth
+        c = FcgiClient(sock)
+        if body is None:
+            c.begin(method, path, extra=e)
+        else:
+            c.begin(method, path, body_len=len(body),
+                    extra=dict(e, CONTENT_TYPE="application/json"))
+            c.send_body(body)
+        c.end_body()
+        return c.response()[0]
+
+    try:
+        up = wait_until(lambda: os.path.exists(sock) and "worker ready" in
+                        open(os.path.join(tmp, "worker.log")).read(), 60, 0.2)
+        check(up, "auth: worker under valgrind came up")
+        refusals = [None, "Basic eA==", "Bearer ", "Bearer a.b.c", "Bearer !.!.!", "Bearer a.b.c.d",
+                    tok({"sub": "a", "exp": now + 60}, "HS512"),
+                    tok({"sub": "a", "exp": now + 60}, head={"alg": "none"}),
+                    tok({"sub": "a", "exp": now - 600}), tok({"sub": "a"}),
+                    tok({"exp": now + 60}), tok({"sub": "a", "exp": now + 60, "role": "x"}),
+                    tok({"sub": "a", "exp": now + 60, "nbf": now + 600}),
+                    tok([1, 2]), "Bearer vk_nope", "Bearer " + "x" * 9000]
+        for a in refusals:
+            s = call("GET", "/v1/models", a)
+            check(s == 401, f"auth: {str(a)[:30]!r}: 401 ({s})")
+        s = call("GET", "/v1/models", extra={"HTTP_X_API_KEY": ci})
+        check(s == 200, f"auth: API key via X-API-Key: {s}")
+        check(call("GET", "/v1/models", "Bearer " + ci) == 200, "auth: API key via Bearer")
+        check(call("GET", "/config", alice) == 403, "auth: a user on /config: 403")
+        check(call("GET", "/config", "Bearer " + ops) == 200, "auth: an admin key on /config")
+        body = b'{"message":"hi","session_id":"vg-a","config":{"nombre_bot":"T","id_empresa":"zz"}}'
+        check(call("POST", "/api/agent/chat", alice, body) == 403, "auth: company mismatch: 403")
+        body = b'{"message":"hi","session_id":"vg-a","config":{"nombre_bot":"T"}}'
+        check(call("POST", "/api/agent/chat", alice, body) == 200, "auth: company bound: 200")
+        check(call("POST", "/api/v1/chat", bob, b'{"message":"x","session_id":"vg-a"}') == 404,
+              "auth: another's session: 404")
+        check(call("GET", "/api/v1/sessions/vg-a", bob) == 404, "auth: another reads: 404")
+        check(call("DELETE", "/api/v1/sessions/vg-a", bob) == 404, "auth: another deletes: 404")
+        check(call("GET", "/api/v1/sessions/vg-a", "Bearer " + ops) == 200, "auth: admin reads")
+        s = call("OPTIONS", "/api/v1/chat", extra={"HTTP_ORIGIN": "https://app.example",
+                                                   "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "POST"})
+        check(s == 204, f"auth: preflight: {s}")
+        s = call("OPTIONS", "/api/v1/chat", extra={"HTTP_ORIGIN": "https://evil.example",
+                                                   "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "POST"})
+        check(s == 403, f"auth: preflight from another origin: {s}")
+        with open(keys + ".new", "w") as f:
+            f.write(ops_line + "\n")
+        os.rename(keys + ".new", keys)
+        check(wait_until(lambda: call("GET", "/v1/models", "Bearer " + ci) == 401, 15, 0.3),
+              "auth: a revoked key gets 401")
+        with open(keys, "a") as f:
+            f.write("broken line\n")
+        time.sleep(1.2)
+        check(call("GET", "/v1/models", "Bearer " + ops) == 200, "auth: a broken file keeps keys")
+        codes = [call("GET", "/v1/models", bob) for _ in range(40)]
+        check(429 in codes, f"auth: the rate limit answers 429: {codes.count(429)}")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+
+    report = open(vlog).read() if os.path.exists(vlog) else ""
+    check(rc == 0, f"auth: worker exited 0 under valgrind (rc {rc})")
+    check("ERROR SUMMARY" not in report or "ERROR SUMMARY: 0 errors" in report,
+          "auth: valgrind found no error")
+    check("definitely lost" not in report and "indirectly lost" not in report
+          and "possibly lost" not in report, "auth: valgrind found no leak")
+    if report.strip():
+        print(report[-3000:])
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+auth_scenario()
 done("test_valgrind")

@@ -49,7 +49,8 @@ main(void)
 		"OPENAI_API_KEY", "sk-abcdefghijklmnop", "VALERIE_SESSION_STORE", "redis",
 		"VALERIE_SESSION_REDIS_URL", "redis://:hunter2@redis:6379/1",
 		"VALERIE_LLM_FALLBACKS", "anthropic,offline", "JWT_SECRET_KEY", "s3cret-s3cret",
-		"VALERIE_AUTH", "jwt,apikey", "VALERIE_SESSION_TTL", "3600",
+		"VALERIE_AUTH", "jwt,apikey", "VALERIE_API_KEYS_FILE", "/etc/valerie/api-keys",
+		"VALERIE_SESSION_TTL", "3600",
 		"OPENAI_TIMEOUT", "", NULL, NULL};
 	struct conf c;
 	struct json_object *doc, *v;
@@ -163,6 +164,95 @@ main(void)
 		CHECK_INT(load(&c, kv, err), CONF_INVALID);
 		CHECK(strncmp(err, "OPENAI_API_KEY:", 15) == 0);
 		CHECK(strstr(err, "bad") == NULL || strstr(err, "\001") == NULL);
+	}
+	/* VALERIE_ENV=production refuses what only development may use: one line naming it. */
+	{
+		static const char good[] = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+		static const char *const refusals[][3] = {
+			/* variable, value, the word the line must hold */
+			{"VALERIE_AUTH", "none", "none"},
+			{"JWT_SECRET_KEY", "0123456789abcdef0123456789abcde", "32"},      /* 31 bytes */
+			{"JWT_SECRET_KEY", "your-256-bit-secret-padded-to-be-long-enough-xx", "placeholder"},
+			{"JWT_SECRET_KEY", "please-change-this-to-a-long-random-value", "placeholder"},
+			{"CORS_ORIGINS", "*", "*"},
+			{"CORS_ORIGINS", "https://a.example,*", "*"},
+			{"CORS_ORIGINS", "*,https://a.example", "*"},
+		};
+		const char *kv[] = {"VALERIE_ENV", "production", "VALERIE_AUTH", "jwt",
+			"JWT_SECRET_KEY", good, NULL, NULL, NULL, NULL};
+		size_t i;
+
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		CHECK_STR(err, "");
+		CHECK_STR(c.env, "production");
+		for (i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+			const char *name = refusals[i][0];
+
+			/* The variable replaces its good value, or comes last. */
+			kv[6] = kv[7] = NULL;
+			if (strcmp(name, "VALERIE_AUTH") == 0)
+				kv[3] = refusals[i][1];
+			else if (strcmp(name, "JWT_SECRET_KEY") == 0)
+				kv[5] = refusals[i][1];
+			else {
+				kv[6] = name;
+				kv[7] = refusals[i][1];
+			}
+			CHECK_INT(load(&c, kv, err), CONF_INVALID);
+			if (strncmp(err, name, strlen(name)) != 0 || strchr(err, '\n') != NULL ||
+			    strstr(err, "production") == NULL || strstr(err, refusals[i][2]) == NULL)
+				fprintf(stderr, "refusal %zu (%s=%s): \"%s\"\n", i, name, refusals[i][1], err);
+			CHECK(strncmp(err, name, strlen(name)) == 0);
+			CHECK(strchr(err, '\n') == NULL);
+			CHECK_CONTAINS(err, "production");
+			CHECK_CONTAINS(err, refusals[i][2]);
+			/* The refusal never repeats a secret. */
+			if (strcmp(name, "JWT_SECRET_KEY") == 0 && refusals[i][1][0] != '\0')
+				CHECK(strstr(err, refusals[i][1]) == NULL);
+			kv[3] = "jwt";
+			kv[5] = good;
+			kv[6] = kv[7] = NULL;
+		}
+		/* The placeholder words count in any case, inside a longer secret too. */
+		kv[5] = "CHANGEME-CHANGEME-CHANGEME-CHANGEME";
+		CHECK_INT(load(&c, kv, err), CONF_INVALID);
+		CHECK(strncmp(err, "JWT_SECRET_KEY:", 15) == 0);
+		kv[5] = good;
+		/* Exactly 32 bytes, listed origins, an API-keys-only or RS256 stack: accepted. */
+		kv[5] = "0123456789abcdef0123456789abcdef";
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		kv[5] = good;
+		kv[6] = "CORS_ORIGINS";
+		kv[7] = "https://a.example,https://b.example";
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		kv[6] = kv[7] = NULL;
+		kv[3] = "apikey";
+		kv[5] = "short";  /* not used without jwt */
+		CHECK_INT(load(&c, kv, err), CONF_INVALID);   /* the keys file is required */
+		CHECK(strncmp(err, "VALERIE_API_KEYS_FILE:", 22) == 0);
+		kv[6] = "VALERIE_API_KEYS_FILE";
+		kv[7] = "/etc/valerie/api-keys";
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		kv[6] = kv[7] = NULL;
+		/* Development accepts what production refuses. */
+		kv[1] = "development";
+		kv[3] = "none";
+		kv[6] = "CORS_ORIGINS";
+		kv[7] = "*";
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+	}
+	/* What VALERIE_AUTH needs is required in any environment, named in one line. */
+	{
+		const char *jwt_only[] = {"VALERIE_AUTH", "jwt", NULL, NULL};
+		const char *rs_only[] = {"VALERIE_AUTH", "jwt", "JWT_ALGORITHM", "RS256", NULL, NULL};
+		const char *key_only[] = {"VALERIE_AUTH", "apikey", NULL, NULL};
+
+		CHECK_INT(load(&c, jwt_only, err), CONF_INVALID);
+		CHECK(strncmp(err, "JWT_SECRET_KEY: required", 24) == 0);
+		CHECK_INT(load(&c, rs_only, err), CONF_INVALID);
+		CHECK(strncmp(err, "JWT_PUBLIC_KEY_FILE: required", 29) == 0);
+		CHECK_INT(load(&c, key_only, err), CONF_INVALID);
+		CHECK(strncmp(err, "VALERIE_API_KEYS_FILE: required", 31) == 0);
 	}
 	return check_done("test_conf");
 }
