@@ -373,6 +373,23 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 
 	if (auth_required(app->auth)) {
 		if (auth_check(app->auth, req, who, why, sizeof(why)) != AUTH_OK) {
+			/*
+			 * Failed credentials spend the client address's bucket, so guessing
+			 * keys or tokens is limited like any other traffic.
+			 */
+			snprintf(key, sizeof(key), "f:%s", req->remote_addr != NULL ?
+			    req->remote_addr : "");
+			ratelimit_take(app->rl, w->store, key, &rl);
+			if (!rl.unavailable && !rl.allowed) {
+				metrics_counter_add("valerie_ratelimit_rejections_total",
+				    "scope=\"address\"", 1);
+				http_response_error(resp, 429, "rate_limited", "too many failed "
+				    "attempts: wait for Retry-After seconds");
+				ratelimit_headers(resp, &rl);
+				snprintf(v, sizeof(v), "%lld", rl.retry_after_s);
+				http_response_header(resp, "Retry-After", v);
+				return -1;
+			}
 			http_response_error(resp, 401, "unauthorized", why);
 			http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"valerie\"");
 			return -1;

@@ -129,6 +129,14 @@ with Stack(workers=3, threads=4, env=dict(common, VALERIE_AUTH="jwt",
     check(len(pids) >= 2, f"... answered by {len(pids)} worker processes (so the bucket is "
           "shared, not per process)")
 
+    # Failed credentials spend the address's bucket: guessing is limited too.
+    bad = [st.json("GET", ROUTE, headers={"Authorization": "Bearer not.a.token"})[0]
+           for _ in range(7)]
+    check(bad == [401] * 5 + [429] * 2,
+          f"5 failed credentials answer 401, then 429 for that address: {bad}")
+    s, _, _ = st.json("GET", ROUTE, headers=auth("dave"))
+    check(s == 200, f"a good token from the same address still passes: {s}")
+
 # --- no auth: per client address ---
 with Stack(workers=2, threads=4, env=dict(common, VALERIE_AUTH="none")) as st:
     exhaust_then_refill(st, {}, "address", "no auth (per client address)")
