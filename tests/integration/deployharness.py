@@ -240,3 +240,93 @@ class ProdNginx:
 
     def access_log(self):
         return read_text(os.path.join(self.logs, "access.log"))
+
+
+# --- Dockerfile and build context ------------------------------------------------
+def parse_dockerfile(text):
+    """[{from, name, ins: [(KEYWORD, args)]}] per stage; continuation lines joined,
+    comments dropped."""
+    lines, cur = [], ""
+    for raw in text.splitlines():
+        s = raw.strip()
+        if s.startswith("#") or (not s and not cur):
+            continue
+        if s.endswith("\\"):
+            cur += s[:-1].strip() + " "
+            continue
+        cur += s
+        lines.append(cur.strip())
+        cur = ""
+    stages = []
+    for line in lines:
+        kw, _, arg = line.partition(" ")
+        kw, arg = kw.upper(), arg.strip()
+        if kw == "FROM":
+            words = arg.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append({"from": words[0], "name": name, "ins": []})
+        elif stages:
+            stages[-1]["ins"].append((kw, arg))
+    return stages
+
+
+def _ignore_rules(path):
+    rules = []
+    for line in read_text(path).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        pat = line[1:] if neg else line
+        pat = pat.strip("/")
+        rx = ""
+        i = 0
+        while i < len(pat):
+            if pat.startswith("**/", i):
+                rx += "(?:.*/)?"
+                i += 3
+            elif pat.startswith("**", i):
+                rx += ".*"
+                i += 2
+            elif pat[i] == "*":
+                rx += "[^/]*"
+                i += 1
+            elif pat[i] == "?":
+                rx += "[^/]"
+                i += 1
+            else:
+                rx += re.escape(pat[i])
+                i += 1
+        rules.append((re.compile(rx + r"\Z"), neg))
+    return rules
+
+
+def ignored(rel, rules):
+    """Docker's .dockerignore rule: the last pattern matching the path or one of its
+    parent directories decides."""
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    result = False
+    for rx, neg in rules:
+        if any(rx.match(p) for p in prefixes):
+            result = not neg
+    return result
+
+
+def copy_context(srcdir, dest, dockerignore):
+    """Copies the build context (srcdir through its .dockerignore) to dest; returns the
+    number of files copied."""
+    rules = _ignore_rules(dockerignore)
+    n = 0
+    for root, dirs, files in os.walk(srcdir):
+        relroot = os.path.relpath(root, srcdir)
+        relroot = "" if relroot == "." else relroot + "/"
+        dirs[:] = [d for d in dirs if d not in (".git", "node_modules")]
+        for f in files:
+            rel = relroot + f
+            if ignored(rel, rules):
+                continue
+            os.makedirs(os.path.join(dest, relroot), exist_ok=True)
+            shutil.copy2(os.path.join(root, f), os.path.join(dest, rel), follow_symlinks=False)
+            n += 1
+    return n
