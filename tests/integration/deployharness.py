@@ -137,8 +137,10 @@ class ProdNginx:
     directory (certbot's /etc/letsencrypt/live/DOMAIN -> a test certificate), the ACME
     webroot, the pid, log and temp paths; everything else is the production file."""
 
-    def __init__(self, dir, upstream_lines, values=None):
+    def __init__(self, dir, upstream_lines, values=None, template=TEMPLATE, snippets=SNIPPETS):
         self.dir = dir
+        self.template = template
+        self.snippets = snippets
         self.conf_dir = os.path.join(dir, "conf")
         self.logs = os.path.join(dir, "logs")
         self.www = os.path.join(dir, "www")
@@ -158,7 +160,7 @@ class ProdNginx:
         self.write(upstream_lines)
 
     def rendered(self):
-        return envsubst(read_text(TEMPLATE), self.values)
+        return envsubst(read_text(self.template), self.values)
 
     def write(self, upstream_lines):
         text = self.rendered()
@@ -186,18 +188,18 @@ class ProdNginx:
             f.write(text)
         snip = os.path.join(self.conf_dir, "snippets")
         shutil.rmtree(snip, ignore_errors=True)
-        shutil.copytree(SNIPPETS, snip)
+        shutil.copytree(self.snippets, snip)
         with open(os.path.join(self.conf_dir, "valerie-upstream.conf"), "w") as f:
             f.write("".join(line + "\n" for line in upstream_lines))
 
-    def cmd(self, *args):
-        return subprocess.run([NGINX, "-p", self.dir + "/", "-c", self.conf,
+    def cmd(self, *args, wrap=()):
+        return subprocess.run([*wrap, NGINX, "-p", self.dir + "/", "-c", self.conf,
                                "-e", os.path.join(self.logs, "error.log"), *args],
                               capture_output=True, text=True, timeout=30,
                               stdin=subprocess.DEVNULL)
 
-    def test(self):
-        return self.cmd("-t")
+    def test(self, wrap=()):
+        return self.cmd("-t", wrap=wrap)
 
     def start(self):
         r = self.cmd()
