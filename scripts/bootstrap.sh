@@ -9,7 +9,7 @@ TOP=$(pwd)
 # Build and run dependencies (Debian 12 package names).
 BUILD_PKGS="build-essential autoconf automake libtool pkg-config libfcgi-dev libjson-c-dev liblmdb-dev libhiredis-dev libcurl4-openssl-dev libssl-dev libjwt-dev libmicrohttpd-dev"
 RUN_PKGS="spawn-fcgi multiwatch openssl curl libmicrohttpd12 libjwt0"
-TEST_PKGS="python3 valgrind clang redis-server prometheus"
+TEST_PKGS="python3 valgrind clang redis-server prometheus docker-compose lmdb-utils logrotate"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 

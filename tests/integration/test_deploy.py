@@ -1,0 +1,115 @@
+"""test_deploy: scripts/deploy.sh on this machine. The compose verbs say clearly that
+no Docker engine answers and exit 3. --backup then --restore round-trips a session of
+a local stack's LMDB store (created through the API, backed up while the pool runs,
+deleted, restored with the pool stopped, read back); --restore refuses while the pool
+has the data open. With Redis sessions the backup's RDB snapshot, loaded into a fresh
+redis-server, holds the session."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (SRCDIR, RedisServer, Stack, check, done, failures,  # noqa: E402
+                     free_port, post_chat)
+
+DEPLOY = os.path.join(SRCDIR, "scripts", "deploy.sh")
+tmp = tempfile.mkdtemp(prefix="valerie-deploy-")
+
+
+def deploy(*args, env=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("VALERIE_")}
+    e.update({"VALERIE_ENV_FILE": os.path.join(tmp, "no-such.env"),
+              "VALERIE_BACKUP_DIR": os.path.join(tmp, "backups"),
+              "VALERIE_BACKUP_TARGET": "local"})
+    e.update(env or {})
+    return subprocess.run(["bash", DEPLOY, *args], env=e, capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+engine = shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+if not engine:
+    r = deploy("--status")
+    check(r.returncode == 3 and "no Docker engine" in r.stderr, f"--status without an engine: exit {r.returncode}: {r.stderr.strip()}")
+    r = deploy("--up")
+    check(r.returncode == 3 and "no Docker engine" in r.stderr, f"--up without an engine: exit {r.returncode}")
+r = deploy("--nonsense")
+check(r.returncode == 2 and "usage" in r.stderr, f"unknown verb: usage, exit 2 ({r.returncode})")
+r = deploy("--restore", os.path.join(tmp, "missing.tar.gz"))
+check(r.returncode == 1 and "no such backup" in r.stderr, f"--restore of a missing file: {r.stderr.strip()}")
+
+# --- LMDB round trip ---
+sid = "deploy-backup-1"
+st = Stack()
+data = st.env["VALERIE_DATA_DIR"]
+benv = {"VALERIE_DATA_DIR": data, "VALERIE_SESSION_STORE": "lmdb"}
+try:
+    st.start()
+    for m in ("first", "second"):
+        s, _, doc = post_chat(st, {"message": m, "session_id": sid})
+        check(s == 200, f"chat turn '{m}': {s}")
+    r = deploy("--backup", env=benv)
+    archives = glob.glob(os.path.join(tmp, "backups", "valerie-backup-*.tar.gz"))
+    check(r.returncode == 0 and len(archives) == 1, f"--backup while the pool runs: {r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+    with tarfile.open(archives[0]) as t:
+        names = t.getnames()
+    check(any(n.endswith("lmdb/data.mdb") for n in names) and any(n.endswith("MANIFEST") for n in names),
+          f"the archive holds the LMDB copy and a manifest: {names}")
+    s, _, _ = st.json("DELETE", f"/api/v1/sessions/{sid}")
+    s2, _, _ = st.json("GET", f"/api/v1/sessions/{sid}")
+    check(s in (200, 204) and s2 == 404, f"session deleted through the API: {s}, then GET {s2}")
+    r = deploy("--restore", archives[0], env=benv)
+    check(r.returncode == 1 and "stop it first" in r.stderr, f"--restore refuses while the pool runs: {r.stderr.strip()}")
+    st.stop()
+    r = deploy("--restore", archives[0], env=benv)
+    check(r.returncode == 0 and os.path.exists(os.path.join(data, "data.mdb.before-restore")),
+          f"--restore with the pool stopped: {r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+    st.start()
+    s, _, doc = st.json("GET", f"/api/v1/sessions/{sid}")
+    msgs = [m.get("content") for m in (doc or {}).get("messages", []) if m.get("role") == "user"]
+    check(s == 200 and msgs == ["first", "second"], f"the session is back after the restore: {s} {msgs}")
+finally:
+    st.stop()
+    if not failures:
+        shutil.rmtree(st.dir, ignore_errors=True)
+
+# --- Redis: the snapshot holds the session ---
+with RedisServer() as redis:
+    env = {"VALERIE_SESSION_STORE": "redis", "VALERIE_SESSION_REDIS_URL": redis.url()}
+    with Stack(env=env) as st:
+        s, _, doc = post_chat(st, {"message": "kept in redis", "session_id": "deploy-redis-1"})
+        check(s == 200, f"chat turn with Redis sessions: {s}")
+        for a in glob.glob(os.path.join(tmp, "backups", "*.tar.gz")):
+            os.unlink(a)
+        r = deploy("--backup", env=env)
+        archives = glob.glob(os.path.join(tmp, "backups", "valerie-backup-*.tar.gz"))
+        check(r.returncode == 0 and len(archives) == 1, f"--backup of Redis: {r.returncode} {r.stderr.strip()}")
+    out = os.path.join(tmp, "redis-restore")
+    with tarfile.open(archives[0]) as t:
+        t.extractall(out)
+    rdb = glob.glob(os.path.join(out, "*", "redis", "dump.rdb"))
+    check(len(rdb) == 1, f"the archive holds redis/dump.rdb: {rdb}")
+    fresh = tempfile.mkdtemp(prefix="valerie-redis-fresh-")
+    shutil.copy(rdb[0], os.path.join(fresh, "dump.rdb"))
+    port = free_port()
+    p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", fresh,
+                          "--appendonly", "no", "--save", ""], stdout=subprocess.DEVNULL)
+    try:
+        probe = RedisServer(port=port, dir=fresh)
+        from harness import wait_until  # noqa: E402
+        wait_until(probe.ping, 10)
+        keys = probe.command("KEYS", "*deploy-redis-1*")
+        check(keys and any("deploy-redis-1" in (k if isinstance(k, str) else k.decode()) for k in keys),
+              f"a fresh redis-server loading the snapshot has the session: {keys}")
+    finally:
+        p.terminate()
+        p.wait(10)
+        shutil.rmtree(fresh, ignore_errors=True)
+if not failures:
+    shutil.rmtree(tmp, ignore_errors=True)
+else:
+    print(f"(files kept in {tmp})")
+done("test_deploy")
