@@ -1,6 +1,7 @@
 /* health: service info, liveness, readiness and the effective configuration. */
 #include "config.h"
 
+#include "agents.h"
 #include "conf.h"
 #include "handler.h"
 #include "metrics.h"
@@ -239,6 +240,7 @@ health_metrics(struct handler_ctx *ctx)
 	if (store_ping(ctx->store) == STORE_OK && store_count(ctx->store, &active) == STORE_OK)
 		metrics_gauge_set("valerie_sessions_active", "", (double)active);
 	provider_metrics_scrape(ctx->conf, ctx->circuits);
+	agents_metrics_scrape(ctx->agents);
 	buf_reset(&ctx->resp->body, 65536);
 	metrics_render(&ctx->resp->body);
 	ctx->resp->status = 200;
