@@ -271,7 +271,10 @@ main(int argc, char **argv)
 	int i, j, rc = 0;
 
 	if (conf_load_env(&conf, err, sizeof(err)) != CONF_OK) {
-		printf("{\"config_error\":\"%s\"}\n", err);
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "config_error", json_object_new_string(err));
+		print(o);
 		return 78;
 	}
 	log_set_level(LOG_LVL_DEBUG);
