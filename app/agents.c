@@ -810,6 +810,7 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 		args = mcp_json_parse(arguments, strlen(arguments));
 		if (args == NULL || !json_object_is_type(args, json_type_object)) {
 			json_object_put(args);
+			args = NULL;
 			set_textf(res, "the arguments for %s.%.128s are not a JSON object", g->name,
 			    tool);
 			res->outcome = AGENTS_ERROR;

@@ -396,10 +396,11 @@ def fake_valgrind(fake):
     r = drive(agent_env(fake, MCP_TIMEOUT=1, MCP_MAX_RETRIES=1), ("list",),
               ("callmapped", "FAKE", "{}"), ("call", "fake", "echo", '{"message":"vg"}'),
               ("call", "fake", "fail", "{}"), ("call", "fake", "rpc_error", "{}"),
+              ("call", "fake", "echo", "[1]"), ("call", "nobody", "echo", "{}"),
               ("call", "fake", "flaky_idem", "{}"), ("parallel", 3, "fake", "add", '{"a":1}'),
               ("health",), ("metrics",), valgrind=vlog, timeout=300)
     log = open(vlog).read()
-    check(drive.rc == 0 and len(r) == 9 and r[2]["text"] == "Echo: vg",
+    check(drive.rc == 0 and len(r) == 11 and r[2]["text"] == "Echo: vg",
           f"valgrind: list, calls, errors and threads leak nothing (exit {drive.rc}) {log[-3000:]}")
 
 
