@@ -1,6 +1,7 @@
 /* app: the route table and the request pipeline shared by every route. */
 #include "config.h"
 
+#include "agents.h"
 #include "app.h"
 #include "auth.h"
 #include "circuit.h"
@@ -46,10 +47,13 @@ static const struct route routes[] = {
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
+extern char **environ;
+
 struct app {
 	const struct conf *conf;
 	struct store *store;
 	struct circuits *circuits;
+	struct agents *agents;
 	struct auth *auth;
 	struct ratelimit *rl;
 	atomic_int draining;
@@ -107,6 +111,11 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 		metrics_gauge_set("valerie_build_info", labels, 1);
 	}
 	provider_metrics_init(conf);
+	app->agents = agents_open(conf, app->circuits, environ, err, errlen);
+	if (app->agents == NULL) {
+		app_destroy(app);
+		return NULL;
+	}
 	store_metrics_init();
 	metrics_counter_add("valerie_ratelimit_rejections_total", "scope=\"principal\"", 0);
 	metrics_counter_add("valerie_ratelimit_rejections_total", "scope=\"address\"", 0);
@@ -131,6 +140,7 @@ app_destroy(struct app *app)
 	trace_stop();
 	auth_close(app->auth);
 	ratelimit_close(app->rl);
+	agents_close(app->agents);
 	store_close(app->store);
 	circuits_close(app->circuits);
 	metrics_close();
@@ -524,6 +534,7 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	ctx.store = w->store;
 	ctx.http = w->http;
 	ctx.circuits = w->app->circuits;
+	ctx.agents = w->app->agents;
 	if (match.route->role == ROLE_ANY)
 		anonymous(w->app, &who);
 	ctx.principal = who.id;

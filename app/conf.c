@@ -1,6 +1,7 @@
 /* conf: settings read from the environment, validated once at start. */
 #include "config.h"
 
+#include "agents.h"
 #include "conf.h"
 
 #include <arpa/inet.h>
@@ -48,6 +49,7 @@ static const char *const redis_schemes[] = {"redis", "unix", NULL};
 static int check_auth(const char *value, char *why, size_t whylen);
 static int check_log_level(const char *value, char *why, size_t whylen);
 static int check_ip(const char *value, char *why, size_t whylen);
+static struct json_object *url_redacted(const char *url);
 
 #define S(f) offsetof(struct conf, f)
 
@@ -448,10 +450,33 @@ env_get(const char *name, void *ctx)
 	return getenv(name);
 }
 
+extern char **environ;
+
+/* NOTE: the agents (MCP_<NAME>_URL) are not in the table: agents.c scans environ for them. */
 enum conf_status
 conf_load_env(struct conf *cfg, char *err, size_t errlen)
 {
-	return conf_load(cfg, env_get, NULL, err, errlen);
+	enum conf_status st = conf_load(cfg, env_get, NULL, err, errlen);
+
+	if (st == CONF_OK && agents_env_check(environ, err, errlen) != 0)
+		return CONF_INVALID;
+	return st;
+}
+
+int
+conf_check_web_url(const char *value, char *why, size_t whylen)
+{
+	if (has_control(value)) {
+		snprintf(why, whylen, "contains control characters");
+		return -1;
+	}
+	return check_url(value, web, why, whylen);
+}
+
+struct json_object *
+conf_url_json(const char *url)
+{
+	return url_redacted(url);
 }
 
 /* The JSON key of a field: lower case, without the VALERIE_ prefix. */
@@ -531,6 +556,11 @@ conf_to_json(const struct conf *cfg)
 			json_object_put(v);
 			goto oom;
 		}
+	}
+	v = agents_env_json(environ);
+	if (v == NULL || json_object_object_add(doc, "agents", v) != 0) {
+		json_object_put(v);
+		goto oom;
 	}
 	return doc;
 oom:

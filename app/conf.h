@@ -112,4 +112,13 @@ enum conf_status conf_load_env(struct conf *cfg, char *err, size_t errlen);
  */
 struct json_object *conf_to_json(const struct conf *cfg);
 
+/*
+ * Checks a URL as the http(s) settings are checked: scheme http or https, a
+ * host, no spaces or control characters. 0, or -1 with `why` filled.
+ */
+int conf_check_web_url(const char *value, char *why, size_t whylen);
+
+/* `url` as /config shows it: a password replaced by "[redacted]". Caller puts; NULL on OOM. */
+struct json_object *conf_url_json(const char *url);
+
 #endif

@@ -7,6 +7,7 @@
 #include "http.h"
 #include "router.h"
 
+struct agents;
 struct conf;
 struct circuits;
 struct httpc;
@@ -26,6 +27,7 @@ struct handler_ctx {
 	struct store_conn *store;     /* this thread's connection to it */
 	struct httpc *http;           /* this thread's HTTP client (kept connections) */
 	struct circuits *circuits;    /* the pool's circuit breakers */
+	struct agents *agents;        /* the process's MCP agents */
 	const char *principal;        /* who calls: JWT sub, "key:<name>", or "anonymous" */
 	int admin;                    /* the caller may read and delete any session */
 	const char *company;          /* the company the caller is bound to, "" if none */

@@ -1,6 +1,7 @@
 /* health: service info, liveness, readiness and the effective configuration. */
 #include "config.h"
 
+#include "agents.h"
 #include "conf.h"
 #include "handler.h"
 #include "metrics.h"
@@ -220,6 +221,7 @@ health_detailed(struct handler_ctx *ctx)
 	json_object_object_add(deps, "store", store_check(ctx, &store_ok));
 	json_object_object_add(deps, "providers", providers_check(ctx));
 	json_object_object_add(deps, "trace_exporter", trace_check());
+	json_object_object_add(deps, "agents", agents_health_json(ctx->agents));
 	json_object_object_add(doc, "status",
 	    json_object_new_string(store_ok && !ctx->draining ? "ok" : "degraded"));
 	json_object_object_add(doc, "service", json_object_new_string(SERVICE_NAME));
@@ -239,6 +241,7 @@ health_metrics(struct handler_ctx *ctx)
 	if (store_ping(ctx->store) == STORE_OK && store_count(ctx->store, &active) == STORE_OK)
 		metrics_gauge_set("valerie_sessions_active", "", (double)active);
 	provider_metrics_scrape(ctx->conf, ctx->circuits);
+	agents_metrics_scrape(ctx->agents);
 	buf_reset(&ctx->resp->body, 65536);
 	metrics_render(&ctx->resp->body);
 	ctx->resp->status = 200;

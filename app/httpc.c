@@ -192,6 +192,8 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 	} else if (strcmp(line, "content-type") == 0) {
 		snprintf(c->resp->content_type, sizeof(c->resp->content_type), "%s", v);
 	}
+	if (c->req->on_header != NULL)
+		c->req->on_header(c->req->ctx, line, v);
 	return size * nmemb;
 }
 

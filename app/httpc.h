@@ -28,7 +28,9 @@ void httpc_free(struct httpc *h);
  * non-zero to stop: HTTPC_ABORTED), else into the response's `body` up to
  * `max_bytes` (then HTTPC_TOO_LARGE). `cancelled` is polled at least about
  * once a second; when it says so the call is abandoned (HTTPC_CANCELLED) and
- * the connection closed, so the upstream sees the client leave.
+ * the connection closed, so the upstream sees the client leave. `on_header`
+ * (may be NULL) sees each response header as it arrives, the name in lower
+ * case and the value trimmed (a header line longer than 255 bytes is skipped).
  */
 struct httpc_request {
 	const char *method;            /* "POST" or "GET" */
@@ -42,6 +44,7 @@ struct httpc_request {
 	size_t max_bytes;
 	int (*on_data)(void *ctx, const char *data, size_t len);
 	int (*cancelled)(void *ctx);
+	void (*on_header)(void *ctx, const char *name, const char *value);
 	void *ctx;
 };
 

@@ -38,6 +38,8 @@ static const struct {
 	{"valerie_llm_retries_total", K_COUNTER, "Upstream calls made again after a failure."},
 	{"valerie_llm_fallbacks_total", K_COUNTER, "Turns answered by a fallback provider."},
 	{"valerie_provider_up", K_GAUGE, "Whether the provider's last call succeeded (1) or failed (0)."},
+	{"valerie_agent_calls_total", K_COUNTER, "Tool calls to MCP agents by outcome (ok, error, timeout, circuit_open, unavailable)."},
+	{"valerie_agent_call_duration_seconds", K_HISTOGRAM, "Duration of tool calls to MCP agents, retries included."},
 	{"valerie_circuit_state", K_GAUGE, "Circuit breaker state: 0 closed, 1 half-open, 2 open."},
 	{"valerie_store_up", K_GAUGE, "Whether the session store answered its last operation (1) or not (0)."},
 	{"valerie_store_errors_total", K_COUNTER, "Session store operations that failed, by operation."},

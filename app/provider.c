@@ -6,6 +6,7 @@
 #include "metrics.h"
 #include "httpc.h"
 #include "provider.h"
+#include "retry.h"
 #include "sse.h"
 #include "trace.h"
 
@@ -16,10 +17,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-#define BACKOFF_BASE_MS 250
-#define BACKOFF_CAP_MS 8000
-#define BACKOFF_STEP_MS 50   /* waits are cut in steps to notice a gone client */
 
 void
 provider_result_free(struct llm_result *r)
@@ -129,36 +126,14 @@ provider_time_left(const struct llm_request *req)
 int
 provider_sleep(const struct llm_request *req, long long ms)
 {
-	struct timespec ts;
-	long long step;
-
-	while (ms > 0) {
-		if (req->cancelled != NULL && req->cancelled(req->ctx))
-			return -1;
-		step = ms < BACKOFF_STEP_MS ? ms : BACKOFF_STEP_MS;
-		ts.tv_sec = (time_t)(step / 1000);
-		ts.tv_nsec = (long)(step % 1000) * 1000000L;
-		nanosleep(&ts, NULL);
-		ms -= step;
-	}
-	return 0;
+	return retry_sleep(ms, req->cancelled, req->ctx);
 }
 
 int
 provider_backoff(const struct llm_request *req, int attempt, long long retry_after_ms)
 {
-	long long cap = BACKOFF_BASE_MS, wait;
-
-	while (attempt-- > 0 && cap < BACKOFF_CAP_MS)
-		cap *= 2;
-	if (cap > BACKOFF_CAP_MS)
-		cap = BACKOFF_CAP_MS;
-	wait = (long long)arc4random_uniform((unsigned int)cap + 1);
-	if (retry_after_ms > wait)
-		wait = retry_after_ms;
-	if (wait >= provider_time_left(req))
-		return -1;
-	return provider_sleep(req, wait);
+	return retry_backoff(attempt, retry_after_ms, provider_time_left(req), req->cancelled,
+	    req->ctx);
 }
 
 /* --- the HTTP call shared by the network providers --- */

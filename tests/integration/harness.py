@@ -698,3 +698,190 @@ class FakeLLM:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- Node programs pinned by a lockfile (tests/node, tests/mcp) -----------------------
+def npm_locked_version(d, package):
+    """The version of `package` that d/package-lock.json pins, or None."""
+    try:
+        with open(os.path.join(d, "package-lock.json")) as f:
+            return json.load(f)["packages"][f"node_modules/{package}"]["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def npm_installed_version(d, package):
+    try:
+        with open(os.path.join(d, "node_modules", package, "package.json")) as f:
+            return json.load(f).get("version")
+    except (OSError, ValueError):
+        return None
+
+
+def _writable(d):
+    try:
+        return os.access(d, os.W_OK) and bool(os.stat(d).st_mode & 0o200)
+    except OSError:
+        return False
+
+
+def npm_ci(d):
+    t = time.monotonic()
+    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=d, capture_output=True,
+                       text=True, timeout=600,
+                       env=dict(os.environ, npm_config_update_notifier="false"))
+    print(f"npm ci in {d}: exit {r.returncode} in {time.monotonic() - t:.1f} s")
+    if r.returncode != 0:
+        print(r.stdout[-3000:], r.stderr[-3000:])
+    return r.returncode == 0
+
+
+def node_major(node):
+    """The major version of the `node` binary, 0 if it cannot tell."""
+    r = subprocess.run([node, "--version"], capture_output=True, text=True)
+    try:
+        return int(r.stdout.strip().lstrip("v").split(".")[0])
+    except ValueError:
+        return 0
+
+
+def npm_install(src, files, package):
+    """Makes the lockfile's `package` installed: `npm ci` in `src` when its node_modules is
+    missing or stale, or in a temp copy of `files` when `src` is read-only (make
+    distcheck). Returns (dir, temp dir to remove or None, error or None)."""
+    want = npm_locked_version(src, package)
+    if want is None:
+        return src, None, f"{src}/package-lock.json pins no {package}"
+    if npm_installed_version(src, package) == want:
+        return src, None, None
+    tmp = None
+    d = src
+    if _writable(src):
+        ok = npm_ci(src)
+    else:
+        tmp = tempfile.mkdtemp(prefix="valerie-node-")
+        d = os.path.join(tmp, os.path.basename(src))
+        os.mkdir(d)
+        for f in files:
+            shutil.copy(os.path.join(src, f), d)
+        ok = npm_ci(d)
+    if not ok:
+        return d, tmp, f"npm ci --no-audit --no-fund in {d} failed (see above)"
+    if npm_installed_version(d, package) != want:
+        return d, tmp, f"{package} installed is {npm_installed_version(d, package)}, not {want}"
+    return d, tmp, None
+
+
+# --- MCP servers for the agent tests: the fake, and the real server-everything ---------
+FAKE_MCP = os.path.join(SRCDIR, "tests", "fakes", "fake_mcp.py")
+MCP_SRC = os.path.join(SRCDIR, "tests", "mcp")
+MCP_FILES = ("package.json", "package-lock.json", "loopback.cjs")
+EVERYTHING = "@modelcontextprotocol/server-everything"
+EVERYTHING_NODE_MIN = 20
+
+
+class FakeMCP:
+    """tests/fakes/fake_mcp.py in a subprocess on a random loopback port; stopped by PID."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="valerie-fakemcp-")
+        portfile = os.path.join(self.dir, "port")
+        self.proc = subprocess.Popen([sys.executable, FAKE_MCP, "--port", "0", "--port-file",
+                                      portfile], stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.dir, "log"), "w"))
+        if not wait_until(lambda: os.path.exists(portfile), 10):
+            raise RuntimeError("fake MCP server did not start")
+        self.port = int(open(portfile).read())
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+
+    def control(self, method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return json.loads(data) if data else None
+
+    def config(self, **kw):
+        return self.control("POST", "/_control/config", kw)
+
+    def reset(self, **kw):
+        self.control("POST", "/_control/reset", {})
+        if kw:
+            self.config(**kw)
+
+    def forget(self):
+        return self.control("POST", "/_control/forget", {})
+
+    def stats(self):
+        return self.control("GET", "/_control/stats")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def everything_install():
+    """The pinned server-everything, installed from tests/mcp's lockfile, and a node that
+    runs it. Returns (node, package dir, temp dir or None, error or None)."""
+    node = shutil.which("node")
+    if not node or not shutil.which("npm"):
+        return None, None, None, "node and npm are needed: apt-get install nodejs npm"
+    if node_major(node) < EVERYTHING_NODE_MIN:
+        # NOTE: Debian 12 has Node 18; the npm package node@22 brings a newer binary.
+        return None, None, None, (f"{EVERYTHING} needs node {EVERYTHING_NODE_MIN} or later; "
+                                  f"this node is older (npm install -g node@22)")
+    d, tmp, why = npm_install(MCP_SRC, MCP_FILES, EVERYTHING)
+    return node, d, tmp, why
+
+
+class EverythingServer:
+    """The real, unmodified @modelcontextprotocol/server-everything (streamableHttp, endpoint
+    /mcp) bound to 127.0.0.1 by a preloaded shim (tests/mcp/loopback.cjs), on a free port."""
+
+    def __init__(self, node, pkg_dir):
+        self.dir = tempfile.mkdtemp(prefix="valerie-everything-")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        main = os.path.join(pkg_dir, "node_modules", EVERYTHING, "dist", "index.js")
+        self.log = os.path.join(self.dir, "log")
+        self.proc = subprocess.Popen(
+            [node, "--require", os.path.join(pkg_dir, "loopback.cjs"), main, "streamableHttp"],
+            env=dict(os.environ, PORT=str(self.port)), cwd=self.dir,
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        if not wait_until(self.listening, 30, 0.1):
+            self.stop()
+            raise RuntimeError(f"server-everything did not start: {read_text(self.log)[-2000:]}")
+
+    def listening(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+        except OSError:
+            return self.proc.poll() is not None and False
+
+    def delete_session(self, sid):
+        """Ends session `sid` as a client would (DELETE): the server then forgets it."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request("DELETE", "/mcp", headers={"Mcp-Session-Id": sid,
+                                             "MCP-Protocol-Version": "2025-11-25"})
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,5 +1,7 @@
 """test_env_example: .env.production.example documents every variable the worker reads
-(the configuration table in app/conf.c and any getenv in app/ and fcgi/)."""
+(the configuration table in app/conf.c and any getenv in app/ and fcgi/), and every family
+of variables read by scanning the environment (app/agents.c: MCP_<NAME>_URL and
+MCP_<NAME>_ENABLED, written so in the code's comments)."""
 import glob
 import os
 import re
@@ -11,9 +13,11 @@ from harness import SRCDIR, check, done  # noqa: E402
 example = open(os.path.join(SRCDIR, ".env.production.example")).read()
 documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
 read = set()
+patterns = set()
 for path in glob.glob(os.path.join(SRCDIR, "app", "*.c")) + glob.glob(os.path.join(SRCDIR, "fcgi", "*.c")):
     text = open(path).read()
     read |= set(re.findall(r'getenv\("([A-Z][A-Z0-9_]+)"\)', text))
+    patterns |= set(re.findall(r"\b([A-Z]+_<NAME>_[A-Z]+)\b", text))
     if path.endswith("conf.c"):
         for env, alias in re.findall(r'^\s*\{"([A-Z][A-Z0-9_]+)", (?:"([A-Z][A-Z0-9_]+)"|NULL),', text, re.M):
             read.add(env)
@@ -23,4 +27,9 @@ check(len(read) > 30, f"found the variables the code reads ({len(read)})")
 aliases_ok = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}  # documented in the comment of their Valerie name
 missing = sorted(v for v in read - documented if v not in aliases_ok or v not in example)
 check(not missing, f".env.production.example lacks {missing}")
+check("MCP_<NAME>_URL" in patterns and "MCP_<NAME>_ENABLED" in patterns,
+      f"found the variable families read by scanning the environment: {sorted(patterns)}")
+undocumented = sorted(p for p in patterns if p + "=" not in example)
+check(not undocumented, f".env.production.example documents the families {undocumented} "
+      f"(as NAME_<NAME>_X=... lines)")
 done("test_env_example")

@@ -25,14 +25,13 @@ node_modules is missing or stale, or into a temp copy when the source tree is re
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, FakeLLM, Stack, check, done, session_exchanges  # noqa: E402
+from harness import (SRCDIR, FakeLLM, Stack, check, done, node_major, npm_install,  # noqa: E402
+                     npm_installed_version, npm_locked_version, session_exchanges)
 
 NODE_SRC = os.path.join(SRCDIR, "tests", "node")
 NODE_FILES = ("package.json", "package-lock.json", "sdk-client.mjs")
@@ -45,74 +44,25 @@ def fail_now(what):
     done("test_openai_sdk")
 
 
-def locked_version(d):
-    try:
-        with open(os.path.join(d, "package-lock.json")) as f:
-            return json.load(f)["packages"]["node_modules/openai"]["version"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def installed_version(d):
-    try:
-        with open(os.path.join(d, "node_modules", "openai", "package.json")) as f:
-            return json.load(f).get("version")
-    except (OSError, ValueError):
-        return None
-
-
-def writable(d):
-    try:
-        return os.access(d, os.W_OK) and bool(os.stat(d).st_mode & stat.S_IWUSR)
-    except OSError:
-        return False
-
-
-def npm_ci(d):
-    t = time.monotonic()
-    r = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=d, capture_output=True,
-                       text=True, timeout=600,
-                       env=dict(os.environ, npm_config_update_notifier="false"))
-    print(f"npm ci in {d}: exit {r.returncode} in {time.monotonic() - t:.1f} s")
-    if r.returncode != 0:
-        print(r.stdout[-3000:], r.stderr[-3000:])
-    return r.returncode == 0
-
-
 # --- node and npm, and the pinned SDK ---------------------------------------------------
 node, npm = shutil.which("node"), shutil.which("npm")
 if not node or not npm:
     fail_now(f"node and npm are needed for the openai SDK client (node: {node}, npm: {npm}): "
              f"apt-get install nodejs npm")
-r = subprocess.run([node, "--version"], capture_output=True, text=True)
-ver = r.stdout.strip()
-try:
-    major = int(ver.lstrip("v").split(".")[0])
-except ValueError:
-    major = 0
+ver = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+major = node_major(node)
 if not check(major >= NODE_MIN, f"node {ver} is {NODE_MIN} or later"):
     fail_now(f"node {ver} is too old for the SDK client: apt-get install nodejs npm "
              f"(Debian 12 has 18)")
-want = locked_version(NODE_SRC)
+want = npm_locked_version(NODE_SRC, "openai")
 check(want is not None and want.startswith("4."),
       f"tests/node/package-lock.json pins an openai 4.x (runs on Node 18): {want}")
 
-tmp = None
-client_dir = NODE_SRC
-if installed_version(NODE_SRC) != want:
-    if writable(NODE_SRC):
-        ok = npm_ci(NODE_SRC)
-    else:  # make distcheck: the source tree is read-only
-        tmp = tempfile.mkdtemp(prefix="valerie-node-")
-        client_dir = os.path.join(tmp, "node")
-        os.mkdir(client_dir)
-        for f in NODE_FILES:
-            shutil.copy(os.path.join(NODE_SRC, f), client_dir)
-        ok = npm_ci(client_dir)
-    if not ok:
-        fail_now(f"npm ci --no-audit --no-fund in {client_dir} failed (see above)")
-check(installed_version(client_dir) == want,
-      f"the SDK installed is the locked one: {installed_version(client_dir)} == {want}")
+client_dir, tmp, why = npm_install(NODE_SRC, NODE_FILES, "openai")
+if why is not None:
+    fail_now(why)
+check(npm_installed_version(client_dir, "openai") == want,
+      f"the SDK installed is the locked one: {npm_installed_version(client_dir, 'openai')} == {want}")
 T_INSTALL = time.monotonic() - T0
 
 

@@ -62,6 +62,8 @@ with Stack(env={"OPENAI_API_KEY": SECRET, "OPENAI_MODEL": "gpt-test-model"}, kee
     check(line.get("route") == "/health/ready" and line.get("status") == 200
           and "duration_ms" in line and line.get("level") == "info",
           f"access line has route, status, duration: {line}")
+    # nginx writes its access line after the answer went out: wait for it too.
+    wait_until(lambda: rid in st.access_log(), 5)
     adocs, abad = json_lines(st.access_log())
     check(adocs and not abad and any(d.get("request_id") == rid for d in adocs),
           f"nginx access log is JSON with the request id ({len(abad)} bad)")

@@ -1,0 +1,837 @@
+/* mcp: a Model Context Protocol client over Streamable HTTP (protocol 2025-06-18 and 2025-11-25). */
+#include "config.h"
+
+#include "mcp.h"
+
+#include "httpc.h"
+#include "sse.h"
+
+#include <json-c/json.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define MCP_JSON_DEPTH 64            /* nesting accepted in an answer */
+#define MCP_CONNECT_TIMEOUT_MS 10000 /* at most; never more than the call's own timeout */
+
+struct mcp_client {
+	char *url;
+	size_t max_bytes;
+	pthread_mutex_t lock;        /* the session fields below */
+	pthread_mutex_t init_lock;   /* one initialize at a time */
+	int ready;                   /* initialized: the session may be used */
+	unsigned long generation;    /* bumped by each initialize */
+	char session[MCP_SESSION_ID_MAX + 1];
+	char version[16];
+	atomic_llong next_id;
+	atomic_int list_changed;
+};
+
+/* The session a request is sent with (a copy: other threads may replace it meanwhile). */
+struct snapshot {
+	unsigned long generation;
+	char session[MCP_SESSION_ID_MAX + 1];
+	char version[16];
+};
+
+/* One HTTP exchange: the answer as it arrives. */
+struct exchange {
+	struct mcp_client *c;
+	const struct mcp_opts *o;
+	struct httpc_response *resp;
+	long long want_id;           /* the id of the request; 0 for a notification */
+	int mode;                    /* 0: nothing yet, 1: JSON body, 2: SSE */
+	struct buf body;
+	struct sse_parser sse;
+	int sse_failed;
+	struct json_object *answer;  /* the JSON-RPC response whose id matches */
+	char session[MCP_SESSION_ID_MAX + 1];
+	int session_bad;
+};
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct mcp_client *
+mcp_client_new(const char *url, size_t max_bytes)
+{
+	struct mcp_client *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->url = strdup(url);
+	if (c->url == NULL) {
+		free(c);
+		return NULL;
+	}
+	c->max_bytes = max_bytes > 0 ? max_bytes : MCP_RESPONSE_MAX;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->init_lock, NULL);
+	atomic_init(&c->next_id, 1);
+	atomic_init(&c->list_changed, 0);
+	return c;
+}
+
+void
+mcp_client_free(struct mcp_client *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->init_lock);
+	free(c->url);
+	free(c);
+}
+
+int
+mcp_take_list_changed(struct mcp_client *c)
+{
+	return atomic_exchange(&c->list_changed, 0);
+}
+
+void
+mcp_session_info(struct mcp_client *c, char *version, size_t vlen, char *session, size_t slen)
+{
+	pthread_mutex_lock(&c->lock);
+	snprintf(version, vlen, "%s", c->ready ? c->version : "");
+	snprintf(session, slen, "%s", c->ready ? c->session : "");
+	pthread_mutex_unlock(&c->lock);
+}
+
+const char *
+mcp_status_text(enum mcp_status s)
+{
+	switch (s) {
+	case MCP_OK: return "ok";
+	case MCP_UNREACHABLE: return "unreachable";
+	case MCP_TIMEOUT: return "timeout";
+	case MCP_CANCELLED: return "cancelled";
+	case MCP_HTTP: return "http error";
+	case MCP_PROTOCOL: return "protocol error";
+	case MCP_RPC: return "json-rpc error";
+	case MCP_TOO_LARGE: return "answer too large";
+	case MCP_BROKEN: return "connection broken";
+	case MCP_NOMEM: return "out of memory";
+	}
+	return "unknown";
+}
+
+struct json_object *
+mcp_json_parse(const char *text, size_t len)
+{
+	struct json_tokener *tok;
+	struct json_object *o;
+	size_t end;
+
+	if (len > INT_MAX)
+		return NULL;
+	tok = json_tokener_new_ex(MCP_JSON_DEPTH);
+	if (tok == NULL)
+		return NULL;
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	if (json_tokener_get_error(tok) != json_tokener_success) {
+		json_object_put(o);
+		o = NULL;
+	} else {
+		for (end = json_tokener_get_parse_end(tok); end < len; end++)
+			if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r' &&
+			    text[end] != '\n')
+				break;
+		if (end < len) {
+			json_object_put(o);
+			o = NULL;
+		}
+	}
+	json_tokener_free(tok);
+	return o;
+}
+
+/* Whether JSON-RPC id `id` is `want` (servers echo the number; a string of it is accepted). */
+static int
+id_matches(struct json_object *id, long long want)
+{
+	char text[32];
+
+	if (json_object_is_type(id, json_type_int))
+		return json_object_get_int64(id) == want;
+	if (json_object_is_type(id, json_type_string)) {
+		snprintf(text, sizeof(text), "%lld", want);
+		return strcmp(json_object_get_string(id), text) == 0;
+	}
+	return 0;
+}
+
+/*
+ * Looks at one message (or a batch) from the server: keeps the response to
+ * our request, notes tools/list_changed, skips the rest (progress, logging,
+ * requests we never declared capabilities for). Returns 1 once the answer is
+ * found.
+ */
+static int
+consider(struct exchange *x, struct json_object *msg)
+{
+	struct json_object *id, *method;
+	size_t i, n;
+
+	if (json_object_is_type(msg, json_type_array)) {
+		n = json_object_array_length(msg);
+		for (i = 0; i < n; i++)
+			if (consider(x, json_object_array_get_idx(msg, i)))
+				return 1;
+		return 0;
+	}
+	if (!json_object_is_type(msg, json_type_object))
+		return 0;
+	if (json_object_object_get_ex(msg, "method", &method)) {
+		if (json_object_is_type(method, json_type_string) &&
+		    strcmp(json_object_get_string(method), "notifications/tools/list_changed") == 0)
+			atomic_store(&x->c->list_changed, 1);
+		return 0;
+	}
+	if (x->answer != NULL || x->want_id == 0 || !json_object_object_get_ex(msg, "id", &id) ||
+	    !id_matches(id, x->want_id))
+		return 0;
+	if (!json_object_object_get_ex(msg, "result", NULL) &&
+	    !json_object_object_get_ex(msg, "error", NULL))
+		return 0;
+	x->answer = json_object_get(msg);
+	return 1;
+}
+
+static int
+on_event(void *p, const char *event, const char *data, size_t len)
+{
+	struct exchange *x = p;
+	struct json_object *msg;
+	int found;
+
+	/* NOTE: 2025-11-25 streams open with a priming event: an id and empty data. */
+	if (len == 0 || strcmp(event, "message") != 0)
+		return 0;
+	msg = mcp_json_parse(data, len);
+	if (msg == NULL)
+		return 0;   /* not JSON: not ours to judge; the answer may still come */
+	found = consider(x, msg);
+	json_object_put(msg);
+	return found;
+}
+
+static int
+on_data(void *p, const char *data, size_t len)
+{
+	struct exchange *x = p;
+	int rc;
+
+	if (x->mode == 0)
+		x->mode = strncasecmp(x->resp->content_type, "text/event-stream", 17) == 0 ? 2 : 1;
+	if (x->mode == 1) {
+		buf_append(&x->body, data, len);
+		return x->body.oom ? 1 : 0;
+	}
+	rc = sse_feed(&x->sse, data, len);
+	if (rc == -1)
+		x->sse_failed = 1;
+	/* Stop at the answer: nothing after it concerns this request. */
+	return rc != 0 ? 1 : 0;
+}
+
+static void
+on_header(void *p, const char *name, const char *value)
+{
+	struct exchange *x = p;
+	size_t i, n = strlen(value);
+
+	if (strcmp(name, "mcp-session-id") != 0)
+		return;
+	/* The spec: visible ASCII only. Anything else is not echoed back in a header. */
+	for (i = 0; i < n; i++)
+		if ((unsigned char)value[i] < 0x21 || (unsigned char)value[i] > 0x7e)
+			break;
+	if (n == 0 || i < n || n > MCP_SESSION_ID_MAX) {
+		x->session_bad = 1;
+		return;
+	}
+	memcpy(x->session, value, n + 1);
+}
+
+static int
+ex_cancelled(void *p)
+{
+	const struct exchange *x = p;
+
+	return x->o->cancelled != NULL && x->o->cancelled(x->o->ctx);
+}
+
+/* A short printable reason from a non-2xx body: a JSON-RPC error message, else its start. */
+static void
+body_reason(const struct httpc_response *r, char *out, size_t outlen)
+{
+	struct json_object *doc, *e, *m;
+	size_t i, n = 0;
+
+	out[0] = '\0';
+	if (r->body.len == 0)
+		return;
+	doc = mcp_json_parse(r->body.data, r->body.len);
+	if (doc != NULL && json_object_object_get_ex(doc, "error", &e) &&
+	    json_object_object_get_ex(e, "message", &m) && json_object_is_type(m, json_type_string)) {
+		snprintf(out, outlen, "%.160s", json_object_get_string(m));
+		json_object_put(doc);
+		return;
+	}
+	json_object_put(doc);
+	for (i = 0; i < r->body.len && n + 1 < outlen && n < 120; i++)
+		out[n++] = (unsigned char)r->body.data[i] >= 0x20 &&
+		    (unsigned char)r->body.data[i] < 0x7f ? r->body.data[i] : ' ';
+	out[n] = '\0';
+}
+
+/*
+ * One POST of `body` with the session of `s` (empty fields: none sent).
+ * `want_id` is the request's id (0 for a notification: a 2xx is enough).
+ * On MCP_OK with a request, *answer is the matching response (caller
+ * puts). `session_out` (may be NULL) gets the Mcp-Session-Id the server sent.
+ */
+static enum mcp_status
+exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    const struct snapshot *s, const char *body, long long want_id, struct json_object **answer,
+    char *session_out, struct mcp_error *err)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160], reason[200];
+	const char *headers[5];
+	struct httpc_request hr;
+	struct httpc_response r;
+	struct exchange x;
+	enum httpc_result hres;
+	enum mcp_status st = MCP_OK;
+	long long total = o->timeout_ms, left;
+	size_t h = 0;
+
+	*answer = NULL;
+	if (o->deadline_ms > 0) {
+		left = o->deadline_ms - now_ms();
+		if (left <= 0) {
+			snprintf(err->text, sizeof(err->text), "no time left before the deadline");
+			return MCP_TIMEOUT;
+		}
+		if (total <= 0 || left < total)
+			total = left;
+	}
+	if (o->cancelled != NULL && o->cancelled(o->ctx)) {
+		snprintf(err->text, sizeof(err->text), "the client went away");
+		return MCP_CANCELLED;
+	}
+	headers[h++] = "Content-Type: application/json";
+	headers[h++] = "Accept: application/json, text/event-stream";
+	if (s->session[0] != '\0') {
+		snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", s->session);
+		headers[h++] = hsession;
+	}
+	if (s->version[0] != '\0') {
+		snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", s->version);
+		headers[h++] = hversion;
+	}
+	headers[h] = NULL;
+
+	memset(&x, 0, sizeof(x));
+	x.c = c;
+	x.o = o;
+	x.resp = &r;
+	x.want_id = want_id;
+	sse_init(&x.sse, on_event, &x);
+	memset(&hr, 0, sizeof(hr));
+	hr.method = "POST";
+	hr.url = c->url;
+	hr.headers = headers;
+	hr.body = body;
+	hr.body_len = strlen(body);
+	hr.total_timeout_ms = (long)(total > 0 ? total : 0);
+	hr.connect_timeout_ms = (long)(total > 0 && total < MCP_CONNECT_TIMEOUT_MS ? total :
+	    MCP_CONNECT_TIMEOUT_MS);
+	hr.max_bytes = c->max_bytes;
+	hr.on_data = on_data;
+	hr.cancelled = ex_cancelled;
+	hr.on_header = on_header;
+	hr.ctx = &x;
+
+	hres = httpc_perform(http, &hr, &r, why, sizeof(why));
+	err->sent = hres != HTTPC_CONNECT;
+	err->http_status = r.status;
+	if (hres == HTTPC_ABORTED && x.answer != NULL)
+		hres = HTTPC_OK;
+	switch (hres) {
+	case HTTPC_OK:
+		break;
+	case HTTPC_CONNECT:
+		snprintf(err->text, sizeof(err->text), "%s", why);
+		st = MCP_UNREACHABLE;
+		goto out;
+	case HTTPC_TIMEOUT:
+	case HTTPC_FIRST_BYTE_TIMEOUT:
+		snprintf(err->text, sizeof(err->text), "no answer within %lld ms", total);
+		st = MCP_TIMEOUT;
+		goto out;
+	case HTTPC_CANCELLED:
+		snprintf(err->text, sizeof(err->text), "the client went away");
+		st = MCP_CANCELLED;
+		goto out;
+	case HTTPC_TOO_LARGE:
+		snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
+		    c->max_bytes);
+		st = MCP_TOO_LARGE;
+		goto out;
+	case HTTPC_NOMEM:
+		st = MCP_NOMEM;
+		snprintf(err->text, sizeof(err->text), "out of memory");
+		goto out;
+	case HTTPC_ABORTED:
+		if (x.body.oom) {
+			st = MCP_NOMEM;
+			snprintf(err->text, sizeof(err->text), "out of memory");
+		} else {
+			st = MCP_PROTOCOL;
+			snprintf(err->text, sizeof(err->text), "%s",
+			    x.sse_failed ? "an event stream line or event larger than allowed" :
+			    "the answer could not be read");
+		}
+		goto out;
+	default:
+		snprintf(err->text, sizeof(err->text), "%s", why);
+		st = MCP_BROKEN;
+		goto out;
+	}
+	if (r.status < 200 || r.status > 299) {
+		body_reason(&r, reason, sizeof(reason));
+		snprintf(err->text, sizeof(err->text), "HTTP %ld%s%s", r.status,
+		    reason[0] != '\0' ? ": " : "", reason);
+		st = MCP_HTTP;
+		goto out;
+	}
+	if (session_out != NULL) {
+		if (x.session_bad) {
+			snprintf(err->text, sizeof(err->text), "the server sent an invalid Mcp-Session-Id");
+			st = MCP_PROTOCOL;
+			goto out;
+		}
+		memcpy(session_out, x.session, sizeof(x.session));
+	}
+	if (want_id == 0)
+		goto out;
+	if (x.mode == 1 && x.answer == NULL) {
+		struct json_object *doc = mcp_json_parse(x.body.data != NULL ? x.body.data : "",
+		    x.body.len);
+
+		if (doc != NULL)
+			consider(&x, doc);
+		json_object_put(doc);
+	}
+	if (x.answer == NULL) {
+		snprintf(err->text, sizeof(err->text), "%s", x.mode == 2 ?
+		    "the event stream ended without the answer" :
+		    "the answer is not the JSON-RPC response expected");
+		st = MCP_PROTOCOL;
+		goto out;
+	}
+	*answer = x.answer;
+	x.answer = NULL;
+out:
+	json_object_put(x.answer);
+	sse_free(&x.sse);
+	buf_free(&x.body);
+	httpc_response_free(&r);
+	return st;
+}
+
+/* `{"jsonrpc":"2.0","id":id,"method":method,"params":params}` (id 0: a notification). Caller puts. */
+static struct json_object *
+message(long long id, const char *method, struct json_object *params)
+{
+	struct json_object *m = json_object_new_object();
+
+	if (m == NULL)
+		return NULL;
+	if (json_object_object_add(m, "jsonrpc", json_object_new_string("2.0")) != 0 ||
+	    (id != 0 && json_object_object_add(m, "id", json_object_new_int64(id)) != 0) ||
+	    json_object_object_add(m, "method", json_object_new_string(method)) != 0 ||
+	    (params != NULL && json_object_object_add(m, "params", json_object_get(params)) != 0)) {
+		json_object_put(m);
+		return NULL;
+	}
+	return m;
+}
+
+static const char *
+text_of(struct json_object *m)
+{
+	return json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN |
+	    JSON_C_TO_STRING_NOSLASHESCAPE);
+}
+
+/*
+ * Splits a JSON-RPC answer: MCP_OK with *result (caller puts), or MCP_RPC with
+ * the error's code and message in `err`.
+ */
+static enum mcp_status
+answer_result(struct json_object *answer, struct json_object **result, struct mcp_error *err)
+{
+	struct json_object *e, *v;
+
+	*result = NULL;
+	if (json_object_object_get_ex(answer, "error", &e)) {
+		err->rpc_code = json_object_object_get_ex(e, "code", &v) ? json_object_get_int64(v) : 0;
+		snprintf(err->text, sizeof(err->text), "%.200s (JSON-RPC error %lld)",
+		    json_object_object_get_ex(e, "message", &v) &&
+		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) :
+		    "no message", err->rpc_code);
+		return MCP_RPC;
+	}
+	json_object_object_get_ex(answer, "result", &v);
+	*result = json_object_get(v);
+	return MCP_OK;
+}
+
+/* initialize, then notifications/initialized; fills `s` with the new session. */
+static enum mcp_status
+initialize(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    struct snapshot *s, struct mcp_error *err)
+{
+	struct json_object *params = NULL, *caps, *info, *msg = NULL, *answer = NULL, *res = NULL, *v;
+	struct snapshot none;
+	enum mcp_status st = MCP_NOMEM;
+	const char *version;
+	long long id = atomic_fetch_add(&c->next_id, 1);
+
+	memset(&none, 0, sizeof(none));
+	memset(s, 0, sizeof(*s));
+	params = json_object_new_object();
+	caps = json_object_new_object();
+	info = json_object_new_object();
+	if (params == NULL || caps == NULL || info == NULL) {
+		json_object_put(caps);
+		json_object_put(info);
+		goto out;
+	}
+	json_object_object_add(info, "name", json_object_new_string("valerie"));
+	json_object_object_add(info, "version", json_object_new_string(PACKAGE_VERSION));
+	json_object_object_add(params, "protocolVersion", json_object_new_string(MCP_PROTOCOL_LATEST));
+	json_object_object_add(params, "capabilities", caps);
+	json_object_object_add(params, "clientInfo", info);
+	msg = message(id, "initialize", params);
+	if (msg == NULL)
+		goto out;
+	st = exchange(c, http, o, &none, text_of(msg), id, &answer, s->session, err);
+	if (st != MCP_OK)
+		goto out;
+	st = answer_result(answer, &res, err);
+	if (st != MCP_OK)
+		goto out;
+	version = json_object_object_get_ex(res, "protocolVersion", &v) &&
+	    json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+	if (strcmp(version, MCP_PROTOCOL_LATEST) != 0 && strcmp(version, MCP_PROTOCOL_OLDER) != 0) {
+		snprintf(err->text, sizeof(err->text), "the server speaks MCP protocol \"%.40s\"; "
+		    "Valerie speaks %s and %s", version, MCP_PROTOCOL_LATEST, MCP_PROTOCOL_OLDER);
+		st = MCP_PROTOCOL;
+		goto out;
+	}
+	snprintf(s->version, sizeof(s->version), "%s", version);
+	json_object_put(msg);
+	msg = message(0, "notifications/initialized", NULL);
+	if (msg == NULL) {
+		st = MCP_NOMEM;
+		goto out;
+	}
+	json_object_put(answer);
+	st = exchange(c, http, o, s, text_of(msg), 0, &answer, NULL, err);
+out:
+	if (st != MCP_OK && st != MCP_NOMEM) {
+		char text[sizeof(err->text)];
+
+		snprintf(text, sizeof(text), "initialize: %.240s", err->text);
+		memcpy(err->text, text, sizeof(text));
+	} else if (st == MCP_NOMEM) {
+		snprintf(err->text, sizeof(err->text), "out of memory");
+	}
+	json_object_put(res);
+	json_object_put(answer);
+	json_object_put(msg);
+	json_object_put(params);
+	return st;
+}
+
+/*
+ * The session to send a request with, initializing one first if there is
+ * none. NOTE: a thread initializing holds init_lock across the network
+ * exchange so that the others wait for its session instead of each opening
+ * their own; the wait is bounded by that thread's timeout.
+ */
+static enum mcp_status
+session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    struct snapshot *s, struct mcp_error *err)
+{
+	enum mcp_status st = MCP_OK;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->ready) {
+		s->generation = c->generation;
+		memcpy(s->session, c->session, sizeof(s->session));
+		memcpy(s->version, c->version, sizeof(s->version));
+		pthread_mutex_unlock(&c->lock);
+		return MCP_OK;
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	pthread_mutex_lock(&c->init_lock);
+	pthread_mutex_lock(&c->lock);
+	if (c->ready) {
+		s->generation = c->generation;
+		memcpy(s->session, c->session, sizeof(s->session));
+		memcpy(s->version, c->version, sizeof(s->version));
+		pthread_mutex_unlock(&c->lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&c->lock);
+	st = initialize(c, http, o, s, err);
+	if (st == MCP_OK) {
+		pthread_mutex_lock(&c->lock);
+		c->generation++;
+		s->generation = c->generation;
+		memcpy(c->session, s->session, sizeof(c->session));
+		memcpy(c->version, s->version, sizeof(c->version));
+		c->ready = 1;
+		pthread_mutex_unlock(&c->lock);
+	}
+out:
+	pthread_mutex_unlock(&c->init_lock);
+	return st;
+}
+
+/* The server forgot session `generation`: the next request initializes anew. */
+static void
+session_forget(struct mcp_client *c, unsigned long generation)
+{
+	pthread_mutex_lock(&c->lock);
+	if (c->ready && c->generation == generation) {
+		c->ready = 0;
+		c->session[0] = '\0';
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+enum mcp_status
+mcp_request(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    const char *method, struct json_object *params, struct json_object **result,
+    struct mcp_error *err)
+{
+	struct json_object *msg, *answer = NULL;
+	struct snapshot s;
+	enum mcp_status st;
+	long long id;
+	int round;
+
+	*result = NULL;
+	memset(err, 0, sizeof(*err));
+	for (round = 0;; round++) {
+		st = session_get(c, http, o, &s, err);
+		if (st != MCP_OK) {
+			err->sent = 0;   /* the request itself never went out */
+			return st;
+		}
+		id = atomic_fetch_add(&c->next_id, 1);
+		msg = message(id, method, params);
+		if (msg == NULL) {
+			snprintf(err->text, sizeof(err->text), "out of memory");
+			return MCP_NOMEM;
+		}
+		st = exchange(c, http, o, &s, text_of(msg), id, &answer, NULL, err);
+		json_object_put(msg);
+		/*
+		 * NOTE: the spec answers an unknown session with 404; some servers
+		 * (server-everything among them) send 400 instead. Either way the
+		 * request was refused unprocessed, so sending it again in a new
+		 * session repeats nothing.
+		 */
+		if (st == MCP_HTTP && round == 0 && (err->http_status == 404 ||
+		    (err->http_status == 400 && s.session[0] != '\0'))) {
+			session_forget(c, s.generation);
+			continue;
+		}
+		break;
+	}
+	if (st != MCP_OK)
+		return st;
+	st = answer_result(answer, result, err);
+	json_object_put(answer);
+	return st;
+}
+
+/* Whether a tool object has a usable name: a string of 1 to MCP_TOOL_NAME_MAX bytes, no NUL. */
+static int
+tool_ok(struct json_object *tool)
+{
+	struct json_object *name;
+	int len;
+
+	if (!json_object_is_type(tool, json_type_object) ||
+	    !json_object_object_get_ex(tool, "name", &name) ||
+	    !json_object_is_type(name, json_type_string))
+		return 0;
+	len = json_object_get_string_len(name);
+	return len > 0 && len <= MCP_TOOL_NAME_MAX &&
+	    strlen(json_object_get_string(name)) == (size_t)len;
+}
+
+enum mcp_status
+mcp_list_tools(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    struct json_object **tools, struct mcp_error *err)
+{
+	struct json_object *all, *params = NULL, *res = NULL, *list, *next, *t;
+	enum mcp_status st = MCP_OK;
+	size_t i, n;
+	int page;
+
+	*tools = NULL;
+	memset(err, 0, sizeof(*err));
+	all = json_object_new_array();
+	if (all == NULL)
+		return MCP_NOMEM;
+	for (page = 0; page < MCP_LIST_PAGES_MAX; page++) {
+		st = mcp_request(c, http, o, "tools/list", params, &res, err);
+		json_object_put(params);
+		params = NULL;
+		if (st != MCP_OK)
+			break;
+		if (!json_object_object_get_ex(res, "tools", &list) ||
+		    !json_object_is_type(list, json_type_array)) {
+			snprintf(err->text, sizeof(err->text), "tools/list answered without a tools array");
+			st = MCP_PROTOCOL;
+			break;
+		}
+		n = json_object_array_length(list);
+		for (i = 0; i < n && json_object_array_length(all) < MCP_TOOLS_MAX; i++) {
+			t = json_object_array_get_idx(list, i);
+			if (tool_ok(t) && json_object_array_add(all, json_object_get(t)) != 0) {
+				json_object_put(t);
+				st = MCP_NOMEM;
+				break;
+			}
+		}
+		if (st != MCP_OK)
+			break;
+		if (!json_object_object_get_ex(res, "nextCursor", &next) ||
+		    !json_object_is_type(next, json_type_string) ||
+		    json_object_get_string_len(next) == 0)
+			break;
+		params = json_object_new_object();
+		if (params == NULL || json_object_object_add(params, "cursor",
+		    json_object_get(next)) != 0) {
+			st = MCP_NOMEM;
+			break;
+		}
+		json_object_put(res);
+		res = NULL;
+	}
+	json_object_put(params);
+	json_object_put(res);
+	if (st != MCP_OK) {
+		json_object_put(all);
+		if (st == MCP_NOMEM)
+			snprintf(err->text, sizeof(err->text), "out of memory");
+		return st;
+	}
+	*tools = all;
+	return MCP_OK;
+}
+
+/* Appends one content item of a tool result as text. */
+static void
+content_text(struct buf *out, struct json_object *item)
+{
+	struct json_object *type, *v, *r;
+	const char *t;
+
+	if (!json_object_object_get_ex(item, "type", &type) ||
+	    !json_object_is_type(type, json_type_string))
+		return;
+	t = json_object_get_string(type);
+	if (out->len > 0)
+		buf_puts(out, "\n");
+	if (strcmp(t, "text") == 0 && json_object_object_get_ex(item, "text", &v) &&
+	    json_object_is_type(v, json_type_string)) {
+		buf_append(out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+	} else if (strcmp(t, "resource") == 0 && json_object_object_get_ex(item, "resource", &r) &&
+	    json_object_object_get_ex(r, "text", &v) && json_object_is_type(v, json_type_string)) {
+		buf_append(out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+	} else if (strcmp(t, "resource_link") == 0 && json_object_object_get_ex(item, "uri", &v)) {
+		buf_printf(out, "[resource: %.500s]", json_object_get_string(v));
+	} else {
+		/* image, audio, or a blob resource: the model gets a mention, not the bytes. */
+		buf_printf(out, "[%.40s%s%.100s]", t,
+		    json_object_object_get_ex(item, "mimeType", &v) ? ": " : "",
+		    json_object_object_get_ex(item, "mimeType", &v) ? json_object_get_string(v) : "");
+	}
+}
+
+enum mcp_status
+mcp_call_tool(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    const char *name, struct json_object *arguments, struct mcp_tool_result *out,
+    struct mcp_error *err)
+{
+	struct json_object *params, *res = NULL, *content, *v;
+	enum mcp_status st;
+	size_t i, n;
+
+	memset(out, 0, sizeof(*out));
+	memset(err, 0, sizeof(*err));
+	params = json_object_new_object();
+	if (params == NULL ||
+	    json_object_object_add(params, "name", json_object_new_string(name)) != 0 ||
+	    json_object_object_add(params, "arguments", arguments != NULL ?
+	    json_object_get(arguments) : json_object_new_object()) != 0) {
+		json_object_put(params);
+		snprintf(err->text, sizeof(err->text), "out of memory");
+		return MCP_NOMEM;
+	}
+	st = mcp_request(c, http, o, "tools/call", params, &res, err);
+	json_object_put(params);
+	if (st != MCP_OK)
+		return st;
+	if (!json_object_is_type(res, json_type_object)) {
+		json_object_put(res);
+		snprintf(err->text, sizeof(err->text), "tools/call answered without a result object");
+		return MCP_PROTOCOL;
+	}
+	out->is_error = json_object_object_get_ex(res, "isError", &v) &&
+	    json_object_get_boolean(v);
+	if (json_object_object_get_ex(res, "content", &content) &&
+	    json_object_is_type(content, json_type_array)) {
+		n = json_object_array_length(content);
+		for (i = 0; i < n; i++)
+			content_text(&out->text, json_object_array_get_idx(content, i));
+	}
+	if (out->text.len == 0 && json_object_object_get_ex(res, "structuredContent", &v))
+		buf_puts(&out->text, text_of(v));
+	json_object_put(res);
+	if (out->text.oom) {
+		snprintf(err->text, sizeof(err->text), "out of memory");
+		return MCP_NOMEM;
+	}
+	return MCP_OK;
+}
+
+void
+mcp_tool_result_free(struct mcp_tool_result *r)
+{
+	if (r != NULL)
+		buf_free(&r->text);
+}

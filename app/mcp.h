@@ -1,0 +1,119 @@
+/* mcp: a Model Context Protocol client over Streamable HTTP (protocol 2025-06-18 and 2025-11-25). */
+#ifndef VALERIE_MCP_H
+#define VALERIE_MCP_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+#define MCP_PROTOCOL_LATEST "2025-11-25"   /* offered at initialize */
+#define MCP_PROTOCOL_OLDER "2025-06-18"    /* also accepted in the answer */
+#define MCP_RESPONSE_MAX (4 * 1024 * 1024) /* one answer, JSON or the whole SSE stream */
+#define MCP_SESSION_ID_MAX 255             /* longest Mcp-Session-Id kept */
+#define MCP_TOOLS_MAX 512                  /* tools kept from one server */
+#define MCP_LIST_PAGES_MAX 64              /* tools/list pages followed */
+#define MCP_TOOL_NAME_MAX 128              /* the spec's limit on a tool name */
+
+struct httpc;
+struct json_object;
+
+/*
+ * One MCP server as seen by this process: its URL, and the session (id and
+ * negotiated protocol version) every thread shares under a mutex. Opaque.
+ */
+struct mcp_client;
+
+enum mcp_status {
+	MCP_OK = 0,
+	MCP_UNREACHABLE,  /* could not connect or resolve: nothing reached the server */
+	MCP_TIMEOUT,
+	MCP_CANCELLED,    /* the caller's client went away */
+	MCP_HTTP,         /* a non-2xx answer (err->http_status) */
+	MCP_PROTOCOL,     /* the answer is not the JSON-RPC answer expected */
+	MCP_RPC,          /* a JSON-RPC error answer (err->rpc_code) */
+	MCP_TOO_LARGE,    /* the answer is larger than the client's cap */
+	MCP_BROKEN,       /* the connection broke after the request went out */
+	MCP_NOMEM
+};
+
+/* How long one call may take and how to notice the caller left (all borrowed). */
+struct mcp_opts {
+	long long timeout_ms;            /* each HTTP exchange in all (connect included) */
+	long long deadline_ms;           /* CLOCK_MONOTONIC ms bounding everything; 0: none */
+	int (*cancelled)(void *ctx);     /* polled while waiting; may be NULL */
+	void *ctx;
+};
+
+/* Why a call failed. `sent`: the request itself may have reached the server. */
+struct mcp_error {
+	long http_status;                /* the last HTTP status, 0 if none */
+	long long rpc_code;              /* with MCP_RPC */
+	int sent;
+	char text[256];                  /* one line */
+};
+
+/*
+ * A client of the server at `url` (copied), answers capped at `max_bytes`
+ * (0: MCP_RESPONSE_MAX). No I/O happens until the first call. NULL on OOM.
+ */
+struct mcp_client *mcp_client_new(const char *url, size_t max_bytes);
+
+/* Frees the client (no thread may be using it). Accepts NULL. */
+void mcp_client_free(struct mcp_client *c);
+
+/*
+ * Sends JSON-RPC request `method` with `params` (borrowed; NULL: none) and
+ * waits for its answer, JSON or SSE (a priming event, notifications and
+ * other messages before it are skipped; the answer is the one whose id
+ * matches). Initializes the session first when there is none
+ * (`initialize`, then `notifications/initialized`), and once more when the
+ * server says it forgot the session (404, or the 400 some servers send).
+ * On MCP_OK *result is the JSON-RPC `result` (caller puts); otherwise `err`
+ * says why. Thread-safe; `http` is the calling thread's handle.
+ */
+enum mcp_status mcp_request(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    const char *method, struct json_object *params, struct json_object **result,
+    struct mcp_error *err);
+
+/*
+ * Every tool of the server (`tools/list`, following nextCursor), as an array
+ * of the tool objects the server sent, each with a valid `name` (1 to
+ * MCP_TOOL_NAME_MAX bytes, no NUL); others are dropped. Caller puts *tools.
+ */
+enum mcp_status mcp_list_tools(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    struct json_object **tools, struct mcp_error *err);
+
+/* A tool's answer: its content's text joined by newlines; the caller frees it. */
+struct mcp_tool_result {
+	struct buf text;
+	int is_error;                    /* the result said isError: true */
+};
+
+/*
+ * Calls tool `name` with `arguments` (borrowed JSON object; NULL: {}). A
+ * result with isError is MCP_OK with out->is_error set; a JSON-RPC error is
+ * MCP_RPC with its message in err->text. Free `out` with
+ * mcp_tool_result_free whatever the status.
+ */
+enum mcp_status mcp_call_tool(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
+    const char *name, struct json_object *arguments, struct mcp_tool_result *out,
+    struct mcp_error *err);
+
+void mcp_tool_result_free(struct mcp_tool_result *r);
+
+/*
+ * Whether a `notifications/tools/list_changed` was seen in an answer since
+ * the last call of this function (which clears it).
+ */
+int mcp_take_list_changed(struct mcp_client *c);
+
+/* The negotiated protocol version and session id now, copied ("" when none). */
+void mcp_session_info(struct mcp_client *c, char *version, size_t vlen, char *session,
+    size_t slen);
+
+const char *mcp_status_text(enum mcp_status s);
+
+/* Parses `len` bytes as one JSON value (nesting capped, blanks around allowed); NULL if not. Caller puts. */
+struct json_object *mcp_json_parse(const char *text, size_t len);
+
+#endif
