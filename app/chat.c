@@ -1,6 +1,7 @@
 /* chat: one chat turn (POST /api/v1/chat and /api/agent/chat): validate, load, answer, store. */
 #include "config.h"
 
+#include "agent_loop.h"
 #include "chat.h"
 #include "conf.h"
 #include "handler.h"
@@ -382,7 +383,8 @@ chat_answer_doc(const struct chat_answer *a, const char *request_id)
  */
 static char *
 turn_messages(const struct chat_turn_input *in, const struct llm_result *res,
-    struct json_object *tool_calls, long long t_user, long long t_reply, const char *request_id)
+    struct json_object *tool_calls, struct json_object *steps, long long t_user,
+    long long t_reply, const char *request_id)
 {
 	struct json_object *list = json_object_new_array(), *m, *a, *usage;
 	char ts[32];
@@ -401,6 +403,18 @@ turn_messages(const struct chat_turn_input *in, const struct llm_result *res,
 			json_object_put(m);
 			goto out;
 		}
+	}
+	/* The agent steps: the model's tool calls and the results, as they happened. */
+	vtime_iso(t_reply, ts);
+	for (i = 0; steps != NULL && i < json_object_array_length(steps); i++) {
+		m = json_object_new_object();
+		if (m == NULL || json_object_array_add(list, m) != 0) {
+			json_object_put(m);
+			goto out;
+		}
+		json_object_object_foreach(json_object_array_get_idx(steps, i), key, val)
+			json_object_object_add(m, key, json_object_get(val));
+		json_object_object_add(m, "ts", json_object_new_string(ts));
 	}
 	a = chat_message_new("assistant", res->text.data, res->text.len);
 	usage = json_object_new_object();
@@ -617,6 +631,9 @@ replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 			a.provider = json_object_get_string(v);
 		if (json_object_object_get_ex(m, "model", &v))
 			a.model = json_object_get_string(v);
+		/* The last assistant message is the answer: its calls, or none. */
+		a.tool_calls = NULL;
+		a.finish_reason = "stop";
 		if (json_object_object_get_ex(m, "tool_calls", &v) &&
 		    json_object_is_type(v, json_type_array)) {
 			a.tool_calls = v;
@@ -677,9 +694,11 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	char *stored = NULL;
 	const char *terr = NULL;   /* why the turn failed, for its trace */
 	struct trace_turn tt;
+	struct agent_turn at;
 	int turn = 0, oom = 0;
 
 	memset(&res, 0, sizeof(res));
+	memset(&at, 0, sizeof(at));
 	memset(&info, 0, sizeof(info));
 	trace_turn_begin(&tt, http_request_header(ctx->req, "traceparent"), ctx->req->path,
 	    in->session_id, ctx->principal);
@@ -729,7 +748,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		in->fmt->begin(ctx, in->fmt_state);
 		lreq.on_delta = on_delta;
 	}
-	ps = provider_complete(ctx->conf, ctx->http, ctx->circuits, &lreq, &res);
+	ps = agent_loop_complete(ctx, in->agents, &lreq, &res, &at);
 	if (ps != PROVIDER_OK) {
 		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" :
 		    ps == PROVIDER_UNAVAILABLE ? "provider_unavailable" :
@@ -757,7 +776,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		goto out;
 	}
 	if (in->session_id != NULL) {
-		stored = turn_messages(in, &res, tool_calls, t_user, vtime_now_ms(),
+		stored = turn_messages(in, &res, tool_calls, at.steps, t_user, vtime_now_ms(),
 		    ctx->req->request_id);
 		if (stored == NULL) {
 			ctx->resp->body.oom = 1;
@@ -788,7 +807,8 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	a.output_tokens = res.output_tokens;
 	a.provider = res.provider;
 	a.model = res.model;
-	a.tool_calls = tool_calls;
+	a.tool_calls = at.calls != NULL && json_object_array_length(at.calls) > 0 ? at.calls :
+	    tool_calls;
 	a.finish_reason = res.finish_reason[0] != '\0' ? res.finish_reason : "stop";
 	in->fmt->done(ctx, in->fmt_state, &a);
 	/* The gateway's own cost: the turn minus the time in providers. */
@@ -803,6 +823,7 @@ out:
 		    res.text.data, res.text.len);
 	}
 	free(stored);
+	agent_turn_free(&at);
 	json_object_put(tool_calls);
 	json_object_put(messages);
 	json_object_put(turns);
@@ -863,6 +884,7 @@ chat_turn(struct handler_ctx *ctx)
 	t.session_id = in.session_id;
 	t.system = system.data != NULL ? system.data : "";
 	t.new_messages = new_messages;
+	t.agents = 1;
 	t.stream = in.stream;
 	memcpy(t.idem_key, in.idem_key, sizeof(t.idem_key));
 	t.fmt = &native_format;

@@ -55,6 +55,7 @@ struct chat_turn_input {
 	struct json_object *tool_choice;   /* or NULL */
 	struct llm_params params;          /* sampling settings the caller set */
 	const char *model;                 /* NULL: the provider's default */
+	int agents;                        /* offer the MCP agents' tools and run the calls */
 	int stream;
 	char idem_key[CHAT_IDEM_KEY_MAX + STORE_ID_MAX + 2]; /* principal \x1f key, or "" */
 	const struct chat_format *fmt;

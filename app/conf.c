@@ -139,6 +139,7 @@ static const struct cfg_field fields[] = {
 	    S(rate_limit_rpm), NULL},
 	{"RATE_LIMIT_BURST", NULL, CFG_INT, "10", 1, 1000000, NULL, S(rate_limit_burst), NULL},
 
+	{"VALERIE_AGENT_MAX_STEPS", NULL, CFG_INT, "5", 1, 50, NULL, S(agent_max_steps), NULL},
 	{"MCP_TIMEOUT", NULL, CFG_INT, "30", 1, 3600, NULL, S(mcp_timeout), NULL},
 	{"MCP_MAX_RETRIES", NULL, CFG_INT, "3", 0, 10, NULL, S(mcp_max_retries), NULL},
 	{"MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD", NULL, CFG_INT, "5", 1, 1000, NULL,

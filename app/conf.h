@@ -71,6 +71,7 @@ struct conf {
 	long long rate_limit_rpm;
 	long long rate_limit_burst;
 
+	long long agent_max_steps;
 	long long mcp_timeout;
 	long long mcp_max_retries;
 	long long mcp_cb_failure_threshold;

@@ -541,7 +541,8 @@ trace_call(const struct llm_request *req, const char *name, enum provider_status
 	g.provider = name;
 	g.model = res->model[0] != '\0' ? res->model : name;
 	g.start_ns = start_ns;
-	g.end_ns = start_ns + (provider_now_ms() - start_ms) * 1000000LL;
+	/* NOTE: the end read from the same clock as the start: a ms-derived end could pass the turn's. */
+	g.end_ns = trace_now_ns();
 	if (tap->first_ms > 0)
 		g.first_token_ns = start_ns + (tap->first_ms - start_ms) * 1000000LL;
 	g.input_tokens = res->input_tokens;

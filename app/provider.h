@@ -71,6 +71,7 @@ struct llm_request {
 	int (*cancelled)(void *ctx);
 	void *ctx;
 	const struct trace_turn *trace;   /* each provider call is a generation span; may be NULL */
+	int agents;                       /* MCP agents are configured (the offline /tool rule) */
 };
 
 /* The result; the caller owns it: provider_result_free. */

@@ -7,6 +7,7 @@
 
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define OFFLINE_QUOTE_MAX 80    /* bytes of a message quoted back */
@@ -93,15 +94,79 @@ compose(const struct llm_request *req, struct buf *out, long long *input_chars)
 	buf_puts(out, " Set VALERIE_LLM_PROVIDER to openai or anthropic for real answers.");
 }
 
+/*
+ * The test rule of BRIEF section 13: a last user message `/tool <agent>.<tool>
+ * [json-args]` is answered with a call of that tool (arguments {} by
+ * default); once its result is back (a last tool message), the answer quotes
+ * it. Refused, as a plain reply, with VALERIE_ENV=production or without
+ * agents. Returns 1 when the rule answered.
+ */
+static int
+tool_rule(const struct conf *conf, const struct llm_request *req, struct llm_result *res)
+{
+	size_t n = json_object_array_length(req->messages), len, alen;
+	struct json_object *last = n > 0 ? json_object_array_get_idx(req->messages, n - 1) : NULL;
+	const char *role = field(last, "role", &len), *text, *name, *args;
+	struct llm_tool_call *tc;
+	char id[24];
+
+	text = field(last, "content", &len);
+	if (strcmp(role, "tool") == 0) {
+		buf_puts(&res->text, "[offline] The tool answered: ");
+		quote(&res->text, text, len);
+		buf_puts(&res->text, ".");
+		return 1;
+	}
+	if (strcmp(role, "user") != 0 || len < 6 || strncmp(text, "/tool ", 6) != 0)
+		return 0;
+	if (strcmp(conf->env, "production") == 0 || !req->agents) {
+		buf_puts(&res->text, strcmp(conf->env, "production") == 0 ?
+		    "[offline] The /tool test rule is off with VALERIE_ENV=production." :
+		    "[offline] /tool needs an agent: define one with MCP_<NAME>_URL.");
+		return 1;
+	}
+	for (name = text + 6; *name == ' '; name++)
+		;
+	for (args = name; *args != '\0' && *args != ' '; args++)
+		;
+	if (args == name || memchr(name, '.', (size_t)(args - name)) == NULL) {
+		buf_puts(&res->text, "[offline] Write /tool <agent>.<tool> [json-args].");
+		return 1;
+	}
+	alen = (size_t)(args - name);
+	while (*args == ' ')
+		args++;
+	if ((tc = provider_tool_call(res, 0)) == NULL)
+		return -1;
+	snprintf(id, sizeof(id), "call_%08x%08x", arc4random(), arc4random());
+	buf_puts(&tc->id, id);
+	buf_append(&tc->name, name, alen);
+	buf_puts(&tc->arguments, *args != '\0' ? args : "{}");
+	snprintf(res->finish_reason, sizeof(res->finish_reason), "tool_calls");
+	return 1;
+}
+
 enum provider_status
 provider_offline_complete(const struct conf *conf, const struct llm_request *req,
     struct llm_result *res)
 {
 	long long input_chars;
 	const char *p, *end, *word_end;
+	int rule;
 
 	res->provider = "offline";
 	snprintf(res->model, sizeof(res->model), "offline");
+	rule = tool_rule(conf, req, res);
+	if (rule < 0)
+		return PROVIDER_NOMEM;
+	if (rule > 0) {
+		res->input_tokens = 1;
+		res->output_tokens = 1;
+		if (req->on_delta != NULL && res->text.len > 0 &&
+		    req->on_delta(req->ctx, res->text.data, res->text.len) != 0)
+			return PROVIDER_CANCELLED;
+		return PROVIDER_OK;
+	}
 	compose(req, &res->text, &input_chars);
 	if (res->text.oom)
 		return PROVIDER_NOMEM;

@@ -300,6 +300,37 @@ trace_generation(const struct trace_turn *t, const struct trace_generation *g)
 }
 
 void
+trace_tool(const struct trace_turn *t, const struct trace_tool *c)
+{
+	struct json_object *s, *attrs;
+	char id[SPAN_ID_HEX + 1], name[200];
+
+	if (t == NULL || !t->on)
+		return;
+	random_hex(id, 8);
+	snprintf(name, sizeof(name), "%s.%s", c->agent, c->tool);
+	s = span_new(t, id, t->span_id, name, 3, c->start_ns, c->end_ns, &attrs);
+	if (s == NULL) {
+		count_spans("dropped", 1);
+		return;
+	}
+	attr_cstr(attrs, "langfuse.observation.type", "tool");
+	attr_cstr(attrs, "gen_ai.operation.name", "execute_tool");
+	attr_cstr(attrs, "gen_ai.tool.name", name);
+	attr_cstr(attrs, "valerie.agent", c->agent);
+	if (ex.content && c->input != NULL)
+		attr_cstr(attrs, "langfuse.observation.input", c->input);
+	if (ex.content && c->output != NULL)
+		attr_str(attrs, "langfuse.observation.output", c->output, c->output_len);
+	if (c->error != NULL) {
+		attr_cstr(attrs, "langfuse.observation.level", "ERROR");
+		attr_cstr(attrs, "langfuse.observation.status_message", c->error);
+	}
+	span_status(s, c->error);
+	enqueue(s);
+}
+
+void
 trace_turn_end(const struct trace_turn *t, int status, const char *error, const char *input,
     const char *output, size_t output_len)
 {

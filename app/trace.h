@@ -42,6 +42,17 @@ struct trace_generation {
 	size_t output_len;
 };
 
+/* One tool call on an agent, as a tool span under the turn. Borrowed fields. */
+struct trace_tool {
+	const char *agent;
+	const char *tool;
+	long long start_ns, end_ns;
+	const char *error;                 /* NULL when the tool answered */
+	const char *input;                 /* the arguments (only with VALERIE_TRACE_CONTENT) */
+	const char *output;                /* the result's text */
+	size_t output_len;
+};
+
 /*
  * Starts this process's exporter when tracing is configured: LANGFUSE_HOST
  * with both Langfuse keys (OTLP at /api/public/otel/v1/traces, Basic auth),
@@ -71,6 +82,9 @@ void trace_turn_begin(struct trace_turn *t, const char *traceparent, const char 
 
 /* Queues a generation span for one provider call. Never blocks on the network. */
 void trace_generation(const struct trace_turn *t, const struct trace_generation *g);
+
+/* Queues a tool span for one agent tool call. Never blocks on the network. */
+void trace_tool(const struct trace_turn *t, const struct trace_tool *c);
 
 /*
  * Queues the turn's root span, ended now: `error` NULL on success; `input`

@@ -1,0 +1,298 @@
+/* agent_loop: a chat turn's model calls, running the agent tools the model asks for in between. */
+#include "config.h"
+
+#include "agent_loop.h"
+#include "agents.h"
+#include "conf.h"
+#include "handler.h"
+#include "httpc.h"
+#include "log.h"
+#include "trace.h"
+
+#include <json-c/json.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AGENT_PARALLEL_MAX 8           /* tool calls run at once */
+#define AGENT_THREAD_STACK (256 * 1024)
+#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+void
+agent_turn_free(struct agent_turn *at)
+{
+	if (at == NULL)
+		return;
+	json_object_put(at->steps);
+	json_object_put(at->calls);
+	memset(at, 0, sizeof(*at));
+}
+
+/* One tool call to run: what the model asked, and what came of it. */
+struct job {
+	struct agents *agents;
+	struct httpc *http;              /* the request thread's, or NULL: make one */
+	const struct agents_ctl *ctl;
+	const struct trace_turn *trace;
+	char agent[AGENTS_NAME_MAX + 1];
+	char tool[AGENTS_TOOL_NAME_MAX * 2 + 1];
+	const char *arguments;
+	int known;                       /* the name resolved to an agent's tool */
+	struct agents_result res;
+};
+
+static void
+run_job(struct job *j)
+{
+	struct httpc *own = NULL;
+	struct trace_tool tt;
+	long long t0 = trace_now_ns();
+
+	memset(&j->res, 0, sizeof(j->res));
+	if (!j->known) {
+		j->res.is_error = 1;
+		buf_puts(&j->res.text, "no such tool: the name is not one of the tools offered");
+		return;
+	}
+	if (j->http == NULL)
+		j->http = own = httpc_new();
+	if (j->http == NULL) {
+		j->res.is_error = 1;
+		buf_puts(&j->res.text, "the gateway ran out of memory for this call");
+		return;
+	}
+	agents_call(j->agents, j->http, j->agent, j->tool, j->arguments, j->ctl, &j->res);
+	httpc_free(own);
+	j->http = NULL;
+	memset(&tt, 0, sizeof(tt));
+	tt.agent = j->agent;
+	tt.tool = j->tool;
+	tt.start_ns = t0;
+	tt.end_ns = trace_now_ns();
+	tt.error = j->res.is_error ? agents_outcome_text(j->res.outcome) : NULL;
+	tt.input = j->arguments;
+	tt.output = j->res.text.data != NULL ? j->res.text.data : "";
+	tt.output_len = j->res.text.len;
+	trace_tool(j->trace, &tt);
+}
+
+static void *
+job_thread(void *arg)
+{
+	run_job(arg);
+	return NULL;
+}
+
+/* Runs jobs[0..n): the first on this thread, the others on threads of their own. */
+static void
+run_jobs(struct job *jobs, size_t n)
+{
+	pthread_t th[AGENT_PARALLEL_MAX];
+	int started[AGENT_PARALLEL_MAX];
+	pthread_attr_t attr;
+	size_t i;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, AGENT_THREAD_STACK);
+	for (i = 1; i < n; i++) {
+		jobs[i].http = NULL;
+		started[i] = pthread_create(&th[i], &attr, job_thread, &jobs[i]) == 0;
+	}
+	pthread_attr_destroy(&attr);
+	run_job(&jobs[0]);
+	for (i = 1; i < n; i++) {
+		if (started[i])
+			pthread_join(th[i], NULL);
+		else
+			run_job(&jobs[i]);   /* no thread to be had: in turn, here */
+	}
+}
+
+/*
+ * Resolves a tool name the model used: a name the toolset offered, or the
+ * offline provider's "<agent>.<tool>" (its /tool test rule names tools as
+ * written).
+ */
+static int
+resolve(const struct agents_toolset *ts, const char *name, struct job *j)
+{
+	const char *agent, *tool, *dot;
+
+	if (ts != NULL && agents_tool_lookup(ts, name, &agent, &tool) == 0) {
+		snprintf(j->agent, sizeof(j->agent), "%s", agent);
+		snprintf(j->tool, sizeof(j->tool), "%s", tool);
+		return 1;
+	}
+	dot = strchr(name, '.');
+	if (dot == NULL || dot == name || dot[1] == '\0' ||
+	    (size_t)(dot - name) > AGENTS_NAME_MAX)
+		return 0;
+	snprintf(j->agent, sizeof(j->agent), "%.*s", (int)(dot - name), name);
+	snprintf(j->tool, sizeof(j->tool), "%s", dot + 1);
+	return 1;
+}
+
+static struct json_object *
+tool_message(const char *id, const struct buf *text)
+{
+	struct json_object *m = json_object_new_object();
+
+	if (m == NULL)
+		return NULL;
+	json_object_object_add(m, "role", json_object_new_string("tool"));
+	json_object_object_add(m, "tool_call_id", json_object_new_string(id));
+	json_object_object_add(m, "content", json_object_new_string_len(
+	    text->data != NULL ? text->data : "", (int)text->len));
+	return m;
+}
+
+/*
+ * Runs the calls of `res` and appends the assistant's message and the tool
+ * results to `messages` and to at->steps, their summaries to at->calls.
+ * Returns 0, or -1 out of memory.
+ */
+static int
+run_calls(struct handler_ctx *ctx, const struct agents_toolset *ts, const struct llm_request *req,
+    const struct llm_result *res, struct agent_turn *at)
+{
+	struct json_object *calls, *assistant, *c, *fn, *v, *tm, *sum;
+	struct job jobs[AGENT_PARALLEL_MAX];
+	struct agents_ctl ctl;
+	size_t n, i, base, k;
+	int oom = 0;
+
+	calls = provider_tool_calls_json(res, &oom);
+	if (calls == NULL)
+		return oom ? -1 : 0;
+	assistant = json_object_new_object();
+	if (assistant == NULL) {
+		json_object_put(calls);
+		return -1;
+	}
+	json_object_object_add(assistant, "role", json_object_new_string("assistant"));
+	json_object_object_add(assistant, "content", res->text.len > 0 ?
+	    json_object_new_string_len(res->text.data, (int)res->text.len) : NULL);
+	json_object_object_add(assistant, "tool_calls", calls);
+	json_object_array_add(req->messages, json_object_get(assistant));
+	json_object_array_add(at->steps, assistant);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.deadline_ms = req->deadline_ms;
+	ctl.cancelled = req->cancelled;
+	ctl.ctx = req->ctx;
+	n = json_object_array_length(calls);
+	for (base = 0; base < n; base += AGENT_PARALLEL_MAX) {
+		k = n - base < AGENT_PARALLEL_MAX ? n - base : AGENT_PARALLEL_MAX;
+		memset(jobs, 0, sizeof(jobs));
+		for (i = 0; i < k; i++) {
+			c = json_object_array_get_idx(calls, base + i);
+			fn = NULL;
+			json_object_object_get_ex(c, "function", &fn);
+			jobs[i].agents = ctx->agents;
+			jobs[i].http = i == 0 ? ctx->http : NULL;
+			jobs[i].ctl = &ctl;
+			jobs[i].trace = req->trace;
+			jobs[i].arguments = json_object_object_get_ex(fn, "arguments", &v) ?
+			    json_object_get_string(v) : "{}";
+			jobs[i].known = json_object_object_get_ex(fn, "name", &v) &&
+			    resolve(ts, json_object_get_string(v), &jobs[i]);
+		}
+		run_jobs(jobs, k);
+		for (i = 0; i < k; i++) {
+			c = json_object_array_get_idx(calls, base + i);
+			json_object_object_get_ex(c, "id", &v);
+			tm = tool_message(json_object_get_string(v), &jobs[i].res.text);
+			sum = json_object_new_object();
+			if (tm == NULL || sum == NULL || jobs[i].res.text.oom) {
+				json_object_put(tm);
+				json_object_put(sum);
+				oom = 1;
+			} else {
+				json_object_array_add(req->messages, json_object_get(tm));
+				json_object_array_add(at->steps, tm);
+				json_object_object_add(sum, "id", json_object_get(v));
+				json_object_object_add(sum, "name", json_object_new_string(jobs[i].known ?
+				    jobs[i].agent : ""));
+				json_object_object_add(sum, "tool", json_object_new_string(jobs[i].known ?
+				    jobs[i].tool : ""));
+				json_object_object_add(sum, "arguments",
+				    json_object_new_string(jobs[i].arguments));
+				json_object_object_add(sum, "is_error",
+				    json_object_new_boolean(jobs[i].res.is_error));
+				json_object_object_add(sum, "content", json_object_get(
+				    json_object_object_get_ex(tm, "content", &v) ? v : NULL));
+				json_object_array_add(at->calls, sum);
+			}
+			agents_result_free(&jobs[i].res);
+		}
+	}
+	return oom ? -1 : 0;
+}
+
+enum provider_status
+agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req,
+    struct llm_result *res, struct agent_turn *at)
+{
+	struct agents_toolset *ts = NULL;
+	struct json_object *offered = NULL;
+	struct agents_ctl ctl;
+	enum provider_status st;
+	long long in_tokens = 0, out_tokens = 0, ms = 0;
+	int step, last = 0;
+
+	memset(at, 0, sizeof(*at));
+	if (!agents || ctx->agents == NULL || agents_enabled(ctx->agents) == 0)
+		return provider_complete(ctx->conf, ctx->http, ctx->circuits, req, res);
+	req->agents = 1;
+	at->steps = json_object_new_array();
+	at->calls = json_object_new_array();
+	if (at->steps == NULL || at->calls == NULL)
+		return PROVIDER_NOMEM;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.deadline_ms = req->deadline_ms;
+	ctl.cancelled = req->cancelled;
+	ctl.ctx = req->ctx;
+	if (req->tools == NULL) {
+		ts = agents_toolset_get(ctx->agents, ctx->http, &ctl);
+		offered = ts != NULL ? agents_tools_openai(ts) : NULL;
+		if (offered != NULL && json_object_array_length(offered) > 0)
+			req->tools = offered;
+	}
+	for (step = 0;; step++) {
+		st = provider_complete(ctx->conf, ctx->http, ctx->circuits, req, res);
+		in_tokens += res->input_tokens;
+		out_tokens += res->output_tokens;
+		ms += res->provider_ms;
+		if (st != PROVIDER_OK || res->ntool_calls == 0 || last)
+			break;
+		at->steps_taken++;
+		if (run_calls(ctx, ts, req, res, at) != 0) {
+			st = PROVIDER_NOMEM;
+			break;
+		}
+		if (step + 1 >= ctx->conf->agent_max_steps) {
+			/* The step limit: one more call, without tools, for a final answer. */
+			req->tools = NULL;
+			req->tool_choice = NULL;
+			last = 1;
+		}
+		provider_result_free(res);
+		memset(res, 0, sizeof(*res));
+	}
+	if (st == PROVIDER_OK && res->ntool_calls > 0) {
+		/* Tools asked for after the last step are not run: the answer is the text. */
+		provider_tool_calls_clear(res);
+		snprintf(res->finish_reason, sizeof(res->finish_reason), "stop");
+		if (res->text.len == 0)
+			buf_printf(&res->text, "I stopped after %d tool steps without a final answer.",
+			    at->steps_taken);
+	}
+	res->input_tokens = in_tokens;
+	res->output_tokens = out_tokens;
+	res->provider_ms = ms;
+	if (req->tools == offered)
+		req->tools = NULL;
+	agents_toolset_free(ts);
+	return st;
+}

@@ -1,0 +1,34 @@
+/* agent_loop: a chat turn's model calls, running the agent tools the model asks for in between. */
+#ifndef VALERIE_AGENT_LOOP_H
+#define VALERIE_AGENT_LOOP_H
+
+#include "provider.h"
+
+struct handler_ctx;
+struct json_object;
+
+/* What the loop adds to a turn. The caller owns and frees it (agent_turn_free). */
+struct agent_turn {
+	struct json_object *steps;   /* messages between the user's and the final answer:
+	                                assistant tool_calls, then the tool results; or NULL */
+	struct json_object *calls;   /* for the answer: [{id, name, arguments, is_error,
+	                                content}] in the order they ran; or NULL */
+	int steps_taken;             /* model calls that asked for tools */
+};
+
+void agent_turn_free(struct agent_turn *at);
+
+/*
+ * Answers `req` like provider_complete, but when `agents` is set the tools of
+ * the enabled agents are offered (unless the request brings its own) and
+ * while the model asks for them they are run (several at once when it asks
+ * for several) and the results sent back, for at most VALERIE_AGENT_MAX_STEPS
+ * steps; then the model is asked once more without tools for a final answer.
+ * A dead, slow or open-circuit agent is a tool result saying so, never a
+ * failed turn. `req->messages` grows with the steps. Usage is summed over the
+ * calls; `res` holds the final answer.
+ */
+enum provider_status agent_loop_complete(struct handler_ctx *ctx, int agents,
+    struct llm_request *req, struct llm_result *res, struct agent_turn *at);
+
+#endif

@@ -1,0 +1,145 @@
+"""test_agents: the agent loop of a chat turn through nginx and the pool, with MCP agents on
+the fake MCP server (tests/fakes/fake_mcp.py) and a dead one on a closed port.
+
+- The offline provider's test rule: `/tool demo.echo {"message": ...}` calls the tool, the
+  result goes back to the model, the answer quotes it; the answer's tool_calls say what
+  ran; the session stores the user's message, the assistant's call, the tool's result and
+  the final answer; valerie_agent_calls_total counts it.
+- A dead agent, an unknown tool: a tool error the model reads, the turn still 200.
+- The openai provider (the fake LLM): the agents' tools are offered under their mapped
+  names, the model calls one, the result goes back as a tool message, the final text comes
+  from the model; several calls in one step all run; the step limit ends with an answer
+  from a last call without tools.
+- The rule is refused in production as a plain reply; streams carry the final text.
+"""
+import json
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeLLM, FakeMCP, SseParser, Stack, check, done, post_chat  # noqa: E402
+
+
+def closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def scrape(st, name, labels):
+    s, _, raw = st.request("GET", "/metrics")
+    for line in raw.decode().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.split()[-1])
+    return None
+
+
+mcp = FakeMCP()
+fake = FakeLLM()
+dead = f"http://127.0.0.1:{closed_port()}/mcp"
+try:
+    env = {"MCP_DEMO_URL": mcp.url, "MCP_DEAD_URL": dead, "MCP_MAX_RETRIES": "0",
+           "MCP_TIMEOUT": "5"}
+    with Stack(workers=2, threads=4, env=env) as st:
+        s, _, doc = post_chat(st, {"message": '/tool demo.echo {"message": "hi there"}',
+                                   "session_id": "ag-1"})
+        calls = (doc or {}).get("tool_calls") or []
+        check(s == 200 and "Echo: hi there" in doc["reply"] and len(calls) == 1
+              and calls[0]["name"] == "demo" and calls[0]["tool"] == "echo"
+              and calls[0]["is_error"] is False and calls[0]["content"] == "Echo: hi there",
+              f"/tool demo.echo runs the tool; the answer quotes the result: {s} {doc}")
+        s, _, sess = st.json("GET", "/api/v1/sessions/ag-1")
+        roles = [(m["turn"], m["role"]) for m in sess.get("messages", [])]
+        check(s == 200 and roles == [(1, "user"), (1, "assistant"), (1, "tool"),
+                                     (1, "assistant")]
+              and sess["messages"][1].get("tool_calls")
+              and sess["messages"][2].get("tool_call_id") ==
+              sess["messages"][1]["tool_calls"][0]["id"],
+              f"the session stores the call and its result within the turn: {roles}")
+        check(mcp.stats()["calls"].get("echo") == 1, f"the agent was called once: "
+              f"{mcp.stats()['calls']}")
+        check(scrape(st, "valerie_agent_calls_total", {"agent": "demo", "outcome": "ok"}) == 1,
+              "valerie_agent_calls_total counts the call")
+
+        # the next turn sees the whole exchange in its history
+        s, _, doc = post_chat(st, {"message": "and now?", "session_id": "ag-1"})
+        check(s == 200 and doc["turn"] == 2, f"a plain turn after the tool turn: {s}")
+
+        # a dead agent and an unknown tool: errors the model reads, not failed turns
+        s, _, doc = post_chat(st, {"message": "/tool dead.anything", "session_id": "ag-2"})
+        calls = (doc or {}).get("tool_calls") or []
+        check(s == 200 and len(calls) == 1 and calls[0]["is_error"] is True
+              and "The tool answered" in doc["reply"],
+              f"a dead agent is a tool error, the turn still answers: {s} {doc}")
+        s, _, doc = post_chat(st, {"message": "/tool demo.nope", "session_id": "ag-3"})
+        calls = (doc or {}).get("tool_calls") or []
+        check(s == 200 and calls and calls[0]["is_error"] is True,
+              f"an unknown tool is an error result: {s} {calls}")
+        s, _, doc = post_chat(st, {"message": "/tool nodot", "session_id": "ag-4"})
+        check(s == 200 and "/tool <agent>.<tool>" in doc["reply"] and not doc.get("tool_calls"),
+              f"a malformed /tool gets a plain reply: {doc.get('reply')}")
+
+        # streamed: the final text comes as deltas, the done event carries the calls
+        s, h, raw = st.request("POST", "/api/v1/chat", body=json.dumps(
+            {"message": '/tool demo.add {"a": 2, "b": 3}', "session_id": "ag-5",
+             "stream": True}), headers={"Content-Type": "application/json"})
+        ev = SseParser().feed(raw, final=True)
+        final = json.loads(ev[-1]["data"]) if ev else {}
+        check(s == 200 and ev and ev[-1]["event"] == "done" and "5" in final.get("reply", "")
+              and final.get("tool_calls", [{}])[0].get("tool") == "add",
+              f"a streamed tool turn ends with done carrying the calls: "
+              f"{[e['event'] for e in ev]}")
+
+    # --- the openai provider: mapped names, the model's own final text, the step limit ---
+    env2 = dict(env, VALERIE_LLM_PROVIDER="openai", OPENAI_API_KEY="sk-test",
+                OPENAI_BASE_URL=f"http://127.0.0.1:{fake.port}/v1", OPENAI_MODEL="gpt-test",
+                VALERIE_AGENT_MAX_STEPS="2")
+    with Stack(workers=1, threads=2, env=env2) as st:
+        fake.plan()
+        s, _, doc = post_chat(st, {"message": 'call demo__echo {"message": "via openai"}',
+                                   "session_id": "ag-o1"})
+        reqs = fake.stats()["requests"]
+        first, second = (reqs[0]["body"], reqs[1]["body"]) if len(reqs) >= 2 else ({}, {})
+        names = [t["function"]["name"] for t in first.get("tools", [])]
+        check("demo__echo" in names and all(n.replace("_", "a").replace("-", "a").isalnum()
+                                            and len(n) <= 64 for n in names),
+              f"the agents' tools are offered under valid mapped names: {names}")
+        check(s == 200 and doc["reply"] == "tool said: Echo: via openai"
+              and [m["role"] for m in second.get("messages", [])][-2:] == ["assistant", "tool"],
+              f"the model's call runs, the result goes back, the model answers: {s} {doc}")
+        check(doc.get("usage", {}).get("input_tokens", 0) > 0 and len(reqs) == 2,
+              f"two model calls, usage summed: {doc.get('usage')} ({len(reqs)} calls)")
+    with Stack(workers=1, threads=2, env=dict(env2, VALERIE_AGENT_MAX_STEPS="1")) as st:
+        # every step asks again: the limit stops it and a call without tools answers
+        fake.plan()
+        s, _, doc = post_chat(st, {"message": 'call demo__echo {"message": "loop"}',
+                                   "session_id": "ag-o2"})
+        reqs = fake.stats()["requests"]
+        check(s == 200 and len(reqs) == 2 and "tools" not in reqs[-1]["body"],
+              f"at the step limit a last call without tools gives the answer: {s} "
+              f"{[('tools' in r['body']) for r in reqs]} {doc}")
+
+    # --- production: the test rule is off ---
+    penv = dict(env, VALERIE_ENV="production", VALERIE_AUTH="apikey",
+                VALERIE_API_KEYS_FILE="/dev/null")
+    # (the keys file must exist and not be readable by others: make one)
+    keys = os.path.join(mcp.dir, "keys")
+    open(keys, "w").write("ci user " + "0" * 64 + "\n")
+    os.chmod(keys, 0o600)
+    penv["VALERIE_API_KEYS_FILE"] = keys
+    import hashlib
+    key = "vk_test_key_for_agents"
+    open(keys, "w").write(f"ci user {hashlib.sha256(key.encode()).hexdigest()}\n")
+    with Stack(workers=1, threads=2, env=penv) as st:
+        s, _, doc = post_chat(st, {"message": "/tool demo.echo", "session_id": "ag-p"},
+                              headers={"X-API-Key": key})
+        check(s == 200 and "off with VALERIE_ENV=production" in doc.get("reply", "")
+              and not doc.get("tool_calls"),
+              f"production refuses the /tool rule as a plain reply: {s} {doc}")
+finally:
+    fake.stop()
+    mcp.stop()
+done("test_agents")
