@@ -59,10 +59,27 @@ struct app {
 	atomic_int draining;
 };
 
+/*
+ * The HTTP metric series of the requests this thread answered, by route index
+ * (NROUTES: unmatched), method label and status; direct-mapped, a miss looks
+ * the series up by its label text. NOTE: never invalidated: the series live
+ * in the mapped metrics file until app_destroy, and are never removed.
+ */
+#define APP_COUNTED_SLOTS 32
+
+struct counted_slot {
+	struct metrics_series *requests;
+	const char *method;          /* method_label's pointer */
+	unsigned int route;
+	int status;
+};
+
 struct app_worker {
 	struct app *app;
 	struct store_conn *store;
 	struct httpc *http;
+	struct metrics_series *duration[NROUTES + 1];
+	struct counted_slot counted[APP_COUNTED_SLOTS];
 };
 
 struct app *
@@ -282,44 +299,69 @@ method_label(const char *m)
 }
 
 /*
- * Counts the request. The label text is assembled without printf (every
- * request comes through here); route templates and the method label are
- * plain ASCII from our own tables, the status is three digits.
+ * Fills `labels` (METRICS_LABELS_MAX + 1 bytes) with route="...", and, with a
+ * method, ,method="...",code="..."; without printf. Route templates and the
+ * method label are plain ASCII from our own tables, the status is 3 digits.
  */
 static void
-count_request(const struct http_request *req, const struct http_response *resp,
-    const char *route, double seconds)
+http_labels(char *labels, const char *route, const char *method, int status)
 {
-	char labels[METRICS_LABELS_MAX + 1], code[4];
-	const char *method = method_label(req->method);
-	size_t rl = strlen(route), ml = strlen(method), n;
-	int st = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
+	size_t rl = strlen(route), ml, n = 0;
 
 	if (rl > 120)
 		rl = 120;
-	code[0] = (char)('0' + st / 100);
-	code[1] = (char)('0' + st / 10 % 10);
-	code[2] = (char)('0' + st % 10);
-	code[3] = '\0';
-	n = 0;
 	memcpy(labels + n, "route=\"", 7);
 	n += 7;
 	memcpy(labels + n, route, rl);
 	n += rl;
 	labels[n++] = '"';
+	if (method != NULL) {
+		ml = strlen(method);
+		memcpy(labels + n, ",method=\"", 9);
+		n += 9;
+		memcpy(labels + n, method, ml);
+		n += ml;
+		memcpy(labels + n, "\",code=\"", 8);
+		n += 8;
+		labels[n++] = (char)('0' + status / 100);
+		labels[n++] = (char)('0' + status / 10 % 10);
+		labels[n++] = (char)('0' + status % 10);
+		labels[n++] = '"';
+	}
 	labels[n] = '\0';
-	metrics_observe("valerie_http_request_duration_seconds", labels, seconds);
-	memcpy(labels + n, ",method=\"", 9);
-	n += 9;
-	memcpy(labels + n, method, ml);
-	n += ml;
-	memcpy(labels + n, "\",code=\"", 8);
-	n += 8;
-	memcpy(labels + n, code, 3);
-	n += 3;
-	labels[n++] = '"';
-	labels[n] = '\0';
-	metrics_counter_add("valerie_http_requests_total", labels, 1);
+}
+
+/*
+ * Counts the request: its duration by route, and the request by route,
+ * method and status. Every request comes through here, so the series are
+ * found through the worker's cache (struct app_worker) and looked up by label
+ * text only the first time a thread sees the combination.
+ */
+static void
+count_request(struct app_worker *w, const struct http_request *req,
+    const struct http_response *resp, unsigned int ri, double seconds)
+{
+	char labels[METRICS_LABELS_MAX + 1];
+	const char *route = ri < NROUTES ? routes[ri].pattern : "unmatched";
+	const char *method = method_label(req->method);
+	int st = resp->status >= 100 && resp->status <= 999 ? resp->status : 500;
+	struct counted_slot *c;
+
+	if (w->duration[ri] == NULL) {
+		http_labels(labels, route, NULL, 0);
+		w->duration[ri] = metrics_histogram("valerie_http_request_duration_seconds",
+		    labels);
+	}
+	metrics_series_observe(w->duration[ri], seconds);
+	c = &w->counted[(ri * 7u + (unsigned int)st) % APP_COUNTED_SLOTS];
+	if (c->requests == NULL || c->route != ri || c->status != st || c->method != method) {
+		http_labels(labels, route, method, st);
+		c->requests = metrics_counter("valerie_http_requests_total", labels);
+		c->route = ri;
+		c->status = st;
+		c->method = method;
+	}
+	metrics_series_add(c->requests, 1);
 }
 
 static void
@@ -498,7 +540,8 @@ app_handle(struct app_worker *w, const struct http_request *req,
 	struct principal who;
 	char allow[64];
 	const char *route = "unmatched";
-	double t0 = now_seconds();
+	unsigned int ri = NROUTES;
+	double t0 = now_seconds(), seconds;
 
 	metrics_inflight_add(1);
 	if (check_request(w->app, req, resp) != 0)
@@ -519,6 +562,7 @@ app_handle(struct app_worker *w, const struct http_request *req,
 		break;
 	}
 	route = match.route->pattern;
+	ri = (unsigned int)(match.route - routes);
 	cors_headers(w->app->conf, req, resp);
 	if (match.route->role != ROLE_ANY && admit(w, match.route->role, req, resp, &who) != 0)
 		goto out;
@@ -545,7 +589,8 @@ out:
 	fix_oom(resp);
 	if (!resp->streaming)
 		http_response_header(resp, "Cache-Control", "no-store");
-	access_log(req, resp, route, now_seconds() - t0);
-	count_request(req, resp, route, now_seconds() - t0);
+	seconds = now_seconds() - t0;
+	access_log(req, resp, route, seconds);
+	count_request(w, req, resp, ri, seconds);
 	metrics_inflight_add(-1);
 }

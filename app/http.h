@@ -71,6 +71,8 @@ struct http_resp_header {
  * A response being built. A handler either fills `status`, headers and `body`
  * and returns (the transport sends it), or calls http_stream_begin and writes
  * part by part. Plain data; http_response_init/http_response_free.
+ * NOTE: http_response_reset clears the fields one by one: a new field needs
+ * its line there.
  */
 struct http_response {
 	int status;

@@ -123,32 +123,53 @@ oom:
 	write_all(fallback, len < sizeof(fallback) ? len : sizeof(fallback) - 1);
 }
 
-/* Appends `s` as a JSON string (quoted); bytes outside printable ASCII are \u00XX. */
+/* Bytes a JSON string needs escaped: controls, '"', '\\' and everything from 0x7f. */
+static const unsigned char json_escape[256] = {
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
+/*
+ * Appends `s` as a JSON string (quoted) at line+n, bounded by room; bytes
+ * outside printable ASCII are \u00XX. Returns the new length.
+ */
 static size_t
-json_str(char *out, size_t room, const char *s)
+json_str(char *line, size_t n, size_t room, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t n = 0;
+	const unsigned char *u = (const unsigned char *)s;
 
-	if (room < 3)
-		return 0;
-	out[n++] = '"';
-	for (; *s && n + 8 < room; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c == '"' || c == '\\') {
-			out[n++] = '\\';
-			out[n++] = (char)c;
-		} else if (c < 0x20 || c >= 0x7f) {
-			memcpy(out + n, "\\u00", 4);
-			out[n + 4] = hex[c >> 4];
-			out[n + 5] = hex[c & 15];
-			n += 6;
+	if (room - n < 3)
+		return n;
+	line[n++] = '"';
+	for (; *u && n + 8 < room; u++) {
+		if (!json_escape[*u]) {
+			line[n++] = (char)*u;
+		} else if (*u == '"' || *u == '\\') {
+			line[n++] = '\\';
+			line[n++] = (char)*u;
 		} else {
-			out[n++] = (char)c;
+			memcpy(line + n, "\\u00", 4);
+			line[n + 4] = hex[*u >> 4];
+			line[n + 5] = hex[*u & 15];
+			n += 6;
 		}
 	}
-	out[n++] = '"';
+	line[n++] = '"';
 	return n;
 }
 
@@ -170,18 +191,20 @@ second_prefix(time_t sec)
 	return text;
 }
 
-/* Appends a string (no escaping) / a decimal number at line+n, bounded by room. */
+/* Appends `len` bytes of `s` (no escaping) at line+n, bounded by room. */
 static size_t
-lit(char *line, size_t n, size_t room, const char *s)
+put(char *line, size_t n, size_t room, const char *s, size_t len)
 {
-	size_t len = strlen(s);
-
 	if (len > room - n)
 		len = room - n;
 	memcpy(line + n, s, len);
 	return n + len;
 }
 
+/* put() of a string literal: its length is known at compile time. */
+#define LIT(line, n, room, s) put((line), (n), (room), (s), sizeof(s) - 1)
+
+/* Appends a decimal number of at least `width` digits at line+n, bounded by room. */
 static size_t
 num(char *line, size_t n, size_t room, unsigned long long v, int width)
 {
@@ -194,8 +217,9 @@ num(char *line, size_t n, size_t room, unsigned long long v, int width)
 	} while ((v != 0 || (int)(sizeof(d) - k) < width) && k > 0);
 	if (sizeof(d) - k > room - n)
 		return n;
-	memcpy(line + n, d + k, sizeof(d) - k);
-	return n + (sizeof(d) - k);
+	while (k < sizeof(d))
+		line[n++] = d[k++];
+	return n;
 }
 
 void
@@ -212,35 +236,44 @@ log_access(enum log_level level, const struct log_access_fields *f)
 	if (pid == 0)
 		pid = (int)getpid();
 	clock_gettime(CLOCK_REALTIME, &ts);
-	/* NOTE: assembled by hand, no printf: this line is written for every request. */
-	n = lit(line, n, room, "{\"time\":\"");
-	n = lit(line, n, room, second_prefix(ts.tv_sec));
+	/*
+	 * NOTE: assembled by hand, no printf, literals copied with their
+	 * compile-time length: this line is written for every request.
+	 */
+	n = LIT(line, n, room, "{\"time\":\"");
+	n = put(line, n, room, second_prefix(ts.tv_sec), 20);
 	n = num(line, n, room, (unsigned long long)(ts.tv_nsec / 1000000), 3);
-	n = lit(line, n, room, "Z\",\"level\":\"");
-	n = lit(line, n, room, level_names[level]);
-	n = lit(line, n, room, "\",\"msg\":\"request\",\"pid\":");
+	if (level == LOG_LVL_INFO)
+		n = LIT(line, n, room, "Z\",\"level\":\"info\",\"msg\":\"request\",\"pid\":");
+	else if (level == LOG_LVL_ERROR)
+		n = LIT(line, n, room, "Z\",\"level\":\"error\",\"msg\":\"request\",\"pid\":");
+	else {
+		n = LIT(line, n, room, "Z\",\"level\":\"");
+		n = put(line, n, room, level_names[level], strlen(level_names[level]));
+		n = LIT(line, n, room, "\",\"msg\":\"request\",\"pid\":");
+	}
 	n = num(line, n, room, (unsigned long long)pid, 1);
-	n = lit(line, n, room, ",\"request_id\":");
-	n += json_str(line + n, room - n, f->request_id);
-	n = lit(line, n, room, ",\"method\":");
-	n += json_str(line + n, room - n, f->method);
-	n = lit(line, n, room, ",\"route\":");
-	n += json_str(line + n, room - n, f->route);
-	n = lit(line, n, room, ",\"status\":");
+	n = LIT(line, n, room, ",\"request_id\":");
+	n = json_str(line, n, room, f->request_id);
+	n = LIT(line, n, room, ",\"method\":");
+	n = json_str(line, n, room, f->method);
+	n = LIT(line, n, room, ",\"route\":");
+	n = json_str(line, n, room, f->route);
+	n = LIT(line, n, room, ",\"status\":");
 	n = num(line, n, room, (unsigned long long)(f->status > 0 ? f->status : 0), 1);
 	us = f->duration_ms > 0 ? (unsigned long long)(f->duration_ms * 1000.0 + 0.5) : 0;
-	n = lit(line, n, room, ",\"duration_ms\":");
+	n = LIT(line, n, room, ",\"duration_ms\":");
 	n = num(line, n, room, us / 1000, 1);
-	n = lit(line, n, room, ".");
+	n = LIT(line, n, room, ".");
 	n = num(line, n, room, us % 1000, 3);
-	n = lit(line, n, room, ",\"remote_addr\":");
-	n += json_str(line + n, room - n, f->remote_addr);
-	n = lit(line, n, room, ",\"bytes\":");
+	n = LIT(line, n, room, ",\"remote_addr\":");
+	n = json_str(line, n, room, f->remote_addr);
+	n = LIT(line, n, room, ",\"bytes\":");
 	n = num(line, n, room, (unsigned long long)f->bytes, 1);
 	room = sizeof(line);
 	if (f->client_gone)
-		n = lit(line, n, room, ",\"client_gone\":true");
-	n = lit(line, n, room, "}\n");
+		n = LIT(line, n, room, ",\"client_gone\":true");
+	n = LIT(line, n, room, "}\n");
 	write_all(line, n);
 }
 

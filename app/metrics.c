@@ -57,7 +57,7 @@ static const double bounds[METRICS_BUCKETS] = {
 	0.0005, 0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120
 };
 
-struct series {
+struct metrics_series {
 	atomic_int used;
 	int kind;
 	char name[METRICS_NAME_MAX + 1];
@@ -76,7 +76,7 @@ struct table {
 	unsigned long long magic;
 	unsigned int size;
 	struct proc procs[METRICS_PROCS_MAX];
-	struct series s[METRICS_SERIES_MAX];
+	struct metrics_series s[METRICS_SERIES_MAX];
 };
 
 /*
@@ -197,12 +197,18 @@ hash(const char *name, const char *labels)
 	return h;
 }
 
-/* The series (name, labels), created if new; NULL when the table is full or unmapped. */
-static struct series *
+/*
+ * The series (name, labels), created if new; NULL when the table is full or unmapped.
+ * NOTE: a slot, once used, keeps its series for as long as the file is mapped:
+ * nothing clears `used` or rewrites name and labels. The table is only reset by
+ * metrics_open, when the file is new or not ours (wrong magic or size). That is
+ * what lets callers keep the pointer (metrics_counter, metrics_histogram).
+ */
+static struct metrics_series *
 series(const char *name, const char *labels, int kind)
 {
 	unsigned int h, i, n;
-	struct series *s;
+	struct metrics_series *s;
 	int locked = 0;
 
 	if (t == NULL || strlen(name) > METRICS_NAME_MAX || strlen(labels) > METRICS_LABELS_MAX)
@@ -243,28 +249,28 @@ again:
 	return NULL;
 }
 
-void
-metrics_counter_add(const char *name, const char *labels, double v)
+struct metrics_series *
+metrics_counter(const char *name, const char *labels)
 {
-	struct series *s = series(name, labels, K_COUNTER);
+	return series(name, labels, K_COUNTER);
+}
 
+struct metrics_series *
+metrics_histogram(const char *name, const char *labels)
+{
+	return series(name, labels, K_HISTOGRAM);
+}
+
+void
+metrics_series_add(struct metrics_series *s, double v)
+{
 	if (s != NULL)
 		atomic_add_double(&s->value, v);
 }
 
 void
-metrics_gauge_set(const char *name, const char *labels, double v)
+metrics_series_observe(struct metrics_series *s, double seconds)
 {
-	struct series *s = series(name, labels, K_GAUGE);
-
-	if (s != NULL)
-		atomic_store(&s->value, double_to_bits(v));
-}
-
-void
-metrics_observe(const char *name, const char *labels, double seconds)
-{
-	struct series *s = series(name, labels, K_HISTOGRAM);
 	int i;
 
 	if (s == NULL)
@@ -274,6 +280,27 @@ metrics_observe(const char *name, const char *labels, double seconds)
 			atomic_fetch_add(&s->buckets[i], 1);
 	atomic_fetch_add(&s->count, 1);
 	atomic_add_double(&s->value, seconds);
+}
+
+void
+metrics_counter_add(const char *name, const char *labels, double v)
+{
+	metrics_series_add(series(name, labels, K_COUNTER), v);
+}
+
+void
+metrics_gauge_set(const char *name, const char *labels, double v)
+{
+	struct metrics_series *s = series(name, labels, K_GAUGE);
+
+	if (s != NULL)
+		atomic_store(&s->value, double_to_bits(v));
+}
+
+void
+metrics_observe(const char *name, const char *labels, double seconds)
+{
+	metrics_series_observe(series(name, labels, K_HISTOGRAM), seconds);
 }
 
 void
@@ -359,7 +386,7 @@ metrics_render(struct buf *out)
 			continue;
 		}
 		for (i = 0; i < METRICS_SERIES_MAX; i++) {
-			struct series *s = &t->s[i];
+			struct metrics_series *s = &t->s[i];
 
 			if (!atomic_load(&s->used) || strcmp(s->name, known[k].name) != 0 ||
 			    s->kind != (int)known[k].kind)

@@ -34,6 +34,18 @@ void metrics_counter_add(const char *name, const char *labels, double v);
 void metrics_gauge_set(const char *name, const char *labels, double v);
 void metrics_observe(const char *name, const char *labels, double seconds);
 
+/*
+ * A series looked up once and updated many times, for the request path: a
+ * lookup by name hashes and compares the name and the label text. NULL when
+ * the table is full or unmapped; the update functions accept NULL. Borrowed
+ * from the mapped file: valid until metrics_close (series are never removed).
+ */
+struct metrics_series;
+struct metrics_series *metrics_counter(const char *name, const char *labels);
+struct metrics_series *metrics_histogram(const char *name, const char *labels);
+void metrics_series_add(struct metrics_series *s, double v);
+void metrics_series_observe(struct metrics_series *s, double seconds);
+
 /* This process's requests in flight (summed over live processes at scrape). */
 void metrics_inflight_add(int delta);
 

@@ -188,11 +188,18 @@ read_body(struct transport *t, struct http_request *req, const char *cl)
 	req->body_len = (size_t)len;
 }
 
+/* An HTTP_<NAME> param: "HTTP_NAME=value", its '=' at `eq`. */
+struct header_param {
+	const char *kv, *eq;
+};
+
 /* The params the app needs, found in one pass over the environment. */
 struct params {
 	const char *request_uri, *document_uri, *method, *query, *remote_addr, *request_id;
 	const char *content_type, *content_length;
-	size_t header_bytes;
+	size_t nheaders;                   /* up to HTTP_MAX_HEADERS + 1: one more is a 431 */
+	size_t header_bytes;               /* their names, NUL-terminated, in scratch */
+	struct header_param headers[HTTP_MAX_HEADERS + 1];
 };
 
 /* Matches `name=` at the start of `kv`; returns the value or NULL. */
@@ -204,21 +211,30 @@ param(const char *kv, const char *name, size_t n)
 
 /*
  * NOTE: one pass with a switch on the first letter instead of one
- * FCGX_GetParam (a linear strncmp scan) per name: this runs for every request
- * (bench/README.md).
+ * FCGX_GetParam (a linear strncmp scan) per name, and the HTTP_ params
+ * remembered so that transport_read does not scan again: this runs for
+ * every request (bench/README.md).
  */
 static void
 scan_params(char **envp, struct params *pa)
 {
-	const char *kv, *v;
+	const char *kv, *v, *eq;
 	size_t i;
 
-	memset(pa, 0, sizeof(*pa));
+	pa->request_uri = pa->document_uri = pa->method = pa->query = NULL;
+	pa->remote_addr = pa->request_id = pa->content_type = pa->content_length = NULL;
+	pa->nheaders = 0;
+	pa->header_bytes = 0;
 	for (i = 0; (kv = envp[i]) != NULL; i++) {
 		switch (kv[0]) {
 		case 'H':
-			if (kv[1] == 'T' && strncmp(kv, "HTTP_", 5) == 0)
-				pa->header_bytes += strlen(kv) + 1;
+			if (kv[1] != 'T' || strncmp(kv, "HTTP_", 5) != 0 ||
+			    pa->nheaders > HTTP_MAX_HEADERS || (eq = strchr(kv, '=')) == NULL)
+				break;
+			pa->headers[pa->nheaders].kv = kv;
+			pa->headers[pa->nheaders].eq = eq;
+			pa->nheaders++;
+			pa->header_bytes += (size_t)(eq - kv) - 5 + 1;
 			break;
 		case 'R':
 			if ((v = param(kv, "REQUEST_URI", 11)) != NULL)
@@ -256,7 +272,7 @@ transport_read(struct transport *t, struct http_request *req)
 	char **envp = t->fcgi->envp, *p;
 	const char *uri, *raw, *q, *eq;
 	struct params pa;
-	size_t need, i, plen, n = 0;
+	size_t need, i, plen, n;
 
 	memset(req, 0, sizeof(*req));
 	buf_reset(&t->scratch, TRANSPORT_SCRATCH_KEEP);
@@ -286,20 +302,18 @@ transport_read(struct transport *t, struct http_request *req)
 	req->path = p;
 	p += plen + 1;
 
-	for (i = 0; pa.header_bytes > 0 && envp[i] != NULL; i++) {
-		if (envp[i][0] != 'H' || strncmp(envp[i], "HTTP_", 5) != 0 ||
-		    (eq = strchr(envp[i], '=')) == NULL)
-			continue;
-		if (n == HTTP_MAX_HEADERS) {
-			req->nheaders_dropped = 1;
-			break;
-		}
-		t->headers[n].name = p;
-		for (q = envp[i] + 5; q < eq; q++)
+	n = pa.nheaders;
+	if (n > HTTP_MAX_HEADERS) {
+		req->nheaders_dropped = 1;
+		n = HTTP_MAX_HEADERS;
+	}
+	for (i = 0; i < n; i++) {
+		eq = pa.headers[i].eq;
+		t->headers[i].name = p;
+		for (q = pa.headers[i].kv + 5; q < eq; q++)
 			*p++ = *q == '_' ? '-' : (char)(*q >= 'A' && *q <= 'Z' ? *q + 32 : *q);
 		*p++ = '\0';
-		t->headers[n].value = eq + 1;
-		n++;
+		t->headers[i].value = eq + 1;
 	}
 	t->scratch.len = (size_t)(p - t->scratch.data);
 	req->headers = t->headers;

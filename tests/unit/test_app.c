@@ -8,6 +8,8 @@
 #include "memtransport.h"
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <json-c/json.h>
 #include <unistd.h>
 
@@ -69,6 +71,23 @@ err_code(void)
 	    !json_object_object_get_ex(e, "code", &c))
 		return NULL;
 	return json_object_get_string(c);
+}
+
+/*
+ * The value of the series `series` (name{labels}) in a fresh GET /metrics,
+ * or -1 when it is not there.
+ */
+static long long
+metric(const char *series)
+{
+	char needle[256];
+	const char *p;
+
+	run("GET", "/metrics", NULL, HTTP_BODY_OK);
+	snprintf(needle, sizeof(needle), "\n%s ", series);
+	if (resp.body.data == NULL || (p = strstr(resp.body.data, needle)) == NULL)
+		return -1;
+	return strtoll(p + strlen(needle), NULL, 10);
 }
 
 int
@@ -133,6 +152,34 @@ main(void)
 		longpath[0] = '/';
 		CHECK_INT(run("GET", longpath, NULL, HTTP_BODY_OK), 414);
 		CHECK_STR(err_code(), "uri_too_long");
+	}
+
+	/*
+	 * Each request counted once under its own labels, however the per-thread
+	 * series cache maps them (GET and HEAD /health share a slot).
+	 */
+	{
+		static const char *const series[] = {
+			"valerie_http_requests_total{route=\"/health\",method=\"GET\",code=\"200\"}",
+			"valerie_http_requests_total{route=\"/health\",method=\"HEAD\",code=\"200\"}",
+			"valerie_http_requests_total{route=\"unmatched\",method=\"PUT\",code=\"405\"}",
+			"valerie_http_requests_total{route=\"unmatched\",method=\"GET\",code=\"404\"}",
+			"valerie_http_request_duration_seconds_count{route=\"/health\"}",
+		};
+		static const long long want[] = {5, 5, 5, 5, 10};
+		long long before[5];
+		int i;
+
+		for (i = 0; i < 5; i++)
+			before[i] = metric(series[i]);
+		for (i = 0; i < 5; i++) {
+			CHECK_INT(run("GET", "/health", NULL, HTTP_BODY_OK), 200);
+			CHECK_INT(run("HEAD", "/health", NULL, HTTP_BODY_OK), 200);
+			CHECK_INT(run("PUT", "/health", NULL, HTTP_BODY_OK), 405);
+			CHECK_INT(run("GET", "/nope", NULL, HTTP_BODY_OK), 404);
+		}
+		for (i = 0; i < 5; i++)
+			CHECK_INT(metric(series[i]) - before[i], want[i]);
 	}
 
 	/* Draining: readiness says 503 with the reason, liveness stays 200. */
