@@ -15,8 +15,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from harness import (SRCDIR, FakeLLM, SseStream, Stack, check, failures, free_port, kill,
-                     post_chat, read_text, wait_until)
+from harness import (SRCDIR, FakeLLM, FakeMCP, SseStream, Stack, check, failures, free_port,
+                     kill, post_chat, read_text, wait_until)
 
 PROM_DIR = os.path.join(SRCDIR, "prometheus")
 PROMETHEUS = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or ""
@@ -176,7 +176,7 @@ def finite_values(result):
 
 
 # --- the pool under observation ------------------------------------------------------
-def llm_env(fake):
+def llm_env(fake, mcp=None):
     """OpenAI first, Anthropic as the fallback, both the fake upstream; one retry each;
     circuits that stay closed (this traffic is about the metrics, not the breaker)."""
     base = f"http://127.0.0.1:{fake.port}"
@@ -188,7 +188,9 @@ def llm_env(fake):
             "ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "1000",
             # The application's limit, per client address here (auth none): room for the
             # rounds' traffic from 127.0.0.1, not for the burst sent from 127.0.0.2.
-            "RATE_LIMIT_BURST": "60", "RATE_LIMIT_REQUESTS_PER_MINUTE": "6000"}
+            "RATE_LIMIT_BURST": "60", "RATE_LIMIT_REQUESTS_PER_MINUTE": "6000",
+            # An agent on the fake MCP server: the chat turns can call its tools.
+            **({"MCP_DEMO_URL": mcp.url, "MCP_MAX_RETRIES": "0"} if mcp else {})}
 
 
 def blast_from_other_address(st, n):
@@ -247,6 +249,12 @@ def traffic_round(st, fake, k, counts):
                                "tools": [{"type": "function", "function": {"name": "get_time"}}]},
                           path="/v1/chat/completions")
     add(f"tool call {s} {doc['choices'][0]['finish_reason'] if s == 200 else ''}")
+    # an agent's tool, called by the model in a chat turn, and one that fails
+    s, _, doc = post_chat(st, {"message": 'call demo__echo {"message": "agent"}',
+                               "session_id": sid + "-a"})
+    add(f"agent turn {s} {len((doc or {}).get('tool_calls') or [])}")
+    s, _, doc = post_chat(st, {"message": "call demo__fail", "session_id": sid + "-e"})
+    add(f"agent turn {s} {len((doc or {}).get('tool_calls') or [])}")
     if k == 0:
         # Rate-limit hits, before Prometheus starts: the counter moves, the rounds' error
         # shares stay what the alert tests expect.
@@ -269,10 +277,11 @@ def observed_pool(rounds=3, workers=2, threads=4):
     `rounds` rounds a second apart after its first scrape (so rates are not zero), then
     two more scrapes once the traffic is over. Everything is stopped by PID at exit."""
     fake = FakeLLM()
+    mcp = FakeMCP()
     prom = None
     counts = {}
     try:
-        with Stack(workers=workers, threads=threads, env=llm_env(fake)) as st:
+        with Stack(workers=workers, threads=threads, env=llm_env(fake, mcp)) as st:
             wait_until(lambda: len(st.worker_pids()) == workers, 20)
             traffic_round(st, fake, 0, counts)
             prom = Prometheus(st.http_port).start()
@@ -287,3 +296,4 @@ def observed_pool(rounds=3, workers=2, threads=4):
         if prom is not None:
             prom.stop()
         fake.stop()
+        mcp.stop()

@@ -26,11 +26,7 @@ BUILTINS = {"__rate_interval", "__range", "__interval"}
 
 # Metrics of BRIEF section 13 that the dashboards query but the worker does not export
 # yet: their queries must come back empty. Take a line off when its metric lands.
-NOT_YET = {
-    "valerie_agent_calls_total": "agents (BRIEF 13) are not implemented yet",
-    "valerie_agent_call_duration_seconds_bucket": "agents (BRIEF 13) are not implemented yet",
-    'target=~"agent:': "no agent circuits until agents exist",
-}
+NOT_YET = {}
 
 
 def not_yet(expr):

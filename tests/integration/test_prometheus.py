@@ -86,6 +86,11 @@ with observed_pool(rounds=3) as (st, prom, counts):
     check(hits > 0 and one(prom, 'sum(valerie_ratelimit_rejections_total{scope="address"})') == hits,
           f"{hits} requests over the address's bucket: 429s counted as rate-limit rejections")
     check(counts.get("tool call 200 tool_calls", 0) == 4, "a tool call answered in every round")
+    agent_calls = counts.get("agent turn 200 1", 0)
+    check(agent_calls == 8 and one(prom, 'sum(valerie_agent_calls_total{agent="demo"})') == 8,
+          f"{agent_calls} agent tool calls in chat turns, all counted by agent")
+    check(one(prom, 'valerie_circuit_state{target="agent:demo"}') == 0,
+          "the agent's circuit is reported, closed")
     direct = scrape_values(st, "valerie_llm_requests_total")
     got = {}
     for s in prom.query("valerie_llm_requests_total"):
