@@ -738,10 +738,10 @@ def npm_ci(d):
 
 def node_major(node):
     """The major version of the `node` binary, 0 if it cannot tell."""
-    r = subprocess.run([node, "--version"], capture_output=True, text=True)
     try:
+        r = subprocess.run([node, "--version"], capture_output=True, text=True)
         return int(r.stdout.strip().lstrip("v").split(".")[0])
-    except ValueError:
+    except (OSError, ValueError):
         return 0
 
 
@@ -778,6 +778,8 @@ MCP_SRC = os.path.join(SRCDIR, "tests", "mcp")
 MCP_FILES = ("package.json", "package-lock.json", "loopback.cjs")
 EVERYTHING = "@modelcontextprotocol/server-everything"
 EVERYTHING_NODE_MIN = 20
+MCP_NODE_SRC = os.path.join(SRCDIR, "tests", "mcp-node")
+MCP_NODE_FILES = ("package.json", "package-lock.json")
 
 
 class FakeMCP:
@@ -833,11 +835,23 @@ def everything_install():
     node = shutil.which("node")
     if not node or not shutil.which("npm"):
         return None, None, None, "node and npm are needed: apt-get install nodejs npm"
+    node_tmp = None
     if node_major(node) < EVERYTHING_NODE_MIN:
-        # NOTE: Debian 12 has Node 18; the npm package node@22 brings a newer binary.
-        return None, None, None, (f"{EVERYTHING} needs node {EVERYTHING_NODE_MIN} or later; "
-                                  f"this node is older (npm install -g node@22)")
+        # NOTE: Debian 12 has Node 18; the npm package node (pinned in tests/mcp-node's
+        # lockfile) brings a Node 22 binary from the npm registry to run the server on.
+        nd, node_tmp, why = npm_install(MCP_NODE_SRC, MCP_NODE_FILES, "node")
+        node = os.path.join(nd, "node_modules", "node", "bin", "node")
+        if why or node_major(node) < EVERYTHING_NODE_MIN:
+            return None, None, node_tmp, why or f"{node} is not node {EVERYTHING_NODE_MIN}+"
     d, tmp, why = npm_install(MCP_SRC, MCP_FILES, EVERYTHING)
+    if node_tmp is not None:
+        # one temp dir for the caller to remove: the node install goes inside it
+        if tmp is None:
+            tmp = node_tmp
+        else:
+            shutil.move(node_tmp, os.path.join(tmp, "node-install"))
+            node = os.path.join(tmp, "node-install", os.path.basename(MCP_NODE_SRC),
+                                "node_modules", "node", "bin", "node")
     return node, d, tmp, why
 
 
