@@ -6,6 +6,7 @@
 #include "http.h"
 
 #include <stdio.h>
+#include <string.h>
 
 struct memtransport {
 	struct http_transport ops;
