@@ -62,7 +62,10 @@ for fs in combos:
 # operator's (certbot's tree and webroot) or the host's (cAdvisor reads them);
 # run/letsencrypt is made by `scripts/deploy.sh --dev-cert`.
 HOST_PATHS = {"/etc/letsencrypt", "/var/www/certbot", "/", "/var/run", "/sys", "/var/lib/docker"}
-GENERATED = {os.path.join(SRCDIR, "run", "letsencrypt")}
+# NOTE: compared as real paths: under make distcheck SRCDIR is "<build>/../.." while
+# docker-compose resolves the files' own directory.
+ROOT = os.path.realpath(SRCDIR)
+GENERATED = {os.path.join(ROOT, "run", "letsencrypt")}
 PINNED = re.compile(r"^[\w./-]+:(v?\d+\.\d+[\w.-]*|RELEASE\.\d{4}-\d\d-\d\dT[\w-]+)$")
 for name, cfg in configs.items():
     volumes = set((cfg.get("volumes") or {}).keys())
@@ -73,9 +76,10 @@ for name, cfg in configs.items():
         for v in s.get("volumes", []):
             src = v.split(":")[0] if isinstance(v, str) else v.get("source", "")
             if src.startswith("/"):
-                if src.startswith(SRCDIR + "/"):
-                    ok = os.path.exists(src) or src in GENERATED
-                    check(ok, f"[{name}] {svc}: mounted {os.path.relpath(src, SRCDIR)} exists in the repository")
+                real = os.path.realpath(src)
+                if real.startswith(ROOT + "/"):
+                    ok = os.path.exists(real) or real in GENERATED
+                    check(ok, f"[{name}] {svc}: mounted {os.path.relpath(real, ROOT)} exists in the repository")
                 else:
                     check(src in HOST_PATHS, f"[{name}] {svc}: host path {src} is a documented one")
             else:
