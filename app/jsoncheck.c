@@ -1,9 +1,11 @@
-/* jsoncheck: strict RFC 8259 syntax check of untrusted JSON before json-c sees it. */
+/* jsoncheck: strict RFC 8259 syntax check of untrusted JSON before json-c sees it; whole-value parsing. */
 #include "config.h"
 
 #include "jsoncheck.h"
 #include "utf8.h"
 
+#include <json-c/json.h>
+#include <limits.h>
 #include <string.h>
 
 struct jc {
@@ -239,4 +241,35 @@ jsoncheck(const char *s, size_t len, int max_depth, size_t *offset, const char *
 	*offset = (size_t)(c.p - c.start);
 	*why = c.why;
 	return c.res;
+}
+
+struct json_object *
+jsoncheck_parse(const char *text, size_t len, int max_depth)
+{
+	struct json_tokener *tok;
+	struct json_object *o;
+	size_t end;
+
+	if (len > INT_MAX)
+		return NULL;
+	tok = json_tokener_new_ex(max_depth);
+	if (tok == NULL)
+		return NULL;
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	if (json_tokener_get_error(tok) != json_tokener_success) {
+		json_object_put(o);
+		o = NULL;
+	} else {
+		/* NOTE: the tokener stops after one value; anything but blanks after it is garbage. */
+		for (end = json_tokener_get_parse_end(tok); end < len; end++)
+			if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r' &&
+			    text[end] != '\n')
+				break;
+		if (end < len) {
+			json_object_put(o);
+			o = NULL;
+		}
+	}
+	json_tokener_free(tok);
+	return o;
 }

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+struct json_object;
+
 enum jsoncheck_result {
 	JSONCHECK_OK = 0,
 	JSONCHECK_SYNTAX,    /* not JSON: *why says what, *offset where */
@@ -22,5 +24,12 @@ enum jsoncheck_result {
  */
 enum jsoncheck_result jsoncheck(const char *s, size_t len, int max_depth, size_t *offset,
     const char **why);
+
+/*
+ * Parses s[0..len) with json-c as exactly one JSON value (whitespace may
+ * follow, nothing else), nesting at most `max_depth`; NULL when it is not.
+ * For answers from upstreams and agents. Caller puts.
+ */
+struct json_object *jsoncheck_parse(const char *s, size_t len, int max_depth);
 
 #endif

@@ -5,9 +5,9 @@
 
 #include "httpc.h"
 #include "sse.h"
+#include "jsoncheck.h"
 
 #include <json-c/json.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -130,31 +130,7 @@ mcp_status_text(enum mcp_status s)
 struct json_object *
 mcp_json_parse(const char *text, size_t len)
 {
-	struct json_tokener *tok;
-	struct json_object *o;
-	size_t end;
-
-	if (len > INT_MAX)
-		return NULL;
-	tok = json_tokener_new_ex(MCP_JSON_DEPTH);
-	if (tok == NULL)
-		return NULL;
-	o = json_tokener_parse_ex(tok, text, (int)len);
-	if (json_tokener_get_error(tok) != json_tokener_success) {
-		json_object_put(o);
-		o = NULL;
-	} else {
-		for (end = json_tokener_get_parse_end(tok); end < len; end++)
-			if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r' &&
-			    text[end] != '\n')
-				break;
-		if (end < len) {
-			json_object_put(o);
-			o = NULL;
-		}
-	}
-	json_tokener_free(tok);
-	return o;
+	return jsoncheck_parse(text, len, MCP_JSON_DEPTH);
 }
 
 /* Whether JSON-RPC id `id` is `want` (servers echo the number; a string of it is accepted). */

@@ -9,6 +9,7 @@
 #include "retry.h"
 #include "sse.h"
 #include "trace.h"
+#include "jsoncheck.h"
 
 #include <json-c/json.h>
 #include <limits.h>
@@ -162,32 +163,7 @@ provider_stream_text(struct provider_stream *s, const char *text, size_t len)
 struct json_object *
 provider_parse_json(const char *text, size_t len)
 {
-	struct json_tokener *tok;
-	struct json_object *o;
-	size_t end;
-
-	if (len > INT_MAX)
-		return NULL;
-	tok = json_tokener_new();
-	if (tok == NULL)
-		return NULL;
-	o = json_tokener_parse_ex(tok, text, (int)len);
-	if (json_tokener_get_error(tok) != json_tokener_success) {
-		json_object_put(o);
-		o = NULL;
-	} else {
-		/* NOTE: the tokener stops after one value; anything but blanks after it is garbage. */
-		for (end = json_tokener_get_parse_end(tok); end < len; end++)
-			if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r' &&
-			    text[end] != '\n')
-				break;
-		if (end < len) {
-			json_object_put(o);
-			o = NULL;
-		}
-	}
-	json_tokener_free(tok);
-	return o;
+	return jsoncheck_parse(text, len, JSON_TOKENER_DEFAULT_DEPTH);
 }
 
 int
