@@ -9,6 +9,7 @@
 #include "mcp.h"
 #include "metrics.h"
 #include "retry.h"
+#include "vtime.h"
 #include "utf8.h"
 
 #include <json-c/json.h>
@@ -68,15 +69,6 @@ struct env_agent {
 	const char *url;
 	int enabled;
 };
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *
 agents_outcome_text(enum agents_outcome o)
@@ -454,12 +446,12 @@ refresh(struct agents *a, struct agent *g, struct httpc *http, const struct agen
 		old = g->tools;
 		g->tools = tools;
 		tools = NULL;
-		g->fetched_ms = now_ms();
+		g->fetched_ms = vtime_mono_ms();
 		g->failed_ms = 0;
 		g->stale = 0;
 		json_object_put(old);
 	} else {
-		g->failed_ms = now_ms();
+		g->failed_ms = vtime_mono_ms();
 	}
 	pthread_mutex_unlock(&g->lock);
 	if (st != MCP_OK)
@@ -475,7 +467,7 @@ static struct json_object *
 tools_of(struct agents *a, struct agent *g, struct httpc *http, const struct agents_ctl *ctl)
 {
 	struct json_object *copy = NULL;
-	long long now = now_ms(), seen;
+	long long now = vtime_mono_ms(), seen;
 	int need;
 
 	pthread_mutex_lock(&g->lock);
@@ -794,7 +786,7 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 	struct mcp_opts o;
 	enum mcp_status st = MCP_OK;
 	struct agent *g = find(a, agent);
-	long long start = now_ms(), left;
+	long long start = vtime_mono_ms(), left;
 	int idem, i;
 
 	memset(res, 0, sizeof(*res));
@@ -833,7 +825,7 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 			res->attempts++;
 		if (st == MCP_OK || i >= a->conf->mcp_max_retries || !may_retry(st, &e, idem))
 			break;
-		left = ctl != NULL && ctl->deadline_ms > 0 ? ctl->deadline_ms - now_ms() : 1LL << 40;
+		left = ctl != NULL && ctl->deadline_ms > 0 ? ctl->deadline_ms - vtime_mono_ms() : 1LL << 40;
 		if (retry_backoff(i, -1, left, ctl != NULL ? ctl->cancelled : NULL,
 		    ctl != NULL ? ctl->ctx : NULL) != 0)
 			break;
@@ -877,7 +869,7 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 		break;
 	}
 done:
-	res->duration_ms = now_ms() - start;
+	res->duration_ms = vtime_mono_ms() - start;
 	if (res->outcome != AGENTS_CIRCUIT_OPEN && res->outcome != AGENTS_CANCELLED &&
 	    (res->attempts > 0 || res->outcome == AGENTS_UNAVAILABLE)) {
 		pthread_mutex_lock(&g->lock);

@@ -6,6 +6,7 @@
 #include "httpc.h"
 #include "sse.h"
 #include "jsoncheck.h"
+#include "vtime.h"
 
 #include <json-c/json.h>
 #include <pthread.h>
@@ -53,15 +54,6 @@ struct exchange {
 	char session[MCP_SESSION_ID_MAX + 1];
 	int session_bad;
 };
-
-static long long
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct mcp_client *
 mcp_client_new(const char *url, size_t max_bytes)
@@ -296,7 +288,7 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 
 	*answer = NULL;
 	if (o->deadline_ms > 0) {
-		left = o->deadline_ms - now_ms();
+		left = o->deadline_ms - vtime_mono_ms();
 		if (left <= 0) {
 			snprintf(err->text, sizeof(err->text), "no time left before the deadline");
 			return MCP_TIMEOUT;
@@ -551,6 +543,18 @@ out:
  * exchange so that the others wait for its session instead of each opening
  * their own; the wait is bounded by that thread's timeout.
  */
+/* Copies the live session into `s` if there is one (c->lock held). */
+static int
+snapshot_ready(const struct mcp_client *c, struct snapshot *s)
+{
+	if (!c->ready)
+		return 0;
+	s->generation = c->generation;
+	memcpy(s->session, c->session, sizeof(s->session));
+	memcpy(s->version, c->version, sizeof(s->version));
+	return 1;
+}
+
 static enum mcp_status
 session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     struct snapshot *s, struct mcp_error *err)
@@ -558,10 +562,7 @@ session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	enum mcp_status st = MCP_OK;
 
 	pthread_mutex_lock(&c->lock);
-	if (c->ready) {
-		s->generation = c->generation;
-		memcpy(s->session, c->session, sizeof(s->session));
-		memcpy(s->version, c->version, sizeof(s->version));
+	if (snapshot_ready(c, s)) {
 		pthread_mutex_unlock(&c->lock);
 		return MCP_OK;
 	}
@@ -569,10 +570,7 @@ session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 
 	pthread_mutex_lock(&c->init_lock);
 	pthread_mutex_lock(&c->lock);
-	if (c->ready) {
-		s->generation = c->generation;
-		memcpy(s->session, c->session, sizeof(s->session));
-		memcpy(s->version, c->version, sizeof(s->version));
+	if (snapshot_ready(c, s)) {
 		pthread_mutex_unlock(&c->lock);
 		goto out;
 	}
