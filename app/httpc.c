@@ -15,13 +15,24 @@
 
 struct httpc {
 	CURL *easy;
+	int was_post;    /* the last call set CURLOPT_POST */
+	int was_custom;  /* the last call set CURLOPT_CUSTOMREQUEST */
 };
+
+/*
+ * NOTE: how often a call asks whether its client has gone (a poll(2) on the
+ * FastCGI connection). libcurl calls the progress callback several times per
+ * transfer even when it is quick; asking every time cost about ten syscalls
+ * per completion. The issue asks for "within about a second".
+ */
+#define HTTPC_CANCEL_CHECK_MS 200
 
 /* Per call state shared with libcurl's callbacks. */
 struct call {
 	const struct httpc_request *req;
 	struct httpc_response *resp;
 	long long start_ms;
+	long long cancel_checked_ms;   /* when `cancelled` was last asked */
 	enum httpc_result why;   /* set by a callback that stopped the transfer */
 	int stopped;
 };
@@ -34,6 +45,29 @@ struct call {
  * verification stays on and the certificates exist once.
  */
 static X509_STORE *ca_store;
+
+/*
+ * NOTE: without CURLOPT_PROXY libcurl reads the proxy variables of the
+ * environment (http_proxy, https_proxy, all_proxy, no_proxy...) with getenv
+ * at every transfer. They do not change while we run, so we look once: when
+ * none is set, every handle is told "no proxy" and skips the look-ups; when
+ * one is, libcurl keeps its usual behaviour.
+ */
+static int proxy_from_env;
+
+static int
+any_proxy_env(void)
+{
+	static const char *const names[] = {
+		"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", NULL
+	};
+	size_t i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (getenv(names[i]) != NULL && getenv(names[i])[0] != '\0')
+			return 1;
+	return 0;
+}
 
 static CURLcode
 ssl_ctx_setup(CURL *curl, void *ssl_ctx, void *arg)
@@ -55,6 +89,7 @@ httpc_global_init(const char *ca_file, char *err, size_t errlen)
 	}
 	if (ca_store != NULL)
 		return 0;
+	proxy_from_env = any_proxy_env();
 	ca_store = X509_STORE_new();
 	if (ca_store == NULL) {
 		snprintf(err, errlen, "out of memory for the CA store");
@@ -71,6 +106,36 @@ httpc_global_init(const char *ca_file, char *err, size_t errlen)
 	return 0;
 }
 
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg);
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg);
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+    curl_off_t ulnow);
+
+/*
+ * The options every call shares, set once per handle: httpc_perform sets
+ * only what changes from call to call (a curl_easy_reset plus twenty
+ * setopt calls per completion showed up in the profile).
+ */
+static void
+set_constant_options(CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+	curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
+	curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+	curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+	if (!proxy_from_env)
+		curl_easy_setopt(e, CURLOPT_PROXY, "");
+}
+
 struct httpc *
 httpc_new(void)
 {
@@ -83,6 +148,7 @@ httpc_new(void)
 		free(h);
 		return NULL;
 	}
+	set_constant_options(h->easy);
 	return h;
 }
 
@@ -202,17 +268,21 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
     curl_off_t ulnow)
 {
 	struct call *c = arg;
+	long long now = vtime_mono_ms();
 
 	(void)dltotal;
 	(void)ultotal;
 	(void)ulnow;
 	(void)dlnow;
-	if (c->req->cancelled != NULL && c->req->cancelled(c->req->ctx)) {
-		stop(c, HTTPC_CANCELLED);
-		return 1;
+	if (c->req->cancelled != NULL && now - c->cancel_checked_ms >= HTTPC_CANCEL_CHECK_MS) {
+		c->cancel_checked_ms = now;
+		if (c->req->cancelled(c->req->ctx)) {
+			stop(c, HTTPC_CANCELLED);
+			return 1;
+		}
 	}
 	if (c->req->first_byte_timeout_ms > 0 && c->resp->bytes == 0 &&
-	    vtime_mono_ms() - c->start_ms > c->req->first_byte_timeout_ms) {
+	    now - c->start_ms > c->req->first_byte_timeout_ms) {
 		stop(c, HTTPC_FIRST_BYTE_TIMEOUT);
 		return 1;
 	}
@@ -235,6 +305,7 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 	c.req = req;
 	c.resp = resp;
 	c.start_ms = vtime_mono_ms();
+	c.cancel_checked_ms = c.start_ms;
 	err[0] = '\0';
 
 	for (i = 0; req->headers != NULL && req->headers[i] != NULL; i++) {
@@ -245,32 +316,37 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 		}
 		hl = tmp;
 	}
-	/* NOTE: reset keeps the connection cache, so keep-alive survives across calls. */
-	curl_easy_reset(e);
+	/*
+	 * Only what differs between calls; the rest was set once in httpc_new.
+	 * A GET after a POST must say so, or libcurl would post again.
+	 */
 	curl_easy_setopt(e, CURLOPT_URL, req->url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
-	curl_easy_setopt(e, CURLOPT_CAINFO, NULL);
-	curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
-	curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
+	if (h->was_custom) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+		h->was_custom = 0;
+	}
 	if (strcmp(req->method, "POST") == 0) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+		h->was_post = 1;
+	} else {
+		if (h->was_post) {
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+			curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+			h->was_post = 0;
+		}
+		if (strcmp(req->method, "GET") != 0) {
+			/* DELETE and the like: a GET that names another method, without a body. */
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+			h->was_custom = 1;
+		}
 	}
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->total_timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, &c);
-	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(e, CURLOPT_XFERINFODATA, &c);
 
 	rc = curl_easy_perform(e);
