@@ -6,12 +6,15 @@
 #     calling the mock directly, at 1 and 64 connections, in the same run;
 #  2. memory: 1,000 calls in flight through the pool to a slow HTTPS upstream
 #     (tests/fakes/fake_llm.py with a delay), the pool's resident memory while they wait.
-# Environment: BENCH_DURATION (s, default 10), BENCH_INFLIGHT (1000), BENCH_DELAY_MS (15000),
+# Environment: BENCH_DURATION (s per run, default 10), BENCH_ROUNDS (3: direct and valerie
+# alternate, each round gives the added p50 and p99, the summary is their median),
+# BENCH_MEMORY (1; 0 skips part 2), BENCH_INFLIGHT (1000), BENCH_DELAY_MS (15000),
 # VALERIE_WORKERS (2), VALERIE_THREADS (8; the memory part uses 4 x 256).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
 dur=${BENCH_DURATION:-10}
+rounds=${BENCH_ROUNDS:-3}
 inflight=${BENCH_INFLIGHT:-1000}
 delay=${BENCH_DELAY_MS:-15000}
 run=$(mktemp -d /tmp/valerie-bench-provider.XXXXXX)
@@ -43,8 +46,9 @@ VALERIE_HTTP_PORT=$(port)
 VALERIE_HTTPS_PORT=$(port)
 export VALERIE_WORKERS=${VALERIE_WORKERS:-2} VALERIE_THREADS=${VALERIE_THREADS:-8}
 OPENAI_BASE_URL="http://127.0.0.1:$mport/v1" bash "$src/scripts/run-local.sh" start >/dev/null
-echo "added latency: POST /v1/chat/completions, ${dur}s per run, $VALERIE_WORKERS workers x $VALERIE_THREADS threads"
-printf '%-6s %-10s %s\n' conns target result
+echo "added latency: POST /v1/chat/completions, ${dur}s per run, $rounds rounds, $VALERIE_WORKERS workers x $VALERIE_THREADS threads (load $(cut -d' ' -f1 /proc/loadavg))"
+printf '%-6s %-6s %-10s %s\n' conns round target result
+: >"$run/rounds"
 for c in 1 64; do
 	t=2
 	[ "$c" -lt 2 ] && t=1
@@ -52,11 +56,34 @@ for c in 1 64; do
 		url="http://127.0.0.1:$mport/v1/chat/completions"
 		[ "$target" = valerie ] && url="http://127.0.0.1:$VALERIE_HTTP_PORT/v1/chat/completions"
 		wrk -t"$t" -c"$c" -d1s -s "$here/completion.lua" "$url" >/dev/null
-		r=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/completion.lua" "$url" | grep '^RESULT')
-		printf '%-6s %-10s %s\n' "$c" "$target" "${r#RESULT }"
+	done
+	for r in $(seq "$rounds"); do
+		for target in direct valerie; do
+			url="http://127.0.0.1:$mport/v1/chat/completions"
+			[ "$target" = valerie ] && url="http://127.0.0.1:$VALERIE_HTTP_PORT/v1/chat/completions"
+			res=$(wrk -t"$t" -c"$c" -d"${dur}s" --latency -s "$here/completion.lua" "$url" | grep '^RESULT')
+			printf '%-6s %-6s %-10s %s\n' "$c" "$r" "$target" "${res#RESULT }"
+			echo "$c $r $target ${res#RESULT }" >>"$run/rounds"
+		done
 	done
 done
+python3 - "$run/rounds" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    c, r, target, *kv = line.split()
+    runs.setdefault((int(c), int(r)), {})[target] = {k: float(v) for k, v in (x.split("=") for x in kv)}
+for c in sorted({k[0] for k in runs}):
+    rs = [v for k, v in sorted(runs.items()) if k[0] == c and len(v) == 2]
+    add50 = [v["valerie"]["p50_ms"] - v["direct"]["p50_ms"] for v in rs]
+    add99 = [v["valerie"]["p99_ms"] - v["direct"]["p99_ms"] for v in rs]
+    rps = [v["valerie"]["rps"] for v in rs]
+    print(f"{c} conn(s): added p50 {statistics.median(add50):.3f} ms, p99 {statistics.median(add99):.3f} ms "
+          f"(median of {len(rs)} rounds; p99 per round: {' '.join(f'{x:.3f}' for x in add99)}); "
+          f"valerie {statistics.median(rps):.0f} req/s")
+PY
 bash "$src/scripts/run-local.sh" stop >/dev/null
+[ "${BENCH_MEMORY:-1}" = 0 ] && exit 0
 
 # --- 2. memory with $inflight calls in flight to a slow HTTPS upstream ---
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
