@@ -9,6 +9,7 @@ port Prometheus expects and every variable of .env.production.example; the nginx
 configuration compose mounts passes `nginx -t` with the service's own environment."""
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import SRCDIR, check, done, failures, read_text  # noqa: E402
-from deployharness import ProdNginx  # noqa: E402
+from deployharness import ProdNginx, parse_dockerfile  # noqa: E402
 
 DC = shutil.which("docker-compose")
 ENV = os.path.join(SRCDIR, ".env.production.example")
@@ -94,6 +95,39 @@ for svc, s in prod["services"].items():
     log = s.get("logging", {})
     check(log.get("driver") == "json-file" and {"max-size", "max-file"} <= set(log.get("options", {})),
           f"[prod] {svc}: rotated json-file logs")
+# A healthcheck runs inside its own container: it may call only what that image
+# ships, or the service stays "starting" for ever and what depends on it never starts.
+# What each official image holds, from its Dockerfile: docker-nginx's debian image
+# installs curl; redis ships redis-cli, postgres pg_isready, MinIO mc; Prometheus
+# (busybox), cAdvisor, Grafana (Alpine) and Langfuse (Node on Alpine, no curl) have
+# busybox's wget; the ClickHouse image installs wget (Langfuse's own compose probes
+# it so). Our image: only what compose/Dockerfile's final stage copies in.
+IMAGE_TOOLS = {
+    "nginx": {"curl"}, "redis": {"redis-cli"}, "postgres": {"pg_isready"},
+    "minio/minio": {"mc"}, "prom/prometheus": {"wget"}, "gcr.io/cadvisor/cadvisor": {"wget"},
+    "grafana/grafana": {"wget"}, "langfuse/langfuse": {"wget"},
+    "langfuse/langfuse-worker": {"wget"}, "clickhouse/clickhouse-server": {"wget"},
+}
+final = parse_dockerfile(read_text(os.path.join(SRCDIR, "compose", "Dockerfile")))[-1]
+IMAGE_TOOLS["valerie"] = {shlex.split(arg)[-1] for kw, arg in final["ins"] if kw == "COPY"}
+check("/usr/local/bin/valerie-healthcheck.sh" in IMAGE_TOOLS["valerie"],
+      f"the image holds its healthcheck script: {IMAGE_TOOLS['valerie']}")
+for svc, s in prod["services"].items():
+    repo, _, tag = s.get("image", "").rpartition(":")
+    # An exact release, not a series tag that moves (clickhouse-server:25.3 would):
+    # three numbers at least, except postgres, whose releases are MAJOR.MINOR.
+    nums = re.match(r"v?(\d+(?:\.\d+)*)", tag)
+    check(tag.startswith("RELEASE.") or repo == "postgres" or (nums and nums.group(1).count(".") >= 2),
+          f"[prod] {svc}: image tag {tag!r} is one exact release")
+    test = (s.get("healthcheck") or {}).get("test")
+    if not test:
+        continue
+    if isinstance(test, str):
+        test = ["CMD-SHELL", test]
+    tool = test[1] if test[0] == "CMD" else shlex.split(test[1])[0]
+    check(tool in IMAGE_TOOLS.get(repo, set()),
+          f"[prod] {svc}: healthcheck {tool!r} is in image {repo} ({sorted(IMAGE_TOOLS.get(repo, []))})")
+
 p = configs["base+prod"]["services"]
 check(p["api"].get("deploy", {}).get("replicas") == 3, "[prod] api: 3 replicas")
 for svc in ("api", "redis", "nginx"):

@@ -3,9 +3,13 @@ no Docker engine answers and exit 3. --backup then --restore round-trips a sessi
 a local stack's LMDB store (created through the API, backed up while the pool runs,
 deleted, restored with the pool stopped, read back); --restore refuses while the pool
 has the data open. With Redis sessions the backup's RDB snapshot, loaded into a fresh
-redis-server, holds the session."""
+redis-server, holds the session. First, what DEPLOYMENT.md and README.md tell an
+operator to type exists: every deploy.sh verb, valerie subcommand and flag, run-local.sh
+verb, repository path and variable they name; every compose command's files pass
+`docker-compose config -q`; DEPLOYMENT.md has the sections issue 8 asks for."""
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +22,58 @@ from harness import (SRCDIR, RedisServer, Stack, check, done, failures,  # noqa:
 
 DEPLOY = os.path.join(SRCDIR, "scripts", "deploy.sh")
 tmp = tempfile.mkdtemp(prefix="valerie-deploy-")
+
+# --- the documents' commands name things that exist ---
+rd = lambda *p: open(os.path.join(SRCDIR, *p)).read()  # noqa: E731
+docs = {name: rd(name) for name in ("DEPLOYMENT.md", "README.md")}
+deploy_sh, main_c, local_sh = rd("scripts", "deploy.sh"), rd("fcgi", "main.c"), rd("scripts", "run-local.sh")
+verbs = {v.strip() for arm in re.findall(r"^\s+(-[-a-z| ]+)\)", deploy_sh, re.M) for v in arm.split("|")}
+usage = re.search(r"usage\(FILE \*f\)\s*\{(.*?)\n\}", main_c, re.S).group(1)
+sub_usage = dict(re.findall(r'"\s*(?:usage: )?valerie (\[?[a-z-]+(?: new)?)\]?\s([^"]*)', usage))
+local_verbs = set(re.search(r"Usage: scripts/run-local.sh ([a-z|]+)", local_sh).group(1).split("|"))
+known_vars = set()
+for path in (glob.glob(os.path.join(SRCDIR, "scripts", "*")) + glob.glob(os.path.join(SRCDIR, "compose", "*"))
+             + glob.glob(os.path.join(SRCDIR, "app", "*.c")) + [os.path.join(SRCDIR, ".env.production.example")]):
+    known_vars |= set(re.findall(r"\b([A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9])\b", open(path).read()))
+VAR = re.compile(r"`((?:VALERIE|OPENAI|ANTHROPIC|JWT|MCP|RATE_LIMIT|LANGFUSE|OTEL|CORS|FCGI|GRAFANA|"
+                 r"PROMETHEUS|CONTEXTO|VERIFY|LOG)_[A-Z0-9_]*[A-Z0-9])`")
+PRODUCTS = {"fcgi/valerie"}  # made by the build
+compose_runs = set()
+for name, text in docs.items():
+    for v in sorted(set(re.findall(r"deploy\.sh (--[a-z-]+)", text))):
+        check(v in verbs, f"{name}: scripts/deploy.sh {v} is a verb of deploy.sh ({sorted(verbs)})")
+    for v in sorted(set(re.findall(r"run-local\.sh ([a-z]+)", text))):
+        check(v in local_verbs, f"{name}: run-local.sh {v} is a verb ({sorted(local_verbs)})")
+    for cmd, flags in set(re.findall(r"\bvalerie (check-config|token|apikey new|version|serve)((?: \[?--[a-z]+ [^\s\]`)]+\]?)*)", text)):
+        line = sub_usage.get(cmd) if cmd != "serve" else ""
+        check(line is not None, f"{name}: `valerie {cmd}` is a subcommand ({sorted(sub_usage)})")
+        bad = [f for f in re.findall(r"--[a-z]+", flags) if f not in (line or "")]
+        check(not bad, f"{name}: `valerie {cmd}` takes {re.findall(r'--[a-z]+', flags)}: unknown {bad}")
+    for path in sorted(set(re.findall(r"(?<![\w/.$-])((?:compose|nginx|scripts|prometheus|grafana|bench|tests|fcgi)"
+                                      r"/[\w.*/-]*[\w*/])", text))):
+        ok = path in PRODUCTS or glob.glob(os.path.join(SRCDIR, path))
+        check(ok, f"{name}: {path} exists in the repository")
+    for v in sorted(set(VAR.findall(text))):
+        check(v in known_vars, f"{name}: {v} is a variable something reads (example, scripts, compose, app)")
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for cmd in re.sub(r"\\\n\s*", " ", block).splitlines():
+            if re.search(r"docker[ -]compose", cmd) and "..." not in cmd:
+                files = tuple(f.replace("$PWD/", "") for f in re.findall(r"-f (\S+)", cmd))
+                check(files and all(os.path.exists(os.path.join(SRCDIR, f)) for f in files),
+                      f"{name}: compose files of `{cmd.strip()[:90]}` exist")
+                compose_runs.add(files)
+dc = shutil.which("docker-compose")
+for files in sorted(compose_runs):
+    if dc and files:
+        args = [dc] + [a for f in files for a in ("-f", f)]
+        r = subprocess.run(args + ["--env-file", ".env.production.example", "config", "-q"], cwd=SRCDIR,
+                           capture_output=True, text=True, timeout=120,
+                           env={k: v for k, v in os.environ.items() if not k.startswith(("VALERIE_", "LANGFUSE_"))})
+        check(r.returncode == 0, f"DEPLOYMENT.md's compose files {files}: config -q {r.stderr.strip()[:200]}")
+headings = "\n".join(re.findall(r"^#+ (.*)$", docs["DEPLOYMENT.md"], re.M)).lower()
+for want in ("architecture", "quick start", "production", "providers", "observability", "langfuse",
+             "scaling", "security checklist", "troubleshooting", "backup"):
+    check(want in headings, f"DEPLOYMENT.md has a section on {want}")
 
 
 def deploy(*args, env=None):

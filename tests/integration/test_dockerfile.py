@@ -4,7 +4,8 @@ BUILD_PKGS and its other RUN commands, run in a copy of the tree made through
 .dockerignore, build the worker. The final stage installs real Debian 12 packages, no
 compiler or headers, and every library the built worker links directly; images are
 pinned. Then the final stage's CMD starts (with the ENV it sets, as its USER 10001)
-a pool that answers, and the HEALTHCHECK command fails before and succeeds after."""
+a pool that answers, and the HEALTHCHECK command fails before and succeeds after, both
+with a PATH holding only the programs the final image has (no curl, no ps)."""
 import json
 import os
 import re
@@ -131,10 +132,31 @@ check(env_img.get("VALERIE_BIN") in paths, f"VALERIE_BIN is the copied worker: {
 # What the test machine changes, and only that: container paths to the temp copy,
 # ports to free loopback ones (the container's 0.0.0.0 would open them to every
 # interface of this machine).
+# The programs the final image holds: debian slim's (the Essential packages and apt)
+# and those of the final stage's packages. The CMD and the HEALTHCHECK run here with a
+# PATH of only these, so a launcher or healthcheck that needs curl, ps or python fails
+# here as it would in the container (no curl in the image: BRIEF section 11).
+image_bin = os.path.join(tmp, "image-bin")
+os.makedirs(image_bin)
+essential = [line.split("\t")[0] for line in subprocess.run(
+    ["dpkg-query", "-W", "-f", "${Package}\t${Essential}\n"], capture_output=True,
+    text=True).stdout.splitlines() if line.endswith("\tyes")]
+for pkg in essential + ["apt"] + run_pkgs:
+    listing = subprocess.run(["dpkg", "-L", pkg], capture_output=True, text=True).stdout
+    for f in listing.splitlines():
+        link = os.path.join(image_bin, os.path.basename(f))
+        if (os.path.dirname(f) in ("/bin", "/sbin", "/usr/bin", "/usr/sbin") and os.path.isfile(f)
+                and os.access(f, os.X_OK) and not os.path.lexists(link)):
+            os.symlink(f, link)
+for tool, there in (("bash", True), ("spawn-fcgi", True), ("multiwatch", True), ("curl", False),
+                    ("ps", False), ("gcc", False)):
+    check(os.path.exists(os.path.join(image_bin, tool)) == there,
+          f"the image's programs {'include' if there else 'lack'} {tool}")
+
 data = os.path.join(tmp, "data")
 os.makedirs(data)
 metrics_port = free_port()
-env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+env = {"PATH": image_bin}
 env.update(env_img)
 env.update({"VALERIE_BIN": mapped(env_img["VALERIE_BIN"]),
             "VALERIE_LISTEN": f"127.0.0.1:{free_port()}",
@@ -147,7 +169,8 @@ uid = int(users[-1].split(":")[0])
 prefix = []
 if os.getuid() == 0 and shutil.which("setpriv"):
     os.chown(data, uid, uid)
-    prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    # Docker switches to USER itself: setpriv stands in for it, from this machine.
+    prefix = [shutil.which("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
 else:
     print("(not root: the pool runs as this user, not UID 10001)")
 

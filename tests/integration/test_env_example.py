@@ -32,4 +32,10 @@ check("MCP_<NAME>_URL" in patterns and "MCP_<NAME>_ENABLED" in patterns,
 undocumented = sorted(p for p in patterns if p + "=" not in example)
 check(not undocumented, f".env.production.example documents the families {undocumented} "
       f"(as NAME_<NAME>_X=... lines)")
+# The example is the systemd host's env file too (/etc/valerie/valerie.env): the metrics
+# port, which no authentication guards, stays on loopback there; compose sets 0.0.0.0
+# for its containers itself.
+m = re.search(r"^VALERIE_METRICS_ADDR=(.*)$", example, re.M)
+check(m is not None and m.group(1) in ("", "127.0.0.1", "::1"),
+      f"the example keeps the metrics port on loopback: VALERIE_METRICS_ADDR={m and m.group(1)!r}")
 done("test_env_example")

@@ -6,9 +6,12 @@ headers, HTTP redirected to HTTPS except certbot's challenges, JSON errors, /met
 for this host only, a JSON access log with the request id. One pool is killed by PID
 and new requests, chat turns included, still succeed on the other. Then a pool that
 takes requests and never answers shows the failover rule: a GET that reached it is
-retried on the other pool, a chat POST that reached it is NOT replayed (502)."""
+retried on the other pool, a chat POST that reached it is NOT replayed (502). The per-IP
+limit (1 r/s, burst 1) answers the JSON 429 with Retry-After; the chat read timeouts
+are longer than a turn's deadline; TLS is 1.2 and 1.3 only."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +20,7 @@ import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (BIN, RedisServer, check, done, failures, free_port,  # noqa: E402
+from harness import (BIN, SRCDIR, RedisServer, check, done, failures, free_port,  # noqa: E402
                      is_error_doc, json_lines, wait_until)
 from deployharness import Pool, ProdNginx  # noqa: E402
 
@@ -94,6 +97,22 @@ def chat(ng, sid, token, msg="hello"):
     except ValueError:
         return s, h, None
 
+
+# The chat locations' read timeout is longer than a turn may last: the example's and
+# the default VALERIE_TURN_TIMEOUT (app/conf.c), or nginx would cut turns with a 504.
+locs = open(os.path.join(SRCDIR, "nginx", "snippets", "valerie-locations.conf")).read()
+chat_timeouts = [int(t) for loc, t in re.findall(
+    r"location = (/api/v1/chat|/api/agent/chat|/v1/chat/completions) \{[^}]*?fastcgi_read_timeout (\d+)s;",
+    locs)]
+turn_default = int(re.search(r'\{"VALERIE_TURN_TIMEOUT", NULL, CFG_INT, "(\d+)"',
+                             open(os.path.join(SRCDIR, "app", "conf.c")).read()).group(1))
+turn_example = int(re.search(r"^VALERIE_TURN_TIMEOUT=(\d+)",
+                             open(os.path.join(SRCDIR, ".env.production.example")).read(), re.M).group(1))
+check(len(chat_timeouts) == 3 and min(chat_timeouts) > max(turn_default, turn_example),
+      f"chat read timeouts {chat_timeouts} s > VALERIE_TURN_TIMEOUT ({turn_default} default, {turn_example} example)")
+tmpl = open(os.path.join(SRCDIR, "nginx", "production.conf.template")).read()
+check(re.search(r"^\s*ssl_protocols TLSv1\.2 TLSv1\.3;", tmpl, re.M) and "ssl_session_tickets off;" in tmpl,
+      "TLS 1.2 and 1.3 only, no session tickets")
 
 redis = RedisServer().start()
 pools = []
@@ -223,6 +242,23 @@ try:
     check(len(doc.get("messages", [])) == 2 * posts.count(200),
           f"only the answered turns are stored, each once: {len(doc.get('messages', []))} messages")
     hole.close()
+
+    # --- per-IP limits, rendered from VALERIE_NGINX_RATE/BURST (1 r/s, burst 1), in
+    # front of the pool still alive. (Port 80's redirect is a `return`, answered in
+    # nginx's rewrite phase, before limit_req: nothing to limit there.) ---
+    lim = ProdNginx(os.path.join(tmp, "nginx-limit"), [f"server 127.0.0.1:{ports[1]};"],
+                    {"VALERIE_NGINX_RATE": "1", "VALERIE_NGINX_BURST": "1"}).start()
+    try:
+        got = [lim.request("GET", "/health") for _ in range(6)]
+        over = [(st, h, b) for st, h, b in got if st == 429]
+        check([st for st, _, _ in got][:2] == [200, 200] and len(over) >= 3,
+              f"per-IP limit_req: the burst passes, then 429: {[st for st, _, _ in got]}")
+        check(over and all(is_error_doc(json.loads(b or b"null"), "rate_limited") and h.get("retry-after")
+                           for _, h, b in over), "nginx's 429 is the JSON error with Retry-After")
+        s, _, _ = lim.request("GET", "/health", source="127.0.0.2")
+        check(s == 200, f"another address has its own bucket: {s}")
+    finally:
+        lim.stop()
 finally:
     if ng:
         ng.stop()

@@ -54,6 +54,13 @@ check(get("Type") == "simple", "Type=simple (the launcher execs into multiwatch)
 check(get("User") and get("User") != "root" and get("Group"), f"non-root User={get('User')}")
 check(get("EnvironmentFile"), f"EnvironmentFile={get('EnvironmentFile')}")
 env = dict(e.split("=", 1) for e in settings.get(("Service", "Environment"), []))
+# systemd lets EnvironmentFile= win over Environment=: the operator's copy of the example
+# must not quietly move what the unit decides (a data dir outside ReadWritePaths, a
+# socket nginx does not look for).
+example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$",
+                          read_text(os.path.join(SRCDIR, ".env.production.example")), re.M))
+clash = {k: (v, example[k]) for k, v in env.items() if k in example and example[k] != v}
+check(not clash, f"the env file agrees with the unit's Environment= lines (the file wins): {clash}")
 data = env.get("VALERIE_DATA_DIR")
 check(data and data in (get("ReadWritePaths") or "").split(),
       f"the data dir {data} is writable under ProtectSystem=strict")
