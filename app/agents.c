@@ -787,7 +787,8 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 	enum mcp_status st = MCP_OK;
 	struct agent *g = find(a, agent);
 	long long start = vtime_mono_ms(), left;
-	int idem, i;
+	char version[16], sid0[MCP_SESSION_ID_MAX + 1], sid1[MCP_SESSION_ID_MAX + 1];
+	int idem, i, renewed = 0;
 
 	memset(res, 0, sizeof(*res));
 	memset(&tr, 0, sizeof(tr));
@@ -818,6 +819,7 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 	}
 	idem = idempotent(g, tool);
 	mcp_opts_for(a, ctl, &o);
+	mcp_session_info(g->mcp, version, sizeof(version), sid0, sizeof(sid0));
 	for (i = 0;; i++) {
 		mcp_tool_result_free(&tr);
 		st = mcp_call_tool(g->mcp, http, &o, tool, args, &tr, &e);
@@ -830,6 +832,9 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 		    ctl != NULL ? ctl->ctx : NULL) != 0)
 			break;
 	}
+	/* The server forgot the session and the client made a new one (or a thread did). */
+	mcp_session_info(g->mcp, version, sizeof(version), sid1, sizeof(sid1));
+	renewed = sid0[0] != '\0' && sid1[0] != '\0' && strcmp(sid0, sid1) != 0;
 	if (g->circuit != NULL && st != MCP_CANCELLED && st != MCP_NOMEM) {
 		if (agent_failure(st, &e))
 			circuit_failure(g->circuit, circuit_now_ms(),
@@ -878,6 +883,9 @@ done:
 		pthread_mutex_unlock(&g->lock);
 	}
 	count(g, res->outcome, res->duration_ms);
+	if (renewed)
+		log_agent(LOG_LVL_INFO, "agent session renewed", g, tool,
+		    agents_outcome_text(res->outcome), res->attempts, NULL);
 	if (res->outcome != AGENTS_OK && res->outcome != AGENTS_CANCELLED)
 		log_agent(LOG_LVL_WARNING, "agent call failed", g, tool,
 		    agents_outcome_text(res->outcome), res->attempts,

@@ -313,12 +313,20 @@ def tool_names_anthropic(tools):
     return [t["name"] for t in tools or [] if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
-def find_tool_call(text, names):
-    """(name, raw JSON text or None) when text asks for 'call <name> [{json}]' and the
-    name is one of the request's tools; else None."""
+def find_tool_calls(text, names):
+    """[(name, raw JSON text or None), ...] for each 'call <name> [{json}]' in text whose
+    name is one of the request's tools, in order; [] when there is none. A 'call <name>'
+    inside the JSON of an earlier call does not count. Broken JSON runs to the next call
+    (or to the end of the text)."""
     if not names or not isinstance(text, str):
-        return None
-    for m in TOOL_RE.finditer(text):
+        return []
+    found = []
+    pos = 0
+    while True:
+        m = TOOL_RE.search(text, pos)
+        if m is None:
+            break
+        pos = m.end()
         name = m.group(1)
         if name not in names:
             # a name followed by punctuation: 'call get_time.' asks for get_time
@@ -328,15 +336,34 @@ def find_tool_call(text, names):
             else:
                 continue
         rest = text[m.end():].lstrip()
+        start = len(text) - len(rest)
         raw = None
         if rest.startswith("{"):
             try:
                 _, end = json.JSONDecoder().raw_decode(rest)
                 raw = rest[:end]
+                pos = start + end
             except ValueError:
-                raw = rest  # a model may emit broken JSON: hand it on as it is
-        return name, raw
+                # a model may emit broken JSON: hand it on as it is
+                nxt = find_tool_calls_start(text, start + 1, names)
+                raw = rest if nxt is None else text[start:nxt].rstrip()
+                pos = len(text) if nxt is None else nxt
+        found.append((name, raw))
+    return found
+
+
+def find_tool_calls_start(text, pos, names):
+    """Where the next 'call <name>' with a known name starts at or after pos, or None."""
+    for m in TOOL_RE.finditer(text, pos):
+        if m.group(1) in names or m.group(1).rstrip(".-") in names:
+            return m.start()
     return None
+
+
+def find_tool_call(text, names):
+    """The first of find_tool_calls(text, names), or None."""
+    calls = find_tool_calls(text, names)
+    return calls[0] if calls else None
 
 
 def split_pieces(text):
@@ -352,28 +379,41 @@ def split_fragments(s, n=3):
     return [s[i:i + size] for i in range(0, len(s), size)]
 
 
+def tool_said(results):
+    """The answer after tool results: 'tool said: ' + each result, ' | ' between them."""
+    return "tool said: " + " | ".join(results)
+
+
 def openai_reply(body):
-    """What the fake model answers to an OpenAI request: a dict with kind text/tool."""
+    """What the fake model answers to an OpenAI request: a dict with kind text/tool. A tool
+    answer has "calls" ([{name, arguments, id}], one per 'call <name>' asked for); the
+    first call's fields are also at the top level."""
     msgs = body["messages"]
     prompt = sum(words(block_text(m.get("content"))) for m in msgs)
     last = msgs[-1]
     if last.get("role") == "tool":
-        text = "tool said: " + block_text(last.get("content"))
+        # the results of the last step: the tool messages at the end, in order
+        n = len(msgs)
+        while n > 0 and msgs[n - 1].get("role") == "tool":
+            n -= 1
+        text = tool_said([block_text(m.get("content")) for m in msgs[n:]])
         return {"kind": "text", "text": text, "prompt": prompt, "completion": words(text)}
     user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
     utext = block_text(user.get("content")) if user else ""
     if last.get("role") == "user":
-        call = find_tool_call(utext, tool_names_openai(body.get("tools")))
-        if call:
-            name, raw = call
-            args = raw if raw is not None else "{}"
-            return {"kind": "tool", "name": name, "arguments": args, "id": "call_" + rand_id(24),
-                    "prompt": prompt, "completion": 1 + words(args)}
+        found = find_tool_calls(utext, tool_names_openai(body.get("tools")))
+        if found:
+            calls = [{"name": name, "arguments": raw if raw is not None else "{}",
+                      "id": "call_" + rand_id(24)} for name, raw in found]
+            return dict(calls[0], kind="tool", calls=calls, prompt=prompt,
+                        completion=sum(1 + words(c["arguments"]) for c in calls))
     text = "echo: " + utext
     return {"kind": "text", "text": text, "prompt": prompt, "completion": words(text)}
 
 
 def anthropic_reply(body):
+    """As openai_reply, for the Anthropic Messages format: a tool answer's "calls" are
+    [{name, input, input_json, id}]."""
     msgs = body["messages"]
     prompt = words(block_text(body.get("system"))) + sum(
         words(block_text(m.get("content"))) for m in msgs)
@@ -382,24 +422,27 @@ def anthropic_reply(body):
     if last.get("role") == "user" and isinstance(content, list):
         results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
         if results:
-            text = "tool said: " + " ".join(block_text(b.get("content")) for b in results)
+            text = tool_said([block_text(b.get("content")) for b in results])
             return {"kind": "text", "text": text, "prompt": prompt, "completion": words(text)}
     user = next((m for m in reversed(msgs) if m.get("role") == "user"), None)
     utext = block_text(user.get("content")) if user else ""
     if last.get("role") == "user":
-        call = find_tool_call(utext, tool_names_anthropic(body.get("tools")))
-        if call:
-            name, raw = call
-            inp = {}
-            if raw is not None:
-                try:
-                    v = json.loads(raw)
-                    inp = v if isinstance(v, dict) else {}
-                except ValueError:
-                    inp = {}
-            js = json.dumps(inp, separators=(",", ":"))
-            return {"kind": "tool", "name": name, "input": inp, "input_json": js,
-                    "id": "toolu_" + rand_id(24), "prompt": prompt, "completion": 1 + words(js)}
+        found = find_tool_calls(utext, tool_names_anthropic(body.get("tools")))
+        if found:
+            calls = []
+            for name, raw in found:
+                inp = {}
+                if raw is not None:
+                    try:
+                        v = json.loads(raw)
+                        inp = v if isinstance(v, dict) else {}
+                    except ValueError:
+                        inp = {}
+                calls.append({"name": name, "input": inp,
+                              "input_json": json.dumps(inp, separators=(",", ":")),
+                              "id": "toolu_" + rand_id(24)})
+            return dict(calls[0], kind="tool", calls=calls, prompt=prompt,
+                        completion=sum(1 + words(c["input_json"]) for c in calls))
     text = "echo: " + utext
     return {"kind": "text", "text": text, "prompt": prompt, "completion": words(text)}
 
@@ -1002,9 +1045,9 @@ class Handler(BaseHTTPRequestHandler):
         if provider == "openai":
             if r["kind"] == "tool":
                 msg = {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": r["id"], "type": "function",
-                     "function": {"name": r["name"], "arguments": r["arguments"]}}],
-                    "refusal": None}
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in r["calls"]], "refusal": None}
                 finish = "tool_calls"
             else:
                 msg = {"role": "assistant", "content": r["text"], "refusal": None}
@@ -1017,7 +1060,8 @@ class Handler(BaseHTTPRequestHandler):
                               "total_tokens": r["prompt"] + r["completion"]},
                     "system_fingerprint": "fp_fake"}
         if r["kind"] == "tool":
-            content = [{"type": "tool_use", "id": r["id"], "name": r["name"], "input": r["input"]}]
+            content = [{"type": "tool_use", "id": c["id"], "name": c["name"], "input": c["input"]}
+                       for c in r["calls"]]
             stop = "tool_use"
         else:
             content = [{"type": "text", "text": r["text"]}]
@@ -1045,12 +1089,20 @@ class Handler(BaseHTTPRequestHandler):
 
         evs = []
         if r["kind"] == "tool":
-            evs.append(chunk({"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": r["id"], "type": "function",
-                 "function": {"name": r["name"], "arguments": ""}}], "refusal": None}))
-            first = len(evs)
-            for frag in split_fragments(r["arguments"]):
-                evs.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]}))
+            # as the API streams parallel calls: each call's head (index, id, name) in a
+            # chunk of its own (the first with the role), then its argument fragments
+            first = None
+            for k, c in enumerate(r["calls"]):
+                head = {"tool_calls": [{"index": k, "id": c["id"], "type": "function",
+                                        "function": {"name": c["name"], "arguments": ""}}]}
+                if k == 0:
+                    head = {"role": "assistant", "content": None, **head, "refusal": None}
+                evs.append(chunk(head))
+                if first is None:
+                    first = len(evs)
+                for frag in split_fragments(c["arguments"]):
+                    evs.append(chunk({"tool_calls": [{"index": k,
+                                                      "function": {"arguments": frag}}]}))
             finish = "tool_calls"
         else:
             evs.append(chunk({"role": "assistant", "content": "", "refusal": None}))
@@ -1078,17 +1130,25 @@ class Handler(BaseHTTPRequestHandler):
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": r["prompt"], "output_tokens": 1}}})]
         if r["kind"] == "tool":
-            evs.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
-                                                  "content_block": {"type": "tool_use",
-                                                                    "id": r["id"],
-                                                                    "name": r["name"],
-                                                                    "input": {}}}))
-            evs.append(ev("ping", {"type": "ping"}))
-            first = len(evs)
-            for frag in split_fragments(r["input_json"]):
-                evs.append(ev("content_block_delta", {
-                    "type": "content_block_delta", "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": frag}}))
+            # one tool_use content block per call, index k; the ping after the first start
+            first = None
+            for k, c in enumerate(r["calls"]):
+                if k > 0:
+                    evs.append(ev("content_block_stop", {"type": "content_block_stop",
+                                                         "index": k - 1}))
+                evs.append(ev("content_block_start", {"type": "content_block_start", "index": k,
+                                                      "content_block": {"type": "tool_use",
+                                                                        "id": c["id"],
+                                                                        "name": c["name"],
+                                                                        "input": {}}}))
+                if k == 0:
+                    evs.append(ev("ping", {"type": "ping"}))
+                    first = len(evs)
+                for frag in split_fragments(c["input_json"]):
+                    evs.append(ev("content_block_delta", {
+                        "type": "content_block_delta", "index": k,
+                        "delta": {"type": "input_json_delta", "partial_json": frag}}))
+            block = len(r["calls"]) - 1
             stop = "tool_use"
         else:
             evs.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
@@ -1099,9 +1159,10 @@ class Handler(BaseHTTPRequestHandler):
                 evs.append(ev("content_block_delta", {
                     "type": "content_block_delta", "index": 0,
                     "delta": {"type": "text_delta", "text": piece}}))
+            block = 0
             stop = "end_turn"
         last = len(evs)
-        evs.append(ev("content_block_stop", {"type": "content_block_stop", "index": 0}))
+        evs.append(ev("content_block_stop", {"type": "content_block_stop", "index": block}))
         evs.append(ev("message_delta", {"type": "message_delta",
                                         "delta": {"stop_reason": stop, "stop_sequence": None},
                                         "usage": {"output_tokens": r["completion"]}}))

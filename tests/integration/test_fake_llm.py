@@ -420,6 +420,47 @@ def check_openai(f):
     check(s == 400 and is_openai_error(doc, "invalid_request_error"),
           f"[{n}] OpenAI tools: a tool message without an earlier tool_calls -> 400")
 
+    # several calls asked for in one text: all in one answer, results joined in order
+    tools2 = OA_TOOLS + [{"type": "function", "function": {"name": "add", "parameters": {}}}]
+    body = oa(text='call get_time {"tz": "call add"} and call add {"a": 1, "b": 2} then '
+              'call get_time', tools=tools2)
+    s, _, doc = f.json("POST", "/v1/chat/completions", body, OA_H)
+    tcs = doc["choices"][0]["message"].get("tool_calls") or []
+    check(s == 200 and [(t["function"]["name"], json.loads(t["function"]["arguments"]))
+                        for t in tcs] == [("get_time", {"tz": "call add"}),
+                                          ("add", {"a": 1, "b": 2}), ("get_time", {})]
+          and len({t["id"] for t in tcs}) == 3
+          and doc["choices"][0]["finish_reason"] == "tool_calls",
+          f"[{n}] OpenAI tools: three 'call' in one text -> three tool_calls in order "
+          "(a 'call' inside the JSON does not count)")
+    r = raw_call(f, "/v1/chat/completions", dict(body, stream=True), OA_H)
+    parts = [c["choices"][0]["delta"].get("tool_calls") or [] for c in jdata(r.events())[:-1]]
+    heads = [p[0] for p in parts if p and "id" in p[0]]
+    args = {}
+    for p in parts:
+        if p and "id" not in p[0]:
+            args[p[0]["index"]] = args.get(p[0]["index"], "") + p[0]["function"]["arguments"]
+    check([(h["index"], h["function"]["name"]) for h in heads]
+          == [(0, "get_time"), (1, "add"), (2, "get_time")]
+          and all(h["id"].startswith("call_") for h in heads)
+          and "role" in jdata(r.events())[0]["choices"][0]["delta"]
+          and {k: json.loads(v) for k, v in args.items()}
+          == {0: {"tz": "call add"}, 1: {"a": 1, "b": 2}, 2: {}},
+          f"[{n}] OpenAI tools stream: each call's head then its fragments, by index: "
+          f"{[(h['index'], h['function']['name']) for h in heads]} {args}")
+    conv = {"model": "gpt-test", "tools": tools2, "messages": [
+        {"role": "user", "content": "call get_time and call add"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_time",
+                                                              "arguments": "{}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "add",
+                                                              "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "12:00 UTC"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "3"}]}
+    s, _, doc = f.json("POST", "/v1/chat/completions", conv, OA_H)
+    check(s == 200 and doc["choices"][0]["message"]["content"] == "tool said: 12:00 UTC | 3",
+          f"[{n}] OpenAI tools: the tool messages of the last step -> 'tool said: r1 | r2'")
+
 
 def check_anthropic(f):
     n = f.name
@@ -515,6 +556,42 @@ def check_anthropic(f):
     s, _, doc = f.json("POST", "/v1/messages", conv, AN_H)
     check(s == 400 and is_anthropic_error(doc, "invalid_request_error"),
           f"[{n}] Anthropic tools: a tool_result for an unknown tool_use -> 400")
+
+    # several calls: several tool_use blocks, streamed as content blocks 0, 1, ...
+    tools2 = AN_TOOLS + [{"name": "add", "input_schema": {"type": "object"}}]
+    body = an(text='call get_time {"tz": "UTC"} and call add {"a": 1, "b": 2}', tools=tools2)
+    s, _, doc = f.json("POST", "/v1/messages", body, AN_H)
+    blks = doc.get("content") or []
+    check(s == 200 and [(b["type"], b["name"], b["input"]) for b in blks]
+          == [("tool_use", "get_time", {"tz": "UTC"}), ("tool_use", "add", {"a": 1, "b": 2})]
+          and doc.get("stop_reason") == "tool_use",
+          f"[{n}] Anthropic tools: two 'call' in one text -> two tool_use blocks")
+    r = raw_call(f, "/v1/messages", dict(body, stream=True), AN_H)
+    d = jdata(r.events())
+    seq = [(x["type"], x.get("index")) for x in d if x["type"].startswith("content_block")
+           and x["type"] != "content_block_delta"]
+    inputs = {}
+    for x in d:
+        if x["type"] == "content_block_delta":
+            inputs[x["index"]] = inputs.get(x["index"], "") + x["delta"]["partial_json"]
+    check(seq == [("content_block_start", 0), ("content_block_stop", 0),
+                  ("content_block_start", 1), ("content_block_stop", 1)]
+          and {k: json.loads(v) for k, v in inputs.items()} == {0: {"tz": "UTC"},
+                                                                 1: {"a": 1, "b": 2}}
+          and [x["type"] for x in d][-2:] == ["message_delta", "message_stop"],
+          f"[{n}] Anthropic tools stream: one content block per call, deltas by index: {seq}")
+    conv = an(tools=tools2, messages=[
+        {"role": "user", "content": "call get_time and call add"},
+        {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_time", "input": {}},
+            {"type": "tool_use", "id": "toolu_2", "name": "add", "input": {}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "12:00 UTC"},
+            {"type": "tool_result", "tool_use_id": "toolu_2",
+             "content": [{"type": "text", "text": "3"}]}]}])
+    s, _, doc = f.json("POST", "/v1/messages", conv, AN_H)
+    check(s == 200 and doc["content"][0]["text"] == "tool said: 12:00 UTC | 3",
+          f"[{n}] Anthropic tools: two tool_result blocks -> 'tool said: r1 | r2'")
 
 
 def check_failures(f):
