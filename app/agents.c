@@ -886,10 +886,23 @@ done:
 	if (renewed)
 		log_agent(LOG_LVL_INFO, "agent session renewed", g, tool,
 		    agents_outcome_text(res->outcome), res->attempts, NULL);
-	if (res->outcome != AGENTS_OK && res->outcome != AGENTS_CANCELLED)
+	/*
+	 * NOTE: an error the agent wrote (isError content, a JSON-RPC error
+	 * message) may quote the arguments, that is the user's words: it goes
+	 * to the log at DEBUG only. Timeouts and unreachable agents carry our
+	 * own wording and keep it at WARNING.
+	 */
+	if (res->outcome == AGENTS_ERROR) {
+		log_agent(LOG_LVL_WARNING, "agent call failed", g, tool,
+		    agents_outcome_text(res->outcome), res->attempts, NULL);
+		log_agent(LOG_LVL_DEBUG, "agent call failed: the agent's error", g, tool,
+		    agents_outcome_text(res->outcome), res->attempts,
+		    res->text.data != NULL ? res->text.data : "");
+	} else if (res->outcome != AGENTS_OK && res->outcome != AGENTS_CANCELLED) {
 		log_agent(LOG_LVL_WARNING, "agent call failed", g, tool,
 		    agents_outcome_text(res->outcome), res->attempts,
 		    res->text.data != NULL ? res->text.data : "");
+	}
 	mcp_tool_result_free(&tr);
 	json_object_put(args);
 	if (res->text.oom) {

@@ -222,6 +222,9 @@ class Handler(BaseHTTPRequestHandler):
         elif name == "fail":
             result = {"content": [{"type": "text", "text": "first problem"},
                                   {"type": "text", "text": "second problem"}], "isError": True}
+            if isinstance(args, dict) and isinstance(args.get("message"), str):
+                # as real tools do: the error quotes what it was sent
+                result["content"].append({"type": "text", "text": "you sent: " + args["message"]})
         elif name == "rpc_error":
             self.answer(rid, None, cfg, version, error={"code": -32000, "message": "boom"})
             return

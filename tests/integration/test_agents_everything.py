@@ -307,15 +307,17 @@ def failures(fake):
 
             # isError and a JSON-RPC error, asked for together
             fake.plan()
-            s, _, doc = post_chat(st, {"message": "call demo__fail {} and call demo__rpc_error {}",
+            # (the isError text quotes the user's words: the log must not)
+            s, _, doc = post_chat(st, {"message": 'call demo__fail {"message": "' + SECRET
+                                       + '"} and call demo__rpc_error {}',
                                        "session_id": "f-err"})
             calls = (doc or {}).get("tool_calls") or []
+            quoted = "first problem\nsecond problem\nyou sent: " + SECRET
             check(s == 200 and [(c["tool"], c["is_error"]) for c in calls]
                   == [("fail", True), ("rpc_error", True)]
-                  and calls[0]["content"] == "first problem\nsecond problem"
+                  and calls[0]["content"] == quoted
                   and "boom" in calls[1]["content"]
-                  and doc["reply"] == "tool said: first problem\nsecond problem | "
-                  + calls[1]["content"],
+                  and doc["reply"] == "tool said: " + quoted + " | " + calls[1]["content"],
                   f"isError and JSON-RPC error: error results, the model read both: {calls}")
             ok, roles = stored_pair(st, "f-err", 1, doc)
             check(ok, f"isError and JSON-RPC error: stored: {roles}")
