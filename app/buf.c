@@ -122,3 +122,41 @@ buf_printf(struct buf *b, const char *fmt, ...)
 	buf_vprintf(b, fmt, ap);
 	va_end(ap);
 }
+
+void
+buf_json_string(struct buf *b, const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, from = 0;
+	char esc[6];
+
+	buf_append(b, "\"", 1);
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		size_t n = 2;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		buf_append(b, s + from, i - from);
+		from = i + 1;
+		esc[0] = '\\';
+		switch (c) {
+		case '"': esc[1] = '"'; break;
+		case '\\': esc[1] = '\\'; break;
+		case '\n': esc[1] = 'n'; break;
+		case '\r': esc[1] = 'r'; break;
+		case '\t': esc[1] = 't'; break;
+		case '\b': esc[1] = 'b'; break;
+		case '\f': esc[1] = 'f'; break;
+		default:
+			memcpy(esc + 1, "u00", 3);
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			n = 6;
+			break;
+		}
+		buf_append(b, esc, n);
+	}
+	buf_append(b, s + from, len - from);
+	buf_append(b, "\"", 1);
+}

@@ -38,4 +38,12 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 	__attribute__((format(printf, 2, 0)));
 
+/*
+ * Appends s[0..len) as a JSON string with its quotes: `"` and `\` escaped,
+ * control characters as \n, \t... or \u00XX, every other byte as it is
+ * (the caller hands valid UTF-8). For answers written without building a
+ * json-c tree first.
+ */
+void buf_json_string(struct buf *b, const char *s, size_t len);
+
 #endif

@@ -108,6 +108,15 @@ http_response_json(struct http_response *resp, int status, struct json_object *o
 	buf_append(&resp->body, text, len);
 }
 
+struct buf *
+http_response_json_begin(struct http_response *resp, int status)
+{
+	buf_reset(&resp->body, HTTP_BODY_KEEP);
+	resp->status = status;
+	http_response_header(resp, "Content-Type", "application/json");
+	return &resp->body;
+}
+
 void
 http_response_error(struct http_response *resp, int status, const char *code,
     const char *message)

@@ -102,6 +102,13 @@ const char *http_response_get_header(const struct http_response *resp, const cha
 void http_response_json(struct http_response *resp, int status, struct json_object *obj);
 
 /*
+ * Like http_response_json for a body the caller writes as JSON text itself
+ * (buf_json_string for its strings): sets the status and Content-Type,
+ * empties the body and returns it to append to.
+ */
+struct buf *http_response_json_begin(struct http_response *resp, int status);
+
+/*
  * The error document {"error":{"code","message"}} with the given status.
  * Replaces any body already built.
  */
