@@ -17,6 +17,8 @@ struct httpc {
 	CURL *easy;
 	int was_post;    /* the last call set CURLOPT_POST */
 	int was_custom;  /* the last call set CURLOPT_CUSTOMREQUEST */
+	CURLU *url;      /* the last URL, parsed */
+	char *url_text;  /* ...and as it was given */
 };
 
 /*
@@ -158,6 +160,8 @@ httpc_free(struct httpc *h)
 	if (h == NULL)
 		return;
 	curl_easy_cleanup(h->easy);
+	curl_url_cleanup(h->url);
+	free(h->url_text);
 	free(h);
 }
 
@@ -320,7 +324,23 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 	 * Only what differs between calls; the rest was set once in httpc_new.
 	 * A GET after a POST must say so, or libcurl would post again.
 	 */
-	curl_easy_setopt(e, CURLOPT_URL, req->url);
+	if (h->url_text == NULL || strcmp(h->url_text, req->url) != 0) {
+		curl_url_cleanup(h->url);
+		free(h->url_text);
+		h->url = curl_url();
+		h->url_text = strdup(req->url);
+		if (h->url == NULL || h->url_text == NULL ||
+		    curl_url_set(h->url, CURLUPART_URL, req->url, 0) != CURLUE_OK) {
+			curl_url_cleanup(h->url);
+			free(h->url_text);
+			h->url = NULL;
+			h->url_text = NULL;
+			curl_slist_free_all(hl);
+			snprintf(err, errlen, "the URL cannot be parsed: %.200s", req->url);
+			return HTTPC_BROKEN;
+		}
+	}
+	curl_easy_setopt(e, CURLOPT_CURLU, h->url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
 	if (h->was_custom) {
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
