@@ -4,6 +4,7 @@
 #include "agents.h"
 #include "app.h"
 #include "auth.h"
+#include "bizctx.h"
 #include "circuit.h"
 #include "conf.h"
 #include "handler.h"
@@ -134,6 +135,7 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 		return NULL;
 	}
 	store_metrics_init();
+	bizctx_metrics_init(conf);
 	metrics_counter_add("valerie_ratelimit_rejections_total", "scope=\"principal\"", 0);
 	metrics_counter_add("valerie_ratelimit_rejections_total", "scope=\"address\"", 0);
 	if ((app->auth = auth_open(conf, err, errlen)) == NULL ||

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "agent_loop.h"
+#include "bizctx.h"
 #include "chat.h"
 #include "conf.h"
 #include "handler.h"
@@ -743,7 +744,9 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	lreq.cancelled = is_cancelled;
 	lreq.ctx = &ts;
 	lreq.trace = &tt;
-	lreq.deadline_ms = provider_now_ms() + ctx->conf->turn_timeout * 1000;
+	/* NOTE: provider_now_ms and vtime_mono_ms read the same clock. */
+	lreq.deadline_ms = in->deadline_ms > 0 ? in->deadline_ms :
+	    provider_now_ms() + ctx->conf->turn_timeout * 1000;
 	if (in->stream) {
 		in->fmt->begin(ctx, in->fmt_state);
 		lreq.on_delta = on_delta;
@@ -857,14 +860,50 @@ bind_company(struct handler_ctx *ctx, struct chat_input *in)
 	return 0;
 }
 
+void
+chat_business_context(struct handler_ctx *ctx, struct json_object *company,
+    long long deadline_ms, struct buf *system)
+{
+	struct buf text = {0};
+	enum bizctx_result r;
+
+	r = bizctx_get(ctx, company, deadline_ms, &text);
+	if (r == BIZCTX_HIT || r == BIZCTX_FETCHED)
+		bizctx_section(system, json_object_get_string(company), text.data, text.len);
+	if (text.oom)
+		system->oom = 1;
+	buf_free(&text);
+}
+
+/*
+ * The company whose business context a native turn gets: the persona's
+ * id_empresa (bind_company has made it the caller's, if bound), else the
+ * company the caller is bound to. Borrowed from the persona or *own (which
+ * the caller puts); NULL for none.
+ */
+static struct json_object *
+turn_company(struct handler_ctx *ctx, const struct chat_input *in, struct json_object **own)
+{
+	struct json_object *v;
+
+	*own = NULL;
+	if (in->persona != NULL && json_object_object_get_ex(in->persona, "id_empresa", &v) &&
+	    v != NULL)
+		return v;
+	if (ctx->company != NULL && ctx->company[0] != '\0')
+		*own = json_object_new_string(ctx->company);
+	return *own;
+}
+
 /* POST /api/v1/chat and /api/agent/chat: the native body and answer. */
 static void
 chat_turn(struct handler_ctx *ctx)
 {
-	struct json_object *body, *new_messages = NULL;
+	struct json_object *body, *new_messages = NULL, *own = NULL;
 	struct chat_input in;
 	struct chat_turn_input t;
 	struct buf system = {0};
+	long long deadline = vtime_mono_ms() + ctx->conf->turn_timeout * 1000;
 
 	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
 	if (body == NULL)
@@ -874,6 +913,7 @@ chat_turn(struct handler_ctx *ctx)
 	if (bind_company(ctx, &in) != 0)
 		goto out;
 	system_prompt(in.persona, &system);
+	chat_business_context(ctx, turn_company(ctx, &in, &own), deadline, &system);
 	new_messages = json_object_new_array();
 	if (system.oom || new_messages == NULL) {
 		ctx->resp->body.oom = 1;
@@ -886,10 +926,12 @@ chat_turn(struct handler_ctx *ctx)
 	t.new_messages = new_messages;
 	t.agents = 1;
 	t.stream = in.stream;
+	t.deadline_ms = deadline;
 	memcpy(t.idem_key, in.idem_key, sizeof(t.idem_key));
 	t.fmt = &native_format;
 	chat_run(ctx, &t);
 out:
+	json_object_put(own);
 	json_object_put(new_messages);
 	json_object_put(body);
 	buf_free(&system);

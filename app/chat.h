@@ -57,6 +57,8 @@ struct chat_turn_input {
 	const char *model;                 /* NULL: the provider's default */
 	int agents;                        /* offer the MCP agents' tools and run the calls */
 	int stream;
+	long long deadline_ms;             /* the turn's end (vtime_mono_ms clock) when work before
+	                                      chat_run counts against VALERIE_TURN_TIMEOUT; 0: from now */
 	char idem_key[CHAT_IDEM_KEY_MAX + STORE_ID_MAX + 2]; /* principal \x1f key, or "" */
 	const struct chat_format *fmt;
 	void *fmt_state;
@@ -82,6 +84,15 @@ struct json_object *chat_answer_doc(const struct chat_answer *a, const char *req
  */
 void chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
     const char *unavailable);
+
+/*
+ * Adds the business context of `company` (a JSON string or integer, borrowed;
+ * NULL: none) to the system prompt `system`, fetched before `deadline_ms`
+ * (bizctx.h). Nothing when there is none or it cannot be had: a turn never
+ * fails for it.
+ */
+void chat_business_context(struct handler_ctx *ctx, struct json_object *company,
+    long long deadline_ms, struct buf *system);
 
 /* Sends the head of an SSE response (text/event-stream, no cache). */
 void chat_stream_begin(struct handler_ctx *ctx);

@@ -148,6 +148,10 @@ static const struct cfg_field fields[] = {
 	    S(mcp_cb_reset_timeout), NULL},
 	{"CONTEXTO_NEGOCIO_ENDPOINT", NULL, CFG_URL, NULL, 0, 0, web,
 	    S(contexto_negocio_endpoint), NULL},
+	{"CONTEXTO_NEGOCIO_TIMEOUT", NULL, CFG_INT, "10", 1, 600, NULL,
+	    S(contexto_negocio_timeout), NULL},
+	{"CONTEXTO_NEGOCIO_CACHE_TTL", NULL, CFG_INT, "300", 0, 86400, NULL,
+	    S(contexto_negocio_cache_ttl), NULL},
 
 	{"LANGFUSE_PUBLIC_KEY", NULL, CFG_STR, NULL, 0, 0, NULL, S(langfuse_public_key), NULL},
 	{"LANGFUSE_SECRET_KEY", NULL, CFG_SECRET, NULL, 0, 0, NULL, S(langfuse_secret_key), NULL},

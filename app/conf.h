@@ -77,6 +77,8 @@ struct conf {
 	long long mcp_cb_failure_threshold;
 	long long mcp_cb_reset_timeout;
 	const char *contexto_negocio_endpoint;
+	long long contexto_negocio_timeout;    /* CONTEXTO_NEGOCIO_TIMEOUT: seconds, whole fetch */
+	long long contexto_negocio_cache_ttl;  /* CONTEXTO_NEGOCIO_CACHE_TTL: seconds, 0 = no cache */
 
 	const char *langfuse_public_key;
 	const char *langfuse_secret_key;

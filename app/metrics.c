@@ -47,6 +47,7 @@ static const struct {
 	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers (the gateway's own cost)."},
 	{"valerie_ratelimit_rejections_total", K_COUNTER, "Requests refused by the rate limit (429), by scope: principal or client address."},
 	{"valerie_sessions_active", K_GAUGE, "Sessions alive in the store (not expired), counted at scrape time."},
+	{"valerie_business_context_requests_total", K_COUNTER, "Business context lookups by result: hit (cache), fetched, error (the fetch failed; the turn went on without it), error_cached (a recent failure remembered, not fetched)."},
 	{"valerie_trace_spans_total", K_COUNTER, "Trace spans by outcome: exported, dropped (queue full), failed (the collector refused or was unreachable)."},
 };
 

@@ -707,6 +707,21 @@ openai_chat_completions(struct handler_ctx *ctx)
 	st.model = t.model != NULL ? t.model :
 	    strcmp(ctx->conf->llm_provider, "openai") == 0 ? ctx->conf->openai_model :
 	    strcmp(ctx->conf->llm_provider, "anthropic") == 0 ? ctx->conf->anthropic_model : "offline";
+	/*
+	 * No persona here: only a caller bound to a company gets its business
+	 * context, as a system prompt ahead of the caller's own messages.
+	 */
+	if (ctx->company != NULL && ctx->company[0] != '\0') {
+		struct json_object *company = json_object_new_string(ctx->company);
+
+		if (company == NULL)
+			goto oom;
+		t.deadline_ms = vtime_mono_ms() + ctx->conf->turn_timeout * 1000;
+		chat_business_context(ctx, company, t.deadline_ms, &system);
+		json_object_put(company);
+		if (system.oom)
+			goto oom;
+	}
 	t.session_id = sid;
 	t.system = system.data != NULL ? system.data : "";
 	t.new_messages = news;

@@ -49,7 +49,7 @@ void
 store_metrics_init(void)
 {
 	static const char *const ops[] = {"load", "append", "idem_find", "get_turn", "delete",
-		"ping"};
+		"ping", "cache_get", "cache_put"};
 	char labels[32];
 	size_t i;
 
@@ -179,6 +179,44 @@ store_ping(struct store_conn *c)
 	double t0 = mono_s();
 
 	return counted("ping", t0, c->ops->ping(c->impl));
+}
+
+/* A cache key as store.h defines it: 1..STORE_CACHE_KEY_MAX bytes of visible ASCII. */
+static int
+cache_key_valid(const char *key)
+{
+	size_t i;
+
+	if (key == NULL)
+		return 0;
+	for (i = 0; key[i] != '\0'; i++)
+		if (i >= STORE_CACHE_KEY_MAX || key[i] < 0x21 || key[i] > 0x7e)
+			return 0;
+	return i > 0;
+}
+
+enum store_status
+store_cache_get(struct store_conn *c, const char *key, struct buf *out)
+{
+	double t0 = mono_s();
+
+	if (!cache_key_valid(key))
+		return STORE_NOT_FOUND;
+	return counted("cache_get", t0, c->ops->cache_get(c->impl, key, out));
+}
+
+enum store_status
+store_cache_put(struct store_conn *c, const char *key, const char *value, size_t len,
+    long long ttl_s)
+{
+	double t0 = mono_s();
+
+	/* NOTE: refused before the store is asked, so a caller's mistake is not a store error. */
+	if (!cache_key_valid(key) || len > STORE_CACHE_VALUE_MAX || ttl_s < 1 ||
+	    ttl_s > STORE_CACHE_TTL_MAX)
+		return STORE_UNAVAILABLE;
+	return counted("cache_put", t0, c->ops->cache_put(c->impl, key, value != NULL ? value : "",
+	    len, ttl_s));
 }
 
 /* NOTE: not timed as a store operation: it runs at scrape time, not for a request. */

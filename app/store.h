@@ -10,6 +10,9 @@ struct conf;
 
 #define STORE_ID_MAX 128      /* session ids and owners: 1..128 characters */
 #define STORE_IDEM_MAX 300    /* idempotency keys as the store sees them */
+#define STORE_CACHE_KEY_MAX 200              /* bytes of a cache key */
+#define STORE_CACHE_VALUE_MAX (1024 * 1024)  /* bytes of a cached value */
+#define STORE_CACHE_TTL_MAX 31536000         /* seconds a cached value may live */
 
 enum store_status {
 	STORE_OK = 0,
@@ -123,6 +126,24 @@ enum store_status store_count(struct store_conn *c, long long *active);
  */
 enum store_status store_bucket_take(struct store_conn *c, const char *key, double capacity,
     double per_ms, int *allowed, double *tokens);
+
+/*
+ * A small cache beside the sessions, shared as they are (by every worker of
+ * the host on LMDB, by every host on Redis), for what is costly to fetch and
+ * may be a little stale. Keys are 1..STORE_CACHE_KEY_MAX bytes of visible
+ * ASCII (0x21..0x7e); values are 0..STORE_CACHE_VALUE_MAX bytes of anything.
+ *
+ * store_cache_put stores `value` (`len` bytes) under `key` for `ttl_s`
+ * seconds (1..STORE_CACHE_TTL_MAX) by the store's clock, replacing any older
+ * value; UNAVAILABLE for a key, value or TTL out of range. store_cache_get
+ * appends the value to `out` (caller's buffer); NOT_FOUND when the key is
+ * absent, expired or not a valid key. Redis keeps valerie:cache:<key> with
+ * SET ... EX; LMDB keeps the value behind its expiry and sweeps expired
+ * entries at every put.
+ */
+enum store_status store_cache_get(struct store_conn *c, const char *key, struct buf *out);
+enum store_status store_cache_put(struct store_conn *c, const char *key, const char *value,
+    size_t len, long long ttl_s);
 
 /* Registers the store's error counters at 0 (once per process, after metrics_open). */
 void store_metrics_init(void);

@@ -25,6 +25,10 @@ struct store_ops {
 	enum store_status (*delete_session)(void *c, const char *sid);
 	enum store_status (*ping)(void *c);
 	enum store_status (*count)(void *c, long long *active);
+	/* The cache; store.c has checked the key, the length and the TTL. */
+	enum store_status (*cache_get)(void *c, const char *key, struct buf *out);
+	enum store_status (*cache_put)(void *c, const char *key, const char *value, size_t len,
+	    long long ttl_s);
 	/* Redis only (NULL for LMDB): a token bucket; see ratelimit.h. */
 	enum store_status (*bucket_take)(void *c, const char *key, double capacity,
 	    double per_ms, int *allowed, double *tokens);

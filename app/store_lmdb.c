@@ -18,21 +18,24 @@
 #define LMDB_READER_MARGIN 64   /* reader slots beyond threads x workers */
 #define LMDB_SWEEP_MAX 16       /* expired sessions removed per append, at most */
 #define LMDB_KEY_MAX 511        /* LMDB's default maximum key size */
+#define LMDB_DBS 6              /* named databases: see the layout below */
 #define META_VERSION 1
 
 /*
- * Layout, four named databases in one environment:
+ * Layout, six named databases in one environment:
  *   meta    sid                      -> struct meta_rec (binary, versioned)
  *   turns   sid '\0' turn (u32 BE)   -> {"turn":N,"messages":[...]}
  *   idem    sid '\0' key             -> turn (u32 BE)
  *   expiry  expires_ms (u64 BE) sid  -> "" (the sweep walks it from the front)
+ *   cache   key                      -> expires_ms (u64 BE) value
+ *   cache_expiry  expires_ms (u64 BE) key -> "" (swept like expiry, at cache puts)
  * Every write is one write transaction: LMDB serialises writers across the
  * processes of the host, so turn numbers cannot collide or skip.
  */
 struct lmdb_store {
 	const struct conf *conf;
 	MDB_env *env;
-	MDB_dbi meta, turns, idem, expiry;
+	MDB_dbi meta, turns, idem, expiry, cache, cache_expiry;
 	pthread_t syncer;        /* VALERIE_LMDB_SYNC=periodic: flushes every second */
 	int syncing;
 	pthread_mutex_t lock;
@@ -268,7 +271,7 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 	readers = (unsigned int)(conf->threads * conf->workers) + LMDB_READER_MARGIN;
 	if ((rc = mdb_env_create(&st->env)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(st->env, readers)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(st->env, 4)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(st->env, LMDB_DBS)) != 0 ||
 	    (rc = mdb_env_set_mapsize(st->env, (size_t)conf->lmdb_map_mb << 20)) != 0)
 		goto fail;
 	/*
@@ -285,7 +288,9 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "turns", MDB_CREATE, &st->turns)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &st->idem)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "expiry", MDB_CREATE, &st->expiry)) != 0)
+	    (rc = mdb_dbi_open(txn, "expiry", MDB_CREATE, &st->expiry)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "cache", MDB_CREATE, &st->cache)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "cache_expiry", MDB_CREATE, &st->cache_expiry)) != 0)
 		goto fail;
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
@@ -701,6 +706,127 @@ lmdb_count(void *p, long long *active)
 	return STORE_OK;
 }
 
+/* --- the cache ----------------------------------------------------------------- */
+
+/* Removes up to LMDB_SWEEP_MAX cache entries whose expiry has passed. */
+static int
+cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
+{
+	MDB_cursor *cur;
+	MDB_val k, v, ck, cv;
+	unsigned char key[STORE_CACHE_KEY_MAX];
+	size_t klen;
+	int rc, n = 0;
+
+	rc = mdb_cursor_open(txn, st->cache_expiry, &cur);
+	if (rc != 0)
+		return rc;
+	while (n < LMDB_SWEEP_MAX && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+		if (k.mv_size < 9 || k.mv_size > 8 + STORE_CACHE_KEY_MAX ||
+		    (long long)get_u64(k.mv_data) > now)
+			break;
+		klen = k.mv_size - 8;
+		memcpy(key, (unsigned char *)k.mv_data + 8, klen);
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			break;
+		/* NOTE: a put replaces the index entry too; check the value's own expiry anyway. */
+		ck.mv_size = klen;
+		ck.mv_data = key;
+		rc = mdb_get(txn, st->cache, &ck, &cv);
+		if (rc == 0 && (cv.mv_size < 8 || (long long)get_u64(cv.mv_data) <= now))
+			rc = mdb_del(txn, st->cache, &ck, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			break;
+		rc = 0;
+		n++;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static enum store_status
+lmdb_cache_get(void *p, const char *key, struct buf *out)
+{
+	struct lmdb_conn *c = p;
+	MDB_val k = {strlen(key), (void *)key}, v;
+	MDB_txn *txn;
+	enum store_status s;
+	int rc;
+
+	c->err[0] = '\0';
+	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	rc = mdb_get(txn, c->st->cache, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		s = STORE_NOT_FOUND;
+	} else if (rc != 0) {
+		s = fail(c, rc, "read");
+	} else if (v.mv_size < 8) {
+		snprintf(c->err, sizeof(c->err), "lmdb: corrupt cache record");
+		s = STORE_CORRUPT;
+	} else if ((long long)get_u64(v.mv_data) <= vtime_now_ms()) {
+		s = STORE_NOT_FOUND;
+	} else {
+		buf_append(out, (const char *)v.mv_data + 8, v.mv_size - 8);
+		s = out->oom ? STORE_NOMEM : STORE_OK;
+	}
+	mdb_txn_abort(txn);
+	return s;
+}
+
+static enum store_status
+lmdb_cache_put(void *p, const char *key, const char *value, size_t len, long long ttl_s)
+{
+	struct lmdb_conn *c = p;
+	struct lmdb_store *st = c->st;
+	unsigned char ek[8 + STORE_CACHE_KEY_MAX];
+	long long now = vtime_now_ms(), expires = now + ttl_s * 1000;
+	size_t klen = strlen(key);
+	MDB_val k = {klen, (void *)key}, v, e;
+	MDB_txn *txn;
+	int rc;
+
+	c->err[0] = '\0';
+	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	if (rc != 0)
+		return fail(c, rc, "begin");
+	/* The older value's index entry goes: the sweep finds each key once. */
+	rc = mdb_get(txn, st->cache, &k, &v);
+	if (rc == 0 && v.mv_size >= 8) {
+		memcpy(ek, v.mv_data, 8);
+		memcpy(ek + 8, key, klen);
+		e.mv_size = 8 + klen;
+		e.mv_data = ek;
+		rc = mdb_del(txn, st->cache_expiry, &e, NULL);
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		goto fail;
+	/* MDB_RESERVE: the expiry and the value written in place, no copy of the value. */
+	v.mv_size = 8 + len;
+	if ((rc = mdb_put(txn, st->cache, &k, &v, MDB_RESERVE)) != 0)
+		goto fail;
+	put_u64(v.mv_data, (uint64_t)expires);
+	if (len > 0)
+		memcpy((unsigned char *)v.mv_data + 8, value, len);
+	put_u64(ek, (uint64_t)expires);
+	memcpy(ek + 8, key, klen);
+	e.mv_size = 8 + klen;
+	e.mv_data = ek;
+	v.mv_size = 0;
+	v.mv_data = "";
+	if ((rc = mdb_put(txn, st->cache_expiry, &e, &v, 0)) != 0)
+		goto fail;
+	if ((rc = cache_sweep(txn, st, now)) != 0)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	return rc == 0 ? STORE_OK : fail(c, rc, "commit");
+fail:
+	mdb_txn_abort(txn);
+	return fail(c, rc, "cache write");
+}
+
 const struct store_ops store_lmdb_ops = {
 	"lmdb",
 	lmdb_open,
@@ -715,5 +841,7 @@ const struct store_ops store_lmdb_ops = {
 	lmdb_delete,
 	lmdb_ping,
 	lmdb_count,
+	lmdb_cache_get,
+	lmdb_cache_put,
 	NULL,       /* buckets: the shared table of ratelimit.c, not a commit per request */
 };

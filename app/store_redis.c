@@ -31,8 +31,10 @@
  *   valerie:sessions       sorted set: sid by expiry (ms), for valerie_sessions_active;
  *                          its own slot, written after the append (never in the script,
  *                          which must keep to one slot), pruned when counted
+ *   valerie:cache:<key>    string: store_cache_put's value, with its TTL (SET ... EX)
  */
 #define INDEX_KEY "valerie:sessions"
+#define CACHE_PREFIX "valerie:cache:"
 #define KEY_PREFIX "valerie:{"
 #define KEY_SIZE (sizeof(KEY_PREFIX) + STORE_ID_MAX + sizeof("}:turns"))
 
@@ -1294,6 +1296,61 @@ redis_count(void *p, long long *active)
 }
 
 static enum store_status
+redis_cache_get(void *p, const char *key, struct buf *out)
+{
+	struct redis_conn *c = p;
+	char k[sizeof(CACHE_PREFIX) + STORE_CACHE_KEY_MAX];
+	const char *argv[2] = {"GET", k};
+	size_t lens[2];
+	redisReply *r = NULL;
+	enum store_status s;
+
+	c->err[0] = '\0';
+	lens[0] = 3;
+	lens[1] = (size_t)snprintf(k, sizeof(k), CACHE_PREFIX "%s", key);
+	s = command(c, "cache_get", 2, argv, lens, &r);
+	if (s != STORE_OK)
+		goto out;
+	if (r->type == REDIS_REPLY_NIL) {
+		s = STORE_NOT_FOUND;
+	} else if (r->type != REDIS_REPLY_STRING) {
+		s = reply_failed(c, "cache_get", r);
+	} else {
+		buf_append(out, r->str, r->len);
+		if (out->oom) {
+			set_err(c, "out of memory");
+			s = STORE_NOMEM;
+		}
+	}
+out:
+	freeReplyObject(r);
+	return s;
+}
+
+static enum store_status
+redis_cache_put(void *p, const char *key, const char *value, size_t len, long long ttl_s)
+{
+	struct redis_conn *c = p;
+	char k[sizeof(CACHE_PREFIX) + STORE_CACHE_KEY_MAX], ttl[24];
+	const char *argv[5] = {"SET", k, value, "EX", ttl};
+	size_t lens[5];
+	redisReply *r = NULL;
+	enum store_status s;
+
+	c->err[0] = '\0';
+	lens[0] = 3;
+	lens[1] = (size_t)snprintf(k, sizeof(k), CACHE_PREFIX "%s", key);
+	lens[2] = len;
+	lens[3] = 2;
+	lens[4] = (size_t)snprintf(ttl, sizeof(ttl), "%lld", ttl_s);
+	s = command(c, "cache_put", 5, argv, lens, &r);
+	if (s == STORE_OK && !is_status(r, "OK"))
+		s = reply_failed(c, "cache_put", r);
+	freeReplyObject(r);
+	return s;
+}
+
+static enum store_status
 redis_ping(void *p)
 {
 	struct redis_conn *c = p;
@@ -1324,5 +1381,7 @@ const struct store_ops store_redis_ops = {
 	redis_delete,
 	redis_ping,
 	redis_count,
+	redis_cache_get,
+	redis_cache_put,
 	redis_bucket_take,
 };

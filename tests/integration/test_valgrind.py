@@ -116,6 +116,13 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
         s, _, b = post("/api/agent/chat", b'{"message":"Hola","session_id":"vg-4","config":'
                        b'{"nombre_bot":"T","id_empresa":1}}')
         check(answered(s), f"{label}: agent chat: {s}")
+        # The business context (when the scenario sets an endpoint): from the cache now,
+        # and a company id cached under its SHA-256.
+        for cfg in (b'{"nombre_bot":"T","id_empresa":1}',
+                    b'{"nombre_bot":"T","id_empresa":"empresa \xc3\xb1 / 2"}'):
+            s, _, b = post("/api/agent/chat", b'{"message":"Hola","session_id":"vg-4",'
+                           b'"config":' + cfg + b'}')
+            check(answered(s), f"{label}: agent chat, business context again: {s}")
         for body in (b'{"message":', b'[1]', b'{"message":"x","session_id":"../x"}',
                      b'{"message":"\xff","session_id":"a"}', b'{"a":' * 40 + b'1' + b'}' * 40):
             s, _, b = post("/api/v1/chat", body)
@@ -179,14 +186,45 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-scenario("offline provider", {}, metrics_port=free_port())
+def business_context_server():
+    """A business-context endpoint answering every POST with a JSON contexto."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = '{"contexto":"Horario 9-18, env\u00edos gratis"}'.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+bctx = business_context_server()
+scenario("offline provider, business context", {
+    "CONTEXTO_NEGOCIO_ENDPOINT": f"http://127.0.0.1:{bctx.server_address[1]}/ctx"},
+    metrics_port=free_port())
+bctx.shutdown()
+bctx.server_close()
 for sk in silent:
     sk.close()
 fake = FakeLLM()
 try:
+    # The fake LLM answers the business-context POST 404: the failure path, remembered.
     scenario("openai provider", {"VALERIE_LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test",
                                  "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1",
-                                 "OPENAI_MAX_RETRIES": "1"})
+                                 "OPENAI_MAX_RETRIES": "1",
+                                 "CONTEXTO_NEGOCIO_ENDPOINT": f"http://127.0.0.1:{fake.port}/ctx"})
     fake.plan({"mode": "fail-500"}, {"mode": "cut-mid-stream"}, {"mode": "cut-mid-stream"})
     scenario("openai provider, failing", {"VALERIE_LLM_PROVIDER": "openai",
                                           "OPENAI_API_KEY": "sk-test", "OPENAI_MAX_RETRIES": "1",

@@ -2,7 +2,8 @@
  * test_store: the session store contract, run against the store the environment names
  * (VALERIE_SESSION_STORE, VALERIE_DATA_DIR, VALERIE_SESSION_REDIS_URL): turns numbered
  * without gaps under concurrent threads and processes, windows, idempotency records,
- * expiry, deletion. With no store set it uses LMDB in a fresh temp dir.
+ * expiry, deletion; the cache beside the sessions (values, replacement, keys refused,
+ * expiry, seen by another process). With no store set it uses LMDB in a fresh temp dir.
  */
 #include "config.h"
 
@@ -273,10 +274,72 @@ main(void)
 	}
 	check_sequence(s4, PROCS * PER_PROC);
 
-	/* Expiry: a session idle longer than the TTL reads as gone. */
+	/* The cache: absent, stored, replaced, any bytes, refused keys and TTLs. */
 	c = store_conn_new(st);
 	{
-		char s5[128];
+		char k1[128], k2[128], longkey[STORE_CACHE_KEY_MAX + 2];
+		int status = 0;
+
+		snprintf(k1, sizeof(k1), "%s:cache:one", sid_prefix);
+		snprintf(k2, sizeof(k2), "%s:cache:two", sid_prefix);
+		buf_reset(&b, 0);
+		CHECK_INT(store_cache_get(c, k1, &b), STORE_NOT_FOUND);
+		CHECK_INT(store_cache_put(c, k1, "first", 5, 60), STORE_OK);
+		CHECK_INT(store_cache_get(c, k1, &b), STORE_OK);
+		CHECK(b.len == 5 && memcmp(b.data, "first", 5) == 0);
+		CHECK_INT(store_cache_put(c, k1, "second value", 12, 60), STORE_OK);
+		buf_reset(&b, 0);
+		CHECK_INT(store_cache_get(c, k1, &b), STORE_OK);
+		CHECK(b.len == 12 && memcmp(b.data, "second value", 12) == 0);
+		CHECK_INT(store_cache_put(c, k2, "a\0b\xff", 4, 60), STORE_OK);
+		buf_reset(&b, 0);
+		CHECK_INT(store_cache_get(c, k2, &b), STORE_OK);
+		CHECK(b.len == 4 && memcmp(b.data, "a\0b\xff", 4) == 0);
+		CHECK_INT(store_cache_put(c, k2, "", 0, 60), STORE_OK);
+		buf_reset(&b, 0);
+		CHECK_INT(store_cache_get(c, k2, &b), STORE_OK);
+		CHECK_INT((int)b.len, 0);
+		memset(longkey, 'k', sizeof(longkey) - 1);
+		longkey[sizeof(longkey) - 1] = '\0';
+		CHECK_INT(store_cache_put(c, "", "x", 1, 60), STORE_UNAVAILABLE);
+		CHECK_INT(store_cache_put(c, "has space", "x", 1, 60), STORE_UNAVAILABLE);
+		CHECK_INT(store_cache_put(c, longkey, "x", 1, 60), STORE_UNAVAILABLE);
+		CHECK_INT(store_cache_put(c, k1, "x", 1, 0), STORE_UNAVAILABLE);
+		CHECK_INT(store_cache_put(c, k1, "x", STORE_CACHE_VALUE_MAX + 1, 60),
+		    STORE_UNAVAILABLE);
+		CHECK_INT(store_cache_get(c, "has space", &b), STORE_NOT_FOUND);
+		CHECK_INT(store_cache_get(c, longkey, &b), STORE_NOT_FOUND);
+		/*
+		 * Another process (another worker) sees the value. NOTE: the connection
+		 * is freed first, as above, so valgrind does not count it lost in the child.
+		 */
+		store_conn_free(c);
+		c = NULL;
+		if (fork() == 0) {
+			struct store *mine = store_open(&conf, err, sizeof(err));
+			struct store_conn *mc = mine ? store_conn_new(mine) : NULL;
+			struct buf mb = {0};
+			int ok = mc != NULL && store_cache_get(mc, k1, &mb) == STORE_OK &&
+			    mb.len == 12 && memcmp(mb.data, "second value", 12) == 0;
+
+			buf_free(&mb);
+			store_conn_free(mc);
+			store_close(mine);
+			_exit(ok ? 0 : 1);
+		}
+		wait(&status);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		c = store_conn_new(st);
+	}
+
+	/* Expiry: a session idle longer than the TTL reads as gone; so does a cached value. */
+	{
+		char s5[128], k3[128], k4[128];
+
+		snprintf(k3, sizeof(k3), "%s:cache:short", sid_prefix);
+		snprintf(k4, sizeof(k4), "%s:cache:long", sid_prefix);
+		CHECK_INT(store_cache_put(c, k3, "brief", 5, 1), STORE_OK);
+		CHECK_INT(store_cache_put(c, k4, "lasting", 7, 60), STORE_OK);
 
 		conf.session_ttl = 1;
 		sid(s5, sizeof(s5), "ttl");
@@ -288,6 +351,17 @@ main(void)
 		CHECK_INT(store_load(c, s5, 0, 0, &info, &b), STORE_NOT_FOUND);
 		CHECK_INT(store_idem_find(c, s5, "ttl-key", &turn), STORE_NOT_FOUND);
 		conf.session_ttl = 86400;
+		buf_reset(&b, 0);
+		CHECK_INT(store_cache_get(c, k3, &b), STORE_NOT_FOUND);
+		/* A put sweeps the expired entry; the key can be stored again; others stay. */
+		CHECK_INT(store_cache_put(c, k4, "lasting", 7, 60), STORE_OK);
+		CHECK_INT(store_cache_get(c, k3, &b), STORE_NOT_FOUND);
+		CHECK_INT(store_cache_put(c, k3, "again", 5, 60), STORE_OK);
+		CHECK_INT(store_cache_get(c, k3, &b), STORE_OK);
+		CHECK(b.len == 5 && memcmp(b.data, "again", 5) == 0);
+		buf_reset(&b, 0);
+		CHECK_INT(store_cache_get(c, k4, &b), STORE_OK);
+		CHECK(b.len == 7 && memcmp(b.data, "lasting", 7) == 0);
 	}
 
 	buf_free(&b);

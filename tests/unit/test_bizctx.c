@@ -1,0 +1,147 @@
+/*
+ * test_bizctx: the business context endpoint's answers read as the wire format says,
+ * the prompt section, and the CONTEXTO_NEGOCIO_* settings.
+ */
+#include "config.h"
+
+#include "bizctx.h"
+#include "check.h"
+#include "conf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The text of an answer, or "ERR: why". Caller frees. */
+static char *
+text(const char *type, const char *body, size_t len)
+{
+	struct buf out = {0};
+	const char *why = NULL;
+	char *r;
+
+	if (bizctx_answer_text(type, body, len, &out, &why) != 0) {
+		r = malloc(strlen(why) + 6);
+		strcpy(r, "ERR: ");
+		strcat(r, why);
+	} else {
+		r = strndup(out.data != NULL ? out.data : "", out.len);
+	}
+	buf_free(&out);
+	return r;
+}
+
+#define T(type, body, want) do { \
+	char *got_ = text(type, body, sizeof(body) - 1); \
+	CHECK_STR(got_, want); \
+	free(got_); \
+} while (0)
+
+#define ERR(type, body) do { \
+	char *got_ = text(type, body, sizeof(body) - 1); \
+	CHECK(strncmp(got_, "ERR: ", 5) == 0); \
+	free(got_); \
+} while (0)
+
+/* One variable set to a value, the rest unset. */
+static const char *set_name, *set_value;
+
+static const char *
+one_var(const char *name, void *ctx)
+{
+	(void)ctx;
+	return set_name != NULL && strcmp(name, set_name) == 0 ? set_value : NULL;
+}
+
+/* conf_load with `name`=`value`: CONF_OK or CONF_INVALID. */
+static int
+load(struct conf *c, const char *name, const char *value)
+{
+	char err[256];
+
+	set_name = name;
+	set_value = value;
+	return conf_load(c, one_var, NULL, err, sizeof(err));
+}
+
+int
+main(void)
+{
+	struct buf b = {0};
+	char *big, *got;
+	size_t i;
+
+	/* text/plain as it is (trimmed), whatever it looks like */
+	T("text/plain; charset=utf-8", "  Abrimos de 9 a 18.\n", "Abrimos de 9 a 18.");
+	T("TEXT/PLAIN", "{\"contexto\":\"x\"}", "{\"contexto\":\"x\"}");
+	/* JSON: the known members in order, a string, else the compact document */
+	T("application/json", "{\"contexto\":\"Tienda\",\"context\":\"no\"}", "Tienda");
+	T("application/json", "{\"context\":\"Shop\"}", "Shop");
+	T("application/json; charset=utf-8", "{\"informacion\":\"Caf\xc3\xa9\"}", "Caf\xc3\xa9");
+	T("application/json", "{\"contexto\":5,\"horario\":\"9-18\"}",
+	    "{\"contexto\":5,\"horario\":\"9-18\"}");
+	T("application/json", "{ \"a\" : [1, 2] }", "{\"a\":[1,2]}");
+	T("application/problem+json", "\"just text\"", "just text");
+	/* no type, or PHP's text/html: JSON when it parses, plain text only without a type */
+	T("text/html", "{\"contexto\":\"from php\"}", "from php");
+	T("", "plain words", "plain words");
+	ERR("text/html", "<html>login</html>");
+	/* failures */
+	ERR("application/json", "{\"contexto\": ");
+	ERR("application/json", "null");
+	ERR("application/json", "{}");
+	ERR("application/json", "[]");
+	ERR("application/json", "{\"contexto\":\"   \"}");
+	ERR("text/plain", "");
+	ERR("text/plain", " \n\t ");
+	ERR("text/plain", "caf\xe9");             /* Latin-1, not UTF-8 */
+	ERR("application/json", "\"\xff\"");
+	ERR("text/plain", "a\0b");
+	ERR("application/json", "{\"contexto\":\"a\\u0000b\"}");
+
+	/* cut to BIZCTX_TEXT_MAX bytes on a character boundary */
+	big = malloc(BIZCTX_TEXT_MAX + 16);
+	big[0] = 'a';
+	for (i = 1; i + 1 < BIZCTX_TEXT_MAX + 10; i += 2) {
+		big[i] = '\xc3';
+		big[i + 1] = '\xa9';
+	}
+	got = text("text/plain", big, i);
+	CHECK(strlen(got) <= BIZCTX_TEXT_MAX && strlen(got) >= BIZCTX_TEXT_MAX - 1);
+	CHECK(strncmp(got, "ERR", 3) != 0 && (unsigned char)got[strlen(got) - 1] == 0xa9);
+	free(got);
+	free(big);
+
+	/* the section: delimited, after the persona, alone when there is none */
+	bizctx_section(&b, "42", "Horario: 9-18", 13);
+	CHECK_STR(b.data, "Business context for company 42 (reference information from the "
+	    "company's own systems):\n--- begin business context ---\nHorario: 9-18\n"
+	    "--- end business context ---");
+	buf_free(&b);
+	buf_puts(&b, "You are Bot.");
+	bizctx_section(&b, "acme", "x", 1);
+	CHECK(strncmp(b.data, "You are Bot.\n\nBusiness context for company acme", 46) == 0);
+	buf_free(&b);
+
+	/* settings: off by default; timeout 1..600 s (10); cache TTL 0..86400 s (300) */
+	{
+		struct conf c;
+
+		CHECK_INT(load(&c, NULL, NULL), CONF_OK);
+		CHECK(c.contexto_negocio_endpoint == NULL);
+		CHECK_INT(c.contexto_negocio_timeout, 10);
+		CHECK_INT(c.contexto_negocio_cache_ttl, 300);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_ENDPOINT", "https://api.example/ctx.php"),
+		    CONF_OK);
+		CHECK_STR(c.contexto_negocio_endpoint, "https://api.example/ctx.php");
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_ENDPOINT", "ftp://x/"), CONF_INVALID);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_TIMEOUT", "0"), CONF_INVALID);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_TIMEOUT", "601"), CONF_INVALID);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_TIMEOUT", "3"), CONF_OK);
+		CHECK_INT(c.contexto_negocio_timeout, 3);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_CACHE_TTL", "0"), CONF_OK);
+		CHECK_INT(c.contexto_negocio_cache_ttl, 0);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_CACHE_TTL", "-1"), CONF_INVALID);
+		CHECK_INT(load(&c, "CONTEXTO_NEGOCIO_CACHE_TTL", "5m"), CONF_INVALID);
+	}
+	return check_done("test_bizctx");
+}
