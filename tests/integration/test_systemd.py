@@ -54,6 +54,9 @@ check(get("Type") == "simple", "Type=simple (the launcher execs into multiwatch)
 check(get("User") and get("User") != "root" and get("Group"), f"non-root User={get('User')}")
 check(get("EnvironmentFile"), f"EnvironmentFile={get('EnvironmentFile')}")
 env = dict(e.split("=", 1) for e in settings.get(("Service", "Environment"), []))
+check(env.get("VALERIE_ENV_FILE") == get("EnvironmentFile").lstrip("-"),
+      f"VALERIE_ENV_FILE names the EnvironmentFile, for the production mode check: "
+      f"{env.get('VALERIE_ENV_FILE')}")
 data = env.get("VALERIE_DATA_DIR")
 check(data and data in (get("ReadWritePaths") or "").split(),
       f"the data dir {data} is writable under ProtectSystem=strict")
