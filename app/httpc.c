@@ -262,6 +262,8 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+	} else if (strcmp(req->method, "DELETE") == 0) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
 	}
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, req->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->total_timeout_ms);

@@ -33,7 +33,7 @@ void httpc_free(struct httpc *h);
  * case and the value trimmed (a header line longer than 255 bytes is skipped).
  */
 struct httpc_request {
-	const char *method;            /* "POST" or "GET" */
+	const char *method;            /* "POST", "GET" or "DELETE" (no body sent) */
 	const char *url;
 	const char *const *headers;
 	const char *body;

@@ -651,6 +651,74 @@ session_forget(struct mcp_client *c, unsigned long generation)
 }
 
 enum mcp_status
+mcp_session_end(struct mcp_client *c, struct httpc *http, long long timeout_ms,
+    struct mcp_error *err)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160];
+	const char *headers[3];
+	struct httpc_request hr;
+	struct httpc_response r;
+	struct snapshot s;
+	enum httpc_result hres;
+	enum mcp_status st = MCP_OK;
+	int have;
+
+	memset(err, 0, sizeof(*err));
+	memset(&s, 0, sizeof(s));
+	pthread_mutex_lock(&c->lock);
+	have = snapshot_ready(c, &s) && s.session[0] != '\0';
+	c->ready = 0;
+	c->session[0] = '\0';
+	pthread_mutex_unlock(&c->lock);
+	if (!have)
+		return MCP_OK;
+	if (timeout_ms <= 0) {
+		snprintf(err->text, sizeof(err->text), "no time left to end the session");
+		return MCP_TIMEOUT;
+	}
+	snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", s.session);
+	snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", s.version);
+	headers[0] = hsession;
+	headers[1] = hversion;
+	headers[2] = NULL;
+	memset(&hr, 0, sizeof(hr));
+	hr.method = "DELETE";
+	hr.url = c->url;
+	hr.headers = headers;
+	hr.body = "";
+	hr.total_timeout_ms = (long)timeout_ms;
+	hr.connect_timeout_ms = (long)timeout_ms;
+	hr.max_bytes = 4096;   /* the answer is not read: only its status counts */
+	hres = httpc_perform(http, &hr, &r, why, sizeof(why));
+	err->sent = hres != HTTPC_CONNECT;
+	err->http_status = r.status;
+	switch (hres) {
+	case HTTPC_OK:
+	case HTTPC_TOO_LARGE:
+		if ((r.status < 200 || r.status > 299) && r.status != 405) {
+			snprintf(err->text, sizeof(err->text), "HTTP %ld", r.status);
+			st = MCP_HTTP;
+		}
+		break;
+	case HTTPC_CONNECT:
+		snprintf(err->text, sizeof(err->text), "%s", why);
+		st = MCP_UNREACHABLE;
+		break;
+	case HTTPC_TIMEOUT:
+	case HTTPC_FIRST_BYTE_TIMEOUT:
+		snprintf(err->text, sizeof(err->text), "no answer within %lld ms", timeout_ms);
+		st = MCP_TIMEOUT;
+		break;
+	default:
+		snprintf(err->text, sizeof(err->text), "%s", why);
+		st = MCP_BROKEN;
+		break;
+	}
+	httpc_response_free(&r);
+	return st;
+}
+
+enum mcp_status
 mcp_request(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     const char *method, struct json_object *params, struct json_object **result,
     struct mcp_error *err)

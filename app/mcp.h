@@ -118,6 +118,16 @@ enum mcp_status mcp_tool_result_parse(struct json_object *result, struct mcp_too
  */
 int mcp_take_list_changed(struct mcp_client *c);
 
+/*
+ * Ends the session, if there is one: forgets it (the next call initializes
+ * anew) and sends the server HTTP DELETE with its Mcp-Session-Id, waiting at
+ * most `timeout_ms` (connect included; <= 0: nothing is sent). MCP_OK also
+ * when there was no session, or when the server answers 405 (it does not let
+ * clients end sessions). Thread-safe; `http` is the calling thread's handle.
+ */
+enum mcp_status mcp_session_end(struct mcp_client *c, struct httpc *http, long long timeout_ms,
+    struct mcp_error *err);
+
 /* The negotiated protocol version and session id now, copied ("" when none). */
 void mcp_session_info(struct mcp_client *c, char *version, size_t vlen, char *session,
     size_t slen);
