@@ -5,6 +5,7 @@
 
 #include "circuit.h"
 #include "conf.h"
+#include "httpc.h"
 #include "log.h"
 #include "mcp.h"
 #include "metrics.h"
@@ -409,6 +410,36 @@ log_agent(enum log_level level, const char *msg, const struct agent *g, const ch
 	}
 	log_emit(level, msg, f);
 	json_object_put(f);
+}
+
+void
+agents_end_sessions(struct agents *a, long long budget_ms)
+{
+	char version[16], session[MCP_SESSION_ID_MAX + 1];
+	struct httpc *http = NULL;
+	struct mcp_error e;
+	enum mcp_status st;
+	long long end = vtime_mono_ms() + budget_ms;
+	size_t i;
+
+	if (a == NULL)
+		return;
+	for (i = 0; i < a->n; i++) {
+		struct agent *g = &a->a[i];
+
+		mcp_session_info(g->mcp, version, sizeof(version), session, sizeof(session));
+		if (session[0] == '\0')
+			continue;
+		if (http == NULL && (http = httpc_new()) == NULL)
+			break;
+		st = mcp_session_end(g->mcp, http, end - vtime_mono_ms(), &e);
+		if (st == MCP_OK)
+			log_agent(LOG_LVL_DEBUG, "agent session ended", g, NULL, "ok", 0, NULL);
+		else
+			log_agent(LOG_LVL_INFO, "agent session not ended", g, NULL, mcp_status_text(st),
+			    0, e.text);
+	}
+	httpc_free(http);
 }
 
 /* Fetches the tool list of `g` into its cache unless another thread just did. */

@@ -12,6 +12,7 @@
 #define AGENTS_LIST_RETRY_MS 5000           /* after a failed tools/list, wait before another */
 #define AGENTS_RESULT_MAX (64 * 1024)       /* bytes of one tool result given to the model */
 #define AGENTS_TOOL_NAME_MAX 64             /* OpenAI's limit on a function name */
+#define AGENTS_END_SESSIONS_MS 1000         /* at exit, for every session DELETE in all */
 
 struct circuits;
 struct conf;
@@ -67,6 +68,14 @@ struct agents *agents_open(const struct conf *conf, struct circuits *circuits,
 
 /* Frees the agents (no thread may be using them). Accepts NULL. */
 void agents_close(struct agents *a);
+
+/*
+ * At exit: ends the MCP session of every agent that has one (HTTP DELETE, as
+ * the spec asks of a client that is done), one agent after the other, all
+ * within `budget_ms` in all: an agent that does not answer in time only
+ * loses the courtesy. No thread may be calling the agents. Accepts NULL.
+ */
+void agents_end_sessions(struct agents *a, long long budget_ms);
 
 /* Agents defined, and how many of them are enabled. */
 size_t agents_count(const struct agents *a);

@@ -159,6 +159,7 @@ app_destroy(struct app *app)
 	trace_stop();
 	auth_close(app->auth);
 	ratelimit_close(app->rl);
+	agents_end_sessions(app->agents, AGENTS_END_SESSIONS_MS);
 	agents_close(app->agents);
 	store_close(app->store);
 	circuits_close(app->circuits);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 enum cfg_type {
 	CFG_STR,    /* free text */
@@ -56,6 +57,7 @@ static struct json_object *url_redacted(const char *url);
 /* NOTE: the JSON key of a setting is its name in lower case without VALERIE_. */
 static const struct cfg_field fields[] = {
 	{"VALERIE_ENV", NULL, CFG_ENUM, "development", 0, 0, envs, S(env), NULL},
+	{"VALERIE_ENV_FILE", NULL, CFG_STR, NULL, 0, 0, NULL, S(env_file), NULL},
 	{"LOG_LEVEL", NULL, CFG_STR, "info", 0, 0, NULL, S(log_level), check_log_level},
 	{"VALERIE_THREADS", NULL, CFG_INT, "8", 1, 1024, NULL, S(threads), NULL},
 	{"VALERIE_WORKERS", NULL, CFG_INT, "2", 1, 256, NULL, S(workers), NULL},
@@ -281,6 +283,31 @@ static const char *const placeholders[] = {
  * a JWT secret that is short or copied from an example, CORS open to every
  * origin. (Key files readable by others are refused when auth loads them.)
  */
+/*
+ * The env file the launcher loaded (VALERIE_ENV_FILE) holds the secrets: with
+ * VALERIE_ENV=production it must exist and grant others nothing (mode & 007
+ * == 0; its group may read it, as systemd's root:valerie 0640). NOTE: the
+ * worker sees only its environment, so this is the one way to look at it.
+ */
+static enum conf_status
+check_env_file(const char *path, char *err, size_t errlen)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) != 0) {
+		snprintf(err, errlen, "VALERIE_ENV_FILE: cannot stat %.200s (%s): refused with "
+		    "VALERIE_ENV=production", path, strerror(errno));
+		return CONF_INVALID;
+	}
+	if ((sb.st_mode & (S_IRWXO)) != 0) {
+		snprintf(err, errlen, "VALERIE_ENV_FILE: %.200s is open to others (mode %04o; chmod "
+		    "600 or 640 it): refused with VALERIE_ENV=production", path,
+		    (unsigned)(sb.st_mode & 07777));
+		return CONF_INVALID;
+	}
+	return CONF_OK;
+}
+
 static enum conf_status
 check_production(const struct conf *cfg, char *err, size_t errlen)
 {
@@ -306,6 +333,8 @@ check_production(const struct conf *cfg, char *err, size_t errlen)
 	}
 	if (strcmp(cfg->env, "production") != 0)
 		return CONF_OK;
+	if (cfg->env_file != NULL && check_env_file(cfg->env_file, err, errlen) != CONF_OK)
+		return CONF_INVALID;
 	if (strcmp(cfg->auth, "none") == 0) {
 		snprintf(err, errlen, "VALERIE_AUTH: none is refused with VALERIE_ENV=production "
 		    "(use jwt, apikey or jwt,apikey)");

@@ -13,6 +13,7 @@ struct json_object;
  */
 struct conf {
 	const char *env;                 /* VALERIE_ENV: development | production */
+	const char *env_file;            /* VALERIE_ENV_FILE: the env file the launcher loaded */
 	const char *log_level;           /* LOG_LEVEL: debug | info | warning | error */
 	long long threads;               /* VALERIE_THREADS: per worker process */
 	long long workers;               /* VALERIE_WORKERS: processes in the pool */

@@ -42,15 +42,9 @@ struct snapshot {
 
 /* One HTTP exchange: the answer as it arrives. */
 struct exchange {
-	struct mcp_client *c;
 	const struct mcp_opts *o;
 	struct httpc_response *resp;
-	long long want_id;           /* the id of the request; 0 for a notification */
-	int mode;                    /* 0: nothing yet, 1: JSON body, 2: SSE */
-	struct buf body;
-	struct sse_parser sse;
-	int sse_failed;
-	struct json_object *answer;  /* the JSON-RPC response whose id matches */
+	struct mcp_reader r;
 	char session[MCP_SESSION_ID_MAX + 1];
 	int session_bad;
 };
@@ -147,7 +141,7 @@ id_matches(struct json_object *id, long long want)
  * found.
  */
 static int
-consider(struct exchange *x, struct json_object *msg)
+consider(struct mcp_reader *r, struct json_object *msg)
 {
 	struct json_object *id, *method;
 	size_t i, n;
@@ -155,7 +149,7 @@ consider(struct exchange *x, struct json_object *msg)
 	if (json_object_is_type(msg, json_type_array)) {
 		n = json_object_array_length(msg);
 		for (i = 0; i < n; i++)
-			if (consider(x, json_object_array_get_idx(msg, i)))
+			if (consider(r, json_object_array_get_idx(msg, i)))
 				return 1;
 		return 0;
 	}
@@ -164,23 +158,23 @@ consider(struct exchange *x, struct json_object *msg)
 	if (json_object_object_get_ex(msg, "method", &method)) {
 		if (json_object_is_type(method, json_type_string) &&
 		    strcmp(json_object_get_string(method), "notifications/tools/list_changed") == 0)
-			atomic_store(&x->c->list_changed, 1);
+			r->list_changed = 1;
 		return 0;
 	}
-	if (x->answer != NULL || x->want_id == 0 || !json_object_object_get_ex(msg, "id", &id) ||
-	    !id_matches(id, x->want_id))
+	if (r->answer != NULL || r->want_id == 0 || !json_object_object_get_ex(msg, "id", &id) ||
+	    !id_matches(id, r->want_id))
 		return 0;
 	if (!json_object_object_get_ex(msg, "result", NULL) &&
 	    !json_object_object_get_ex(msg, "error", NULL))
 		return 0;
-	x->answer = json_object_get(msg);
+	r->answer = json_object_get(msg);
 	return 1;
 }
 
 static int
 on_event(void *p, const char *event, const char *data, size_t len)
 {
-	struct exchange *x = p;
+	struct mcp_reader *r = p;
 	struct json_object *msg;
 	int found;
 
@@ -190,28 +184,134 @@ on_event(void *p, const char *event, const char *data, size_t len)
 	msg = mcp_json_parse(data, len);
 	if (msg == NULL)
 		return 0;   /* not JSON: not ours to judge; the answer may still come */
-	found = consider(x, msg);
+	found = consider(r, msg);
 	json_object_put(msg);
 	return found;
+}
+
+void
+mcp_reader_init(struct mcp_reader *r, long long want_id)
+{
+	memset(r, 0, sizeof(*r));
+	r->want_id = want_id;
+	sse_init(&r->sse, on_event, r);
+}
+
+void
+mcp_reader_free(struct mcp_reader *r)
+{
+	json_object_put(r->answer);
+	r->answer = NULL;
+	sse_free(&r->sse);
+	buf_free(&r->body);
+}
+
+int
+mcp_reader_feed(struct mcp_reader *r, const char *content_type, const char *data, size_t len)
+{
+	int rc;
+
+	if (r->failed)
+		return -1;
+	if (r->answer != NULL)
+		return 1;
+	if (r->mode == 0)
+		r->mode = content_type != NULL &&
+		    strncasecmp(content_type, "text/event-stream", 17) == 0 ? 2 : 1;
+	if (r->mode == 1) {
+		buf_append(&r->body, data, len);
+		if (r->body.oom) {
+			r->failed = 1;
+			return -1;
+		}
+		return 0;
+	}
+	rc = sse_feed(&r->sse, data, len);
+	if (rc == -1) {
+		r->failed = 1;
+		return -1;
+	}
+	/* Stop at the answer: nothing after it concerns this request. */
+	return rc != 0 ? 1 : 0;
+}
+
+/*
+ * Splits a JSON-RPC answer: MCP_OK with *result (caller puts), or MCP_RPC with
+ * the error's code and message in `err`.
+ */
+static enum mcp_status
+answer_result(struct json_object *answer, struct json_object **result, struct mcp_error *err)
+{
+	struct json_object *e, *v;
+
+	*result = NULL;
+	if (json_object_object_get_ex(answer, "error", &e)) {
+		err->rpc_code = json_object_object_get_ex(e, "code", &v) ? json_object_get_int64(v) : 0;
+		snprintf(err->text, sizeof(err->text), "%.200s (JSON-RPC error %lld)",
+		    json_object_object_get_ex(e, "message", &v) &&
+		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) :
+		    "no message", err->rpc_code);
+		return MCP_RPC;
+	}
+	json_object_object_get_ex(answer, "result", &v);
+	*result = json_object_get(v);
+	return MCP_OK;
+}
+
+enum mcp_status
+mcp_reader_finish(struct mcp_reader *r, struct json_object **result, struct mcp_error *err)
+{
+	struct json_object *doc;
+
+	*result = NULL;
+	if (r->failed) {
+		if (r->body.oom) {
+			snprintf(err->text, sizeof(err->text), "out of memory");
+			return MCP_NOMEM;
+		}
+		snprintf(err->text, sizeof(err->text),
+		    "an event stream line or event larger than allowed");
+		return MCP_PROTOCOL;
+	}
+	if (r->mode != 2 && r->answer == NULL) {
+		doc = mcp_json_parse(r->body.data != NULL ? r->body.data : "", r->body.len);
+		if (doc != NULL)
+			consider(r, doc);
+		json_object_put(doc);
+	}
+	if (r->answer == NULL) {
+		snprintf(err->text, sizeof(err->text), "%s", r->mode == 2 ?
+		    "the event stream ended without the answer" :
+		    "the answer is not the JSON-RPC response expected");
+		return MCP_PROTOCOL;
+	}
+	return answer_result(r->answer, result, err);
+}
+
+enum mcp_status
+mcp_parse_answer(const char *content_type, const char *body, size_t len, long long want_id,
+    struct json_object **result, int *list_changed, struct mcp_error *err)
+{
+	struct mcp_reader r;
+	enum mcp_status st;
+
+	mcp_reader_init(&r, want_id);
+	/* As over HTTP: an empty body is never fed, whatever its type. */
+	if (len > 0)
+		mcp_reader_feed(&r, content_type, body, len);
+	st = mcp_reader_finish(&r, result, err);
+	if (list_changed != NULL)
+		*list_changed = r.list_changed;
+	mcp_reader_free(&r);
+	return st;
 }
 
 static int
 on_data(void *p, const char *data, size_t len)
 {
 	struct exchange *x = p;
-	int rc;
 
-	if (x->mode == 0)
-		x->mode = strncasecmp(x->resp->content_type, "text/event-stream", 17) == 0 ? 2 : 1;
-	if (x->mode == 1) {
-		buf_append(&x->body, data, len);
-		return x->body.oom ? 1 : 0;
-	}
-	rc = sse_feed(&x->sse, data, len);
-	if (rc == -1)
-		x->sse_failed = 1;
-	/* Stop at the answer: nothing after it concerns this request. */
-	return rc != 0 ? 1 : 0;
+	return mcp_reader_feed(&x->r, x->resp->content_type, data, len) != 0;
 }
 
 static void
@@ -268,12 +368,13 @@ body_reason(const struct httpc_response *r, char *out, size_t outlen)
 /*
  * One POST of `body` with the session of `s` (empty fields: none sent).
  * `want_id` is the request's id (0 for a notification: a 2xx is enough).
- * On MCP_OK with a request, *answer is the matching response (caller
- * puts). `session_out` (may be NULL) gets the Mcp-Session-Id the server sent.
+ * On MCP_OK with a request, *result is the matching response's result
+ * (caller puts); a JSON-RPC error is MCP_RPC. `session_out` (may be NULL)
+ * gets the Mcp-Session-Id the server sent.
  */
 static enum mcp_status
 exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
-    const struct snapshot *s, const char *body, long long want_id, struct json_object **answer,
+    const struct snapshot *s, const char *body, long long want_id, struct json_object **result,
     char *session_out, struct mcp_error *err)
 {
 	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160], reason[200];
@@ -286,7 +387,7 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	long long total = o->timeout_ms, left;
 	size_t h = 0;
 
-	*answer = NULL;
+	*result = NULL;
 	if (o->deadline_ms > 0) {
 		left = o->deadline_ms - vtime_mono_ms();
 		if (left <= 0) {
@@ -313,11 +414,9 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	headers[h] = NULL;
 
 	memset(&x, 0, sizeof(x));
-	x.c = c;
 	x.o = o;
 	x.resp = &r;
-	x.want_id = want_id;
-	sse_init(&x.sse, on_event, &x);
+	mcp_reader_init(&x.r, want_id);
 	memset(&hr, 0, sizeof(hr));
 	hr.method = "POST";
 	hr.url = c->url;
@@ -336,7 +435,9 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	hres = httpc_perform(http, &hr, &r, why, sizeof(why));
 	err->sent = hres != HTTPC_CONNECT;
 	err->http_status = r.status;
-	if (hres == HTTPC_ABORTED && x.answer != NULL)
+	if (x.r.list_changed)
+		atomic_store(&c->list_changed, 1);
+	if (hres == HTTPC_ABORTED && x.r.answer != NULL)
 		hres = HTTPC_OK;
 	switch (hres) {
 	case HTTPC_OK:
@@ -364,15 +465,8 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		snprintf(err->text, sizeof(err->text), "out of memory");
 		goto out;
 	case HTTPC_ABORTED:
-		if (x.body.oom) {
-			st = MCP_NOMEM;
-			snprintf(err->text, sizeof(err->text), "out of memory");
-		} else {
-			st = MCP_PROTOCOL;
-			snprintf(err->text, sizeof(err->text), "%s",
-			    x.sse_failed ? "an event stream line or event larger than allowed" :
-			    "the answer could not be read");
-		}
+		/* Stopped without the answer: the reader failed, and says why. */
+		st = mcp_reader_finish(&x.r, result, err);
 		goto out;
 	default:
 		snprintf(err->text, sizeof(err->text), "%s", why);
@@ -394,29 +488,10 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		}
 		memcpy(session_out, x.session, sizeof(x.session));
 	}
-	if (want_id == 0)
-		goto out;
-	if (x.mode == 1 && x.answer == NULL) {
-		struct json_object *doc = mcp_json_parse(x.body.data != NULL ? x.body.data : "",
-		    x.body.len);
-
-		if (doc != NULL)
-			consider(&x, doc);
-		json_object_put(doc);
-	}
-	if (x.answer == NULL) {
-		snprintf(err->text, sizeof(err->text), "%s", x.mode == 2 ?
-		    "the event stream ended without the answer" :
-		    "the answer is not the JSON-RPC response expected");
-		st = MCP_PROTOCOL;
-		goto out;
-	}
-	*answer = x.answer;
-	x.answer = NULL;
+	if (want_id != 0)
+		st = mcp_reader_finish(&x.r, result, err);
 out:
-	json_object_put(x.answer);
-	sse_free(&x.sse);
-	buf_free(&x.body);
+	mcp_reader_free(&x.r);
 	httpc_response_free(&r);
 	return st;
 }
@@ -446,35 +521,12 @@ text_of(struct json_object *m)
 	    JSON_C_TO_STRING_NOSLASHESCAPE);
 }
 
-/*
- * Splits a JSON-RPC answer: MCP_OK with *result (caller puts), or MCP_RPC with
- * the error's code and message in `err`.
- */
-static enum mcp_status
-answer_result(struct json_object *answer, struct json_object **result, struct mcp_error *err)
-{
-	struct json_object *e, *v;
-
-	*result = NULL;
-	if (json_object_object_get_ex(answer, "error", &e)) {
-		err->rpc_code = json_object_object_get_ex(e, "code", &v) ? json_object_get_int64(v) : 0;
-		snprintf(err->text, sizeof(err->text), "%.200s (JSON-RPC error %lld)",
-		    json_object_object_get_ex(e, "message", &v) &&
-		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) :
-		    "no message", err->rpc_code);
-		return MCP_RPC;
-	}
-	json_object_object_get_ex(answer, "result", &v);
-	*result = json_object_get(v);
-	return MCP_OK;
-}
-
 /* initialize, then notifications/initialized; fills `s` with the new session. */
 static enum mcp_status
 initialize(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     struct snapshot *s, struct mcp_error *err)
 {
-	struct json_object *params = NULL, *caps, *info, *msg = NULL, *answer = NULL, *res = NULL, *v;
+	struct json_object *params = NULL, *caps, *info, *msg = NULL, *res = NULL, *none_res = NULL, *v;
 	struct snapshot none;
 	enum mcp_status st = MCP_NOMEM;
 	const char *version;
@@ -498,10 +550,7 @@ initialize(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	msg = message(id, "initialize", params);
 	if (msg == NULL)
 		goto out;
-	st = exchange(c, http, o, &none, text_of(msg), id, &answer, s->session, err);
-	if (st != MCP_OK)
-		goto out;
-	st = answer_result(answer, &res, err);
+	st = exchange(c, http, o, &none, text_of(msg), id, &res, s->session, err);
 	if (st != MCP_OK)
 		goto out;
 	version = json_object_object_get_ex(res, "protocolVersion", &v) &&
@@ -519,8 +568,7 @@ initialize(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		st = MCP_NOMEM;
 		goto out;
 	}
-	json_object_put(answer);
-	st = exchange(c, http, o, s, text_of(msg), 0, &answer, NULL, err);
+	st = exchange(c, http, o, s, text_of(msg), 0, &none_res, NULL, err);
 out:
 	if (st != MCP_OK && st != MCP_NOMEM) {
 		char text[sizeof(err->text)];
@@ -531,7 +579,7 @@ out:
 		snprintf(err->text, sizeof(err->text), "out of memory");
 	}
 	json_object_put(res);
-	json_object_put(answer);
+	json_object_put(none_res);
 	json_object_put(msg);
 	json_object_put(params);
 	return st;
@@ -603,11 +651,79 @@ session_forget(struct mcp_client *c, unsigned long generation)
 }
 
 enum mcp_status
+mcp_session_end(struct mcp_client *c, struct httpc *http, long long timeout_ms,
+    struct mcp_error *err)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160];
+	const char *headers[3];
+	struct httpc_request hr;
+	struct httpc_response r;
+	struct snapshot s;
+	enum httpc_result hres;
+	enum mcp_status st = MCP_OK;
+	int have;
+
+	memset(err, 0, sizeof(*err));
+	memset(&s, 0, sizeof(s));
+	pthread_mutex_lock(&c->lock);
+	have = snapshot_ready(c, &s) && s.session[0] != '\0';
+	c->ready = 0;
+	c->session[0] = '\0';
+	pthread_mutex_unlock(&c->lock);
+	if (!have)
+		return MCP_OK;
+	if (timeout_ms <= 0) {
+		snprintf(err->text, sizeof(err->text), "no time left to end the session");
+		return MCP_TIMEOUT;
+	}
+	snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", s.session);
+	snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", s.version);
+	headers[0] = hsession;
+	headers[1] = hversion;
+	headers[2] = NULL;
+	memset(&hr, 0, sizeof(hr));
+	hr.method = "DELETE";
+	hr.url = c->url;
+	hr.headers = headers;
+	hr.body = "";
+	hr.total_timeout_ms = (long)timeout_ms;
+	hr.connect_timeout_ms = (long)timeout_ms;
+	hr.max_bytes = 4096;   /* the answer is not read: only its status counts */
+	hres = httpc_perform(http, &hr, &r, why, sizeof(why));
+	err->sent = hres != HTTPC_CONNECT;
+	err->http_status = r.status;
+	switch (hres) {
+	case HTTPC_OK:
+	case HTTPC_TOO_LARGE:
+		if ((r.status < 200 || r.status > 299) && r.status != 405) {
+			snprintf(err->text, sizeof(err->text), "HTTP %ld", r.status);
+			st = MCP_HTTP;
+		}
+		break;
+	case HTTPC_CONNECT:
+		snprintf(err->text, sizeof(err->text), "%s", why);
+		st = MCP_UNREACHABLE;
+		break;
+	case HTTPC_TIMEOUT:
+	case HTTPC_FIRST_BYTE_TIMEOUT:
+		snprintf(err->text, sizeof(err->text), "no answer within %lld ms", timeout_ms);
+		st = MCP_TIMEOUT;
+		break;
+	default:
+		snprintf(err->text, sizeof(err->text), "%s", why);
+		st = MCP_BROKEN;
+		break;
+	}
+	httpc_response_free(&r);
+	return st;
+}
+
+enum mcp_status
 mcp_request(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     const char *method, struct json_object *params, struct json_object **result,
     struct mcp_error *err)
 {
-	struct json_object *msg, *answer = NULL;
+	struct json_object *msg;
 	struct snapshot s;
 	enum mcp_status st;
 	long long id;
@@ -627,7 +743,7 @@ mcp_request(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 			snprintf(err->text, sizeof(err->text), "out of memory");
 			return MCP_NOMEM;
 		}
-		st = exchange(c, http, o, &s, text_of(msg), id, &answer, NULL, err);
+		st = exchange(c, http, o, &s, text_of(msg), id, result, NULL, err);
 		json_object_put(msg);
 		/*
 		 * NOTE: the spec answers an unknown session with 404; some servers
@@ -642,10 +758,6 @@ mcp_request(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		}
 		break;
 	}
-	if (st != MCP_OK)
-		return st;
-	st = answer_result(answer, result, err);
-	json_object_put(answer);
 	return st;
 }
 
@@ -666,12 +778,39 @@ tool_ok(struct json_object *tool)
 }
 
 enum mcp_status
+mcp_tools_page(struct json_object *result, struct json_object *all, struct json_object **next,
+    struct mcp_error *err)
+{
+	struct json_object *list, *t, *cursor;
+	size_t i, n;
+
+	*next = NULL;
+	if (!json_object_object_get_ex(result, "tools", &list) ||
+	    !json_object_is_type(list, json_type_array)) {
+		snprintf(err->text, sizeof(err->text), "tools/list answered without a tools array");
+		return MCP_PROTOCOL;
+	}
+	n = json_object_array_length(list);
+	for (i = 0; i < n && json_object_array_length(all) < MCP_TOOLS_MAX; i++) {
+		t = json_object_array_get_idx(list, i);
+		if (tool_ok(t) && json_object_array_add(all, json_object_get(t)) != 0) {
+			json_object_put(t);
+			snprintf(err->text, sizeof(err->text), "out of memory");
+			return MCP_NOMEM;
+		}
+	}
+	if (json_object_object_get_ex(result, "nextCursor", &cursor) &&
+	    json_object_is_type(cursor, json_type_string) && json_object_get_string_len(cursor) > 0)
+		*next = cursor;
+	return MCP_OK;
+}
+
+enum mcp_status
 mcp_list_tools(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     struct json_object **tools, struct mcp_error *err)
 {
-	struct json_object *all, *params = NULL, *res = NULL, *list, *next, *t;
+	struct json_object *all, *params = NULL, *res = NULL, *next;
 	enum mcp_status st = MCP_OK;
-	size_t i, n;
 	int page;
 
 	*tools = NULL;
@@ -685,26 +824,8 @@ mcp_list_tools(struct mcp_client *c, struct httpc *http, const struct mcp_opts *
 		params = NULL;
 		if (st != MCP_OK)
 			break;
-		if (!json_object_object_get_ex(res, "tools", &list) ||
-		    !json_object_is_type(list, json_type_array)) {
-			snprintf(err->text, sizeof(err->text), "tools/list answered without a tools array");
-			st = MCP_PROTOCOL;
-			break;
-		}
-		n = json_object_array_length(list);
-		for (i = 0; i < n && json_object_array_length(all) < MCP_TOOLS_MAX; i++) {
-			t = json_object_array_get_idx(list, i);
-			if (tool_ok(t) && json_object_array_add(all, json_object_get(t)) != 0) {
-				json_object_put(t);
-				st = MCP_NOMEM;
-				break;
-			}
-		}
-		if (st != MCP_OK)
-			break;
-		if (!json_object_object_get_ex(res, "nextCursor", &next) ||
-		    !json_object_is_type(next, json_type_string) ||
-		    json_object_get_string_len(next) == 0)
+		st = mcp_tools_page(res, all, &next, err);
+		if (st != MCP_OK || next == NULL)
 			break;
 		params = json_object_new_object();
 		if (params == NULL || json_object_object_add(params, "cursor",
@@ -757,13 +878,41 @@ content_text(struct buf *out, struct json_object *item)
 }
 
 enum mcp_status
+mcp_tool_result_parse(struct json_object *result, struct mcp_tool_result *out,
+    struct mcp_error *err)
+{
+	struct json_object *content, *v;
+	size_t i, n;
+
+	memset(out, 0, sizeof(*out));
+	if (!json_object_is_type(result, json_type_object)) {
+		snprintf(err->text, sizeof(err->text), "tools/call answered without a result object");
+		return MCP_PROTOCOL;
+	}
+	out->is_error = json_object_object_get_ex(result, "isError", &v) &&
+	    json_object_get_boolean(v);
+	if (json_object_object_get_ex(result, "content", &content) &&
+	    json_object_is_type(content, json_type_array)) {
+		n = json_object_array_length(content);
+		for (i = 0; i < n; i++)
+			content_text(&out->text, json_object_array_get_idx(content, i));
+	}
+	if (out->text.len == 0 && json_object_object_get_ex(result, "structuredContent", &v))
+		buf_puts(&out->text, text_of(v));
+	if (out->text.oom) {
+		snprintf(err->text, sizeof(err->text), "out of memory");
+		return MCP_NOMEM;
+	}
+	return MCP_OK;
+}
+
+enum mcp_status
 mcp_call_tool(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     const char *name, struct json_object *arguments, struct mcp_tool_result *out,
     struct mcp_error *err)
 {
-	struct json_object *params, *res = NULL, *content, *v;
+	struct json_object *params, *res = NULL;
 	enum mcp_status st;
-	size_t i, n;
 
 	memset(out, 0, sizeof(*out));
 	memset(err, 0, sizeof(*err));
@@ -778,29 +927,10 @@ mcp_call_tool(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o
 	}
 	st = mcp_request(c, http, o, "tools/call", params, &res, err);
 	json_object_put(params);
-	if (st != MCP_OK)
-		return st;
-	if (!json_object_is_type(res, json_type_object)) {
-		json_object_put(res);
-		snprintf(err->text, sizeof(err->text), "tools/call answered without a result object");
-		return MCP_PROTOCOL;
-	}
-	out->is_error = json_object_object_get_ex(res, "isError", &v) &&
-	    json_object_get_boolean(v);
-	if (json_object_object_get_ex(res, "content", &content) &&
-	    json_object_is_type(content, json_type_array)) {
-		n = json_object_array_length(content);
-		for (i = 0; i < n; i++)
-			content_text(&out->text, json_object_array_get_idx(content, i));
-	}
-	if (out->text.len == 0 && json_object_object_get_ex(res, "structuredContent", &v))
-		buf_puts(&out->text, text_of(v));
+	if (st == MCP_OK)
+		st = mcp_tool_result_parse(res, out, err);
 	json_object_put(res);
-	if (out->text.oom) {
-		snprintf(err->text, sizeof(err->text), "out of memory");
-		return MCP_NOMEM;
-	}
-	return MCP_OK;
+	return st;
 }
 
 void

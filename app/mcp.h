@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "sse.h"
 
 #define MCP_PROTOCOL_LATEST "2025-11-25"   /* offered at initialize */
 #define MCP_PROTOCOL_OLDER "2025-06-18"    /* also accepted in the answer */
@@ -102,10 +103,30 @@ enum mcp_status mcp_call_tool(struct mcp_client *c, struct httpc *http, const st
 void mcp_tool_result_free(struct mcp_tool_result *r);
 
 /*
+ * A tools/call `result` (borrowed) as the model gets it: the text of each
+ * content item joined by newlines (text, embedded text resources, a mention
+ * of images, audio, blobs and links), else structuredContent as JSON; and
+ * isError. MCP_PROTOCOL when `result` is not an object, MCP_NOMEM. Free
+ * `out` with mcp_tool_result_free whatever the status.
+ */
+enum mcp_status mcp_tool_result_parse(struct json_object *result, struct mcp_tool_result *out,
+    struct mcp_error *err);
+
+/*
  * Whether a `notifications/tools/list_changed` was seen in an answer since
  * the last call of this function (which clears it).
  */
 int mcp_take_list_changed(struct mcp_client *c);
+
+/*
+ * Ends the session, if there is one: forgets it (the next call initializes
+ * anew) and sends the server HTTP DELETE with its Mcp-Session-Id, waiting at
+ * most `timeout_ms` (connect included; <= 0: nothing is sent). MCP_OK also
+ * when there was no session, or when the server answers 405 (it does not let
+ * clients end sessions). Thread-safe; `http` is the calling thread's handle.
+ */
+enum mcp_status mcp_session_end(struct mcp_client *c, struct httpc *http, long long timeout_ms,
+    struct mcp_error *err);
 
 /* The negotiated protocol version and session id now, copied ("" when none). */
 void mcp_session_info(struct mcp_client *c, char *version, size_t vlen, char *session,
@@ -115,5 +136,65 @@ const char *mcp_status_text(enum mcp_status s);
 
 /* Parses `len` bytes as one JSON value (nesting capped, blanks around allowed); NULL if not. Caller puts. */
 struct json_object *mcp_json_parse(const char *text, size_t len);
+
+/*
+ * Reading an answer (no I/O: the live client and tests/fuzz/fuzz_mcp.c run
+ * this same code). The body of one POST is a JSON document or an SSE stream,
+ * as its Content-Type says; in a stream a priming event (empty data),
+ * notifications and requests from the server come before the JSON-RPC
+ * response whose id is ours, and only that response counts. Plain data:
+ * mcp_reader_init, mcp_reader_feed as bytes arrive, mcp_reader_finish,
+ * mcp_reader_free.
+ */
+struct mcp_reader {
+	long long want_id;           /* the id of our request; 0 for a notification */
+	int mode;                    /* 0: nothing yet, 1: JSON body, 2: SSE */
+	int failed;                  /* an SSE line or event over its cap, or out of memory */
+	int list_changed;            /* a notifications/tools/list_changed went by */
+	struct buf body;             /* the JSON body so far */
+	struct sse_parser sse;
+	struct json_object *answer;  /* the JSON-RPC response whose id matches */
+};
+
+void mcp_reader_init(struct mcp_reader *r, long long want_id);
+
+/*
+ * Feeds `len` bytes of the body (any split). `content_type` (NULL: JSON) is
+ * looked at by the first call only: text/event-stream is read as SSE,
+ * anything else as one JSON document. Returns 0 to go on, 1 once the answer
+ * has been found (nothing after it concerns the request), -1 when the
+ * reader failed (r->failed; mcp_reader_finish says why).
+ */
+int mcp_reader_feed(struct mcp_reader *r, const char *content_type, const char *data, size_t len);
+
+/*
+ * The outcome once the body has ended (or the reader stopped): MCP_OK with
+ * *result the response's `result` (caller puts; JSON null when the server
+ * sent null), MCP_RPC with the error's code and message in `err`,
+ * MCP_PROTOCOL when no response to our id came (or an SSE line was too
+ * long), MCP_NOMEM. Sets err->text, err->rpc_code only.
+ */
+enum mcp_status mcp_reader_finish(struct mcp_reader *r, struct json_object **result,
+    struct mcp_error *err);
+
+/* Frees what the reader holds (not the struct). Accepts a zeroed reader. */
+void mcp_reader_free(struct mcp_reader *r);
+
+/*
+ * One whole answer body at once: mcp_reader_feed of all `len` bytes (none
+ * when `len` is 0, as over HTTP), then mcp_reader_finish. *list_changed (may be NULL) says whether a
+ * tools/list_changed notification was in it. The caller caps `len`.
+ */
+enum mcp_status mcp_parse_answer(const char *content_type, const char *body, size_t len,
+    long long want_id, struct json_object **result, int *list_changed, struct mcp_error *err);
+
+/*
+ * A tools/list `result` (borrowed): appends its tools with a valid name to
+ * the array `all` (up to MCP_TOOLS_MAX in all, others dropped) and points
+ * *next at its nextCursor string (borrowed from `result`; NULL when none,
+ * or empty). MCP_PROTOCOL when there is no tools array, MCP_NOMEM.
+ */
+enum mcp_status mcp_tools_page(struct json_object *result, struct json_object *all,
+    struct json_object **next, struct mcp_error *err);
 
 #endif

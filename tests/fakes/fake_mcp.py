@@ -3,17 +3,20 @@ what a real server cannot do on demand: answers as JSON or SSE (with or without 
 event, with progress and list_changed notifications before the result), forgetting its
 sessions (404, or the 400 some servers send), a chosen protocol version, paginated tool
 lists, isError results, JSON-RPC errors, slow tools, failing tools, idempotent and
-non-idempotent tools, oversized answers; and it counts every call.
+non-idempotent tools, oversized answers, sessions ended by DELETE (or refused with 405,
+or answered late); and it counts every call.
 
 Control (JSON): POST /_control/config {key: value} merges into the settings below,
 POST /_control/forget drops every session, POST /_control/reset forgets everything,
-GET /_control/stats returns the counters.
+GET /_control/stats returns the counters (`deletes`: the session ids DELETE ended or
+was asked to end, in order).
 
 Settings: sse (bool), priming (bool), notify ("progress" | "list_changed" | null: sent
 before the result), version (answer to initialize; default: the one offered),
 forget_status (404 or 400), page_size (tools per tools/list page), slow_seconds,
 fail_first (how many calls of the flaky tools answer 503), big_bytes, extra_tools (a list
-of names to add)."""
+of names to add), delete_status (what DELETE answers: 200 ends the session, 405 says
+clients may not), delete_seconds (how long DELETE waits before answering)."""
 import argparse
 import json
 import os
@@ -24,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
-            "big_bytes": 1000, "extra_tools": []}
+            "big_bytes": 1000, "extra_tools": [], "delete_status": 200, "delete_seconds": 0}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
 STATE = {}
@@ -34,7 +37,7 @@ def reset():
     with LOCK:
         STATE.clear()
         STATE.update(config=dict(DEFAULTS), sessions={}, next_session=1, calls={},
-                     initialize=0, initialized=0, requests=[], bad_headers=[])
+                     initialize=0, initialized=0, requests=[], bad_headers=[], deletes=[])
 
 
 reset()
@@ -107,10 +110,34 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/stats":
             with LOCK:
                 self.send(200, {k: STATE[k] for k in ("calls", "initialize", "initialized",
-                                                      "requests", "bad_headers")} |
+                                                      "requests", "bad_headers", "deletes")} |
                           {"sessions": list(STATE["sessions"])})
             return
         self.send(405, {"error": "GET streams are not offered"})
+
+    def do_DELETE(self):
+        """Ends the session named by Mcp-Session-Id (the spec: 200, or 405 when the server
+        does not let clients end sessions; 404 for a session it does not know)."""
+        if self.path != "/mcp":
+            self.send(404, {"error": "not here"})
+            return
+        sid = self.headers.get("Mcp-Session-Id")
+        with LOCK:
+            cfg = dict(STATE["config"])
+            STATE["deletes"].append(sid)
+            known = sid in STATE["sessions"]
+        time.sleep(cfg["delete_seconds"])
+        if cfg["delete_status"] != 200:
+            self.send(cfg["delete_status"], {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32000, "message": "Method not allowed"}})
+            return
+        if not known:
+            self.send(404, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32001, "message": "Session not found"}})
+            return
+        with LOCK:
+            STATE["sessions"].pop(sid, None)
+        self.send(200)
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)

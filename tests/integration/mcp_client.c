@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mcp.h"
 #include "metrics.h"
+#include "vtime.h"
 
 #include <json-c/json.h>
 #include <pthread.h>
@@ -28,11 +29,13 @@
  *   health                        agents_health_json
  *   metrics                       the exposition after agents_metrics_scrape
  *   wait-file PATH                waits until PATH exists (the test acts meanwhile)
- *   mcp.list | mcp.call TOOL ARGS | mcp.request METHOD PARAMS
+ *   end-sessions                  agents_end_sessions, as the worker at exit (timed)
+ *   mcp.list | mcp.call TOOL ARGS | mcp.request METHOD PARAMS | mcp.end
  *                                 the raw client on $VALERIE_TEST_MCP_URL (answer cap
- *                                 $VALERIE_TEST_MCP_MAX_BYTES)
+ *                                 $VALERIE_TEST_MCP_MAX_BYTES); mcp.end is timed
  * The agents come from the environment (MCP_<NAME>_URL...), the breakers and
- * metrics live in $VALERIE_DATA_DIR.
+ * metrics live in $VALERIE_DATA_DIR. At exit the agents' sessions are ended
+ * as the worker ends them.
  */
 
 extern char **environ;
@@ -220,6 +223,12 @@ cmd_raw(char **argv, int argc)
 		json_object_object_add(o, "text", json_object_new_string_len(tr.text.data != NULL ?
 		    tr.text.data : "", (int)tr.text.len));
 		mcp_tool_result_free(&tr);
+	} else if (strcmp(argv[0], "mcp.end") == 0) {
+		long long t0 = vtime_mono_ms();
+
+		st = mcp_session_end(raw, http, opts.timeout_ms, &e);
+		o = raw_json(st, &e);
+		json_object_object_add(o, "ms", json_object_new_int64(vtime_mono_ms() - t0));
 	} else if (strcmp(argv[0], "mcp.request") == 0 && argc >= 3) {
 		params = mcp_json_parse(argv[2], strlen(argv[2]));
 		st = mcp_request(raw, http, &opts, argv[1], params, &res, &e);
@@ -246,6 +255,17 @@ cmd_metrics(void)
 	json_object_object_add(o, "metrics", json_object_new_string_len(b.data != NULL ?
 	    b.data : "", (int)b.len));
 	buf_free(&b);
+	print(o);
+}
+
+static void
+cmd_end_sessions(void)
+{
+	struct json_object *o = json_object_new_object();
+	long long t0 = vtime_mono_ms();
+
+	agents_end_sessions(agents, AGENTS_END_SESSIONS_MS);
+	json_object_object_add(o, "ms", json_object_new_int64(vtime_mono_ms() - t0));
 	print(o);
 }
 
@@ -317,6 +337,8 @@ main(int argc, char **argv)
 			cmd_metrics();
 		else if (strcmp(argv[i], "wait-file") == 0 && n >= 2)
 			cmd_wait_file(argv[i + 1]);
+		else if (strcmp(argv[i], "end-sessions") == 0)
+			cmd_end_sessions();
 		else if (strncmp(argv[i], "mcp.", 4) == 0)
 			cmd_raw(argv + i, n);
 		else {
@@ -327,6 +349,7 @@ main(int argc, char **argv)
 	}
 	agents_toolset_free(last);
 	mcp_client_free(raw);
+	agents_end_sessions(agents, AGENTS_END_SESSIONS_MS);
 	agents_close(agents);
 	httpc_free(http);
 	metrics_close();

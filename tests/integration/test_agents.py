@@ -11,6 +11,7 @@ the fake MCP server (tests/fakes/fake_mcp.py) and a dead one on a closed port.
   from the model; several calls in one step all run; the step limit ends with an answer
   from a last call without tools.
 - The rule is refused in production as a plain reply; streams carry the final text.
+- Stopping the pool ends every MCP session the workers opened (HTTP DELETE).
 """
 import json
 import os
@@ -92,6 +93,13 @@ try:
               and final.get("tool_calls", [{}])[0].get("tool") == "add",
               f"a streamed tool turn ends with done carrying the calls: "
               f"{[e['event'] for e in ev]}")
+
+    # Stopped: each worker ended the session it had opened with the agent.
+    s = mcp.stats()
+    opened = [f"fake-session-{i}" for i in range(1, s["initialize"] + 1)]
+    check(s["initialize"] >= 1 and sorted(s["deletes"]) == opened and s["sessions"] == [],
+          f"at stop the workers end their MCP sessions (DELETE): opened {opened}, "
+          f"ended {s['deletes']}, left {s['sessions']}")
 
     # --- the openai provider: mapped names, the model's own final text, the step limit ---
     env2 = dict(env, VALERIE_LLM_PROVIDER="openai", OPENAI_API_KEY="sk-test",

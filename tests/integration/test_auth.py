@@ -560,6 +560,41 @@ rc, out, err = valerie(["check-config"], dict(PROD, JWT_SECRET_KEY=secrets.token
 check(rc == 0, f"production with a random 32-byte secret: passes ({err.strip()[:100]})")
 rc, out, err = valerie(["check-config"], dict(PROD, CORS_ORIGINS="https://a.example,https://b.example"))
 check(rc == 0, f"production with listed CORS origins: passes ({err.strip()[:100]})")
+# The env file the launcher loaded (VALERIE_ENV_FILE, as scripts/valerie.service sets it):
+# it holds the secrets, so others may have nothing of it, and it must exist.
+env_file = os.path.join(TMP, "valerie.env")
+with open(env_file, "w") as f:
+    f.write(f"VALERIE_ENV=production\nJWT_SECRET_KEY={GOOD}\n")
+for mode in (0o644, 0o604, 0o602):
+    os.chmod(env_file, mode)
+    rc, out, err = valerie(["check-config"], dict(PROD, VALERIE_ENV_FILE=env_file))
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 78 and out == "" and len(lines) == 1 and "VALERIE_ENV_FILE" in lines[0] and
+          f"{mode:04o}" in lines[0] and "chmod" in lines[0],
+          f"production with an env file of mode {mode:04o}: refused in one line naming "
+          f"VALERIE_ENV_FILE (rc {rc} {err.strip()[:160]!r})")
+for mode in (0o600, 0o640):
+    os.chmod(env_file, mode)
+    rc, out, err = valerie(["check-config"], dict(PROD, VALERIE_ENV_FILE=env_file))
+    check(rc == 0, f"production with the env file at {mode:04o}: passes ({err.strip()[:100]})")
+rc, out, err = valerie(["check-config"], dict(PROD, VALERIE_ENV_FILE=env_file + ".gone"))
+check(rc == 78 and "VALERIE_ENV_FILE" in err and "cannot stat" in err,
+      f"production with an env file that does not exist: refused ({err.strip()[:120]!r})")
+rc, out, err = valerie(["check-config"], dict(PROD, VALERIE_ENV="development",
+                                              VALERIE_ENV_FILE=env_file + ".gone"))
+check(rc == 0, f"development does not look at VALERIE_ENV_FILE ({err.strip()[:100]})")
+os.chmod(env_file, 0o644)
+st = Stack(workers=1, threads=2, env=dict(PROD, VALERIE_ENV_FILE=env_file,
+                                          VALERIE_START_TIMEOUT="20"))
+r = st.script("start")
+check(r.returncode != 0 and "VALERIE_ENV_FILE" in r.stdout + r.stderr,
+      f"run-local.sh start with production and an env file of mode 0644: non-zero, names "
+      f"VALERIE_ENV_FILE (rc {r.returncode}: {(r.stdout + r.stderr).strip()[-200:]!r})")
+st.stop()
+keep_logs(st, "prod-envfile")
+shutil.rmtree(st.dir, ignore_errors=True)
+os.chmod(env_file, 0o600)
+
 open_priv = os.path.join(TMP, "open-priv.key")
 shutil.copy(RSA_PRIV, open_priv)
 os.chmod(open_priv, 0o644)

@@ -3,7 +3,8 @@ driver program tests/integration/mcp_client, against the real, unmodified
 @modelcontextprotocol/server-everything (pinned in tests/mcp/package-lock.json, bound to
 loopback) and against tests/fakes/fake_mcp.py for what a real server does not do on
 demand: JSON and SSE answers with priming events and notifications before the result,
-forgotten sessions (404 and 400), both protocol versions, pagination, isError results,
+forgotten sessions (404 and 400), sessions ended by DELETE (at exit, within a bound), both
+protocol versions, pagination, isError results,
 JSON-RPC errors, the answer cap, slow and failing tools counted at the server (retries only
 when the call never reached the agent or the tool is idempotent), the circuit opening and
 its half-open probe, tool-list refresh on list_changed, tool names mapped for OpenAI
@@ -221,6 +222,50 @@ def fake_protocol(fake):
           f"an SSE answer over the cap is refused: {r[0].get('error')}")
 
 
+def fake_session_end(fake):
+    """Ending sessions (the spec: a client that is done SHOULD send DELETE with its
+    Mcp-Session-Id; 405 means the server does not allow it): the raw call, and the agents
+    at exit, bounded in time."""
+    fake.reset()
+    r = drive(raw_env(fake.url), ("mcp.call", "echo", '{"message":"1"}'), ("mcp.end",),
+              ("mcp.end",), ("mcp.call", "echo", '{"message":"2"}'))
+    s = fake.stats()
+    check(r[1]["status"] == "ok" and r[1]["session"] == "" and
+          s["deletes"] == [r[0]["session"]] and r[2]["status"] == "ok",
+          f"mcp_session_end sends DELETE with the session id once: {s['deletes']} {r[1:3]}")
+    check(r[3]["text"] == "Echo: 2" and r[3]["session"] not in ("", r[0]["session"]) and
+          s["initialize"] == 2, f"the next call opens a new session: {r[3]}")
+
+    fake.reset(delete_status=405)
+    r = drive(raw_env(fake.url), ("mcp.call", "echo", "{}"), ("mcp.end",))
+    check(r[1]["status"] == "ok" and fake.stats()["deletes"] == [r[0]["session"]],
+          f"a 405 to DELETE (the server keeps sessions to itself) is not an error: {r[1]}")
+
+    fake.reset(delete_seconds=3)
+    r = drive(raw_env(fake.url, VALERIE_TEST_MCP_TIMEOUT_MS=500), ("mcp.call", "echo", "{}"),
+              ("mcp.end",))
+    check(r[1]["status"] == "timeout" and r[1]["ms"] < 1500,
+          f"a DELETE left unanswered gives up at the timeout: {r[1]}")
+
+    fake.reset()
+    env = dict(agent_env(fake), MCP_DEAD_URL=f"http://127.0.0.1:{free_port()}/mcp")
+    r = drive(env, ("call", "fake", "echo", '{"message":"x"}'), ("call", "dead", "echo", "{}"))
+    s = fake.stats()
+    check(drive.rc == 0 and r[0]["outcome"] == "ok" and s["deletes"] == ["fake-session-1"] and
+          s["sessions"] == [], f"at exit the agents end their sessions: {s['deletes']} "
+          f"(left {s['sessions']})")
+
+    # Two agents whose DELETE hangs: the first uses up the 1 s budget, the second is skipped.
+    fake.reset(delete_seconds=5)
+    r = drive({"MCP_A_URL": fake.url, "MCP_B_URL": fake.url}, ("call", "a", "echo", "{}"),
+              ("call", "b", "echo", "{}"), ("end-sessions",))
+    s = fake.stats()
+    check(r[0]["outcome"] == r[1]["outcome"] == "ok" and 800 <= r[2]["ms"] < 1600 and
+          len(s["deletes"]) == 1,
+          f"ending sessions never takes more than AGENTS_END_SESSIONS_MS in all: "
+          f"{r[2]['ms']} ms, {len(s['deletes'])} DELETE sent")
+
+
 def fake_agents(fake):
     # A tool result larger than what the model gets is cut, and says so.
     fake.reset(big_bytes=100000)
@@ -407,6 +452,7 @@ def fake_valgrind(fake):
 fake = FakeMCP()
 try:
     fake_protocol(fake)
+    fake_session_end(fake)
     fake_agents(fake)
     fake_names(fake)
     config_checks(fake)

@@ -61,6 +61,9 @@ example = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$",
                           read_text(os.path.join(SRCDIR, ".env.production.example")), re.M))
 clash = {k: (v, example[k]) for k, v in env.items() if k in example and example[k] != v}
 check(not clash, f"the env file agrees with the unit's Environment= lines (the file wins): {clash}")
+check(env.get("VALERIE_ENV_FILE") == get("EnvironmentFile").lstrip("-"),
+      f"VALERIE_ENV_FILE names the EnvironmentFile, for the production mode check: "
+      f"{env.get('VALERIE_ENV_FILE')}")
 data = env.get("VALERIE_DATA_DIR")
 check(data and data in (get("ReadWritePaths") or "").split(),
       f"the data dir {data} is writable under ProtectSystem=strict")

@@ -5,6 +5,9 @@
 #include "conf.h"
 
 #include <json-c/json.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* A fake environment: NULL-terminated name/value pairs. */
 static const char *
@@ -240,6 +243,50 @@ main(void)
 		kv[6] = "CORS_ORIGINS";
 		kv[7] = "*";
 		CHECK_INT(load(&c, kv, err), CONF_OK);
+	}
+	/*
+	 * VALERIE_ENV_FILE in production: the env file must exist and grant others
+	 * nothing (0600 and 0640 pass; 0644, 0602 and a missing file are refused).
+	 */
+	{
+		static const char good[] = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+		char path[] = "/tmp/valerie-test-conf-env-XXXXXX", missing[64];
+		const char *kv[] = {"VALERIE_ENV", "production", "VALERIE_AUTH", "jwt",
+			"JWT_SECRET_KEY", good, "VALERIE_ENV_FILE", path, NULL, NULL};
+		int fd = mkstemp(path);
+
+		CHECK(fd >= 0);
+		if (fd >= 0)
+			close(fd);
+		CHECK_INT(chmod(path, 0600), 0);
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		CHECK_STR(c.env_file, path);
+		CHECK_INT(chmod(path, 0640), 0);
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		CHECK_INT(chmod(path, 0644), 0);
+		CHECK_INT(load(&c, kv, err), CONF_INVALID);
+		CHECK(strncmp(err, "VALERIE_ENV_FILE:", 17) == 0);
+		CHECK(strchr(err, '\n') == NULL);
+		CHECK_CONTAINS(err, path);
+		CHECK_CONTAINS(err, "0644");
+		CHECK_CONTAINS(err, "production");
+		CHECK_INT(chmod(path, 0602), 0);
+		CHECK_INT(load(&c, kv, err), CONF_INVALID);
+		CHECK(strncmp(err, "VALERIE_ENV_FILE:", 17) == 0);
+		/* Development does not look at it. */
+		kv[1] = "development";
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		kv[1] = "production";
+		unlink(path);
+		snprintf(missing, sizeof(missing), "%s", path);
+		kv[7] = missing;
+		CHECK_INT(load(&c, kv, err), CONF_INVALID);
+		CHECK(strncmp(err, "VALERIE_ENV_FILE:", 17) == 0);
+		CHECK_CONTAINS(err, "cannot stat");
+		/* Unset or empty: not checked (a launcher that loads no file). */
+		kv[7] = "";
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+		CHECK(c.env_file == NULL);
 	}
 	/* What VALERIE_AUTH needs is required in any environment, named in one line. */
 	{

@@ -1,0 +1,168 @@
+/* test_mcp: the MCP answer reader (mcp_parse_answer and what the client makes of a result), no network. */
+#include "config.h"
+
+#include "check.h"
+#include "mcp.h"
+
+#include <json-c/json.h>
+
+#define JSON "application/json"
+#define SSE "text/event-stream"
+#define PRIME "id: prime-1\ndata: \n\n"
+#define PROGRESS "event: message\nid: n\ndata: {\"jsonrpc\":\"2.0\",\"method\":" \
+	"\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n"
+#define CHANGED "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n"
+#define PING "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"ping\"}\n\n"
+#define ECHO(id) "{\"jsonrpc\":\"2.0\",\"id\":" #id ",\"result\":{\"content\":" \
+	"[{\"type\":\"text\",\"text\":\"Echo: hi\"}]}}"
+
+/* One answer read as a tools/call result: its status, text and isError. */
+struct tool_case {
+	const char *what, *ctype, *body;
+	long long id;
+	enum mcp_status st;          /* of mcp_parse_answer, then of mcp_tool_result_parse */
+	const char *text;            /* the tool's text, or a word of err.text */
+	int is_error, list_changed;
+};
+
+static const struct tool_case cases[] = {
+	{"JSON result", JSON, ECHO(7), 7, MCP_OK, "Echo: hi", 0, 0},
+	{"JSON, the id echoed as a string", JSON,
+	    "{\"jsonrpc\":\"2.0\",\"id\":\"7\",\"result\":{\"content\":[]}}", 7, MCP_OK, "", 0, 0},
+	{"JSON batch: ours among others", JSON, "[" "{\"jsonrpc\":\"2.0\",\"method\":"
+	    "\"notifications/tools/list_changed\"}," ECHO(6) "," ECHO(7) "]", 7, MCP_OK,
+	    "Echo: hi", 0, 1},
+	{"JSON, another id", JSON, ECHO(8), 7, MCP_PROTOCOL, "not the JSON-RPC response", 0, 0},
+	{"JSON cut short", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"res", 7, MCP_PROTOCOL,
+	    "not the JSON-RPC response", 0, 0},
+	{"JSON-RPC error", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":-32601,"
+	    "\"message\":\"Method not found\"}}", 7, MCP_RPC, "Method not found", 0, 0},
+	{"isError", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"isError\":true,\"content\":"
+	    "[{\"type\":\"text\",\"text\":\"first\"},{\"type\":\"text\",\"text\":\"second\"}]}}",
+	    7, MCP_OK, "first\nsecond", 1, 0},
+	{"other content kinds", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":["
+	    "{\"type\":\"image\",\"data\":\"aGk=\",\"mimeType\":\"image/png\"},"
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///a\",\"text\":\"embedded\"}},"
+	    "{\"type\":\"resource_link\",\"uri\":\"file:///c\"}]}}", 7, MCP_OK,
+	    "[image: image/png]\nembedded\n[resource: file:///c]", 0, 0},
+	{"structuredContent alone", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":[],"
+	    "\"structuredContent\":{\"sum\":5}}}", 7, MCP_OK, "{\"sum\":5}", 0, 0},
+	{"a result that is not an object", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":[1]}", 7,
+	    MCP_PROTOCOL, "without a result object", 0, 0},
+	{"SSE with a priming event", SSE, PRIME "event: message\ndata: " ECHO(7) "\n\n", 7, MCP_OK,
+	    "Echo: hi", 0, 0},
+	{"SSE: a server request and progress first", "Text/Event-Stream; charset=utf-8",
+	    PRIME PING PROGRESS "data: " ECHO(7) "\n\n", 7, MCP_OK, "Echo: hi", 0, 0},
+	{"SSE: list_changed, the answer over two data lines", SSE,
+	    CHANGED "data: {\"jsonrpc\":\"2.0\",\n"
+	    "data: \"id\":7,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"x\"}]}}\n\n",
+	    7, MCP_OK, "x", 0, 1},
+	{"SSE: after the answer nothing counts", SSE, "data: " ECHO(7) "\n\n" CHANGED, 7, MCP_OK,
+	    "Echo: hi", 0, 0},
+	{"SSE: other event names are skipped", SSE, "event: ping\ndata: " ECHO(7) "\n\n", 7,
+	    MCP_PROTOCOL, "ended without the answer", 0, 0},
+	{"SSE cut before the blank line", SSE, PRIME "data: " ECHO(7) "\n", 7, MCP_PROTOCOL,
+	    "ended without the answer", 0, 0},
+	{"SSE JSON-RPC error", SSE, PRIME "data: {\"jsonrpc\":\"2.0\",\"id\":7,\"error\":"
+	    "{\"code\":-32000,\"message\":\"boom\"}}\n\n", 7, MCP_RPC, "boom", 0, 0},
+	{"an empty body", SSE, "", 7, MCP_PROTOCOL, "not the JSON-RPC response", 0, 0},
+};
+
+static void
+tool_cases(void)
+{
+	struct json_object *result;
+	struct mcp_tool_result tr;
+	struct mcp_error err;
+	enum mcp_status st;
+	size_t i;
+	int changed;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct tool_case *c = &cases[i];
+
+		memset(&err, 0, sizeof(err));
+		memset(&tr, 0, sizeof(tr));
+		changed = -1;
+		st = mcp_parse_answer(c->ctype, c->body, strlen(c->body), c->id, &result, &changed,
+		    &err);
+		if (st == MCP_OK)
+			st = mcp_tool_result_parse(result, &tr, &err);
+		if (st != c->st)
+			fprintf(stderr, "case \"%s\": %s (%s)\n", c->what, mcp_status_text(st), err.text);
+		CHECK_INT(st, c->st);
+		CHECK_INT(changed, c->list_changed);
+		if (c->st == MCP_OK) {
+			CHECK_STR(tr.text.len > 0 ? tr.text.data : "", c->text);
+			CHECK_INT(tr.is_error, c->is_error);
+		} else {
+			CHECK_CONTAINS(err.text, c->text);
+		}
+		if (c->st == MCP_RPC)
+			CHECK(err.rpc_code == -32601 || err.rpc_code == -32000);
+		json_object_put(result);
+		mcp_tool_result_free(&tr);
+	}
+}
+
+/* The reader fed byte by byte stops at the answer, as it does fed whole. */
+static void
+bytewise(void)
+{
+	static const char body[] = PRIME PROGRESS "data: " ECHO(3) "\n\n" "data: garbage\n\n";
+	struct json_object *result;
+	struct mcp_reader r;
+	struct mcp_error err;
+	size_t i;
+	int rc = 0;
+
+	mcp_reader_init(&r, 3);
+	for (i = 0; i < sizeof(body) - 1 && rc == 0; i++)
+		rc = mcp_reader_feed(&r, SSE, body + i, 1);
+	CHECK_INT(rc, 1);
+	CHECK(i < sizeof(body) - 1);
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	CHECK(json_object_is_type(result, json_type_object));
+	json_object_put(result);
+	mcp_reader_free(&r);
+}
+
+/* tools/list pages: valid names kept, the cursor followed only when there is one. */
+static void
+tools_pages(void)
+{
+	static const char page1[] = "{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":["
+	    "{\"name\":\"echo\"},{\"name\":\"\"},{\"name\":5},\"x\",{\"name\":\"a\\u0000b\"},"
+	    "{\"name\":\"add\"}],\"nextCursor\":\"p2\"}}";
+	static const char page2[] = "{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"tools\":"
+	    "[{\"name\":\"book\"}],\"nextCursor\":\"\"}}";
+	static const char none[] = "{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{}}";
+	struct json_object *all = json_object_new_array(), *res, *next;
+	struct mcp_error err;
+
+	memset(&err, 0, sizeof(err));
+	CHECK_INT(mcp_parse_answer(JSON, page1, strlen(page1), 2, &res, NULL, &err), MCP_OK);
+	CHECK_INT(mcp_tools_page(res, all, &next, &err), MCP_OK);
+	CHECK(next != NULL && strcmp(json_object_get_string(next), "p2") == 0);
+	CHECK_INT(json_object_array_length(all), 2);
+	json_object_put(res);
+	CHECK_INT(mcp_parse_answer(JSON, page2, strlen(page2), 3, &res, NULL, &err), MCP_OK);
+	CHECK_INT(mcp_tools_page(res, all, &next, &err), MCP_OK);
+	CHECK(next == NULL);
+	CHECK_INT(json_object_array_length(all), 3);
+	json_object_put(res);
+	CHECK_INT(mcp_parse_answer(JSON, none, strlen(none), 4, &res, NULL, &err), MCP_OK);
+	CHECK_INT(mcp_tools_page(res, all, &next, &err), MCP_PROTOCOL);
+	CHECK_CONTAINS(err.text, "tools array");
+	json_object_put(res);
+	json_object_put(all);
+}
+
+int
+main(void)
+{
+	tool_cases();
+	bytewise();
+	tools_pages();
+	return check_done("test_mcp");
+}
