@@ -2,10 +2,13 @@
 #include "config.h"
 
 #include "jsoncheck.h"
+#include "buf.h"
 #include "utf8.h"
 
 #include <json-c/json.h>
+#include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct jc {
@@ -272,4 +275,259 @@ jsoncheck_parse(const char *text, size_t len, int max_depth)
 	}
 	json_tokener_free(tok);
 	return o;
+}
+
+int
+jsonv_root(const char *s, size_t len, int max_depth, struct jsonv *root)
+{
+	const char *why;
+	size_t off;
+
+	if (jsoncheck(s, len, max_depth, &off, &why) != JSONCHECK_OK)
+		return -1;
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t' || s[len - 1] == '\n' ||
+	    s[len - 1] == '\r'))
+		len--;
+	while (len > 0 && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) {
+		s++;
+		len--;
+	}
+	root->p = s;
+	root->end = s + len;
+	return 0;
+}
+
+char
+jsonv_kind(const struct jsonv *v)
+{
+	char k = v->p < v->end ? *v->p : 'n';
+
+	return k == '-' || (k >= '0' && k <= '9') ? '0' : k;
+}
+
+/* A cursor on validated text: value() then only skips. */
+static void
+cursor(struct jc *c, const char *p, const char *end)
+{
+	memset(c, 0, sizeof(*c));
+	c->p = c->start = (const unsigned char *)p;
+	c->end = (const unsigned char *)end;
+	c->max_depth = INT_MAX;
+}
+
+static void
+put_utf8(struct buf *out, unsigned int u)
+{
+	char b[4];
+	size_t n;
+
+	if (u < 0x80) {
+		b[0] = (char)u;
+		n = 1;
+	} else if (u < 0x800) {
+		b[0] = (char)(0xc0 | (u >> 6));
+		b[1] = (char)(0x80 | (u & 0x3f));
+		n = 2;
+	} else if (u < 0x10000) {
+		b[0] = (char)(0xe0 | (u >> 12));
+		b[1] = (char)(0x80 | ((u >> 6) & 0x3f));
+		b[2] = (char)(0x80 | (u & 0x3f));
+		n = 3;
+	} else {
+		b[0] = (char)(0xf0 | (u >> 18));
+		b[1] = (char)(0x80 | ((u >> 12) & 0x3f));
+		b[2] = (char)(0x80 | ((u >> 6) & 0x3f));
+		b[3] = (char)(0x80 | (u & 0x3f));
+		n = 4;
+	}
+	buf_append(out, b, n);
+}
+
+int
+jsonv_string(const struct jsonv *v, struct buf *out)
+{
+	struct jc c;
+	const unsigned char *run;
+	unsigned int u, lo;
+
+	if (jsonv_kind(v) != '"')
+		return -1;
+	cursor(&c, v->p + 1, v->end - 1);
+	for (;;) {
+		run = c.p;
+		while (c.p < c.end && *c.p != '\\')
+			c.p++;
+		buf_append(out, run, (size_t)(c.p - run));
+		if (c.p >= c.end)
+			return 0;
+		c.p++;   /* validated: an escape follows */
+		switch (*c.p++) {
+		case 'b': buf_append(out, "\b", 1); break;
+		case 'f': buf_append(out, "\f", 1); break;
+		case 'n': buf_append(out, "\n", 1); break;
+		case 'r': buf_append(out, "\r", 1); break;
+		case 't': buf_append(out, "\t", 1); break;
+		case 'u':
+			hex4(&c, &u);
+			if (u >= 0xd800 && u <= 0xdbff) {
+				c.p += 2;
+				hex4(&c, &lo);
+				u = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
+			}
+			put_utf8(out, u);
+			break;
+		default:   /* " \\ / */
+			buf_append(out, c.p - 1, 1);
+			break;
+		}
+	}
+}
+
+/*
+ * The end of the value at p in validated text: no checks, only the nesting
+ * and where strings end. Walking with value() again would validate every
+ * string a second time.
+ */
+static const char *
+skip(const char *p, const char *end)
+{
+	int depth = 0;
+
+	while (p < end) {
+		if (*p == '"') {
+			for (p++; p < end && *p != '"'; p++)
+				if (*p == '\\')
+					p++;
+			p++;
+		} else if (*p == '{' || *p == '[') {
+			depth++;
+			p++;
+		} else if (*p == '}' || *p == ']') {
+			depth--;
+			p++;
+		} else if (depth == 0) {
+			/* a number or a literal */
+			while (p < end && ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+			    *p == '-' || *p == '+' || *p == '.' || *p == 'E'))
+				p++;
+			return p;
+		} else {
+			p++;
+		}
+		if (depth == 0)
+			return p;
+	}
+	return end;
+}
+
+static const char *
+blanks(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* Whether the name text[0..len) (raw, between its quotes) unescapes to `name`. */
+static int
+name_is(const char *text, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+	struct jsonv v;
+	struct buf b = {0};
+	int same;
+
+	/* NOTE: most names have no escape: compare the bytes; else unescape first. */
+	if (memchr(text, '\\', len) == NULL)
+		return len == n && memcmp(text, name, n) == 0;
+	v.p = text - 1;
+	v.end = text + len + 1;
+	jsonv_string(&v, &b);
+	/* NOTE: json-c keeps a name up to its first \u0000: so do we, to find what it finds. */
+	same = !b.oom && b.len > 0 && strlen(b.data) == n && memcmp(b.data, name, n) == 0;
+	buf_free(&b);
+	return same;
+}
+
+int
+jsonv_members(const struct jsonv *obj, const char *const *names, struct jsonv *out,
+    int *found, size_t n)
+{
+	const char *p, *name, *end = obj->end;
+	size_t i, len;
+
+	for (i = 0; i < n; i++)
+		found[i] = 0;
+	if (jsonv_kind(obj) != '{')
+		return -1;
+	p = obj->p + 1;
+	for (;;) {
+		p = blanks(p, end);
+		if (p >= end || *p != '"')
+			break;   /* the closing brace */
+		name = p + 1;
+		p = skip(p, end);
+		len = (size_t)(p - 1 - name);
+		p = blanks(p, end) + 1;   /* past ':' */
+		p = blanks(p, end);
+		for (i = 0; i < n; i++)
+			if (name_is(name, len, names[i])) {
+				/* NOTE: a later one replaces it: json-c keeps the last of duplicates */
+				out[i].p = p;
+				out[i].end = skip(p, end);
+				found[i] = 1;
+				break;
+			}
+		p = i < n ? out[i].end : skip(p, end);
+		p = blanks(p, end);
+		if (p < end && *p == ',')
+			p++;
+	}
+	return 0;
+}
+
+int
+jsonv_member(const struct jsonv *obj, const char *name, struct jsonv *out)
+{
+	int found;
+
+	if (jsonv_members(obj, &name, out, &found, 1) != 0 || !found)
+		return -1;
+	return 0;
+}
+
+int
+jsonv_first(const struct jsonv *arr, struct jsonv *out)
+{
+	const char *p;
+
+	if (jsonv_kind(arr) != '[')
+		return -1;
+	p = blanks(arr->p + 1, arr->end);
+	if (p >= arr->end || *p == ']')
+		return -1;
+	out->p = p;
+	out->end = skip(p, arr->end);
+	return 0;
+}
+
+int
+jsonv_int64(const struct jsonv *v, long long *out)
+{
+	char tmp[24], *end;
+	size_t n = (size_t)(v->end - v->p);
+	long long x;
+
+	if (jsonv_kind(v) != '0' || n >= sizeof(tmp) ||
+	    memchr(v->p, '.', n) != NULL || memchr(v->p, 'e', n) != NULL ||
+	    memchr(v->p, 'E', n) != NULL)
+		return -1;
+	memcpy(tmp, v->p, n);
+	tmp[n] = '\0';
+	errno = 0;
+	x = strtoll(tmp, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return -1;
+	*out = x;
+	return 0;
 }

@@ -32,4 +32,43 @@ enum jsoncheck_result jsoncheck(const char *s, size_t len, int max_depth, size_t
  */
 struct json_object *jsoncheck_parse(const char *s, size_t len, int max_depth);
 
+/*
+ * Reading a text jsoncheck accepted without building a json-c tree: for the
+ * hot path of an upstream answer, where a few members are wanted and the
+ * tree (hash tables, copies, frees) cost more than the rest of the request.
+ * A jsonv is where one value starts and ends in that text; the text must
+ * outlive it. Members are found as json-c finds them: by their unescaped
+ * name, the last of several with one name.
+ */
+struct buf;
+
+struct jsonv {
+	const char *p, *end;   /* the value's first byte, one past its last */
+};
+
+/* Checks s[0..len) with jsoncheck (depth max_depth); 0 and *root, or -1. */
+int jsonv_root(const char *s, size_t len, int max_depth, struct jsonv *root);
+
+/* '{', '[', '"', 't', 'f', 'n', or '0' for a number. */
+char jsonv_kind(const struct jsonv *v);
+
+/* The member `name` of an object: 0 and *out, or -1 (none, or not an object). */
+int jsonv_member(const struct jsonv *obj, const char *name, struct jsonv *out);
+
+/*
+ * Several members in one walk: found[i] says whether names[i] is there and
+ * out[i] is it. -1 when obj is not an object.
+ */
+int jsonv_members(const struct jsonv *obj, const char *const *names, struct jsonv *out,
+    int *found, size_t n);
+
+/* The first element of an array: 0 and *out, or -1 (empty, or not an array). */
+int jsonv_first(const struct jsonv *arr, struct jsonv *out);
+
+/* Appends a string's unescaped bytes (UTF-8) to out; -1 if not a string. */
+int jsonv_string(const struct jsonv *v, struct buf *out);
+
+/* An integer without fraction or exponent that fits: 0 and *out, else -1. */
+int jsonv_int64(const struct jsonv *v, long long *out);
+
 #endif

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "conf.h"
+#include "jsoncheck.h"
 #include "provider.h"
 
 #include <json-c/json.h>
@@ -170,14 +171,69 @@ out:
 	return rc;
 }
 
+/*
+ * The usual answer, text without tool calls, read off the text (jsonv)
+ * without a json-c tree: parsing the answer into one and freeing it was the
+ * largest single cost of a completion in the worker (about 30,000
+ * instructions of 200,000). Returns 1 when it took the answer, 0 when the
+ * answer is anything else (tool calls, odd types, not strict JSON): then
+ * read_whole reads it with json-c and says what is wrong, as before.
+ */
+static int
+read_whole_plain(const char *body, size_t len, struct llm_result *res)
+{
+	static const char *const top[] = {"choices", "usage", "model"};
+	static const char *const choice[] = {"message", "finish_reason"};
+	static const char *const message[] = {"content", "tool_calls"};
+	static const char *const counts[] = {"prompt_tokens", "completion_tokens"};
+	struct jsonv root, t[3], c0, c[2], m[2], u[2];
+	int tf[3], cf[2], mf[2], uf[2] = {0, 0};
+	long long in = 0, out = 0;
+	struct buf tmp = {0};
+
+	if (jsonv_root(body, len, JSON_TOKENER_DEFAULT_DEPTH, &root) != 0 ||
+	    jsonv_members(&root, top, t, tf, 3) != 0 || !tf[0] || jsonv_first(&t[0], &c0) != 0 ||
+	    jsonv_members(&c0, choice, c, cf, 2) != 0 || !cf[0] ||
+	    jsonv_members(&c[0], message, m, mf, 2) != 0 ||
+	    !mf[0] || jsonv_kind(&m[0]) != '"' || (mf[1] && jsonv_kind(&m[1]) != 'n'))
+		return 0;
+	if (tf[1] && jsonv_kind(&t[1]) == '{') {
+		jsonv_members(&t[1], counts, u, uf, 2);
+		if ((uf[0] && jsonv_int64(&u[0], &in) != 0) || (uf[1] && jsonv_int64(&u[1], &out) != 0))
+			return 0;
+	}
+	jsonv_string(&m[0], &res->text);
+	if (tf[2] && jsonv_kind(&t[2]) == '"') {
+		jsonv_string(&t[2], &tmp);
+		if (!tmp.oom)
+			snprintf(res->model, sizeof(res->model), "%s", tmp.len > 0 ? tmp.data : "");
+		buf_reset(&tmp, 0);
+	}
+	if (cf[1] && jsonv_kind(&c[1]) == '"') {
+		jsonv_string(&c[1], &tmp);
+		if (!tmp.oom)
+			snprintf(res->finish_reason, sizeof(res->finish_reason), "%s",
+			    tmp.len > 0 ? tmp.data : "");
+	}
+	buf_free(&tmp);
+	if (uf[0])
+		res->input_tokens = in;
+	if (uf[1])
+		res->output_tokens = out;
+	return 1;
+}
+
 /* Reads a whole (non-streamed) answer: choices[0].message's content and tool calls. */
 static enum provider_status
 read_whole(const char *body, size_t len, struct llm_result *res)
 {
-	struct json_object *doc = provider_parse_json(body, len);
+	struct json_object *doc;
 	struct json_object *choices, *c0, *msg, *content = NULL, *calls = NULL;
 	enum provider_status st = PROVIDER_ERROR;
 
+	if (read_whole_plain(body, len, res))
+		return PROVIDER_OK;
+	doc = provider_parse_json(body, len);
 	if (doc == NULL) {
 		snprintf(res->error, sizeof(res->error), "the upstream answer is not valid JSON");
 		return PROVIDER_ERROR;

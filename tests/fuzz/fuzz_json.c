@@ -1,6 +1,11 @@
-/* fuzz_json: differential target: what jsoncheck accepts, json-c must parse the same way. */
+/*
+ * fuzz_json: differential target: what jsoncheck accepts, json-c must parse
+ * the same way, and the jsonv reader must see the same members, kinds,
+ * strings and integers as json-c's tree.
+ */
 #include "config.h"
 
+#include "buf.h"
 #include "jsoncheck.h"
 
 #include <json-c/json.h>
@@ -9,6 +14,65 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static char
+kind_of(struct json_object *o)
+{
+	switch (json_object_get_type(o)) {
+	case json_type_object: return '{';
+	case json_type_array: return '[';
+	case json_type_string: return '"';
+	case json_type_boolean: return json_object_get_boolean(o) ? 't' : 'f';
+	case json_type_int:
+	case json_type_double: return '0';
+	default: return 'n';
+	}
+}
+
+/* The jsonv view of v and json-c's o agree, down to `depth` levels. */
+static void
+same(const struct jsonv *v, struct json_object *o, int depth)
+{
+	struct buf b = {0};
+	struct jsonv m;
+	long long x;
+
+	if (jsonv_kind(v) != kind_of(o))
+		abort();
+	switch (jsonv_kind(v)) {
+	case '"':
+		if (jsonv_string(v, &b) != 0 || (!b.oom && (b.len != (size_t)json_object_get_string_len(o) ||
+		    (b.len > 0 && memcmp(b.data, json_object_get_string(o), b.len) != 0))))
+			abort();
+		buf_free(&b);
+		break;
+	case '0':
+		if (jsonv_int64(v, &x) == 0 && (!json_object_is_type(o, json_type_int) ||
+		    x != json_object_get_int64(o)))
+			abort();
+		break;
+	case '{':
+		if (depth == 0)
+			break;
+		json_object_object_foreach(o, key, val) {
+			if (jsonv_member(v, key, &m) != 0)
+				abort();
+			same(&m, val, depth - 1);
+		}
+		if (jsonv_member(v, "\x01no such member", &m) == 0 &&
+		    !json_object_object_get_ex(o, "\x01no such member", NULL))
+			abort();
+		break;
+	case '[':
+		if ((jsonv_first(v, &m) == 0) != (json_object_array_length(o) > 0))
+			abort();
+		if (depth > 0 && json_object_array_length(o) > 0)
+			same(&m, json_object_array_get_idx(o, 0), depth - 1);
+		break;
+	default:
+		break;
+	}
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -35,6 +99,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	obj = json_tokener_parse_ex(tok, copy, (int)size + 1);
 	if (obj == NULL && json_tokener_get_error(tok) != json_tokener_success)
 		abort();
+	{
+		struct jsonv root;
+
+		if (jsonv_root((const char *)data, size, 16, &root) != 0)
+			abort();
+		same(&root, obj, 4);
+	}
 	json_object_put(obj);
 	json_tokener_free(tok);
 	free(copy);

@@ -57,6 +57,45 @@ jc(const char *s, int depth)
 #define SYNTAX(s) CHECK_INT(jc(s, 8), JSONCHECK_SYNTAX)
 #define UTF8(s) CHECK_INT(jc(s, 8), JSONCHECK_UTF8)
 
+/* The jsonv reader: members by unescaped name (the last of duplicates), kinds, strings, integers. */
+static void
+test_jsonv(void)
+{
+	static const char doc[] = " {\"a\":1,\"choices\":[{\"message\":{\"content\":\"x\\\"y\\u00e9\\ud83d\\ude00\\n\"}},2],"
+	    "\"dup\":\"first\",\"n\":null,\"d\\u0075p\":\"last\",\"big\":99999999999999999999,"
+	    "\"neg\":-42,\"f\":1.5,\"e\":[],\"o\":{}} \n";
+	static const char *const names[] = {"n", "a", "missing"};
+	struct jsonv root, v, c0, m, outs[3];
+	int found[3];
+	long long x;
+	struct buf b = {0};
+
+	CHECK_INT(jsonv_root(doc, sizeof(doc) - 1, 8, &root), 0);
+	CHECK(jsonv_kind(&root) == '{');
+	CHECK(jsonv_member(&root, "choices", &v) == 0 && jsonv_kind(&v) == '[');
+	CHECK(jsonv_first(&v, &c0) == 0 && jsonv_member(&c0, "message", &m) == 0);
+	CHECK(jsonv_member(&m, "content", &v) == 0 && jsonv_string(&v, &b) == 0);
+	CHECK_STR(b.data, "x\"y\xc3\xa9\xf0\x9f\x98\x80\n");
+	buf_reset(&b, 0);
+	CHECK(jsonv_member(&root, "dup", &v) == 0 && jsonv_string(&v, &b) == 0);
+	CHECK_STR(b.data, "last");
+	buf_reset(&b, 0);
+	CHECK(jsonv_member(&root, "a", &v) == 0 && jsonv_int64(&v, &x) == 0 && x == 1);
+	CHECK(jsonv_member(&root, "neg", &v) == 0 && jsonv_int64(&v, &x) == 0 && x == -42);
+	CHECK(jsonv_member(&root, "big", &v) == 0 && jsonv_kind(&v) == '0' && jsonv_int64(&v, &x) != 0);
+	CHECK(jsonv_member(&root, "f", &v) == 0 && jsonv_int64(&v, &x) != 0);
+	CHECK(jsonv_member(&root, "n", &v) == 0 && jsonv_kind(&v) == 'n' && jsonv_string(&v, &b) != 0);
+	CHECK(jsonv_member(&root, "e", &v) == 0 && jsonv_first(&v, &c0) != 0);
+	CHECK(jsonv_member(&root, "o", &v) == 0 && jsonv_member(&v, "a", &m) != 0);
+	CHECK(jsonv_member(&root, "content", &v) != 0);   /* only direct members */
+	CHECK(jsonv_members(&root, names, outs, found, 3) == 0 && found[0] && found[1] && !found[2]);
+	CHECK(jsonv_kind(&outs[0]) == 'n' && jsonv_int64(&outs[1], &x) == 0 && x == 1);
+	CHECK(jsonv_member(&outs[1], "a", &v) != 0);   /* not an object */
+	CHECK(jsonv_root("{\"a\":NaN}", 10, 8, &root) != 0);
+	CHECK(jsonv_root("[1,2", 4, 8, &root) != 0);
+	buf_free(&b);
+}
+
 int
 main(void)
 {
@@ -64,6 +103,7 @@ main(void)
 	const char *why;
 
 	test_buf_json_string();
+	test_jsonv();
 	OK("{}");
 	OK(" { \"a\" : [1, -2.5e+3, 0, 0.1, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"] } \n");
 	OK("42");
