@@ -4,6 +4,7 @@
 #include "conf.h"
 #include "store.h"
 #include "store_impl.h"
+#include "store_redis.h"
 #include "vtime.h"
 
 #include <hiredis/hiredis.h>
@@ -32,10 +33,12 @@
  *                          its own slot, written after the append (never in the script,
  *                          which must keep to one slot), pruned when counted
  *   valerie:cache:<key>    string: store_cache_put's value, with its TTL (SET ... EX)
+ *   valerie:rl:{<hash>}    hash: a rate-limit bucket (ratelimit.c names it, bucket_lua fills it)
+ * store_redis.h's STORE_REDIS_KEY_PREFIX is what they share: redis_dump.c exports by it.
  */
-#define INDEX_KEY "valerie:sessions"
-#define CACHE_PREFIX "valerie:cache:"
-#define KEY_PREFIX "valerie:{"
+#define INDEX_KEY STORE_REDIS_KEY_PREFIX "sessions"
+#define CACHE_PREFIX STORE_REDIS_KEY_PREFIX "cache:"
+#define KEY_PREFIX STORE_REDIS_KEY_PREFIX "{"
 #define KEY_SIZE (sizeof(KEY_PREFIX) + STORE_ID_MAX + sizeof("}:turns"))
 
 #define URL_VAR "VALERIE_SESSION_REDIS_URL"
@@ -1365,6 +1368,39 @@ redis_ping(void *p)
 		s = reply_failed(c, "PING", r);
 	freeReplyObject(r);
 	return s;
+}
+
+/* --- for operator tools ------------------------------------------------------ */
+
+struct redisContext *
+store_redis_connect(const char *url, char *err, size_t errlen)
+{
+	struct redis_store *st;
+	struct redis_conn *c = NULL;
+	redisContext *ctx = NULL;
+	char why[192];
+
+	st = calloc(1, sizeof(*st));
+	if (st == NULL || (c = redis_conn_new(st)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	if (parse_url(st, url, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, URL_VAR ": %s (expected " URL_FORMS ")", why);
+		goto out;
+	}
+	if (ensure(c) != STORE_OK) {
+		snprintf(err, errlen, "%s", c->err);
+		goto out;
+	}
+	ctx = c->ctx;
+	c->ctx = NULL;
+out:
+	redis_conn_free(c);
+	if (st != NULL)
+		explicit_bzero(st, sizeof(*st));
+	free(st);
+	return ctx;
 }
 
 const struct store_ops store_redis_ops = {

@@ -7,14 +7,22 @@
 #include "app/auth.h"
 #include "app/conf.h"
 #include "app/log.h"
+#include "app/redis_dump.h"
 
 #include <json-c/json.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define EXIT_CONFIG 78 /* sysexits EX_CONFIG: systemd and scripts can tell it apart */
+#define EXIT_DATAERR 65       /* EX_DATAERR: not an export, truncated, damaged */
+#define EXIT_UNAVAILABLE 69   /* EX_UNAVAILABLE: Redis unreachable or refusing */
+#define EXIT_IOERR 74         /* EX_IOERR: the file cannot be read or written */
 
 static void
 usage(FILE *f)
@@ -26,6 +34,10 @@ usage(FILE *f)
 	    "                              print a JWT signed with the configured key\n"
 	    "       valerie apikey new --name NAME --role user|admin [--company ID]\n"
 	    "                              print a new API key (once) and its keys-file line\n"
+	    "       valerie redis-export FILE  write Valerie's Redis keys (DUMP, with their TTLs)\n"
+	    "                              to FILE (- for stdout)\n"
+	    "       valerie redis-import FILE  restore them from FILE (- for stdin), replacing\n"
+	    "                              keys of the same names\n"
 	    "       valerie version        print the version\n");
 }
 
@@ -159,6 +171,79 @@ cmd_apikey(int argc, char **argv)
 }
 
 /*
+ * redis-export FILE / redis-import FILE: Valerie's keys of VALERIE_SESSION_REDIS_URL
+ * to a file and back (redis_dump.h). One summary line on stderr. Exit 0, 2 usage,
+ * 65 a bad or truncated file, 69 Redis unreachable or refusing, 74 file I/O,
+ * 78 configuration.
+ */
+static int
+cmd_redis_dump(int argc, char **argv, int import)
+{
+	static const int exit_of[] = {
+		[REDIS_DUMP_OK] = 0, [REDIS_DUMP_UNAVAILABLE] = EXIT_UNAVAILABLE,
+		[REDIS_DUMP_BADFILE] = EXIT_DATAERR, [REDIS_DUMP_IO] = EXIT_IOERR,
+		[REDIS_DUMP_NOMEM] = 1,
+	};
+	const char *verb = import ? "redis-import" : "redis-export";
+	struct redis_dump_stats stats;
+	struct conf conf;
+	enum redis_dump_status s;
+	char err[512];
+	const char *path;
+	FILE *f;
+	int fd, std;
+
+	if (argc != 3) {
+		usage(stderr);
+		return 2;
+	}
+	path = argv[2];
+	std = strcmp(path, "-") == 0;
+	if (load(&conf, 0) != 0)
+		return EXIT_CONFIG;
+	if (conf.session_redis_url == NULL || conf.session_redis_url[0] == '\0') {
+		fprintf(stderr, "valerie: %s: VALERIE_SESSION_REDIS_URL is not set\n", verb);
+		return EXIT_CONFIG;
+	}
+	/* A connection or pipe closed under us is an error to report, not a silent death. */
+	signal(SIGPIPE, SIG_IGN);
+	if (std) {
+		f = import ? stdin : stdout;
+	} else {
+		/* The export holds every session's turns: readable by its owner only. */
+		fd = import ? open(path, O_RDONLY | O_CLOEXEC) :
+		    open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		f = fd < 0 ? NULL : fdopen(fd, import ? "rb" : "wb");
+		if (f == NULL) {
+			fprintf(stderr, "valerie: %s: %s: %s\n", verb, path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return EXIT_IOERR;
+		}
+	}
+	s = import ? redis_dump_import(conf.session_redis_url, f, &stats, err, sizeof(err)) :
+	    redis_dump_export(conf.session_redis_url, f, &stats, err, sizeof(err));
+	if (!std && fclose(f) != 0 && s == REDIS_DUMP_OK) {
+		snprintf(err, sizeof(err), "%s: %s", path, strerror(errno));
+		s = REDIS_DUMP_IO;
+	}
+	if (s != REDIS_DUMP_OK) {
+		fprintf(stderr, "valerie: %s: %s\n", verb, err);
+		/* NOTE: a half-written export is removed; it could only mislead. */
+		if (!import && !std)
+			unlink(path);
+		return exit_of[s];
+	}
+	if (import)
+		fprintf(stderr, "valerie: redis-import: %lld key(s) restored from %s\n", stats.keys,
+		    std ? "stdin" : path);
+	else
+		fprintf(stderr, "valerie: redis-export: %lld key(s) exported to %s (%lld vanished "
+		    "while exporting)\n", stats.keys, std ? "stdout" : path, stats.vanished);
+	return 0;
+}
+
+/*
  * VALERIE_ENV=production refuses a FastCGI socket on TCP (fd 0, from
  * spawn-fcgi) that any host may connect to: FCGI_WEB_SERVER_ADDRS, which
  * libfcgi enforces, must name the web servers.
@@ -214,6 +299,10 @@ main(int argc, char **argv)
 		return cmd_token(argc, argv);
 	if (strcmp(argv[1], "apikey") == 0)
 		return cmd_apikey(argc, argv);
+	if (strcmp(argv[1], "redis-export") == 0)
+		return cmd_redis_dump(argc, argv, 0);
+	if (strcmp(argv[1], "redis-import") == 0)
+		return cmd_redis_dump(argc, argv, 1);
 	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
 		printf("valerie %s\n", PACKAGE_VERSION);
 		return 0;

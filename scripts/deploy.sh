@@ -16,11 +16,15 @@
 #                    localhost/ (compose/docker-compose.dev.yml mounts it)
 #   --backup         back up the session data into $VALERIE_BACKUP_DIR/
 #                    valerie-backup-DATE.tar.gz: the LMDB environment (mdb_copy -c,
-#                    consistent while the pool runs) and/or Redis (an RDB snapshot
-#                    streamed by redis-cli --rdb)
-#   --restore FILE   put the LMDB data of a backup back (the pool must be stopped; the
-#                    current data.mdb is kept as data.mdb.before-restore) and show
-#                    how to restore its Redis snapshot
+#                    consistent while the pool runs) and/or Redis: Valerie's keys
+#                    (`valerie redis-export`: DUMP and TTL of each, over the network)
+#                    and an RDB snapshot of the whole server (redis-cli --rdb)
+#   --restore FILE   put the data of a backup back: LMDB (the pool must be stopped;
+#                    the current data.mdb is kept as data.mdb.before-restore) and
+#                    Valerie's Redis keys (`valerie redis-import`, over the network,
+#                    while everything runs: keys of the backup replace keys of the
+#                    same name, others stay); the RDB snapshot is a fallback for
+#                    a whole-server restore, by hand
 #
 # Environment:
 #   VALERIE_ENV_FILE       settings (default .env.production); --backup/--restore read
@@ -29,6 +33,8 @@
 #   VALERIE_COMPOSE_FILES  compose files, space-separated (default
 #                          "compose/docker-compose.yml compose/docker-compose.prod.yml")
 #   VALERIE_BACKUP_DIR     where backups go (default ./backups)
+#   VALERIE_BIN            the worker binary, for redis-export/-import on a local
+#                          target (default: `valerie` in PATH)
 #   VALERIE_BACKUP_TARGET  local: the data of this host (LMDB dir, Redis URL);
 #                          compose: the stack's containers. Default: compose when a
 #                          Docker engine answers and the stack runs, else local.
@@ -99,6 +105,26 @@ env_value() {
     v=${v%\"}
     v=${v#\"}
     printf '%s' "$v"
+}
+
+# find_valerie: the worker binary into $valerie_bin (VALERIE_BIN, else valerie in PATH),
+# as valerie-pool.sh finds it.
+valerie_bin=""
+find_valerie() {
+    local b=${VALERIE_BIN:-valerie}
+    case "$b" in
+        */*) [ -x "$b" ] || die "VALERIE_BIN=$b is not an executable" ;;
+        *) b=$(command -v -- "$b") || die "the valerie binary is not in PATH (set VALERIE_BIN)" ;;
+    esac
+    valerie_bin=$b
+}
+
+# valerie_redis VERB ARG URL: `valerie redis-export|redis-import ARG` against URL. Only
+# the URL is passed from the env file: the rest of the worker's settings keep their
+# defaults, and VALERIE_ENV_FILE (the launcher's, checked for its mode) is not passed.
+valerie_redis() {
+    env -u VALERIE_ENV_FILE VALERIE_SESSION_STORE=redis VALERIE_SESSION_REDIS_URL="$3" \
+        "$valerie_bin" "$1" "$2"
 }
 
 # The temp dir of --backup/--restore (global: the EXIT trap runs after the function).
@@ -193,6 +219,10 @@ do_backup() {
         docker cp "$cid:/data/valerie-backup.rdb" "$work/$name/redis/dump.rdb" || die "docker cp of the snapshot failed"
         compose exec -T redis rm -f /data/valerie-backup.rdb || true
         echo "redis=redis/dump.rdb" >>"$work/$name/MANIFEST"
+        compose exec -T api valerie redis-export - >"$work/$name/redis/valerie-keys.bin" 2>"$work/export.err" ||
+            die "valerie redis-export in the api container failed: $(cat "$work/export.err")"
+        echo "redis_keys=redis/valerie-keys.bin" >>"$work/$name/MANIFEST"
+        say "Redis: $(cat "$work/export.err")"
         n=$((n + 1))
     else
         store=$(env_value VALERIE_SESSION_STORE)
@@ -216,6 +246,11 @@ do_backup() {
                 die "redis-cli --rdb from $url failed: $(cat "$work/redis.err")"
             echo "redis=redis/dump.rdb" >>"$work/$name/MANIFEST"
             say "Redis: snapshot of $url"
+            find_valerie
+            valerie_redis redis-export "$work/$name/redis/valerie-keys.bin" "$url" 2>"$work/export.err" ||
+                die "valerie redis-export failed: $(cat "$work/export.err")"
+            echo "redis_keys=redis/valerie-keys.bin" >>"$work/$name/MANIFEST"
+            say "Redis: $(cat "$work/export.err")"
             n=$((n + 1))
         fi
     fi
@@ -231,7 +266,7 @@ do_backup() {
 maps_open() { grep -qsF -- "$1" /proc/[0-9]*/maps 2>/dev/null; }
 
 do_restore() {
-    local file=$1 dir data target
+    local file=$1 dir data target url
     [ -f "$file" ] || die "no such backup: $file"
     work=$(mktemp -d)
     tar -C "$work" -xzf "$file" || die "$file is not a backup archive (tar failed)"
@@ -252,7 +287,24 @@ do_restore() {
         rm -f -- "$data/lock.mdb"
         say "LMDB restored into $data (previous data: data.mdb.before-restore); start the pool"
     fi
-    if [ -f "$dir/redis/dump.rdb" ]; then
+    if [ -f "$dir/redis/valerie-keys.bin" ]; then
+        if [ "$target" = compose ]; then
+            need_engine
+            compose exec -T api valerie redis-import - <"$dir/redis/valerie-keys.bin" 2>"$work/import.err" ||
+                die "valerie redis-import in the api container failed: $(cat "$work/import.err")"
+        else
+            url=$(env_value VALERIE_SESSION_REDIS_URL)
+            [ -n "$url" ] || die "VALERIE_SESSION_REDIS_URL is not set (environment or $env_file)"
+            find_valerie
+            valerie_redis redis-import "$dir/redis/valerie-keys.bin" "$url" 2>"$work/import.err" ||
+                die "valerie redis-import failed: $(cat "$work/import.err")"
+        fi
+        say "Redis: $(cat "$work/import.err")"
+        say "(for a whole-server restore instead, the archive's redis/dump.rdb is an RDB snapshot:"
+        say " stop Redis, replace dump.rdb, move appendonlydir away, start it with --appendonly no,"
+        say " then redis-cli CONFIG SET appendonly yes)"
+    elif [ -f "$dir/redis/dump.rdb" ]; then
+        # A backup from before redis-export: only the snapshot, loaded by hand.
         cp -- "$dir/redis/dump.rdb" "$backup_dir/restore-dump.rdb" 2>/dev/null ||
             { mkdir -p -- "$backup_dir" && cp -- "$dir/redis/dump.rdb" "$backup_dir/restore-dump.rdb"; }
         say "Redis snapshot extracted: $backup_dir/restore-dump.rdb"

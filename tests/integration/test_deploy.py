@@ -2,8 +2,12 @@
 no Docker engine answers and exit 3. --backup then --restore round-trips a session of
 a local stack's LMDB store (created through the API, backed up while the pool runs,
 deleted, restored with the pool stopped, read back); --restore refuses while the pool
-has the data open. With Redis sessions the backup's RDB snapshot, loaded into a fresh
-redis-server, holds the session. First, what DEPLOYMENT.md and README.md tell an
+has the data open. With Redis sessions --backup then --restore round-trips a session
+over the network (valerie redis-export / redis-import: DELETE, FLUSHALL, restore, the
+session reads back with its turns and a TTL, and takes a next turn), and the backup's
+RDB snapshot, loaded into a fresh redis-server, holds the session too; redis-import
+refuses a truncated or foreign file and an unreachable Redis with distinct exit codes
+and a clear message. First, what DEPLOYMENT.md and README.md tell an
 operator to type exists: every deploy.sh verb, valerie subcommand and flag, run-local.sh
 verb, repository path and variable they name; every compose command's files pass
 `docker-compose config -q`; DEPLOYMENT.md has the sections issue 8 asks for."""
@@ -17,7 +21,7 @@ import tarfile
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (SRCDIR, RedisServer, Stack, check, done, failures,  # noqa: E402
+from harness import (BIN, SRCDIR, RedisServer, Stack, check, done, failures,  # noqa: E402
                      free_port, post_chat)
 
 DEPLOY = os.path.join(SRCDIR, "scripts", "deploy.sh")
@@ -44,7 +48,7 @@ for name, text in docs.items():
         check(v in verbs, f"{name}: scripts/deploy.sh {v} is a verb of deploy.sh ({sorted(verbs)})")
     for v in sorted(set(re.findall(r"run-local\.sh ([a-z]+)", text))):
         check(v in local_verbs, f"{name}: run-local.sh {v} is a verb ({sorted(local_verbs)})")
-    for cmd, flags in set(re.findall(r"\bvalerie (check-config|token|apikey new|version|serve)((?: \[?--[a-z]+ [^\s\]`)]+\]?)*)", text)):
+    for cmd, flags in set(re.findall(r"\bvalerie (check-config|token|apikey new|redis-export|redis-import|version|serve)((?: \[?--[a-z]+ [^\s\]`)]+\]?)*)", text)):
         line = sub_usage.get(cmd) if cmd != "serve" else ""
         check(line is not None, f"{name}: `valerie {cmd}` is a subcommand ({sorted(sub_usage)})")
         bad = [f for f in re.findall(r"--[a-z]+", flags) if f not in (line or "")]
@@ -132,17 +136,83 @@ finally:
     if not failures:
         shutil.rmtree(st.dir, ignore_errors=True)
 
-# --- Redis: the snapshot holds the session ---
+# --- Redis: --backup exports Valerie's keys, --restore loads them back over the network ---
+rsid = "deploy-redis-1"
 with RedisServer() as redis:
     env = {"VALERIE_SESSION_STORE": "redis", "VALERIE_SESSION_REDIS_URL": redis.url()}
+    benv = dict(env, VALERIE_BIN=BIN)
     with Stack(env=env) as st:
-        s, _, doc = post_chat(st, {"message": "kept in redis", "session_id": "deploy-redis-1"})
-        check(s == 200, f"chat turn with Redis sessions: {s}")
+        for m in ("kept in redis", "and restored"):
+            s, _, doc = post_chat(st, {"message": m, "session_id": rsid})
+            check(s == 200, f"chat turn '{m}' with Redis sessions: {s}")
+        s, _, before = st.json("GET", f"/api/v1/sessions/{rsid}")
+        check(s == 200, f"the Redis session reads before the backup: {s}")
         for a in glob.glob(os.path.join(tmp, "backups", "*.tar.gz")):
             os.unlink(a)
-        r = deploy("--backup", env=env)
+        r = deploy("--backup", env=benv)
         archives = glob.glob(os.path.join(tmp, "backups", "valerie-backup-*.tar.gz"))
         check(r.returncode == 0 and len(archives) == 1, f"--backup of Redis: {r.returncode} {r.stderr.strip()}")
+        check("key(s) exported" in r.stdout, f"--backup says how many keys it exported: {r.stdout.strip()}")
+        with tarfile.open(archives[0]) as t:
+            names = t.getnames()
+            manifest = t.extractfile([n for n in names if n.endswith("MANIFEST")][0]).read().decode()
+        check(any(n.endswith("redis/valerie-keys.bin") for n in names) and any(n.endswith("redis/dump.rdb") for n in names),
+              f"the archive holds Valerie's keys and the RDB snapshot: {names}")
+        check("redis_keys=redis/valerie-keys.bin" in manifest and "redis=redis/dump.rdb" in manifest,
+              f"the MANIFEST names both: {manifest!r}")
+        s, _, _ = st.json("DELETE", f"/api/v1/sessions/{rsid}")
+        redis.command("FLUSHALL")
+        s2, _, _ = st.json("GET", f"/api/v1/sessions/{rsid}")
+        left = redis.command("KEYS", f"*{rsid}*")
+        check(s in (200, 204) and s2 == 404 and not left,
+              f"session deleted and Redis flushed: DELETE {s}, GET {s2}, keys {left}")
+        # The pool keeps running: the import goes over the network, no file of Redis's is touched.
+        r = deploy("--restore", archives[0], env=benv)
+        check(r.returncode == 0 and "key(s) restored" in r.stdout,
+              f"--restore of Redis keys while everything runs: {r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+        s, _, after = st.json("GET", f"/api/v1/sessions/{rsid}")
+        msgs = [m.get("content") for m in (after or {}).get("messages", []) if m.get("role") == "user"]
+        check(s == 200 and msgs == ["kept in redis", "and restored"],
+              f"the Redis session is back with its turns: {s} {msgs}")
+        check(s == 200 and after.get("messages") == (before or {}).get("messages"),
+              "the restored session's messages are the ones backed up")
+        for kind in ("meta", "turns"):
+            ttl = redis.command("PTTL", f"valerie:{{{rsid}}}:{kind}")
+            check(isinstance(ttl, int) and ttl > 0, f"restored valerie:{{{rsid}}}:{kind} still expires: PTTL {ttl}")
+        check(redis.command("ZSCORE", "valerie:sessions", rsid) is not None, "the sessions index is restored")
+        s, _, doc = post_chat(st, {"message": "after the restore", "session_id": rsid})
+        check(s == 200 and (doc or {}).get("turn") == 3, f"the restored session takes turn 3: {s} {(doc or {}).get('turn')}")
+
+    # redis-import on its own: a truncated export, a foreign file, no Redis.
+    out = os.path.join(tmp, "redis-keys")
+    with tarfile.open(archives[0]) as t:
+        t.extractall(out)
+    keys_file = glob.glob(os.path.join(out, "*", "redis", "valerie-keys.bin"))[0]
+    whole = open(keys_file, "rb").read()
+    cut = os.path.join(tmp, "cut.bin")
+    foreign = os.path.join(tmp, "foreign.bin")
+    with open(cut, "wb") as f:
+        f.write(whole[:len(whole) - 20])
+    with open(foreign, "wb") as f:
+        f.write(b"REDIS0011 not an export\n")
+    venv = {k: v for k, v in os.environ.items() if not k.startswith("VALERIE_")}
+    venv.update(env)
+    redis.command("FLUSHALL")
+    imp = lambda path, e=venv: subprocess.run([BIN, "redis-import", path], env=e,  # noqa: E731
+                                              capture_output=True, text=True, timeout=60)
+    r = imp(cut)
+    check(r.returncode == 65 and "truncated export" in r.stderr,
+          f"redis-import of a truncated export: exit {r.returncode}: {r.stderr.strip()}")
+    redis.command("FLUSHALL")
+    r = imp(foreign)
+    check(r.returncode == 65 and "not a valerie redis-export file" in r.stderr and redis.command("DBSIZE") == 0,
+          f"redis-import of a foreign file writes nothing: exit {r.returncode}: {r.stderr.strip()}")
+    r = imp(keys_file, dict(venv, VALERIE_SESSION_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"))
+    check(r.returncode == 69 and "cannot connect" in r.stderr,
+          f"redis-import with no Redis: exit {r.returncode}: {r.stderr.strip()}")
+    r = imp(keys_file)
+    check(r.returncode == 0 and redis.command("EXISTS", f"valerie:{{{rsid}}}:turns") == 1,
+          f"redis-import of the whole export: exit {r.returncode}: {r.stderr.strip()}")
     out = os.path.join(tmp, "redis-restore")
     with tarfile.open(archives[0]) as t:
         t.extractall(out)
