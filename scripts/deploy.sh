@@ -243,9 +243,9 @@ do_backup() {
             # The server forks a snapshot and streams it: consistent, nothing to read
             # on the Redis host's disk.
             redis-cli -u "$url" --rdb "$work/$name/redis/dump.rdb" >/dev/null 2>"$work/redis.err" ||
-                die "redis-cli --rdb from $url failed: $(cat "$work/redis.err")"
+                die "redis-cli --rdb from $(redact_url "$url") failed: $(cat "$work/redis.err")"
             echo "redis=redis/dump.rdb" >>"$work/$name/MANIFEST"
-            say "Redis: snapshot of $url"
+            say "Redis: snapshot of $(redact_url "$url")"
             find_valerie
             valerie_redis redis-export "$work/$name/redis/valerie-keys.bin" "$url" 2>"$work/export.err" ||
                 die "valerie redis-export failed: $(cat "$work/export.err")"
@@ -260,6 +260,9 @@ do_backup() {
     chmod 600 "$backup_dir/$name.tar.gz"
     say "backup written: $backup_dir/$name.tar.gz"
 }
+
+# redact_url URL: the URL without its password (redis://:secret@host -> redis://***@host).
+redact_url() { printf '%s' "$1" | sed -E 's#//[^@/]*@#//***@#'; }
 
 # maps_open PATH: some process has PATH mapped (LMDB maps data.mdb).
 # -q: grep's status is 0 on a match even when some process vanished meanwhile.
