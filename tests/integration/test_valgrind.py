@@ -170,7 +170,7 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            rc = proc.wait(timeout=60)
+            rc = proc.wait(timeout=180)  # > VALERIE_SHUTDOWN_TIMEOUT (60) + valgrind's leak check
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait()
@@ -362,7 +362,7 @@ def auth_scenario():
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            rc = proc.wait(timeout=60)
+            rc = proc.wait(timeout=180)  # > VALERIE_SHUTDOWN_TIMEOUT (60) + valgrind's leak check
         except subprocess.TimeoutExpired:
             proc.kill()
             rc = proc.wait()
