@@ -15,19 +15,10 @@ the fake MCP server (tests/fakes/fake_mcp.py) and a dead one on a closed port.
 """
 import json
 import os
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeLLM, FakeMCP, SseParser, Stack, check, done, post_chat  # noqa: E402
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from harness import free_port, FakeLLM, FakeMCP, SseParser, Stack, check, done, post_chat  # noqa: E402
 
 
 def scrape(st, name, labels):
@@ -40,7 +31,7 @@ def scrape(st, name, labels):
 
 mcp = FakeMCP()
 fake = FakeLLM()
-dead = f"http://127.0.0.1:{closed_port()}/mcp"
+dead = f"http://127.0.0.1:{free_port()}/mcp"
 try:
     env = {"MCP_DEMO_URL": mcp.url, "MCP_DEAD_URL": dead, "MCP_MAX_RETRIES": "0",
            "MCP_TIMEOUT": "5"}

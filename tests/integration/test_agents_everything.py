@@ -21,25 +21,16 @@ tests/fakes/fake_mcp.py.
 import json
 import os
 import shutil
-import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (EverythingServer, FakeLLM, FakeMCP, SseParser, Stack, check,  # noqa: E402
+from harness import (free_port, EverythingServer, FakeLLM, FakeMCP, SseParser, Stack, check,  # noqa: E402
                      done, everything_install, json_lines, post_chat, wait_until)
 
 # A word that only the users' messages carry: it must never show in the log.
 SECRET = "marmalade7"
 TWO = (f'call everything__echo {{"message":"hi {SECRET}"}} and '
        'call everything__get-sum {"a":2,"b":3}')
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def openai_env(fake):
@@ -269,7 +260,7 @@ def failures(fake):
         # a tool the agent lists now and forgets later: in the cached list, then unknown
         mcp.reset(slow_seconds=3, extra_tools=["ghost"])
         env = dict(openai_env(fake), MCP_DEMO_URL=mcp.url, MCP_GONE_URL=gone.url,
-                   MCP_DEAD_URL=f"http://127.0.0.1:{closed_port()}/mcp", MCP_TIMEOUT="1",
+                   MCP_DEAD_URL=f"http://127.0.0.1:{free_port()}/mcp", MCP_TIMEOUT="1",
                    MCP_MAX_RETRIES="1", MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD="1000")
         with Stack(workers=1, threads=4, env=env) as st:
             s, doc, c = one_call(st, fake, "f-up", f'call gone__echo {{"message":"{SECRET}"}}')

@@ -18,14 +18,13 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (FakeLLM, RedisServer, Stack, TEST_STORES, check, done,  # noqa: E402
+from harness import (free_port, FakeLLM, RedisServer, Stack, TEST_STORES, check, done,  # noqa: E402
                      json_lines, post_chat, store_env, wait_until)
 import base64  # noqa: E402
 
@@ -114,14 +113,6 @@ class FakeContext:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-def closed_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def b64u(b):
@@ -351,7 +342,7 @@ try:
                 redis.stop()
 
     # --- connection refused: the turn goes on ---
-    dead = f"http://127.0.0.1:{closed_port()}/ctx"
+    dead = f"http://127.0.0.1:{free_port()}/ctx"
     env = dict(BASE, CONTEXTO_NEGOCIO_ENDPOINT=dead, CONTEXTO_NEGOCIO_CACHE_TTL="300")
     with Stack(workers=1, threads=2, env=env) as st:
         msg = "refused"

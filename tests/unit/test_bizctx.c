@@ -20,9 +20,8 @@ text(const char *type, const char *body, size_t len)
 	char *r;
 
 	if (bizctx_answer_text(type, body, len, &out, &why) != 0) {
-		r = malloc(strlen(why) + 6);
-		strcpy(r, "ERR: ");
-		strcat(r, why);
+		if (asprintf(&r, "ERR: %s", why) < 0)
+			r = NULL;
 	} else {
 		r = strndup(out.data != NULL ? out.data : "", out.len);
 	}
