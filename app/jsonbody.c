@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "jsonbody.h"
+#include "buf.h"
 #include "jsoncheck.h"
 
 #include <ctype.h>
@@ -27,9 +28,11 @@ jsonbody_parse(const struct http_request *req, struct http_response *resp, int m
 	struct json_object *obj;
 	enum json_tokener_error jerr;
 	enum jsoncheck_result jr;
-	const char *why;
+	struct buf fixed = {0};
+	const char *why, *text;
 	char msg[160];
 	size_t off, end;
+	int r;
 
 	if (!is_json_type(req->content_type)) {
 		http_response_error(resp, 415, "unsupported_media_type",
@@ -71,9 +74,22 @@ jsonbody_parse(const struct http_request *req, struct http_response *resp, int m
 	end = req->body_len;
 	while (end > off && isspace((unsigned char)req->body[end - 1]))
 		end--;
-	obj = json_tokener_parse_ex(tok, req->body + off, (int)(end - off));
+	text = req->body + off;
+	r = jsoncheck_for_json_c(text, end - off, &fixed);
+	if (r < 0) {
+		json_tokener_free(tok);
+		buf_free(&fixed);
+		resp->body.oom = 1;
+		return NULL;
+	}
+	if (r > 0) {
+		text = fixed.data;
+		end = off + fixed.len;
+	}
+	obj = json_tokener_parse_ex(tok, text, (int)(end - off));
 	jerr = json_tokener_get_error(tok);
 	json_tokener_free(tok);
+	buf_free(&fixed);
 	if (jerr != json_tokener_success || !json_object_is_type(obj, json_type_object)) {
 		/* Cannot happen after jsoncheck; refuse rather than trust it. */
 		json_object_put(obj);

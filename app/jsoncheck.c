@@ -246,18 +246,76 @@ jsoncheck(const char *s, size_t len, int max_depth, size_t *offset, const char *
 	return c.res;
 }
 
+/* The four hex digits at p as *v: 0, or -1 when they are not four hex digits. */
+static int
+hexat(const char *p, unsigned int *v)
+{
+	int i, d;
+
+	*v = 0;
+	for (i = 0; i < 4; i++) {
+		if (p[i] >= '0' && p[i] <= '9')
+			d = p[i] - '0';
+		else if ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'f')
+			d = (p[i] | 0x20) - 'a' + 10;
+		else
+			return -1;
+		*v = *v << 4 | (unsigned int)d;
+	}
+	return 0;
+}
+
+static void put_utf8(struct buf *out, unsigned int u);
+
+int
+jsoncheck_for_json_c(const char *s, size_t len, struct buf *out)
+{
+	const char *p = s, *end = s + len, *done = s, *q;
+	unsigned int hi, lo;
+
+	while ((q = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+		if (end - q >= 12 && q[1] == 'u' && hexat(q + 2, &hi) == 0 && hi >= 0xd800 &&
+		    hi <= 0xdbff && (hi & 0x3e) == 0x36 && q[6] == '\\' && q[7] == 'u' &&
+		    hexat(q + 8, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
+			buf_append(out, done, (size_t)(q - done));
+			put_utf8(out, 0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00));
+			p = done = q + 12;
+			continue;
+		}
+		/* any other escape: step over the backslash and the byte it escapes */
+		p = end - q > 2 ? q + 2 : end;
+	}
+	if (done == s)
+		return 0;
+	buf_append(out, done, (size_t)(end - done));
+	return out->oom ? -1 : 1;
+}
+
 struct json_object *
 jsoncheck_parse(const char *text, size_t len, int max_depth)
 {
 	struct json_tokener *tok;
 	struct json_object *o;
+	struct buf fixed = {0};
 	size_t end;
+	int r;
 
 	if (len > INT_MAX)
 		return NULL;
-	tok = json_tokener_new_ex(max_depth);
-	if (tok == NULL)
+	r = jsoncheck_for_json_c(text, len, &fixed);
+	if (r < 0) {
+		buf_free(&fixed);
 		return NULL;
+	}
+	if (r > 0) {
+		text = fixed.data;
+		len = fixed.len;
+	}
+	tok = json_tokener_new_ex(max_depth);
+	if (tok == NULL) {
+		buf_free(&fixed);
+		return NULL;
+	}
 	o = json_tokener_parse_ex(tok, text, (int)len);
 	if (json_tokener_get_error(tok) != json_tokener_success) {
 		json_object_put(o);
@@ -274,6 +332,7 @@ jsoncheck_parse(const char *text, size_t len, int max_depth)
 		}
 	}
 	json_tokener_free(tok);
+	buf_free(&fixed);
 	return o;
 }
 

@@ -25,6 +25,18 @@ enum jsoncheck_result {
 enum jsoncheck_result jsoncheck(const char *s, size_t len, int max_depth, size_t *offset,
     const char **why);
 
+struct buf;
+
+/*
+ * json-c 0.16 (Debian 12) tests the code point decoded from a \u surrogate
+ * pair with its surrogate macros, so characters whose low 16 bits fall in
+ * D800..DFFF (U+1D800..U+1DFFF, U+2D800..: SignWriting, CJK extension F, ...)
+ * come out as U+FFFD. Before json-c reads s[0..len): 0 when s has no such
+ * pair; 1 and `out` holding s with those pairs written as raw UTF-8 (the same
+ * JSON value); -1 when out ran out of memory.
+ */
+int jsoncheck_for_json_c(const char *s, size_t len, struct buf *out);
+
 /*
  * Parses s[0..len) with json-c as exactly one JSON value (whitespace may
  * follow, nothing else), nesting at most `max_depth`; NULL when it is not.
@@ -40,8 +52,6 @@ struct json_object *jsoncheck_parse(const char *s, size_t len, int max_depth);
  * outlive it. Members are found as json-c finds them: by their unescaped
  * name, the last of several with one name.
  */
-struct buf;
-
 struct jsonv {
 	const char *p, *end;   /* the value's first byte, one past its last */
 };

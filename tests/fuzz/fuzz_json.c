@@ -79,8 +79,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct json_tokener *tok;
 	struct json_object *obj;
-	const char *why;
-	size_t off;
+	struct buf fixed = {0};
+	const char *why, *text;
+	size_t off, tlen;
 	char *copy;
 
 	if (jsoncheck((const char *)data, size, 16, &off, &why) != JSONCHECK_OK) {
@@ -88,15 +89,30 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		return 0;
 	}
-	/* Accepted: json-c must build it (with a terminator so numbers end). */
-	copy = malloc(size + 1);
-	if (copy == NULL)
+	/*
+	 * Accepted: json-c must build it (with a terminator so numbers end),
+	 * given as Valerie gives it, around json-c 0.16's surrogate pair bug.
+	 */
+	if (jsoncheck_for_json_c((const char *)data, size, &fixed) < 0)
 		return 0;
-	memcpy(copy, data, size);
-	copy[size] = '\0';
+	if (fixed.len > 0) {
+		text = fixed.data;
+		tlen = fixed.len;
+	} else {
+		text = (const char *)data;
+		tlen = size;
+	}
+	copy = malloc(tlen + 1);
+	if (copy == NULL) {
+		buf_free(&fixed);
+		return 0;
+	}
+	memcpy(copy, text, tlen);
+	copy[tlen] = '\0';
+	buf_free(&fixed);
 	tok = json_tokener_new_ex(18);
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-	obj = json_tokener_parse_ex(tok, copy, (int)size + 1);
+	obj = json_tokener_parse_ex(tok, copy, (int)tlen + 1);
 	if (obj == NULL && json_tokener_get_error(tok) != json_tokener_success)
 		abort();
 	{

@@ -113,6 +113,18 @@ def answers(st, kind):
     check(s == 200 and doc.get("turn") == 2,
           f"{L} id_empresa as a string too, on /api/v1/chat: {s} {doc}")
 
+    # --- characters beyond the BMP, as Python's json.dumps escapes them (surrogate
+    # pairs); U+1D800 and U+2D801 are the ones json-c 0.16 alone turns into U+FFFD ---
+    text = "signs \U0001d800 \U0002d801 \U0001f600 caf\u00e9"
+    usid = f"unicode-{kind}"
+    s, h, doc = post_chat(st, {"message": text, "session_id": usid})
+    check(s == 200 and text in (doc or {}).get("reply", ""),
+          f"{L} escaped astral characters reach the provider as sent: {s} "
+          f"{(doc or {}).get('reply', '')[:300]!r}")
+    s, h, doc = get_session(st, usid)
+    users = [m.get("content") for m in (doc or {}).get("messages", []) if m.get("role") == "user"]
+    check(users == [text], f"{L} ... and are stored as sent: {users!r}")
+
     # --- forgetting a session ---
     s, h, doc = st.json("DELETE", f"/api/v1/sessions/{sid}")
     check(s == 200 and isinstance(doc, dict) and "error" not in doc,

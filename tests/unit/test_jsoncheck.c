@@ -96,6 +96,35 @@ test_jsonv(void)
 	buf_free(&b);
 }
 
+/*
+ * json-c 0.16 turns escaped pairs for U+xD800..U+xDFFF into U+FFFD: the
+ * escapes jsoncheck_for_json_c rewrites, and what the parsers then give.
+ */
+static void
+test_json_c_surrogates(void)
+{
+	static const char doc[] = "{\"\\ud836\\udc00\":\"a\\\\ud836\\\\udc00\\uD837\\uDFFF\\ud83d\\ude00\"}";
+	static const char plain[] = "[\"\\ud83d\\ude00\\n\"]", escaped[] = "[\"\\\\ud836\\\\udc00\"]";
+	struct json_object *o, *v;
+	struct buf b = {0};
+
+	/* nothing to do: no pair in the range, or an escaped backslash before it */
+	CHECK_INT(jsoncheck_for_json_c(plain, sizeof(plain) - 1, &b), 0);
+	CHECK_INT(jsoncheck_for_json_c(escaped, sizeof(escaped) - 1, &b), 0);
+	CHECK_INT(jsoncheck_for_json_c("", 0, &b), 0);
+	CHECK_INT((int)b.len, 0);
+	/* the name and the second pair of the value; the escaped backslash stays */
+	CHECK_INT(jsoncheck_for_json_c(doc, sizeof(doc) - 1, &b), 1);
+	CHECK_STR(b.data, "{\"\xf0\x9d\xa0\x80\":\"a\\\\ud836\\\\udc00\xf0\x9d\xbf\xbf\\ud83d\\ude00\"}");
+	buf_free(&b);
+	CHECK_INT(jc(doc, 8), JSONCHECK_OK);
+	o = jsoncheck_parse(doc, sizeof(doc) - 1, 8);
+	CHECK(o != NULL && json_object_object_get_ex(o, "\xf0\x9d\xa0\x80", &v));
+	if (o != NULL && v != NULL)
+		CHECK_STR(json_object_get_string(v), "a\\ud836\\udc00" "\xf0\x9d\xbf\xbf\xf0\x9f\x98\x80");
+	json_object_put(o);
+}
+
 int
 main(void)
 {
@@ -104,6 +133,7 @@ main(void)
 
 	test_buf_json_string();
 	test_jsonv();
+	test_json_c_surrogates();
 	OK("{}");
 	OK(" { \"a\" : [1, -2.5e+3, 0, 0.1, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"] } \n");
 	OK("42");
