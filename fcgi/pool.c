@@ -91,10 +91,12 @@ serve_one(struct worker_thread *wt)
 		req.path = "/";
 		http_response_error(&wt->resp, 500, "internal_error", "out of memory");
 		transport_send(&wt->tr, &req, &wt->resp);
+		transport_end(&wt->tr);
 		return;
 	}
 	app_handle(wt->aw, &req, &wt->resp);
 	transport_send(&wt->tr, &req, &wt->resp);
+	transport_end(&wt->tr);
 }
 
 static void *

@@ -188,6 +188,31 @@ read_body(struct transport *t, struct http_request *req, const char *cl)
 	req->body_len = (size_t)len;
 }
 
+/*
+ * NOTE: libfcgi ends a connection with shutdown(), then polls and reads until
+ * nginx has closed its end, so that input left unread cannot turn the close
+ * into a reset. That wait wakes the thread a second time per request, on the
+ * cores nginx and the client are using (bench/README.md). Once the input has
+ * been read to its end record nothing more can arrive, and the plain close()
+ * that FCGX_Detach asks of FCGX_Finish_r is just as clean. The end record
+ * follows the body in nginx's write, so reading it costs no wait; a peer that
+ * sends it late has its answer already and holds only this thread.
+ */
+void
+transport_end(struct transport *t)
+{
+	FCGX_Stream *in = t->fcgi->in;
+
+	/* The answer and the end-request record go out first, as FCGX_Finish_r sends them. */
+	(void)FCGX_FClose(t->fcgi->err);
+	(void)FCGX_FClose(t->fcgi->out);
+	if (in != NULL && (FCGX_HasSeenEOF(in) || FCGX_GetChar(in) == EOF) &&
+	    FCGX_GetError(in) == 0)
+		(void)FCGX_Detach(t->fcgi);
+	else
+		(void)FCGX_Attach(t->fcgi);
+}
+
 /* An HTTP_<NAME> param: "HTTP_NAME=value", its '=' at `eq`. */
 struct header_param {
 	const char *kv, *eq;

@@ -36,4 +36,11 @@ int transport_read(struct transport *t, struct http_request *req);
 void transport_send(struct transport *t, const struct http_request *req,
     struct http_response *resp);
 
+/*
+ * After the response: chooses how FCGX_Finish_r will close the connection.
+ * A plain close() when the request's input was read to its end record (what
+ * nginx sends), libfcgi's shutdown-and-wait-for-EOF otherwise.
+ */
+void transport_end(struct transport *t);
+
 #endif
