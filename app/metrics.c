@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -327,6 +328,36 @@ metrics_label_value(const char *in, char *out, size_t outlen)
 			out[n++] = *in;
 		}
 	}
+	out[n] = '\0';
+}
+
+void
+metrics_labels(char *out, size_t outlen, ...)
+{
+	const char *name, *value, *parts[4];
+	size_t n = 0, len, i;
+	va_list ap;
+
+	if (outlen == 0)
+		return;
+	va_start(ap, outlen);
+	while ((name = va_arg(ap, const char *)) != NULL) {
+		value = va_arg(ap, const char *);
+		parts[0] = n > 0 ? "," : "";
+		parts[1] = name;
+		parts[2] = "=\"";
+		parts[3] = value;
+		for (i = 0; i < 4; i++) {
+			len = strlen(parts[i]);
+			if (len > outlen - 1 - n)
+				len = outlen - 1 - n;
+			memcpy(out + n, parts[i], len);
+			n += len;
+		}
+		if (n < outlen - 1)
+			out[n++] = '"';
+	}
+	va_end(ap);
 	out[n] = '\0';
 }
 

@@ -53,6 +53,14 @@ void metrics_inflight_add(int delta);
 void metrics_label_value(const char *in, char *out, size_t outlen);
 
 /*
+ * Writes `name="value"` pairs joined by commas into `out`, from name, value,
+ * ..., NULL; values already escaped (metrics_label_value). Truncates like
+ * snprintf. NOTE: no printf: a completion builds six label sets, and glibc's
+ * printf costs about 1,000 instructions a call (bench/README.md).
+ */
+void metrics_labels(char *out, size_t outlen, ...) __attribute__((sentinel));
+
+/*
  * Appends the exposition (Prometheus text format 0.0.4) of every known
  * metric: HELP, TYPE, then each series; valerie_workers and
  * valerie_inflight_requests are computed from the live processes.

@@ -481,23 +481,23 @@ count_call(const struct conf *conf, const char *name, enum provider_status st,
 		outcome = "timeout";
 	else if (res->last_status == 429)
 		outcome = "rate_limited";
-	snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"%s\"", prov, model,
-	    outcome);
+	metrics_labels(labels, sizeof(labels), "provider", prov, "model", model, "outcome", outcome,
+	    (char *)NULL);
 	metrics_counter_add("valerie_llm_requests_total", labels, 1);
-	snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\"", prov, model);
+	metrics_labels(labels, sizeof(labels), "provider", prov, "model", model, (char *)NULL);
 	metrics_observe("valerie_llm_request_duration_seconds", labels, seconds);
 	if (tap->first_ms > 0)
 		metrics_observe("valerie_llm_time_to_first_token_seconds", labels,
 		    (double)(tap->first_ms - start_ms) / 1000.0);
 	if (st == PROVIDER_OK) {
-		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"input\"",
-		    prov, model);
+		metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
+		    "direction", "input", (char *)NULL);
 		metrics_counter_add("valerie_llm_tokens_total", labels, (double)res->input_tokens);
-		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"output\"",
-		    prov, model);
+		metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
+		    "direction", "output", (char *)NULL);
 		metrics_counter_add("valerie_llm_tokens_total", labels, (double)res->output_tokens);
 	}
-	snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
+	metrics_labels(labels, sizeof(labels), "provider", prov, (char *)NULL);
 	if (res->attempts > 1)
 		metrics_counter_add("valerie_llm_retries_total", labels, res->attempts - 1);
 	metrics_gauge_set("valerie_provider_up", labels,

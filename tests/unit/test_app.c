@@ -6,6 +6,7 @@
 #include "conf.h"
 #include "log.h"
 #include "memtransport.h"
+#include "metrics.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -90,6 +91,24 @@ metric(const char *series)
 	return strtoll(p + strlen(needle), NULL, 10);
 }
 
+/* Label sets as the provider metrics write them, and cut where snprintf would cut. */
+static void
+test_metrics_labels(void)
+{
+	char l[40], small[12];
+
+	metrics_labels(l, sizeof(l), "provider", "openai", "model", "gpt-4o", (char *)NULL);
+	CHECK_STR(l, "provider=\"openai\",model=\"gpt-4o\"");
+	metrics_labels(l, sizeof(l), "provider", "x", (char *)NULL);
+	CHECK_STR(l, "provider=\"x\"");
+	metrics_labels(l, sizeof(l), (char *)NULL);
+	CHECK_STR(l, "");
+	metrics_labels(small, sizeof(small), "provider", "openai", (char *)NULL);
+	CHECK_STR(small, "provider=\"o");
+	metrics_labels(small, sizeof(small), "ab", "c", "de", "f", (char *)NULL);
+	CHECK_STR(small, "ab=\"c\",de=\"");
+}
+
 int
 main(void)
 {
@@ -101,6 +120,7 @@ main(void)
 	int devnull = open("/dev/null", O_WRONLY);
 
 	log_set_fd(devnull);
+	test_metrics_labels();
 	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
 	app = app_create(&conf, err, sizeof(err));
 	CHECK(app != NULL);
