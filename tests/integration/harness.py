@@ -260,9 +260,11 @@ class FcgiClient:
     def end_body(self):
         self.s.sendall(_record(FCGI_STDIN, b""))
 
-    def response(self):
-        """Reads records until END_REQUEST; returns (status, headers, body)."""
+    def response(self, close=True):
+        """Reads records until END_REQUEST; returns (status, headers, body). .ended
+        says whether END_REQUEST came; close=False leaves the socket open."""
         out, buf = b"", b""
+        self.ended = False
         while True:
             chunk = self.s.recv(65536)
             if not chunk:
@@ -279,8 +281,10 @@ class FcgiClient:
                 elif rtype == FCGI_END:
                     ended = True
             if ended:
+                self.ended = True
                 break
-        self.s.close()
+        if close:
+            self.s.close()
         head, _, body = out.partition(b"\r\n\r\n")
         headers, status = {}, None
         for line in head.decode(errors="replace").split("\r\n"):

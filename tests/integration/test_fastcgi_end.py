@@ -10,40 +10,18 @@ with input left unread."""
 import json
 import os
 import socket
-import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (FCGI_END, FCGI_STDOUT, FcgiClient, SseStream, Stack, check, done,  # noqa: E402
+from harness import (FcgiClient, SseStream, Stack, check, done,  # noqa: E402
                      is_error_doc, post_chat, read_text, wait_until)
 
 
 def answer_then_end(c, timeout=10):
-    """Reads records until END_REQUEST without closing; then what the next read gives:
-    b"" for a clean end, or the exception's name. Returns (status, body, after)."""
+    """The answer, the socket left open: (status, body, whether END_REQUEST came)."""
     c.s.settimeout(timeout)
-    buf, out, ended = b"", b"", False
-    while not ended:
-        chunk = c.s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-        while len(buf) >= 8:
-            _, rtype, _, clen, plen = struct.unpack(">BBHHB", buf[:7])
-            if len(buf) < 8 + clen + plen:
-                break
-            content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
-            if rtype == FCGI_STDOUT:
-                out += content
-            elif rtype == FCGI_END:
-                ended = True
-    head, _, body = out.partition(b"\r\n\r\n")
-    status = None
-    for line in head.decode(errors="replace").split("\r\n"):
-        k, _, v = line.partition(":")
-        if k.strip().lower() == "status":
-            status = int(v.split()[0])
-    return status, body, ended
+    status, _, body = c.response(close=False)
+    return status, body, c.ended
 
 
 def after_end(c, timeout=10):
