@@ -74,7 +74,10 @@ def rand_id(n=24):
 
 
 def dumps(doc):
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    """Raw UTF-8, or with --ascii-json every non-ASCII character escaped (characters
+    beyond the BMP as surrogate pairs), as Python servers using json.dumps' default send."""
+    ascii_only = OPT is not None and OPT.ascii_json
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=ascii_only).encode()
 
 
 class ClientGone(Exception):
@@ -1512,6 +1515,8 @@ def parse_args(argv):
     p.add_argument("--lenient", action="store_true",
                    help="do not check that tool results answer an earlier tool call")
     p.add_argument("--verbose", action="store_true", help="log each request to stderr")
+    p.add_argument("--ascii-json", action="store_true",
+                   help="escape every non-ASCII character in answers (\\uXXXX, pairs beyond the BMP)")
     o = p.parse_args(argv)
     if bool(o.tls_cert) != bool(o.tls_key):
         p.error("--tls-cert and --tls-key go together")

@@ -3,6 +3,7 @@
 or SSE event the client sees, retries counted as upstream calls (not timed), nothing stored
 for a failed turn, the upstream call abandoned when the client leaves, and HTTPS with a
 CA bundle of our own."""
+import http.client
 import json
 import os
 import socket
@@ -180,5 +181,37 @@ try:
               f"an untrusted certificate is refused: {doc}")
 finally:
     tls_fake.stop()
+
+# --- an upstream that escapes non-ASCII (Python's json.dumps default): characters beyond
+# the BMP come as surrogate pairs, U+1D800 and U+2D801 among them, which json-c 0.16
+# alone would turn into U+FFFD (app/jsoncheck.h) ---
+ascii_fake = Fake(extra=("--ascii-json",))
+try:
+    text = "signs \U0001d800 \U0002d801 \U0001f600 caf\u00e9"
+    c = http.client.HTTPConnection("127.0.0.1", ascii_fake.port, timeout=10)
+    c.request("POST", "/v1/chat/completions", body=json.dumps(
+        {"model": "gpt-test", "messages": [{"role": "user", "content": text}]}),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer sk-test"})
+    raw = c.getresponse().read()
+    c.close()
+    check(b"\\ud836\\udc00" in raw and b"\\u00e9" in raw,
+          f"the fake escapes its answers as the test needs: {raw[:300]!r}")
+    for prov in ("openai", "anthropic"):
+        aenv = dict(env, VALERIE_LLM_PROVIDER=prov, ANTHROPIC_API_KEY="ak-test",
+                    ANTHROPIC_MODEL="claude-test",
+                    OPENAI_BASE_URL=f"http://127.0.0.1:{ascii_fake.port}/v1",
+                    ANTHROPIC_BASE_URL=f"http://127.0.0.1:{ascii_fake.port}")
+        with Stack(workers=1, threads=2, env=aenv) as st:
+            s, h, body = chat(st, f"ascii-{prov}", text)
+            doc = json.loads(body) if s == 200 else {}
+            check(doc.get("reply") == "echo: " + text,
+                  f"[{prov}] an escaped answer beyond the BMP, whole: {s} {doc.get('reply')!r}")
+            s, h, body = chat(st, f"ascii-{prov}-s", text, stream=True)
+            ev = sse_events(body)
+            deltas = "".join(json.loads(d)["text"] for n, d in ev if n == "delta")
+            check(s == 200 and deltas == "echo: " + text,
+                  f"[{prov}] ... and streamed: {s} {deltas!r}")
+finally:
+    ascii_fake.stop()
 
 done("test_provider_openai")
