@@ -2,7 +2,6 @@
 #include "config.h"
 
 #include "jsonbody.h"
-#include "buf.h"
 #include "jsoncheck.h"
 
 #include <ctype.h>
@@ -24,15 +23,11 @@ is_json_type(const char *ct)
 struct json_object *
 jsonbody_parse(const struct http_request *req, struct http_response *resp, int max_depth)
 {
-	struct json_tokener *tok;
 	struct json_object *obj;
-	enum json_tokener_error jerr;
 	enum jsoncheck_result jr;
-	struct buf fixed = {0};
-	const char *why, *text;
+	const char *why;
 	char msg[160];
-	size_t off, end;
-	int r;
+	size_t off;
 
 	if (!is_json_type(req->content_type)) {
 		http_response_error(resp, 415, "unsupported_media_type",
@@ -65,32 +60,14 @@ jsonbody_parse(const struct http_request *req, struct http_response *resp, int m
 		http_response_error(resp, 400, "invalid_body", "the body must be a JSON object");
 		return NULL;
 	}
-	tok = json_tokener_new_ex(max_depth + 1);
-	if (tok == NULL) {
+	/* json-c counts a scalar as a level: one more than our containers. */
+	obj = jsoncheck_parse(req->body, req->body_len, max_depth + 1);
+	if (obj == NULL) {
+		/* After jsoncheck only memory can fail json-c: a 500, as before. */
 		resp->body.oom = 1;
 		return NULL;
 	}
-	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
-	end = req->body_len;
-	while (end > off && isspace((unsigned char)req->body[end - 1]))
-		end--;
-	text = req->body + off;
-	r = jsoncheck_for_json_c(text, end - off, &fixed);
-	if (r < 0) {
-		json_tokener_free(tok);
-		buf_free(&fixed);
-		resp->body.oom = 1;
-		return NULL;
-	}
-	if (r > 0) {
-		text = fixed.data;
-		end = off + fixed.len;
-	}
-	obj = json_tokener_parse_ex(tok, text, (int)(end - off));
-	jerr = json_tokener_get_error(tok);
-	json_tokener_free(tok);
-	buf_free(&fixed);
-	if (jerr != json_tokener_success || !json_object_is_type(obj, json_type_object)) {
+	if (!json_object_is_type(obj, json_type_object)) {
 		/* Cannot happen after jsoncheck; refuse rather than trust it. */
 		json_object_put(obj);
 		http_response_error(resp, 400, "invalid_json", "the JSON body could not be parsed");
