@@ -456,8 +456,7 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 				http_response_error(resp, 429, "rate_limited", "too many failed "
 				    "attempts: wait for Retry-After seconds");
 				ratelimit_headers(resp, &rl);
-				snprintf(v, sizeof(v), "%lld", rl.retry_after_s);
-				http_response_header(resp, "Retry-After", v);
+				http_response_header(resp, "Retry-After", decimal(v, rl.retry_after_s));
 				return -1;
 			}
 			http_response_error(resp, 401, "unauthorized", why);
@@ -483,8 +482,7 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 		    by_address ? "scope=\"address\"" : "scope=\"principal\"", 1);
 		http_response_error(resp, 429, "rate_limited", "too many requests: wait for "
 		    "Retry-After seconds");
-		snprintf(v, sizeof(v), "%lld", rl.retry_after_s);
-		http_response_header(resp, "Retry-After", v);
+		http_response_header(resp, "Retry-After", decimal(v, rl.retry_after_s));
 		return -1;
 	}
 	return 0;

@@ -540,8 +540,8 @@ count_circuit_open(const struct conf *conf, const char *name)
 	metrics_label_value(name, prov, sizeof(prov));
 	model_label(conf, strcmp(name, "openai") == 0 ? conf->openai_model :
 	    strcmp(name, "anthropic") == 0 ? conf->anthropic_model : "offline", model, sizeof(model));
-	snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"circuit_open\"",
-	    prov, model);
+	metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
+	    "outcome", "circuit_open", (char *)NULL);
 	metrics_counter_add("valerie_llm_requests_total", labels, 1);
 }
 
@@ -581,17 +581,17 @@ provider_metrics_init(const struct conf *conf)
 		    strcmp(chain[i], "anthropic") == 0 ? conf->anthropic_model : "offline",
 		    model, sizeof(model));
 		for (o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++) {
-			snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",outcome=\"%s\"",
-			    prov, model, outcomes[o]);
+			metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
+			    "outcome", outcomes[o], (char *)NULL);
 			metrics_counter_add("valerie_llm_requests_total", labels, 0);
 		}
-		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"input\"",
-		    prov, model);
+		metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
+		    "direction", "input", (char *)NULL);
 		metrics_counter_add("valerie_llm_tokens_total", labels, 0);
-		snprintf(labels, sizeof(labels), "provider=\"%s\",model=\"%s\",direction=\"output\"",
-		    prov, model);
+		metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
+		    "direction", "output", (char *)NULL);
 		metrics_counter_add("valerie_llm_tokens_total", labels, 0);
-		snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
+		metrics_labels(labels, sizeof(labels), "provider", prov, (char *)NULL);
 		metrics_counter_add("valerie_llm_retries_total", labels, 0);
 		metrics_counter_add("valerie_llm_fallbacks_total", labels, 0);
 	}
@@ -670,7 +670,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 				circuit_success(c);
 			if (tried > 1) {
 				metrics_label_value(chain[i], prov, sizeof(prov));
-				snprintf(labels, sizeof(labels), "provider=\"%s\"", prov);
+				metrics_labels(labels, sizeof(labels), "provider", prov, (char *)NULL);
 				metrics_counter_add("valerie_llm_fallbacks_total", labels, 1);
 			}
 			res->attempts = attempts;
