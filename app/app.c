@@ -398,32 +398,15 @@ anonymous(const struct app *app, struct principal *p)
 	p->admin = !auth_required(app->auth);
 }
 
-/* v in decimal, written backwards from the end of b[24]; returns its first digit. */
-static const char *
-decimal(char b[24], long long v)
-{
-	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-	char *p = b + 23;
-
-	*p = '\0';
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u > 0);
-	if (v < 0)
-		*--p = '-';
-	return p;
-}
-
 /* NOTE: not snprintf: these three go with every answer (bench/README.md). */
 static void
 ratelimit_headers(struct http_response *resp, const struct rl_result *r)
 {
-	char v[24];
+	char v[BUF_DECIMAL_SIZE];
 
-	http_response_header(resp, "RateLimit-Limit", decimal(v, r->limit));
-	http_response_header(resp, "RateLimit-Remaining", decimal(v, r->remaining));
-	http_response_header(resp, "RateLimit-Reset", decimal(v, r->reset_s));
+	http_response_header(resp, "RateLimit-Limit", buf_decimal(v, r->limit, 1));
+	http_response_header(resp, "RateLimit-Remaining", buf_decimal(v, r->remaining, 1));
+	http_response_header(resp, "RateLimit-Reset", buf_decimal(v, r->reset_s, 1));
 }
 
 /*
@@ -456,7 +439,7 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 				http_response_error(resp, 429, "rate_limited", "too many failed "
 				    "attempts: wait for Retry-After seconds");
 				ratelimit_headers(resp, &rl);
-				http_response_header(resp, "Retry-After", decimal(v, rl.retry_after_s));
+				http_response_header(resp, "Retry-After", buf_decimal(v, rl.retry_after_s, 1));
 				return -1;
 			}
 			http_response_error(resp, 401, "unauthorized", why);
@@ -482,7 +465,7 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 		    by_address ? "scope=\"address\"" : "scope=\"principal\"", 1);
 		http_response_error(resp, 429, "rate_limited", "too many requests: wait for "
 		    "Retry-After seconds");
-		http_response_header(resp, "Retry-After", decimal(v, rl.retry_after_s));
+		http_response_header(resp, "Retry-After", buf_decimal(v, rl.retry_after_s, 1));
 		return -1;
 	}
 	return 0;

@@ -160,3 +160,21 @@ buf_json_string(struct buf *b, const char *s, size_t len)
 	buf_append(b, s + from, len - from);
 	buf_append(b, "\"", 1);
 }
+
+const char *
+buf_decimal(char d[BUF_DECIMAL_SIZE], long long v, int width)
+{
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+	char *p = d + BUF_DECIMAL_SIZE - 1, *first = p;
+
+	*p = '\0';
+	if (width > 20)
+		width = 20;
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u > 0 || first - p < width);
+	if (v < 0)
+		*--p = '-';
+	return p;
+}

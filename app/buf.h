@@ -46,4 +46,15 @@ void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
  */
 void buf_json_string(struct buf *b, const char *s, size_t len);
 
+/* Room buf_decimal needs: a sign, 20 digits of a 64-bit value and the NUL. */
+#define BUF_DECIMAL_SIZE 24
+
+/*
+ * Writes v in decimal into d, zero-padded to at least `width` digits (at most
+ * 20), with a leading '-' when negative, and NUL-terminated. The text ends at
+ * the end of d; returns its first character (inside d, borrowed). Without
+ * printf: the answer headers and the access line use it on every request.
+ */
+const char *buf_decimal(char d[BUF_DECIMAL_SIZE], long long v, int width);
+
 #endif

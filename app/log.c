@@ -1,10 +1,12 @@
 /* log: one JSON object a line on stderr, filtered by level. */
 #include "config.h"
 
+#include "buf.h"
 #include "log.h"
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -208,18 +210,10 @@ put(char *line, size_t n, size_t room, const char *s, size_t len)
 static size_t
 num(char *line, size_t n, size_t room, unsigned long long v, int width)
 {
-	char d[24];
-	size_t k = sizeof(d);
+	char d[BUF_DECIMAL_SIZE];
+	const char *s = buf_decimal(d, v > LLONG_MAX ? LLONG_MAX : (long long)v, width);
 
-	do {
-		d[--k] = (char)('0' + v % 10);
-		v /= 10;
-	} while ((v != 0 || (int)(sizeof(d) - k) < width) && k > 0);
-	if (sizeof(d) - k > room - n)
-		return n;
-	while (k < sizeof(d))
-		line[n++] = d[k++];
-	return n;
+	return put(line, n, room, s, (size_t)(d + BUF_DECIMAL_SIZE - 1 - s));
 }
 
 void

@@ -1,6 +1,7 @@
 /* transport: translates between a libfcgi request and the app's request/response. */
 #include "config.h"
 
+#include "buf.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -28,15 +29,12 @@ put(char **pos, const char *end, const char *s, size_t n)
 
 /* Appends a non-negative number in decimal. */
 static int
-put_num(char **pos, const char *end, unsigned long v)
+put_num(char **pos, const char *end, long long v)
 {
-	char digits[24];
-	size_t n = sizeof(digits);
+	char d[BUF_DECIMAL_SIZE];
+	const char *s = buf_decimal(d, v, 1);
 
-	do
-		digits[--n] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	return put(pos, end, digits + n, sizeof(digits) - n);
+	return put(pos, end, s, (size_t)(d + BUF_DECIMAL_SIZE - 1 - s));
 }
 
 /*
@@ -52,7 +50,7 @@ fc_write_head(void *ctx, const struct http_response *resp)
 	size_t i;
 	int bad;
 
-	bad = put(&p, end, "Status: ", 8) | put_num(&p, end, (unsigned long)resp->status) |
+	bad = put(&p, end, "Status: ", 8) | put_num(&p, end, resp->status) |
 	    put(&p, end, " ", 1) | put(&p, end, reason, strlen(reason)) | put(&p, end, "\r\n", 2);
 	for (i = 0; i < resp->nheaders; i++)
 		bad |= put(&p, end, resp->headers[i].name, strlen(resp->headers[i].name)) |
@@ -63,7 +61,7 @@ fc_write_head(void *ctx, const struct http_response *resp)
 		bad |= put(&p, end, "X-Accel-Buffering: no\r\n\r\n", 25);
 	else
 		bad |= put(&p, end, "Content-Length: ", 16) |
-		    put_num(&p, end, (unsigned long)resp->body.len) | put(&p, end, "\r\n\r\n", 4);
+		    put_num(&p, end, (long long)resp->body.len) | put(&p, end, "\r\n\r\n", 4);
 	if (bad)
 		return -1;
 	return FCGX_PutStr(head, (int)(p - head), t->fcgi->out) == (int)(p - head) ? 0 : -1;

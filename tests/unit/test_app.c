@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "app.h"
+#include "buf.h"
 #include "check.h"
 #include "conf.h"
 #include "log.h"
@@ -9,6 +10,7 @@
 #include "metrics.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <json-c/json.h>
@@ -109,6 +111,21 @@ test_metrics_labels(void)
 	CHECK_STR(small, "ab=\"c\",de=\"");
 }
 
+static void
+test_buf_decimal(void)
+{
+	char d[BUF_DECIMAL_SIZE];
+
+	CHECK_STR(buf_decimal(d, 0, 1), "0");
+	CHECK_STR(buf_decimal(d, 7, 3), "007");
+	CHECK_STR(buf_decimal(d, 1234, 3), "1234");
+	CHECK_STR(buf_decimal(d, -42, 1), "-42");
+	CHECK_STR(buf_decimal(d, -5, 2), "-05");
+	CHECK_STR(buf_decimal(d, LLONG_MAX, 1), "9223372036854775807");
+	CHECK_STR(buf_decimal(d, LLONG_MIN, 1), "-9223372036854775808");
+	CHECK_STR(buf_decimal(d, 1, 99), "00000000000000000001");
+}
+
 int
 main(void)
 {
@@ -121,6 +138,7 @@ main(void)
 
 	log_set_fd(devnull);
 	test_metrics_labels();
+	test_buf_decimal();
 	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
 	app = app_create(&conf, err, sizeof(err));
 	CHECK(app != NULL);
