@@ -6,6 +6,9 @@
 #     calling the mock directly, at 1 and 64 connections, in the same run;
 #  2. memory: 1,000 calls in flight through the pool to a slow HTTPS upstream
 #     (tests/fakes/fake_llm.py with a delay), the pool's resident memory while they wait.
+#     At 1 connection also in pairs (bench/pairlat.c, built with cc): every pass calls the
+#     mock and Valerie once each, in random order, so a stall of the host falls on both
+#     with the same odds; wrk's alternating 10 s runs let one window's stalls land on one side.
 # Environment: BENCH_DURATION (s per run, default 10), BENCH_ROUNDS (3: direct and valerie
 # alternate, each round gives the added p50 and p99, the summary is their median),
 # BENCH_MEMORY (1; 0 skips part 2), BENCH_INFLIGHT (1000), BENCH_DELAY_MS (15000),
@@ -67,7 +70,18 @@ for c in 1 64; do
 		done
 	done
 done
-python3 - "$run/rounds" <<'PY'
+# The same at 1 connection, measured in pairs (bench/pairlat.c): each pass calls the mock
+# and Valerie once, in random order, so host stalls fall on both alike.
+cc -O2 -Wall -o "$run/pairlat" "$here/pairlat.c"
+body='{"model":"gpt-test","messages":[{"role":"user","content":"hello bench"}]}'
+: >"$run/pairs"
+for r in $(seq "$rounds"); do
+	res=$("$run/pairlat" "$dur" 10000000 "$body" "$mport" /v1/chat/completions \
+		"$VALERIE_HTTP_PORT" /v1/chat/completions)
+	printf '%-6s %-6s %-10s %s\n' 1 "$r" paired "${res#RESULT }"
+	echo "${res#RESULT }" >>"$run/pairs"
+done
+python3 - "$run/rounds" "$run/pairs" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -81,6 +95,14 @@ for c in sorted({k[0] for k in runs}):
     print(f"{c} conn(s): added p50 {statistics.median(add50):.3f} ms, p99 {statistics.median(add99):.3f} ms "
           f"(median of {len(rs)} rounds; p99 per round: {' '.join(f'{x:.3f}' for x in add99)}); "
           f"valerie {statistics.median(rps):.0f} req/s")
+pairs = [{k: float(v) for k, v in (x.split("=") for x in line.split())} for line in open(sys.argv[2])]
+if pairs:
+    med = lambda key: statistics.median(p[key] for p in pairs)
+    print(f"1 conn, paired: added p50 {med('added_p50_ms'):.3f} ms, p90 {med('added_p90_ms'):.3f} ms, "
+          f"p99 {med('added_p99_ms'):.3f} ms (median of {len(pairs)} rounds; p99 per round: "
+          f"{' '.join(format(p['added_p99_ms'], '.3f') for p in pairs)}); "
+          f"mock p99 {med('a_p99_ms'):.3f} ms, valerie p99 {med('b_p99_ms'):.3f} ms, "
+          f"{sum(p['passes'] for p in pairs):.0f} pairs, {sum(p['errors'] for p in pairs):.0f} errors")
 PY
 bash "$src/scripts/run-local.sh" stop >/dev/null
 [ "${BENCH_MEMORY:-1}" = 0 ] && exit 0
