@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "http.h"
 #include "log.h"
+#include "../unit/tmpdir.h"
 
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -30,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  */
 static struct auth *plain, *strict;
 static struct conf conf_plain, conf_strict, conf_keys;
-static char dir[] = "/tmp/valerie-fuzz-jwt-XXXXXX";
-static char keys_path[64], input_keys_path[64];
+static const char *dir;
+static char keys_path[PATH_MAX + 16], input_keys_path[PATH_MAX + 16];
 
 struct fake_env {
 	int strict;
@@ -78,7 +79,7 @@ setup(void)
 	char err[300], sha[65], text[400];
 
 	log_set_fd(open("/dev/null", O_WRONLY));
-	if (mkdtemp(dir) == NULL)
+	if ((dir = tmpdir_make("valerie-fuzz-jwt")) == NULL)
 		abort();
 	snprintf(keys_path, sizeof(keys_path), "%s/keys", dir);
 	snprintf(input_keys_path, sizeof(input_keys_path), "%s/input-keys", dir);

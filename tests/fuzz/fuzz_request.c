@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "log.h"
 #include "../unit/memtransport.h"
+#include "../unit/tmpdir.h"
 
 #include <fcntl.h>
 #include <stdint.h>
@@ -30,12 +31,11 @@ env_get(const char *name, void *ctx)
 static void
 setup(void)
 {
+	const char *dir = tmpdir_make("valerie-fuzz");
 	char err[256];
 
 	log_set_fd(open("/dev/null", O_WRONLY));
-	char dir[] = "/tmp/valerie-fuzz-XXXXXX";
-
-	if (mkdtemp(dir) == NULL || setenv("VALERIE_DATA_DIR", dir, 1) != 0)
+	if (dir == NULL || setenv("VALERIE_DATA_DIR", dir, 1) != 0)
 		abort();
 	if (conf_load(&conf, env_get, NULL, err, sizeof(err)) != CONF_OK)
 		abort();

@@ -10,6 +10,7 @@
 #include "conf.h"
 #include "log.h"
 #include "memtransport.h"
+#include "tmpdir.h"
 
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -106,8 +107,7 @@ bad(const char *body, int status, const char *code)
 int
 main(void)
 {
-	char dir[] = "/tmp/valerie-chat-XXXXXX";
-	const char *env[] = {"VALERIE_DATA_DIR", dir, "VALERIE_MAX_MESSAGE_CHARS", "10",
+	const char *env[] = {"VALERIE_DATA_DIR", NULL, "VALERIE_MAX_MESSAGE_CHARS", "10",
 		"VALERIE_JSON_MAX_DEPTH", "4", "VALERIE_THREADS", "2",
 		"RATE_LIMIT_REQUESTS_PER_MINUTE", "1000000", "RATE_LIMIT_BURST", "1000000", NULL, NULL};
 	struct conf conf;
@@ -115,7 +115,7 @@ main(void)
 	struct json_object *msgs, *m, *v;
 	char err[256], big[300];
 
-	if (mkdtemp(dir) == NULL)
+	if ((env[1] = tmpdir_make("valerie-chat")) == NULL)
 		return 1;
 	log_set_fd(open("/dev/null", O_WRONLY));
 	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "check.h"
+#include "tmpdir.h"
 
 #include "conf.h"
 #include "ratelimit.h"
@@ -35,9 +36,9 @@ fake_get(const char *name, void *ctx)
 int
 main(void)
 {
-	char dir[] = "/tmp/valerie-rl-XXXXXX", err[256], key[32];
+	char err[256], key[32];
 	/* 6 a minute: one token every 10 s, so no refill happens during the test. */
-	const char *env[] = {"VALERIE_DATA_DIR", dir, "RATE_LIMIT_BURST", "5",
+	const char *env[] = {"VALERIE_DATA_DIR", NULL, "RATE_LIMIT_BURST", "5",
 		"RATE_LIMIT_REQUESTS_PER_MINUTE", "6", NULL, NULL};
 	struct conf conf;
 	struct ratelimit *rl;
@@ -45,7 +46,7 @@ main(void)
 	int i, status, allowed, *shared;
 	pid_t pids[CHILDREN];
 
-	if (mkdtemp(dir) == NULL)
+	if ((env[1] = tmpdir_make("valerie-rl")) == NULL)
 		return 1;
 	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
 	rl = ratelimit_open(&conf, 0, err, sizeof(err));
@@ -122,8 +123,5 @@ main(void)
 	CHECK_INT(allowed, 5);
 	munmap(shared, sizeof(int) * CHILDREN);
 
-	snprintf(key, sizeof(key), "%s/valerie.ratelimit", dir);
-	unlink(key);
-	rmdir(dir);
 	return check_done("test_ratelimit");
 }

@@ -10,6 +10,7 @@
 #include "check.h"
 #include "conf.h"
 #include "store.h"
+#include "tmpdir.h"
 
 #include <json-c/json.h>
 #include <pthread.h>
@@ -113,14 +114,14 @@ main(void)
 	struct json_object *turns;
 	pthread_t tids[THREADS];
 	char err[256], s1[128], s2[128], s3[128], s4[128];
-	char tmpl[] = "/tmp/valerie-store-XXXXXX";
 	int turn, i, p, failed_appends = 0;
 	long long active0 = 0, active = 0;
 
 	if (getenv("VALERIE_SESSION_STORE") == NULL && getenv("VALERIE_DATA_DIR") == NULL) {
-		if (mkdtemp(tmpl) == NULL)
+		const char *dir = tmpdir_make("valerie-store");
+
+		if (dir == NULL || setenv("VALERIE_DATA_DIR", dir, 1) != 0)
 			return 1;
-		setenv("VALERIE_DATA_DIR", tmpl, 1);
 	}
 	if (conf_load(&conf, real_get, NULL, err, sizeof(err)) != CONF_OK) {
 		fprintf(stderr, "config: %s\n", err);
