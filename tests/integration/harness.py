@@ -2,6 +2,7 @@
 integration tests, on random loopback ports in a temp dir, through scripts/run-local.sh,
 the same launch steps the README uses. Also a minimal FastCGI client to talk to a worker
 directly, and helpers that make a test fail loudly."""
+import atexit
 import http.client
 import json
 import os
@@ -41,6 +42,39 @@ def done(name):
     sys.exit(0)
 
 
+# --- temp dirs: every one a test makes is gone when it exits, passed or failed ------------
+KEEP_TMP = os.environ.get("VALERIE_KEEP_TMP") == "1"
+_temp_dirs = {}
+
+
+def temp_dir(prefix):
+    """A new directory under $TMPDIR (/tmp) named prefix + random. It is removed at the
+    latest when the test exits, whether it passed or failed; VALERIE_KEEP_TMP=1 keeps it
+    (and says where) for a look after a failure."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _temp_dirs[d] = os.getpid()
+    return d
+
+
+def remove_temp(d, what="files"):
+    """Removes temp dir d and all in it now (with VALERIE_KEEP_TMP=1: says where it is
+    instead). Call it after stopping the processes that use d."""
+    _temp_dirs.pop(d, None)
+    if KEEP_TMP:
+        print(f"({what} kept in {d})")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@atexit.register
+def _remove_temp_dirs():
+    # NOTE: only in the process that made them: a forked child exiting must not take
+    # its parent's files.
+    for d, pid in list(_temp_dirs.items()):
+        if pid == os.getpid() and os.path.exists(d):
+            remove_temp(d)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -51,7 +85,7 @@ class Stack:
     """A running stack in its own temp dir; use as a context manager."""
 
     def __init__(self, workers=2, threads=4, env=None, keep=False):
-        self.dir = tempfile.mkdtemp(prefix="valerie-it-")
+        self.dir = temp_dir("valerie-it-")
         self.http_port = free_port()
         self.https_port = free_port()
         self.env = dict(os.environ)
@@ -104,10 +138,8 @@ class Stack:
 
     def __exit__(self, *exc):
         self.stop()
-        if not self.keep and not failures:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        elif failures:
-            print(f"(stack files kept in {self.dir})")
+        if not self.keep:
+            remove_temp(self.dir, "stack files")
 
     # --- the pieces the tests look at ---
     def socket_path(self):
@@ -472,7 +504,7 @@ class RedisServer:
     same port and dir, with the data it had."""
 
     def __init__(self, port=None, dir=None):
-        self.dir = dir or tempfile.mkdtemp(prefix="valerie-redis-")
+        self.dir = dir or temp_dir("valerie-redis-")
         self.port = port or free_port()
         self.proc = None
 
@@ -538,10 +570,7 @@ class RedisServer:
 
     def __exit__(self, *exc):
         self.stop()
-        if not failures:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        else:
-            print(f"(redis files kept in {self.dir})")
+        remove_temp(self.dir, "redis files")
 
 
 def _resp_read(f):
@@ -659,7 +688,7 @@ class FakeLLM:
     """tests/fakes/fake_llm.py in a subprocess on a random loopback port; stopped by PID."""
 
     def __init__(self, tls=None, extra=()):
-        self.dir = tempfile.mkdtemp(prefix="valerie-fake-")
+        self.dir = temp_dir("valerie-fake-")
         self.tls = bool(tls)
         portfile = os.path.join(self.dir, "port")
         args = [sys.executable, FAKE, "--port", "0", "--port-file", portfile]
@@ -701,7 +730,7 @@ class FakeLLM:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_temp(self.dir)
 
 
 # --- Node programs pinned by a lockfile (tests/node, tests/mcp) -----------------------
@@ -763,7 +792,7 @@ def npm_install(src, files, package):
     if _writable(src):
         ok = npm_ci(src)
     else:
-        tmp = tempfile.mkdtemp(prefix="valerie-node-")
+        tmp = temp_dir("valerie-node-")
         d = os.path.join(tmp, os.path.basename(src))
         os.mkdir(d)
         for f in files:
@@ -790,7 +819,7 @@ class FakeMCP:
     """tests/fakes/fake_mcp.py in a subprocess on a random loopback port; stopped by PID."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="valerie-fakemcp-")
+        self.dir = temp_dir("valerie-fakemcp-")
         portfile = os.path.join(self.dir, "port")
         self.proc = subprocess.Popen([sys.executable, FAKE_MCP, "--port", "0", "--port-file",
                                       portfile], stdout=subprocess.DEVNULL,
@@ -830,7 +859,7 @@ class FakeMCP:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_temp(self.dir)
 
 
 def everything_install():
@@ -864,7 +893,7 @@ class EverythingServer:
     /mcp) bound to 127.0.0.1 by a preloaded shim (tests/mcp/loopback.cjs), on a free port."""
 
     def __init__(self, node, pkg_dir):
-        self.dir = tempfile.mkdtemp(prefix="valerie-everything-")
+        self.dir = temp_dir("valerie-everything-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         main = os.path.join(pkg_dir, "node_modules", EVERYTHING, "dist", "index.js")
@@ -902,4 +931,4 @@ class EverythingServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_temp(self.dir)

@@ -9,14 +9,13 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from harness import (SRCDIR, FakeLLM, FakeMCP, SseStream, Stack, check, failures, free_port,
-                     kill, post_chat, read_text, wait_until)
+                     kill, post_chat, read_text, remove_temp, temp_dir, wait_until)
 
 PROM_DIR = os.path.join(SRCDIR, "prometheus")
 PROMETHEUS = os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or ""
@@ -53,7 +52,7 @@ class Prometheus:
     """prometheus scraping 127.0.0.1:scrape_port (the test stack's nginx)."""
 
     def __init__(self, scrape_port):
-        self.dir = tempfile.mkdtemp(prefix="valerie-prom-")
+        self.dir = temp_dir("valerie-prom-")
         self.port = free_port()
         self.proc = None
         self.config = os.path.join(self.dir, "prometheus.yml")
@@ -99,10 +98,9 @@ class Prometheus:
             self.proc = None
             self.log.close()
         if failures:
-            print(f"(prometheus files kept in {self.dir}; end of its log:)")
+            print("(end of prometheus's log:)")
             print(read_text(os.path.join(self.dir, "prometheus.log"))[-2000:])
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_temp(self.dir, "prometheus files")
 
     def api(self, path, params=None):
         """GET /api/v1/<path> (a POST form for queries, which can be long); returns the decoded "data",

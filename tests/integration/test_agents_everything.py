@@ -20,12 +20,11 @@ tests/fakes/fake_mcp.py.
 """
 import json
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (free_port, EverythingServer, FakeLLM, FakeMCP, SseParser, Stack, check,  # noqa: E402
-                     done, everything_install, json_lines, post_chat, wait_until)
+                     done, everything_install, json_lines, post_chat, remove_temp, wait_until)
 
 # A word that only the users' messages carry: it must never show in the log.
 SECRET = "marmalade7"
@@ -223,7 +222,7 @@ def everything(fake):
     finally:
         ev.stop()
         if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            remove_temp(tmpdir, "node packages")
 
 
 # --- failures, through chat turns with the fake MCP server ---------------------------------

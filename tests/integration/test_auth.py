@@ -19,14 +19,13 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (BIN, Stack, check, done, is_error_doc, post_chat,  # noqa: E402
-                     read_text, wait_until)
+                     read_text, remove_temp, temp_dir, wait_until)
 
-TMP = tempfile.mkdtemp(prefix="valerie-auth-")
+TMP = temp_dir("valerie-auth-")
 SECRET = secrets.token_hex(32)            # the HS256 stack's key: 64 bytes
 OTHER_SECRET = secrets.token_hex(32)
 SECRETS = [SECRET, OTHER_SECRET]          # nothing here may reach a log
@@ -592,7 +591,7 @@ check(r.returncode != 0 and "VALERIE_ENV_FILE" in r.stdout + r.stderr,
       f"VALERIE_ENV_FILE (rc {r.returncode}: {(r.stdout + r.stderr).strip()[-200:]!r})")
 st.stop()
 keep_logs(st, "prod-envfile")
-shutil.rmtree(st.dir, ignore_errors=True)
+remove_temp(st.dir, "stack files")
 os.chmod(env_file, 0o600)
 
 open_priv = os.path.join(TMP, "open-priv.key")
@@ -618,7 +617,7 @@ check(r.returncode != 0 and "VALERIE_AUTH" in r.stdout + r.stderr,
       f"(rc {r.returncode}: {(r.stdout + r.stderr).strip()[-200:]!r})")
 st.stop()
 keep_logs(st, "prod-none")
-shutil.rmtree(st.dir, ignore_errors=True)
+remove_temp(st.dir, "stack files")
 
 # An API keys file others may read: check-config cannot see it; the workers refuse it.
 open_keys = os.path.join(TMP, "open-keys")
@@ -636,7 +635,7 @@ check("VALERIE_API_KEYS_FILE" in said and "readable by others" in said,
       f"{[l for l in said.splitlines() if 'KEYS_FILE' in l][:1]}")
 st.stop()
 keep_logs(st, "prod-0644")
-shutil.rmtree(st.dir, ignore_errors=True)
+remove_temp(st.dir, "stack files")
 os.chmod(open_keys, 0o600)
 with Stack(workers=1, threads=2, env=dict(prod_keys, VALERIE_API_KEYS_FILE=open_keys)) as st:
     accepted(st, {"X-API-Key": OPS_KEY}, "the same production stack with the file at 0600 "
@@ -663,8 +662,5 @@ check(not leaks, f"no secret, token or API key appears in any log ({len(SECRETS)
       f"{len(LOGS)} files): {leaks[:5]}")
 
 if not sys.flags.interactive:
-    if not __import__("harness").failures:
-        shutil.rmtree(TMP, ignore_errors=True)
-    else:
-        print(f"(key material kept in {TMP})")
+    remove_temp(TMP, "key material")
 done("test_auth")

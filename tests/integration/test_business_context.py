@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (free_port, FakeLLM, RedisServer, Stack, TEST_STORES, check, done,  # noqa: E402
-                     json_lines, post_chat, store_env, wait_until)
+                     json_lines, post_chat, remove_temp, store_env, wait_until)
 import base64  # noqa: E402
 
 SECTION = "Business context for company"
@@ -340,6 +340,7 @@ try:
         finally:
             if redis is not None:
                 redis.stop()
+                remove_temp(redis.dir, "redis files")
 
     # --- connection refused: the turn goes on ---
     dead = f"http://127.0.0.1:{free_port()}/ctx"

@@ -13,12 +13,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, check, done, failures, read_text  # noqa: E402
+from harness import SRCDIR, check, done, read_text, remove_temp, temp_dir  # noqa: E402
 from deployharness import ProdNginx, parse_dockerfile  # noqa: E402
 
 DC = shutil.which("docker-compose")
@@ -177,7 +176,7 @@ for name in ("base+prod", "base+dev"):
     check(ng_svc["environment"].get("NGINX_ENVSUBST_OUTPUT_DIR") == "/etc/nginx",
           f"[{name}] the image renders the template into /etc/nginx/nginx.conf")
     values.pop("VALERIE_NGINX_USER")  # `nginx` exists in the image, not here
-    tmp = tempfile.mkdtemp(prefix="valerie-compose-nginx-")
+    tmp = temp_dir("valerie-compose-nginx-")
     ng = ProdNginx(tmp, [line for line in upstream.splitlines()], values, template, snippets)
     wrap = ()
     hosts = os.path.join(tmp, "hosts")
@@ -191,6 +190,5 @@ for name in ("base+prod", "base+dev"):
         ng.write([line.replace("server api:", "server 127.0.0.1:") for line in upstream.splitlines()])
     r = ng.test(wrap=wrap)
     check(r.returncode == 0, f"[{name}] nginx -t on compose's nginx configuration: {r.stderr.strip()[-400:]}")
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
+    remove_temp(tmp)
 done("test_compose")

@@ -18,14 +18,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (BIN, SRCDIR, RedisServer, Stack, check, done, failures,  # noqa: E402
-                     free_port, post_chat)
+from harness import (BIN, SRCDIR, RedisServer, Stack, check, done,  # noqa: E402
+                     free_port, post_chat, remove_temp, temp_dir)
 
 DEPLOY = os.path.join(SRCDIR, "scripts", "deploy.sh")
-tmp = tempfile.mkdtemp(prefix="valerie-deploy-")
+tmp = temp_dir("valerie-deploy-")
 
 # --- the documents' commands name things that exist ---
 rd = lambda *p: open(os.path.join(SRCDIR, *p)).read()  # noqa: E731
@@ -133,8 +132,7 @@ try:
     check(s == 200 and msgs == ["first", "second"], f"the session is back after the restore: {s} {msgs}")
 finally:
     st.stop()
-    if not failures:
-        shutil.rmtree(st.dir, ignore_errors=True)
+    remove_temp(st.dir, "stack files")
 
 # --- Redis: --backup exports Valerie's keys, --restore loads them back over the network ---
 rsid = "deploy-redis-1"
@@ -218,7 +216,7 @@ with RedisServer() as redis:
         t.extractall(out)
     rdb = glob.glob(os.path.join(out, "*", "redis", "dump.rdb"))
     check(len(rdb) == 1, f"the archive holds redis/dump.rdb: {rdb}")
-    fresh = tempfile.mkdtemp(prefix="valerie-redis-fresh-")
+    fresh = temp_dir("valerie-redis-fresh-")
     shutil.copy(rdb[0], os.path.join(fresh, "dump.rdb"))
     port = free_port()
     p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", fresh,
@@ -233,9 +231,6 @@ with RedisServer() as redis:
     finally:
         p.terminate()
         p.wait(10)
-        shutil.rmtree(fresh, ignore_errors=True)
-if not failures:
-    shutil.rmtree(tmp, ignore_errors=True)
-else:
-    print(f"(files kept in {tmp})")
+        remove_temp(fresh, "redis files")
+remove_temp(tmp)
 done("test_deploy")

@@ -14,11 +14,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, alive, check, children, done, failures, free_port, kill, wait_until  # noqa: E402
+from harness import (SRCDIR, alive, check, children, done, free_port, kill,  # noqa: E402
+                     remove_temp, temp_dir, wait_until)
 from deployharness import copy_context, parse_dockerfile  # noqa: E402
 
 DOCKERFILE = os.path.join(SRCDIR, "compose", "Dockerfile")
@@ -63,7 +63,7 @@ users = [arg for kw, arg in final["ins"] if kw == "USER"]
 check(users and users[-1].split(":")[0] == "10001", f"runs as UID 10001: USER {users}")
 
 # --- builder: the project's own build commands, in a copy made through .dockerignore ---
-tmp = tempfile.mkdtemp(prefix="valerie-dockerfile-")
+tmp = temp_dir("valerie-dockerfile-")
 os.chmod(tmp, 0o755)
 src = os.path.join(tmp, "src")
 n = copy_context(SRCDIR, src, os.path.join(SRCDIR, ".dockerignore"))
@@ -208,8 +208,5 @@ finally:
         for p in [proc.pid] + children(proc.pid):
             kill(p, signal.SIGKILL)
         proc.wait(10)
-if not failures:
-    shutil.rmtree(tmp, ignore_errors=True)
-else:
-    print(f"(files kept in {tmp}; pool log: {os.path.join(tmp, 'pool.log')})")
+remove_temp(tmp)
 done("test_dockerfile")

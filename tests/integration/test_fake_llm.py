@@ -14,17 +14,15 @@ flight."""
 import http.client
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, SseParser, check, done, wait_until  # noqa: E402
+from harness import SRCDIR, SseParser, check, done, remove_temp, temp_dir, wait_until  # noqa: E402
 
 FAKE = os.path.join(SRCDIR, "tests", "fakes", "fake_llm.py")
 sys.path.insert(0, os.path.dirname(FAKE))
@@ -1024,7 +1022,7 @@ def check_cli(tmp):
 
 
 # ===========================================================================================
-tmp = tempfile.mkdtemp(prefix="valerie-fake-llm-")
+tmp = temp_dir("valerie-fake-llm-")
 fakes = []
 try:
     for tls in (False, True):
@@ -1051,9 +1049,6 @@ finally:
     for f in fakes:
         if f.proc.poll() is None:
             f.stop()
-    if not __import__("harness").failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print(f"(fake logs kept in {tmp})")
+    remove_temp(tmp, "fake logs")
 print(f"test_fake_llm took {time.monotonic() - T0:.1f}s")
 done("test_fake_llm")

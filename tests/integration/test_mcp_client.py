@@ -16,18 +16,17 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (BIN, EverythingServer, FakeMCP, check, done, everything_install,  # noqa: E402
-                     free_port)
+                     free_port, remove_temp, temp_dir)
 
 BUILDDIR = os.environ.get("VALERIE_BUILDDIR") or os.path.abspath(
     os.path.join(os.path.dirname(__file__), "..", ".."))
 DRIVER = os.path.join(BUILDDIR, "tests", "integration", "mcp_client")
 OPENAI_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TMP = tempfile.mkdtemp(prefix="valerie-mcp-")
+TMP = temp_dir("valerie-mcp-")
 RUNS = [0]
 
 
@@ -153,7 +152,7 @@ def real_server():
     finally:
         ev.stop()
         if tmpdir:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+            remove_temp(tmpdir, "node packages")
 
 
 # --- the fake ----------------------------------------------------------------------------
@@ -460,5 +459,5 @@ try:
 finally:
     fake.stop()
 real_server()
-shutil.rmtree(TMP, ignore_errors=True)
+remove_temp(TMP)
 done("test_mcp_client")

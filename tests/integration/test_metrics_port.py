@@ -13,12 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import http.client
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (BIN, Stack, access_lines, check, done, free_port, kill,  # noqa: E402
-                     wait_until)
+                     remove_temp, temp_dir, wait_until)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEALTH = {"route": "/health", "method": "GET", "code": "200"}
@@ -259,7 +258,7 @@ with socket.socket() as holder:
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
     taken = holder.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="valerie-mport-")
+    tmp = temp_dir("valerie-mport-")
     sock = os.path.join(tmp, "w.sock")
     log = os.path.join(tmp, "worker.log")
     env = dict(os.environ, VALERIE_METRICS_PORT=str(taken), VALERIE_THREADS="2",
@@ -271,6 +270,6 @@ with socket.socket() as holder:
     check(r.returncode != 0 and f"VALERIE_METRICS_PORT: cannot listen on 127.0.0.1:{taken}" in text
           and "worker ready" not in text,
           f"a taken port stops the worker, naming the variable: rc {r.returncode} {text.strip()[-300:]!r}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_temp(tmp)
 
 done("test_metrics_port")

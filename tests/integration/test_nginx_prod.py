@@ -12,19 +12,17 @@ are longer than a turn's deadline; TLS is 1.2 and 1.3 only."""
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (BIN, SRCDIR, RedisServer, check, done, failures, free_port,  # noqa: E402
-                     is_error_doc, json_lines, wait_until)
+from harness import (BIN, SRCDIR, RedisServer, check, done, free_port,  # noqa: E402
+                     is_error_doc, json_lines, remove_temp, temp_dir, wait_until)
 from deployharness import Pool, ProdNginx  # noqa: E402
 
-tmp = tempfile.mkdtemp(prefix="valerie-nginxprod-")
+tmp = temp_dir("valerie-nginxprod-")
 JWT = os.urandom(32).hex()
 
 
@@ -265,9 +263,6 @@ finally:
     for p in pools:
         p.stop()
     redis.stop()
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(redis.dir, ignore_errors=True)
-    else:
-        print(f"(files kept in {tmp})")
+    remove_temp(tmp)
+    remove_temp(redis.dir, "redis files")
 done("test_nginx_prod")

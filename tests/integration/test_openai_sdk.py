@@ -31,7 +31,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (SRCDIR, FakeLLM, Stack, check, done, node_major, npm_install,  # noqa: E402
-                     npm_installed_version, npm_locked_version, session_exchanges)
+                     npm_installed_version, npm_locked_version, remove_temp,
+                     session_exchanges)
 
 NODE_SRC = os.path.join(SRCDIR, "tests", "node")
 NODE_FILES = ("package.json", "package-lock.json", "sdk-client.mjs")
@@ -326,7 +327,7 @@ try:
 finally:
     fake.stop()
     if tmp is not None:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp(tmp, "node packages")
 
 print(f"took {time.monotonic() - T0:.1f} s ({T_INSTALL:.1f} s installing)")
 done("test_openai_sdk")

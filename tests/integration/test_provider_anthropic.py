@@ -10,10 +10,10 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeLLM as Fake, Stack, check, done, is_error_doc, wait_until  # noqa: E402
+from harness import (FakeLLM as Fake, Stack, check, done, is_error_doc,  # noqa: E402
+                     remove_temp, temp_dir, wait_until)
 
 
 def chat(st, sid, message="hi", stream=False, config=None):
@@ -217,7 +217,7 @@ finally:
     fake.stop()
 
 # --- HTTPS: our own CA bundle is trusted, an unknown certificate is not ---
-tmp = tempfile.mkdtemp(prefix="valerie-tls-")
+tmp = temp_dir("valerie-tls-")
 crt, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
 subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
@@ -237,5 +237,6 @@ try:
               f"an untrusted certificate is refused: {doc}")
 finally:
     tls_fake.stop()
+    remove_temp(tmp, "TLS files")
 
 done("test_provider_anthropic")

@@ -9,10 +9,10 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeLLM as Fake, Stack, check, done, is_error_doc, wait_until  # noqa: E402
+from harness import (FakeLLM as Fake, Stack, check, done, is_error_doc,  # noqa: E402
+                     remove_temp, temp_dir, wait_until)
 
 def chat(st, sid, message="hi", stream=False):
     body = {"message": message, "session_id": sid}
@@ -161,7 +161,7 @@ finally:
     fake.stop()
 
 # --- HTTPS: our own CA bundle is trusted, an unknown certificate is not ---
-tmp = tempfile.mkdtemp(prefix="valerie-tls-")
+tmp = temp_dir("valerie-tls-")
 crt, key = os.path.join(tmp, "c.pem"), os.path.join(tmp, "k.pem")
 subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
@@ -181,6 +181,7 @@ try:
               f"an untrusted certificate is refused: {doc}")
 finally:
     tls_fake.stop()
+    remove_temp(tmp, "TLS files")
 
 # --- an upstream that escapes non-ASCII (Python's json.dumps default): characters beyond
 # the BMP come as surrogate pairs, U+1D800 and U+2D801 among them, which json-c 0.16

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (REDIS_SERVER, RedisServer, Stack, access_lines, check, done,  # noqa: E402
-                     is_error_doc, wait_until)
+                     is_error_doc, remove_temp, wait_until)
 
 SECRET = secrets.token_hex(32)
 ROUTE = "/v1/models"   # needs a user, not the store
@@ -184,7 +184,6 @@ else:
                   "Redis back: the limit counts again")
     finally:
         redis.stop()
-        import shutil
-        shutil.rmtree(redis.dir, ignore_errors=True)
+        remove_temp(redis.dir, "redis files")
 
 done("test_ratelimit")

@@ -3,13 +3,12 @@ scripts/run-local.sh answers the foundation routes over HTTP and HTTPS with the
 right JSON, headers and logs, and start/status/stop behave as BRIEF section 13 says."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Stack, alive, check, done, failures, is_error_doc,  # noqa: E402
-                     json_lines, wait_until)
+from harness import (Stack, alive, check, done, is_error_doc,  # noqa: E402
+                     json_lines, remove_temp, wait_until)
 
 SECRET = "sk-integrationSECRET0123456789"
 
@@ -91,8 +90,7 @@ r = st.script("status")
 check(r.returncode != 0, f"status after stop says nothing runs (rc {r.returncode})")
 check(not any(alive(p) for p in pids), f"stop left no process behind: {pids}")
 check(not os.path.exists(st.socket_path()), "stop removed the socket")
-if not failures:
-    shutil.rmtree(st.dir, ignore_errors=True)
+remove_temp(st.dir, "stack files")
 
 # An invalid variable stops start with one line naming it, and nothing keeps running.
 bad = Stack(env={"VALERIE_THREADS": "lots"})
@@ -101,6 +99,6 @@ out = r.stdout + r.stderr
 check(r.returncode != 0 and "VALERIE_THREADS" in out, f"invalid config refused: {out.strip()[:200]}")
 check(bad.pool_pid() is None or not alive(bad.pool_pid()), "no pool left after a refused start")
 bad.stop()
-shutil.rmtree(bad.dir, ignore_errors=True)
+remove_temp(bad.dir, "stack files")
 
 done("test_stack")

@@ -14,12 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, check, done, failures, free_port, wait_until  # noqa: E402
+from harness import SRCDIR, check, done, free_port, remove_temp, temp_dir, wait_until  # noqa: E402
 
 BUILDDIR = os.environ.get("VALERIE_BUILDDIR") or SRCDIR
 REDIS = os.environ.get("REDIS_SERVER") or "redis-server"
@@ -451,7 +450,7 @@ def main():
     if not shutil.which(REDIS):
         print(f"FAIL: {REDIS} not found (apt-get install redis-server)")
         sys.exit(1)
-    tmp = tempfile.mkdtemp(prefix="valerie-redis-")
+    tmp = temp_dir("valerie-redis-")
     srv = RedisServer(tmp, PASSWORD)
     try:
         bad_urls()
@@ -460,10 +459,7 @@ def main():
         faults(srv)
     finally:
         srv.stop()
-        if failures:
-            print(f"(files kept in {tmp})")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        remove_temp(tmp)
     done("test_store_redis")
 
 

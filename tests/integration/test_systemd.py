@@ -9,15 +9,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, check, done, failures, read_text  # noqa: E402
+from harness import SRCDIR, check, done, read_text, remove_temp, temp_dir  # noqa: E402
 
 UNIT = os.path.join(SRCDIR, "scripts", "valerie.service")
 ROTATE = os.path.join(SRCDIR, "scripts", "valerie.logrotate")
 unit = read_text(UNIT)
-tmp = tempfile.mkdtemp(prefix="valerie-systemd-")
+tmp = temp_dir("valerie-systemd-")
 
 settings = {}
 section = None
@@ -101,6 +100,5 @@ if check(os.path.exists(lr), "logrotate is installed"):
     rotated = [n for n in os.listdir(logs) if n.startswith("valerie.log-")]
     check(r.returncode == 0 and rotated and os.path.getsize(os.path.join(logs, "valerie.log")) == 0,
           f"a forced rotation copies and truncates in place: {r.returncode} {sorted(os.listdir(logs))} {r.stderr.strip()}")
-if not failures:
-    shutil.rmtree(tmp, ignore_errors=True)
+remove_temp(tmp)
 done("test_systemd")

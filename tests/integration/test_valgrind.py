@@ -10,11 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (BIN, FakeLLM, FcgiClient, check, done, fcgi_get, free_port,  # noqa: E402
-                     wait_until)
+                     remove_temp, temp_dir, wait_until)
 
 if os.environ.get("VALERIE_SANITIZERS") == "yes":
     print("SKIP: sanitizer build; valgrind cannot run it")
@@ -50,7 +49,7 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
     def answered(s):
         return s == 200 or (failing and s in (502, 504))
 
-    tmp = tempfile.mkdtemp(prefix="valerie-vg-")
+    tmp = temp_dir("valerie-vg-")
     sock = os.path.join(tmp, "w.sock")
     vlog = os.path.join(tmp, "valgrind.log")
     env = dict(os.environ, VALERIE_THREADS="3", LOG_LEVEL="debug", VALERIE_SHUTDOWN_TIMEOUT="60",
@@ -183,7 +182,7 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
           and "possibly lost" not in report, f"{label}: valgrind found no leak")
     if report.strip():
         print(report[-3000:])
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_temp(tmp)
 
 
 def business_context_server():
@@ -259,7 +258,7 @@ def auth_scenario():
     import json
     import time
 
-    tmp = tempfile.mkdtemp(prefix="valerie-vg-auth-")
+    tmp = temp_dir("valerie-vg-auth-")
     sock = os.path.join(tmp, "w.sock")
     vlog = os.path.join(tmp, "valgrind.log")
     secret = "vg-" + "s" * 40
@@ -375,7 +374,7 @@ def auth_scenario():
           and "possibly lost" not in report, "auth: valgrind found no leak")
     if report.strip():
         print(report[-3000:])
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_temp(tmp)
 
 
 auth_scenario()

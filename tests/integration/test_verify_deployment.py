@@ -8,10 +8,9 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BIN, SRCDIR, Stack, check, done  # noqa: E402
+from harness import BIN, SRCDIR, Stack, check, done, remove_temp, temp_dir  # noqa: E402
 
 VERIFY = os.path.join(SRCDIR, "scripts", "verify-deployment.sh")
 SEED = os.path.join(SRCDIR, "tests", "integration", "seeds", "001-deployment-guide.txt")
@@ -43,7 +42,8 @@ with Stack(env={"VALERIE_AUTH": "jwt", "JWT_SECRET_KEY": secret}) as st:
 text = open(SEED).read()
 m = re.search(r"### Script de Verificacion Automatica\s*```bash\n(.*?)```", text, re.S)
 check(m is not None, "found the seed's verification script")
-script = os.path.join(tempfile.mkdtemp(prefix="valerie-seed-"), "verify_deployment.sh")
+seed_dir = temp_dir("valerie-seed-")
+script = os.path.join(seed_dir, "verify_deployment.sh")
 with open(script, "w") as f:
     f.write(m.group(1))
 with Stack(env={"VALERIE_AUTH": "none", "RATE_LIMIT_BURST": "1000000"}) as st:
@@ -51,4 +51,5 @@ with Stack(env={"VALERIE_AUTH": "none", "RATE_LIMIT_BURST": "1000000"}) as st:
     print(r.stdout, r.stderr)
     check(r.returncode == 0 and "Deployment verificado exitosamente!" in r.stdout,
           f"seed 001's verification script passes unmodified: exit {r.returncode}")
+remove_temp(seed_dir)
 done("test_verify_deployment")
