@@ -45,7 +45,7 @@ elif [ -n "${VERIFY_API_KEY:-}" ]; then
 fi
 fails=0
 body=$(mktemp)
-trap 'rm -f -- "$body"' EXIT
+trap 'rm -f -- "$body" "$body.err"' EXIT
 
 # req METHOD URL [curl args...]: sets $code, the answer in $body.
 req() {
