@@ -118,16 +118,25 @@ with Stack(workers=3, threads=4, env=dict(common, VALERIE_AUTH="jwt",
     check(all(st.json("GET", "/health")[0] == 200 for _ in range(20)),
           "the open routes are not limited")
     # The burst is shared by the worker processes: 12 requests at once on 12 connections
-    # (nginx spreads them over the workers): exactly 5 pass.
-    hdr = auth("carol")
-    res = parallel([lambda: st.json("GET", ROUTE, headers=hdr) for _ in range(12)])
-    codes = sorted(r[0] for r in res)
-    check(codes == [200] * 5 + [429] * 7,
-          f"12 requests at once from one principal: exactly 5 pass ({codes})")
-    ids = {r[1].get("x-request-id") for r in res}
-    pids = {d.get("pid") for d in access_lines(st, ROUTE) if d.get("request_id") in ids}
-    check(len(pids) >= 2, f"... answered by {len(pids)} worker processes (so the bucket is "
-          "shared, not per process)")
+    # (nginx spreads them over the workers): exactly 5 pass. Which process accepts is up to
+    # the kernel: on a busy machine one process can take all 12, which shows nothing about
+    # sharing, so up to 5 rounds (a new principal each) until two processes answered one.
+    # Every round must let exactly 5 pass.
+    for attempt in range(5):
+        hdr = auth(f"carol{attempt}")
+        res = parallel([lambda: st.json("GET", ROUTE, headers=hdr) for _ in range(12)])
+        codes = sorted(r[0] for r in res)
+        check(codes == [200] * 5 + [429] * 7,
+              f"12 requests at once from one principal: exactly 5 pass ({codes})")
+        ids = {r[1].get("x-request-id") for r in res}
+        # The access line is written after the answer: wait until all 12 are there.
+        wait_until(lambda: len([d for d in access_lines(st, ROUTE)
+                                if d.get("request_id") in ids]) == 12, 5, 0.05)
+        pids = {d.get("pid") for d in access_lines(st, ROUTE) if d.get("request_id") in ids}
+        if len(pids) >= 2:
+            break
+    check(len(pids) >= 2, f"... answered by {len(pids)} worker processes in round {attempt + 1} "
+          "(so the bucket is shared, not per process)")
 
     # Failed credentials spend the address's bucket: guessing is limited too.
     bad = [st.json("GET", ROUTE, headers={"Authorization": "Bearer not.a.token"})[0]
