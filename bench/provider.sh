@@ -49,7 +49,11 @@ VALERIE_HTTP_PORT=$(port)
 VALERIE_HTTPS_PORT=$(port)
 export VALERIE_WORKERS=${VALERIE_WORKERS:-2} VALERIE_THREADS=${VALERIE_THREADS:-8}
 OPENAI_BASE_URL="http://127.0.0.1:$mport/v1" bash "$src/scripts/run-local.sh" start >/dev/null
-echo "added latency: POST /v1/chat/completions, ${dur}s per run, $rounds rounds, $VALERIE_WORKERS workers x $VALERIE_THREADS threads (load $(cut -d' ' -f1 /proc/loadavg))"
+# A VM's idle policy moves these figures by about 0.1 ms (bench/README.md, "Measured in pairs").
+hp=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+halt=""
+[ -r "$hp" ] && halt=", guest_halt_poll_ns $(cat "$hp")"
+echo "added latency: POST /v1/chat/completions, ${dur}s per run, $rounds rounds, $VALERIE_WORKERS workers x $VALERIE_THREADS threads (load $(cut -d' ' -f1 /proc/loadavg)$halt)"
 printf '%-6s %-6s %-10s %s\n' conns round target result
 : >"$run/rounds"
 for c in 1 64; do
