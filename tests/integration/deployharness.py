@@ -10,7 +10,6 @@ import shutil
 import signal
 import ssl
 import subprocess
-import tempfile
 import http.client
 
 from harness import BIN, SRCDIR, alive, children, free_port, kill, read_pid, read_text, wait_until

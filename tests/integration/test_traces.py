@@ -21,7 +21,6 @@ import http.server
 import json
 import os
 import re
-import socket
 import sys
 import threading
 
