@@ -212,8 +212,10 @@ num(char *line, size_t n, size_t room, unsigned long long v, int width)
 {
 	char d[BUF_DECIMAL_SIZE];
 	const char *s = buf_decimal(d, v > LLONG_MAX ? LLONG_MAX : (long long)v, width);
+	size_t len = (size_t)(d + BUF_DECIMAL_SIZE - 1 - s);
 
-	return put(line, n, room, s, (size_t)(d + BUF_DECIMAL_SIZE - 1 - s));
+	/* NOTE: all digits or none: a number cut short would still parse, wrongly. */
+	return len > room - n ? n : put(line, n, room, s, len);
 }
 
 void
