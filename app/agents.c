@@ -269,8 +269,8 @@ metrics_init(const struct agents *a)
 	for (i = 0; i < a->n; i++) {
 		metrics_label_value(a->a[i].name, name, sizeof(name));
 		for (o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++) {
-			snprintf(labels, sizeof(labels), "agent=\"%s\",outcome=\"%s\"", name,
-			    outcomes[o]);
+			metrics_labels(labels, sizeof(labels), "agent", name, "outcome", outcomes[o],
+			    (char *)NULL);
 			metrics_counter_add("valerie_agent_calls_total", labels, 0);
 		}
 	}
@@ -784,10 +784,10 @@ count(const struct agent *g, enum agents_outcome o, long long ms)
 	if (o == AGENTS_CANCELLED)
 		return;
 	metrics_label_value(g->name, name, sizeof(name));
-	snprintf(labels, sizeof(labels), "agent=\"%s\",outcome=\"%s\"", name,
-	    agents_outcome_text(o));
+	metrics_labels(labels, sizeof(labels), "agent", name, "outcome", agents_outcome_text(o),
+	    (char *)NULL);
 	metrics_counter_add("valerie_agent_calls_total", labels, 1);
-	snprintf(labels, sizeof(labels), "agent=\"%s\"", name);
+	metrics_labels(labels, sizeof(labels), "agent", name, (char *)NULL);
 	metrics_observe("valerie_agent_call_duration_seconds", labels, (double)ms / 1000.0);
 }
 

@@ -125,7 +125,7 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 	{
 		char labels[64];
 
-		snprintf(labels, sizeof(labels), "version=\"%s\"", PACKAGE_VERSION);
+		metrics_labels(labels, sizeof(labels), "version", PACKAGE_VERSION, (char *)NULL);
 		metrics_gauge_set("valerie_build_info", labels, 1);
 	}
 	provider_metrics_init(conf);

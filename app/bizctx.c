@@ -35,7 +35,7 @@ count(const char *result)
 {
 	char labels[48];
 
-	snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+	metrics_labels(labels, sizeof(labels), "result", result, (char *)NULL);
 	metrics_counter_add(BIZCTX_METRIC, labels, 1);
 }
 
@@ -49,7 +49,7 @@ bizctx_metrics_init(const struct conf *conf)
 	if (conf->contexto_negocio_endpoint == NULL)
 		return;
 	for (i = 0; i < sizeof(results) / sizeof(results[0]); i++) {
-		snprintf(labels, sizeof(labels), "result=\"%s\"", results[i]);
+		metrics_labels(labels, sizeof(labels), "result", results[i], (char *)NULL);
 		metrics_counter_add(BIZCTX_METRIC, labels, 0);
 	}
 }

@@ -37,7 +37,7 @@ counted(const char *op, double t0, enum store_status s)
 	char labels[32];
 	int up = s == STORE_OK || s == STORE_NOT_FOUND || s == STORE_EXISTS;
 
-	snprintf(labels, sizeof(labels), "op=\"%s\"", op);
+	metrics_labels(labels, sizeof(labels), "op", op, (char *)NULL);
 	metrics_observe("valerie_store_op_duration_seconds", labels, mono_s() - t0);
 	if (!up)
 		metrics_counter_add("valerie_store_errors_total", labels, 1);
@@ -54,7 +54,7 @@ store_metrics_init(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
-		snprintf(labels, sizeof(labels), "op=\"%s\"", ops[i]);
+		metrics_labels(labels, sizeof(labels), "op", ops[i], (char *)NULL);
 		metrics_counter_add("valerie_store_errors_total", labels, 0);
 	}
 }

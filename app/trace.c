@@ -65,7 +65,7 @@ count_spans(const char *outcome, size_t n)
 {
 	char labels[40];
 
-	snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
+	metrics_labels(labels, sizeof(labels), "outcome", outcome, (char *)NULL);
 	metrics_counter_add("valerie_trace_spans_total", labels, (double)n);
 }
 
