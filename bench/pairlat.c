@@ -15,7 +15,7 @@
  * error and its pass is dropped.
  *
  * Usage: pairlat SECONDS MAX_PASSES BODY PORT_A PATH_A PORT_B PATH_B
- * (127.0.0.1; Content-Type: application/json; Authorization: Bearer sk-test).
+ * (whole seconds; 127.0.0.1; Content-Type: application/json; Authorization: Bearer sk-test).
  * Prints one line:
  *   RESULT passes=N errors=N a_p50_ms=.. a_p90_ms=.. a_p99_ms=.. a_p999_ms=..
  *          b_p50_ms=.. ... added_p50_ms=.. added_p99_ms=..
@@ -212,6 +212,20 @@ fail:
 	return -1;
 }
 
+/* argv number in [min, max], or -1 when it is not one (no sign games, no trailing text). */
+static long
+arg_long(const char *s, long min, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	return v;
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -247,16 +261,23 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: pairlat SECONDS MAX_PASSES BODY PORT_A PATH_A PORT_B PATH_B\n");
 		return 1;
 	}
-	seconds = strtod(argv[1], NULL);
-	max_passes = strtol(argv[2], NULL, 10);
+	seconds = (double)arg_long(argv[1], 1, 86400);
+	max_passes = arg_long(argv[2], 1, 100000000);
 	body = argv[3];
-	if (seconds <= 0 || max_passes <= 0 || strlen(body) > PAIRLAT_REQUEST_MAX / 2)
+	if (seconds <= 0 || max_passes <= 0 || strlen(body) > PAIRLAT_REQUEST_MAX / 2) {
+		fprintf(stderr, "pairlat: SECONDS 1..86400, MAX_PASSES 1..100000000, BODY up to %d bytes\n",
+		    PAIRLAT_REQUEST_MAX / 2);
 		return 1;
+	}
 	for (i = 0; i < 2; i++) {
 		int n;
 
-		t[i].port = atoi(argv[4 + 2 * i]);
+		t[i].port = (int)arg_long(argv[4 + 2 * i], 1, 65535);
 		t[i].fd = -1;
+		if (t[i].port < 0) {
+			fprintf(stderr, "pairlat: a port is 1..65535: %s\n", argv[4 + 2 * i]);
+			return 1;
+		}
 		n = snprintf(t[i].request, sizeof(t[i].request),
 		    "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 		    "Content-Type: application/json\r\nAuthorization: Bearer sk-test\r\n"
