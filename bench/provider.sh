@@ -9,6 +9,9 @@
 #     At 1 connection also in pairs (bench/pairlat.c, built with cc): every pass calls the
 #     mock and Valerie once each, in random order, so a stall of the host falls on both
 #     with the same odds; wrk's alternating 10 s runs let one window's stalls land on one side.
+#     The floor in the same run: a bare nginx reverse proxy in front of the mock
+#     (bench/proxy-floor.conf.in), paired against the mock alike: what one more process in
+#     the path costs on this host before a gateway does any work.
 # Environment: BENCH_DURATION (s per run, default 10), BENCH_ROUNDS (3: direct and valerie
 # alternate, each round gives the added p50 and p99, the summary is their median),
 # BENCH_MEMORY (1; 0 skips part 2), BENCH_INFLIGHT (1000), BENCH_DELAY_MS (15000),
@@ -21,12 +24,13 @@ rounds=${BENCH_ROUNDS:-3}
 inflight=${BENCH_INFLIGHT:-1000}
 delay=${BENCH_DELAY_MS:-15000}
 run=$(mktemp -d /tmp/valerie-bench-provider.XXXXXX)
-mock_pid="" fake_pid=""
+mock_pid="" proxy_pid="" fake_pid=""
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cleanup() {
 	VALERIE_RUN_DIR=$run/stack bash "$src/scripts/run-local.sh" stop >/dev/null 2>&1 || true
 	if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; fi
+	if [ -n "$proxy_pid" ]; then kill "$proxy_pid" 2>/dev/null || true; fi
 	if [ -n "$fake_pid" ]; then kill "$fake_pid" 2>/dev/null || true; fi
 	rm -rf "$run"
 }
@@ -44,6 +48,11 @@ mkdir -p "$run/mock"
 sed -e "s|@DIR@|$run/mock|g" -e "s|@PORT@|$mport|g" "$here/mock-upstream.conf.in" >"$run/mock/nginx.conf"
 nginx -p "$run/mock" -c "$run/mock/nginx.conf" -g 'daemon off;' 2>/dev/null &
 mock_pid=$!
+pport=$(port)
+sed -e "s|@DIR@|$run/mock|g" -e "s|@PORT@|$pport|g" -e "s|@MOCK_PORT@|$mport|g" \
+	"$here/proxy-floor.conf.in" >"$run/mock/proxy.conf"
+nginx -p "$run/mock" -c "$run/mock/proxy.conf" -g 'daemon off;' 2>/dev/null &
+proxy_pid=$!
 sleep 0.5
 VALERIE_HTTP_PORT=$(port)
 VALERIE_HTTPS_PORT=$(port)
@@ -79,13 +88,18 @@ done
 cc -O2 -Wall -o "$run/pairlat" "$here/pairlat.c"
 body='{"model":"gpt-test","messages":[{"role":"user","content":"hello bench"}]}'
 : >"$run/pairs"
+: >"$run/floor"
 for r in $(seq "$rounds"); do
 	res=$("$run/pairlat" "$dur" 10000000 "$body" "$mport" /v1/chat/completions \
 		"$VALERIE_HTTP_PORT" /v1/chat/completions)
 	printf '%-6s %-6s %-10s %s\n' 1 "$r" paired "${res#RESULT }"
 	echo "${res#RESULT }" >>"$run/pairs"
+	res=$("$run/pairlat" "$dur" 10000000 "$body" "$mport" /v1/chat/completions \
+		"$pport" /v1/chat/completions)
+	printf '%-6s %-6s %-10s %s\n' 1 "$r" floor "${res#RESULT }"
+	echo "${res#RESULT }" >>"$run/floor"
 done
-python3 - "$run/rounds" "$run/pairs" <<'PY'
+python3 - "$run/rounds" "$run/pairs" "$run/floor" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -99,13 +113,16 @@ for c in sorted({k[0] for k in runs}):
     print(f"{c} conn(s): added p50 {statistics.median(add50):.3f} ms, p99 {statistics.median(add99):.3f} ms "
           f"(median of {len(rs)} rounds; p99 per round: {' '.join(f'{x:.3f}' for x in add99)}); "
           f"valerie {statistics.median(rps):.0f} req/s")
-pairs = [{k: float(v) for k, v in (x.split("=") for x in line.split())} for line in open(sys.argv[2])]
-if pairs:
+for label, path, b in (("paired", sys.argv[2], "valerie"),
+                       ("nginx proxy_pass alone (the floor)", sys.argv[3], "proxy")):
+    pairs = [{k: float(v) for k, v in (x.split("=") for x in line.split())} for line in open(path)]
+    if not pairs:
+        continue
     med = lambda key: statistics.median(p[key] for p in pairs)
-    print(f"1 conn, paired: added p50 {med('added_p50_ms'):.3f} ms, p90 {med('added_p90_ms'):.3f} ms, "
+    print(f"1 conn, {label}: added p50 {med('added_p50_ms'):.3f} ms, p90 {med('added_p90_ms'):.3f} ms, "
           f"p99 {med('added_p99_ms'):.3f} ms (median of {len(pairs)} rounds; p99 per round: "
           f"{' '.join(format(p['added_p99_ms'], '.3f') for p in pairs)}); "
-          f"mock p99 {med('a_p99_ms'):.3f} ms, valerie p99 {med('b_p99_ms'):.3f} ms, "
+          f"mock p99 {med('a_p99_ms'):.3f} ms, {b} p99 {med('b_p99_ms'):.3f} ms, "
           f"{sum(p['passes'] for p in pairs):.0f} pairs, {sum(p['errors'] for p in pairs):.0f} errors")
 PY
 bash "$src/scripts/run-local.sh" stop >/dev/null
