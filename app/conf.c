@@ -3,6 +3,7 @@
 
 #include "agents.h"
 #include "conf.h"
+#include "store_redis.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -50,6 +51,7 @@ static const char *const redis_schemes[] = {"redis", "unix", NULL};
 static int check_auth(const char *value, char *why, size_t whylen);
 static int check_log_level(const char *value, char *why, size_t whylen);
 static int check_ip(const char *value, char *why, size_t whylen);
+static int check_redis_url(const char *value, char *why, size_t whylen);
 static struct json_object *url_redacted(const char *url);
 
 #define S(f) offsetof(struct conf, f)
@@ -110,7 +112,7 @@ static const struct cfg_field fields[] = {
 
 	{"VALERIE_SESSION_STORE", NULL, CFG_ENUM, "lmdb", 0, 0, stores, S(session_store), NULL},
 	{"VALERIE_SESSION_REDIS_URL", NULL, CFG_URL, "redis://127.0.0.1:6379/0", 0, 0,
-	    redis_schemes, S(session_redis_url), NULL},
+	    redis_schemes, S(session_redis_url), check_redis_url},
 	{"VALERIE_SESSION_TTL", NULL, CFG_INT, "86400", 60, 31536000, NULL, S(session_ttl), NULL},
 	{"VALERIE_DATA_DIR", NULL, CFG_STR, "/var/lib/valerie", 0, 0, NULL, S(data_dir), NULL},
 	{"VALERIE_LMDB_MAP_MB", NULL, CFG_INT, "1024", 16, 1048576, NULL, S(lmdb_map_mb), NULL},
@@ -385,6 +387,18 @@ check_log_level(const char *value, char *why, size_t whylen)
 		return 0;
 	snprintf(why, whylen, "must be debug, info, warning or error");
 	return -1;
+}
+
+/*
+ * The Redis URL as the store parses it (port, database, user and password,
+ * socket path): what a worker would refuse at start, check-config refuses
+ * (exit 78) instead of printing it as valid. Checked with either store, as
+ * `valerie redis-export` and the other URL settings are.
+ */
+static int
+check_redis_url(const char *value, char *why, size_t whylen)
+{
+	return store_redis_url_check(value, why, whylen);
 }
 
 /* A numeric IPv4 or IPv6 address: what a listening socket binds to, no name lookup. */

@@ -134,6 +134,24 @@ main(void)
 	expect_invalid("OPENAI_BASE_URL", "ftp://x", "scheme");
 	expect_invalid("OPENAI_BASE_URL", "https://", "scheme");
 	expect_invalid("VALERIE_SESSION_REDIS_URL", "http://redis:6379", "redis, unix");
+	/* What the store would refuse at a worker's start, check-config refuses first. */
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis:65536/0", "port");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis:6379x", "port");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis/zero", "database");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis?db=1", "no query");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://hunter2@redis", "password");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "unix://run/redis.sock", "absolute path");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "unix:///run/redis.sock?db=x", "database");
+	{
+		const char *leak[] = {"VALERIE_SESSION_REDIS_URL", "redis://u:hunter2@redis:0/1",
+		    NULL, NULL};
+		const char *sock[] = {"VALERIE_SESSION_REDIS_URL", "unix:///run/redis.sock?db=3",
+		    NULL, NULL};
+
+		CHECK_INT(load(&c, leak, err), CONF_INVALID);
+		CHECK(strstr(err, "hunter2") == NULL);
+		CHECK_INT(load(&c, sock, err), CONF_OK);
+	}
 	expect_invalid("JWT_ALGORITHM", "none", "HS256");
 	expect_invalid("OPENAI_MODEL", "gpt\n4", "control characters");
 	expect_invalid("VALERIE_METRICS_PORT", "65536", "from 0 to 65535");
