@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <stddef.h>
@@ -257,6 +258,30 @@ check_list(const char *value, const char *const *choices, char *why, size_t whyl
 	}
 }
 
+/*
+ * An http(s) URL as libcurl will parse it for every request (httpc.c sets it
+ * with curl_url_set): a bad port or host is refused here, at start, rather
+ * than failing every call. The URL is not quoted: it may hold a password.
+ */
+static int
+check_web_url(const char *value, char *why, size_t whylen)
+{
+	CURLU *u = curl_url();
+	CURLUcode rc;
+
+	if (u == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	rc = curl_url_set(u, CURLUPART_URL, value, 0);
+	curl_url_cleanup(u);
+	if (rc != CURLUE_OK) {
+		snprintf(why, whylen, "not a URL libcurl can use: %s", curl_url_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 check_url(const char *value, const char *const *schemes, char *why, size_t whylen)
 {
@@ -269,7 +294,7 @@ check_url(const char *value, const char *const *schemes, char *why, size_t whyle
 		snprintf(why, whylen, "must be a URL with scheme %s", all);
 		return -1;
 	}
-	return 0;
+	return schemes == web ? check_web_url(value, why, whylen) : 0;
 }
 
 /* Secrets that come from examples and documents: never a production key. */

@@ -133,6 +133,17 @@ main(void)
 	expect_invalid("OPENAI_BASE_URL", "api.openai.com/v1", "scheme http, https");
 	expect_invalid("OPENAI_BASE_URL", "ftp://x", "scheme");
 	expect_invalid("OPENAI_BASE_URL", "https://", "scheme");
+	/* What libcurl would refuse at every call, refused at start. */
+	expect_invalid("OPENAI_BASE_URL", "http://127.0.0.1:80o0/v1", "Port number");
+	expect_invalid("ANTHROPIC_BASE_URL", "https://api.anthropic.com:443443", "Port number");
+	expect_invalid("CONTEXTO_NEGOCIO_ENDPOINT", "https://:8443/ctx", "host");
+	expect_invalid("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318x", "Port number");
+	{
+		const char *ok[] = {"OPENAI_BASE_URL", "http://[::1]:8000/v1",
+		    "LANGFUSE_HOST", "https://langfuse.example.com", NULL, NULL};
+
+		CHECK_INT(load(&c, ok, err), CONF_OK);
+	}
 	expect_invalid("VALERIE_SESSION_REDIS_URL", "http://redis:6379", "redis, unix");
 	/* What the store would refuse at a worker's start, check-config refuses first. */
 	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis:65536/0", "port");
