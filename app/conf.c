@@ -3,9 +3,11 @@
 
 #include "agents.h"
 #include "conf.h"
+#include "store_redis.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <json-c/json.h>
 #include <stddef.h>
@@ -50,6 +52,7 @@ static const char *const redis_schemes[] = {"redis", "unix", NULL};
 static int check_auth(const char *value, char *why, size_t whylen);
 static int check_log_level(const char *value, char *why, size_t whylen);
 static int check_ip(const char *value, char *why, size_t whylen);
+static int check_redis_url(const char *value, char *why, size_t whylen);
 static struct json_object *url_redacted(const char *url);
 
 #define S(f) offsetof(struct conf, f)
@@ -110,7 +113,7 @@ static const struct cfg_field fields[] = {
 
 	{"VALERIE_SESSION_STORE", NULL, CFG_ENUM, "lmdb", 0, 0, stores, S(session_store), NULL},
 	{"VALERIE_SESSION_REDIS_URL", NULL, CFG_URL, "redis://127.0.0.1:6379/0", 0, 0,
-	    redis_schemes, S(session_redis_url), NULL},
+	    redis_schemes, S(session_redis_url), check_redis_url},
 	{"VALERIE_SESSION_TTL", NULL, CFG_INT, "86400", 60, 31536000, NULL, S(session_ttl), NULL},
 	{"VALERIE_DATA_DIR", NULL, CFG_STR, "/var/lib/valerie", 0, 0, NULL, S(data_dir), NULL},
 	{"VALERIE_LMDB_MAP_MB", NULL, CFG_INT, "1024", 16, 1048576, NULL, S(lmdb_map_mb), NULL},
@@ -255,6 +258,30 @@ check_list(const char *value, const char *const *choices, char *why, size_t whyl
 	}
 }
 
+/*
+ * An http(s) URL as libcurl will parse it for every request (httpc.c sets it
+ * with curl_url_set): a bad port or host is refused here, at start, rather
+ * than failing every call. The URL is not quoted: it may hold a password.
+ */
+static int
+check_web_url(const char *value, char *why, size_t whylen)
+{
+	CURLU *u = curl_url();
+	CURLUcode rc;
+
+	if (u == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	rc = curl_url_set(u, CURLUPART_URL, value, 0);
+	curl_url_cleanup(u);
+	if (rc != CURLUE_OK) {
+		snprintf(why, whylen, "not a URL libcurl can use: %s", curl_url_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 static int
 check_url(const char *value, const char *const *schemes, char *why, size_t whylen)
 {
@@ -267,7 +294,7 @@ check_url(const char *value, const char *const *schemes, char *why, size_t whyle
 		snprintf(why, whylen, "must be a URL with scheme %s", all);
 		return -1;
 	}
-	return 0;
+	return schemes == web ? check_web_url(value, why, whylen) : 0;
 }
 
 /* Secrets that come from examples and documents: never a production key. */
@@ -385,6 +412,18 @@ check_log_level(const char *value, char *why, size_t whylen)
 		return 0;
 	snprintf(why, whylen, "must be debug, info, warning or error");
 	return -1;
+}
+
+/*
+ * The Redis URL as the store parses it (port, database, user and password,
+ * socket path): what a worker would refuse at start, check-config refuses
+ * (exit 78) instead of printing it as valid. Checked with either store, as
+ * `valerie redis-export` and the other URL settings are.
+ */
+static int
+check_redis_url(const char *value, char *why, size_t whylen)
+{
+	return store_redis_url_check(value, why, whylen);
 }
 
 /* A numeric IPv4 or IPv6 address: what a listening socket binds to, no name lookup. */

@@ -1372,6 +1372,25 @@ redis_ping(void *p)
 
 /* --- for operator tools ------------------------------------------------------ */
 
+int
+store_redis_url_check(const char *url, char *why, size_t whylen)
+{
+	struct redis_store *st = calloc(1, sizeof(*st));
+	char reason[192];
+	int rc;
+
+	if (st == NULL) {
+		snprintf(why, whylen, "out of memory");
+		return -1;
+	}
+	rc = parse_url(st, url, reason, sizeof(reason));
+	if (rc != 0)
+		snprintf(why, whylen, "%s (expected " URL_FORMS ")", reason);
+	explicit_bzero(st, sizeof(*st));
+	free(st);
+	return rc;
+}
+
 struct redisContext *
 store_redis_connect(const char *url, char *err, size_t errlen)
 {

@@ -22,4 +22,12 @@ struct redisContext;   /* hiredis */
  */
 struct redisContext *store_redis_connect(const char *url, char *err, size_t errlen);
 
+/*
+ * Checks `url` as the store will parse it when a worker starts, without
+ * connecting. Returns 0, or -1 with `why` filled (one line, never quoting
+ * the URL, which may hold a password). For conf.c: check-config refuses
+ * what the worker would refuse.
+ */
+int store_redis_url_check(const char *url, char *why, size_t whylen);
+
 #endif

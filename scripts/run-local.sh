@@ -217,13 +217,21 @@ stop_pool() {
 # when the stack started, recorded in stack.env; the worker's default is 30).
 stop_timeout() {
     local t=${VALERIE_STOP_TIMEOUT:-} drain=""
-    if is_uint "$t" && [ "${#t}" -le 6 ]; then
+    if [ -n "$t" ]; then # checked by check_stop_timeout before anything stops
         printf '%s' "$t"
         return
     fi
     if [ -f "$stack_env" ]; then drain=$(sed -n 's/^SHUTDOWN_TIMEOUT=//p' "$stack_env"); fi
     if ! { is_uint "$drain" && [ "${#drain}" -le 6 ]; }; then drain=30; fi
     printf '%s' "$((drain + 5))"
+}
+
+# A VALERIE_STOP_TIMEOUT that is set must be seconds: checked before anything
+# is stopped (a typo must neither be ignored nor stop half a stack).
+check_stop_timeout() {
+    if [ -n "${VALERIE_STOP_TIMEOUT:-}" ]; then
+        need_uint VALERIE_STOP_TIMEOUT "$VALERIE_STOP_TIMEOUT" 0 86400
+    fi
 }
 
 stop_stack() {
@@ -290,6 +298,8 @@ read_settings() {
     need_uint VALERIE_MAX_BODY_BYTES "$max_body" 1
     start_timeout=${VALERIE_START_TIMEOUT:-15}
     need_uint VALERIE_START_TIMEOUT "$start_timeout" 1
+    # A start that fails stops what it started, with this timeout.
+    check_stop_timeout
 
     # The chat locations read for 300 s (nginx/snippets/valerie-locations.conf):
     # longer than a turn may last.
@@ -509,6 +519,7 @@ do_start() {
 }
 
 do_stop() {
+    check_stop_timeout
     if [ ! -d "$run_dir" ]; then
         say "nothing runs in $run_dir"
         return 0

@@ -57,13 +57,20 @@
 #                           and 10000; multiwatch's own 3 gives up too soon)
 #
 # Exit status: 0 started (or, --foreground, the pool's own), 78 the
-# configuration is invalid (check-config failed), 1 anything else.
+# configuration is invalid (a setting above, or check-config failed), 1
+# anything else.
 set -eu
 
 me=valerie-pool
 die() {
     printf '%s: %s\n' "$me" "$*" >&2
     exit 1
+}
+# A malformed setting: exit 78 like check-config, so that systemd
+# (RestartPreventExitStatus=78) and callers do not retry what cannot work.
+bad_setting() {
+    printf '%s: %s\n' "$me" "$*" >&2
+    exit 78
 }
 
 foreground=0
@@ -84,6 +91,15 @@ is_uint() {
     esac
 }
 
+# need_uint NAME VALUE MIN MAX: VALUE a whole number in [MIN, MAX], else one
+# line naming NAME. (At most 10 digits first: test(1) complains on its own
+# about numbers beyond 64 bits; multiwatch and spawn-fcgi take C ints.)
+need_uint() {
+    if ! { is_uint "$2" && [ "${#2}" -le 10 ] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ]; }; then
+        bad_setting "$1 must be a whole number from $3 to $4, not '$2'"
+    fi
+}
+
 bin=${VALERIE_BIN:-valerie}
 case "$bin" in
     */*) ;;
@@ -101,36 +117,29 @@ esac
 spawn=$(command -v spawn-fcgi) || die "spawn-fcgi not found (apt-get install spawn-fcgi)"
 multiwatch=$(command -v multiwatch) || die "multiwatch not found (apt-get install multiwatch)"
 
+# The worker's own range for VALERIE_WORKERS (app/conf.c).
 workers=${VALERIE_WORKERS:-2}
-if ! { is_uint "$workers" && [ "$workers" -ge 1 ]; }; then
-    die "VALERIE_WORKERS must be a whole number >= 1, not '$workers'"
-fi
+need_uint VALERIE_WORKERS "$workers" 1 256
 export VALERIE_WORKERS="$workers"
 
 retries=${VALERIE_POOL_RETRIES:-10}
-if ! { is_uint "$retries"; }; then
-    die "VALERIE_POOL_RETRIES must be a whole number, not '$retries'"
-fi
+need_uint VALERIE_POOL_RETRIES "$retries" 0 2147483647
 retry_ms=${VALERIE_POOL_RETRY_MS:-10000}
-if ! { is_uint "$retry_ms"; }; then
-    die "VALERIE_POOL_RETRY_MS must be a whole number, not '$retry_ms'"
-fi
+need_uint VALERIE_POOL_RETRY_MS "$retry_ms" 0 2147483647
 backlog=${VALERIE_SOCKET_BACKLOG:-1024}
-if ! { is_uint "$backlog" && [ "$backlog" -ge 1 ]; }; then
-    die "VALERIE_SOCKET_BACKLOG must be a whole number >= 1, not '$backlog'"
-fi
+need_uint VALERIE_SOCKET_BACKLOG "$backlog" 1 2147483647
 
 listen=${VALERIE_LISTEN:-/run/valerie/valerie.sock}
 set -- "$spawn" -b "$backlog"
 case "$listen" in
     /*)
         # sun_path holds 108 bytes, the terminating NUL included.
-        [ "${#listen}" -le 107 ] || die "socket path too long for a unix socket (${#listen} > 107 bytes): $listen"
+        [ "${#listen}" -le 107 ] || bad_setting "VALERIE_LISTEN: socket path too long for a unix socket (${#listen} > 107 bytes): $listen"
         [ -d "$(dirname -- "$listen")" ] || die "directory of the socket does not exist: $(dirname -- "$listen")"
         mode=${VALERIE_SOCKET_MODE:-0660}
         case "$mode" in
             [0-7][0-7][0-7] | [0-7][0-7][0-7][0-7]) ;;
-            *) die "VALERIE_SOCKET_MODE must be an octal mode such as 0660, not '$mode'" ;;
+            *) bad_setting "VALERIE_SOCKET_MODE must be an octal mode such as 0660, not '$mode'" ;;
         esac
         set -- "$@" -s "$listen" -M "$mode"
         if [ -n "${VALERIE_SOCKET_USER:-}" ]; then set -- "$@" -U "$VALERIE_SOCKET_USER"; fi
@@ -141,13 +150,13 @@ case "$listen" in
         addr=${listen%:*}
         addr=${addr#[}
         addr=${addr%]}
-        if ! { is_uint "$port" && [ "$port" -ge 1 ] && [ "$port" -le 65535 ]; }; then
-            die "VALERIE_LISTEN: bad port in '$listen'"
+        if ! { is_uint "$port" && [ "${#port}" -le 5 ] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ]; }; then
+            bad_setting "VALERIE_LISTEN: bad port in '$listen' (1 to 65535)"
         fi
-        [ -n "$addr" ] || die "VALERIE_LISTEN: missing address in '$listen' (0.0.0.0:PORT for every interface)"
+        [ -n "$addr" ] || bad_setting "VALERIE_LISTEN: missing address in '$listen' (0.0.0.0:PORT for every interface)"
         set -- "$@" -a "$addr" -p "$port"
         ;;
-    *) die "VALERIE_LISTEN must be a socket path (/...) or HOST:PORT, not '$listen'" ;;
+    *) bad_setting "VALERIE_LISTEN must be a socket path (/...) or HOST:PORT, not '$listen'" ;;
 esac
 if [ -n "${VALERIE_POOL_USER:-}" ]; then set -- "$@" -u "$VALERIE_POOL_USER"; fi
 if [ -n "${VALERIE_POOL_GROUP:-}" ]; then set -- "$@" -g "$VALERIE_POOL_GROUP"; fi

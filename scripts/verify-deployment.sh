@@ -21,7 +21,8 @@
 #   VERIFY_METRICS_URL  where the metrics are read (default BASE_URL/metrics)
 #   VERIFY_TIMEOUT    seconds per request (default 30)
 #
-# Exit status: the number of failed checks (0: all passed); 64 usage.
+# Exit status: the number of failed checks (0: all passed); 64 usage (or a bad
+# VERIFY_TIMEOUT).
 set -u
 
 base=${1:-}
@@ -35,6 +36,11 @@ command -v curl >/dev/null || {
     exit 64
 }
 timeout=${VERIFY_TIMEOUT:-30}
+# curl refuses anything else, and every check would then "fail" for it.
+if ! [[ "$timeout" =~ ^[0-9]{1,6}(\.[0-9]+)?$ ]]; then
+    echo "verify-deployment: VERIFY_TIMEOUT must be a number of seconds (curl's --max-time), not '$timeout'" >&2
+    exit 64
+fi
 curl_args=(-sS --max-time "$timeout" --noproxy '*')
 [ "${VERIFY_INSECURE:-0}" = 1 ] && curl_args+=(-k)
 auth=()

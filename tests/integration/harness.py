@@ -149,7 +149,7 @@ class Stack:
         return read_pid(os.path.join(self.run_dir, "pool.pid"))
 
     def nginx_pid(self):
-        return read_pid(os.path.join(self.run_dir, "nginx.pid"))
+        return read_pid(os.path.join(self.run_dir, "nginx", "nginx.pid"))
 
     def worker_pids(self):
         return children(self.pool_pid())

@@ -24,6 +24,27 @@ for path in glob.glob(os.path.join(SRCDIR, "app", "*.c")) + glob.glob(os.path.jo
             if alias:
                 read.add(alias)
 check(len(read) > 30, f"found the variables the code reads ({len(read)})")
+
+# The value on each line is the code's default (empty: unset), numerically, except the
+# production choices, whose comment names the default instead.
+table = open(os.path.join(SRCDIR, "app", "conf.c")).read()
+defaults = dict(re.findall(r'^\s*\{"([A-Z][A-Z0-9_]+)", (?:"[A-Z0-9_]+"|NULL),\s*CFG_[A-Z]+,\s*'
+                           r'(NULL|"[^"]*"),', table, re.M))
+check(len(defaults) > 30, f"found the defaults of the configuration table ({len(defaults)})")
+values = dict(re.findall(r"^([A-Z][A-Z0-9_]+)=(.*)$", example, re.M))
+production = {"VALERIE_ENV": "development", "VALERIE_AUTH": "none", "VALERIE_METRICS_PORT": "0"}
+for name, default in sorted(defaults.items()):
+    default = "" if default == "NULL" else default.strip('"')
+    if name in production:
+        check(default == production[name] and re.search(
+              rf"^#[^\n]*\b{re.escape(default)}\b[^\n]*\bdefault\b[^\n]*\n(?:#[^\n]*\n)*{name}=",
+              example, re.M) is not None,
+              f"{name}: the comment above the production choice names the default {default!r}")
+        continue
+    if name not in values and default == "" and f"#{name}=" in example:
+        continue  # set by the launcher, shown commented out (VALERIE_ENV_FILE)
+    check(name in values and values[name] == default,
+          f"{name}={values.get(name)!r} in the example is the code's default {default!r}")
 aliases_ok = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"}  # documented in the comment of their Valerie name
 missing = sorted(v for v in read - documented if v not in aliases_ok or v not in example)
 check(not missing, f".env.production.example lacks {missing}")

@@ -73,6 +73,15 @@ with Stack(env={"OPENAI_API_KEY": SECRET, "OPENAI_MODEL": "gpt-test-model"}, kee
           f"status while running: rc {r.returncode}: {r.stdout.strip()[:200]}")
     check(len(st.worker_pids()) == 2, f"two worker processes: {st.worker_pids()}")
 
+    # A bad VALERIE_STOP_TIMEOUT is named, not ignored, and stops nothing.
+    st.env["VALERIE_STOP_TIMEOUT"] = "10s"
+    r = st.script("stop")
+    del st.env["VALERIE_STOP_TIMEOUT"]
+    check(r.returncode != 0 and "VALERIE_STOP_TIMEOUT" in r.stderr and "'10s'" in r.stderr,
+          f"stop refuses VALERIE_STOP_TIMEOUT=10s: rc {r.returncode}: {r.stderr.strip()[:200]}")
+    check(alive(st.nginx_pid()) and alive(st.pool_pid()),
+          "a refused stop left nginx and the pool running")
+
     # A second stack in another run dir runs at the same time.
     with Stack(workers=1, threads=2) as st2:
         s2, _, d2 = st2.json("GET", "/health")
@@ -88,6 +97,9 @@ with Stack(env={"OPENAI_API_KEY": SECRET, "OPENAI_MODEL": "gpt-test-model"}, kee
 
 r = st.script("status")
 check(r.returncode != 0, f"status after stop says nothing runs (rc {r.returncode})")
+r = st.script("stop")
+check(r.returncode == 0 and "nothing was running" in r.stdout,
+      f"a second stop succeeds and says so: rc {r.returncode}: {r.stdout.strip()[:200]}")
 check(not any(alive(p) for p in pids), f"stop left no process behind: {pids}")
 check(not os.path.exists(st.socket_path()), "stop removed the socket")
 remove_temp(st.dir, "stack files")

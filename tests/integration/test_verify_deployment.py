@@ -37,6 +37,13 @@ with Stack(env={"VALERIE_AUTH": "jwt", "JWT_SECRET_KEY": secret}) as st:
           f"without a credential config and chat fail: exit status {r.returncode} = failures")
     r = run(["bash", VERIFY])
     check(r.returncode == 64, "no BASE_URL: usage, exit 64")
+    for bad in ("30s", "-5", "abc"):
+        r = run(["bash", VERIFY, f"http://127.0.0.1:{st.http_port}"], {"VERIFY_TIMEOUT": bad})
+        check(r.returncode == 64 and "VERIFY_TIMEOUT" in r.stderr and "[FAIL]" not in r.stdout,
+              f"VERIFY_TIMEOUT={bad}: refused with one line, exit 64 (not counted as failed "
+              f"checks): exit {r.returncode}: {r.stderr.strip()[:200]}")
+    r = run(["bash", VERIFY, f"http://127.0.0.1:{st.http_port}"], {"VERIFY_TIMEOUT": "2.5"})
+    check("[OK]   health" in r.stdout, f"VERIFY_TIMEOUT=2.5 (curl takes fractions): {r.stdout[:200]}")
 
 # Seed 001's script, as the seed prints it.
 text = open(SEED).read()

@@ -133,7 +133,36 @@ main(void)
 	expect_invalid("OPENAI_BASE_URL", "api.openai.com/v1", "scheme http, https");
 	expect_invalid("OPENAI_BASE_URL", "ftp://x", "scheme");
 	expect_invalid("OPENAI_BASE_URL", "https://", "scheme");
+	/* What libcurl would refuse at every call, refused at start. */
+	expect_invalid("OPENAI_BASE_URL", "http://127.0.0.1:80o0/v1", "Port number");
+	expect_invalid("ANTHROPIC_BASE_URL", "https://api.anthropic.com:443443", "Port number");
+	expect_invalid("CONTEXTO_NEGOCIO_ENDPOINT", "https://:8443/ctx", "host");
+	expect_invalid("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318x", "Port number");
+	{
+		const char *ok[] = {"OPENAI_BASE_URL", "http://[::1]:8000/v1",
+		    "LANGFUSE_HOST", "https://langfuse.example.com", NULL, NULL};
+
+		CHECK_INT(load(&c, ok, err), CONF_OK);
+	}
 	expect_invalid("VALERIE_SESSION_REDIS_URL", "http://redis:6379", "redis, unix");
+	/* What the store would refuse at a worker's start, check-config refuses first. */
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis:65536/0", "port");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis:6379x", "port");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis/zero", "database");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://redis?db=1", "no query");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "redis://hunter2@redis", "password");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "unix://run/redis.sock", "absolute path");
+	expect_invalid("VALERIE_SESSION_REDIS_URL", "unix:///run/redis.sock?db=x", "database");
+	{
+		const char *leak[] = {"VALERIE_SESSION_REDIS_URL", "redis://u:hunter2@redis:0/1",
+		    NULL, NULL};
+		const char *sock[] = {"VALERIE_SESSION_REDIS_URL", "unix:///run/redis.sock?db=3",
+		    NULL, NULL};
+
+		CHECK_INT(load(&c, leak, err), CONF_INVALID);
+		CHECK(strstr(err, "hunter2") == NULL);
+		CHECK_INT(load(&c, sock, err), CONF_OK);
+	}
 	expect_invalid("JWT_ALGORITHM", "none", "HS256");
 	expect_invalid("OPENAI_MODEL", "gpt\n4", "control characters");
 	expect_invalid("VALERIE_METRICS_PORT", "65536", "from 0 to 65535");
