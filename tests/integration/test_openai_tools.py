@@ -15,8 +15,13 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   replays a tool-call answer as it was; a history window that starts after a call drops
   its orphaned result, and a call the client never answered is not sent up again (both
   would be refused by the upstream).
-- 400s that name the field for bad tools, tool_choice, sampling settings, n, and tool
-  messages; an upstream that refuses the request (400) comes back as a 400 with its reason.
+- OpenAI's other fields (seed, penalties, user, parallel_tool_calls, response_format,
+  logit_bias): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
+  parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
+  with a 400 (never answered in free text), seed and penalties are dropped.
+- 400s that name the field for bad tools, tool_choice, sampling settings, n, the other
+  fields, and tool messages; an upstream that refuses the request (400) comes back as a 400
+  with its reason.
 """
 import json
 import os
@@ -183,6 +188,44 @@ def params_flow(st, fake, prov):
                   f"[anthropic] tool_choice {choice} -> {want}: {up.get('tool_choice')}")
 
 
+def extra_flow(st, fake, prov):
+    """OpenAI's other fields: passed on to OpenAI; translated, refused or dropped for
+    Anthropic, never silently lost when they change what the answer means."""
+    fake.plan()
+    extra = {"seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5, "user": "u-42",
+             "parallel_tool_calls": False}
+    s, _, doc = completion(st, dict({"messages": [user("hi")], "tools": [WEATHER]}, **extra))
+    up = last_up(fake)
+    if prov == "openai":
+        check(s == 200 and all(up.get(k) == v for k, v in extra.items()),
+              f"[openai] seed, penalties, user, parallel_tool_calls go up as sent: {up}")
+    else:
+        check(s == 200 and up.get("metadata") == {"user_id": "u-42"}
+              and up.get("tool_choice") == {"type": "auto", "disable_parallel_tool_use": True}
+              and not any(k in up for k in extra),
+              f"[anthropic] user -> metadata.user_id, parallel_tool_calls false -> "
+              f"disable_parallel_tool_use, seed and penalties dropped: {up}")
+    s, _, _ = completion(st, {"messages": [user("hi")], "parallel_tool_calls": True})
+    check(s == 200 and "parallel_tool_calls" not in last_up(fake),
+          f"[{prov}] parallel_tool_calls without tools is not sent (OpenAI refuses it)")
+    n = fake.stats()["calls"]
+    for rf in ({"type": "json_object"},
+               {"type": "json_schema", "json_schema": {"name": "w", "schema": {
+                   "type": "object", "properties": {"t": {"type": "number"}}}}}):
+        s, _, doc = completion(st, {"messages": [user("json please")], "response_format": rf})
+        if prov == "openai":
+            check(s == 200 and last_up(fake).get("response_format") == rf,
+                  f"[openai] response_format {rf['type']} goes up as sent: {s} {doc}")
+        else:
+            check(s == 400 and is_error_doc(doc, "provider_rejected_request")
+                  and "response_format" in doc["error"]["message"]
+                  and fake.stats()["calls"] == n,
+                  f"[anthropic] response_format {rf['type']} is refused with a 400, not "
+                  f"answered in free text: {s} {doc}")
+    s, _, _ = completion(st, {"messages": [user("hi")], "response_format": {"type": "text"}})
+    check(s == 200, f"[{prov}] response_format text is fine: {s}")
+
+
 def session_flow(st, fake, prov):
     fake.plan()
     sid = f"tools-{prov}"
@@ -282,6 +325,15 @@ def bad_input(st, fake):
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": [1]}, "stop"),
         ({"n": 2}, "n"),
+        ({"seed": "7"}, "seed"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": "x"}, "frequency_penalty"),
+        ({"logit_bias": {"1": 500}}, "logit_bias"),
+        ({"user": 5}, "user"),
+        ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+
         ({"messages": [user("x"), {"role": "tool", "content": "r"}]}, "tool_call_id"),
         ({"messages": [user("x"), {"role": "assistant", "content": None,
                                    "tool_calls": [{"id": "c1", "function": {"name": "f"}}]}]},
@@ -319,6 +371,7 @@ try:
         with Stack(workers=2, threads=4, env=env) as st:
             tool_flow(st, fake, prov)
             params_flow(st, fake, prov)
+            extra_flow(st, fake, prov)
             session_flow(st, fake, prov)
             if prov == "openai":
                 bad_input(st, fake)
