@@ -513,7 +513,8 @@ extra_response_format(struct handler_ctx *ctx, const char *name, struct json_obj
 
 /*
  * OpenAI's other fields Valerie passes on (llm_params.openai_extra), each
- * with its check. NOTE: a field not here is dropped.
+ * with its check. NOTE: a field not here is dropped, so one that changes
+ * what an answer means (logprobs) is refused in read_params instead.
  */
 static const struct {
 	const char *name;
@@ -561,8 +562,8 @@ read_extra(struct handler_ctx *ctx, struct json_object *body, int has_tools,
 }
 
 /*
- * Reads temperature, top_p, max_tokens (or max_completion_tokens), stop, n
- * and the extra fields.
+ * Reads temperature, top_p, max_tokens (or max_completion_tokens), stop, n,
+ * logprobs (refused: answers carry none) and the extra fields.
  */
 static int
 read_params(struct handler_ctx *ctx, struct json_object *body, int has_tools,
@@ -605,6 +606,9 @@ read_params(struct handler_ctx *ctx, struct json_object *body, int has_tools,
 	if (json_object_object_get_ex(body, "n", &v) && v != NULL &&
 	    (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 1))
 		return bad_field(ctx, "field \"n\": only one choice (n = 1) is supported");
+	if ((json_object_object_get_ex(body, "logprobs", &v) && json_object_get_boolean(v)) ||
+	    (json_object_object_get_ex(body, "top_logprobs", &v) && v != NULL))
+		return bad_field(ctx, "field \"logprobs\": log probabilities are not supported");
 	return read_extra(ctx, body, has_tools, &p->openai_extra);
 }
 

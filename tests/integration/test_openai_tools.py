@@ -20,7 +20,7 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
   with a 400 (never answered in free text), seed and penalties are dropped.
 - 400s that name the field for bad tools, tool_choice, sampling settings, n, the other
-  fields, and tool messages; an upstream that refuses the request (400) comes back as a 400
+  fields, logprobs (answers carry none), and tool messages; an upstream that refuses the request (400) comes back as a 400
   with its reason.
 """
 import json
@@ -333,6 +333,8 @@ def bad_input(st, fake):
         ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
 
         ({"messages": [user("x"), {"role": "tool", "content": "r"}]}, "tool_call_id"),
         ({"messages": [user("x"), {"role": "assistant", "content": None,
@@ -347,6 +349,8 @@ def bad_input(st, fake):
         check(s == 400 and is_error_doc(doc, "invalid_field") and word in doc["error"]["message"],
               f"400 naming {word!r} for {json.dumps(extra)[:80]}: {s} {doc}")
     check(fake.stats()["calls"] == n0, "none of them reached the upstream")
+    s, _, doc = completion(st, {"messages": [user("hello")], "logprobs": False})
+    check(s == 200, f"logprobs false is fine: {s} {doc}")
     s, _, doc = completion(st, {"messages": [{"role": "system", "content": "be brief"}]},
                            {"X-Session-Id": "nothing-new"})
     check(s == 400 and is_error_doc(doc, "invalid_field"),
