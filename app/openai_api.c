@@ -801,6 +801,15 @@ openai_chat_completions(struct handler_ctx *ctx)
 			buf_append(&system, text.data ? text.data : "", text.len);
 			continue;
 		}
+		/*
+		 * NOTE: with a session id, what comes up to the last assistant
+		 * message is the client's copy of the history (chat_run drops it
+		 * once the session has turns): the new message is what follows.
+		 */
+		if (sid != NULL && strcmp(r, "assistant") == 0) {
+			buf_reset(&user, 65536);
+			results = 0;
+		}
 		if (strcmp(r, "user") == 0) {
 			if (user.len > 0)
 				buf_puts(&user, "\n\n");

@@ -10,6 +10,9 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   (or max_completion_tokens), stop as sent; Anthropic gets input_schema tools, its own
   tool_choice forms, tool_use blocks with the arguments parsed, tool_result blocks in a
   user message, stop_sequences, max_tokens.
+- A client that sends the whole conversation with X-Session-Id anyway (the usual SDK loop):
+  what comes up to its last assistant message is already stored and goes up and into the
+  session once; a new session keeps the history the client brings.
 - With X-Session-Id the client sends only the tool result; the session document keeps the
   call (assistant tool_calls) and the result (role tool, tool_call_id); an Idempotency-Key
   replays a tool-call answer as it was; a history window that starts after a call drops
@@ -284,6 +287,54 @@ def session_flow(st, fake, prov):
           f"[{prov}] an unanswered call is not sent up again: {s} {up}")
 
 
+def resend_flow(st, fake, prov):
+    """A client that keeps the whole conversation (the usual SDK tool loop) and sends it all
+    with X-Session-Id: what comes up to its last assistant message is already stored, so
+    it is neither sent up twice nor stored twice."""
+    fake.plan()
+    sid = f"resend-{prov}"
+    hd = {"X-Session-Id": sid}
+    convo = [user('call get_weather {"city":"Oslo"}')]
+    s, _, doc = completion(st, {"messages": convo, "tools": [WEATHER]}, hd)
+    msg = doc["choices"][0]["message"] if s == 200 else {}
+    call = (msg.get("tool_calls") or [{}])[0]
+    convo += [{"role": "assistant", "content": None, "tool_calls": msg.get("tool_calls")},
+              {"role": "tool", "tool_call_id": call.get("id"), "content": "snow"}]
+    s, h, doc = completion(st, {"messages": convo, "tools": [WEATHER]}, hd)
+    up = last_up(fake)["messages"]
+    want = (["user", "assistant", "tool"] if prov == "openai"
+            else ["user", "assistant", "user"])
+    check(s == 200 and h.get("x-session-turn") == "2"
+          and doc["choices"][0]["message"]["content"] == "tool said: snow"
+          and [m["role"] for m in up] == want,
+          f"[{prov}] the whole conversation resent with X-Session-Id: the call goes up once: "
+          f"{s} {[m['role'] for m in up]} {doc}")
+    convo += [{"role": "assistant", "content": "tool said: snow"}, user("thanks")]
+    s, h, doc = completion(st, {"messages": convo, "tools": [WEATHER]}, hd)
+    up = last_up(fake)["messages"]
+    want = (["user", "assistant", "tool", "assistant", "user"] if prov == "openai"
+            else ["user", "assistant", "user", "assistant", "user"])
+    check(s == 200 and h.get("x-session-turn") == "3"
+          and doc["choices"][0]["message"]["content"] == "echo: thanks"
+          and [m["role"] for m in up] == want,
+          f"[{prov}] turn 3 resent whole: the history goes up once: {s} "
+          f"{[m['role'] for m in up]}")
+    s, _, sess = st.json("GET", f"/api/v1/sessions/{sid}")
+    shape = [(m["turn"], m["role"]) for m in sess.get("messages", [])]
+    check(s == 200 and shape == [(1, "user"), (1, "assistant"), (2, "tool"), (2, "assistant"),
+                                 (3, "user"), (3, "assistant")],
+          f"[{prov}] the session stores each message once: {shape}")
+    s, _, doc = completion(st, {"messages": convo[:-1]}, hd)
+    check(s == 400 and is_error_doc(doc, "invalid_field"),
+          f"[{prov}] a resent conversation ending with an answer has nothing new: 400: {s} {doc}")
+    # a new session takes the client's history as its first turn
+    s, h, doc = completion(st, {"messages": [user("seed"), {"role": "assistant", "content": "ok"},
+                                             user("go on")]}, {"X-Session-Id": sid + "-new"})
+    up = last_up(fake)["messages"]
+    check(s == 200 and h.get("x-session-turn") == "1" and len(up) == 3,
+          f"[{prov}] a new session keeps the history the client brings: {s} {up}")
+
+
 def window_flow(fake, prov, env):
     """VALERIE_HISTORY_TURNS=1: turn 3's window starts at turn 2, after the call."""
     env = dict(env, VALERIE_HISTORY_TURNS="1")
@@ -377,6 +428,7 @@ try:
             params_flow(st, fake, prov)
             extra_flow(st, fake, prov)
             session_flow(st, fake, prov)
+            resend_flow(st, fake, prov)
             if prov == "openai":
                 bad_input(st, fake)
         window_flow(fake, prov, env)
