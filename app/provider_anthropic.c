@@ -218,7 +218,11 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	return rc;
 }
 
-/* Reads a whole (non-streamed) answer: the text blocks of `content`, joined. */
+/*
+ * Reads a whole (non-streamed) answer: the text blocks of `content`, joined.
+ * NOTE: an empty `content` is an answer (the model ended its turn without a
+ * word, as a stream with no content block does), not an error.
+ */
 static enum provider_status
 read_whole(const char *body, size_t len, struct llm_result *res)
 {
@@ -227,7 +231,6 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	enum provider_status st = PROVIDER_ERROR;
 	const char *t;
 	size_t i;
-	int texts = 0;
 	char line[180];
 
 	if (doc == NULL) {
@@ -259,11 +262,6 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 			continue;
 		buf_append(&res->text, json_object_get_string(v),
 		    (size_t)json_object_get_string_len(v));
-		texts++;
-	}
-	if (texts == 0 && res->ntool_calls == 0) {
-		snprintf(res->error, sizeof(res->error), "the upstream answer has no text content");
-		goto out;
 	}
 	take_stop_reason(get_str(doc, "stop_reason"), res);
 	take_model(doc, res);

@@ -40,7 +40,7 @@ DEFAULT_AFTER_CHUNKS = 2
 NAMED_MODES = (
     "ok", "fail-429", "fail-500", "fail-529", "slow-first-byte", "stall-mid-stream",
     "cut-mid-stream", "malformed-json", "oversized", "html-error", "empty-reply",
-    "truncated-json", "error-event-mid-stream",
+    "truncated-json", "error-event-mid-stream", "silent",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
@@ -999,6 +999,9 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "html-error":
             return self.reply(502, HTML_502, "text/html; charset=utf-8")
         reply = (openai_reply if provider == "openai" else anthropic_reply)(body)
+        if mode == "silent":
+            # the model ends its turn without a word (Claude does: content [], end_turn)
+            reply = {"kind": "text", "text": "", "prompt": reply["prompt"], "completion": 0}
         model = body["model"]
         if mode == "error-event-mid-stream" and not stream:
             # without a stream the same trouble is an error status
@@ -1067,7 +1070,7 @@ class Handler(BaseHTTPRequestHandler):
                        for c in r["calls"]]
             stop = "tool_use"
         else:
-            content = [{"type": "text", "text": r["text"]}]
+            content = [{"type": "text", "text": r["text"]}] if r["text"] else []
             stop = "end_turn"
         return {"id": "msg_" + rand_id(24), "type": "message", "role": "assistant",
                 "model": model, "content": content, "stop_reason": stop,
@@ -1153,6 +1156,11 @@ class Handler(BaseHTTPRequestHandler):
                         "delta": {"type": "input_json_delta", "partial_json": frag}}))
             block = len(r["calls"]) - 1
             stop = "tool_use"
+        elif not r["text"]:
+            # a silent turn: no content block at all
+            evs.append(ev("ping", {"type": "ping"}))
+            first, block = len(evs), None
+            stop = "end_turn"
         else:
             evs.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
                                                   "content_block": {"type": "text", "text": ""}}))
@@ -1165,7 +1173,9 @@ class Handler(BaseHTTPRequestHandler):
             block = 0
             stop = "end_turn"
         last = len(evs)
-        evs.append(ev("content_block_stop", {"type": "content_block_stop", "index": block}))
+        if block is not None:
+            evs.append(ev("content_block_stop", {"type": "content_block_stop",
+                                                 "index": block}))
         evs.append(ev("message_delta", {"type": "message_delta",
                                         "delta": {"stop_reason": stop, "stop_sequence": None},
                                         "usage": {"output_tokens": r["completion"]}}))

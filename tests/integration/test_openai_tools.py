@@ -22,6 +22,8 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   logit_bias): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
   parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
   with a 400 (never answered in free text), seed and penalties are dropped.
+- A model that ends its turn without a word (Anthropic content []): an empty answer, whole
+  and streamed.
 - 400s that name the field for bad tools, tool_choice, sampling settings, n, the other
   fields, logprobs (answers carry none), and tool messages; an upstream that refuses the request (400) comes back as a 400
   with its reason.
@@ -335,6 +337,28 @@ def resend_flow(st, fake, prov):
           f"[{prov}] a new session keeps the history the client brings: {s} {up}")
 
 
+def silent_flow(st, fake, prov):
+    """A model that ends its turn without a word (Claude answers content [] with end_turn,
+    after a tool result especially): an empty answer, whole and streamed, not a 502."""
+    sid = f"silent-{prov}"
+    fake.plan({"mode": "silent"})
+    s, _, doc = completion(st, {"messages": [user("hush")]}, {"X-Session-Id": sid})
+    ch = doc["choices"][0] if s == 200 else {}
+    check(s == 200 and ch.get("message", {}).get("content") == ""
+          and ch.get("finish_reason") == "stop" and fake.stats()["calls"] == 1,
+          f"[{prov}] a silent turn, whole: 200 with empty content, no retry: {s} {doc}")
+    fake.plan({"mode": "silent"})
+    s, chunks, done_seen = stream(st, {"messages": [user("hush")]})
+    check(s == 200 and done_seen and finish_reasons(chunks) == ["stop"]
+          and not any("error" in c for c in chunks),
+          f"[{prov}] a silent turn, streamed: a clean end: {s} {chunks}")
+    fake.plan()
+    s, _, doc = completion(st, {"messages": [user("and now?")]}, {"X-Session-Id": sid})
+    # NOTE: for Anthropic the empty answer goes, so the two user messages merge.
+    check(s == 200 and doc["choices"][0]["message"]["content"].endswith("and now?"),
+          f"[{prov}] the turn after a silent one: {s} {doc}")
+
+
 def window_flow(fake, prov, env):
     """VALERIE_HISTORY_TURNS=1: turn 3's window starts at turn 2, after the call."""
     env = dict(env, VALERIE_HISTORY_TURNS="1")
@@ -429,6 +453,7 @@ try:
             extra_flow(st, fake, prov)
             session_flow(st, fake, prov)
             resend_flow(st, fake, prov)
+            silent_flow(st, fake, prov)
             if prov == "openai":
                 bad_input(st, fake)
         window_flow(fake, prov, env)
