@@ -90,7 +90,11 @@ error_text(const char *body, size_t len, char *out, size_t outlen)
 	return rc;
 }
 
-/* OpenAI's finish_reason for an Anthropic stop_reason. */
+/*
+ * OpenAI's finish_reason for an Anthropic stop_reason: an answer cut off by
+ * max_tokens or by the context window is "length", so a client knows it is
+ * not whole; end_turn, stop_sequence, pause_turn and unknown ones "stop".
+ */
 static void
 take_stop_reason(const char *reason, struct llm_result *res)
 {
@@ -100,7 +104,8 @@ take_stop_reason(const char *reason, struct llm_result *res)
 		return;
 	if (strcmp(reason, "tool_use") == 0)
 		f = "tool_calls";
-	else if (strcmp(reason, "max_tokens") == 0)
+	else if (strcmp(reason, "max_tokens") == 0 ||
+	    strcmp(reason, "model_context_window_exceeded") == 0)
 		f = "length";
 	else if (strcmp(reason, "refusal") == 0)
 		f = "content_filter";

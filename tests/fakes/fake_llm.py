@@ -46,7 +46,7 @@ FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms"}
+              "after_chunks", "token_delay_ms", "stop_reason"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -275,6 +275,8 @@ def norm_entry(e):
             raise ValueError(f"{k} must be a non-negative integer")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
         raise ValueError("retry_after must be a non-negative integer or null")
+    if "stop_reason" in e and not isinstance(e["stop_reason"], str):
+        raise ValueError("stop_reason must be a string")
     return dict(e)
 
 
@@ -1002,6 +1004,8 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "silent":
             # the model ends its turn without a word (Claude does: content [], end_turn)
             reply = {"kind": "text", "text": "", "prompt": reply["prompt"], "completion": 0}
+        if "stop_reason" in entry:
+            reply["stop"] = entry["stop_reason"]
         model = body["model"]
         if mode == "error-event-mid-stream" and not stream:
             # without a stream the same trouble is an error status
@@ -1058,6 +1062,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 msg = {"role": "assistant", "content": r["text"], "refusal": None}
                 finish = "stop"
+            finish = r.get("stop", finish)
             return {"id": "chatcmpl-" + rand_id(29), "object": "chat.completion",
                     "created": int(time.time()), "model": model,
                     "choices": [{"index": 0, "message": msg, "logprobs": None,
@@ -1072,6 +1077,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             content = [{"type": "text", "text": r["text"]}] if r["text"] else []
             stop = "end_turn"
+        stop = r.get("stop", stop)
         return {"id": "msg_" + rand_id(24), "type": "message", "role": "assistant",
                 "model": model, "content": content, "stop_reason": stop,
                 "stop_sequence": None,
@@ -1116,6 +1122,7 @@ class Handler(BaseHTTPRequestHandler):
             for piece in split_pieces(r["text"]):
                 evs.append(chunk({"content": piece}))
             finish = "stop"
+        finish = r.get("stop", finish)
         last = len(evs)
         evs.append(chunk({}, finish))
         if usage_on:
@@ -1172,6 +1179,7 @@ class Handler(BaseHTTPRequestHandler):
                     "delta": {"type": "text_delta", "text": piece}}))
             block = 0
             stop = "end_turn"
+        stop = r.get("stop", stop)
         last = len(evs)
         if block is not None:
             evs.append(ev("content_block_stop", {"type": "content_block_stop",

@@ -22,6 +22,8 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   logit_bias): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
   parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
   with a 400 (never answered in free text), seed and penalties are dropped.
+- finish_reason from the upstream's stop reason (Anthropic max_tokens and
+  model_context_window_exceeded: length), whole and streamed.
 - A model that ends its turn without a word (Anthropic content []): an empty answer, whole
   and streamed.
 - 400s that name the field for bad tools, tool_choice, sampling settings, n, the other
@@ -359,6 +361,27 @@ def silent_flow(st, fake, prov):
           f"[{prov}] the turn after a silent one: {s} {doc}")
 
 
+def finish_flow(st, fake, prov):
+    """finish_reason from the upstream's stop reason, whole and streamed: Anthropic's
+    max_tokens and model_context_window_exceeded are "length" (the answer was cut off),
+    stop_sequence and end_turn "stop", refusal "content_filter"; OpenAI's as sent."""
+    if prov == "anthropic":
+        cases = (("max_tokens", "length"), ("model_context_window_exceeded", "length"),
+                 ("stop_sequence", "stop"), ("end_turn", "stop"), ("refusal", "content_filter"))
+    else:
+        cases = (("length", "length"), ("content_filter", "content_filter"))
+    for up, want in cases:
+        fake.plan({"mode": "ok", "stop_reason": up})
+        s, _, doc = completion(st, {"messages": [user("a long story")]})
+        got = doc["choices"][0]["finish_reason"] if s == 200 else None
+        check(got == want, f"[{prov}] upstream {up}, whole: finish_reason {want}: {s} {got}")
+        fake.plan({"mode": "ok", "stop_reason": up})
+        s, chunks, done_seen = stream(st, {"messages": [user("a long story")]})
+        check(s == 200 and done_seen and finish_reasons(chunks) == [want],
+              f"[{prov}] upstream {up}, streamed: finish_reason {want}: "
+              f"{finish_reasons(chunks)}")
+
+
 def window_flow(fake, prov, env):
     """VALERIE_HISTORY_TURNS=1: turn 3's window starts at turn 2, after the call."""
     env = dict(env, VALERIE_HISTORY_TURNS="1")
@@ -454,6 +477,7 @@ try:
             session_flow(st, fake, prov)
             resend_flow(st, fake, prov)
             silent_flow(st, fake, prov)
+            finish_flow(st, fake, prov)
             if prov == "openai":
                 bad_input(st, fake)
         window_flow(fake, prov, env)
