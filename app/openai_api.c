@@ -751,7 +751,9 @@ openai_chat_completions(struct handler_ctx *ctx)
 	if (json_object_object_get_ex(body, "tool_choice", &v) && v != NULL) {
 		if (check_tool_choice(ctx, v, t.tools != NULL) != 0)
 			goto out;
-		t.tool_choice = v;
+		/* NOTE: "none" without tools says nothing, and providers refuse it. */
+		if (t.tools != NULL)
+			t.tool_choice = v;
 	}
 	if (read_params(ctx, body, t.tools != NULL, &t.params) != 0)
 		goto out;

@@ -463,6 +463,9 @@ def validate_openai(body):
                          "length 1, but got an empty array instead.")
     if body.get("stream_options") is not None and not body.get("stream"):
         raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+    if body.get("tool_choice") is not None and not body.get("tools"):
+        raise BadRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when "
+                         "'tools' are specified.")
     ids = set()
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in (

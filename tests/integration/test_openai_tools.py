@@ -22,6 +22,7 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   logit_bias): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
   parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
   with a 400 (never answered in free text), seed and penalties are dropped.
+- tool_choice "none" without tools is not sent up (providers refuse it).
 - finish_reason from the upstream's stop reason (Anthropic max_tokens and
   model_context_window_exceeded: length), whole and streamed.
 - A model that ends its turn without a word (Anthropic content []): an empty answer, whole
@@ -361,6 +362,17 @@ def silent_flow(st, fake, prov):
           f"[{prov}] the turn after a silent one: {s} {doc}")
 
 
+def choice_without_tools(st, fake, prov):
+    """tool_choice "none" without tools (or with an empty list) is valid and says nothing:
+    it is not sent up, where OpenAI and Anthropic refuse a tool_choice without tools."""
+    fake.plan()
+    for extra in ({"tool_choice": "none"}, {"tools": [], "tool_choice": "none"}):
+        s, _, doc = completion(st, dict({"messages": [user("hi")]}, **extra))
+        up = last_up(fake)
+        check(s == 200 and "tool_choice" not in up and "tools" not in up,
+              f"[{prov}] {extra}: 200, no tool_choice sent up: {s} {doc} {up}")
+
+
 def finish_flow(st, fake, prov):
     """finish_reason from the upstream's stop reason, whole and streamed: Anthropic's
     max_tokens and model_context_window_exceeded are "length" (the answer was cut off),
@@ -478,6 +490,7 @@ try:
             resend_flow(st, fake, prov)
             silent_flow(st, fake, prov)
             finish_flow(st, fake, prov)
+            choice_without_tools(st, fake, prov)
             if prov == "openai":
                 bad_input(st, fake)
         window_flow(fake, prov, env)
