@@ -207,6 +207,9 @@ oai_done(struct handler_ctx *ctx, void *p, const struct chat_answer *a)
 	if (ctx->resp->streaming) {
 		if (a->tool_calls != NULL && stream_tool_calls(ctx, st, a) != 0)
 			return;
+		/* NOTE: an answer without a word still opens with the role, as OpenAI's do. */
+		if (!st->sent_role && oai_delta(ctx, st, a->model, "", 0) != 0)
+			return;
 		doc = chunk_doc(st, a->model, json_object_new_object(), a->finish_reason);
 		if (doc != NULL)
 			chunk(ctx, doc);

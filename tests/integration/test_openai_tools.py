@@ -353,8 +353,9 @@ def silent_flow(st, fake, prov):
     fake.plan({"mode": "silent"})
     s, chunks, done_seen = stream(st, {"messages": [user("hush")]})
     check(s == 200 and done_seen and finish_reasons(chunks) == ["stop"]
-          and not any("error" in c for c in chunks),
-          f"[{prov}] a silent turn, streamed: a clean end: {s} {chunks}")
+          and not any("error" in c for c in chunks)
+          and chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""},
+          f"[{prov}] a silent turn, streamed: the role chunk, a clean end: {s} {chunks}")
     fake.plan()
     s, _, doc = completion(st, {"messages": [user("and now?")]}, {"X-Session-Id": sid})
     # NOTE: for Anthropic the empty answer goes, so the two user messages merge.
