@@ -192,7 +192,7 @@ chat_message_new(const char *role, const char *content, size_t len)
 
 /*
  * A message for the provider from a stored (or new) one: its role and
- * content, and its tool_calls or tool_call_id; NULL for a message of another
+ * content, its tool_calls or tool_call_id, and its name; NULL for a message of another
  * role. Caller puts.
  */
 static struct json_object *
@@ -217,6 +217,8 @@ provider_message(struct json_object *m)
 		json_object_object_add(out, "tool_calls", json_object_get(v));
 	if (json_object_object_get_ex(m, "tool_call_id", &v) && v != NULL)
 		json_object_object_add(out, "tool_call_id", json_object_get(v));
+	if (json_object_object_get_ex(m, "name", &v) && v != NULL)
+		json_object_object_add(out, "name", json_object_get(v));
 	return out;
 }
 

@@ -672,7 +672,7 @@ oom:
 
 /*
  * The clean message for the provider and the store: role, content (null for
- * an assistant that only calls tools), tool_calls, tool_call_id. Caller puts.
+ * an assistant that only calls tools), tool_calls, tool_call_id, name. Caller puts.
  * NULL with resp filled.
  */
 static struct json_object *
@@ -680,7 +680,7 @@ new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, si
     const struct buf *text)
 {
 	struct json_object *out, *calls = NULL, *v;
-	const char *id = NULL;
+	const char *id = NULL, *name;
 
 	if (strcmp(role, "tool") == 0) {
 		id = member_str(m, "tool_call_id");
@@ -710,6 +710,9 @@ new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, si
 	}
 	if (id != NULL)
 		json_object_object_add(out, "tool_call_id", json_object_new_string(id));
+	/* The speaker's name (several people in one chat): OpenAI reads it, Anthropic cannot. */
+	if ((name = member_str(m, "name")) != NULL && *name != '\0')
+		json_object_object_add(out, "name", json_object_new_string(name));
 	return out;
 }
 

@@ -19,7 +19,7 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   its orphaned result, and a call the client never answered is not sent up again (both
   would be refused by the upstream).
 - OpenAI's other fields (seed, penalties, user, parallel_tool_calls, response_format,
-  logit_bias): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
+  logit_bias, a message's name): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
   parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
   with a 400 (never answered in free text), seed and penalties are dropped.
 - tool_choice "none" without tools is not sent up (providers refuse it).
@@ -232,6 +232,19 @@ def extra_flow(st, fake, prov):
                   f"answered in free text: {s} {doc}")
     s, _, _ = completion(st, {"messages": [user("hi")], "response_format": {"type": "text"}})
     check(s == 200, f"[{prov}] response_format text is fine: {s}")
+    # a message's name (who speaks): OpenAI gets it, and from the session on later turns
+    hd = {"X-Session-Id": f"names-{prov}"}
+    s, _, _ = completion(st, {"messages": [dict(user("I am Ann"), name="ann")]}, hd)
+    first = last_up(fake)["messages"]
+    s2, _, _ = completion(st, {"messages": [dict(user("I am Bob"), name="bob")]}, hd)
+    up = last_up(fake)["messages"]
+    if prov == "openai":
+        check(s == 200 and s2 == 200 and first[-1].get("name") == "ann"
+              and [m.get("name") for m in up] == ["ann", None, "bob"],
+              f"[openai] a message's name goes up, and with the history: {up}")
+    else:
+        check(s == 200 and s2 == 200 and not any("name" in m for m in up),
+              f"[anthropic] a message's name is not sent (the Messages API has none): {up}")
 
 
 def session_flow(st, fake, prov):
