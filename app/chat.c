@@ -192,7 +192,7 @@ chat_message_new(const char *role, const char *content, size_t len)
 
 /*
  * A message for the provider from a stored (or new) one: its role and
- * content, and its tool_calls or tool_call_id; NULL for a message of another
+ * content, its tool_calls or tool_call_id, and its name; NULL for a message of another
  * role. Caller puts.
  */
 static struct json_object *
@@ -217,6 +217,8 @@ provider_message(struct json_object *m)
 		json_object_object_add(out, "tool_calls", json_object_get(v));
 	if (json_object_object_get_ex(m, "tool_call_id", &v) && v != NULL)
 		json_object_object_add(out, "tool_call_id", json_object_get(v));
+	if (json_object_object_get_ex(m, "name", &v) && v != NULL)
+		json_object_object_add(out, "name", json_object_get(v));
 	return out;
 }
 
@@ -679,10 +681,42 @@ replay(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	return 1;
 }
 
+/*
+ * The messages of `news` after its last assistant message, in a new array
+ * (caller puts), for a session that already has turns: a client that keeps
+ * its own copy of the conversation (most SDK loops) sends it whole even with
+ * a session id, and all of it up to the last answer is stored already.
+ * NULL when `news` has no assistant message (*oom is 0: use it as it is) or
+ * out of memory (*oom is 1).
+ */
+static struct json_object *
+new_after_history(struct json_object *news, int *oom)
+{
+	struct json_object *tail;
+	const char *role;
+	size_t i, n = json_object_array_length(news), from = 0;
+
+	*oom = 0;
+	for (i = 0; i < n; i++)
+		if ((role = str_member(json_object_array_get_idx(news, i), "role")) != NULL &&
+		    strcmp(role, "assistant") == 0)
+			from = i + 1;
+	if (from == 0)
+		return NULL;
+	if ((tail = json_object_new_array()) == NULL) {
+		*oom = 1;
+		return NULL;
+	}
+	for (i = from; i < n; i++)
+		json_object_array_add(tail, json_object_get(json_object_array_get_idx(news, i)));
+	return tail;
+}
+
 void
 chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 {
-	struct json_object *turns = NULL, *messages = NULL, *tool_calls = NULL;
+	struct json_object *turns = NULL, *messages = NULL, *tool_calls = NULL, *tail = NULL;
+	struct chat_turn_input trimmed;
 	struct store_session_info info;
 	struct turn_state ts;
 	struct llm_request lreq;
@@ -724,6 +758,20 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 			store_error(ctx, s, "load");
 			goto out;
 		}
+	}
+	if (info.turns > 0 && (tail = new_after_history(in->new_messages, &oom)) != NULL) {
+		if (json_object_array_length(tail) == 0) {
+			in->fmt->fail(ctx, in->fmt_state, 400, "invalid_field", "with a session id, "
+			    "the messages after the last assistant message are the new ones: there "
+			    "are none");
+			goto out;
+		}
+		trimmed = *in;
+		trimmed.new_messages = tail;
+		in = &trimmed;
+	} else if (oom) {
+		ctx->resp->body.oom = 1;
+		goto out;
 	}
 	messages = provider_messages(in, turns);
 	if (messages == NULL) {
@@ -830,6 +878,7 @@ out:
 	json_object_put(tool_calls);
 	json_object_put(messages);
 	json_object_put(turns);
+	json_object_put(tail);
 	provider_result_free(&res);
 	buf_free(&window);
 }

@@ -207,6 +207,9 @@ oai_done(struct handler_ctx *ctx, void *p, const struct chat_answer *a)
 	if (ctx->resp->streaming) {
 		if (a->tool_calls != NULL && stream_tool_calls(ctx, st, a) != 0)
 			return;
+		/* NOTE: an answer without a word still opens with the role, as OpenAI's do. */
+		if (!st->sent_role && oai_delta(ctx, st, a->model, "", 0) != 0)
+			return;
 		doc = chunk_doc(st, a->model, json_object_new_object(), a->finish_reason);
 		if (doc != NULL)
 			chunk(ctx, doc);
@@ -433,9 +436,141 @@ number_field(struct handler_ctx *ctx, struct json_object *body, const char *name
 	return 0;
 }
 
-/* Reads temperature, top_p, max_tokens (or max_completion_tokens), stop and n. */
+/* A check of one of OpenAI's other fields (`v` not null): 0, or -1 with resp filled. */
+typedef int (*extra_check)(struct handler_ctx *ctx, const char *name, struct json_object *v);
+
 static int
-read_params(struct handler_ctx *ctx, struct json_object *body, struct llm_params *p)
+extra_int(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	return json_object_is_type(v, json_type_int) ? 0 :
+	    bad_field(ctx, "field \"%s\" must be an integer", name);
+}
+
+static int
+extra_bool(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	return json_object_is_type(v, json_type_boolean) ? 0 :
+	    bad_field(ctx, "field \"%s\" must be true or false", name);
+}
+
+static int
+extra_string(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	return json_object_is_type(v, json_type_string) ? 0 :
+	    bad_field(ctx, "field \"%s\" must be a string", name);
+}
+
+/* presence_penalty, frequency_penalty: -2 to 2. */
+static int
+extra_penalty(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	double d = json_object_get_double(v);
+
+	if ((!json_object_is_type(v, json_type_double) && !json_object_is_type(v, json_type_int)) ||
+	    !(d >= -2 && d <= 2))
+		return bad_field(ctx, "field \"%s\" must be a number from -2 to 2", name);
+	return 0;
+}
+
+/* logit_bias: {"token id": -100 to 100, ...}. */
+static int
+extra_logit_bias(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	double d;
+
+	if (!json_object_is_type(v, json_type_object))
+		goto bad;
+	json_object_object_foreach(v, k, b) {
+		(void)k;
+		d = json_object_get_double(b);
+		if ((!json_object_is_type(b, json_type_double) &&
+		    !json_object_is_type(b, json_type_int)) || !(d >= -100 && d <= 100))
+			goto bad;
+	}
+	return 0;
+bad:
+	return bad_field(ctx, "field \"%s\" must map token ids to numbers from -100 to 100",
+	    name);
+}
+
+/*
+ * response_format: {type: "text"}, {type: "json_object"}, or {type:
+ * "json_schema", json_schema: {name, ...}}.
+ */
+static int
+extra_response_format(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	struct json_object *schema;
+	const char *type = member_str(v, "type");
+
+	if (type != NULL && (strcmp(type, "text") == 0 || strcmp(type, "json_object") == 0))
+		return 0;
+	if (type != NULL && strcmp(type, "json_schema") == 0 &&
+	    json_object_object_get_ex(v, "json_schema", &schema) &&
+	    member_str(schema, "name") != NULL)
+		return 0;
+	return bad_field(ctx, "field \"%s\" must be {\"type\": \"text\"}, {\"type\": "
+	    "\"json_object\"} or {\"type\": \"json_schema\", \"json_schema\": {\"name\": ...}}",
+	    name);
+}
+
+/*
+ * OpenAI's other fields Valerie passes on (llm_params.openai_extra), each
+ * with its check. NOTE: a field not here is dropped, so one that changes
+ * what an answer means (logprobs) is refused in read_params instead.
+ */
+static const struct {
+	const char *name;
+	extra_check check;
+} extra_fields[] = {
+	{"seed", extra_int},
+	{"presence_penalty", extra_penalty},
+	{"frequency_penalty", extra_penalty},
+	{"logit_bias", extra_logit_bias},
+	{"user", extra_string},
+	{"response_format", extra_response_format},
+	{"parallel_tool_calls", extra_bool},
+};
+
+/*
+ * The fields of extra_fields present in `body`, checked, into *out (caller
+ * puts; NULL when there are none). parallel_tool_calls only goes with tools,
+ * as OpenAI refuses it without. Returns 0, or -1 with resp filled.
+ */
+static int
+read_extra(struct handler_ctx *ctx, struct json_object *body, int has_tools,
+    struct json_object **out)
+{
+	struct json_object *v;
+	size_t i;
+
+	*out = NULL;
+	for (i = 0; i < sizeof(extra_fields) / sizeof(extra_fields[0]); i++) {
+		if (!json_object_object_get_ex(body, extra_fields[i].name, &v) || v == NULL)
+			continue;
+		if (extra_fields[i].check(ctx, extra_fields[i].name, v) != 0) {
+			json_object_put(*out);
+			*out = NULL;
+			return -1;
+		}
+		if (!has_tools && strcmp(extra_fields[i].name, "parallel_tool_calls") == 0)
+			continue;
+		if (*out == NULL && (*out = json_object_new_object()) == NULL) {
+			ctx->resp->body.oom = 1;
+			return -1;
+		}
+		json_object_object_add(*out, extra_fields[i].name, json_object_get(v));
+	}
+	return 0;
+}
+
+/*
+ * Reads temperature, top_p, max_tokens (or max_completion_tokens), stop, n,
+ * logprobs (refused: answers carry none) and the extra fields.
+ */
+static int
+read_params(struct handler_ctx *ctx, struct json_object *body, int has_tools,
+    struct llm_params *p)
 {
 	static const char *const max_names[] = {"max_completion_tokens", "max_tokens"};
 	struct json_object *v;
@@ -474,7 +609,10 @@ read_params(struct handler_ctx *ctx, struct json_object *body, struct llm_params
 	if (json_object_object_get_ex(body, "n", &v) && v != NULL &&
 	    (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) != 1))
 		return bad_field(ctx, "field \"n\": only one choice (n = 1) is supported");
-	return 0;
+	if ((json_object_object_get_ex(body, "logprobs", &v) && json_object_get_boolean(v)) ||
+	    (json_object_object_get_ex(body, "top_logprobs", &v) && v != NULL))
+		return bad_field(ctx, "field \"logprobs\": log probabilities are not supported");
+	return read_extra(ctx, body, has_tools, &p->openai_extra);
 }
 
 /*
@@ -534,7 +672,7 @@ oom:
 
 /*
  * The clean message for the provider and the store: role, content (null for
- * an assistant that only calls tools), tool_calls, tool_call_id. Caller puts.
+ * an assistant that only calls tools), tool_calls, tool_call_id, name. Caller puts.
  * NULL with resp filled.
  */
 static struct json_object *
@@ -542,7 +680,7 @@ new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, si
     const struct buf *text)
 {
 	struct json_object *out, *calls = NULL, *v;
-	const char *id = NULL;
+	const char *id = NULL, *name;
 
 	if (strcmp(role, "tool") == 0) {
 		id = member_str(m, "tool_call_id");
@@ -572,6 +710,9 @@ new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, si
 	}
 	if (id != NULL)
 		json_object_object_add(out, "tool_call_id", json_object_new_string(id));
+	/* The speaker's name (several people in one chat): OpenAI reads it, Anthropic cannot. */
+	if ((name = member_str(m, "name")) != NULL && *name != '\0')
+		json_object_object_add(out, "name", json_object_new_string(name));
 	return out;
 }
 
@@ -616,9 +757,11 @@ openai_chat_completions(struct handler_ctx *ctx)
 	if (json_object_object_get_ex(body, "tool_choice", &v) && v != NULL) {
 		if (check_tool_choice(ctx, v, t.tools != NULL) != 0)
 			goto out;
-		t.tool_choice = v;
+		/* NOTE: "none" without tools says nothing, and providers refuse it. */
+		if (t.tools != NULL)
+			t.tool_choice = v;
 	}
-	if (read_params(ctx, body, &t.params) != 0)
+	if (read_params(ctx, body, t.tools != NULL, &t.params) != 0)
 		goto out;
 	if (!json_object_object_get_ex(body, "messages", &messages) ||
 	    !json_object_is_type(messages, json_type_array) ||
@@ -665,6 +808,15 @@ openai_chat_completions(struct handler_ctx *ctx)
 				buf_puts(&system, "\n\n");
 			buf_append(&system, text.data ? text.data : "", text.len);
 			continue;
+		}
+		/*
+		 * NOTE: with a session id, what comes up to the last assistant
+		 * message is the client's copy of the history (chat_run drops it
+		 * once the session has turns): the new message is what follows.
+		 */
+		if (sid != NULL && strcmp(r, "assistant") == 0) {
+			buf_reset(&user, 65536);
+			results = 0;
 		}
 		if (strcmp(r, "user") == 0) {
 			if (user.len > 0)
@@ -732,6 +884,7 @@ openai_chat_completions(struct handler_ctx *ctx)
 oom:
 	ctx->resp->body.oom = 1;
 out:
+	json_object_put(t.params.openai_extra);
 	json_object_put(news);
 	json_object_put(body);
 	buf_free(&system);

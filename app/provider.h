@@ -34,6 +34,14 @@ struct llm_params {
 	long long max_tokens;             /* 0: not set */
 	int max_completion_tokens;        /* OpenAI: send it under that newer name */
 	struct json_object *stop;         /* a string or an array of strings, or NULL */
+	/*
+	 * OpenAI's other request fields, checked at the boundary, as an object
+	 * (borrowed; NULL for none): seed, presence_penalty, frequency_penalty,
+	 * logit_bias, user, response_format, parallel_tool_calls. The openai
+	 * provider sends them as they are; Anthropic translates what it can and
+	 * refuses what would change the answer's meaning.
+	 */
+	struct json_object *openai_extra;
 };
 
 #define PROVIDER_TOOL_CALLS_MAX 64    /* tool calls in one answer */

@@ -90,7 +90,11 @@ error_text(const char *body, size_t len, char *out, size_t outlen)
 	return rc;
 }
 
-/* OpenAI's finish_reason for an Anthropic stop_reason. */
+/*
+ * OpenAI's finish_reason for an Anthropic stop_reason: an answer cut off by
+ * max_tokens or by the context window is "length", so a client knows it is
+ * not whole; end_turn, stop_sequence, pause_turn and unknown ones "stop".
+ */
 static void
 take_stop_reason(const char *reason, struct llm_result *res)
 {
@@ -100,7 +104,8 @@ take_stop_reason(const char *reason, struct llm_result *res)
 		return;
 	if (strcmp(reason, "tool_use") == 0)
 		f = "tool_calls";
-	else if (strcmp(reason, "max_tokens") == 0)
+	else if (strcmp(reason, "max_tokens") == 0 ||
+	    strcmp(reason, "model_context_window_exceeded") == 0)
 		f = "length";
 	else if (strcmp(reason, "refusal") == 0)
 		f = "content_filter";
@@ -218,7 +223,11 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	return rc;
 }
 
-/* Reads a whole (non-streamed) answer: the text blocks of `content`, joined. */
+/*
+ * Reads a whole (non-streamed) answer: the text blocks of `content`, joined.
+ * NOTE: an empty `content` is an answer (the model ended its turn without a
+ * word, as a stream with no content block does), not an error.
+ */
 static enum provider_status
 read_whole(const char *body, size_t len, struct llm_result *res)
 {
@@ -227,7 +236,6 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	enum provider_status st = PROVIDER_ERROR;
 	const char *t;
 	size_t i;
-	int texts = 0;
 	char line[180];
 
 	if (doc == NULL) {
@@ -259,11 +267,6 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 			continue;
 		buf_append(&res->text, json_object_get_string(v),
 		    (size_t)json_object_get_string_len(v));
-		texts++;
-	}
-	if (texts == 0 && res->ntool_calls == 0) {
-		snprintf(res->error, sizeof(res->error), "the upstream answer has no text content");
-		goto out;
 	}
 	take_stop_reason(get_str(doc, "stop_reason"), res);
 	take_model(doc, res);
@@ -710,6 +713,55 @@ translate_tool_choice(struct json_object *choice, struct json_object *doc, char 
 	return PROVIDER_OK;
 }
 
+/*
+ * OpenAI's other fields (llm_params.openai_extra) in Anthropic's terms:
+ * `user` as metadata.user_id, parallel_tool_calls false as the tool choice's
+ * disable_parallel_tool_use (the choice "auto" when none was given). A JSON
+ * response_format and logit_bias have no equivalent and would change what
+ * the answer means: refused. seed and the penalties only tune sampling and
+ * are dropped.
+ */
+static enum provider_status
+translate_extra(struct json_object *extra, struct json_object *doc, char *err, size_t errlen)
+{
+	struct json_object *v, *o, *choice;
+	const char *s;
+
+	if (extra == NULL)
+		return PROVIDER_OK;
+	if (json_object_object_get_ex(extra, "response_format", &v) &&
+	    (s = get_str(v, "type")) != NULL && strcmp(s, "text") != 0) {
+		snprintf(err, errlen, "anthropic: response_format %.20s cannot be expressed (the "
+		    "Messages API has no JSON mode)", s);
+		return PROVIDER_REJECTED;
+	}
+	if (json_object_object_get_ex(extra, "logit_bias", &v) &&
+	    json_object_is_type(v, json_type_object) && json_object_object_length(v) > 0) {
+		snprintf(err, errlen, "anthropic: logit_bias cannot be expressed");
+		return PROVIDER_REJECTED;
+	}
+	if ((s = get_str(extra, "user")) != NULL) {
+		if ((o = json_object_new_object()) == NULL)
+			return PROVIDER_NOMEM;
+		json_object_object_add(o, "user_id", json_object_new_string(s));
+		json_object_object_add(doc, "metadata", o);
+	}
+	if (json_object_object_get_ex(extra, "parallel_tool_calls", &v) &&
+	    !json_object_get_boolean(v) && json_object_object_get_ex(doc, "tools", NULL)) {
+		if (!json_object_object_get_ex(doc, "tool_choice", &choice)) {
+			if ((choice = json_object_new_object()) == NULL)
+				return PROVIDER_NOMEM;
+			json_object_object_add(choice, "type", json_object_new_string("auto"));
+			json_object_object_add(doc, "tool_choice", choice);
+		}
+		/* NOTE: a choice of none takes no such flag: it calls nothing anyway. */
+		if ((s = get_str(choice, "type")) != NULL && strcmp(s, "none") != 0)
+			json_object_object_add(choice, "disable_parallel_tool_use",
+			    json_object_new_boolean(1));
+	}
+	return PROVIDER_OK;
+}
+
 enum provider_status
 provider_anthropic_body(const char *model, const struct llm_request *req, char **out, char *err,
     size_t errlen)
@@ -729,6 +781,8 @@ provider_anthropic_body(const char *model, const struct llm_request *req, char *
 		st = translate_tools(req->tools, doc, err, errlen);
 	if (st == PROVIDER_OK && req->tool_choice != NULL)
 		st = translate_tool_choice(req->tool_choice, doc, err, errlen);
+	if (st == PROVIDER_OK)
+		st = translate_extra(pa->openai_extra, doc, err, errlen);
 	if (st != PROVIDER_OK)
 		goto out;
 	if (pa->has_temperature)

@@ -303,6 +303,10 @@ provider_openai_body(const char *model, const struct llm_request *req)
 		    json_object_new_int64(req->params.max_tokens));
 	if (req->params.stop != NULL)
 		json_object_object_add(doc, "stop", json_object_get(req->params.stop));
+	if (req->params.openai_extra != NULL) {
+		json_object_object_foreach(req->params.openai_extra, k, v)
+			json_object_object_add(doc, k, json_object_get(v));
+	}
 	if (req->on_delta != NULL) {
 		json_object_object_add(doc, "stream", json_object_new_boolean(1));
 		opts = json_object_new_object();

@@ -40,13 +40,13 @@ DEFAULT_AFTER_CHUNKS = 2
 NAMED_MODES = (
     "ok", "fail-429", "fail-500", "fail-529", "slow-first-byte", "stall-mid-stream",
     "cut-mid-stream", "malformed-json", "oversized", "html-error", "empty-reply",
-    "truncated-json", "error-event-mid-stream",
+    "truncated-json", "error-event-mid-stream", "silent",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms"}
+              "after_chunks", "token_delay_ms", "stop_reason"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -275,6 +275,8 @@ def norm_entry(e):
             raise ValueError(f"{k} must be a non-negative integer")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
         raise ValueError("retry_after must be a non-negative integer or null")
+    if "stop_reason" in e and not isinstance(e["stop_reason"], str):
+        raise ValueError("stop_reason must be a string")
     return dict(e)
 
 
@@ -461,6 +463,9 @@ def validate_openai(body):
                          "length 1, but got an empty array instead.")
     if body.get("stream_options") is not None and not body.get("stream"):
         raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+    if body.get("tool_choice") is not None and not body.get("tools"):
+        raise BadRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when "
+                         "'tools' are specified.")
     ids = set()
     for i, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in (
@@ -999,6 +1004,11 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "html-error":
             return self.reply(502, HTML_502, "text/html; charset=utf-8")
         reply = (openai_reply if provider == "openai" else anthropic_reply)(body)
+        if mode == "silent":
+            # the model ends its turn without a word (Claude does: content [], end_turn)
+            reply = {"kind": "text", "text": "", "prompt": reply["prompt"], "completion": 0}
+        if "stop_reason" in entry:
+            reply["stop"] = entry["stop_reason"]
         model = body["model"]
         if mode == "error-event-mid-stream" and not stream:
             # without a stream the same trouble is an error status
@@ -1055,6 +1065,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 msg = {"role": "assistant", "content": r["text"], "refusal": None}
                 finish = "stop"
+            finish = r.get("stop", finish)
             return {"id": "chatcmpl-" + rand_id(29), "object": "chat.completion",
                     "created": int(time.time()), "model": model,
                     "choices": [{"index": 0, "message": msg, "logprobs": None,
@@ -1067,8 +1078,9 @@ class Handler(BaseHTTPRequestHandler):
                        for c in r["calls"]]
             stop = "tool_use"
         else:
-            content = [{"type": "text", "text": r["text"]}]
+            content = [{"type": "text", "text": r["text"]}] if r["text"] else []
             stop = "end_turn"
+        stop = r.get("stop", stop)
         return {"id": "msg_" + rand_id(24), "type": "message", "role": "assistant",
                 "model": model, "content": content, "stop_reason": stop,
                 "stop_sequence": None,
@@ -1113,6 +1125,7 @@ class Handler(BaseHTTPRequestHandler):
             for piece in split_pieces(r["text"]):
                 evs.append(chunk({"content": piece}))
             finish = "stop"
+        finish = r.get("stop", finish)
         last = len(evs)
         evs.append(chunk({}, finish))
         if usage_on:
@@ -1153,6 +1166,11 @@ class Handler(BaseHTTPRequestHandler):
                         "delta": {"type": "input_json_delta", "partial_json": frag}}))
             block = len(r["calls"]) - 1
             stop = "tool_use"
+        elif not r["text"]:
+            # a silent turn: no content block at all
+            evs.append(ev("ping", {"type": "ping"}))
+            first, block = len(evs), None
+            stop = "end_turn"
         else:
             evs.append(ev("content_block_start", {"type": "content_block_start", "index": 0,
                                                   "content_block": {"type": "text", "text": ""}}))
@@ -1164,8 +1182,11 @@ class Handler(BaseHTTPRequestHandler):
                     "delta": {"type": "text_delta", "text": piece}}))
             block = 0
             stop = "end_turn"
+        stop = r.get("stop", stop)
         last = len(evs)
-        evs.append(ev("content_block_stop", {"type": "content_block_stop", "index": block}))
+        if block is not None:
+            evs.append(ev("content_block_stop", {"type": "content_block_stop",
+                                                 "index": block}))
         evs.append(ev("message_delta", {"type": "message_delta",
                                         "delta": {"stop_reason": stop, "stop_sequence": None},
                                         "usage": {"output_tokens": r["completion"]}}))

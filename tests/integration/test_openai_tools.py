@@ -10,13 +10,26 @@ fake upstream (tests/fakes/fake_llm.py), whose recorded requests show what went 
   (or max_completion_tokens), stop as sent; Anthropic gets input_schema tools, its own
   tool_choice forms, tool_use blocks with the arguments parsed, tool_result blocks in a
   user message, stop_sequences, max_tokens.
+- A client that sends the whole conversation with X-Session-Id anyway (the usual SDK loop):
+  what comes up to its last assistant message is already stored and goes up and into the
+  session once; a new session keeps the history the client brings.
 - With X-Session-Id the client sends only the tool result; the session document keeps the
   call (assistant tool_calls) and the result (role tool, tool_call_id); an Idempotency-Key
   replays a tool-call answer as it was; a history window that starts after a call drops
   its orphaned result, and a call the client never answered is not sent up again (both
   would be refused by the upstream).
-- 400s that name the field for bad tools, tool_choice, sampling settings, n, and tool
-  messages; an upstream that refuses the request (400) comes back as a 400 with its reason.
+- OpenAI's other fields (seed, penalties, user, parallel_tool_calls, response_format,
+  logit_bias, a message's name): OpenAI gets them as sent; Anthropic gets user as metadata.user_id and
+  parallel_tool_calls false as disable_parallel_tool_use, a JSON response_format is refused
+  with a 400 (never answered in free text), seed and penalties are dropped.
+- tool_choice "none" without tools is not sent up (providers refuse it).
+- finish_reason from the upstream's stop reason (Anthropic max_tokens and
+  model_context_window_exceeded: length), whole and streamed.
+- A model that ends its turn without a word (Anthropic content []): an empty answer, whole
+  and streamed.
+- 400s that name the field for bad tools, tool_choice, sampling settings, n, the other
+  fields, logprobs (answers carry none), and tool messages; an upstream that refuses the request (400) comes back as a 400
+  with its reason.
 """
 import json
 import os
@@ -183,6 +196,57 @@ def params_flow(st, fake, prov):
                   f"[anthropic] tool_choice {choice} -> {want}: {up.get('tool_choice')}")
 
 
+def extra_flow(st, fake, prov):
+    """OpenAI's other fields: passed on to OpenAI; translated, refused or dropped for
+    Anthropic, never silently lost when they change what the answer means."""
+    fake.plan()
+    extra = {"seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5, "user": "u-42",
+             "parallel_tool_calls": False}
+    s, _, doc = completion(st, dict({"messages": [user("hi")], "tools": [WEATHER]}, **extra))
+    up = last_up(fake)
+    if prov == "openai":
+        check(s == 200 and all(up.get(k) == v for k, v in extra.items()),
+              f"[openai] seed, penalties, user, parallel_tool_calls go up as sent: {up}")
+    else:
+        check(s == 200 and up.get("metadata") == {"user_id": "u-42"}
+              and up.get("tool_choice") == {"type": "auto", "disable_parallel_tool_use": True}
+              and not any(k in up for k in extra),
+              f"[anthropic] user -> metadata.user_id, parallel_tool_calls false -> "
+              f"disable_parallel_tool_use, seed and penalties dropped: {up}")
+    s, _, _ = completion(st, {"messages": [user("hi")], "parallel_tool_calls": True})
+    check(s == 200 and "parallel_tool_calls" not in last_up(fake),
+          f"[{prov}] parallel_tool_calls without tools is not sent (OpenAI refuses it)")
+    n = fake.stats()["calls"]
+    for rf in ({"type": "json_object"},
+               {"type": "json_schema", "json_schema": {"name": "w", "schema": {
+                   "type": "object", "properties": {"t": {"type": "number"}}}}}):
+        s, _, doc = completion(st, {"messages": [user("json please")], "response_format": rf})
+        if prov == "openai":
+            check(s == 200 and last_up(fake).get("response_format") == rf,
+                  f"[openai] response_format {rf['type']} goes up as sent: {s} {doc}")
+        else:
+            check(s == 400 and is_error_doc(doc, "provider_rejected_request")
+                  and "response_format" in doc["error"]["message"]
+                  and fake.stats()["calls"] == n,
+                  f"[anthropic] response_format {rf['type']} is refused with a 400, not "
+                  f"answered in free text: {s} {doc}")
+    s, _, _ = completion(st, {"messages": [user("hi")], "response_format": {"type": "text"}})
+    check(s == 200, f"[{prov}] response_format text is fine: {s}")
+    # a message's name (who speaks): OpenAI gets it, and from the session on later turns
+    hd = {"X-Session-Id": f"names-{prov}"}
+    s, _, _ = completion(st, {"messages": [dict(user("I am Ann"), name="ann")]}, hd)
+    first = last_up(fake)["messages"]
+    s2, _, _ = completion(st, {"messages": [dict(user("I am Bob"), name="bob")]}, hd)
+    up = last_up(fake)["messages"]
+    if prov == "openai":
+        check(s == 200 and s2 == 200 and first[-1].get("name") == "ann"
+              and [m.get("name") for m in up] == ["ann", None, "bob"],
+              f"[openai] a message's name goes up, and with the history: {up}")
+    else:
+        check(s == 200 and s2 == 200 and not any("name" in m for m in up),
+              f"[anthropic] a message's name is not sent (the Messages API has none): {up}")
+
+
 def session_flow(st, fake, prov):
     fake.plan()
     sid = f"tools-{prov}"
@@ -241,6 +305,109 @@ def session_flow(st, fake, prov):
           f"[{prov}] an unanswered call is not sent up again: {s} {up}")
 
 
+def resend_flow(st, fake, prov):
+    """A client that keeps the whole conversation (the usual SDK tool loop) and sends it all
+    with X-Session-Id: what comes up to its last assistant message is already stored, so
+    it is neither sent up twice nor stored twice."""
+    fake.plan()
+    sid = f"resend-{prov}"
+    hd = {"X-Session-Id": sid}
+    convo = [user('call get_weather {"city":"Oslo"}')]
+    s, _, doc = completion(st, {"messages": convo, "tools": [WEATHER]}, hd)
+    msg = doc["choices"][0]["message"] if s == 200 else {}
+    call = (msg.get("tool_calls") or [{}])[0]
+    convo += [{"role": "assistant", "content": None, "tool_calls": msg.get("tool_calls")},
+              {"role": "tool", "tool_call_id": call.get("id"), "content": "snow"}]
+    s, h, doc = completion(st, {"messages": convo, "tools": [WEATHER]}, hd)
+    up = last_up(fake)["messages"]
+    want = (["user", "assistant", "tool"] if prov == "openai"
+            else ["user", "assistant", "user"])
+    check(s == 200 and h.get("x-session-turn") == "2"
+          and doc["choices"][0]["message"]["content"] == "tool said: snow"
+          and [m["role"] for m in up] == want,
+          f"[{prov}] the whole conversation resent with X-Session-Id: the call goes up once: "
+          f"{s} {[m['role'] for m in up]} {doc}")
+    convo += [{"role": "assistant", "content": "tool said: snow"}, user("thanks")]
+    s, h, doc = completion(st, {"messages": convo, "tools": [WEATHER]}, hd)
+    up = last_up(fake)["messages"]
+    want = (["user", "assistant", "tool", "assistant", "user"] if prov == "openai"
+            else ["user", "assistant", "user", "assistant", "user"])
+    check(s == 200 and h.get("x-session-turn") == "3"
+          and doc["choices"][0]["message"]["content"] == "echo: thanks"
+          and [m["role"] for m in up] == want,
+          f"[{prov}] turn 3 resent whole: the history goes up once: {s} "
+          f"{[m['role'] for m in up]}")
+    s, _, sess = st.json("GET", f"/api/v1/sessions/{sid}")
+    shape = [(m["turn"], m["role"]) for m in sess.get("messages", [])]
+    check(s == 200 and shape == [(1, "user"), (1, "assistant"), (2, "tool"), (2, "assistant"),
+                                 (3, "user"), (3, "assistant")],
+          f"[{prov}] the session stores each message once: {shape}")
+    s, _, doc = completion(st, {"messages": convo[:-1]}, hd)
+    check(s == 400 and is_error_doc(doc, "invalid_field"),
+          f"[{prov}] a resent conversation ending with an answer has nothing new: 400: {s} {doc}")
+    # a new session takes the client's history as its first turn
+    s, h, doc = completion(st, {"messages": [user("seed"), {"role": "assistant", "content": "ok"},
+                                             user("go on")]}, {"X-Session-Id": sid + "-new"})
+    up = last_up(fake)["messages"]
+    check(s == 200 and h.get("x-session-turn") == "1" and len(up) == 3,
+          f"[{prov}] a new session keeps the history the client brings: {s} {up}")
+
+
+def silent_flow(st, fake, prov):
+    """A model that ends its turn without a word (Claude answers content [] with end_turn,
+    after a tool result especially): an empty answer, whole and streamed, not a 502."""
+    sid = f"silent-{prov}"
+    fake.plan({"mode": "silent"})
+    s, _, doc = completion(st, {"messages": [user("hush")]}, {"X-Session-Id": sid})
+    ch = doc["choices"][0] if s == 200 else {}
+    check(s == 200 and ch.get("message", {}).get("content") == ""
+          and ch.get("finish_reason") == "stop" and fake.stats()["calls"] == 1,
+          f"[{prov}] a silent turn, whole: 200 with empty content, no retry: {s} {doc}")
+    fake.plan({"mode": "silent"})
+    s, chunks, done_seen = stream(st, {"messages": [user("hush")]})
+    check(s == 200 and done_seen and finish_reasons(chunks) == ["stop"]
+          and not any("error" in c for c in chunks)
+          and chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""},
+          f"[{prov}] a silent turn, streamed: the role chunk, a clean end: {s} {chunks}")
+    fake.plan()
+    s, _, doc = completion(st, {"messages": [user("and now?")]}, {"X-Session-Id": sid})
+    # NOTE: for Anthropic the empty answer goes, so the two user messages merge.
+    check(s == 200 and doc["choices"][0]["message"]["content"].endswith("and now?"),
+          f"[{prov}] the turn after a silent one: {s} {doc}")
+
+
+def choice_without_tools(st, fake, prov):
+    """tool_choice "none" without tools (or with an empty list) is valid and says nothing:
+    it is not sent up, where OpenAI and Anthropic refuse a tool_choice without tools."""
+    fake.plan()
+    for extra in ({"tool_choice": "none"}, {"tools": [], "tool_choice": "none"}):
+        s, _, doc = completion(st, dict({"messages": [user("hi")]}, **extra))
+        up = last_up(fake)
+        check(s == 200 and "tool_choice" not in up and "tools" not in up,
+              f"[{prov}] {extra}: 200, no tool_choice sent up: {s} {doc} {up}")
+
+
+def finish_flow(st, fake, prov):
+    """finish_reason from the upstream's stop reason, whole and streamed: Anthropic's
+    max_tokens and model_context_window_exceeded are "length" (the answer was cut off),
+    stop_sequence and end_turn "stop", refusal "content_filter"; OpenAI's as sent."""
+    if prov == "anthropic":
+        cases = (("max_tokens", "length"), ("model_context_window_exceeded", "length"),
+                 ("stop_sequence", "stop"), ("end_turn", "stop"), ("refusal", "content_filter"))
+    else:
+        cases = (("length", "length"), ("content_filter", "content_filter"))
+    for up, want in cases:
+        fake.plan({"mode": "ok", "stop_reason": up})
+        s, _, doc = completion(st, {"messages": [user("a long story")]})
+        got = doc["choices"][0]["finish_reason"] if s == 200 else None
+        check(got == want, f"[{prov}] upstream {up}, whole: finish_reason {want}: {s} {got}")
+        fake.plan({"mode": "ok", "stop_reason": up})
+        s, chunks, done_seen = stream(st, {"messages": [user("a long story")]})
+        check(s == 200 and done_seen and finish_reasons(chunks) == [want],
+              f"[{prov}] upstream {up}, streamed: finish_reason {want}: "
+              f"{finish_reasons(chunks)}")
+
+
 def window_flow(fake, prov, env):
     """VALERIE_HISTORY_TURNS=1: turn 3's window starts at turn 2, after the call."""
     env = dict(env, VALERIE_HISTORY_TURNS="1")
@@ -282,6 +449,17 @@ def bad_input(st, fake):
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stop": [1]}, "stop"),
         ({"n": 2}, "n"),
+        ({"seed": "7"}, "seed"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": "x"}, "frequency_penalty"),
+        ({"logit_bias": {"1": 500}}, "logit_bias"),
+        ({"user": 5}, "user"),
+        ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "top_logprobs": 3}, "logprobs"),
+
         ({"messages": [user("x"), {"role": "tool", "content": "r"}]}, "tool_call_id"),
         ({"messages": [user("x"), {"role": "assistant", "content": None,
                                    "tool_calls": [{"id": "c1", "function": {"name": "f"}}]}]},
@@ -295,6 +473,8 @@ def bad_input(st, fake):
         check(s == 400 and is_error_doc(doc, "invalid_field") and word in doc["error"]["message"],
               f"400 naming {word!r} for {json.dumps(extra)[:80]}: {s} {doc}")
     check(fake.stats()["calls"] == n0, "none of them reached the upstream")
+    s, _, doc = completion(st, {"messages": [user("hello")], "logprobs": False})
+    check(s == 200, f"logprobs false is fine: {s} {doc}")
     s, _, doc = completion(st, {"messages": [{"role": "system", "content": "be brief"}]},
                            {"X-Session-Id": "nothing-new"})
     check(s == 400 and is_error_doc(doc, "invalid_field"),
@@ -319,7 +499,12 @@ try:
         with Stack(workers=2, threads=4, env=env) as st:
             tool_flow(st, fake, prov)
             params_flow(st, fake, prov)
+            extra_flow(st, fake, prov)
             session_flow(st, fake, prov)
+            resend_flow(st, fake, prov)
+            silent_flow(st, fake, prov)
+            finish_flow(st, fake, prov)
+            choice_without_tools(st, fake, prov)
             if prov == "openai":
                 bad_input(st, fake)
         window_flow(fake, prov, env)

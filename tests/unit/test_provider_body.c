@@ -2,8 +2,9 @@
  * test_provider_body: the request bodies the network providers send, built in-process from
  * hand-made llm_requests and compared field by field: provider_anthropic_body (system and
  * merge rules, tool_use/tool_result blocks, tools, tool_choice, sampling settings, what is
- * refused) and provider_openai_body (passed through), and the tool call list of a result
- * (provider_tool_call, provider_tool_calls_json, provider_result_free).
+ * refused), provider_openai_body (passed through), OpenAI's other fields in each, and
+ * the tool call list of a result (provider_tool_call, provider_tool_calls_json,
+ * provider_result_free).
  *
  * JSON in this file is written with single quotes, turned into double quotes by J(): none
  * of the texts has an apostrophe.
@@ -695,6 +696,90 @@ test_openai(void)
 	json_object_put(req.messages);
 }
 
+/*
+ * OpenAI's other fields (llm_params.openai_extra): the openai body carries them as they
+ * are; the Anthropic body translates user and parallel_tool_calls, drops seed and the
+ * penalties, and refuses a JSON response_format and logit_bias.
+ */
+static void
+test_extra(void)
+{
+	const char *tools = "[{'type':'function','function':{'name':'f'}}]";
+	struct llm_request req;
+	enum provider_status st;
+	char err[256];
+	struct json_object *d;
+
+	request(&req, J("[{'role':'user','content':'hi'}]"));
+	req.params.openai_extra = J("{'seed':7,'presence_penalty':0.5,'frequency_penalty':-1,"
+	    "'user':'u-1','logit_bias':{'50256':-100},'parallel_tool_calls':false,"
+	    "'response_format':{'type':'json_schema','json_schema':{'name':'x','schema':{}}}}");
+	d = openai(&req, "gpt-test");
+	CHECK_JSON(d, "seed", "7");
+	CHECK_JSON(d, "presence_penalty", "0.5");
+	CHECK_JSON(d, "frequency_penalty", "-1");
+	CHECK_JSON(d, "user", "'u-1'");
+	CHECK_JSON(d, "logit_bias", "{'50256':-100}");
+	CHECK_JSON(d, "parallel_tool_calls", "false");
+	CHECK_JSON(d, "response_format",
+	    "{'type':'json_schema','json_schema':{'name':'x','schema':{}}}");
+	json_object_put(d);
+
+	/* Anthropic: a JSON response_format, then logit_bias, cannot be expressed. */
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_REJECTED);
+	CHECK_CONTAINS(err, "response_format");
+	json_object_put(d);
+	json_object_object_add(req.params.openai_extra, "response_format",
+	    J("{'type':'json_object'}"));
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_REJECTED);
+	CHECK_CONTAINS(err, "json_object");
+	json_object_put(d);
+	json_object_object_add(req.params.openai_extra, "response_format", J("{'type':'text'}"));
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_REJECTED);
+	CHECK_CONTAINS(err, "logit_bias");
+	json_object_put(d);
+
+	/* Without them: user as metadata.user_id, no parallel calls, the rest dropped. */
+	json_object_object_del(req.params.openai_extra, "logit_bias");
+	req.tools = J(tools);
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_JSON(d, "metadata", "{'user_id':'u-1'}");
+	CHECK_JSON(d, "tool_choice", "{'type':'auto','disable_parallel_tool_use':true}");
+	CHECK_ABSENT(d, "seed");
+	CHECK_ABSENT(d, "presence_penalty");
+	CHECK_ABSENT(d, "frequency_penalty");
+	CHECK_ABSENT(d, "user");
+	CHECK_ABSENT(d, "response_format");
+	CHECK_ABSENT(d, "parallel_tool_calls");
+	json_object_put(d);
+	req.tool_choice = J("'required'");
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_JSON(d, "tool_choice", "{'type':'any','disable_parallel_tool_use':true}");
+	json_object_put(d);
+	json_object_put(req.tool_choice);
+	req.tool_choice = J("'none'");
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_JSON(d, "tool_choice", "{'type':'none'}");
+	json_object_put(d);
+
+	/* Parallel calls allowed: Anthropic's default, nothing to say. */
+	json_object_object_add(req.params.openai_extra, "parallel_tool_calls",
+	    json_object_new_boolean(1));
+	json_object_put(req.tool_choice);
+	req.tool_choice = NULL;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_ABSENT(d, "tool_choice");
+	json_object_put(d);
+
+	json_object_put(req.tools);
+	json_object_put(req.params.openai_extra);
+	json_object_put(req.messages);
+}
+
 static void
 test_tool_calls(void)
 {
@@ -775,6 +860,7 @@ main(void)
 	test_anthropic_tools();
 	test_anthropic_params();
 	test_openai();
+	test_extra();
 	test_tool_calls();
 	return check_done("test_provider_body");
 }
