@@ -260,7 +260,7 @@ maybe_reload(struct auth *a)
 		    sb.st_mtim.tv_sec != a->mtime.tv_sec || sb.st_mtim.tv_nsec != a->mtime.tv_nsec) {
 			if (load_keys(a, &sb, err, sizeof(err)) != 0)
 				log_msg(LOG_LVL_ERROR, "API keys file not reloaded; keeping the keys read "
-				    "before");
+				    "before: %s", err);
 			else
 				log_msg(LOG_LVL_INFO, "API keys file reloaded");
 		}

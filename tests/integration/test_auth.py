@@ -434,6 +434,10 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
         f.write("this is not a key line\n")
     time.sleep(1.5)  # let a reload look at it (not an assertion on time)
     accepted(st, {"X-API-Key": OPS_KEY}, "a broken keys file keeps the keys read before")
+    # The operator is told which line is wrong (line 1 is the comment write_keys puts).
+    check(wait_until(lambda: re.search(r"API keys file not reloaded.*line 5\b",
+                                       st.worker_log()), 5, 0.1),
+          "the log says why the keys file was not reloaded, naming line 5")
     write_keys([OPS_LINE, ACME_LINE, LATE_LINE])
 
     # --- CORS ---
