@@ -148,7 +148,7 @@ static struct apikey *
 parse_keys(char *text, size_t *nkeys, char *err, size_t errlen)
 {
 	struct apikey *keys = NULL, *k;
-	char *line, *save = NULL, *f[5], *tok, *tsave;
+	char *line, *next, *f[5], *tok, *tsave;
 	size_t n = 0, nf, i, lineno = 0;
 	int hi, lo;
 
@@ -156,7 +156,11 @@ parse_keys(char *text, size_t *nkeys, char *err, size_t errlen)
 	keys = calloc(1, sizeof(*keys));   /* never NULL for an empty file */
 	if (keys == NULL)
 		goto oom;
-	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+	/* NOTE: not strtok_r on "\n": it skips blank lines, and errors name the line. */
+	for (line = text; line != NULL; line = next) {
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
 		lineno++;
 		for (nf = 0, tok = strtok_r(line, " \t\r", &tsave); tok != NULL && nf < 5;
 		    tok = strtok_r(NULL, " \t\r", &tsave))

@@ -431,13 +431,14 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
           "the stack kept running through the revocation (same workers)")
     # A broken file keeps the keys read before.
     with open(KEYS_FILE, "a") as f:
-        f.write("this is not a key line\n")
+        f.write("\n\nthis is not a key line\n")
     time.sleep(1.5)  # let a reload look at it (not an assertion on time)
     accepted(st, {"X-API-Key": OPS_KEY}, "a broken keys file keeps the keys read before")
-    # The operator is told which line is wrong (line 1 is the comment write_keys puts).
-    check(wait_until(lambda: re.search(r"API keys file not reloaded.*line 5\b",
+    # The operator is told which line is wrong (line 1 is the comment write_keys puts,
+    # lines 5 and 6 are blank: they count).
+    check(wait_until(lambda: re.search(r"API keys file not reloaded.*line 7\b",
                                        st.worker_log()), 5, 0.1),
-          "the log says why the keys file was not reloaded, naming line 5")
+          "the log says why the keys file was not reloaded, naming line 7")
     write_keys([OPS_LINE, ACME_LINE, LATE_LINE])
 
     # --- CORS ---
