@@ -12,6 +12,7 @@
 #include <jwt.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,6 +295,38 @@ is_hmac(jwt_alg_t alg)
 	return alg == JWT_ALG_HS256 || alg == JWT_ALG_HS384 || alg == JWT_ALG_HS512;
 }
 
+/*
+ * Whether the PEM read from JWT_PUBLIC_KEY_FILE is a public key of the kind
+ * `alg` verifies with (RSA for RS256, EC P-256 for ES256). NOTE: libjwt reads
+ * the key only when a token comes; without this check a wrong file (the
+ * private key, a certificate, the other kind of key) starts a stack that
+ * refuses every token as a bad signature.
+ */
+static int
+public_key_ok(const unsigned char *pem, size_t len, jwt_alg_t alg, const char *path, char *err,
+    size_t errlen)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	EVP_PKEY *pk = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	int ok = 0;
+
+	if (pk == NULL)
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: %s holds no PEM public key "
+		    "(-----BEGIN PUBLIC KEY-----)", path);
+	else if (alg == JWT_ALG_RS256 && EVP_PKEY_base_id(pk) != EVP_PKEY_RSA)
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: %s is not an RSA key (JWT_ALGORITHM=RS256)",
+		    path);
+	else if (alg == JWT_ALG_ES256 && (EVP_PKEY_base_id(pk) != EVP_PKEY_EC ||
+	    EVP_PKEY_bits(pk) != 256))
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: %s is not an EC P-256 key "
+		    "(JWT_ALGORITHM=ES256)", path);
+	else
+		ok = 1;
+	EVP_PKEY_free(pk);
+	BIO_free(bio);
+	return ok;
+}
+
 struct auth *
 auth_open(const struct conf *conf, char *err, size_t errlen)
 {
@@ -331,7 +364,8 @@ auth_open(const struct conf *conf, char *err, size_t errlen)
 		}
 		a->key = read_file(conf->jwt_public_key_file, "JWT_PUBLIC_KEY_FILE", 0, &a->keylen,
 		    err, errlen);
-		if (a->key == NULL)
+		if (a->key == NULL || !public_key_ok(a->key, a->keylen, a->alg,
+		    conf->jwt_public_key_file, err, errlen))
 			goto fail;
 	}
 	if (a->apikey) {
