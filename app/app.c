@@ -422,10 +422,11 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 	struct app *app = w->app;
 	struct rl_result rl;
 	char why[200], key[STORE_ID_MAX + 8], v[24];
+	enum auth_result ar;
 	int by_address;
 
 	if (auth_required(app->auth)) {
-		if (auth_check(app->auth, req, who, why, sizeof(why)) != AUTH_OK) {
+		if ((ar = auth_check(app->auth, req, who, why, sizeof(why))) != AUTH_OK) {
 			/*
 			 * Failed credentials spend the client address's bucket, so guessing
 			 * keys or tokens is limited like any other traffic.
@@ -442,8 +443,13 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 				http_response_header(resp, "Retry-After", buf_decimal(v, rl.retry_after_s, 1));
 				return -1;
 			}
+			/*
+			 * RFC 6750 3.1: no error code when nothing was sent; invalid_token
+			 * when a credential was, so a client knows to get a new one.
+			 */
 			http_response_error(resp, 401, "unauthorized", why);
-			http_response_header(resp, "WWW-Authenticate", "Bearer realm=\"valerie\"");
+			http_response_header(resp, "WWW-Authenticate", ar == AUTH_INVALID ?
+			    "Bearer realm=\"valerie\", error=\"invalid_token\"" : "Bearer realm=\"valerie\"");
 			return -1;
 		}
 		if (role == ROLE_ADMIN && !who->admin) {

@@ -12,6 +12,7 @@
 #include <jwt.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,7 +149,7 @@ static struct apikey *
 parse_keys(char *text, size_t *nkeys, char *err, size_t errlen)
 {
 	struct apikey *keys = NULL, *k;
-	char *line, *save = NULL, *f[5], *tok, *tsave;
+	char *line, *next, *f[5], *tok, *tsave;
 	size_t n = 0, nf, i, lineno = 0;
 	int hi, lo;
 
@@ -156,7 +157,11 @@ parse_keys(char *text, size_t *nkeys, char *err, size_t errlen)
 	keys = calloc(1, sizeof(*keys));   /* never NULL for an empty file */
 	if (keys == NULL)
 		goto oom;
-	for (line = strtok_r(text, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+	/* NOTE: not strtok_r on "\n": it skips blank lines, and errors name the line. */
+	for (line = text; line != NULL; line = next) {
+		next = strchr(line, '\n');
+		if (next != NULL)
+			*next++ = '\0';
 		lineno++;
 		for (nf = 0, tok = strtok_r(line, " \t\r", &tsave); tok != NULL && nf < 5;
 		    tok = strtok_r(NULL, " \t\r", &tsave))
@@ -260,7 +265,7 @@ maybe_reload(struct auth *a)
 		    sb.st_mtim.tv_sec != a->mtime.tv_sec || sb.st_mtim.tv_nsec != a->mtime.tv_nsec) {
 			if (load_keys(a, &sb, err, sizeof(err)) != 0)
 				log_msg(LOG_LVL_ERROR, "API keys file not reloaded; keeping the keys read "
-				    "before");
+				    "before: %s", err);
 			else
 				log_msg(LOG_LVL_INFO, "API keys file reloaded");
 		}
@@ -288,6 +293,38 @@ static int
 is_hmac(jwt_alg_t alg)
 {
 	return alg == JWT_ALG_HS256 || alg == JWT_ALG_HS384 || alg == JWT_ALG_HS512;
+}
+
+/*
+ * Whether the PEM read from JWT_PUBLIC_KEY_FILE is a public key of the kind
+ * `alg` verifies with (RSA for RS256, EC P-256 for ES256). NOTE: libjwt reads
+ * the key only when a token comes; without this check a wrong file (the
+ * private key, a certificate, the other kind of key) starts a stack that
+ * refuses every token as a bad signature.
+ */
+static int
+public_key_ok(const unsigned char *pem, size_t len, jwt_alg_t alg, const char *path, char *err,
+    size_t errlen)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	EVP_PKEY *pk = bio != NULL ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+	int ok = 0;
+
+	if (pk == NULL)
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: %s holds no PEM public key "
+		    "(-----BEGIN PUBLIC KEY-----)", path);
+	else if (alg == JWT_ALG_RS256 && EVP_PKEY_base_id(pk) != EVP_PKEY_RSA)
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: %s is not an RSA key (JWT_ALGORITHM=RS256)",
+		    path);
+	else if (alg == JWT_ALG_ES256 && (EVP_PKEY_base_id(pk) != EVP_PKEY_EC ||
+	    EVP_PKEY_bits(pk) != 256))
+		snprintf(err, errlen, "JWT_PUBLIC_KEY_FILE: %s is not an EC P-256 key "
+		    "(JWT_ALGORITHM=ES256)", path);
+	else
+		ok = 1;
+	EVP_PKEY_free(pk);
+	BIO_free(bio);
+	return ok;
 }
 
 struct auth *
@@ -327,7 +364,8 @@ auth_open(const struct conf *conf, char *err, size_t errlen)
 		}
 		a->key = read_file(conf->jwt_public_key_file, "JWT_PUBLIC_KEY_FILE", 0, &a->keylen,
 		    err, errlen);
-		if (a->key == NULL)
+		if (a->key == NULL || !public_key_ok(a->key, a->keylen, a->alg,
+		    conf->jwt_public_key_file, err, errlen))
 			goto fail;
 	}
 	if (a->apikey) {

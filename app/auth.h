@@ -30,9 +30,11 @@ struct auth;
 
 /*
  * Loads what VALERIE_AUTH needs: the JWT secret or public key (JWT_SECRET_KEY
- * for HS*, JWT_PUBLIC_KEY_FILE for RS256/ES256) and the API keys file. With
- * VALERIE_ENV=production, a keys file (or private key file) readable by
- * others is refused. NULL with `err` naming the variable when it cannot.
+ * for HS*, JWT_PUBLIC_KEY_FILE for RS256/ES256) and the API keys file. A
+ * public key file that holds no public key of the algorithm's kind (RSA,
+ * EC P-256) is refused. With VALERIE_ENV=production, a keys file (or
+ * private key file) readable by others is refused. NULL with `err` naming
+ * the variable when it cannot.
  */
 struct auth *auth_open(const struct conf *conf, char *err, size_t errlen);
 void auth_close(struct auth *a);

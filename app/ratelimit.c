@@ -53,6 +53,7 @@ struct ratelimit {
 	double per_ms;          /* tokens added a millisecond */
 	int fd;
 	struct rl_table *t;
+	long long (*now_ms)(void);   /* the wall clock (vtime_now_ms); tests set their own */
 };
 
 double
@@ -112,6 +113,7 @@ ratelimit_open(const struct conf *conf, int redis, char *err, size_t errlen)
 	}
 	rl->redis = redis;
 	rl->fd = -1;
+	rl->now_ms = vtime_now_ms;
 	rl->capacity = (double)conf->rate_limit_burst;
 	rl->per_ms = (double)conf->rate_limit_rpm / 60000.0;
 	if (redis)
@@ -151,6 +153,12 @@ fail:
 }
 
 void
+ratelimit_set_clock(struct ratelimit *rl, long long (*now_ms)(void))
+{
+	rl->now_ms = now_ms;
+}
+
+void
 ratelimit_close(struct ratelimit *rl)
 {
 	if (rl == NULL)
@@ -187,12 +195,20 @@ take_local(struct ratelimit *rl, const char *key, int *allowed, double *tokens)
 	size_t group = (size_t)(h % (RL_SLOTS / RL_PROBE)), i, pick = 0;
 	struct rl_slot *g = &rl->t->slots[group * RL_PROBE], *s = NULL;
 	pthread_mutex_t *m = &rl->t->locks[group % RL_STRIPES];
-	long long now = vtime_now_ms();
+	long long now;
 
 	*allowed = 1;
 	*tokens = rl->capacity;
 	if (stripe_lock(m) != 0)
 		return;
+	/*
+	 * NOTE: the time is read under the lock, so the processes sharing a bucket
+	 * see it move forward in turn. A wall clock stepped back counts as no time
+	 * passing, and the bucket goes on from the new time (as the Redis script
+	 * does), rather than waiting, refilling nothing, for the clock to catch
+	 * up with the old one.
+	 */
+	now = rl->now_ms();
 	for (i = 0; i < RL_PROBE; i++) {
 		if (g[i].hash == h) {
 			s = &g[i];
@@ -209,8 +225,7 @@ take_local(struct ratelimit *rl, const char *key, int *allowed, double *tokens)
 		s->last_ms = now;
 	}
 	s->tokens = ratelimit_refill(s->tokens, rl->capacity, rl->per_ms, now - s->last_ms);
-	if (now > s->last_ms)
-		s->last_ms = now;
+	s->last_ms = now;
 	*allowed = s->tokens >= 1.0;
 	if (*allowed)
 		s->tokens -= 1.0;

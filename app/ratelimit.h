@@ -40,6 +40,9 @@ void ratelimit_close(struct ratelimit *rl);
 void ratelimit_take(struct ratelimit *rl, struct store_conn *c, const char *key,
     struct rl_result *out);
 
+/* For tests: the wall clock the host's table reads, in ms (vtime_now_ms by default). */
+void ratelimit_set_clock(struct ratelimit *rl, long long (*now_ms)(void));
+
 /* The local table's bucket math, for tests: tokens after `elapsed_ms` at `per_ms`. */
 double ratelimit_refill(double tokens, double capacity, double per_ms, long long elapsed_ms);
 

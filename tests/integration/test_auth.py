@@ -220,6 +220,18 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
                                    "messages": [{"role": "user", "content": "hi"}]}, path=path)
         check(s == 401 and is_error_doc(doc, "unauthorized") and "www-authenticate" in h,
               f"POST {path} with no credentials: 401 ({s})")
+    # RFC 6750 3.1: no error code without credentials; invalid_token for ones that fail.
+    s, h, doc = st.json("GET", "/v1/models")
+    check(h.get("www-authenticate") == 'Bearer realm="valerie"',
+          f"no credentials: WWW-Authenticate names no error ({h.get('www-authenticate')})")
+    for hdrs, what in ((bearer(hs_token(claims(ttl=-120))), "an expired token"),
+                       (bearer(hs_token(claims(), secret=OTHER_SECRET)), "a forged token"),
+                       ({"X-API-Key": "vk_" + "0" * 48}, "an unknown API key")):
+        s, h, doc = st.json("GET", "/v1/models", headers=hdrs)
+        check(s == 401 and h.get("www-authenticate") ==
+              'Bearer realm="valerie", error="invalid_token"',
+              f"{what}: 401 with WWW-Authenticate error=\"invalid_token\" "
+              f"({s} {h.get('www-authenticate')})")
     refused(st, {"Authorization": "Bearer "}, "an empty Bearer")
     refused(st, {"Authorization": "Basic " + base64.b64encode(b"alice:pw").decode()},
             "Basic credentials")
@@ -431,9 +443,14 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
           "the stack kept running through the revocation (same workers)")
     # A broken file keeps the keys read before.
     with open(KEYS_FILE, "a") as f:
-        f.write("this is not a key line\n")
+        f.write("\n\nthis is not a key line\n")
     time.sleep(1.5)  # let a reload look at it (not an assertion on time)
     accepted(st, {"X-API-Key": OPS_KEY}, "a broken keys file keeps the keys read before")
+    # The operator is told which line is wrong (line 1 is the comment write_keys puts,
+    # lines 5 and 6 are blank: they count).
+    check(wait_until(lambda: re.search(r"API keys file not reloaded.*line 7\b",
+                                       st.worker_log()), 5, 0.1),
+          "the log says why the keys file was not reloaded, naming line 7")
     write_keys([OPS_LINE, ACME_LINE, LATE_LINE])
 
     # --- CORS ---

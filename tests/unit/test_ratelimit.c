@@ -2,7 +2,8 @@
  * test_ratelimit: the host's token buckets (LMDB store: the table every worker
  * maps). A burst then refusals with the right numbers; separate keys separate
  * buckets; the refill arithmetic; and one bucket shared by several processes
- * taking from it at once (forked children), never more tokens than the burst.
+ * taking from it at once (forked children), never more tokens than the burst;
+ * a wall clock stepped back does not stop the refill.
  */
 #include "config.h"
 
@@ -21,6 +22,14 @@
 
 #define CHILDREN 4
 #define TRIES 50   /* per child, all at once: far more than the burst */
+
+static long long fake_ms;
+
+static long long
+fake_clock(void)
+{
+	return fake_ms;
+}
 
 static const char *
 fake_get(const char *name, void *ctx)
@@ -83,6 +92,26 @@ main(void)
 	CHECK(ratelimit_refill(4.5, 5.0, 0.0001, 100000) == 5.0);
 	CHECK(ratelimit_refill(2.0, 5.0, 0.0001, 0) == 2.0);
 	CHECK(ratelimit_refill(2.0, 5.0, 0.0001, -50) == 2.0);
+
+	/*
+	 * The wall clock stepped back an hour: no time passed, and the bucket goes
+	 * on from there: a token is back 10 s later, as Retry-After said, not an
+	 * hour and 10 s later.
+	 */
+	ratelimit_set_clock(rl, fake_clock);
+	fake_ms = 1800000000000LL;
+	for (i = 0; i < 5; i++)
+		ratelimit_take(rl, NULL, "p:clock", &r);
+	ratelimit_take(rl, NULL, "p:clock", &r);
+	CHECK_INT(r.allowed, 0);
+	fake_ms -= 3600 * 1000;
+	ratelimit_take(rl, NULL, "p:clock", &r);
+	CHECK_INT(r.allowed, 0);
+	CHECK_INT(r.retry_after_s, 10);
+	fake_ms += 10 * 1000;
+	ratelimit_take(rl, NULL, "p:clock", &r);
+	CHECK_INT(r.allowed, 1);
+	CHECK_INT(r.remaining, 0);
 
 	/* Many keys: each gets its own full bucket (the table gives idle slots over). */
 	for (i = 0; i < 2000; i++) {
