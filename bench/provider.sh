@@ -87,6 +87,12 @@ done
 # and Valerie once, in random order, so host stalls fall on both alike.
 cc -O2 -Wall -o "$run/pairlat" "$here/pairlat.c"
 body='{"model":"gpt-test","messages":[{"role":"user","content":"hello bench"}]}'
+# A warm-up first, discarded: the first round after the 64-connection runs was the worst
+# of three in both runs of 2026-12-06 13:53 and 13:56 (bench/README.md, "The floor").
+"$run/pairlat" 3 10000000 "$body" "$mport" /v1/chat/completions \
+	"$VALERIE_HTTP_PORT" /v1/chat/completions >/dev/null
+"$run/pairlat" 2 10000000 "$body" "$mport" /v1/chat/completions \
+	"$pport" /v1/chat/completions >/dev/null
 : >"$run/pairs"
 : >"$run/floor"
 for r in $(seq "$rounds"); do
