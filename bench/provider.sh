@@ -9,9 +9,10 @@
 #     At 1 connection also in pairs (bench/pairlat.c, built with cc): every pass calls the
 #     mock and Valerie once each, in random order, so a stall of the host falls on both
 #     with the same odds; wrk's alternating 10 s runs let one window's stalls land on one side.
-#     The floor in the same run: a bare nginx reverse proxy in front of the mock
-#     (bench/proxy-floor.conf.in), paired against the mock alike: what one more process in
-#     the path costs on this host before a gateway does any work.
+#     The floors in the same run, paired against the mock alike: a bare nginx reverse proxy
+#     in front of the mock (bench/proxy-floor.conf.in), what one more process in the path
+#     costs on this host; and that nginx passing over FastCGI to bench/fcgi-relay.c, which
+#     relays to the mock: Valerie's chain of processes with no gateway work in it.
 # Environment: BENCH_DURATION (s per run, default 10), BENCH_ROUNDS (3: direct and valerie
 # alternate, each round gives the added p50 and p99, the summary is their median),
 # BENCH_MEMORY (1; 0 skips part 2), BENCH_INFLIGHT (1000), BENCH_DELAY_MS (15000),
@@ -24,13 +25,17 @@ rounds=${BENCH_ROUNDS:-3}
 inflight=${BENCH_INFLIGHT:-1000}
 delay=${BENCH_DELAY_MS:-15000}
 run=$(mktemp -d /tmp/valerie-bench-provider.XXXXXX)
-mock_pid="" proxy_pid="" fake_pid=""
+mock_pid="" proxy_pid="" fake_pid="" relay_pidfile=""
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cleanup() {
 	VALERIE_RUN_DIR=$run/stack bash "$src/scripts/run-local.sh" stop >/dev/null 2>&1 || true
 	if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; fi
 	if [ -n "$proxy_pid" ]; then kill "$proxy_pid" 2>/dev/null || true; fi
+	if [ -n "$relay_pidfile" ] && [ -s "$relay_pidfile" ]; then
+		kill "$(cat "$relay_pidfile")" 2>/dev/null || true
+		sleep 0.5
+	fi
 	if [ -n "$fake_pid" ]; then kill "$fake_pid" 2>/dev/null || true; fi
 	rm -rf "$run"
 }
@@ -48,8 +53,17 @@ mkdir -p "$run/mock"
 sed -e "s|@DIR@|$run/mock|g" -e "s|@PORT@|$mport|g" "$here/mock-upstream.conf.in" >"$run/mock/nginx.conf"
 nginx -p "$run/mock" -c "$run/mock/nginx.conf" -g 'daemon off;' 2>/dev/null &
 mock_pid=$!
+# The FastCGI floor: bench/fcgi-relay.c, 2 processes started as the worker is.
+cc -O2 -Wall -o "$run/fcgi-relay" "$here/fcgi-relay.c" -lfcgi
+relay_pidfile=$run/mock/relay.pid
+VALERIE_BIN=$run/fcgi-relay VALERIE_LISTEN=$run/mock/relay.sock VALERIE_WORKERS=2 \
+	VALERIE_POOL_PIDFILE=$relay_pidfile VALERIE_POOL_LOG=$run/mock/relay.log \
+	BENCH_UPSTREAM_PORT=$mport bash "$src/scripts/valerie-pool.sh" >/dev/null
+user_line=""
+[ "$(id -u)" = 0 ] && user_line="user root;"
 pport=$(port)
 sed -e "s|@DIR@|$run/mock|g" -e "s|@PORT@|$pport|g" -e "s|@MOCK_PORT@|$mport|g" \
+	-e "s|@RELAY_SOCK@|$run/mock/relay.sock|g" -e "s|@USER_LINE@|$user_line|g" \
 	"$here/proxy-floor.conf.in" >"$run/mock/proxy.conf"
 nginx -p "$run/mock" -c "$run/mock/proxy.conf" -g 'daemon off;' 2>/dev/null &
 proxy_pid=$!
@@ -93,8 +107,11 @@ body='{"model":"gpt-test","messages":[{"role":"user","content":"hello bench"}]}'
 	"$VALERIE_HTTP_PORT" /v1/chat/completions >/dev/null
 "$run/pairlat" 2 10000000 "$body" "$mport" /v1/chat/completions \
 	"$pport" /v1/chat/completions >/dev/null
+"$run/pairlat" 2 10000000 "$body" "$mport" /v1/chat/completions \
+	"$pport" /relay/v1/chat/completions >/dev/null
 : >"$run/pairs"
 : >"$run/floor"
+: >"$run/relay"
 for r in $(seq "$rounds"); do
 	res=$("$run/pairlat" "$dur" 10000000 "$body" "$mport" /v1/chat/completions \
 		"$VALERIE_HTTP_PORT" /v1/chat/completions)
@@ -104,8 +121,12 @@ for r in $(seq "$rounds"); do
 		"$pport" /v1/chat/completions)
 	printf '%-6s %-6s %-10s %s\n' 1 "$r" floor "${res#RESULT }"
 	echo "${res#RESULT }" >>"$run/floor"
+	res=$("$run/pairlat" "$dur" 10000000 "$body" "$mport" /v1/chat/completions \
+		"$pport" /relay/v1/chat/completions)
+	printf '%-6s %-6s %-10s %s\n' 1 "$r" relay "${res#RESULT }"
+	echo "${res#RESULT }" >>"$run/relay"
 done
-python3 - "$run/rounds" "$run/pairs" "$run/floor" <<'PY'
+python3 - "$run/rounds" "$run/pairs" "$run/floor" "$run/relay" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
@@ -120,7 +141,8 @@ for c in sorted({k[0] for k in runs}):
           f"(median of {len(rs)} rounds; p99 per round: {' '.join(f'{x:.3f}' for x in add99)}); "
           f"valerie {statistics.median(rps):.0f} req/s")
 for label, path, b in (("paired", sys.argv[2], "valerie"),
-                       ("nginx proxy_pass alone (the floor)", sys.argv[3], "proxy")):
+                       ("nginx proxy_pass alone (the floor)", sys.argv[3], "proxy"),
+                       ("nginx + fcgi-relay (the FastCGI floor)", sys.argv[4], "relay")):
     pairs = [{k: float(v) for k, v in (x.split("=") for x in line.split())} for line in open(path)]
     if not pairs:
         continue
