@@ -25,6 +25,7 @@
 
 #define AGENTS_OFFERED_MAX 128        /* tools offered in one request: OpenAI's limit */
 #define AGENTS_DESCRIPTION_MAX 1024   /* bytes of a tool description offered */
+#define AGENTS_SCHEMA_MAX (32 * 1024) /* bytes of a tool's input schema offered (as JSON) */
 #define AGENTS_HASH_LEN 8             /* hex digits appended to a mapped name */
 
 /* One agent. The cache and the last-call figures are per process, under `lock`. */
@@ -600,14 +601,19 @@ map_names(struct offered *o, size_t n)
  * Whether `schema` can be offered as function parameters: an object whose
  * "type" is "object" or absent (MCP says inputSchema is an object schema;
  * OpenAI refuses the whole request when one tool's is not: "schema must be
- * a JSON Schema of 'type: \"object\"'").
+ * a JSON Schema of 'type: \"object\"'"), at most AGENTS_SCHEMA_MAX bytes
+ * as JSON (it goes to the model with every step of every turn).
  */
 static int
 object_schema(struct json_object *schema)
 {
 	struct json_object *type;
+	size_t len = 0;
 
 	if (!json_object_is_type(schema, json_type_object))
+		return 0;
+	if (json_object_to_json_string_length(schema, JSON_C_TO_STRING_PLAIN, &len) == NULL ||
+	    len > AGENTS_SCHEMA_MAX)
 		return 0;
 	if (!json_object_object_get_ex(schema, "type", &type))
 		return 1;
@@ -618,7 +624,8 @@ object_schema(struct json_object *schema)
 /*
  * One OpenAI function definition for tool `t` offered as `mapped`: its
  * inputSchema as parameters ("type": "object" added when absent), or an
- * object schema without properties when it has none usable. Caller puts.
+ * object schema without properties when it has none usable (none, not an
+ * object schema, or too large). Caller puts.
  */
 static struct json_object *
 definition(struct json_object *t, const char *mapped)

@@ -400,9 +400,11 @@ def fake_names(fake):
 
 def fake_schemas(fake):
     """OpenAI refuses a whole request when one tool's parameters are not an object schema:
-    every tool is offered with "type": "object"."""
+    every tool is offered with "type": "object"; a huge schema is not offered."""
+    huge = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "d" * 200}
+                                             for i in range(400)}}
     odd = {"untyped": {"properties": {"q": {"type": "string"}}, "required": ["q"]},
-           "stringy": {"type": "string"}, "listy": [1, 2], "absent": None}
+           "stringy": {"type": "string"}, "listy": [1, 2], "absent": None, "huge": huge}
     fake.reset(extra_tools=list(odd), schemas=odd)
     r = drive(agent_env(fake), ("list",))
     params = {e["function"]["name"]: e["function"]["parameters"] for e in r[0]["defs"]}
@@ -415,6 +417,9 @@ def fake_schemas(fake):
           and params.get("fake__echo", {}).get("required") == ["message"],
           f"a schema without type keeps its properties; one of another type is replaced: "
           f"{params.get('fake__untyped')} {params.get('fake__stringy')}")
+    check(params.get("fake__huge") == {"type": "object", "properties": {}},
+          f"a schema of {len(json.dumps(huge))} bytes is not sent to the model with every step: "
+          f"{len(json.dumps(params.get('fake__huge')))} bytes offered")
 
 
 def config_checks(fake):
