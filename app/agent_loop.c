@@ -235,7 +235,7 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
     struct llm_result *res, struct agent_turn *at)
 {
 	struct agents_toolset *ts = NULL;
-	struct json_object *offered = NULL;
+	struct json_object *offered = NULL, *none = NULL;
 	struct agents_ctl ctl;
 	enum provider_status st;
 	long long in_tokens = 0, out_tokens = 0, ms = 0;
@@ -272,9 +272,20 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
 			break;
 		}
 		if (step + 1 >= ctx->conf->agent_max_steps) {
-			/* The step limit: one more call, without tools, for a final answer. */
-			req->tools = NULL;
-			req->tool_choice = NULL;
+			/*
+			 * The step limit: one more call, which may not call tools, for a
+			 * final answer. NOTE: the tools stay offered with tool_choice
+			 * "none" rather than being dropped: Anthropic refuses a request
+			 * whose messages hold tool_use or tool_result blocks but that
+			 * defines no tools, and the messages now hold them.
+			 */
+			if (req->tools != NULL) {
+				if (none == NULL && (none = json_object_new_string("none")) == NULL) {
+					st = PROVIDER_NOMEM;
+					break;
+				}
+				req->tool_choice = none;
+			}
 			last = 1;
 		}
 		provider_result_free(res);
@@ -293,6 +304,9 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
 	res->provider_ms = ms;
 	if (req->tools == offered)
 		req->tools = NULL;
+	if (req->tool_choice == none)
+		req->tool_choice = NULL;
+	json_object_put(none);
 	agents_toolset_free(ts);
 	return st;
 }

@@ -23,7 +23,8 @@ void agent_turn_free(struct agent_turn *at);
  * the enabled agents are offered (unless the request brings its own) and
  * while the model asks for them they are run (several at once when it asks
  * for several) and the results sent back, for at most VALERIE_AGENT_MAX_STEPS
- * steps; then the model is asked once more without tools for a final answer.
+ * steps; then the model is asked once more, with tool_choice "none", for a
+ * final answer.
  * A dead, slow or open-circuit agent is a tool result saying so, never a
  * failed turn. `req->messages` grows with the steps. Usage is summed over the
  * calls; `res` holds the final answer.

@@ -25,6 +25,7 @@
 
 #define AGENTS_OFFERED_MAX 128        /* tools offered in one request: OpenAI's limit */
 #define AGENTS_DESCRIPTION_MAX 1024   /* bytes of a tool description offered */
+#define AGENTS_SCHEMA_MAX (32 * 1024) /* bytes of a tool's input schema offered (as JSON) */
 #define AGENTS_HASH_LEN 8             /* hex digits appended to a mapped name */
 
 /* One agent. The cache and the last-call figures are per process, under `lock`. */
@@ -596,7 +597,36 @@ map_names(struct offered *o, size_t n)
 	}
 }
 
-/* One OpenAI function definition for tool `t` offered as `mapped`. Caller puts. */
+/*
+ * Whether `schema` can be offered as function parameters: an object whose
+ * "type" is "object" or absent (MCP says inputSchema is an object schema;
+ * OpenAI refuses the whole request when one tool's is not: "schema must be
+ * a JSON Schema of 'type: \"object\"'"), at most AGENTS_SCHEMA_MAX bytes
+ * as JSON (it goes to the model with every step of every turn).
+ */
+static int
+object_schema(struct json_object *schema)
+{
+	struct json_object *type;
+	size_t len = 0;
+
+	if (!json_object_is_type(schema, json_type_object))
+		return 0;
+	if (json_object_to_json_string_length(schema, JSON_C_TO_STRING_PLAIN, &len) == NULL ||
+	    len > AGENTS_SCHEMA_MAX)
+		return 0;
+	if (!json_object_object_get_ex(schema, "type", &type))
+		return 1;
+	return json_object_is_type(type, json_type_string) &&
+	    strcmp(json_object_get_string(type), "object") == 0;
+}
+
+/*
+ * One OpenAI function definition for tool `t` offered as `mapped`: its
+ * inputSchema as parameters ("type": "object" added when absent), or an
+ * object schema without properties when it has none usable (none, not an
+ * object schema, or too large). Caller puts.
+ */
 static struct json_object *
 definition(struct json_object *t, const char *mapped)
 {
@@ -612,10 +642,14 @@ definition(struct json_object *t, const char *mapped)
 		d = json_object_get_string(v);
 		len = utf8_prefix(d, (size_t)json_object_get_string_len(v), AGENTS_DESCRIPTION_MAX);
 	}
-	if (json_object_object_get_ex(t, "inputSchema", &v) &&
-	    json_object_is_type(v, json_type_object)) {
+	if (json_object_object_get_ex(t, "inputSchema", &v) && object_schema(v)) {
 		if (json_object_deep_copy(v, &params, NULL) != 0)
 			goto oom;
+		if (!json_object_object_get_ex(params, "type", NULL) &&
+		    json_object_object_add(params, "type", json_object_new_string("object")) != 0) {
+			json_object_put(params);
+			goto oom;
+		}
 	} else {
 		params = json_object_new_object();
 		if (params == NULL)

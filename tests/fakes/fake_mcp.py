@@ -15,7 +15,8 @@ Settings: sse (bool), priming (bool), notify ("progress" | "list_changed" | null
 before the result), version (answer to initialize; default: the one offered),
 forget_status (404 or 400), page_size (tools per tools/list page), slow_seconds,
 fail_first (how many calls of the flaky tools answer 503), big_bytes, extra_tools (a list
-of names to add), delete_status (what DELETE answers: 200 ends the session, 405 says
+of names to add), schemas ({extra tool name: the inputSchema it lists, sent as given;
+null: none}), delete_status (what DELETE answers: 200 ends the session, 405 says
 clients may not), delete_seconds (how long DELETE waits before answering)."""
 import argparse
 import json
@@ -27,7 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
-            "big_bytes": 1000, "extra_tools": [], "delete_status": 200, "delete_seconds": 0}
+            "big_bytes": 1000, "extra_tools": [], "schemas": {}, "delete_status": 200,
+            "delete_seconds": 0}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
 STATE = {}
@@ -72,7 +74,17 @@ BASE_TOOLS = [
 def tools():
     with LOCK:
         extra = list(STATE["config"]["extra_tools"])
-    return BASE_TOOLS + [tool(n, f"extra tool {n}") for n in extra]
+        schemas = dict(STATE["config"]["schemas"])
+    out = []
+    for n in extra:
+        t = tool(n, f"extra tool {n}")
+        if n in schemas:
+            if schemas[n] is None:
+                del t["inputSchema"]
+            else:
+                t["inputSchema"] = schemas[n]
+        out.append(t)
+    return BASE_TOOLS + out
 
 
 def count(name):

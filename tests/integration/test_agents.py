@@ -9,7 +9,8 @@ the fake MCP server (tests/fakes/fake_mcp.py) and a dead one on a closed port.
 - The openai provider (the fake LLM): the agents' tools are offered under their mapped
   names, the model calls one, the result goes back as a tool message, the final text comes
   from the model; several calls in one step all run; the step limit ends with an answer
-  from a last call without tools.
+  from a last call with tool_choice "none" (the tools still defined: Anthropic refuses
+  tool_use/tool_result blocks in a request that defines no tools), with either provider.
 - The rule is refused in production as a plain reply; streams carry the final text.
 - Stopping the pool ends every MCP session the workers opened (HTTP DELETE).
 """
@@ -112,14 +113,34 @@ try:
         check(doc.get("usage", {}).get("input_tokens", 0) > 0 and len(reqs) == 2,
               f"two model calls, usage summed: {doc.get('usage')} ({len(reqs)} calls)")
     with Stack(workers=1, threads=2, env=dict(env2, VALERIE_AGENT_MAX_STEPS="1")) as st:
-        # every step asks again: the limit stops it and a call without tools answers
+        # every step asks again: the limit stops it and a call that may not use tools answers
         fake.plan()
         s, _, doc = post_chat(st, {"message": 'call demo__echo {"message": "loop"}',
                                    "session_id": "ag-o2"})
         reqs = fake.stats()["requests"]
-        check(s == 200 and len(reqs) == 2 and "tools" not in reqs[-1]["body"],
-              f"at the step limit a last call without tools gives the answer: {s} "
-              f"{[('tools' in r['body']) for r in reqs]} {doc}")
+        last = reqs[-1]["body"] if reqs else {}
+        check(s == 200 and len(reqs) == 2 and last.get("tool_choice") == "none"
+              and last.get("tools") == reqs[0]["body"].get("tools"),
+              f"at the step limit a last call with tool_choice none gives the answer: {s} "
+              f"{[(r['body'].get('tool_choice'), 'tools' in r['body']) for r in reqs]} {doc}")
+    aenv = dict(env, VALERIE_LLM_PROVIDER="anthropic", ANTHROPIC_API_KEY="ak-test",
+                ANTHROPIC_BASE_URL=f"http://127.0.0.1:{fake.port}",
+                ANTHROPIC_MODEL="claude-test", VALERIE_AGENT_MAX_STEPS="1")
+    with Stack(workers=1, threads=2, env=aenv) as st:
+        # Anthropic: "Requests which include tool_use or tool_result blocks must define
+        # tools", so the last call keeps them and says {"type": "none"}
+        fake.plan()
+        s, _, doc = post_chat(st, {"message": 'call demo__echo {"message": "claude"}',
+                                   "session_id": "ag-a1"})
+        reqs = fake.stats()["requests"]
+        last = reqs[-1]["body"] if reqs else {}
+        blocks = [b.get("type") for m in last.get("messages", [])
+                  if isinstance(m.get("content"), list) for b in m["content"]]
+        check(s == 200 and doc.get("reply") == "tool said: Echo: claude" and len(reqs) == 2
+              and "tool_result" in blocks and last.get("tools")
+              and last.get("tool_choice") == {"type": "none"},
+              f"anthropic at the step limit: tools defined, tool_choice none: {s} "
+              f"{last.get('tool_choice')} tools={bool(last.get('tools'))} {doc}")
 
     # --- production: the test rule is off ---
     penv = dict(env, VALERIE_ENV="production", VALERIE_AUTH="apikey",

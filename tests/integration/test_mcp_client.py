@@ -398,6 +398,30 @@ def fake_names(fake):
     check(r[-1] == {"lookup": "unknown"}, "a name never offered is not found")
 
 
+def fake_schemas(fake):
+    """OpenAI refuses a whole request when one tool's parameters are not an object schema:
+    every tool is offered with "type": "object"; a huge schema is not offered."""
+    huge = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "d" * 200}
+                                             for i in range(400)}}
+    odd = {"untyped": {"properties": {"q": {"type": "string"}}, "required": ["q"]},
+           "stringy": {"type": "string"}, "listy": [1, 2], "absent": None, "huge": huge}
+    fake.reset(extra_tools=list(odd), schemas=odd)
+    r = drive(agent_env(fake), ("list",))
+    params = {e["function"]["name"]: e["function"]["parameters"] for e in r[0]["defs"]}
+    check(all(isinstance(p, dict) and p.get("type") == "object" for p in params.values()),
+          f"every tool is offered with an object schema: "
+          f"{ {n: p for n, p in params.items() if p.get('type') != 'object'} }")
+    check(params.get("fake__untyped") == {"type": "object", "required": ["q"],
+                                          "properties": {"q": {"type": "string"}}}
+          and params.get("fake__stringy") == {"type": "object", "properties": {}}
+          and params.get("fake__echo", {}).get("required") == ["message"],
+          f"a schema without type keeps its properties; one of another type is replaced: "
+          f"{params.get('fake__untyped')} {params.get('fake__stringy')}")
+    check(params.get("fake__huge") == {"type": "object", "properties": {}},
+          f"a schema of {len(json.dumps(huge))} bytes is not sent to the model with every step: "
+          f"{len(json.dumps(params.get('fake__huge')))} bytes offered")
+
+
 def config_checks(fake):
     r = drive({"MCP_BAD_URL": "ftp://example.com/mcp"}, ("list",))
     check(drive.rc == 78 and r and "MCP_BAD_URL: must be a URL with scheme http, https" in
@@ -454,6 +478,7 @@ try:
     fake_session_end(fake)
     fake_agents(fake)
     fake_names(fake)
+    fake_schemas(fake)
     config_checks(fake)
     fake_valgrind(fake)
 finally:
