@@ -176,6 +176,16 @@ def answers(st, kind):
     s5, h5, d5 = post_chat(st, body, {"Idempotency-Key": "key-0001"}, path="/api/agent/chat")
     check(s5 == 200 and d5.get("turn") == 2 and h5.get("idempotent-replayed") == "true",
           f"{L} the first key still replays turn 2 on /api/agent/chat: {s5} {d5}")
+    s6, h6, d6 = post_chat(st, {"message": "refund the invoice", "session_id": sid},
+                           {"Idempotency-Key": "key-0001"})
+    check(s6 == 422 and is_error_doc(d6)
+          and d6["error"].get("code") == "idempotency_key_reused"
+          and h6.get("idempotent-replayed") != "true",
+          f"{L} the same key with a different message: 422 idempotency_key_reused, not "
+          f"turn 2's answer: {s6} {d6}")
+    s7, h7, d7 = post_chat(st, dict(body, stream=True), {"Idempotency-Key": "key-0001"})
+    check(s7 == 200 and h7.get("idempotent-replayed") == "true",
+          f"{L} the same message streamed still replays: {s7} {h7}")
     s, h, doc = get_session(st, sid)
     turns, p = session_exchanges(doc)
     check(turns == [1, 2, 3, 4] and not p, f"{L} session turns 1..4: {turns} {p}")
