@@ -190,6 +190,27 @@ def answers(st, kind):
     turns, p = session_exchanges(doc)
     check(turns == [1, 2, 3, 4] and not p, f"{L} session turns 1..4: {turns} {p}")
 
+    # --- a page of a long session: the newest turns, then older ones ---
+    def page(query):
+        s, h, doc = st.json("GET", f"/api/v1/sessions/{sid}?{query}")
+        msgs = (doc or {}).get("messages") if isinstance(doc, dict) else None
+        got = sorted({m.get("turn") for m in msgs}) if isinstance(msgs, list) else None
+        return s, got, doc
+
+    for query, want in (("limit=2", [3, 4]), ("limit=1000", [1, 2, 3, 4]),
+                        ("before=3", [1, 2]), ("limit=1&before=4", [3]),
+                        ("before=99&limit=2", [3, 4]), ("before=1", []),
+                        ("x=1&limit=3", [2, 3, 4])):
+        s, got, doc = page(query)
+        check(s == 200 and got == want and doc.get("turns") == 4
+              and doc.get("session_id") == sid,
+              f"{L} GET ?{query}: turns {want} of 4, oldest first: {s} {got} {doc and doc.get('turns')}")
+    for query in ("limit=0", "limit=1001", "limit=abc", "limit=", "before=0", "before=-1",
+                  "limit=+5", "before=99999999999999999999"):
+        s, got, doc = page(query)
+        check(s == 400 and is_error_doc(doc) and doc["error"].get("code") == "invalid_query",
+              f"{L} GET ?{query}: 400 invalid_query: {s} {doc}")
+
 
 def redis_keys(rs, kind, ttl_max):
     """Redis only: the keys of a session share one hash tag and expire."""
