@@ -250,17 +250,24 @@ sweep(MDB_txn *txn, struct lmdb_store *st, long long now, int max)
 	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-/* One write transaction that sweeps up to `max` expired sessions; how many went, or -1. */
+static int cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now, int max);
+
+/*
+ * One write transaction that sweeps up to `max` expired sessions (or cache
+ * entries, with `cache`); how many went, or -1.
+ */
 static int
-sweep_commit(struct lmdb_store *st, long long now, int max)
+sweep_commit(struct lmdb_store *st, long long now, int max, int cache)
 {
+	MDB_dbi dbi = cache ? st->cache : st->meta;
 	MDB_stat before, after;
 	MDB_txn *txn;
 
 	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
 		return -1;
-	if (mdb_stat(txn, st->meta, &before) != 0 || sweep(txn, st, now, max) != 0 ||
-	    mdb_stat(txn, st->meta, &after) != 0) {
+	if (mdb_stat(txn, dbi, &before) != 0 ||
+	    (cache ? cache_sweep(txn, st, now, max) : sweep(txn, st, now, max)) != 0 ||
+	    mdb_stat(txn, dbi, &after) != 0) {
 		mdb_txn_abort(txn);
 		return -1;
 	}
@@ -271,13 +278,13 @@ sweep_commit(struct lmdb_store *st, long long now, int max)
 
 /*
  * For an append that found the map full: removes up to LMDB_RECLAIM_MAX
- * expired sessions, LMDB_SWEEP_MAX per transaction, then commits one more
- * small write. Returns how many sessions went.
+ * expired sessions and as many expired cache entries, LMDB_SWEEP_MAX per
+ * transaction, then commits one more small write. Returns how many went.
  *
- * NOTE: two traps make this necessary. The sweep in each append runs inside
- * the append's own transaction, after its puts, so a full map fails those
- * first and expired sessions would never make room. And LMDB reuses the pages
- * a transaction freed only two commits later (it keeps the last two
+ * NOTE: two traps make this necessary. The sweeps run inside the writes'
+ * own transactions, after their puts, so a full map fails those first and
+ * expired entries would never make room. And LMDB reuses the pages a
+ * transaction freed only two commits later (it keeps the last two
  * snapshots), while failed appends commit nothing: without further commits
  * the freed pages would stay out of reach.
  */
@@ -287,10 +294,12 @@ reclaim(struct lmdb_store *st, long long now)
 	static const unsigned char mark[1] = {0};   /* no idem key is this short */
 	MDB_val k = {sizeof(mark), (void *)mark}, v = {0, (void *)""};
 	MDB_txn *txn;
-	int n, total = 0;
+	int n, total = 0, cache, done;
 
-	while (total < LMDB_RECLAIM_MAX && (n = sweep_commit(st, now, LMDB_SWEEP_MAX)) > 0)
-		total += n;
+	for (cache = 0; cache <= 1; cache++)
+		for (done = 0; done < LMDB_RECLAIM_MAX &&
+		    (n = sweep_commit(st, now, LMDB_SWEEP_MAX, cache)) > 0; done += n)
+			total += n;
 	if (total == 0 || mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
 		return total;
 	if (mdb_put(txn, st->idem, &k, &v, 0) != 0 || mdb_del(txn, st->idem, &k, NULL) != 0) {
@@ -768,9 +777,9 @@ lmdb_count(void *p, long long *active)
 
 /* --- the cache ----------------------------------------------------------------- */
 
-/* Removes up to LMDB_SWEEP_MAX cache entries whose expiry has passed. */
+/* Removes up to `max` cache entries whose expiry has passed. */
 static int
-cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
+cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now, int max)
 {
 	MDB_cursor *cur;
 	MDB_val k, v, ck, cv;
@@ -781,7 +790,7 @@ cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
 	rc = mdb_cursor_open(txn, st->cache_expiry, &cur);
 	if (rc != 0)
 		return rc;
-	while (n < LMDB_SWEEP_MAX && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+	while (n < max && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
 		if (k.mv_size < 9 || k.mv_size > 8 + STORE_CACHE_KEY_MAX ||
 		    (long long)get_u64(k.mv_data) > now)
 			break;
@@ -878,7 +887,7 @@ lmdb_cache_put(void *p, const char *key, const char *value, size_t len, long lon
 	v.mv_data = "";
 	if ((rc = mdb_put(txn, st->cache_expiry, &e, &v, 0)) != 0)
 		goto fail;
-	if ((rc = cache_sweep(txn, st, now)) != 0)
+	if ((rc = cache_sweep(txn, st, now, LMDB_SWEEP_MAX)) != 0)
 		goto fail;
 	rc = mdb_txn_commit(txn);
 	return rc == 0 ? STORE_OK : fail(c, rc, "commit");

@@ -1,7 +1,8 @@
 /*
  * test_store_full: an LMDB store whose map fills up. Appends then fail as
  * UNAVAILABLE (a 503) with the log naming VALERIE_LMDB_MAP_MB; once sessions
- * expire or are deleted the store takes turns again without a restart.
+ * expire or are deleted, or cached values expire, the store takes turns again
+ * without a restart.
  */
 #include "config.h"
 
@@ -119,6 +120,28 @@ main(void)
 	}
 	buf_reset(&b, 0);
 	CHECK_INT(store_load(c, "brief.0", 0, 0, &info, &b), STORE_NOT_FOUND);
+
+	/* Expired cache entries make room for turns as well. */
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "after.expiry.%d", i);
+		CHECK_INT(store_delete(c, id), STORE_OK);
+	}
+	CHECK_INT(store_delete(c, "after.delete"), STORE_OK);
+	for (i = 0; i < FILL_MAX; i++) {
+		snprintf(id, sizeof(id), "cache.%d", i);
+		if (store_cache_put(c, id, turn, TURN_BYTES, 1) != STORE_OK)
+			break;
+	}
+	printf("cache entries that fit: %d\n", i);
+	CHECK(i > 100 && i < FILL_MAX);
+	CHECK_CONTAINS(store_conn_error(c), "VALERIE_LMDB_MAP_MB");
+	CHECK_INT(store_append(c, "before.cache.expiry", "alice", NULL, turn, 4000, &t),
+	    STORE_UNAVAILABLE);
+	sleep(2);
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "after.cache.expiry.%d", i);
+		CHECK_INT(store_append(c, id, "alice", NULL, turn, 5000, &t), STORE_OK);
+	}
 
 	free(turn);
 	buf_free(&b);
