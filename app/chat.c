@@ -20,6 +20,7 @@
 #include <string.h>
 
 #define CHAT_PERSONA_FIELD_MAX 500   /* characters of one persona field */
+#define CHAT_IDEM_COMPARE_MAX 256    /* request messages a replay compares with its turn */
 
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
@@ -592,6 +593,78 @@ store_error(struct handler_ctx *ctx, enum store_status s, const char *op)
 	    "been stored; retry with the same Idempotency-Key");
 }
 
+/* The role of a message if it is one a turn stores (user, assistant, tool), else NULL. */
+static const char *
+stored_role(struct json_object *m)
+{
+	const char *r = str_member(m, "role");
+
+	if (r == NULL || (strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 &&
+	    strcmp(r, "tool") != 0))
+		return NULL;
+	return r;
+}
+
+/* Whether messages a and b have the same role and content. */
+static int
+same_message(struct json_object *a, struct json_object *b)
+{
+	struct json_object *ca = NULL, *cb = NULL;
+
+	json_object_object_get_ex(a, "content", &ca);
+	json_object_object_get_ex(b, "content", &cb);
+	return strcmp(stored_role(a), stored_role(b)) == 0 && json_object_equal(ca, cb);
+}
+
+/*
+ * Whether a stored turn's messages (`stored`) answered the request's new
+ * messages (`news`): the messages the turn kept from its request (those
+ * before its first assistant message) equal, by role and content, the
+ * request's messages from the start, or those after its last assistant
+ * message (a client that resends its copy of the history). NOTE: the persona
+ * and parameters are not stored, so they are not compared.
+ */
+static int
+same_request(struct json_object *news, struct json_object *stored)
+{
+	struct json_object *req[CHAT_IDEM_COMPARE_MAX];
+	size_t n = 0, k, i, from = 0, nnews = json_object_array_length(news);
+	const char *r;
+
+	for (i = 0; i < nnews; i++) {
+		struct json_object *m = json_object_array_get_idx(news, i);
+
+		if ((r = stored_role(m)) == NULL)
+			continue;
+		if (n == CHAT_IDEM_COMPARE_MAX)
+			return 1;   /* too long to compare here: trust the key */
+		if (strcmp(r, "assistant") == 0)
+			from = n + 1;
+		req[n++] = m;
+	}
+	for (k = 0; k < json_object_array_length(stored); k++) {
+		r = stored_role(json_object_array_get_idx(stored, k));
+		if (r == NULL || strcmp(r, "assistant") == 0)
+			break;
+	}
+	if (k == 0)
+		return 1;
+	/* The tail after the last assistant message, as a session with turns stores it... */
+	if (from > 0 && from + k == n) {
+		for (i = 0; i < k && same_message(req[from + i], json_object_array_get_idx(stored, i));
+		    i++)
+			;
+		if (i == k)
+			return 1;
+	}
+	/* ... or the request from its start, as a new session stores it. */
+	if (k > n)
+		return 0;
+	for (i = 0; i < k && same_message(req[i], json_object_array_get_idx(stored, i)); i++)
+		;
+	return i == k;
+}
+
 /*
  * Answers with turn `turn` of the session as stored (an idempotent replay):
  * the same answer, whole or as one delta and the end of the stream.
@@ -616,8 +689,14 @@ replay_turn(struct handler_ctx *ctx, const struct chat_turn_input *in, int turn)
 		goto out;
 	}
 	turn_obj = json_tokener_parse(text.data);
-	if (turn_obj == NULL || !json_object_object_get_ex(turn_obj, "messages", &msgs)) {
+	if (turn_obj == NULL || !json_object_object_get_ex(turn_obj, "messages", &msgs) ||
+	    !json_object_is_type(msgs, json_type_array)) {
 		store_error(ctx, STORE_CORRUPT, "idempotency");
+		goto out;
+	}
+	if (!same_request(in->new_messages, msgs)) {
+		in->fmt->fail(ctx, in->fmt_state, 422, "idempotency_key_reused", "this "
+		    "Idempotency-Key was used on this session for a different message: use a new key");
 		goto out;
 	}
 	for (i = 0; i < json_object_array_length(msgs); i++) {

@@ -7,8 +7,16 @@
 #include "store.h"
 #include "vtime.h"
 
+#include <errno.h>
 #include <json-c/json.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+
+#define SESSION_PAGE_MAX 1000   /* turns one GET may ask for with ?limit */
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Checks the {id} of the path; fills a 400 and returns -1 when it is not a session id. */
 static int
@@ -27,15 +35,93 @@ store_failed(struct handler_ctx *ctx, enum store_status s, const char *op)
 	chat_store_error(ctx, s, op, "the session store is unavailable");
 }
 
-/* Loads the whole session and checks it is the caller's; 0 or a response filled. */
-static int
-load_own(struct handler_ctx *ctx, struct store_session_info *info, struct buf *turns)
-{
-	enum store_status s = store_load(ctx->store, ctx->param, 0, 0, info, turns);
+/* A page of a session: the newest `limit` turns (0: all) before turn `before` (0: none). */
+struct page {
+	long long limit, before;
+};
 
-	if (s == STORE_OK && (strcmp(info->owner, ctx->principal) == 0 || ctx->admin))
+/*
+ * Reads ?limit=N (1..SESSION_PAGE_MAX) and ?before=T (1..INT_MAX) from the
+ * query; other parameters are ignored. Fills a 400 and returns -1 for a bad
+ * value. With `before` and no `limit`, the page is SESSION_PAGE_MAX turns.
+ */
+static int
+read_page(struct handler_ctx *ctx, struct page *pg)
+{
+	const char *q = ctx->req->query != NULL ? ctx->req->query : "", *amp, *eq;
+	char value[24], *end;
+	long long v, max;
+	size_t nlen, vlen;
+
+	pg->limit = pg->before = 0;
+	for (; *q != '\0'; q = *amp != '\0' ? amp + 1 : amp) {
+		amp = strchr(q, '&');
+		if (amp == NULL)
+			amp = q + strlen(q);
+		eq = memchr(q, '=', (size_t)(amp - q));
+		nlen = eq != NULL ? (size_t)(eq - q) : (size_t)(amp - q);
+		if (!(nlen == 5 && memcmp(q, "limit", 5) == 0) &&
+		    !(nlen == 6 && memcmp(q, "before", 6) == 0))
+			continue;
+		max = nlen == 5 ? SESSION_PAGE_MAX : INT_MAX;
+		vlen = eq != NULL ? (size_t)(amp - eq - 1) : 0;
+		if (vlen == 0 || vlen >= sizeof(value))
+			goto bad;
+		memcpy(value, eq + 1, vlen);
+		value[vlen] = '\0';
+		if (value[0] < '0' || value[0] > '9')
+			goto bad;
+		errno = 0;
+		v = strtoll(value, &end, 10);
+		if (errno != 0 || *end != '\0' || v < 1 || v > max)
+			goto bad;
+		if (nlen == 5)
+			pg->limit = v;
+		else
+			pg->before = v;
+	}
+	if (pg->before > 0 && pg->limit == 0)
+		pg->limit = SESSION_PAGE_MAX;
+	return 0;
+bad:
+	http_response_error(ctx->resp, 400, "invalid_query", "limit is 1 to "
+	    STR(SESSION_PAGE_MAX) " turns and before a turn number (1 or more)");
+	return -1;
+}
+
+/*
+ * Loads the page of the session as a JSON array of turns, oldest first, and
+ * checks the session is the caller's; 0, or a response filled.
+ */
+static int
+load_own(struct handler_ctx *ctx, const struct page *pg, struct store_session_info *info,
+    struct buf *turns)
+{
+	enum store_status s;
+	int t, lo, hi;
+
+	/* NOTE: with `before`, the newest turn is read only for the owner and the count. */
+	s = store_load(ctx->store, ctx->param, pg->before > 0 ? 1 : (int)pg->limit, 0, info, turns);
+	if (s == STORE_OK && strcmp(info->owner, ctx->principal) != 0 && !ctx->admin)
+		s = STORE_NOT_FOUND;
+	if (s == STORE_OK && pg->before > 0) {
+		/* Turn by turn: the page is bounded, and turns before `before` never change. */
+		buf_reset(turns, 0);
+		hi = pg->before - 1 < info->turns ? (int)pg->before - 1 : info->turns;
+		lo = hi - (int)pg->limit + 1 > 1 ? hi - (int)pg->limit + 1 : 1;
+		buf_puts(turns, "[");
+		for (t = lo; t <= hi && s == STORE_OK; t++) {
+			if (t > lo)
+				buf_puts(turns, ",");
+			s = store_get_turn(ctx->store, ctx->param, t, turns);
+		}
+		buf_puts(turns, "]");
+		if (s == STORE_OK && turns->oom)
+			s = STORE_NOMEM;
+	}
+	if (s == STORE_OK)
 		return 0;
-	if (s == STORE_OK || s == STORE_NOT_FOUND)
+	if (s == STORE_NOT_FOUND)
 		http_response_error(ctx->resp, 404, "session_not_found", "no such session");
 	else
 		store_failed(ctx, s, "load");
@@ -48,10 +134,11 @@ session_get(struct handler_ctx *ctx)
 	struct store_session_info info;
 	struct json_object *turns = NULL, *doc = NULL, *out, *msgs, *m;
 	struct buf text = {0};
+	struct page pg;
 	char ts[32];
 	size_t i, j;
 
-	if (check_id(ctx) != 0 || load_own(ctx, &info, &text) != 0)
+	if (check_id(ctx) != 0 || read_page(ctx, &pg) != 0 || load_own(ctx, &pg, &info, &text) != 0)
 		goto done;
 	turns = json_tokener_parse(text.data);
 	doc = json_object_new_object();

@@ -114,7 +114,8 @@ enum store_status store_ping(struct store_conn *c);
  * The number of sessions alive now (not expired) in the whole store, for
  * valerie_sessions_active: LMDB counts its records less the expired ones not
  * yet swept; Redis keeps an index of sessions by expiry (valerie:sessions,
- * updated at every append) and drops the expired ones first.
+ * updated at every append, which also prunes it now and then) and drops the
+ * expired ones first.
  */
 enum store_status store_count(struct store_conn *c, long long *active);
 

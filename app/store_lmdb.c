@@ -17,6 +17,7 @@
 
 #define LMDB_READER_MARGIN 64   /* reader slots beyond threads x workers */
 #define LMDB_SWEEP_MAX 16       /* expired sessions removed per append, at most */
+#define LMDB_RECLAIM_MAX 1024   /* expired sessions removed when the map is full, at most */
 #define LMDB_KEY_MAX 511        /* LMDB's default maximum key size */
 #define LMDB_DBS 6              /* named databases: see the layout below */
 #define META_VERSION 1
@@ -216,9 +217,9 @@ drop_session(MDB_txn *txn, struct lmdb_store *st, const char *sid, const struct 
 	return rc;
 }
 
-/* Removes up to LMDB_SWEEP_MAX sessions whose expiry has passed. */
+/* Removes up to `max` sessions whose expiry has passed. */
 static int
-sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
+sweep(MDB_txn *txn, struct lmdb_store *st, long long now, int max)
 {
 	char sid[STORE_ID_MAX + 1];
 	struct meta_rec m;
@@ -229,7 +230,7 @@ sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
 	rc = mdb_cursor_open(txn, st->expiry, &cur);
 	if (rc != 0)
 		return rc;
-	while (n < LMDB_SWEEP_MAX && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+	while (n < max && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
 		if (k.mv_size < 9 || k.mv_size > 8 + STORE_ID_MAX ||
 		    (long long)get_u64(k.mv_data) > now)
 			break;
@@ -247,6 +248,66 @@ sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
 	}
 	mdb_cursor_close(cur);
 	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now, int max);
+
+/*
+ * One write transaction that sweeps up to `max` expired sessions (or cache
+ * entries, with `cache`); how many went, or -1.
+ */
+static int
+sweep_commit(struct lmdb_store *st, long long now, int max, int cache)
+{
+	MDB_dbi dbi = cache ? st->cache : st->meta;
+	MDB_stat before, after;
+	MDB_txn *txn;
+
+	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+		return -1;
+	if (mdb_stat(txn, dbi, &before) != 0 ||
+	    (cache ? cache_sweep(txn, st, now, max) : sweep(txn, st, now, max)) != 0 ||
+	    mdb_stat(txn, dbi, &after) != 0) {
+		mdb_txn_abort(txn);
+		return -1;
+	}
+	if (mdb_txn_commit(txn) != 0)
+		return -1;
+	return (int)(before.ms_entries - after.ms_entries);
+}
+
+/*
+ * For an append that found the map full: removes up to LMDB_RECLAIM_MAX
+ * expired sessions and as many expired cache entries, LMDB_SWEEP_MAX per
+ * transaction, then commits one more small write. Returns how many went.
+ *
+ * NOTE: two traps make this necessary. The sweeps run inside the writes'
+ * own transactions, after their puts, so a full map fails those first and
+ * expired entries would never make room. And LMDB reuses the pages a
+ * transaction freed only two commits later (it keeps the last two
+ * snapshots), while failed appends commit nothing: without further commits
+ * the freed pages would stay out of reach.
+ */
+static int
+reclaim(struct lmdb_store *st, long long now)
+{
+	static const unsigned char mark[1] = {0};   /* no idem key is this short */
+	MDB_val k = {sizeof(mark), (void *)mark}, v = {0, (void *)""};
+	MDB_txn *txn;
+	int n, total = 0, cache, done;
+
+	for (cache = 0; cache <= 1; cache++)
+		for (done = 0; done < LMDB_RECLAIM_MAX &&
+		    (n = sweep_commit(st, now, LMDB_SWEEP_MAX, cache)) > 0; done += n)
+			total += n;
+	if (total == 0 || mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+		return total;
+	if (mdb_put(txn, st->idem, &k, &v, 0) != 0 || mdb_del(txn, st->idem, &k, NULL) != 0) {
+		mdb_txn_abort(txn);
+		return total;
+	}
+	mdb_txn_commit(txn);
+	return total;
 }
 
 static void *
@@ -453,13 +514,14 @@ lmdb_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	MDB_txn *txn;
 	MDB_val k, v;
 	size_t sidlen = strlen(sid);
-	int rc;
+	int rc, reclaimed = 0;
 
 	if (sidlen == 0 || sidlen > STORE_ID_MAX || strlen(owner) > STORE_ID_MAX ||
 	    (idem_key != NULL && sidlen + 1 + strlen(idem_key) > LMDB_KEY_MAX)) {
 		snprintf(c->err, sizeof(c->err), "lmdb: key too long");
 		return STORE_UNAVAILABLE;
 	}
+again:
 	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
@@ -535,17 +597,24 @@ lmdb_append(void *p, const char *sid, const char *owner, const char *idem_key,
 		if ((rc = mdb_put(txn, st->idem, &k, &v, 0)) != 0)
 			goto fail;
 	}
-	if ((rc = sweep(txn, st, now)) != 0)
+	if ((rc = sweep(txn, st, now, LMDB_SWEEP_MAX)) != 0)
 		goto fail;
 	rc = mdb_txn_commit(txn);
-	buf_free(&text);
+	txn = NULL;
 	if (rc != 0)
-		return fail(c, rc, "commit");
+		goto fail;
+	buf_free(&text);
 	*turn_out = m.turns;
 	return STORE_OK;
 fail:
-	mdb_txn_abort(txn);
+	if (txn != NULL)
+		mdb_txn_abort(txn);
 	buf_free(&text);
+	/* NOTE: pages freed in a transaction are reused only by later ones: sweep, then retry. */
+	if (rc == MDB_MAP_FULL && !reclaimed && reclaim(st, now) > 0) {
+		reclaimed = 1;
+		goto again;
+	}
 	return fail(c, rc, "write");
 }
 
@@ -708,9 +777,9 @@ lmdb_count(void *p, long long *active)
 
 /* --- the cache ----------------------------------------------------------------- */
 
-/* Removes up to LMDB_SWEEP_MAX cache entries whose expiry has passed. */
+/* Removes up to `max` cache entries whose expiry has passed. */
 static int
-cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
+cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now, int max)
 {
 	MDB_cursor *cur;
 	MDB_val k, v, ck, cv;
@@ -721,7 +790,7 @@ cache_sweep(MDB_txn *txn, struct lmdb_store *st, long long now)
 	rc = mdb_cursor_open(txn, st->cache_expiry, &cur);
 	if (rc != 0)
 		return rc;
-	while (n < LMDB_SWEEP_MAX && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
+	while (n < max && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0) {
 		if (k.mv_size < 9 || k.mv_size > 8 + STORE_CACHE_KEY_MAX ||
 		    (long long)get_u64(k.mv_data) > now)
 			break;
@@ -818,7 +887,7 @@ lmdb_cache_put(void *p, const char *key, const char *value, size_t len, long lon
 	v.mv_data = "";
 	if ((rc = mdb_put(txn, st->cache_expiry, &e, &v, 0)) != 0)
 		goto fail;
-	if ((rc = cache_sweep(txn, st, now)) != 0)
+	if ((rc = cache_sweep(txn, st, now, LMDB_SWEEP_MAX)) != 0)
 		goto fail;
 	rc = mdb_txn_commit(txn);
 	return rc == 0 ? STORE_OK : fail(c, rc, "commit");

@@ -50,6 +50,7 @@
 #define STORE_REDIS_COMMAND_TIMEOUT_MS 2000    /* one command: send and whole reply */
 #define STORE_REDIS_BACKOFF_MIN_MS 100         /* first wait after a failure */
 #define STORE_REDIS_BACKOFF_MAX_MS 2000        /* the wait doubles up to this */
+#define STORE_REDIS_PRUNE_MS 1000              /* index pruned by a connection at most this often */
 #define STORE_REDIS_HOST_MAX 255
 #define STORE_REDIS_SECRET_MAX 256             /* user names and passwords, decoded */
 #define STORE_REDIS_DB_MAX 1000000
@@ -193,6 +194,7 @@ struct redis_conn {
 	int backoff_ms;                            /* the next wait after a failure */
 	char reason[STORE_REDIS_ERR_MAX];          /* why the last connection failed */
 	char sha[SCRIPT_COUNT][41];                /* "" until SCRIPT LOAD answered */
+	long long prune_at_ms;                     /* monotonic: no index prune before */
 	char err[STORE_REDIS_ERR_MAX];
 };
 
@@ -1026,11 +1028,15 @@ out:
 }
 
 /*
- * Records the session in the index by its expiry. The turn is stored already:
- * a failure here only makes the gauge lag, so it is logged, not returned.
+ * Records the session in the index by its expiry, and drops the entries of
+ * expired sessions (at most once per STORE_REDIS_PRUNE_MS per connection).
+ * The turn is stored already: a failure here only makes the gauge lag, so it
+ * is logged, not returned. NOTE: the index key has no expiry of its own; a
+ * pool nobody scrapes (redis_count prunes too) would otherwise keep an entry
+ * for every session ever made.
  */
 static void
-index_session(struct redis_conn *c, const char *sid, long long expires_ms)
+index_session(struct redis_conn *c, const char *sid, long long now_ms, long long expires_ms)
 {
 	const char *argv[4];
 	size_t lens[4];
@@ -1047,6 +1053,18 @@ index_session(struct redis_conn *c, const char *sid, long long expires_ms)
 	lens[3] = strlen(sid);
 	command(c, "index", 4, argv, lens, &r);
 	freeReplyObject(r);
+	r = NULL;
+	if (vtime_mono_ms() < c->prune_at_ms)
+		return;
+	c->prune_at_ms = vtime_mono_ms() + STORE_REDIS_PRUNE_MS;
+	argv[0] = "ZREMRANGEBYSCORE";
+	argv[2] = "-inf";
+	argv[3] = score;
+	lens[0] = 16;
+	lens[2] = 4;
+	lens[3] = (size_t)snprintf(score, sizeof(score), "%lld", now_ms);
+	command(c, "index", 4, argv, lens, &r);
+	freeReplyObject(r);
 }
 
 static enum store_status
@@ -1058,7 +1076,7 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	const char *keys[3] = {meta, turns, idem};
 	const char *args[5];
 	size_t lens[5];
-	long long ttl_ms;
+	long long ttl_ms, now;
 	redisReply *r = NULL;
 	struct timespec ts;
 	enum store_status s;
@@ -1108,7 +1126,8 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	*turn_out = (int)r->integer;
 	/* NOTE: by this host's clock, like the keys' expiry (now_ms is the turn's own time). */
 	clock_gettime(CLOCK_REALTIME, &ts);
-	index_session(c, sid, (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ttl_ms);
+	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	index_session(c, sid, now, now + ttl_ms);
 out:
 	freeReplyObject(r);
 	return s;

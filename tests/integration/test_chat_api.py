@@ -176,9 +176,40 @@ def answers(st, kind):
     s5, h5, d5 = post_chat(st, body, {"Idempotency-Key": "key-0001"}, path="/api/agent/chat")
     check(s5 == 200 and d5.get("turn") == 2 and h5.get("idempotent-replayed") == "true",
           f"{L} the first key still replays turn 2 on /api/agent/chat: {s5} {d5}")
+    s6, h6, d6 = post_chat(st, {"message": "refund the invoice", "session_id": sid},
+                           {"Idempotency-Key": "key-0001"})
+    check(s6 == 422 and is_error_doc(d6)
+          and d6["error"].get("code") == "idempotency_key_reused"
+          and h6.get("idempotent-replayed") != "true",
+          f"{L} the same key with a different message: 422 idempotency_key_reused, not "
+          f"turn 2's answer: {s6} {d6}")
+    s7, h7, d7 = post_chat(st, dict(body, stream=True), {"Idempotency-Key": "key-0001"})
+    check(s7 == 200 and h7.get("idempotent-replayed") == "true",
+          f"{L} the same message streamed still replays: {s7} {h7}")
     s, h, doc = get_session(st, sid)
     turns, p = session_exchanges(doc)
     check(turns == [1, 2, 3, 4] and not p, f"{L} session turns 1..4: {turns} {p}")
+
+    # --- a page of a long session: the newest turns, then older ones ---
+    def page(query):
+        s, h, doc = st.json("GET", f"/api/v1/sessions/{sid}?{query}")
+        msgs = (doc or {}).get("messages") if isinstance(doc, dict) else None
+        got = sorted({m.get("turn") for m in msgs}) if isinstance(msgs, list) else None
+        return s, got, doc
+
+    for query, want in (("limit=2", [3, 4]), ("limit=1000", [1, 2, 3, 4]),
+                        ("before=3", [1, 2]), ("limit=1&before=4", [3]),
+                        ("before=99&limit=2", [3, 4]), ("before=1", []),
+                        ("x=1&limit=3", [2, 3, 4])):
+        s, got, doc = page(query)
+        check(s == 200 and got == want and doc.get("turns") == 4
+              and doc.get("session_id") == sid,
+              f"{L} GET ?{query}: turns {want} of 4, oldest first: {s} {got} {doc and doc.get('turns')}")
+    for query in ("limit=0", "limit=1001", "limit=abc", "limit=", "before=0", "before=-1",
+                  "limit=+5", "before=99999999999999999999"):
+        s, got, doc = page(query)
+        check(s == 400 and is_error_doc(doc) and doc["error"].get("code") == "invalid_query",
+              f"{L} GET ?{query}: 400 invalid_query: {s} {doc}")
 
 
 def redis_keys(rs, kind, ttl_max):

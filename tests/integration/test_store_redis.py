@@ -207,6 +207,17 @@ def run_contract(url, what, wrapper=()):
 
 def contract(srv, tmp):
     run_contract(f"redis://:{PASSWORD}@127.0.0.1:{srv.port}/3", "redis:// (db 3, password)")
+    # The contract's TTL session expired before its last append: appends prune the
+    # index of sessions by expiry, with nobody scraping /metrics.
+    r = srv.client(db=3)
+    try:
+        now_ms = int(time.time() * 1000)
+        stale = r.cmd("ZCOUNT", "valerie:sessions", "-inf", now_ms)
+        live = r.cmd("ZCOUNT", "valerie:sessions", now_ms, "+inf")
+    finally:
+        r.close()
+    check(stale == 0 and live > 0, f"appends drop expired sessions from valerie:sessions: "
+          f"{stale} expired entries left, {live} live")
     run_contract(f"unix://:{PASSWORD}@{srv.sock}?db=2", "unix:// (db 2, password)")
 
     if os.environ.get("VALERIE_SANITIZERS") == "yes":

@@ -1,0 +1,151 @@
+/*
+ * test_store_full: an LMDB store whose map fills up. Appends then fail as
+ * UNAVAILABLE (a 503) with the log naming VALERIE_LMDB_MAP_MB; once sessions
+ * expire or are deleted, or cached values expire, the store takes turns again
+ * without a restart.
+ */
+#include "config.h"
+
+#include "check.h"
+#include "conf.h"
+#include "store.h"
+#include "tmpdir.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TURN_BYTES (64 * 1024)   /* one turn's content: a 16 MB map holds ~200 */
+#define FILL_MAX 10000           /* appends before the test gives up filling */
+
+static char *
+big_turn(char fill)
+{
+	static const char head[] = "[{\"role\":\"user\",\"content\":\"";
+	char *s = malloc(sizeof(head) + TURN_BYTES + 4);
+
+	if (s == NULL)
+		return NULL;
+	memcpy(s, head, sizeof(head) - 1);
+	memset(s + sizeof(head) - 1, fill, TURN_BYTES);
+	memcpy(s + sizeof(head) - 1 + TURN_BYTES, "\"}]", 4);
+	return s;
+}
+
+/* Appends one-turn sessions named prefix.N until the store is full; returns how many fit. */
+static int
+fill(struct store_conn *c, const char *prefix, const char *turn)
+{
+	char id[128];
+	int i, t;
+	enum store_status s = STORE_OK;
+
+	for (i = 0; i < FILL_MAX; i++) {
+		snprintf(id, sizeof(id), "%s.%d", prefix, i);
+		s = store_append(c, id, "alice", NULL, turn, 1000, &t);
+		if (s != STORE_OK)
+			break;
+	}
+	CHECK_INT(s, STORE_UNAVAILABLE);
+	CHECK_CONTAINS(store_conn_error(c), "VALERIE_LMDB_MAP_MB");
+	return i;
+}
+
+static const char *
+real_get(const char *name, void *ctx)
+{
+	(void)ctx;
+	return getenv(name);
+}
+
+int
+main(void)
+{
+	struct conf conf;
+	struct store *st;
+	struct store_conn *c;
+	struct store_session_info info;
+	struct buf b = {0};
+	char err[256], id[128];
+	char *turn = big_turn('x');
+	const char *dir = tmpdir_make("valerie-store-full");
+	int n, i, t;
+
+	if (dir == NULL || turn == NULL || setenv("VALERIE_DATA_DIR", dir, 1) != 0 ||
+	    setenv("VALERIE_LMDB_MAP_MB", "16", 1) != 0 ||
+	    setenv("VALERIE_SESSION_STORE", "lmdb", 1) != 0)
+		return 1;
+	if (conf_load(&conf, real_get, NULL, err, sizeof(err)) != CONF_OK) {
+		fprintf(stderr, "config: %s\n", err);
+		return 1;
+	}
+	st = store_open(&conf, err, sizeof(err));
+	if (st == NULL) {
+		fprintf(stderr, "store_open: %s\n", err);
+		return 1;
+	}
+	c = store_conn_new(st);
+	CHECK(c != NULL);
+
+	/* VALERIE_LMDB_MAP_MB is the bound: 16 MB holds far fewer than FILL_MAX turns. */
+	n = fill(c, "live", turn);
+	printf("live sessions that fit: %d\n", n);
+	CHECK(n > 100 && n < 260);
+	/* Full, the store still reads. */
+	CHECK_INT(store_load(c, "live.0", 0, 0, &info, &b), STORE_OK);
+
+	/* Deleting sessions makes room again. */
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "live.%d", i);
+		CHECK_INT(store_delete(c, id), STORE_OK);
+	}
+	CHECK_INT(store_append(c, "after.delete", "alice", NULL, turn, 2000, &t), STORE_OK);
+	CHECK_INT(t, 1);
+
+	/* Sessions that expire make room again too: the sweep runs even when full. */
+	for (i = 20; i < n; i++) {
+		snprintf(id, sizeof(id), "live.%d", i);
+		CHECK_INT(store_delete(c, id), STORE_OK);
+	}
+	conf.session_ttl = 1;
+	n = fill(c, "brief", turn);
+	printf("brief sessions that fit: %d\n", n);
+	CHECK(n > 100);
+	sleep(2);
+	conf.session_ttl = 86400;
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "after.expiry.%d", i);
+		CHECK_INT(store_append(c, id, "alice", NULL, turn, 3000, &t), STORE_OK);
+	}
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, "brief.0", 0, 0, &info, &b), STORE_NOT_FOUND);
+
+	/* Expired cache entries make room for turns as well. */
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "after.expiry.%d", i);
+		CHECK_INT(store_delete(c, id), STORE_OK);
+	}
+	CHECK_INT(store_delete(c, "after.delete"), STORE_OK);
+	for (i = 0; i < FILL_MAX; i++) {
+		snprintf(id, sizeof(id), "cache.%d", i);
+		if (store_cache_put(c, id, turn, TURN_BYTES, 1) != STORE_OK)
+			break;
+	}
+	printf("cache entries that fit: %d\n", i);
+	CHECK(i > 100 && i < FILL_MAX);
+	CHECK_CONTAINS(store_conn_error(c), "VALERIE_LMDB_MAP_MB");
+	CHECK_INT(store_append(c, "before.cache.expiry", "alice", NULL, turn, 4000, &t),
+	    STORE_UNAVAILABLE);
+	sleep(2);
+	for (i = 0; i < 20; i++) {
+		snprintf(id, sizeof(id), "after.cache.expiry.%d", i);
+		CHECK_INT(store_append(c, id, "alice", NULL, turn, 5000, &t), STORE_OK);
+	}
+
+	free(turn);
+	buf_free(&b);
+	store_conn_free(c);
+	store_close(st);
+	return check_done("test_store_full");
+}
