@@ -4,6 +4,7 @@
 #include "app.h"
 #include "buf.h"
 #include "check.h"
+#include "fakeenv.h"
 #include "conf.h"
 #include "log.h"
 #include "memtransport.h"
@@ -21,17 +22,6 @@ static struct app_worker *w;
 static struct memtransport mt;
 static struct http_response resp;
 static struct json_object *doc;
-
-static const char *
-fake_get(const char *name, void *ctx)
-{
-	const char *const *kv = ctx;
-
-	for (; kv[0] != NULL; kv += 2)
-		if (strcmp(kv[0], name) == 0)
-			return kv[1];
-	return NULL;
-}
 
 /* Runs one request; leaves the parsed body in `doc`. Returns the status. */
 static int

@@ -7,6 +7,7 @@
 #include "config.h"
 
 #include "check.h"
+#include "fakeenv.h"
 #include "tmpdir.h"
 
 #include "auth.h"
@@ -17,17 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *
-fake_get(const char *name, void *ctx)
-{
-	const char *const *kv = ctx;
-
-	for (; kv[0] != NULL; kv += 2)
-		if (strcmp(kv[0], name) == 0)
-			return kv[1];
-	return NULL;
-}
 
 /* Writes `pk` into dir/name as PEM, public or private; the path (static). */
 static const char *

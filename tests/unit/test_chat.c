@@ -7,6 +7,7 @@
 
 #include "app.h"
 #include "check.h"
+#include "fakeenv.h"
 #include "conf.h"
 #include "log.h"
 #include "memtransport.h"
@@ -23,17 +24,6 @@ static struct http_response resp;
 static struct json_object *doc;
 static const char *idem;
 static const char *ctype = "application/json";
-
-static const char *
-fake_get(const char *name, void *ctx)
-{
-	const char *const *kv = ctx;
-
-	for (; kv[0] != NULL; kv += 2)
-		if (strcmp(kv[0], name) == 0)
-			return kv[1];
-	return NULL;
-}
 
 static int
 run_len(const char *method, const char *path, const char *body, size_t len)

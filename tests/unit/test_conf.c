@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "check.h"
+#include "fakeenv.h"
 #include "conf.h"
 
 #include <json-c/json.h>
@@ -10,17 +11,6 @@
 #include <unistd.h>
 
 /* A fake environment: NULL-terminated name/value pairs. */
-static const char *
-fake_get(const char *name, void *ctx)
-{
-	const char *const *kv = ctx;
-
-	for (; kv[0] != NULL; kv += 2)
-		if (strcmp(kv[0], name) == 0)
-			return kv[1];
-	return NULL;
-}
-
 static enum conf_status
 load(struct conf *c, const char *const *kv, char *err)
 {

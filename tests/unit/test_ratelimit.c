@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "check.h"
+#include "fakeenv.h"
 #include "tmpdir.h"
 
 #include "conf.h"
@@ -29,17 +30,6 @@ static long long
 fake_clock(void)
 {
 	return fake_ms;
-}
-
-static const char *
-fake_get(const char *name, void *ctx)
-{
-	const char *const *kv = ctx;
-
-	for (; kv[0] != NULL; kv += 2)
-		if (strcmp(kv[0], name) == 0)
-			return kv[1];
-	return NULL;
 }
 
 int
