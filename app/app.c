@@ -509,6 +509,26 @@ cors_headers(const struct conf *conf, const struct http_request *req, struct htt
 }
 
 /*
+ * The header names a preflight asks for, when they are a plain list (names
+ * and commas only). NOTE: an allowed origin is one of the operator's own
+ * front-ends, so what its page asks to send is allowed as asked: clients add
+ * headers of their own (the OpenAI SDK's x-stainless-*), which a fixed list
+ * would make the browser refuse.
+ */
+static int
+header_list_ok(const char *s)
+{
+	size_t n;
+
+	for (n = 0; s[n] != '\0'; n++)
+		if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z') ||
+		    (s[n] >= '0' && s[n] <= '9') || s[n] == '-' || s[n] == '_' || s[n] == ',' ||
+		    s[n] == ' '))
+			return 0;
+	return n > 0;
+}
+
+/*
  * A CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with
  * what may be sent for an allowed origin, 403 for another. Returns 1 when it
  * answered.
@@ -517,7 +537,7 @@ static int
 cors_preflight(const struct conf *conf, const struct http_request *req,
     struct http_response *resp)
 {
-	const char *origin = http_request_header(req, "origin");
+	const char *origin = http_request_header(req, "origin"), *asked;
 
 	if (strcmp(req->method, "OPTIONS") != 0 || origin == NULL ||
 	    http_request_header(req, "access-control-request-method") == NULL)
@@ -530,8 +550,12 @@ cors_preflight(const struct conf *conf, const struct http_request *req,
 	resp->status = 204;
 	cors_headers(conf, req, resp);
 	http_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
-	http_response_header(resp, "Access-Control-Allow-Headers", "Authorization, Content-Type, "
-	    "X-API-Key, X-Session-Id, Idempotency-Key, traceparent");
+	asked = http_request_header(req, "access-control-request-headers");
+	/* A list too long for one response header gets the fixed one. */
+	if (asked == NULL || !header_list_ok(asked) ||
+	    http_response_header(resp, "Access-Control-Allow-Headers", asked) != 0)
+		http_response_header(resp, "Access-Control-Allow-Headers", "Authorization, "
+		    "Content-Type, X-API-Key, X-Session-Id, Idempotency-Key, traceparent");
 	http_response_header(resp, "Access-Control-Max-Age", "600");
 	return 1;
 }

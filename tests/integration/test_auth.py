@@ -462,6 +462,20 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
           and "authorization" in h.get("access-control-allow-headers", "").lower()
           and "content-type" in h.get("access-control-allow-headers", "").lower(),
           f"preflight from an allowed origin: 204 with the Allow-* headers ({s} {h})")
+    # The official openai SDK in a browser asks for headers of its own (x-stainless-*).
+    sdk = ("authorization,content-type,x-stainless-arch,x-stainless-lang,x-stainless-os,"
+           "x-stainless-package-version,x-stainless-retry-count,x-stainless-runtime,"
+           "x-stainless-runtime-version,x-stainless-timeout")
+    s, h, raw = st.request("OPTIONS", "/v1/chat/completions",
+                           headers=dict(pre, **{"Access-Control-Request-Headers": sdk}))
+    allowed = {x.strip().lower() for x in h.get("access-control-allow-headers", "").split(",")}
+    check(s == 204 and set(sdk.split(",")) <= allowed,
+          f"a preflight for the openai SDK's own headers allows all of them ({s} {h})")
+    s, h, raw = st.request("OPTIONS", "/api/v1/chat",
+                           headers=dict(pre, **{"Access-Control-Request-Headers": "x-a;b"}))
+    check(s == 204 and "x-a;b" not in h.get("access-control-allow-headers", "")
+          and "authorization" in h.get("access-control-allow-headers", "").lower(),
+          f"a malformed header list is not echoed; the fixed list is sent ({s} {h})")
     s, h, doc = post_chat(st, {"message": "cors", "session_id": "cors-1"},
                           headers=dict(alice, Origin="https://app.example"))
     check(s == 200 and h.get("access-control-allow-origin") == "https://app.example",
