@@ -53,6 +53,7 @@ static int check_auth(const char *value, char *why, size_t whylen);
 static int check_log_level(const char *value, char *why, size_t whylen);
 static int check_ip(const char *value, char *why, size_t whylen);
 static int check_redis_url(const char *value, char *why, size_t whylen);
+static int check_origins(const char *value, char *why, size_t whylen);
 static struct json_object *url_redacted(const char *url);
 
 #define S(f) offsetof(struct conf, f)
@@ -139,7 +140,7 @@ static const struct cfg_field fields[] = {
 	{"JWT_ISSUER", NULL, CFG_STR, NULL, 0, 0, NULL, S(jwt_issuer), NULL},
 	{"JWT_AUDIENCE", NULL, CFG_STR, NULL, 0, 0, NULL, S(jwt_audience), NULL},
 	{"VALERIE_API_KEYS_FILE", NULL, CFG_STR, NULL, 0, 0, NULL, S(api_keys_file), NULL},
-	{"CORS_ORIGINS", NULL, CFG_LIST, NULL, 0, 0, NULL, S(cors_origins), NULL},
+	{"CORS_ORIGINS", NULL, CFG_LIST, NULL, 0, 0, NULL, S(cors_origins), check_origins},
 	{"RATE_LIMIT_REQUESTS_PER_MINUTE", NULL, CFG_INT, "60", 1, 1000000, NULL,
 	    S(rate_limit_rpm), NULL},
 	{"RATE_LIMIT_BURST", NULL, CFG_INT, "10", 1, 1000000, NULL, S(rate_limit_burst), NULL},
@@ -412,6 +413,57 @@ check_log_level(const char *value, char *why, size_t whylen)
 		return 0;
 	snprintf(why, whylen, "must be debug, info, warning or error");
 	return -1;
+}
+
+/*
+ * One CORS_ORIGINS entry: "*", or an origin as a browser sends it in Origin:
+ * http or https, "://", then the host in lower case with an optional :port,
+ * nothing after (no path, no trailing slash).
+ */
+static int
+origin_ok(const char *p, size_t len)
+{
+	size_t i, at;
+
+	if (len == 1 && *p == '*')
+		return 1;
+	if (len > 7 && strncmp(p, "http://", 7) == 0)
+		at = 7;
+	else if (len > 8 && strncmp(p, "https://", 8) == 0)
+		at = 8;
+	else
+		return 0;
+	for (i = at; i < len; i++)
+		if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9') ||
+		    p[i] == '.' || p[i] == '-' || p[i] == ':' || p[i] == '[' || p[i] == ']'))
+			return 0;
+	return p[len - 1] != ':';
+}
+
+/*
+ * CORS_ORIGINS: app.c matches origins exactly, as browsers send them, so an
+ * entry with a path, a trailing slash or capitals would never match: refused
+ * here, naming it, instead of silently allowing no page.
+ */
+static int
+check_origins(const char *value, char *why, size_t whylen)
+{
+	const char *p = value, *comma;
+	size_t len;
+
+	for (;;) {
+		comma = strchr(p, ',');
+		len = comma ? (size_t)(comma - p) : strlen(p);
+		if (!origin_ok(p, len)) {
+			snprintf(why, whylen, "\"%.*s\" is not an origin as browsers send it: "
+			    "http(s)://host[:port] in lower case, no path or trailing slash (or *)",
+			    (int)(len > 64 ? 64 : len), p);
+			return -1;
+		}
+		if (comma == NULL)
+			return 0;
+		p = comma + 1;
+	}
 }
 
 /*

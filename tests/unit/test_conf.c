@@ -159,6 +159,18 @@ main(void)
 	expect_invalid("VALERIE_METRICS_PORT", "-1", "from 0 to 65535");
 	expect_invalid("VALERIE_METRICS_PORT", "http", "integer");
 	expect_invalid("VALERIE_METRICS_ADDR", "localhost", "numeric IPv4 or IPv6");
+	/* CORS origins are matched exactly as browsers send them: what could never match is refused. */
+	expect_invalid("CORS_ORIGINS", "https://app.example/", "\"https://app.example/\"");
+	expect_invalid("CORS_ORIGINS", "https://a.example,https://App.example", "App.example");
+	expect_invalid("CORS_ORIGINS", "app.example", "http(s)://host[:port]");
+	expect_invalid("CORS_ORIGINS", "https://a.example/path", "no path");
+	expect_invalid("CORS_ORIGINS", "https://a.example:", "a.example:");
+	{
+		const char *kv[] = {"CORS_ORIGINS",
+			"https://app.example,http://127.0.0.1:3000,http://[::1]:8080,*", NULL, NULL};
+
+		CHECK_INT(load(&c, kv, err), CONF_OK);
+	}
 	expect_invalid("VALERIE_METRICS_ADDR", "127.0.0.1:9464", "numeric IPv4 or IPv6");
 	{
 		const char *kv[] = {"VALERIE_METRICS_PORT", "9464", "VALERIE_METRICS_ADDR", "::",
