@@ -514,6 +514,23 @@ extra_response_format(struct handler_ctx *ctx, const char *name, struct json_obj
 	    name);
 }
 
+/* metadata: at most 16 string values, keys up to 64 bytes, values up to 512. */
+static int
+extra_metadata(struct handler_ctx *ctx, const char *name, struct json_object *v)
+{
+	if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > 16)
+		goto bad;
+	json_object_object_foreach(v, k, m) {
+		if (strlen(k) > 64 || !json_object_is_type(m, json_type_string) ||
+		    json_object_get_string_len(m) > 512)
+			goto bad;
+	}
+	return 0;
+bad:
+	return bad_field(ctx, "field \"%s\" must map at most 16 keys (up to 64 bytes) to "
+	    "strings (up to 512 bytes)", name);
+}
+
 /*
  * OpenAI's other fields Valerie passes on (llm_params.openai_extra), each
  * with its check. NOTE: a field not here is dropped, so one that changes
@@ -530,6 +547,13 @@ static const struct {
 	{"user", extra_string},
 	{"response_format", extra_response_format},
 	{"parallel_tool_calls", extra_bool},
+	{"reasoning_effort", extra_string},
+	{"verbosity", extra_string},
+	{"service_tier", extra_string},
+	{"store", extra_bool},
+	{"metadata", extra_metadata},
+	{"safety_identifier", extra_string},
+	{"prompt_cache_key", extra_string},
 };
 
 /*

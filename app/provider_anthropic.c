@@ -715,11 +715,13 @@ translate_tool_choice(struct json_object *choice, struct json_object *doc, char 
 
 /*
  * OpenAI's other fields (llm_params.openai_extra) in Anthropic's terms:
- * `user` as metadata.user_id, parallel_tool_calls false as the tool choice's
- * disable_parallel_tool_use (the choice "auto" when none was given). A JSON
- * response_format and logit_bias have no equivalent and would change what
- * the answer means: refused. seed and the penalties only tune sampling and
- * are dropped.
+ * `user` (or its successor safety_identifier) as metadata.user_id,
+ * parallel_tool_calls false as the tool choice's disable_parallel_tool_use
+ * (the choice "auto" when none was given). A JSON response_format and
+ * logit_bias have no equivalent and would change what the answer means:
+ * refused. seed, the penalties, reasoning_effort and verbosity only tune
+ * the answer; store, metadata, service_tier and prompt_cache_key are
+ * OpenAI's bookkeeping: all dropped.
  */
 static enum provider_status
 translate_extra(struct json_object *extra, struct json_object *doc, char *err, size_t errlen)
@@ -740,7 +742,8 @@ translate_extra(struct json_object *extra, struct json_object *doc, char *err, s
 		snprintf(err, errlen, "anthropic: logit_bias cannot be expressed");
 		return PROVIDER_REJECTED;
 	}
-	if ((s = get_str(extra, "user")) != NULL) {
+	if ((s = get_str(extra, "user")) != NULL ||
+	    (s = get_str(extra, "safety_identifier")) != NULL) {
 		if ((o = json_object_new_object()) == NULL)
 			return PROVIDER_NOMEM;
 		json_object_object_add(o, "user_id", json_object_new_string(s));
@@ -760,6 +763,66 @@ translate_extra(struct json_object *extra, struct json_object *doc, char *err, s
 			    json_object_new_boolean(1));
 	}
 	return PROVIDER_OK;
+}
+
+/*
+ * Anthropic refuses a request whose messages hold tool_use or tool_result
+ * blocks but that defines no tools ("Requests which include tool_use or
+ * tool_result blocks must define tools"): a later turn of a session that
+ * called tools, sent without them. The names the history calls become tools
+ * with an open object schema, and the tool choice none, so nothing is
+ * called. Returns 0, or -1 out of memory.
+ */
+static int
+history_tools(struct json_object *doc)
+{
+	struct json_object *msgs, *content, *b, *tools = NULL, *seen = NULL, *t, *choice;
+	const char *type, *name;
+	size_t i, j;
+
+	if (json_object_object_get_ex(doc, "tools", NULL) ||
+	    !json_object_object_get_ex(doc, "messages", &msgs))
+		return 0;
+	for (i = 0; i < json_object_array_length(msgs); i++) {
+		if (!json_object_object_get_ex(json_object_array_get_idx(msgs, i), "content",
+		    &content) || !json_object_is_type(content, json_type_array))
+			continue;
+		for (j = 0; j < json_object_array_length(content); j++) {
+			b = json_object_array_get_idx(content, j);
+			if ((type = get_str(b, "type")) == NULL || strcmp(type, "tool_use") != 0 ||
+			    (name = get_str(b, "name")) == NULL)
+				continue;
+			if (seen == NULL && ((seen = json_object_new_object()) == NULL ||
+			    (tools = json_object_new_array()) == NULL))
+				goto oom;
+			if (json_object_object_get_ex(seen, name, NULL))
+				continue;
+			json_object_object_add(seen, name, NULL);
+			if ((t = json_object_new_object()) == NULL ||
+			    json_object_array_add(tools, t) != 0) {
+				json_object_put(t);
+				goto oom;
+			}
+			json_object_object_add(t, "name", json_object_new_string(name));
+			json_object_object_add(t, "input_schema",
+			    json_tokener_parse("{\"type\":\"object\"}"));
+		}
+	}
+	json_object_put(seen);
+	if (tools == NULL)
+		return 0;
+	if ((choice = json_object_new_object()) == NULL) {
+		json_object_put(tools);
+		return -1;
+	}
+	json_object_object_add(choice, "type", json_object_new_string("none"));
+	json_object_object_add(doc, "tools", tools);
+	json_object_object_add(doc, "tool_choice", choice);
+	return 0;
+oom:
+	json_object_put(seen);
+	json_object_put(tools);
+	return -1;
 }
 
 enum provider_status
@@ -783,10 +846,17 @@ provider_anthropic_body(const char *model, const struct llm_request *req, char *
 		st = translate_tool_choice(req->tool_choice, doc, err, errlen);
 	if (st == PROVIDER_OK)
 		st = translate_extra(pa->openai_extra, doc, err, errlen);
+	if (st == PROVIDER_OK && history_tools(doc) != 0)
+		st = PROVIDER_NOMEM;
 	if (st != PROVIDER_OK)
 		goto out;
+	/*
+	 * OpenAI's temperature goes to 2, Anthropic's to 1: above it, the most
+	 * random Anthropic allows (it only tunes sampling, as seed does).
+	 */
 	if (pa->has_temperature)
-		json_object_object_add(doc, "temperature", json_object_new_double(pa->temperature));
+		json_object_object_add(doc, "temperature",
+		    json_object_new_double(pa->temperature > 1 ? 1 : pa->temperature));
 	if (pa->has_top_p)
 		json_object_object_add(doc, "top_p", json_object_new_double(pa->top_p));
 	if (pa->stop != NULL) {

@@ -503,6 +503,7 @@ def validate_anthropic(body):
     if not isinstance(msgs, list) or not msgs:
         raise BadRequest("messages: at least one message is required")
     prev_tool_ids = set()
+    tool_blocks = False
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
             raise BadRequest(f"messages.{i}: Input should be a valid dictionary")
@@ -522,6 +523,7 @@ def validate_anthropic(body):
                     raise BadRequest(f"messages.{i}.content.{j}: Input should be a valid block")
                 if b["type"] == "tool_use":
                     ids.add(b.get("id"))
+                tool_blocks = tool_blocks or b["type"] in ("tool_use", "tool_result")
                 if (b["type"] == "tool_result" and not OPT.lenient
                         and b.get("tool_use_id") not in prev_tool_ids):
                     raise BadRequest(
@@ -531,6 +533,9 @@ def validate_anthropic(body):
                         .format(b.get("tool_use_id")))
         prev_tool_ids = ids if role == "assistant" else set()
     tools = body.get("tools")
+    if tool_blocks and not tools:
+        raise BadRequest("Requests which include `tool_use` or `tool_result` blocks must "
+                         "define tools.")
     if tools is not None:
         if not isinstance(tools, list) or not all(
                 isinstance(t, dict) and isinstance(t.get("name"), str) for t in tools):

@@ -213,6 +213,22 @@ def extra_flow(st, fake, prov):
               and not any(k in up for k in extra),
               f"[anthropic] user -> metadata.user_id, parallel_tool_calls false -> "
               f"disable_parallel_tool_use, seed and penalties dropped: {up}")
+    newer = {"reasoning_effort": "low", "verbosity": "high", "service_tier": "flex",
+             "store": True, "metadata": {"team": "a"}, "safety_identifier": "s-9",
+             "prompt_cache_key": "k1"}
+    s, _, doc = completion(st, dict({"messages": [user("hi")], "temperature": 1.5}, **newer))
+    up = last_up(fake)
+    if prov == "openai":
+        check(s == 200 and all(up.get(k) == v for k, v in newer.items())
+              and up.get("temperature") == 1.5,
+              f"[openai] reasoning_effort, verbosity, store, metadata and the rest go up as "
+              f"sent: {s} {up}")
+    else:
+        check(s == 200 and up.get("temperature") == 1.0
+              and up.get("metadata") == {"user_id": "s-9"}
+              and not any(k in up for k in newer if k != "metadata"),
+              f"[anthropic] temperature above 1 sent as 1, safety_identifier -> "
+              f"metadata.user_id, the rest dropped: {s} {up}")
     s, _, _ = completion(st, {"messages": [user("hi")], "parallel_tool_calls": True})
     check(s == 200 and "parallel_tool_calls" not in last_up(fake),
           f"[{prov}] parallel_tool_calls without tools is not sent (OpenAI refuses it)")
@@ -275,6 +291,14 @@ def session_flow(st, fake, prov):
             else ["user", "assistant", "user", "assistant", "user"])
     check(s == 200 and roles == want, f"[{prov}] turn 3: the upstream gets the whole tool "
           f"exchange from the store: {roles}")
+    # a later turn without tools: the stored exchange still goes up (Anthropic refuses tool
+    # blocks without tools, so it gets the names called, with nothing callable)
+    s, _, doc = completion(st, {"messages": [user("and tomorrow?")]}, hd)
+    up = last_up(fake)
+    check(s == 200 and len(up["messages"]) == 7 if prov == "openai" else
+          s == 200 and [t["name"] for t in up.get("tools", [])] == ["get_weather"]
+          and up.get("tool_choice") == {"type": "none"},
+          f"[{prov}] turn 4 without tools is answered: {s} {doc} {up.get('tools')}")
 
     # an Idempotency-Key replays a tool-call answer as it was
     ik = {"X-Session-Id": sid + "-idem", "Idempotency-Key": "k-1"}
@@ -455,6 +479,11 @@ def bad_input(st, fake):
         ({"logit_bias": {"1": 500}}, "logit_bias"),
         ({"user": 5}, "user"),
         ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        ({"reasoning_effort": 1}, "reasoning_effort"),
+        ({"store": "yes"}, "store"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"metadata": {"k" * 65: "v"}}, "metadata"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),

@@ -588,7 +588,77 @@ test_anthropic_params(void)
 	CHECK_ABSENT(d, "stream");
 	json_object_put(d);
 	json_object_put(req.params.stop);
+
+	/* OpenAI's temperature goes to 2, Anthropic's to 1: above 1 it is 1; 1 stays 1. */
+	req.params.stop = NULL;
+	req.params.temperature = 1.7;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_JSON(d, "temperature", "1.0");
+	json_object_put(d);
+	req.params.temperature = 1;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_JSON(d, "temperature", "1.0");
+	json_object_put(d);
 	json_object_put(req.messages);
+}
+
+/*
+ * A history with tool calls sent without tools (a later turn of a session that called
+ * them): Anthropic refuses tool blocks without tools, so the names called are offered with
+ * an open schema and the choice none. With tools given, they are left as they are.
+ */
+static void
+test_anthropic_history_tools(void)
+{
+	const char *msgs = "[{'role':'user','content':'weather?'},"
+	    "{'role':'assistant','content':null,'tool_calls':["
+	    "{'id':'c1','type':'function','function':{'name':'get_weather','arguments':'{}'}},"
+	    "{'id':'c2','type':'function','function':{'name':'get_weather','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'c1','content':'sunny'},"
+	    "{'role':'tool','tool_call_id':'c2','content':'rain'},"
+	    "{'role':'assistant','content':'Sunny, then rain.','tool_calls':["
+	    "{'id':'c3','type':'function','function':{'name':'get_time','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'c3','content':'noon'},"
+	    "{'role':'user','content':'thanks'}]";
+	struct llm_request req;
+	enum provider_status st;
+	char err[256];
+	struct json_object *d;
+
+	d = anthropic_msgs(msgs);
+	CHECK_JSON(d, "tools", "[{'name':'get_weather','input_schema':{'type':'object'}},"
+	    "{'name':'get_time','input_schema':{'type':'object'}}]");
+	CHECK_JSON(d, "tool_choice", "{'type':'none'}");
+	CHECK_JSON(d, "messages.1.content.0.name", "'get_weather'");
+	json_object_put(d);
+
+	/* A tool_choice sent without tools does not survive: nothing may be called. */
+	request(&req, J(msgs));
+	req.tool_choice = J("'auto'");
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_JSON(d, "tool_choice", "{'type':'none'}");
+	json_object_put(d);
+	json_object_put(req.tool_choice);
+
+	/* Tools given: the client's, untouched. */
+	req.tool_choice = NULL;
+	req.tools = J("[{'type':'function','function':{'name':'other'}}]");
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_INT(json_object_array_length(at(d, "tools")), 1);
+	CHECK_JSON(d, "tools.0.name", "'other'");
+	CHECK_ABSENT(d, "tool_choice");
+	json_object_put(d);
+	json_object_put(req.tools);
+	json_object_put(req.messages);
+
+	/* No tool calls in the history: no tools. */
+	d = anthropic_msgs("[{'role':'user','content':'hi'}]");
+	CHECK_ABSENT(d, "tools");
+	CHECK_ABSENT(d, "tool_choice");
+	json_object_put(d);
 }
 
 /* provider_openai_body of `req`, parsed. Caller puts. */
@@ -713,8 +783,17 @@ test_extra(void)
 	request(&req, J("[{'role':'user','content':'hi'}]"));
 	req.params.openai_extra = J("{'seed':7,'presence_penalty':0.5,'frequency_penalty':-1,"
 	    "'user':'u-1','logit_bias':{'50256':-100},'parallel_tool_calls':false,"
-	    "'response_format':{'type':'json_schema','json_schema':{'name':'x','schema':{}}}}");
+	    "'response_format':{'type':'json_schema','json_schema':{'name':'x','schema':{}}},"
+	    "'reasoning_effort':'low','verbosity':'high','service_tier':'flex','store':true,"
+	    "'metadata':{'team':'a'},'safety_identifier':'s-1','prompt_cache_key':'k'}");
 	d = openai(&req, "gpt-test");
+	CHECK_JSON(d, "reasoning_effort", "'low'");
+	CHECK_JSON(d, "verbosity", "'high'");
+	CHECK_JSON(d, "service_tier", "'flex'");
+	CHECK_JSON(d, "store", "true");
+	CHECK_JSON(d, "metadata", "{'team':'a'}");
+	CHECK_JSON(d, "safety_identifier", "'s-1'");
+	CHECK_JSON(d, "prompt_cache_key", "'k'");
 	CHECK_JSON(d, "seed", "7");
 	CHECK_JSON(d, "presence_penalty", "0.5");
 	CHECK_JSON(d, "frequency_penalty", "-1");
@@ -755,6 +834,18 @@ test_extra(void)
 	CHECK_ABSENT(d, "user");
 	CHECK_ABSENT(d, "response_format");
 	CHECK_ABSENT(d, "parallel_tool_calls");
+	CHECK_ABSENT(d, "reasoning_effort");
+	CHECK_ABSENT(d, "verbosity");
+	CHECK_ABSENT(d, "service_tier");
+	CHECK_ABSENT(d, "store");
+	CHECK_ABSENT(d, "safety_identifier");
+	CHECK_ABSENT(d, "prompt_cache_key");
+	json_object_put(d);
+
+	/* Without user, safety_identifier (its successor at OpenAI) is the user_id. */
+	json_object_object_del(req.params.openai_extra, "user");
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_JSON(d, "metadata", "{'user_id':'s-1'}");
 	json_object_put(d);
 	req.tool_choice = J("'required'");
 	d = anthropic(&req, &st, err, sizeof(err));
@@ -859,6 +950,7 @@ main(void)
 	test_anthropic_tool_blocks();
 	test_anthropic_tools();
 	test_anthropic_params();
+	test_anthropic_history_tools();
 	test_openai();
 	test_extra();
 	test_tool_calls();
