@@ -257,6 +257,9 @@ maybe_reload(struct auth *a)
 		a->checked_ms = now;
 		if (stat(a->keys_path, &sb) != 0) {
 			/* NOTE: a keys file that is gone accepts no key at all. */
+			if (a->ino != 0)
+				log_msg(LOG_LVL_ERROR, "API keys file %s is gone (%s): no API key is "
+				    "accepted until it is back", a->keys_path, strerror(errno));
 			free(a->keys);
 			a->keys = NULL;
 			a->nkeys = 0;

@@ -6,6 +6,7 @@
 #include "app/app.h"
 #include "app/auth.h"
 #include "app/conf.h"
+#include "app/httpc.h"
 #include "app/log.h"
 #include "app/redis_dump.h"
 
@@ -68,9 +69,22 @@ cmd_check_config(void)
 {
 	struct conf conf;
 	struct json_object *doc;
+	struct auth *auth = NULL;
+	char err[512];
 
 	if (load(&conf, 0) != 0)
 		return EXIT_CONFIG;
+	/*
+	 * The files the settings name (CA bundle, JWT public key, API keys), read
+	 * as a worker reads them at start: one it would refuse is refused here,
+	 * not by every worker exiting 1 under multiwatch.
+	 */
+	if (httpc_global_init(conf.ca_bundle, err, sizeof(err)) != 0 ||
+	    (auth = auth_open(&conf, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "valerie: invalid configuration: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	auth_close(auth);
 	doc = conf_to_json(&conf);
 	if (doc == NULL) {
 		fprintf(stderr, "valerie: out of memory\n");

@@ -452,6 +452,16 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
                                        st.worker_log()), 5, 0.1),
           "the log says why the keys file was not reloaded, naming line 7")
     write_keys([OPS_LINE, ACME_LINE, LATE_LINE])
+    # A keys file that is gone accepts no key (fail closed), and the log says so.
+    accepted(st, {"X-API-Key": OPS_KEY}, "the keys file mended")
+    os.rename(KEYS_FILE, KEYS_FILE + ".moved")
+    check(wait_until(lambda: st.json("GET", "/v1/models", headers={"X-API-Key": OPS_KEY})[0]
+                     == 401, 10, 0.2), "with the keys file gone, no key is accepted")
+    check(wait_until(lambda: re.search(r"API keys file .* is gone", st.worker_log()), 5, 0.1),
+          "the log says the keys file is gone")
+    os.rename(KEYS_FILE + ".moved", KEYS_FILE)
+    check(wait_until(lambda: st.json("GET", "/v1/models", headers={"X-API-Key": OPS_KEY})[0]
+                     == 200, 10, 0.2), "the keys file back: its keys work again")
 
     # --- CORS ---
     pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
@@ -590,6 +600,26 @@ rc, out, err = valerie(["check-config"], dict(PROD, JWT_SECRET_KEY=secrets.token
 check(rc == 0, f"production with a random 32-byte secret: passes ({err.strip()[:100]})")
 rc, out, err = valerie(["check-config"], dict(PROD, CORS_ORIGINS="https://a.example,https://b.example"))
 check(rc == 0, f"production with listed CORS origins: passes ({err.strip()[:100]})")
+# The files the settings name are read as a worker reads them at start: one a worker would
+# refuse (every worker exiting 1 under multiwatch) is refused by check-config, exit 78.
+junk = os.path.join(TMP, "junk.pem")
+with open(junk, "w") as f:
+    f.write("not a certificate\n")
+for var, extra in (("VALERIE_CA_BUNDLE", {"VALERIE_CA_BUNDLE": junk + ".gone"}),
+                   ("VALERIE_CA_BUNDLE", {"VALERIE_CA_BUNDLE": junk}),
+                   ("JWT_PUBLIC_KEY_FILE", {"JWT_ALGORITHM": "RS256",
+                                            "JWT_PUBLIC_KEY_FILE": junk + ".gone"}),
+                   ("JWT_PUBLIC_KEY_FILE", {"JWT_ALGORITHM": "RS256",
+                                            "JWT_PUBLIC_KEY_FILE": junk}),
+                   ("VALERIE_API_KEYS_FILE", {"VALERIE_AUTH": "apikey",
+                                              "VALERIE_API_KEYS_FILE": junk + ".gone"}),
+                   ("VALERIE_API_KEYS_FILE", {"VALERIE_AUTH": "apikey",
+                                              "VALERIE_API_KEYS_FILE": junk})):
+    rc, out, err = valerie(["check-config"], dict(PROD, **extra))
+    lines = [l for l in err.splitlines() if l.strip()]
+    check(rc == 78 and out == "" and len(lines) == 1 and var in lines[0],
+          f"check-config with {var} naming a missing or junk file: refused in one line "
+          f"naming it (rc {rc} {err.strip()[:160]!r})")
 # The env file the launcher loaded (VALERIE_ENV_FILE, as scripts/valerie.service sets it):
 # it holds the secrets, so others may have nothing of it, and it must exist.
 env_file = os.path.join(TMP, "valerie.env")
