@@ -98,27 +98,12 @@ load_own(struct handler_ctx *ctx, const struct page *pg, struct store_session_in
     struct buf *turns)
 {
 	enum store_status s;
-	int t, lo, hi;
 
-	/* NOTE: with `before`, the newest turn is read only for the owner and the count. */
-	s = store_load(ctx->store, ctx->param, pg->before > 0 ? 1 : (int)pg->limit, 0, info, turns);
+	s = pg->before > 0 ?
+	    store_load_before(ctx->store, ctx->param, (int)pg->limit, (int)pg->before, info, turns) :
+	    store_load(ctx->store, ctx->param, (int)pg->limit, 0, info, turns);
 	if (s == STORE_OK && strcmp(info->owner, ctx->principal) != 0 && !ctx->admin)
 		s = STORE_NOT_FOUND;
-	if (s == STORE_OK && pg->before > 0) {
-		/* Turn by turn: the page is bounded, and turns before `before` never change. */
-		buf_reset(turns, 0);
-		hi = pg->before - 1 < info->turns ? (int)pg->before - 1 : info->turns;
-		lo = hi - (int)pg->limit + 1 > 1 ? hi - (int)pg->limit + 1 : 1;
-		buf_puts(turns, "[");
-		for (t = lo; t <= hi && s == STORE_OK; t++) {
-			if (t > lo)
-				buf_puts(turns, ",");
-			s = store_get_turn(ctx->store, ctx->param, t, turns);
-		}
-		buf_puts(turns, "]");
-		if (s == STORE_OK && turns->oom)
-			s = STORE_NOMEM;
-	}
 	if (s == STORE_OK)
 		return 0;
 	if (s == STORE_NOT_FOUND)

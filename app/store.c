@@ -135,8 +135,18 @@ store_load(struct store_conn *c, const char *sid, int max_turns, size_t max_char
 {
 	double t0 = mono_s();
 
-	return counted("load", t0, c->ops->load(c->impl, sid, max_turns, max_chars, info,
+	return counted("load", t0, c->ops->load(c->impl, sid, max_turns, max_chars, 0, info,
 	    turns_out));
+}
+
+enum store_status
+store_load_before(struct store_conn *c, const char *sid, int max_turns, int before,
+    struct store_session_info *info, struct buf *turns_out)
+{
+	double t0 = mono_s();
+
+	return counted("load", t0, c->ops->load(c->impl, sid, max_turns, 0, before > 0 ? before : 1,
+	    info, turns_out));
 }
 
 enum store_status

@@ -78,6 +78,14 @@ enum store_status store_load(struct store_conn *c, const char *sid, int max_turn
     size_t max_chars, struct store_session_info *info, struct buf *turns_out);
 
 /*
+ * A page of the session: its info and, oldest first, the newest `max_turns`
+ * turns (0: all) numbered below `before` (1 or more), in one store read
+ * (an LMDB read transaction, one Redis script). "[]" when there are none.
+ */
+enum store_status store_load_before(struct store_conn *c, const char *sid, int max_turns,
+    int before, struct store_session_info *info, struct buf *turns_out);
+
+/*
  * Appends one turn atomically: the next turn number is assigned (no gaps or
  * duplicates, whatever the concurrency across threads, processes and hosts),
  * the session is created with `owner` if it is new, its expiry slides

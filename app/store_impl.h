@@ -16,7 +16,7 @@ struct store_ops {
 	void (*conn_free)(void *c);
 	const char *(*conn_error)(const void *c);
 	enum store_status (*load)(void *c, const char *sid, int max_turns, size_t max_chars,
-	    struct store_session_info *info, struct buf *turns_out);
+	    int before, struct store_session_info *info, struct buf *turns_out);
 	enum store_status (*append)(void *c, const char *sid, const char *owner,
 	    const char *idem_key, const char *messages_json, long long now_ms, int *turn_out);
 	enum store_status (*idem_find)(void *c, const char *sid, const char *idem_key,

@@ -442,7 +442,7 @@ live_meta(struct lmdb_conn *c, MDB_txn *txn, const char *sid, struct meta_rec *m
 }
 
 static enum store_status
-lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars,
+lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars, int before,
     struct store_session_info *info, struct buf *out)
 {
 	struct lmdb_conn *c = p;
@@ -452,7 +452,7 @@ lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars,
 	MDB_txn *txn;
 	enum store_status s;
 	size_t total = 0;
-	int rc, n = 0, first, t;
+	int rc, n = 0, first, last, t;
 
 	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
 	if (rc != 0)
@@ -465,14 +465,15 @@ lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars,
 	info->created_ms = m.created_ms;
 	info->updated_ms = m.updated_ms;
 	info->turns = m.turns;
-	first = max_turns > 0 && m.turns - max_turns + 1 > 1 ? m.turns - max_turns + 1 : 1;
-	vals = calloc((size_t)(m.turns - first + 1 > 0 ? m.turns - first + 1 : 1), sizeof(*vals));
+	last = before > 0 && before - 1 < m.turns ? before - 1 : m.turns;
+	first = max_turns > 0 && last - max_turns + 1 > 1 ? last - max_turns + 1 : 1;
+	vals = calloc((size_t)(last - first + 1 > 0 ? last - first + 1 : 1), sizeof(*vals));
 	if (vals == NULL) {
 		s = STORE_NOMEM;
 		goto out;
 	}
 	/* Newest first, stopping at the window; each value lives until the txn ends. */
-	for (t = m.turns; t >= first; t--) {
+	for (t = last; t >= first; t--) {
 		MDB_val k = {turn_key(key, sid, (uint32_t)t), key}, v;
 
 		rc = mdb_get(txn, c->st->turns, &k, &v);

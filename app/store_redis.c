@@ -109,9 +109,10 @@ static const char append_lua[] =
 	"return n\n";
 
 /*
- * KEYS: meta, turns. ARGV: max_turns (0: all), max_chars (0: no limit).
- * Returns nil for no session, else {owner, created_ms, updated_ms, turns,
- * oldest turn text, ..., newest}. Walks back from the newest turn with
+ * KEYS: meta, turns. ARGV: max_turns (0: all), max_chars (0: no limit),
+ * before (0: none; else only turns numbered below it). Returns nil for no
+ * session, else {owner, created_ms, updated_ms, turns, oldest turn text,
+ * ..., newest}. Walks back from the newest turn (below `before`) with
  * negative LRANGE indices, a chunk at a time when characters bound the
  * window, so the work depends on the window, not on the session's length.
  * A turn counts its length plus one (its comma or bracket), as store_lmdb.c counts.
@@ -124,9 +125,12 @@ static const char load_lua[] =
 	"if n == nil or len ~= n then\n"
 	"  return redis.error_reply('" CORRUPT_TAG " ' .. len .. ' turns stored, ' .. tostring(m[4]) .. ' counted')\n"
 	"end\n"
-	"local want = n\n"
 	"local maxt = tonumber(ARGV[1])\n"
 	"local maxc = tonumber(ARGV[2])\n"
+	"local before = tonumber(ARGV[3])\n"
+	"local skip = 0\n"
+	"if before > 0 and before - 1 < n then skip = n - (before - 1) end\n"
+	"local want = n - skip\n"
 	"if maxt > 0 and maxt < want then want = maxt end\n"
 	"local chunk = want\n"
 	"if maxc > 0 and chunk > " STR(STORE_REDIS_LOAD_CHUNK) " then\n"
@@ -135,7 +139,7 @@ static const char load_lua[] =
 	"local picked, got, used, full = {}, 0, 0, false\n"
 	"while got < want and not full do\n"
 	"  local k = math.min(chunk, want - got)\n"
-	"  local part = redis.call('LRANGE', KEYS[2], -(got + k), -(got + 1))\n"
+	"  local part = redis.call('LRANGE', KEYS[2], -(skip + got + k), -(skip + got + 1))\n"
 	"  if #part == 0 then break end\n"
 	"  for i = #part, 1, -1 do\n"
 	"    local add = #part[i] + 1\n"
@@ -956,13 +960,13 @@ redis_conn_error(const void *p)
 }
 
 static enum store_status
-redis_load(void *p, const char *sid, int max_turns, size_t max_chars,
+redis_load(void *p, const char *sid, int max_turns, size_t max_chars, int before,
     struct store_session_info *info, struct buf *turns_out)
 {
 	struct redis_conn *c = p;
-	char meta[KEY_SIZE], turns[KEY_SIZE], a_turns[24], a_chars[24];
-	const char *keys[2] = {meta, turns}, *args[2] = {a_turns, a_chars};
-	size_t lens[2], i;
+	char meta[KEY_SIZE], turns[KEY_SIZE], a_turns[24], a_chars[24], a_before[24];
+	const char *keys[2] = {meta, turns}, *args[3] = {a_turns, a_chars, a_before};
+	size_t lens[3], i;
 	long long created, updated, count;
 	redisReply *r = NULL, **e;
 	enum store_status s;
@@ -975,7 +979,8 @@ redis_load(void *p, const char *sid, int max_turns, size_t max_chars,
 		max_chars = (size_t)1 << 50;   /* exact in Lua's doubles, and no limit in effect */
 	lens[0] = (size_t)snprintf(a_turns, sizeof(a_turns), "%d", max_turns > 0 ? max_turns : 0);
 	lens[1] = (size_t)snprintf(a_chars, sizeof(a_chars), "%zu", max_chars);
-	s = run_script(c, SCRIPT_LOAD, "load", 2, keys, 2, args, lens, &r);
+	lens[2] = (size_t)snprintf(a_before, sizeof(a_before), "%d", before > 0 ? before : 0);
+	s = run_script(c, SCRIPT_LOAD, "load", 2, keys, 3, args, lens, &r);
 	if (s != STORE_OK)
 		goto out;
 	if (r->type == REDIS_REPLY_NIL) {

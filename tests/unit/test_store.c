@@ -191,6 +191,35 @@ main(void)
 	    json_object_array_length(turns) < 10 && b.len <= 160);
 	json_object_put(turns);
 
+	/* Pages: the newest turns below a turn number, in one read. */
+	{
+		static const struct {
+			int limit, before, first, n;
+		} pages[] = {{3, 5, 2, 3}, {0, 3, 1, 2}, {2, 1, 0, 0}, {0, 100, 1, 10},
+		    {4, 11, 7, 4}, {1, 2, 1, 1}};
+		size_t k;
+
+		for (k = 0; k < sizeof(pages) / sizeof(pages[0]); k++) {
+			buf_reset(&b, 0);
+			memset(&info, 0, sizeof(info));
+			CHECK_INT(store_load_before(c, s1, pages[k].limit, pages[k].before, &info, &b),
+			    STORE_OK);
+			CHECK_INT(info.turns, 10);
+			CHECK_STR(info.owner, "alice");
+			turns = parse(&b);
+			CHECK(turns != NULL);
+			if (turns == NULL)
+				continue;
+			CHECK_INT(json_object_array_length(turns), pages[k].n);
+			for (i = 0; i < pages[k].n && (size_t)i < json_object_array_length(turns); i++)
+				CHECK_INT(turn_no(turns, (size_t)i), pages[k].first + i);
+			json_object_put(turns);
+		}
+		buf_reset(&b, 0);
+		CHECK_INT(store_load_before(c, "no-such-session-xyz", 3, 2, &info, &b),
+		    STORE_NOT_FOUND);
+	}
+
 	/* One turn by number. */
 	buf_reset(&b, 0);
 	CHECK_INT(store_get_turn(c, s1, 1, &b), STORE_OK);
