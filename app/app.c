@@ -421,9 +421,11 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 {
 	struct app *app = w->app;
 	struct rl_result rl;
-	char why[200], key[STORE_ID_MAX + 8], v[24];
+	char why[200], key[STORE_ID_MAX + 8], v[24], addr[64];
 	enum auth_result ar;
 	int by_address;
+
+	ratelimit_address(req->remote_addr != NULL ? req->remote_addr : "", addr, sizeof(addr));
 
 	if (auth_required(app->auth)) {
 		if ((ar = auth_check(app->auth, req, who, why, sizeof(why))) != AUTH_OK) {
@@ -431,8 +433,7 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 			 * Failed credentials spend the client address's bucket, so guessing
 			 * keys or tokens is limited like any other traffic.
 			 */
-			snprintf(key, sizeof(key), "f:%s", req->remote_addr != NULL ?
-			    req->remote_addr : "");
+			snprintf(key, sizeof(key), "f:%s", addr);
 			ratelimit_take(app->rl, w->store, key, &rl);
 			if (!rl.unavailable && !rl.allowed) {
 				metrics_counter_add("valerie_ratelimit_rejections_total",
@@ -461,7 +462,7 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 	}
 	by_address = !auth_required(app->auth);
 	snprintf(key, sizeof(key), "%s:%s", by_address ? "a" : "p",
-	    by_address ? (req->remote_addr != NULL ? req->remote_addr : "") : who->id);
+	    by_address ? addr : who->id);
 	ratelimit_take(app->rl, w->store, key, &rl);
 	if (rl.unavailable)
 		return 0;

@@ -7,6 +7,7 @@
 #include "store.h"
 #include "vtime.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -264,4 +265,22 @@ ratelimit_take(struct ratelimit *rl, struct store_conn *c, const char *key,
 		out->retry_after_s = (long long)ceil((1.0 - tokens) / rl->per_ms / 1000.0);
 	if (!allowed && out->retry_after_s < 1)
 		out->retry_after_s = 1;
+}
+
+void
+ratelimit_address(const char *addr, char *out, size_t outlen)
+{
+	unsigned char a[16];
+	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (inet_pton(AF_INET6, addr, a) != 1) {
+		snprintf(out, outlen, "%s", addr);
+		return;
+	}
+	if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+		snprintf(out, outlen, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+		return;
+	}
+	snprintf(out, outlen, "%x:%x:%x:%x::/64", a[0] << 8 | a[1], a[2] << 8 | a[3],
+	    a[4] << 8 | a[5], a[6] << 8 | a[7]);
 }

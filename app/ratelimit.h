@@ -40,6 +40,14 @@ void ratelimit_close(struct ratelimit *rl);
 void ratelimit_take(struct ratelimit *rl, struct store_conn *c, const char *key,
     struct rl_result *out);
 
+/*
+ * The client address as a bucket names it, into `out`: an IPv6 address by
+ * its /64 (one site or host gets a whole /64, so its other addresses would
+ * be fresh buckets), anything else (IPv4, an IPv4-mapped IPv6 address as
+ * IPv4) as it is.
+ */
+void ratelimit_address(const char *addr, char *out, size_t outlen);
+
 /* For tests: the wall clock the host's table reads, in ms (vtime_now_ms by default). */
 void ratelimit_set_clock(struct ratelimit *rl, long long (*now_ms)(void));
 

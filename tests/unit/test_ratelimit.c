@@ -45,6 +45,26 @@ main(void)
 	int i, status, allowed, *shared;
 	pid_t pids[CHILDREN];
 
+	/* Addresses as buckets name them: IPv6 by its /64, IPv4 (mapped or not) as it is. */
+	{
+		static const char *const cases[][2] = {
+			{"192.0.2.7", "192.0.2.7"},
+			{"::ffff:192.0.2.7", "192.0.2.7"},
+			{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+			{"2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"},
+			{"::1", "0:0:0:0::/64"},
+			{"fe80::1", "fe80:0:0:0::/64"},
+			{"", ""},
+			{"unix:", "unix:"},
+		};
+		char got[64];
+		size_t k;
+
+		for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+			ratelimit_address(cases[k][0], got, sizeof(got));
+			CHECK_STR(got, cases[k][1]);
+		}
+	}
 	if ((env[1] = tmpdir_make("valerie-rl")) == NULL)
 		return 1;
 	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
