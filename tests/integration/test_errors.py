@@ -1,5 +1,5 @@
 """test_errors: every error a client can meet is JSON with the right status: nginx's own
-(400, 413, 414, 429, 502) and the worker's (400, 404, 405, 413) for malformed requests
+(400, 413, 414, 429, 501, 502, 505) and the worker's (400, 404, 405, 413) for malformed requests
 sent straight over FastCGI."""
 import os
 import signal
@@ -55,6 +55,17 @@ with Stack(env={"VALERIE_MAX_BODY_BYTES": "4096"}) as st:
     check(s == 414 and is_error_doc(doc), f"huge URI: 414 JSON: {s} {doc}")
     s, h, doc = st.json("GET", "/health", headers={"X-Big": "b" * 20000})
     check(s in (400, 431, 494) and is_error_doc(doc), f"huge header: JSON error: {s} {doc}")
+    # An encoding nginx cannot decode (501) and an HTTP version it does not speak on
+    # this port (505): nginx's stock pages are HTML.
+    s, h, body = raw(st.http_port, b"POST /api/v1/chat HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: gzip\r\nConnection: close\r\n\r\n")
+    check(s == 501 and is_error_doc(as_json(body), "not_implemented") and
+          h.get("content-type", "").startswith("application/json"),
+          f"unknown Transfer-Encoding: 501 JSON: {s} {h.get('content-type')} {body[:80]!r}")
+    s, h, body = raw(st.http_port, b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n")
+    check(s == 505 and is_error_doc(as_json(body), "http_version_not_supported") and
+          h.get("content-type", "").startswith("application/json"),
+          f"HTTP/2.0 request line: 505 JSON: {s} {h.get('content-type')} {body[:80]!r}")
 
     # The worker's own checks, reached without nginx in front.
     sock = st.socket_path()

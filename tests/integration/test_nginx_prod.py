@@ -99,9 +99,12 @@ def chat(ng, sid, token, msg="hello"):
 # The chat locations' read timeout is longer than a turn may last: the example's and
 # the default VALERIE_TURN_TIMEOUT (app/conf.c), or nginx would cut turns with a 504.
 locs = open(os.path.join(SRCDIR, "nginx", "snippets", "valerie-locations.conf")).read()
-chat_timeouts = [int(t) for loc, t in re.findall(
-    r"location = (/api/v1/chat|/api/agent/chat|/v1/chat/completions) \{[^}]*?fastcgi_read_timeout (\d+)s;",
-    locs)]
+chat_timeouts = []
+for route in ("/api/v1/chat", "/api/agent/chat", "/v1/chat/completions"):
+    for pattern, block in re.findall(r"location ~ (\S+) \{([^}]*)\}", locs):
+        t = re.search(r"fastcgi_read_timeout (\d+)s;", block)
+        if re.search(pattern, route) and re.search(pattern, route + "/") and t:
+            chat_timeouts.append(int(t.group(1)))
 turn_default = int(re.search(r'\{"VALERIE_TURN_TIMEOUT", NULL, CFG_INT, "(\d+)"',
                              open(os.path.join(SRCDIR, "app", "conf.c")).read()).group(1))
 turn_example = int(re.search(r"^VALERIE_TURN_TIMEOUT=(\d+)",

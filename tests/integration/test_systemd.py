@@ -81,6 +81,28 @@ stop = int(re.match(r"(\d+)s?$", get("TimeoutStopSec")).group(1))
 check(stop > drain, f"TimeoutStopSec {stop}s > VALERIE_SHUTDOWN_TIMEOUT {drain}s")
 check(get("RestartPreventExitStatus") == "78", "an invalid configuration (exit 78) is not restarted in a loop")
 
+# A pool whose workers all keep dying (a data dir it cannot write, a port taken): multiwatch
+# gives up on each ("died to often, not forking again") and then exits 0, as if stopped on
+# purpose. Restart=on-failure would leave the host without a pool and the unit "inactive
+# (dead)"; the unit must restart a clean exit too (the 78 above still stops it).
+fake = os.path.join(tmp, "dying-valerie")
+with open(fake, "w") as f:
+    f.write("#!/bin/sh\n[ \"$1\" = check-config ] && exit 0\nexit 1\n")
+os.chmod(fake, 0o755)
+penv = dict(os.environ, VALERIE_BIN=fake, VALERIE_LISTEN=os.path.join(tmp, "pool.sock"),
+            VALERIE_WORKERS="2", VALERIE_POOL_RETRIES="1", VALERIE_POOL_RETRY_MS="10000")
+try:
+    r = subprocess.run(["bash", os.path.join(SRCDIR, "scripts", "valerie-pool.sh"), "--foreground"],
+                       env=penv, capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and "not forking again" in r.stderr,
+          f"multiwatch gives up on workers that keep dying and exits {r.returncode}: "
+          f"{r.stderr.strip()[-200:]!r}")
+except subprocess.TimeoutExpired:
+    check(False, "multiwatch gives up on workers that keep dying (it still ran after 60 s)")
+check(get("Restart") == "always",
+      f"Restart=always: a pool that exited 0 after its workers kept dying is restarted "
+      f"(Restart={get('Restart')})")
+
 # --- logrotate ---
 lr = shutil.which("logrotate") or "/usr/sbin/logrotate"
 if check(os.path.exists(lr), "logrotate is installed"):
