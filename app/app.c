@@ -16,6 +16,7 @@
 #include "router.h"
 #include "store.h"
 #include "trace.h"
+#include "vtime.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -196,10 +197,25 @@ app_worker_free(struct app_worker *w)
 	free(w);
 }
 
+/* Monotonic ms after which turns in flight end (0: not stopping). One app per process. */
+static atomic_llong stop_due_ms;
+
 void
 app_set_draining(struct app *app)
 {
+	long long limit = app->conf->shutdown_timeout * 1000;
+	long long margin = limit / 4 < 3000 ? limit / 4 : 3000;
+
 	atomic_store(&app->draining, 1);
+	atomic_store(&stop_due_ms, vtime_mono_ms() + limit - margin);
+}
+
+int
+app_stop_due(void)
+{
+	long long due = atomic_load(&stop_due_ms);
+
+	return due > 0 && vtime_mono_ms() >= due;
 }
 
 static double

@@ -25,9 +25,15 @@ void app_worker_free(struct app_worker *w);
 
 /*
  * Marks the process as draining: readiness answers 503 from now on, so load
- * balancers stop sending work while requests in flight finish.
+ * balancers stop sending work while requests in flight finish. A turn still
+ * waiting on a provider when most of VALERIE_SHUTDOWN_TIMEOUT has gone is
+ * ended (app_stop_due) so that it answers 503 `shutting_down`, or its stream
+ * an `error` event, before the process gives up on it and exits.
  */
 void app_set_draining(struct app *app);
+
+/* Whether turns in flight must end now: the process stops (see above). */
+int app_stop_due(void);
 
 /*
  * Handles one request and fills `resp` (or streams it through resp's

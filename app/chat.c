@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "agent_loop.h"
+#include "app.h"
 #include "bizctx.h"
 #include "chat.h"
 #include "conf.h"
@@ -46,6 +47,7 @@ struct turn_state {
 	struct handler_ctx *ctx;
 	const struct chat_turn_input *in;
 	const struct llm_result *res;   /* the model serving now is in res->model */
+	int stopping;                   /* cancelled because the process stops */
 };
 
 /* What a valid chat body holds. Borrowed from the parsed body. */
@@ -485,6 +487,10 @@ is_cancelled(void *p)
 {
 	struct turn_state *t = p;
 
+	if (app_stop_due()) {
+		t->stopping = 1;
+		return 1;
+	}
 	return http_client_gone(t->ctx->resp);
 }
 
@@ -860,6 +866,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	ts.ctx = ctx;
 	ts.in = in;
 	ts.res = &res;
+	ts.stopping = 0;
 	memset(&lreq, 0, sizeof(lreq));
 	lreq.messages = messages;
 	lreq.tools = in->tools;
@@ -887,6 +894,17 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		    ps == PROVIDER_REJECTED ? 400 : 502;
 
 		terr = res.error[0] != '\0' ? res.error : code;
+		if (ps == PROVIDER_CANCELLED && ts.stopping) {
+			/* Not stored: the client may send it again, to a process that stays. */
+			log_msg(LOG_LVL_WARNING, "stopping: turn still in flight ended with 503");
+			terr = "the server stopped before the turn ended";
+			if (!ctx->resp->streaming)
+				http_response_header(ctx->resp, "Retry-After", "1");
+			in->fmt->fail(ctx, in->fmt_state, 503, "shutting_down", "the server is "
+			    "restarting and this turn did not end in time: it was not stored; send "
+			    "it again");
+			goto out;
+		}
 		if (ps == PROVIDER_CANCELLED) {
 			log_msg(LOG_LVL_INFO, "client went away; turn abandoned");
 			terr = "the client went away";

@@ -10,8 +10,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (FcgiClient, Stack, alive, check, done, is_error_doc, kill,  # noqa: E402
-                     wait_until)
+from harness import (FcgiClient, SseStream, Stack, alive, check, done, is_error_doc,  # noqa: E402
+                     kill, post_chat, wait_until)
 import http.client  # noqa: E402
 import json  # noqa: E402
 
@@ -116,5 +116,55 @@ with Stack(workers=1, threads=2) as one:
     pool = one.pool_pid()
     drain(lambda ws: pool, "SIGTERM to the pool (multiwatch)")
     check(wait_until(lambda: not alive(pool), 5), "the pool exits after draining")
+
+# --- SIGTERM with turns longer than the drain limit ---
+# VALERIE_SHUTDOWN_TIMEOUT (here 4 s) is shorter than the turns (the offline provider
+# waits 60 s): before the process gives up on them, the turns still waiting end with a
+# clear 503 `shutting_down` (a stream: an `error` event), unstored, so a client can send
+# them again; the worker then exits cleanly instead of cutting them.
+env = {"VALERIE_SHUTDOWN_TIMEOUT": "4", "VALERIE_OFFLINE_DELAY_MS": "60000"}
+with Stack(workers=1, threads=4, env=env) as slow:
+    worker = slow.worker_pids()[0]
+    got = {}
+
+    def whole():
+        got["whole"] = post_chat(slow, {"message": "a long one", "session_id": "stop-whole"},
+                                 timeout=90)
+
+    def streamed():
+        sse = SseStream(slow, {"message": "a long stream", "session_id": "stop-stream",
+                               "stream": True}, timeout=90)
+        got["stream"] = (sse.status, sse.read_all())
+        sse.close()
+
+    clients = [threading.Thread(target=whole), threading.Thread(target=streamed)]
+    for t in clients:
+        t.start()
+    time.sleep(1.5)  # both turns are in the provider's wait (not an assertion on time)
+    kill(worker, signal.SIGTERM)
+    for t in clients:
+        t.join(60)
+    s, h, doc = got.get("whole", (None, {}, None))
+    check(s == 503 and is_error_doc(doc, "shutting_down") and h.get("retry-after") == "1",
+          f"a whole turn still waiting when the drain limit nears: 503 shutting_down with "
+          f"Retry-After ({s} {doc} {h.get('retry-after')})")
+    status, events = got.get("stream", (None, []))
+    last = events[-1] if events else {}
+    try:
+        data = json.loads(last.get("data", ""))
+    except ValueError:
+        data = {}
+    check(status == 200 and last.get("event") == "error" and "shutting_down" in json.dumps(data)
+          and not any(e["event"] == "done" for e in events),
+          f"a stream still waiting ends with an error event saying so, not cut: {status} "
+          f"{events[-2:]}")
+    check(wait_until(lambda: not alive(worker), 10), "the worker exits")
+    log = slow.worker_log()
+    check("exiting anyway" not in log and "worker stopped" in log,
+          "it stopped cleanly: no request was still in flight at the limit")
+    for sid in ("stop-whole", "stop-stream"):
+        check(wait_until(lambda: len(slow.worker_pids()) == 1, 10), "a new worker")
+        s, _, _ = slow.json("GET", f"/api/v1/sessions/{sid}")
+        check(s == 404, f"the turn that ended with 503 was not stored ({sid}: {s})")
 
 done("test_supervision")
