@@ -635,19 +635,23 @@ same_request(struct json_object *news, struct json_object *stored)
 {
 	struct json_object *req[CHAT_IDEM_COMPARE_MAX];
 	size_t n = 0, k, i, from = 0, nnews = json_object_array_length(news);
+	size_t end = chat_new_from(news);
 	const char *r;
 
+	/* req: the messages a turn stores; from: where those after the history start. */
 	for (i = 0; i < nnews; i++) {
 		struct json_object *m = json_object_array_get_idx(news, i);
 
+		if (i == end)
+			from = n;
 		if ((r = stored_role(m)) == NULL)
 			continue;
 		if (n == CHAT_IDEM_COMPARE_MAX)
 			return 1;   /* too long to compare here: trust the key */
-		if (strcmp(r, "assistant") == 0)
-			from = n + 1;
 		req[n++] = m;
 	}
+	if (end == nnews)
+		from = n;
 	for (k = 0; k < json_object_array_length(stored); k++) {
 		r = stored_role(json_object_array_get_idx(stored, k));
 		if (r == NULL || strcmp(r, "assistant") == 0)
@@ -766,6 +770,19 @@ replay(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	return 1;
 }
 
+size_t
+chat_new_from(struct json_object *msgs)
+{
+	size_t i, n = json_object_array_length(msgs), from = 0;
+	const char *role;
+
+	for (i = 0; i < n; i++)
+		if ((role = str_member(json_object_array_get_idx(msgs, i), "role")) != NULL &&
+		    strcmp(role, "assistant") == 0)
+			from = i + 1;
+	return from;
+}
+
 /*
  * The messages of `news` after its last assistant message, in a new array
  * (caller puts), for a session that already has turns: a client that keeps
@@ -778,14 +795,9 @@ static struct json_object *
 new_after_history(struct json_object *news, int *oom)
 {
 	struct json_object *tail;
-	const char *role;
-	size_t i, n = json_object_array_length(news), from = 0;
+	size_t i, n = json_object_array_length(news), from = chat_new_from(news);
 
 	*oom = 0;
-	for (i = 0; i < n; i++)
-		if ((role = str_member(json_object_array_get_idx(news, i), "role")) != NULL &&
-		    strcmp(role, "assistant") == 0)
-			from = i + 1;
 	if (from == 0)
 		return NULL;
 	if ((tail = json_object_new_array()) == NULL) {

@@ -15,6 +15,16 @@ struct json_object;
 /* Whether s (of length len) is 1..128 characters of [A-Za-z0-9_.:-] with no NUL. */
 int chat_session_id_valid(const char *s, size_t len);
 
+/*
+ * The rule for a client that resends its copy of the conversation with a
+ * session id: everything up to its last assistant message is history, the
+ * new messages are those after it. The index in `msgs` of the first new one
+ * (0 when there is no assistant message). chat_run sends and stores from
+ * there once the session has turns; the OpenAI route checks the length of
+ * the user text from there; an Idempotency-Key replay compares from there.
+ */
+size_t chat_new_from(struct json_object *msgs);
+
 /* A turn's answer, whatever the format it is sent in. Borrowed fields. */
 struct chat_answer {
 	const char *session_id;   /* "" when stateless */

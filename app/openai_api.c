@@ -749,7 +749,7 @@ openai_chat_completions(struct handler_ctx *ctx)
 	struct buf system = {0}, user = {0}, text = {0};
 	const char *sid = http_request_header(ctx->req, "x-session-id"), *key, *r;
 	char msg[160];
-	size_t i, n, results = 0;
+	size_t i, n, from, results = 0;
 
 	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
 	if (body == NULL)
@@ -807,6 +807,8 @@ openai_chat_completions(struct handler_ctx *ctx)
 	 * become the system prompt, the others follow the stored history and are
 	 * stored as the turn. Without it every message is sent.
 	 */
+	/* With a session id, the new user text is what follows the history (chat.h). */
+	from = sid != NULL ? chat_new_from(messages) : 0;
 	for (i = 0; i < n; i++) {
 		m = json_object_array_get_idx(messages, i);
 		if (!json_object_is_type(m, json_type_object) ||
@@ -833,21 +835,12 @@ openai_chat_completions(struct handler_ctx *ctx)
 			buf_append(&system, text.data ? text.data : "", text.len);
 			continue;
 		}
-		/*
-		 * NOTE: with a session id, what comes up to the last assistant
-		 * message is the client's copy of the history (chat_run drops it
-		 * once the session has turns): the new message is what follows.
-		 */
-		if (sid != NULL && strcmp(r, "assistant") == 0) {
-			buf_reset(&user, 65536);
-			results = 0;
-		}
-		if (strcmp(r, "user") == 0) {
+		if (strcmp(r, "user") == 0 && i >= from) {
 			if (user.len > 0)
 				buf_puts(&user, "\n\n");
 			buf_append(&user, text.data ? text.data : "", text.len);
 		}
-		results += strcmp(r, "tool") == 0;
+		results += strcmp(r, "tool") == 0 && i >= from;
 		if ((nm = new_message(ctx, m, r, i, &text)) == NULL)
 			goto out;
 		json_object_array_add(news, nm);
