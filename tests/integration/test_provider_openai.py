@@ -83,6 +83,17 @@ try:
         check(s == 502 and is_error_doc(doc, "provider_error") and "429" in doc["error"]["message"]
               and fake.stats()["calls"] == 3, f"429 three times: 502 after 1 + 2 retries: {s} {doc}")
         check(turns(st, "retry-2") == 0, "a failed turn is not stored")
+        # Retry-After as an HTTP-date (RFC 9110; proxies send it): one past the turn's
+        # deadline (VALERIE_TURN_TIMEOUT, 120 s) means no retry, at once
+        fake.plan(*[{"mode": "fail-429", "retry_after_date": 3600}] * 3)
+        s, h, body = chat(st, "retry-date")
+        check(s == 502 and fake.stats()["calls"] == 1,
+              f"429 with a Retry-After date an hour away: not retried: {s} after "
+              f"{fake.stats()['calls']} calls")
+        fake.plan({"mode": "fail-429", "retry_after_date": 0}, {"mode": "ok"})
+        s, h, body = chat(st, "retry-date-now")
+        check(s == 200 and fake.stats()["calls"] == 2,
+              f"429 with a Retry-After date of now: retried: {s} after {fake.stats()['calls']} calls")
         # an upstream 400 is the request's fault: the client gets a 400 that says so
         fake.plan(*[{"mode": "fail-400"}] * 3)
         s, h, body = chat(st, "mode-fail-400")
