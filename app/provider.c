@@ -269,6 +269,13 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 		next = res->streamed ? ATTEMPT_DONE : ATTEMPT_RETRY;
 		goto out;
 	}
+	/*
+	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: a
+	 * connection that then breaks or hangs before HTTP's last chunk loses
+	 * nothing of the answer.
+	 */
+	if (a.s.done && (hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
+		hres = HTTPC_OK;
 	if (hres != HTTPC_OK) {
 		snprintf(res->error, sizeof(res->error), "%s: %s", w->name, err);
 		*st = hres == HTTPC_TIMEOUT || hres == HTTPC_FIRST_BYTE_TIMEOUT ? PROVIDER_TIMEOUT :

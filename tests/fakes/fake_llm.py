@@ -41,7 +41,7 @@ DEFAULT_AFTER_CHUNKS = 2
 NAMED_MODES = (
     "ok", "fail-429", "fail-500", "fail-529", "slow-first-byte", "stall-mid-stream",
     "cut-mid-stream", "malformed-json", "oversized", "html-error", "empty-reply",
-    "truncated-json", "error-event-mid-stream", "silent",
+    "truncated-json", "error-event-mid-stream", "silent", "cut-after-end",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
@@ -1240,6 +1240,9 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self.check_gone()
             self.chunk(data)
+        if mode == "cut-after-end":
+            # the whole stream, [DONE] or message_stop included, but no terminating chunk
+            return self.hard_close()
         self.end_chunks()
 
     def oversized_body(self, provider, model):

@@ -138,6 +138,14 @@ try:
                   and fake.stats()["calls"] == 1,
                   f"stream {what}: deltas then an error event, not retried: {names}")
             check(turns(st, f"stream-{mode}") == 0, f"stream {what}: nothing stored")
+        # a stream whose clean end ([DONE]) came whole, then the connection dropped
+        # without HTTP's last chunk: the answer is complete, so the client gets it
+        fake.plan({"mode": "cut-after-end"})
+        s, h, body = chat(st, "stream-cut-after-end", "one two three four", stream=True)
+        names = [n for n, _ in sse_events(body)]
+        check(s == 200 and names[-1:] == ["done"] and "error" not in names
+              and turns(st, "stream-cut-after-end") == 1,
+              f"a stream cut after [DONE]: done, and the turn is stored: {names}")
 
         # --- the client leaves: the upstream call is abandoned ---
         fake.plan({"mode": "slow-first-byte", "delay_ms": 20000})
