@@ -220,7 +220,34 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* Parses Retry-After (seconds; HTTP dates are not used by LLM APIs) and retry-after-ms. */
+/*
+ * The milliseconds a Retry-After value asks for: delay-seconds, or an
+ * HTTP-date (IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", as RFC 9110 says
+ * to send; proxies and CDNs in front of an API do), a date already past
+ * reading 0. -1 when it is neither.
+ */
+static long long
+retry_after_value(const char *v)
+{
+	struct tm tm;
+	const char *end;
+	char *num;
+	long long x;
+	time_t when;
+
+	x = strtoll(v, &num, 10);
+	if (num != v && *num == '\0')
+		return x >= 0 && x < 86400000LL ? x * 1000 : -1;
+	memset(&tm, 0, sizeof(tm));
+	/* NOTE: the worker never calls setlocale, so %a and %b read English names. */
+	end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	if (end == NULL || *end != '\0' || (when = timegm(&tm)) == (time_t)-1)
+		return -1;
+	x = (long long)when * 1000 - vtime_now_ms();
+	return x < 0 ? 0 : x < 86400000LL * 1000 ? x : -1;
+}
+
+/* Parses Retry-After (seconds or an HTTP-date) and retry-after-ms. */
 static size_t
 on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -252,13 +279,14 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		v++;
 	for (i = 0; line[i]; i++)
 		line[i] = (char)(line[i] >= 'A' && line[i] <= 'Z' ? line[i] + 32 : line[i]);
-	if (strcmp(line, "retry-after") == 0 || strcmp(line, "retry-after-ms") == 0) {
+	if (strcmp(line, "retry-after") == 0) {
+		x = retry_after_value(v);
+		if (x >= 0 && c->resp->retry_after_ms < 0)
+			c->resp->retry_after_ms = x;
+	} else if (strcmp(line, "retry-after-ms") == 0) {
 		x = strtoll(v, &end, 10);
-		if (end != v && *end == '\0' && x >= 0 && x < 86400000LL) {
-			x = strcmp(line, "retry-after") == 0 ? x * 1000 : x;
-			if (c->resp->retry_after_ms < 0 || strcmp(line, "retry-after-ms") == 0)
-				c->resp->retry_after_ms = x;
-		}
+		if (end != v && *end == '\0' && x >= 0 && x < 86400000LL)
+			c->resp->retry_after_ms = x;
 	} else if (strcmp(line, "content-type") == 0) {
 		snprintf(c->resp->content_type, sizeof(c->resp->content_type), "%s", v);
 	}

@@ -269,6 +269,13 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 		next = res->streamed ? ATTEMPT_DONE : ATTEMPT_RETRY;
 		goto out;
 	}
+	/*
+	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: a
+	 * connection that then breaks or hangs before HTTP's last chunk loses
+	 * nothing of the answer.
+	 */
+	if (a.s.done && (hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
+		hres = HTTPC_OK;
 	if (hres != HTTPC_OK) {
 		snprintf(res->error, sizeof(res->error), "%s: %s", w->name, err);
 		*st = hres == HTTPC_TIMEOUT || hres == HTTPC_FIRST_BYTE_TIMEOUT ? PROVIDER_TIMEOUT :
@@ -624,7 +631,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	struct circuit *c;
 	long long reset_ms, start, start_ns;
 	size_t n = provider_chain(conf, chain), i;
-	int threshold, tried = 0, attempts = 0;
+	int threshold, tried = 0, attempts = 0, late = 0;
 	char labels[METRICS_LABELS_MAX + 1], prov[32];
 
 	tap.orig = req;
@@ -633,6 +640,18 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	if (req->on_delta != NULL)
 		tapped.on_delta = tap_delta;
 	for (i = 0; i < n; i++) {
+		/*
+		 * NOTE: the turn's time is up (the last provider used it): a network
+		 * fallback would get a call of a millisecond, fail, and take a mark
+		 * on its circuit for another's slowness. The offline one costs no time.
+		 */
+		if (strcmp(chain[i], "offline") != 0 &&
+		    provider_time_left(req) < PROVIDER_CALL_MIN_MS) {
+			append_error(errors, sizeof(errors), chain[i]);
+			append_error(errors, sizeof(errors), ": not tried, the turn's time is up");
+			late = 1;
+			continue;
+		}
 		c = breaker(circuits, chain[i]);
 		breaker_settings(conf, chain[i], &threshold, &reset_ms);
 		if (c != NULL && !circuit_allow(c, circuit_now_ms(), reset_ms)) {
@@ -694,6 +713,11 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	res->attempts = attempts;
 	if (tried == 0) {
 		res->provider = conf->llm_provider;
+		if (late) {
+			snprintf(res->error, sizeof(res->error), "the turn's time ran out (%.200s)",
+			    errors);
+			return PROVIDER_TIMEOUT;
+		}
 		snprintf(res->error, sizeof(res->error), "no provider available (%.200s)", errors);
 		return PROVIDER_UNAVAILABLE;
 	}

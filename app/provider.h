@@ -8,6 +8,7 @@
 
 #define PROVIDER_RESPONSE_MAX (8 * 1024 * 1024)   /* a whole (non-streamed) answer */
 #define PROVIDER_STREAM_MAX (16 * 1024 * 1024)    /* all the bytes of one stream */
+#define PROVIDER_CALL_MIN_MS 100                  /* less left of the turn: no fallback call */
 
 struct circuits;
 struct conf;

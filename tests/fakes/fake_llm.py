@@ -25,6 +25,7 @@ import ssl
 import sys
 import threading
 import time
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,12 +41,12 @@ DEFAULT_AFTER_CHUNKS = 2
 NAMED_MODES = (
     "ok", "fail-429", "fail-500", "fail-529", "slow-first-byte", "stall-mid-stream",
     "cut-mid-stream", "malformed-json", "oversized", "html-error", "empty-reply",
-    "truncated-json", "error-event-mid-stream", "silent",
+    "truncated-json", "error-event-mid-stream", "silent", "cut-after-end",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
-ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "delay_ms", "stall_ms",
+ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
               "after_chunks", "token_delay_ms", "stop_reason"}
 
 OPT = None       # parsed command line
@@ -270,7 +271,8 @@ def norm_entry(e):
         raise ValueError(f"unknown plan entry keys: {sorted(unknown)}")
     if not valid_mode(e.get("mode")):
         raise ValueError(f"unknown mode: {e.get('mode')!r}")
-    for k in ("delay_ms", "stall_ms", "after_chunks", "token_delay_ms", "retry_after_ms"):
+    for k in ("delay_ms", "stall_ms", "after_chunks", "token_delay_ms", "retry_after_ms",
+              "retry_after_date"):
         if k in e and not is_ms(e[k]):
             raise ValueError(f"{k} must be a non-negative integer")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
@@ -1045,6 +1047,10 @@ class Handler(BaseHTTPRequestHandler):
         ra = entry.get("retry_after", DEFAULT_RETRY_AFTER if status == 429 else None)
         if ra is not None:
             extra["Retry-After"] = str(ra)
+        if entry.get("retry_after_date") is not None:
+            # RFC 9110 allows an HTTP-date too (proxies and CDNs send one)
+            extra["Retry-After"] = formatdate(time.time() + entry["retry_after_date"],
+                                              usegmt=True)
         if entry.get("retry_after_ms") is not None:
             extra["retry-after-ms"] = str(entry["retry_after_ms"])
         if provider == "openai":
@@ -1239,6 +1245,9 @@ class Handler(BaseHTTPRequestHandler):
                 else:
                     self.check_gone()
             self.chunk(data)
+        if mode == "cut-after-end":
+            # the whole stream, [DONE] or message_stop included, but no terminating chunk
+            return self.hard_close()
         self.end_chunks()
 
     def oversized_body(self, provider, model):

@@ -182,6 +182,14 @@ try:
                 err = json.loads(ev[-1][1])["error"]
                 check("overloaded" in err["message"], f"the error event names overloaded_error: {err}")
             check(turns(st, f"stream-{mode}") == 0, f"stream {what}: nothing stored")
+        # a stream whose clean end (message_stop) came whole, then the connection dropped
+        # without HTTP's last chunk: the answer is complete, so the client gets it
+        fake.plan({"mode": "cut-after-end"})
+        s, h, body = chat(st, "stream-cut-after-end", "one two three four", stream=True)
+        names = [n for n, _ in sse_events(body)]
+        check(s == 200 and names[-1:] == ["done"] and "error" not in names
+              and turns(st, "stream-cut-after-end") == 1,
+              f"a stream cut after message_stop: done, and the turn is stored: {names}")
 
         # --- the client leaves: the upstream call is abandoned ---
         fake.plan({"mode": "slow-first-byte", "delay_ms": 20000})

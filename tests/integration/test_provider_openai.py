@@ -83,6 +83,17 @@ try:
         check(s == 502 and is_error_doc(doc, "provider_error") and "429" in doc["error"]["message"]
               and fake.stats()["calls"] == 3, f"429 three times: 502 after 1 + 2 retries: {s} {doc}")
         check(turns(st, "retry-2") == 0, "a failed turn is not stored")
+        # Retry-After as an HTTP-date (RFC 9110; proxies send it): one past the turn's
+        # deadline (VALERIE_TURN_TIMEOUT, 120 s) means no retry, at once
+        fake.plan(*[{"mode": "fail-429", "retry_after_date": 3600}] * 3)
+        s, h, body = chat(st, "retry-date")
+        check(s == 502 and fake.stats()["calls"] == 1,
+              f"429 with a Retry-After date an hour away: not retried: {s} after "
+              f"{fake.stats()['calls']} calls")
+        fake.plan({"mode": "fail-429", "retry_after_date": 0}, {"mode": "ok"})
+        s, h, body = chat(st, "retry-date-now")
+        check(s == 200 and fake.stats()["calls"] == 2,
+              f"429 with a Retry-After date of now: retried: {s} after {fake.stats()['calls']} calls")
         # an upstream 400 is the request's fault: the client gets a 400 that says so
         fake.plan(*[{"mode": "fail-400"}] * 3)
         s, h, body = chat(st, "mode-fail-400")
@@ -127,6 +138,14 @@ try:
                   and fake.stats()["calls"] == 1,
                   f"stream {what}: deltas then an error event, not retried: {names}")
             check(turns(st, f"stream-{mode}") == 0, f"stream {what}: nothing stored")
+        # a stream whose clean end ([DONE]) came whole, then the connection dropped
+        # without HTTP's last chunk: the answer is complete, so the client gets it
+        fake.plan({"mode": "cut-after-end"})
+        s, h, body = chat(st, "stream-cut-after-end", "one two three four", stream=True)
+        names = [n for n, _ in sse_events(body)]
+        check(s == 200 and names[-1:] == ["done"] and "error" not in names
+              and turns(st, "stream-cut-after-end") == 1,
+              f"a stream cut after [DONE]: done, and the turn is stored: {names}")
 
         # --- the client leaves: the upstream call is abandoned ---
         fake.plan({"mode": "slow-first-byte", "delay_ms": 20000})

@@ -130,6 +130,27 @@ try:
               and fake.stats()["calls"] == 2,
               f"open circuit + fallback: every turn answered by the fallback, the primary called "
               f"only until its circuit opened ({fake.stats()['calls']} calls)")
+    # --- a primary that used up the whole turn: the network fallback is not called with no
+    # time left, and its circuit is not marked for the primary's slowness ---
+    env = dict(base, OPENAI_MODEL="slow-first-byte", OPENAI_FIRST_TOKEN_TIMEOUT_MS="30000",
+               VALERIE_TURN_TIMEOUT="1", VALERIE_LLM_FALLBACKS="anthropic,offline",
+               ANTHROPIC_BASE_URL=f"http://127.0.0.1:{fake.port}", ANTHROPIC_API_KEY="ak-test",
+               ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD="2",
+               OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD="1000")
+    with Stack(workers=1, threads=4, env=env) as st:
+        fake.control("POST", "/_control/reset", {})
+        answers = [chat(st, f"dl-{i}") for i in range(3)]
+        calls = fake.stats()["by_path"]
+        check(all(s == 200 and d["provider"] == "offline" for s, d in answers),
+              f"past the turn deadline only the offline last resort answers: "
+              f"{[(s, (d or {}).get('provider') or d) for s, d in answers]}")
+        check(not any(p.endswith("/messages") for p in calls),
+              f"the anthropic fallback got no call with no time left: {calls}")
+        s, h, doc = st.json("GET", "/health/detailed")
+        provs = {p.get("name"): p.get("circuit")
+                 for p in (doc or {}).get("dependencies", {}).get("providers", [])}
+        check(provs.get("anthropic") == "closed",
+              f"the fallback's circuit stays closed: {provs}")
 finally:
     fake.stop()
 
