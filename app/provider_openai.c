@@ -76,8 +76,10 @@ append_str(struct json_object *o, const char *key, struct buf *out)
 /*
  * Joins the tool call fragments of a stream chunk's delta (or takes the whole
  * calls of a message): {index, id?, function: {name?, arguments?}}, by index;
- * a whole message's calls have no index and come in order. Returns 0, or -1
- * when a call is malformed or there are too many.
+ * a whole message's calls have no index and come in order. Some compatible
+ * servers stream fragments without an index: one with an id starts the next
+ * call, one without continues the last. Returns 0, or -1 when a call is
+ * malformed or there are too many.
  */
 static int
 take_tool_calls(struct json_object *calls, struct llm_result *res, int streamed)
@@ -93,9 +95,11 @@ take_tool_calls(struct json_object *calls, struct llm_result *res, int streamed)
 		if (!json_object_is_type(c, json_type_object))
 			return -1;
 		index = i;
-		if (streamed) {
-			if (!json_object_object_get_ex(c, "index", &v) ||
-			    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+		if (streamed && (!json_object_object_get_ex(c, "index", &v) || v == NULL)) {
+			index = json_object_object_get_ex(c, "id", &v) && v != NULL ?
+			    res->ntool_calls : res->ntool_calls > 0 ? res->ntool_calls - 1 : 0;
+		} else if (streamed) {
+			if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
 				return -1;
 			index = (size_t)json_object_get_int64(v);
 		}
@@ -132,7 +136,8 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 		s->failed = 1;
 		return 1;
 	}
-	if (json_object_object_get_ex(doc, "error", &err)) {
+	/* NOTE: some compatible servers put "error": null in every chunk. */
+	if (json_object_object_get_ex(doc, "error", &err) && err != NULL) {
 		if (json_object_object_get_ex(err, "message", &m))
 			snprintf(s->why, sizeof(s->why), "the upstream stream failed: %.150s",
 			    json_object_get_string(m));

@@ -47,7 +47,7 @@ FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms", "stop_reason"}
+              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -279,6 +279,8 @@ def norm_entry(e):
         raise ValueError("retry_after must be a non-negative integer or null")
     if "stop_reason" in e and not isinstance(e["stop_reason"], str):
         raise ValueError("stop_reason must be a string")
+    if "compat_stream" in e and not isinstance(e["compat_stream"], bool):
+        raise ValueError("compat_stream must be true or false")
     return dict(e)
 
 
@@ -1016,6 +1018,7 @@ class Handler(BaseHTTPRequestHandler):
             reply = {"kind": "text", "text": "", "prompt": reply["prompt"], "completion": 0}
         if "stop_reason" in entry:
             reply["stop"] = entry["stop_reason"]
+        reply["compat"] = bool(entry.get("compat_stream"))
         model = body["model"]
         if mode == "error-event-mid-stream" and not stream:
             # without a stream the same trouble is an error status
@@ -1104,6 +1107,8 @@ class Handler(BaseHTTPRequestHandler):
         created = int(time.time())
         usage_on = bool((body.get("stream_options") or {}).get("include_usage"))
 
+        compat = r.get("compat")
+
         def chunk(delta, finish=None):
             c = {"id": cid, "object": "chat.completion.chunk", "created": created,
                  "model": model, "system_fingerprint": "fp_fake",
@@ -1111,6 +1116,12 @@ class Handler(BaseHTTPRequestHandler):
                               "finish_reason": finish}]}
             if usage_on:
                 c["usage"] = None
+            if compat:
+                # as some OpenAI-compatible servers stream: "error": null in every
+                # chunk, tool call fragments without an index
+                c["error"] = None
+                for tc in delta.get("tool_calls", []):
+                    tc.pop("index", None)
             return b"data: " + dumps(c) + b"\n\n"
 
         evs = []

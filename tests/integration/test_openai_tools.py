@@ -152,6 +152,21 @@ def tool_flow(st, fake, prov):
           and all(c["object"] == "chat.completion.chunk" for c in chunks),
           f"[{prov}] a streamed tool call: joined by index, finish_reason tool_calls, [DONE]: "
           f"{got} {finish_reasons(chunks)}")
+    if prov == "openai":
+        # as some compatible servers stream: no index on the fragments, "error": null
+        fake.plan({"mode": "ok", "compat_stream": True})
+        s, chunks, done_seen = stream(st, {"messages": [user(
+            'call get_weather {"city":"Rome"} and call get_weather {"city":"Oslo"}')],
+            "tools": [WEATHER]})
+        got = joined_calls(chunks)
+        check(s == 200 and done_seen and [json.loads(g["arguments"]) for g in got] ==
+              [{"city": "Rome"}, {"city": "Oslo"}] and all(g["id"] for g in got)
+              and len({g["id"] for g in got}) == 2 and finish_reasons(chunks) == ["tool_calls"]
+              and fake.stats()["calls"] == 1,
+              f"[openai] a compatible server's stream without indexes and with error null: "
+              f"two calls told apart by their ids, in one upstream call: {s} {got} "
+              f"{fake.stats()['calls']}")
+        fake.plan()
     # a text answer streamed alongside offered tools
     s, chunks, done_seen = stream(st, {"messages": [user("no tools needed")],
                                        "tools": [WEATHER]})
