@@ -45,7 +45,7 @@ static const struct {
 	{"valerie_store_up", K_GAUGE, "Whether the session store answered its last operation (1) or not (0)."},
 	{"valerie_store_errors_total", K_COUNTER, "Session store operations that failed, by operation."},
 	{"valerie_store_op_duration_seconds", K_HISTOGRAM, "Duration of session store operations, by operation."},
-	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers (the gateway's own cost)."},
+	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers and agents (the gateway's own cost)."},
 	{"valerie_ratelimit_rejections_total", K_COUNTER, "Requests refused by the rate limit (429), by scope: principal or client address."},
 	{"valerie_sessions_active", K_GAUGE, "Sessions alive in the store (not expired), counted at scrape time."},
 	{"valerie_business_context_requests_total", K_COUNTER, "Business context lookups by result: hit (cache), fetched, error (the fetch failed; the turn went on without it), error_cached (a recent failure remembered, not fetched)."},
