@@ -392,7 +392,7 @@ metrics_render(struct buf *out)
 	char le[32];
 	long long inflight = 0;
 	int workers = 0, i, k, b;
-	unsigned long long cum;
+	unsigned long long cum, total, v;
 
 	if (t == NULL)
 		return;
@@ -428,17 +428,26 @@ metrics_render(struct buf *out)
 				    bits_to_double(atomic_load(&s->value)));
 				continue;
 			}
+			/*
+			 * NOTE: observations go on while we read. An observation
+			 * counts its buckets before `count`, so `count` read first
+			 * is a total whose buckets are all in; the buckets read
+			 * after may hold newer ones, so each is kept between the
+			 * previous bucket and that total. Read the other way round,
+			 * +Inf ran ahead of the buckets: slow requests that never were.
+			 */
+			total = atomic_load(&s->count);
 			cum = 0;
 			for (b = 0; b < METRICS_BUCKETS; b++) {
 				/* Buckets are counted cumulatively at observation. */
-				cum = atomic_load(&s->buckets[b]);
+				v = atomic_load(&s->buckets[b]);
+				cum = v < cum ? cum : v > total ? total : v;
 				snprintf(le, sizeof(le), "le=\"%g\"", bounds[b]);
 				line(out, s->name, "_bucket", s->labels, le, (double)cum);
 			}
-			cum = atomic_load(&s->count);
-			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)cum);
+			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)total);
 			line(out, s->name, "_sum", s->labels, NULL, bits_to_double(atomic_load(&s->value)));
-			line(out, s->name, "_count", s->labels, NULL, (double)cum);
+			line(out, s->name, "_count", s->labels, NULL, (double)total);
 		}
 	}
 }
