@@ -8,6 +8,7 @@
 #include "httpc.h"
 #include "log.h"
 #include "trace.h"
+#include "vtime.h"
 
 #include <json-c/json.h>
 #include <pthread.h>
@@ -238,8 +239,8 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
 	struct json_object *offered = NULL, *none = NULL;
 	struct agents_ctl ctl;
 	enum provider_status st;
-	long long in_tokens = 0, out_tokens = 0, ms = 0;
-	int step, last = 0;
+	long long in_tokens = 0, out_tokens = 0, ms = 0, t0;
+	int step, last = 0, oom;
 
 	memset(at, 0, sizeof(*at));
 	if (!agents || ctx->agents == NULL || agents_enabled(ctx->agents) == 0)
@@ -254,7 +255,9 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
 	ctl.cancelled = req->cancelled;
 	ctl.ctx = req->ctx;
 	if (req->tools == NULL) {
+		t0 = vtime_mono_ms();
 		ts = agents_toolset_get(ctx->agents, ctx->http, &ctl);
+		at->agent_ms += vtime_mono_ms() - t0;
 		offered = ts != NULL ? agents_tools_openai(ts) : NULL;
 		if (offered != NULL && json_object_array_length(offered) > 0)
 			req->tools = offered;
@@ -267,7 +270,10 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
 		if (st != PROVIDER_OK || res->ntool_calls == 0 || last)
 			break;
 		at->steps_taken++;
-		if (run_calls(ctx, ts, req, res, at) != 0) {
+		t0 = vtime_mono_ms();
+		oom = run_calls(ctx, ts, req, res, at) != 0;
+		at->agent_ms += vtime_mono_ms() - t0;
+		if (oom) {
 			st = PROVIDER_NOMEM;
 			break;
 		}

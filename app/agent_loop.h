@@ -14,6 +14,7 @@ struct agent_turn {
 	struct json_object *calls;   /* for the answer: [{id, name, arguments, is_error,
 	                                content}] in the order they ran; or NULL */
 	int steps_taken;             /* model calls that asked for tools */
+	long long agent_ms;          /* time spent on the agents (tools/list, tools/call) */
 };
 
 void agent_turn_free(struct agent_turn *at);

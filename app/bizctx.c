@@ -374,7 +374,7 @@ bizctx_get(struct handler_ctx *ctx, struct json_object *company, long long deadl
 	if (f != NULL) {
 		json_object_object_add(f, "request_id", json_object_new_string(ctx->req->request_id));
 		json_object_object_add(f, "company", json_object_new_string_len(id,
-		    (int)(idlen < BIZCTX_LOG_ID_MAX ? idlen : BIZCTX_LOG_ID_MAX)));
+		    (int)utf8_prefix(id, idlen, BIZCTX_LOG_ID_MAX)));
 		json_object_object_add(f, "error", json_object_new_string(why));
 		json_object_object_add(f, "duration_ms", json_object_new_int64(vtime_mono_ms() - t0));
 	}

@@ -822,7 +822,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	struct buf window = {0};
 	enum store_status s;
 	enum provider_status ps;
-	long long t_user = vtime_now_ms();
+	long long t_user = vtime_now_ms(), overhead_ms;
 	char *stored = NULL;
 	const char *terr = NULL;   /* why the turn failed, for its trace */
 	struct trace_turn tt;
@@ -971,9 +971,13 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	    tool_calls;
 	a.finish_reason = res.finish_reason[0] != '\0' ? res.finish_reason : "stop";
 	in->fmt->done(ctx, in->fmt_state, &a);
-	/* The gateway's own cost: the turn minus the time in providers. */
+	/*
+	 * The gateway's own cost: the turn minus the time in providers and agents
+	 * (NOTE: never below 0, the parts being rounded to milliseconds).
+	 */
+	overhead_ms = vtime_now_ms() - t_user - res.provider_ms - at.agent_ms;
 	metrics_observe("valerie_overhead_seconds", "",
-	    (double)(vtime_now_ms() - t_user - res.provider_ms) / 1000.0);
+	    (double)(overhead_ms > 0 ? overhead_ms : 0) / 1000.0);
 out:
 	if (tt.on) {
 		if (terr == NULL && ctx->resp->status >= 400)

@@ -3,6 +3,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -103,6 +104,26 @@ log_emit(enum log_level level, const char *msg, struct json_object *fields)
 	if (text == NULL) {
 		json_object_put(line);
 		goto oom;
+	}
+	/*
+	 * NOTE: json-c copies bytes from 0x80 as they are, so a field holding
+	 * ill-formed UTF-8 (an upstream's message cut at a byte count) would make
+	 * a line no JSON parser accepts; such bytes can only sit inside strings,
+	 * where \ufffd stands in for them.
+	 */
+	if (!utf8_valid(text, len)) {
+		struct buf fixed;
+
+		buf_init(&fixed);
+		utf8_repair(&fixed, text, len, "\\ufffd");
+		buf_puts(&fixed, "\n");
+		if (!fixed.oom)
+			write_all(fixed.data, fixed.len);
+		buf_free(&fixed);
+		json_object_put(line);
+		if (fixed.oom)
+			goto oom;
+		return;
 	}
 	{
 		/* NOTE: one write per line keeps lines whole across threads. */

@@ -45,7 +45,7 @@ static const struct {
 	{"valerie_store_up", K_GAUGE, "Whether the session store answered its last operation (1) or not (0)."},
 	{"valerie_store_errors_total", K_COUNTER, "Session store operations that failed, by operation."},
 	{"valerie_store_op_duration_seconds", K_HISTOGRAM, "Duration of session store operations, by operation."},
-	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers (the gateway's own cost)."},
+	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers and agents (the gateway's own cost)."},
 	{"valerie_ratelimit_rejections_total", K_COUNTER, "Requests refused by the rate limit (429), by scope: principal or client address."},
 	{"valerie_sessions_active", K_GAUGE, "Sessions alive in the store (not expired), counted at scrape time."},
 	{"valerie_business_context_requests_total", K_COUNTER, "Business context lookups by result: hit (cache), fetched, error (the fetch failed; the turn went on without it), error_cached (a recent failure remembered, not fetched)."},
@@ -392,7 +392,7 @@ metrics_render(struct buf *out)
 	char le[32];
 	long long inflight = 0;
 	int workers = 0, i, k, b;
-	unsigned long long cum;
+	unsigned long long cum, total, v;
 
 	if (t == NULL)
 		return;
@@ -428,17 +428,26 @@ metrics_render(struct buf *out)
 				    bits_to_double(atomic_load(&s->value)));
 				continue;
 			}
+			/*
+			 * NOTE: observations go on while we read. An observation
+			 * counts its buckets before `count`, so `count` read first
+			 * is a total whose buckets are all in; the buckets read
+			 * after may hold newer ones, so each is kept between the
+			 * previous bucket and that total. Read the other way round,
+			 * +Inf ran ahead of the buckets: slow requests that never were.
+			 */
+			total = atomic_load(&s->count);
 			cum = 0;
 			for (b = 0; b < METRICS_BUCKETS; b++) {
 				/* Buckets are counted cumulatively at observation. */
-				cum = atomic_load(&s->buckets[b]);
+				v = atomic_load(&s->buckets[b]);
+				cum = v < cum ? cum : v > total ? total : v;
 				snprintf(le, sizeof(le), "le=\"%g\"", bounds[b]);
 				line(out, s->name, "_bucket", s->labels, le, (double)cum);
 			}
-			cum = atomic_load(&s->count);
-			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)cum);
+			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)total);
 			line(out, s->name, "_sum", s->labels, NULL, bits_to_double(atomic_load(&s->value)));
-			line(out, s->name, "_count", s->labels, NULL, (double)cum);
+			line(out, s->name, "_count", s->labels, NULL, (double)total);
 		}
 	}
 }

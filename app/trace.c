@@ -7,6 +7,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "trace.h"
+#include "utf8.h"
 #include "vtime.h"
 
 #include <json-c/json.h>
@@ -205,8 +206,28 @@ span_status(struct json_object *s, const char *error)
 static void
 enqueue(struct json_object *s)
 {
-	char *text = strdup(json_object_to_json_string_ext(s, JSON_PLAIN));
+	size_t len;
+	const char *json = json_object_to_json_string_length(s, JSON_PLAIN, &len);
+	char *text = NULL;
 
+	/*
+	 * NOTE: json-c copies bytes from 0x80 as they are: ill-formed UTF-8 (an
+	 * upstream's error message cut at a byte count) would make the whole
+	 * batch invalid JSON, refused by the collector. Such bytes sit inside
+	 * strings, where \ufffd stands in for them.
+	 */
+	if (json != NULL && !utf8_valid(json, len)) {
+		struct buf fixed;
+
+		buf_init(&fixed);
+		utf8_repair(&fixed, json, len, "\\ufffd");
+		if (!fixed.oom && fixed.len > 0)
+			text = fixed.data;   /* NUL-terminated (buf.h); the ring owns it now */
+		else
+			buf_free(&fixed);
+	} else if (json != NULL) {
+		text = strdup(json);
+	}
 	json_object_put(s);
 	if (text == NULL) {
 		count_spans("dropped", 1);

@@ -3,46 +3,72 @@
 
 #include "utf8.h"
 
+#include "buf.h"
+
+/* The length (1 to 4) of the well-formed character at s, before e; 0 if ill-formed. */
+static size_t
+seq_len(const unsigned char *s, const unsigned char *e)
+{
+	unsigned int c = *s, min;
+	int n, i;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 1;
+		min = 0x80;
+		c &= 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 2;
+		min = 0x800;
+		c &= 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 3;
+		min = 0x10000;
+		c &= 0x07;
+	} else {
+		return 0;
+	}
+	if (e - s <= n)
+		return 0;
+	for (i = 1; i <= n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (s[i] & 0x3f);
+	}
+	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	return (size_t)n + 1;
+}
+
 int
 utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str, *e = s + len;
-	unsigned int c, min;
-	int n, i;
+	size_t n;
+
+	for (; s < e; s += n)
+		if ((n = seq_len(s, e)) == 0)
+			return 0;
+	return 1;
+}
+
+void
+utf8_repair(struct buf *out, const char *str, size_t len, const char *replacement)
+{
+	const unsigned char *s = (const unsigned char *)str, *e = s + len, *run = s;
+	size_t n;
 
 	while (s < e) {
-		c = *s;
-		if (c < 0x80) {
-			s++;
+		if ((n = seq_len(s, e)) > 0) {
+			s += n;
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			n = 1;
-			min = 0x80;
-			c &= 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 2;
-			min = 0x800;
-			c &= 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 3;
-			min = 0x10000;
-			c &= 0x07;
-		} else {
-			return 0;
-		}
-		if (e - s <= n)
-			return 0;
-		for (i = 1; i <= n; i++) {
-			if ((s[i] & 0xc0) != 0x80)
-				return 0;
-			c = c << 6 | (s[i] & 0x3f);
-		}
-		if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-			return 0;
-		s += n + 1;
+		buf_append(out, run, (size_t)(s - run));
+		buf_puts(out, replacement);
+		run = ++s;
 	}
-	return 1;
+	buf_append(out, run, (size_t)(s - run));
 }
 
 size_t

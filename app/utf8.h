@@ -4,8 +4,16 @@
 
 #include <stddef.h>
 
+struct buf;
+
 /* Whether s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int utf8_valid(const char *s, size_t len);
+
+/*
+ * Appends s[0..len) to `out`, each byte that is not part of a well-formed
+ * character replaced by `replacement` (e.g. "\\ufffd" inside JSON text).
+ */
+void utf8_repair(struct buf *out, const char *s, size_t len, const char *replacement);
 
 /* Number of code points in well-formed UTF-8. */
 size_t utf8_count(const char *s, size_t len);

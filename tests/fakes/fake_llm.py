@@ -47,7 +47,7 @@ FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream"}
+              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -271,6 +271,8 @@ def norm_entry(e):
         raise ValueError(f"unknown plan entry keys: {sorted(unknown)}")
     if not valid_mode(e.get("mode")):
         raise ValueError(f"unknown mode: {e.get('mode')!r}")
+    if "message" in e and not isinstance(e["message"], str):
+        raise ValueError("message must be a string")
     for k in ("delay_ms", "stall_ms", "after_chunks", "token_delay_ms", "retry_after_ms",
               "retry_after_date"):
         if k in e and not is_ms(e[k]):
@@ -1066,7 +1068,7 @@ class Handler(BaseHTTPRequestHandler):
         elif status == 429:
             extra.update({"anthropic-ratelimit-requests-limit": "60",
                           "anthropic-ratelimit-requests-remaining": "0"})
-        self.error(provider, status, extra=extra)
+        self.error(provider, status, entry.get("message"), extra=extra)
 
     def full_body(self, provider, model, r):
         if provider == "openai":

@@ -30,6 +30,14 @@ def scrape(st, name, labels):
     return None
 
 
+def scrape_sum(text, name, agent):
+    """The value of `name`{agent="..."} in the exposition `text`, 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'agent="{agent}"' in line:
+            return float(line.split()[-1])
+    return 0.0
+
+
 mcp = FakeMCP()
 fake = FakeLLM()
 dead = f"http://127.0.0.1:{free_port()}/mcp"
@@ -85,6 +93,27 @@ try:
               and final.get("tool_calls", [{}])[0].get("tool") == "add",
               f"a streamed tool turn ends with done carrying the calls: "
               f"{[e['event'] for e in ev]}")
+
+        # valerie_overhead_seconds is the turn's time outside providers *and* agents:
+        # a tool that takes 1.5 s is the agent's time, not the gateway's.
+        def sample(text, name):
+            for line in text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[-1])
+            return None
+
+        before = st.request("GET", "/metrics")[2].decode()
+        mcp.config(slow_seconds=1.5)
+        s, _, doc = post_chat(st, {"message": "/tool demo.slow", "session_id": "ag-6"})
+        mcp.config(slow_seconds=5)
+        after = st.request("GET", "/metrics")[2].decode()
+        agent_s = (scrape_sum(after, "valerie_agent_call_duration_seconds_sum", "demo")
+                   - scrape_sum(before, "valerie_agent_call_duration_seconds_sum", "demo"))
+        over_n = sample(after, "valerie_overhead_seconds_count") - sample(before, "valerie_overhead_seconds_count")
+        over_s = sample(after, "valerie_overhead_seconds_sum") - sample(before, "valerie_overhead_seconds_sum")
+        check(s == 200 and agent_s >= 1.4 and over_n == 1 and over_s < 1.0,
+              f"a slow tool's time is not counted as gateway overhead: status {s}, "
+              f"agent {agent_s:.3f} s, overhead {over_s:.3f} s over {over_n} turn(s)")
 
     # Stopped: each worker ended the session it had opened with the agent.
     s = mcp.stats()

@@ -241,6 +241,23 @@ try:
               f"a failed call then the fallback: two generations, the first an error: "
               f"{[(attrs(g).get('gen_ai.system'), g.get('status')) for g in gens]}")
 
+        # an upstream's non-ASCII error message, cut by Valerie at a byte count in the
+        # middle of a character: the export is still valid UTF-8 JSON (the collector
+        # parses it), the cut character replaced
+        posts_before = len(col.posts)
+        fake.plan({"mode": "fail-500", "message": "a" * 159 + "\u00e9" * 20})
+        s, h, doc = chat(st, "tr-3b", "fall back again")
+        tid = h.get("x-trace-id", "")
+        ok = wait_until(lambda: len([x for x in col.spans() if x["traceId"] == tid]) >= 3, 15)
+        with col.lock:
+            bad = [p for p in col.posts[posts_before:] if p[2] is None]
+        gens = [x for x in col.spans() if x["traceId"] == tid and
+                attrs(x).get("langfuse.observation.type") == "generation"]
+        msgs = [g.get("status", {}).get("message", "") for g in gens]
+        check(s == 200 and ok and not bad and any("a" * 159 + "\ufffd" in m for m in msgs),
+              f"a cut multi-byte character does not spoil the export: {len(bad)} unparsable "
+              f"post(s), {len(gens)} generation(s) {[m[150:] for m in msgs]}")
+
         # a streamed turn: the generation says when the first token came
         fake.plan()
         s, h, raw = st.request("POST", "/api/v1/chat", body=json.dumps(

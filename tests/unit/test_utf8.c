@@ -1,8 +1,19 @@
 /* test_utf8: UTF-8 validation, counting and truncation on character boundaries. */
 #include "config.h"
 
+#include "buf.h"
 #include "check.h"
 #include "utf8.h"
+
+/* utf8_repair of a literal, as a NUL-terminated string in b. */
+static const char *
+repair(struct buf *b, const char *s, size_t len)
+{
+	buf_reset(b, 0);
+	utf8_repair(b, s, len, "#");
+	buf_append(b, "", 0);
+	return b->len > 0 ? b->data : "";
+}
 
 #define V(s) utf8_valid(s, sizeof(s) - 1)
 
@@ -24,5 +35,15 @@ main(void)
 	CHECK_INT(utf8_prefix("caf\xc3\xa9", 5, 5), 5);
 	CHECK_INT(utf8_prefix("abc", 3, 10), 3);
 	CHECK_INT(utf8_prefix("\xf0\x9f\x98\x80", 4, 3), 0);
+	{
+		struct buf b = {0};
+
+		CHECK_STR(repair(&b, "caf\xc3\xa9", 5), "caf\xc3\xa9");
+		CHECK_STR(repair(&b, "caf\xc3", 4), "caf#");                 /* cut short */
+		CHECK_STR(repair(&b, "\xc0\xaf!", 3), "##!");                /* overlong */
+		CHECK_STR(repair(&b, "\xed\xa0\x80x", 4), "###x");          /* surrogate */
+		CHECK_STR(repair(&b, "a\x80\xf0\x9f\x98\x80", 6), "a#\xf0\x9f\x98\x80");
+		buf_free(&b);
+	}
 	return check_done("test_utf8");
 }

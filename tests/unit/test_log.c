@@ -1,0 +1,82 @@
+/* test_log: every line log_emit writes is one valid JSON object in valid UTF-8, whatever its fields hold. */
+#include "config.h"
+
+#include "check.h"
+#include "log.h"
+#include "utf8.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Logs `msg` with the field "error" = value (len bytes); returns the line written (caller frees). */
+static char *
+emit(const char *msg, const char *value, size_t len)
+{
+	struct json_object *f = json_object_new_object();
+	char *line = calloc(1, 65536);
+	int fds[2];
+	ssize_t n;
+
+	if (line == NULL || pipe(fds) != 0)
+		abort();
+	json_object_object_add(f, "error", json_object_new_string_len(value, (int)len));
+	log_set_fd(fds[1]);
+	log_emit(LOG_LVL_WARNING, msg, f);
+	log_set_fd(2);
+	close(fds[1]);
+	n = read(fds[0], line, 65535);
+	close(fds[0]);
+	json_object_put(f);
+	line[n > 0 ? n : 0] = '\0';
+	return line;
+}
+
+/* Whether `line` is one JSON object in valid UTF-8, ending in a newline; its "error" into out. */
+static int
+valid_line(const char *line, char *out, size_t outlen)
+{
+	size_t len = strlen(line);
+	struct json_object *doc, *v;
+	int ok;
+
+	if (len == 0 || line[len - 1] != '\n' || memchr(line, '\n', len - 1) != NULL ||
+	    !utf8_valid(line, len))
+		return 0;
+	doc = json_tokener_parse(line);
+	ok = doc != NULL && json_object_is_type(doc, json_type_object) &&
+	    json_object_object_get_ex(doc, "error", &v);
+	if (ok)
+		snprintf(out, outlen, "%s", json_object_get_string(v));
+	json_object_put(doc);
+	return ok;
+}
+
+int
+main(void)
+{
+	char got[256], *line;
+
+	log_set_level(LOG_LVL_DEBUG);
+
+	line = emit("plain", "caf\xc3\xa9 \"quoted\" \n\t\x01", 19);
+	CHECK(valid_line(line, got, sizeof(got)));
+	CHECK_STR(got, "caf\xc3\xa9 \"quoted\" \n\t\x01");
+	free(line);
+
+	/* An upstream's message cut at a byte count, in the middle of an "é". */
+	line = emit("cut", "Error de autenticaci\xc3", 21);
+	CHECK(valid_line(line, got, sizeof(got)));
+	CHECK_STR(got, "Error de autenticaci\xef\xbf\xbd");
+	free(line);
+
+	/* Bytes that are no UTF-8 at all (Latin-1, a lone continuation, an overlong). */
+	line = emit("latin1", "a\xe9" "b\x80" "c\xc0\xaf", 7);
+	CHECK(valid_line(line, got, sizeof(got)));
+	CHECK_STR(got, "a\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xef\xbf\xbd\xef\xbf\xbd");
+	free(line);
+
+	return check_done("test_log");
+}
