@@ -905,6 +905,8 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		int status = ps == PROVIDER_TIMEOUT ? 504 : ps == PROVIDER_UNAVAILABLE ? 503 :
 		    ps == PROVIDER_REJECTED ? 400 : 502;
 
+		/* NOTE: an upstream's message cut at a byte count may end mid-character. */
+		utf8_scrub(res.error);
 		terr = res.error[0] != '\0' ? res.error : code;
 		if (ps == PROVIDER_CANCELLED && ts.stopping) {
 			/* Not stored: the client may send it again, to a process that stays. */

@@ -5,6 +5,8 @@
 
 #include "buf.h"
 
+#include <string.h>
+
 /* The length (1 to 4) of the well-formed character at s, before e; 0 if ill-formed. */
 static size_t
 seq_len(const unsigned char *s, const unsigned char *e)
@@ -69,6 +71,20 @@ utf8_repair(struct buf *out, const char *str, size_t len, const char *replacemen
 		run = ++s;
 	}
 	buf_append(out, run, (size_t)(s - run));
+}
+
+void
+utf8_scrub(char *str)
+{
+	unsigned char *s = (unsigned char *)str, *e = s + strlen(str);
+	size_t n;
+
+	while (s < e) {
+		if ((n = seq_len(s, e)) > 0)
+			s += n;
+		else
+			*s++ = '?';
+	}
 }
 
 size_t

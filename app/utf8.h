@@ -15,6 +15,13 @@ int utf8_valid(const char *s, size_t len);
  */
 void utf8_repair(struct buf *out, const char *s, size_t len, const char *replacement);
 
+/*
+ * Replaces, in place, each byte of the NUL-terminated `s` that is not part of
+ * a well-formed character with '?': for texts cut at a byte count (an
+ * upstream's error message in a fixed buffer) before they go out as JSON.
+ */
+void utf8_scrub(char *s);
+
 /* Number of code points in well-formed UTF-8. */
 size_t utf8_count(const char *s, size_t len);
 

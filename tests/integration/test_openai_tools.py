@@ -244,6 +244,14 @@ def extra_flow(st, fake, prov):
               and not any(k in up for k in newer if k != "metadata"),
               f"[anthropic] temperature above 1 sent as 1, safety_identifier -> "
               f"metadata.user_id, the rest dropped: {s} {up}")
+    # an upstream's non-ASCII error message, cut at a byte count mid-character: the
+    # client's error is still valid UTF-8 JSON
+    fake.plan({"mode": "fail-400", "message": "a" + "\u00e9" * 100})
+    s, _, doc = completion(st, {"messages": [user("hi")]})
+    check(s == 400 and is_error_doc(doc, "provider_rejected_request")
+          and "\u00e9" * 50 in doc["error"]["message"],
+          f"[{prov}] a cut non-ASCII upstream message: the 400 is valid UTF-8 JSON: {s} {doc}")
+    fake.plan()
     s, _, _ = completion(st, {"messages": [user("hi")], "parallel_tool_calls": True})
     check(s == 200 and "parallel_tool_calls" not in last_up(fake),
           f"[{prov}] parallel_tool_calls without tools is not sent (OpenAI refuses it)")

@@ -20,6 +20,17 @@ repair(struct buf *b, const char *s, size_t len)
 int
 main(void)
 {
+	/* utf8_scrub: in place, bad bytes to '?', the rest untouched. */
+	{
+		char cut[] = "caf\xc3\xa9 \xc3", latin[] = "na\xefve \xe2\x82\xac", ok[] = "fine";
+
+		utf8_scrub(cut);
+		CHECK_STR(cut, "caf\xc3\xa9 ?");
+		utf8_scrub(latin);
+		CHECK_STR(latin, "na?ve \xe2\x82\xac");
+		utf8_scrub(ok);
+		CHECK_STR(ok, "fine");
+	}
 	CHECK(V("plain ascii"));
 	CHECK(V("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
 	CHECK(!V("\xc3"));                 /* truncated */
