@@ -186,14 +186,49 @@ bizctx_answer_text(const char *content_type, const char *body, size_t len, struc
 	return rc;
 }
 
+/* Whether line[0..len) looks like a delimiter of the section: "---" first, naming it. */
+static int
+delimiter_like(const char *line, size_t len)
+{
+	static const char name[] = "business context";
+	size_t i, n = sizeof(name) - 1;
+
+	while (len > 0 && (*line == ' ' || *line == '\t')) {
+		line++;
+		len--;
+	}
+	if (len < 3 || memcmp(line, "---", 3) != 0)
+		return 0;
+	for (i = 3; i + n <= len; i++)
+		if (strncasecmp(line + i, name, n) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * NOTE: the text comes from outside (and its endpoint may pass on what anyone
+ * typed into the company's systems): a line of it that looks like a delimiter
+ * is quoted with "> ", so the text cannot end the section early and go on as
+ * the system prompt.
+ */
 void
 bizctx_section(struct buf *sys, const char *company, const char *text, size_t len)
 {
+	const char *line = text, *end = text + len, *nl;
+	size_t n;
+
 	if (sys->len > 0)
 		buf_puts(sys, "\n\n");
 	buf_printf(sys, "Business context for company %s (reference information from the "
 	    "company's own systems):\n--- begin business context ---\n", company);
-	buf_append(sys, text, len);
+	while (line < end) {
+		nl = memchr(line, '\n', (size_t)(end - line));
+		n = nl != NULL ? (size_t)(nl + 1 - line) : (size_t)(end - line);
+		if (delimiter_like(line, n))
+			buf_puts(sys, "> ");
+		buf_append(sys, line, n);
+		line += n;
+	}
 	buf_puts(sys, "\n--- end business context ---");
 }
 

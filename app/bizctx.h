@@ -56,7 +56,9 @@ int bizctx_answer_text(const char *content_type, const char *body, size_t len, s
 /*
  * Appends the business context section to a system prompt `sys`: a blank
  * line when `sys` already holds text, a header naming `company`, then `text`
- * (`len` bytes) between begin and end lines.
+ * (`len` bytes) between begin and end lines. A line of `text` that looks like
+ * one of those ("---" first, naming the business context) is written quoted,
+ * with "> " before it.
  */
 void bizctx_section(struct buf *sys, const char *company, const char *text, size_t len);
 

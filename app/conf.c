@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "agents.h"
+#include "buf.h"
 #include "conf.h"
 #include "store_redis.h"
 
@@ -618,30 +619,61 @@ field_key(const struct cfg_field *f, char *out, size_t outlen)
 	out[i] = '\0';
 }
 
-/* A URL with any password replaced by "[redacted]"; NULL on OOM. */
+/*
+ * A URL with its credentials replaced by "[redacted]"; NULL on OOM. The
+ * password of the user part ("user:[redacted]@"), a user part without one
+ * (a token given as the user: "[redacted]@"), and the value of every query
+ * parameter but a Redis socket's `db`: a token in the query is the only way
+ * to give an MCP agent or the business context endpoint one.
+ */
 static struct json_object *
 url_redacted(const char *url)
 {
-	const char *sep = strstr(url, "://"), *at, *colon;
+	static const char mark[] = "[redacted]";
+	const char *sep = strstr(url, "://"), *auth, *auth_end, *at = NULL, *colon, *p, *q;
 	struct json_object *o;
-	char *text;
+	struct buf b = {0};
 	size_t n;
 
 	if (sep == NULL)
 		return json_object_new_string(url);
-	at = strchr(sep + 3, '@');
-	if (at == NULL || (strchr(sep + 3, '/') != NULL && strchr(sep + 3, '/') < at))
-		return json_object_new_string(url);
-	colon = memchr(sep + 3, ':', (size_t)(at - (sep + 3)));
-	if (colon == NULL)
-		return json_object_new_string(url);
-	n = strlen(url) + 16;
-	text = malloc(n);
-	if (text == NULL)
-		return NULL;
-	snprintf(text, n, "%.*s:[redacted]%s", (int)(colon - url), url, at);
-	o = json_object_new_string(text);
-	free(text);
+	auth = sep + 3;
+	auth_end = auth + strcspn(auth, "/?#");
+	for (p = auth; p < auth_end; p++)
+		if (*p == '@')
+			at = p;
+	if (at != NULL) {
+		colon = memchr(auth, ':', (size_t)(at - auth));
+		buf_append(&b, url, (size_t)((colon != NULL ? colon + 1 : auth) - url));
+		buf_puts(&b, mark);
+		p = at;
+	} else {
+		p = url;
+	}
+	q = strchr(auth_end, '?');
+	if (q != NULL) {
+		q++;
+		buf_append(&b, p, (size_t)(q - p));
+		/* Each name=value up to '&' or the fragment: the value goes. */
+		while (*q != '\0' && *q != '#') {
+			n = strcspn(q, "&#");
+			p = memchr(q, '=', n);
+			if (p != NULL && (size_t)(p + 1 - q) < n &&
+			    !(p - q == 2 && memcmp(q, "db", 2) == 0)) {
+				buf_append(&b, q, (size_t)(p + 1 - q));
+				buf_puts(&b, mark);
+			} else {
+				buf_append(&b, q, n);
+			}
+			q += n;
+			if (*q == '&')
+				buf_append(&b, q++, 1);
+		}
+		p = q;
+	}
+	buf_puts(&b, p);
+	o = b.oom || b.data == NULL ? NULL : json_object_new_string(b.data);
+	buf_free(&b);
 	return o;
 }
 

@@ -122,7 +122,11 @@ struct json_object *conf_to_json(const struct conf *cfg);
  */
 int conf_check_web_url(const char *value, char *why, size_t whylen);
 
-/* `url` as /config shows it: a password replaced by "[redacted]". Caller puts; NULL on OOM. */
+/*
+ * `url` as /config shows it: the password (or a user part without one) and
+ * the query's values (but `db`) replaced by "[redacted]". Caller puts; NULL
+ * on OOM.
+ */
 struct json_object *conf_url_json(const char *url);
 
 #endif

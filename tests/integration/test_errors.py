@@ -10,6 +10,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (FcgiClient, Stack, alive, check, done, fcgi_get, is_error_doc,  # noqa: E402
                      kill, wait_until)
+import http.client  # noqa: E402
 import json  # noqa: E402
 
 
@@ -95,6 +96,18 @@ with Stack(env={"VALERIE_MAX_BODY_BYTES": "4096"}) as st:
     c.end_body()
     s, h, b = c.response()
     check(s == 400 and is_error_doc(as_json(b)), f"no method: {s} {b[:80]!r}")
+
+    # The worker takes "/metrics/" for "/metrics": nginx must give the trailing-slash
+    # spelling the same location (its allow list), not the open catch-all.
+    for path in ("/metrics", "/metrics/"):
+        c = http.client.HTTPConnection("127.0.0.1", st.http_port, timeout=10,
+                                       source_address=("127.0.0.2", 0))
+        c.request("GET", path)
+        r = c.getresponse()
+        b = r.read()
+        c.close()
+        check(r.status == 403 and is_error_doc(as_json(b)),
+              f"{path} from another address: JSON 403 ({r.status} {b[:60]!r})")
 
     # With the pool gone, nginx's 502 is JSON.
     workers = st.worker_pids()

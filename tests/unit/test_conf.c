@@ -102,6 +102,35 @@ main(void)
 	}
 	json_object_put(doc);
 
+	/*
+	 * Credentials in a URL's query (the only way to give an MCP agent or the
+	 * business context endpoint a token) or in a user part without a password
+	 * are redacted too; a Redis socket's ?db= stays readable.
+	 */
+	{
+		static const char *const urls[][2] = {
+			{"https://ctx.example/ws.php?token=t0psecret&empresa=1",
+			    "https://ctx.example/ws.php?token=[redacted]&empresa=[redacted]"},
+			{"http://u:pw@agent:8003/mcp?api_key=t0psecret#frag",
+			    "http://u:[redacted]@agent:8003/mcp?api_key=[redacted]#frag"},
+			{"https://t0psecret@agent.example/mcp", "https://[redacted]@agent.example/mcp"},
+			{"https://agent.example?key=t0psecret", "https://agent.example?key=[redacted]"},
+			{"https://agent.example/a@b?x", "https://agent.example/a@b?x"},
+			{"https://agent.example/mcp?flag&k=", "https://agent.example/mcp?flag&k="},
+			{"unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"},
+			{"redis://:hunter2@redis:6379/1", "redis://:[redacted]@redis:6379/1"},
+			{"https://api.openai.com/v1", "https://api.openai.com/v1"},
+		};
+		size_t i;
+
+		for (i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+			v = conf_url_json(urls[i][0]);
+			CHECK(v != NULL);
+			CHECK_STR(json_object_get_string(v), urls[i][1]);
+			json_object_put(v);
+		}
+	}
+
 	/* Out of range, garbage, unknown choices: one line naming the variable. */
 	expect_invalid("VALERIE_THREADS", "0", "from 1 to 1024");
 	expect_invalid("VALERIE_THREADS", "99999", "from 1 to 1024");
