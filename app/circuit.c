@@ -154,20 +154,27 @@ int
 circuit_allow(struct circuit *c, long long now_ms, long long reset_ms)
 {
 	int st = atomic_load(&c->state);
-	long long since;
+	long long since, opened;
 
 	if (st == CIRCUIT_CLOSED)
 		return 1;
+	/*
+	 * One compare-and-swap on probe_ms decides who probes, open or half-open.
+	 * NOTE: switching the state first and stamping the probe after let a
+	 * caller in between see half-open with the last probe's old stamp, and
+	 * probe too.
+	 */
+	since = atomic_load(&c->probe_ms);
 	if (st == CIRCUIT_OPEN) {
-		if (now_ms - atomic_load(&c->opened_ms) < reset_ms)
+		opened = atomic_load(&c->opened_ms);
+		/* A probe stamped after the opening is this period's: taken. */
+		if (now_ms - opened < reset_ms || since > opened)
 			return 0;
-		/* One caller wins the right to probe. */
-		if (!atomic_compare_exchange_strong(&c->state, &st, CIRCUIT_HALF_OPEN))
+		if (!atomic_compare_exchange_strong(&c->probe_ms, &since, now_ms))
 			return 0;
-		atomic_store(&c->probe_ms, now_ms);
+		atomic_store(&c->state, CIRCUIT_HALF_OPEN);
 		return 1;
 	}
-	since = atomic_load(&c->probe_ms);
 	if (now_ms - since < reset_ms)
 		return 0;
 	/* The probe is overdue (its process died?): one caller probes again. */
