@@ -32,6 +32,9 @@ chat_session_id_valid(const char *s, size_t len)
 
 	if (len == 0 || len > STORE_ID_MAX || strlen(s) != len)
 		return 0;
+	/* NOTE: "." and ".." are path steps: nginx resolves them, so no URL reaches them. */
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return 0;
 	for (i = 0; i < len; i++) {
 		char ch = s[i];
 

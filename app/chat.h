@@ -12,7 +12,7 @@
 struct handler_ctx;
 struct json_object;
 
-/* Whether s (of length len) is 1..128 characters of [A-Za-z0-9_.:-] with no NUL. */
+/* Whether s (of length len) is 1..128 characters of [A-Za-z0-9_.:-], no NUL, not "." or "..". */
 int chat_session_id_valid(const char *s, size_t len);
 
 /*

@@ -203,6 +203,9 @@ main(void)
 	bad("{\"message\":\"x\"}", 400, "invalid_field");
 	bad("{\"message\":\"x\",\"session_id\":\"\"}", 400, "invalid_session_id");
 	bad("{\"message\":\"x\",\"session_id\":\"../etc\"}", 400, "invalid_session_id");
+	/* "." and ".." would make sessions no URL can read or delete (nginx resolves them). */
+	bad("{\"message\":\"x\",\"session_id\":\".\"}", 400, "invalid_session_id");
+	bad("{\"message\":\"x\",\"session_id\":\"..\"}", 400, "invalid_session_id");
 	bad("{\"message\":\"x\",\"session_id\":\"a\\u0000b\"}", 400, "invalid_field");
 	memset(big, 'a', sizeof(big));
 	memcpy(big, "{\"message\":\"x\",\"session_id\":\"", 29);
