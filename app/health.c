@@ -8,6 +8,7 @@
 #include "provider.h"
 #include "store.h"
 #include "trace.h"
+#include "vtime.h"
 
 #include <json-c/json.h>
 #include <stdio.h>
@@ -145,9 +146,12 @@ health_ready(struct handler_ctx *ctx)
 	reply(ctx, ready ? 200 : 503, doc);
 }
 
-/* Each provider of the chain with its circuit state. */
+/*
+ * Each provider of the chain with its circuit state; *callable says whether
+ * any of them would be called now (not every circuit open).
+ */
 static struct json_object *
-providers_check(struct handler_ctx *ctx)
+providers_check(struct handler_ctx *ctx, int *callable)
 {
 	struct json_object *list = json_object_new_array(), *p;
 	const char *names = ctx->conf->llm_fallbacks, *comma, *state;
@@ -155,6 +159,7 @@ providers_check(struct handler_ctx *ctx)
 	size_t len;
 	int first = 1;
 
+	*callable = 0;
 	if (list == NULL)
 		return NULL;
 	for (;;) {
@@ -170,6 +175,7 @@ providers_check(struct handler_ctx *ctx)
 			break;
 		}
 		state = provider_circuit_state(ctx->conf, ctx->circuits, name);
+		*callable |= strcmp(state, "open") != 0;
 		p = json_object_new_object();
 		if (p == NULL)
 			continue;
@@ -210,7 +216,8 @@ void
 health_detailed(struct handler_ctx *ctx)
 {
 	struct json_object *doc = json_object_new_object(), *deps = json_object_new_object();
-	int store_ok = 0;
+	long long t0 = vtime_mono_ms();
+	int store_ok = 0, callable = 0;
 
 	if (doc == NULL || deps == NULL) {
 		json_object_put(doc);
@@ -219,15 +226,22 @@ health_detailed(struct handler_ctx *ctx)
 		return;
 	}
 	json_object_object_add(deps, "store", store_check(ctx, &store_ok));
-	json_object_object_add(deps, "providers", providers_check(ctx));
+	json_object_object_add(deps, "providers", providers_check(ctx, &callable));
 	json_object_object_add(deps, "trace_exporter", trace_check());
 	json_object_object_add(deps, "agents", agents_health_json(ctx->agents));
-	json_object_object_add(doc, "status",
-	    json_object_new_string(store_ok && !ctx->draining ? "ok" : "degraded"));
+	/*
+	 * Degraded: chat turns fail (no provider would be called: every circuit
+	 * open) or the process is leaving. Only the store, which this instance
+	 * needs for every turn, makes it 503: a provider outage is not the
+	 * instance's to be restarted for.
+	 */
+	json_object_object_add(doc, "status", json_object_new_string(store_ok && callable &&
+	    !ctx->draining ? "ok" : "degraded"));
 	json_object_object_add(doc, "service", json_object_new_string(SERVICE_NAME));
 	json_object_object_add(doc, "version", json_object_new_string(PACKAGE_VERSION));
 	json_object_object_add(doc, "draining", json_object_new_boolean(ctx->draining));
 	json_object_object_add(doc, "dependencies", deps);
+	json_object_object_add(doc, "response_time_ms", json_object_new_int64(vtime_mono_ms() - t0));
 	reply(ctx, store_ok ? 200 : 503, doc);
 }
 

@@ -92,6 +92,10 @@ try:
         s, h, doc = st.json("GET", "/health/detailed")
         prov = (doc or {}).get("dependencies", {}).get("providers", [{}])[0]
         check(prov.get("circuit") == "open", f"/health/detailed shows the circuit open: {prov}")
+        check(s == 200 and (doc or {}).get("status") == "degraded"
+              and isinstance((doc or {}).get("response_time_ms"), int),
+              f"/health/detailed: degraded (no provider would be called), still 200 (the "
+              f"store is up), with response_time_ms: {s} {doc}")
         wait_until(lambda: "cb-open-29" in st.worker_log() or True, 1)
         docs, _ = json_lines(st.worker_log())
         pids = {d.get("pid") for d in docs if d.get("msg") == "request" and d.get("status") == 503}
@@ -151,6 +155,8 @@ try:
                  for p in (doc or {}).get("dependencies", {}).get("providers", [])}
         check(provs.get("anthropic") == "closed",
               f"the fallback's circuit stays closed: {provs}")
+        check(s == 200 and (doc or {}).get("status") == "ok",
+              f"/health/detailed: ok while a provider of the chain can be called: {s} {doc}")
 finally:
     fake.stop()
 
