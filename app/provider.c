@@ -180,12 +180,18 @@ provider_url(char *out, size_t outlen, const char *base, const char *path)
 	return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
 
+/*
+ * One event for the wire's handler. Once the clean end came, parsing stops
+ * and so does the transfer (see attempt_data).
+ */
 static int
 attempt_event(void *p, const char *event, const char *data, size_t len)
 {
 	struct http_attempt *a = p;
 
-	return a->w->on_event(&a->s, event, data, len) != 0 ? 1 : 0;
+	if (a->w->on_event(&a->s, event, data, len) != 0)
+		return 1;
+	return a->s.done ? 1 : 0;
 }
 
 static int
@@ -194,6 +200,14 @@ attempt_data(void *p, const char *data, size_t len)
 	struct http_attempt *a = p;
 	int rc = sse_feed(&a->sse, data, len);
 
+	/*
+	 * NOTE: the clean end ([DONE], message_stop) ends the answer: the transfer
+	 * stops here rather than wait for HTTP's last chunk, which an upstream may
+	 * hold back until the call's timeout. Over HTTP/1.1 libcurl then closes
+	 * the connection (HTTP/2 only resets the stream); one connect per stream.
+	 */
+	if (a->s.done)
+		return 1;
 	if (rc == -1 && !a->s.failed && !a->s.client_gone) {
 		snprintf(a->s.why, sizeof(a->s.why),
 		    "the upstream stream sent a line or an event larger than allowed");
@@ -270,11 +284,11 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 		goto out;
 	}
 	/*
-	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: a
-	 * connection that then breaks or hangs before HTTP's last chunk loses
-	 * nothing of the answer.
+	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: the
+	 * transfer stopped there (HTTPC_ABORTED), or a connection that then broke
+	 * or timed out before HTTP's last chunk loses nothing of the answer.
 	 */
-	if (a.s.done && (hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
+	if (a.s.done && (hres == HTTPC_ABORTED || hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
 		hres = HTTPC_OK;
 	if (hres != HTTPC_OK) {
 		snprintf(res->error, sizeof(res->error), "%s: %s", w->name, err);

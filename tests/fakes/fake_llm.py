@@ -41,7 +41,7 @@ DEFAULT_AFTER_CHUNKS = 2
 NAMED_MODES = (
     "ok", "fail-429", "fail-500", "fail-529", "slow-first-byte", "stall-mid-stream",
     "cut-mid-stream", "malformed-json", "oversized", "html-error", "empty-reply",
-    "truncated-json", "error-event-mid-stream", "silent", "cut-after-end",
+    "truncated-json", "error-event-mid-stream", "silent", "cut-after-end", "hang-after-end",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
@@ -1261,6 +1261,9 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "cut-after-end":
             # the whole stream, [DONE] or message_stop included, but no terminating chunk
             return self.hard_close()
+        if mode == "hang-after-end":
+            # the whole stream, then the connection stays open without the terminating chunk
+            self.wait(entry.get("stall_ms", DEFAULT_STALL_MS))
         self.end_chunks()
 
     def oversized_body(self, provider, model):
