@@ -216,6 +216,42 @@ attempt_data(void *p, const char *data, size_t len)
 	return rc != 0 ? 1 : 0;
 }
 
+enum provider_error_kind
+provider_error_kind(struct json_object *err)
+{
+	static const char *const retryable[] = {"overloaded_error", "api_error", "rate_limit_error",
+		"timeout_error", "server_error", "requests", "tokens", "rate_limit_exceeded", NULL};
+	static const char *const rejected[] = {"invalid_request_error", "not_found_error",
+		"request_too_large", NULL};
+	struct json_object *v;
+	const char *name = NULL;
+	long long status;
+	size_t i;
+
+	if (err == NULL || !json_object_is_type(err, json_type_object))
+		return PROVIDER_ERR_RETRYABLE;
+	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string))
+		name = json_object_get_string(v);
+	else if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int)) {
+		status = json_object_get_int64(v);
+		if (status == 429 || status == 408 || status >= 500)
+			return PROVIDER_ERR_RETRYABLE;
+		return status == 400 || status == 404 || status == 413 || status == 422 ?
+		    PROVIDER_ERR_REJECTED : PROVIDER_ERR_FINAL;
+	} else if (json_object_object_get_ex(err, "code", &v) &&
+	    json_object_is_type(v, json_type_string))
+		name = json_object_get_string(v);
+	if (name == NULL)
+		return PROVIDER_ERR_RETRYABLE;
+	for (i = 0; retryable[i] != NULL; i++)
+		if (strcmp(name, retryable[i]) == 0)
+			return PROVIDER_ERR_RETRYABLE;
+	for (i = 0; rejected[i] != NULL; i++)
+		if (strcmp(name, rejected[i]) == 0)
+			return PROVIDER_ERR_REJECTED;
+	return PROVIDER_ERR_FINAL;
+}
+
 static int
 attempt_cancelled(void *p)
 {
@@ -280,7 +316,11 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 	if (a.s.failed) {
 		snprintf(res->error, sizeof(res->error), "%s", a.s.why);
 		*st = PROVIDER_ERROR;
-		next = res->streamed ? ATTEMPT_DONE : ATTEMPT_RETRY;
+		/* An error event that says the request was refused is not retried. */
+		if (!res->streamed && a.s.error_kind == PROVIDER_ERR_RETRYABLE)
+			next = ATTEMPT_RETRY;
+		else if (!res->streamed && a.s.error_kind == PROVIDER_ERR_REJECTED)
+			*st = PROVIDER_REJECTED;
 		goto out;
 	}
 	/*

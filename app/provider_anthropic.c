@@ -211,12 +211,14 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	} else if (strcmp(type, "message_stop") == 0) {
 		s->done = 1;
 	} else if (strcmp(type, "error") == 0) {
-		if (json_object_object_get_ex(doc, "error", &v) &&
-		    error_line(v, line, sizeof(line)) == 0)
+		if (!json_object_object_get_ex(doc, "error", &v))
+			v = NULL;
+		if (v != NULL && error_line(v, line, sizeof(line)) == 0)
 			snprintf(s->why, sizeof(s->why), "the upstream stream failed: %.170s", line);
 		else
 			snprintf(s->why, sizeof(s->why), "the upstream stream failed");
 		s->failed = 1;
+		s->error_kind = provider_error_kind(v);
 		rc = 1;
 	}
 	json_object_put(doc);

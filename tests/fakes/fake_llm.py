@@ -47,7 +47,8 @@ FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message"}
+              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message",
+              "error_type"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -279,6 +280,8 @@ def norm_entry(e):
             raise ValueError(f"{k} must be a non-negative integer")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
         raise ValueError("retry_after must be a non-negative integer or null")
+    if "error_type" in e and not isinstance(e["error_type"], str):
+        raise ValueError("error_type must be a string")
     if "stop_reason" in e and not isinstance(e["stop_reason"], str):
         raise ValueError("stop_reason must be a string")
     if "compat_stream" in e and not isinstance(e["compat_stream"], bool):
@@ -1236,11 +1239,12 @@ class Handler(BaseHTTPRequestHandler):
                 elif mode == "cut-mid-stream":
                     return self.hard_close()
                 elif mode == "error-event-mid-stream":
+                    etype = entry.get("error_type")
                     if provider == "openai":
-                        err = b"data: " + dumps(openai_error(500)) + b"\n\n"
+                        err = b"data: " + dumps(openai_error(500, etype=etype)) + b"\n\n"
                     else:
                         err = (b"event: error\ndata: " + dumps(
-                            {"type": "error", "error": {"type": "overloaded_error",
+                            {"type": "error", "error": {"type": etype or "overloaded_error",
                                                         "message": "Overloaded"}}) + b"\n\n")
                     self.chunk(err)
                     self.end_chunks()

@@ -167,6 +167,26 @@ try:
               f"an error event before the first delta: retried, then a clean stream: {names} "
               f"after {fake.stats()['calls']} calls")
 
+        # ...but only when the error says retrying may help: a refused request is refused again
+        fake.plan(*[{"mode": "error-event-mid-stream", "after_chunks": 0,
+                     "error_type": "invalid_request_error"}] * 3)
+        s, h, body = chat(st, "stream-early-refused", "one two three four", stream=True)
+        ev = sse_events(body)
+        names = [n for n, _ in ev]
+        err = json.loads(ev[-1][1]).get("error", {}) if ev else {}
+        check(s == 200 and names == ["error"] and err.get("code") == "provider_rejected_request"
+              and "invalid_request_error" in err.get("message", "")
+              and fake.stats()["calls"] == 1,
+              f"an invalid_request_error event before the first delta: not retried, an error event "
+              f"saying the request was refused: {names} {err} after {fake.stats()['calls']} calls")
+        fake.plan({"mode": "error-event-mid-stream", "after_chunks": 0,
+                   "error_type": "rate_limit_error"}, {"mode": "ok"})
+        s, h, body = chat(st, "stream-early-limited", "one two three four", stream=True)
+        names = [n for n, _ in sse_events(body)]
+        check(s == 200 and names[-1:] == ["done"] and fake.stats()["calls"] == 2,
+              f"a rate_limit_error event before the first delta is retried: {names} after "
+              f"{fake.stats()['calls']} calls")
+
         # --- streams that break after they started: an error event, never a clean end ---
         for mode, what in (("cut-mid-stream", "cut"), ("error-event-mid-stream", "error event"),
                            ("malformed-json", "garbage event"),
