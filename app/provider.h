@@ -216,6 +216,7 @@ struct provider_stream {
 	int failed;
 	int client_gone;
 	enum provider_error_kind error_kind;
+	long long input_parts[3];   /* Anthropic's input counts so far (provider_anthropic.c) */
 	char why[200];
 };
 

@@ -48,7 +48,7 @@ TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
               "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message",
-              "error_type"}
+              "error_type", "usage_start", "usage_delta"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -280,6 +280,9 @@ def norm_entry(e):
             raise ValueError(f"{k} must be a non-negative integer")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
         raise ValueError("retry_after must be a non-negative integer or null")
+    for k in ("usage_start", "usage_delta"):
+        if k in e and not isinstance(e[k], dict):
+            raise ValueError(f"{k} must be an object")
     if "error_type" in e and not isinstance(e["error_type"], str):
         raise ValueError("error_type must be a string")
     if "stop_reason" in e and not isinstance(e["stop_reason"], str):
@@ -1023,6 +1026,9 @@ class Handler(BaseHTTPRequestHandler):
             reply = {"kind": "text", "text": "", "prompt": reply["prompt"], "completion": 0}
         if "stop_reason" in entry:
             reply["stop"] = entry["stop_reason"]
+        for k in ("usage_start", "usage_delta"):
+            if k in entry:
+                reply[k] = entry[k]
         reply["compat"] = bool(entry.get("compat_stream"))
         model = body["model"]
         if mode == "error-event-mid-stream" and not stream:
@@ -1171,7 +1177,8 @@ class Handler(BaseHTTPRequestHandler):
         evs = [ev("message_start", {"type": "message_start", "message": {
             "id": "msg_" + rand_id(24), "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": r["prompt"], "output_tokens": 1}}})]
+            "usage": dict({"input_tokens": r["prompt"], "output_tokens": 1},
+                          **r.get("usage_start", {}))}})]
         if r["kind"] == "tool":
             # one tool_use content block per call, index k; the ping after the first start
             first = None
@@ -1216,7 +1223,8 @@ class Handler(BaseHTTPRequestHandler):
                                                  "index": block}))
         evs.append(ev("message_delta", {"type": "message_delta",
                                         "delta": {"stop_reason": stop, "stop_sequence": None},
-                                        "usage": {"output_tokens": r["completion"]}}))
+                                        "usage": dict({"output_tokens": r["completion"]},
+                                                      **r.get("usage_delta", {}))}))
         evs.append(ev("message_stop", {"type": "message_stop"}))
         return evs, first, last
 

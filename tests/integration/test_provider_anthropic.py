@@ -106,6 +106,21 @@ try:
               f"(not added to message_start's): {final.get('usage')}")
         b = fake.stats()["requests"][-1]["body"]
         check(b.get("stream") is True and "stream_options" not in b, f"streams ask for a stream: {b}")
+        # message_delta's usage is cumulative field by field: a count it leaves out or sends
+        # as null (unknown) keeps message_start's, the cached prompt included
+        for sid, start, delta in (
+                ("usage-cache-1", {"cache_read_input_tokens": 100, "cache_creation_input_tokens": 20},
+                 {"input_tokens": 3}),
+                ("usage-cache-2", {"cache_read_input_tokens": 100, "cache_creation_input_tokens": 20},
+                 {"input_tokens": None, "cache_read_input_tokens": None,
+                  "cache_creation_input_tokens": 20})):
+            fake.plan({"mode": "ok", "usage_start": start, "usage_delta": delta})
+            s, h, body = chat(st, sid, "stream me please", stream=True)
+            ev = sse_events(body)
+            final = json.loads(ev[-1][1]) if ev and ev[-1][0] == "done" else {}
+            check(final.get("usage") == {"input_tokens": 123, "output_tokens": 4},
+                  f"{sid}: message_start {start} then message_delta {delta}: 3 + 100 + 20 input "
+                  f"tokens: {final.get('usage')}")
 
         # --- retries: counted as upstream calls ---
         fake.plan({"mode": "fail-429", "retry_after": 0}, {"mode": "fail-500"}, {"mode": "ok"})
