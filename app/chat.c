@@ -501,8 +501,12 @@ static int
 on_delta(void *p, const char *text, size_t len)
 {
 	struct turn_state *t = p;
+	int rc = t->in->fmt->delta(t->ctx, t->in->fmt_state, t->res->model, text, len);
 
-	return t->in->fmt->delta(t->ctx, t->in->fmt_state, t->res->model, text, len);
+	/* NOTE: a delta not written to a client still there ran out of memory. */
+	if (rc != 0 && !t->ctx->resp->aborted)
+		t->ctx->resp->body.oom = 1;
+	return rc;
 }
 
 void
@@ -830,7 +834,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	const char *terr = NULL;   /* why the turn failed, for its trace */
 	struct trace_turn tt;
 	struct agent_turn at;
-	int turn = 0, oom = 0;
+	int turn = 0, oom = 0, told = 0;   /* told: the stream's error event was sent */
 
 	memset(&res, 0, sizeof(res));
 	memset(&at, 0, sizeof(at));
@@ -922,12 +926,12 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 			    "it again");
 			goto out;
 		}
-		if (ps == PROVIDER_CANCELLED) {
+		if (ps == PROVIDER_CANCELLED && !ctx->resp->body.oom) {
 			log_msg(LOG_LVL_INFO, "client went away; turn abandoned");
 			terr = "the client went away";
 			goto out;
 		}
-		if (ps == PROVIDER_NOMEM) {
+		if (ps == PROVIDER_NOMEM || ps == PROVIDER_CANCELLED) {
 			ctx->resp->body.oom = 1;
 			goto out;
 		}
@@ -957,9 +961,11 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		if (s != STORE_OK) {
 			terr = "the session store failed: the turn was not stored";
 			store_error(ctx, s, "append");
-			if (ctx->resp->streaming)
+			if (ctx->resp->streaming) {
 				in->fmt->fail(ctx, in->fmt_state, 503, "store_unavailable",
 				    "the session store failed: this turn was not stored");
+				told = 1;
+			}
 			goto out;
 		}
 	}
@@ -984,6 +990,15 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	metrics_observe("valerie_overhead_seconds", "",
 	    (double)(overhead_ms > 0 ? overhead_ms : 0) / 1000.0);
 out:
+	/*
+	 * NOTE: out of memory once the stream started: too late for the 500 of
+	 * fix_oom, so the stream ends with an error event, never a clean or
+	 * silent end.
+	 */
+	if (ctx->resp->body.oom && ctx->resp->streaming && !ctx->resp->aborted && !told) {
+		terr = "out of memory";
+		in->fmt->fail(ctx, in->fmt_state, 500, "internal_error", "out of memory");
+	}
 	if (tt.on) {
 		if (terr == NULL && ctx->resp->status >= 400)
 			terr = ctx->resp->status >= 500 ? "the turn failed" : "the turn was refused";

@@ -180,12 +180,18 @@ provider_url(char *out, size_t outlen, const char *base, const char *path)
 	return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
 
+/*
+ * One event for the wire's handler. Once the clean end came, parsing stops
+ * and so does the transfer (see attempt_data).
+ */
 static int
 attempt_event(void *p, const char *event, const char *data, size_t len)
 {
 	struct http_attempt *a = p;
 
-	return a->w->on_event(&a->s, event, data, len) != 0 ? 1 : 0;
+	if (a->w->on_event(&a->s, event, data, len) != 0)
+		return 1;
+	return a->s.done ? 1 : 0;
 }
 
 static int
@@ -194,12 +200,56 @@ attempt_data(void *p, const char *data, size_t len)
 	struct http_attempt *a = p;
 	int rc = sse_feed(&a->sse, data, len);
 
+	/*
+	 * NOTE: the clean end ([DONE], message_stop) ends the answer: the transfer
+	 * stops here rather than wait for HTTP's last chunk, which an upstream may
+	 * hold back until the call's timeout. Over HTTP/1.1 libcurl then closes
+	 * the connection (HTTP/2 only resets the stream); one connect per stream.
+	 */
+	if (a->s.done)
+		return 1;
 	if (rc == -1 && !a->s.failed && !a->s.client_gone) {
 		snprintf(a->s.why, sizeof(a->s.why),
 		    "the upstream stream sent a line or an event larger than allowed");
 		a->s.failed = 1;
 	}
 	return rc != 0 ? 1 : 0;
+}
+
+enum provider_error_kind
+provider_error_kind(struct json_object *err)
+{
+	static const char *const retryable[] = {"overloaded_error", "api_error", "rate_limit_error",
+		"timeout_error", "server_error", "requests", "tokens", "rate_limit_exceeded", NULL};
+	static const char *const rejected[] = {"invalid_request_error", "not_found_error",
+		"request_too_large", NULL};
+	struct json_object *v;
+	const char *name = NULL;
+	long long status;
+	size_t i;
+
+	if (err == NULL || !json_object_is_type(err, json_type_object))
+		return PROVIDER_ERR_RETRYABLE;
+	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string))
+		name = json_object_get_string(v);
+	else if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int)) {
+		status = json_object_get_int64(v);
+		if (status == 429 || status == 408 || status >= 500)
+			return PROVIDER_ERR_RETRYABLE;
+		return status == 400 || status == 404 || status == 413 || status == 422 ?
+		    PROVIDER_ERR_REJECTED : PROVIDER_ERR_FINAL;
+	} else if (json_object_object_get_ex(err, "code", &v) &&
+	    json_object_is_type(v, json_type_string))
+		name = json_object_get_string(v);
+	if (name == NULL)
+		return PROVIDER_ERR_RETRYABLE;
+	for (i = 0; retryable[i] != NULL; i++)
+		if (strcmp(name, retryable[i]) == 0)
+			return PROVIDER_ERR_RETRYABLE;
+	for (i = 0; rejected[i] != NULL; i++)
+		if (strcmp(name, rejected[i]) == 0)
+			return PROVIDER_ERR_REJECTED;
+	return PROVIDER_ERR_FINAL;
 }
 
 static int
@@ -266,15 +316,19 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 	if (a.s.failed) {
 		snprintf(res->error, sizeof(res->error), "%s", a.s.why);
 		*st = PROVIDER_ERROR;
-		next = res->streamed ? ATTEMPT_DONE : ATTEMPT_RETRY;
+		/* An error event that says the request was refused is not retried. */
+		if (!res->streamed && a.s.error_kind == PROVIDER_ERR_RETRYABLE)
+			next = ATTEMPT_RETRY;
+		else if (!res->streamed && a.s.error_kind == PROVIDER_ERR_REJECTED)
+			*st = PROVIDER_REJECTED;
 		goto out;
 	}
 	/*
-	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: a
-	 * connection that then breaks or hangs before HTTP's last chunk loses
-	 * nothing of the answer.
+	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: the
+	 * transfer stopped there (HTTPC_ABORTED), or a connection that then broke
+	 * or timed out before HTTP's last chunk loses nothing of the answer.
 	 */
-	if (a.s.done && (hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
+	if (a.s.done && (hres == HTTPC_ABORTED || hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
 		hres = HTTPC_OK;
 	if (hres != HTTPC_OK) {
 		snprintf(res->error, sizeof(res->error), "%s: %s", w->name, err);

@@ -189,10 +189,25 @@ int provider_sleep(const struct llm_request *req, long long ms);
 /* Monotonic milliseconds. */
 long long provider_now_ms(void);
 
+/* What an error the upstream sent inside a stream says of trying again. */
+enum provider_error_kind {
+	PROVIDER_ERR_RETRYABLE = 0,   /* overloaded, rate limited, a server fault, or unsaid */
+	PROVIDER_ERR_FINAL,           /* a wrong key, no permission or credit, unknown: no retry */
+	PROVIDER_ERR_REJECTED         /* the request itself was refused: no retry, 400 */
+};
+
+/*
+ * The kind of an upstream error object {type?, code?} (OpenAI's or
+ * Anthropic's): by its type, else by its code (a name, or an HTTP status as
+ * some compatible servers send). One that names neither is retryable.
+ */
+enum provider_error_kind provider_error_kind(struct json_object *err);
+
 /*
  * One streamed attempt as a wire format's event handler sees it. `done` is set
  * by the handler when the stream's clean end arrives ([DONE], message_stop);
- * `failed` with `why` when the upstream sent an error or garbage.
+ * `failed` with `why` when the upstream sent an error or garbage, and
+ * `error_kind` when it was an error event (garbage stays retryable).
  */
 struct provider_stream {
 	const struct llm_request *req;
@@ -200,6 +215,8 @@ struct provider_stream {
 	int done;
 	int failed;
 	int client_gone;
+	enum provider_error_kind error_kind;
+	long long input_parts[3];   /* Anthropic's input counts so far (provider_anthropic.c) */
 	char why[200];
 };
 
@@ -236,7 +253,7 @@ struct provider_call {
 /*
  * Makes the call over `http` with retries: 429, 408, 5xx (529 included),
  * timeouts, connection errors and a stream that failed before any delta went
- * out are retried up to max_retries times with provider_backoff; nothing is
+ * out (unless its error event says retrying cannot help) are retried up to max_retries times with provider_backoff; nothing is
  * retried once text reached the client, nor after a 2xx body that is garbage
  * or too large. Fills `res` (res->attempts counts upstream calls).
  */

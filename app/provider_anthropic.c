@@ -28,28 +28,34 @@ get_str(struct json_object *o, const char *key)
 }
 
 /*
- * Takes the token counts of a `usage` object. Counts are cumulative (a later
- * message_delta repeats and updates them), so each replaces the last; never
- * added. NOTE: input_tokens leaves out the cached prompt, so the cache
- * fields, when present, are counted in.
+ * Takes the token counts of a `usage` object. Each count is cumulative (a
+ * later message_delta repeats and updates it), so each replaces the last;
+ * never added. A count left out or null (unknown) keeps the last one.
+ * NOTE: input_tokens leaves out the cached prompt, so the input is the sum
+ * of the three input counts, kept apart in `in` (input, cache creation,
+ * cache read; zeroed by the caller for each answer).
  */
 static void
-take_usage(struct json_object *usage, struct llm_result *res)
+take_usage(struct json_object *usage, long long in[3], struct llm_result *res)
 {
+	static const char *const keys[3] = {"input_tokens", "cache_creation_input_tokens",
+		"cache_read_input_tokens"};
 	struct json_object *v;
-	long long in;
+	int i, seen = 0;
 
 	if (usage == NULL || !json_object_is_type(usage, json_type_object))
 		return;
-	if (json_object_object_get_ex(usage, "input_tokens", &v)) {
-		in = json_object_get_int64(v);
-		if (json_object_object_get_ex(usage, "cache_creation_input_tokens", &v))
-			in += json_object_get_int64(v);
-		if (json_object_object_get_ex(usage, "cache_read_input_tokens", &v))
-			in += json_object_get_int64(v);
-		res->input_tokens = in;
+	for (i = 0; i < 3; i++) {
+		if (json_object_object_get_ex(usage, keys[i], &v) &&
+		    json_object_is_type(v, json_type_int)) {
+			in[i] = json_object_get_int64(v);
+			seen = 1;
+		}
 	}
-	if (json_object_object_get_ex(usage, "output_tokens", &v))
+	if (seen)
+		res->input_tokens = in[0] + in[1] + in[2];
+	if (json_object_object_get_ex(usage, "output_tokens", &v) &&
+	    json_object_is_type(v, json_type_int))
 		res->output_tokens = json_object_get_int64(v);
 }
 
@@ -170,7 +176,7 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 		if (json_object_object_get_ex(doc, "message", &msg)) {
 			take_model(msg, s->res);
 			if (json_object_object_get_ex(msg, "usage", &v))
-				take_usage(v, s->res);
+				take_usage(v, s->input_parts, s->res);
 		}
 	} else if (strcmp(type, "content_block_start") == 0) {
 		if (json_object_object_get_ex(doc, "content_block", &v) &&
@@ -205,18 +211,20 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 		}
 	} else if (strcmp(type, "message_delta") == 0) {
 		if (json_object_object_get_ex(doc, "usage", &v))
-			take_usage(v, s->res);
+			take_usage(v, s->input_parts, s->res);
 		if (json_object_object_get_ex(doc, "delta", &delta))
 			take_stop_reason(get_str(delta, "stop_reason"), s->res);
 	} else if (strcmp(type, "message_stop") == 0) {
 		s->done = 1;
 	} else if (strcmp(type, "error") == 0) {
-		if (json_object_object_get_ex(doc, "error", &v) &&
-		    error_line(v, line, sizeof(line)) == 0)
+		if (!json_object_object_get_ex(doc, "error", &v))
+			v = NULL;
+		if (v != NULL && error_line(v, line, sizeof(line)) == 0)
 			snprintf(s->why, sizeof(s->why), "the upstream stream failed: %.170s", line);
 		else
 			snprintf(s->why, sizeof(s->why), "the upstream stream failed");
 		s->failed = 1;
+		s->error_kind = provider_error_kind(v);
 		rc = 1;
 	}
 	json_object_put(doc);
@@ -237,6 +245,7 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	const char *t;
 	size_t i;
 	char line[180];
+	long long in[3] = {0, 0, 0};
 
 	if (doc == NULL) {
 		snprintf(res->error, sizeof(res->error), "the upstream answer is not valid JSON");
@@ -271,7 +280,7 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	take_stop_reason(get_str(doc, "stop_reason"), res);
 	take_model(doc, res);
 	if (json_object_object_get_ex(doc, "usage", &v))
-		take_usage(v, res);
+		take_usage(v, in, res);
 	st = PROVIDER_OK;
 out:
 	json_object_put(doc);

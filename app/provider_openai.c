@@ -144,6 +144,7 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 		else
 			snprintf(s->why, sizeof(s->why), "the upstream stream failed");
 		s->failed = 1;
+		s->error_kind = provider_error_kind(err);
 		json_object_put(doc);
 		return 1;
 	}

@@ -41,13 +41,14 @@ DEFAULT_AFTER_CHUNKS = 2
 NAMED_MODES = (
     "ok", "fail-429", "fail-500", "fail-529", "slow-first-byte", "stall-mid-stream",
     "cut-mid-stream", "malformed-json", "oversized", "html-error", "empty-reply",
-    "truncated-json", "error-event-mid-stream", "silent", "cut-after-end",
+    "truncated-json", "error-event-mid-stream", "silent", "cut-after-end", "hang-after-end",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message"}
+              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message",
+              "error_type", "usage_start", "usage_delta"}
 
 OPT = None       # parsed command line
 STATE = None     # the shared counters and plan
@@ -279,6 +280,11 @@ def norm_entry(e):
             raise ValueError(f"{k} must be a non-negative integer")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
         raise ValueError("retry_after must be a non-negative integer or null")
+    for k in ("usage_start", "usage_delta"):
+        if k in e and not isinstance(e[k], dict):
+            raise ValueError(f"{k} must be an object")
+    if "error_type" in e and not isinstance(e["error_type"], str):
+        raise ValueError("error_type must be a string")
     if "stop_reason" in e and not isinstance(e["stop_reason"], str):
         raise ValueError("stop_reason must be a string")
     if "compat_stream" in e and not isinstance(e["compat_stream"], bool):
@@ -1020,6 +1026,9 @@ class Handler(BaseHTTPRequestHandler):
             reply = {"kind": "text", "text": "", "prompt": reply["prompt"], "completion": 0}
         if "stop_reason" in entry:
             reply["stop"] = entry["stop_reason"]
+        for k in ("usage_start", "usage_delta"):
+            if k in entry:
+                reply[k] = entry[k]
         reply["compat"] = bool(entry.get("compat_stream"))
         model = body["model"]
         if mode == "error-event-mid-stream" and not stream:
@@ -1168,7 +1177,8 @@ class Handler(BaseHTTPRequestHandler):
         evs = [ev("message_start", {"type": "message_start", "message": {
             "id": "msg_" + rand_id(24), "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": r["prompt"], "output_tokens": 1}}})]
+            "usage": dict({"input_tokens": r["prompt"], "output_tokens": 1},
+                          **r.get("usage_start", {}))}})]
         if r["kind"] == "tool":
             # one tool_use content block per call, index k; the ping after the first start
             first = None
@@ -1213,7 +1223,8 @@ class Handler(BaseHTTPRequestHandler):
                                                  "index": block}))
         evs.append(ev("message_delta", {"type": "message_delta",
                                         "delta": {"stop_reason": stop, "stop_sequence": None},
-                                        "usage": {"output_tokens": r["completion"]}}))
+                                        "usage": dict({"output_tokens": r["completion"]},
+                                                      **r.get("usage_delta", {}))}))
         evs.append(ev("message_stop", {"type": "message_stop"}))
         return evs, first, last
 
@@ -1236,11 +1247,12 @@ class Handler(BaseHTTPRequestHandler):
                 elif mode == "cut-mid-stream":
                     return self.hard_close()
                 elif mode == "error-event-mid-stream":
+                    etype = entry.get("error_type")
                     if provider == "openai":
-                        err = b"data: " + dumps(openai_error(500)) + b"\n\n"
+                        err = b"data: " + dumps(openai_error(500, etype=etype)) + b"\n\n"
                     else:
                         err = (b"event: error\ndata: " + dumps(
-                            {"type": "error", "error": {"type": "overloaded_error",
+                            {"type": "error", "error": {"type": etype or "overloaded_error",
                                                         "message": "Overloaded"}}) + b"\n\n")
                     self.chunk(err)
                     self.end_chunks()
@@ -1261,6 +1273,9 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "cut-after-end":
             # the whole stream, [DONE] or message_stop included, but no terminating chunk
             return self.hard_close()
+        if mode == "hang-after-end":
+            # the whole stream, then the connection stays open without the terminating chunk
+            self.wait(entry.get("stall_ms", DEFAULT_STALL_MS))
         self.end_chunks()
 
     def oversized_body(self, provider, model):

@@ -106,6 +106,21 @@ try:
               f"(not added to message_start's): {final.get('usage')}")
         b = fake.stats()["requests"][-1]["body"]
         check(b.get("stream") is True and "stream_options" not in b, f"streams ask for a stream: {b}")
+        # message_delta's usage is cumulative field by field: a count it leaves out or sends
+        # as null (unknown) keeps message_start's, the cached prompt included
+        for sid, start, delta in (
+                ("usage-cache-1", {"cache_read_input_tokens": 100, "cache_creation_input_tokens": 20},
+                 {"input_tokens": 3}),
+                ("usage-cache-2", {"cache_read_input_tokens": 100, "cache_creation_input_tokens": 20},
+                 {"input_tokens": None, "cache_read_input_tokens": None,
+                  "cache_creation_input_tokens": 20})):
+            fake.plan({"mode": "ok", "usage_start": start, "usage_delta": delta})
+            s, h, body = chat(st, sid, "stream me please", stream=True)
+            ev = sse_events(body)
+            final = json.loads(ev[-1][1]) if ev and ev[-1][0] == "done" else {}
+            check(final.get("usage") == {"input_tokens": 123, "output_tokens": 4},
+                  f"{sid}: message_start {start} then message_delta {delta}: 3 + 100 + 20 input "
+                  f"tokens: {final.get('usage')}")
 
         # --- retries: counted as upstream calls ---
         fake.plan({"mode": "fail-429", "retry_after": 0}, {"mode": "fail-500"}, {"mode": "ok"})
@@ -166,6 +181,26 @@ try:
               and fake.stats()["calls"] == 2,
               f"an error event before the first delta: retried, then a clean stream: {names} "
               f"after {fake.stats()['calls']} calls")
+
+        # ...but only when the error says retrying may help: a refused request is refused again
+        fake.plan(*[{"mode": "error-event-mid-stream", "after_chunks": 0,
+                     "error_type": "invalid_request_error"}] * 3)
+        s, h, body = chat(st, "stream-early-refused", "one two three four", stream=True)
+        ev = sse_events(body)
+        names = [n for n, _ in ev]
+        err = json.loads(ev[-1][1]).get("error", {}) if ev else {}
+        check(s == 200 and names == ["error"] and err.get("code") == "provider_rejected_request"
+              and "invalid_request_error" in err.get("message", "")
+              and fake.stats()["calls"] == 1,
+              f"an invalid_request_error event before the first delta: not retried, an error event "
+              f"saying the request was refused: {names} {err} after {fake.stats()['calls']} calls")
+        fake.plan({"mode": "error-event-mid-stream", "after_chunks": 0,
+                   "error_type": "rate_limit_error"}, {"mode": "ok"})
+        s, h, body = chat(st, "stream-early-limited", "one two three four", stream=True)
+        names = [n for n, _ in sse_events(body)]
+        check(s == 200 and names[-1:] == ["done"] and fake.stats()["calls"] == 2,
+              f"a rate_limit_error event before the first delta is retried: {names} after "
+              f"{fake.stats()['calls']} calls")
 
         # --- streams that break after they started: an error event, never a clean end ---
         for mode, what in (("cut-mid-stream", "cut"), ("error-event-mid-stream", "error event"),

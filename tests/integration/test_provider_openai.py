@@ -127,6 +127,26 @@ try:
         check(s == 502 and is_error_doc(json.loads(body), "provider_error"),
               f"an upstream that closes without answering: 502: {s} {body[:120]!r}")
 
+        # --- an error chunk before any text reached the client: retried when retrying may
+        # help (server_error), not when the request itself was refused ---
+        fake.plan({"mode": "error-event-mid-stream", "after_chunks": 0}, {"mode": "ok"})
+        s, h, body = chat(st, "stream-early", "one two three four", stream=True)
+        names = [n for n, _ in sse_events(body)]
+        check(s == 200 and names[-1:] == ["done"] and "error" not in names
+              and fake.stats()["calls"] == 2,
+              f"a server_error chunk before the first delta: retried, then a clean stream: {names} "
+              f"after {fake.stats()['calls']} calls")
+        fake.plan(*[{"mode": "error-event-mid-stream", "after_chunks": 0,
+                     "error_type": "invalid_request_error"}] * 3)
+        s, h, body = chat(st, "stream-early-refused", "one two three four", stream=True)
+        ev = sse_events(body)
+        names = [n for n, _ in ev]
+        err = json.loads(ev[-1][1]).get("error", {}) if ev else {}
+        check(s == 200 and names == ["error"] and err.get("code") == "provider_rejected_request"
+              and fake.stats()["calls"] == 1,
+              f"an invalid_request_error chunk before the first delta: not retried, an error event "
+              f"saying the request was refused: {names} {err} after {fake.stats()['calls']} calls")
+
         # --- streams that break after they started: an error event, never a clean end ---
         for mode, what in (("cut-mid-stream", "cut"), ("error-event-mid-stream", "error chunk"),
                            ("stall-mid-stream", "stall past OPENAI_TIMEOUT")):

@@ -157,6 +157,36 @@ try:
               f"the fallback's circuit stays closed: {provs}")
         check(s == 200 and (doc or {}).get("status") == "ok",
               f"/health/detailed: ok while a provider of the chain can be called: {s} {doc}")
+
+    # --- the stream's clean end came whole, then the upstream holds the connection open
+    # without HTTP's last chunk: the client gets its answer at once, not after the per-call
+    # timeout (60 s by default, as long as the fake's hang) ---
+    for prov in ("openai", "anthropic"):
+        env = dict(base, VALERIE_LLM_PROVIDER=prov, ANTHROPIC_API_KEY="ak-test",
+                   ANTHROPIC_BASE_URL=f"http://127.0.0.1:{fake.port}")
+        with Stack(workers=1, threads=2, env=env) as st:
+            fake.control("POST", "/_control/reset", {})
+            fake.control("POST", "/_control/plan",
+                         {"next": [{"mode": "hang-after-end", "stall_ms": 60000}]})
+            body = json.dumps({"message": "one two three", "session_id": f"hang-{prov}",
+                               "stream": True}).encode()
+            try:
+                s, h, raw = st.request("POST", "/api/v1/chat", body=body, timeout=20,
+                                       headers={"Content-Type": "application/json"})
+            except OSError as e:   # a socket timeout: still waiting on the upstream
+                s, raw = None, repr(e).encode()
+            names = [ln[6:].strip() for ln in raw.decode().split("\n") if ln.startswith("event:")]
+            stats = fake.stats()
+            check(s == 200 and names[-1:] == ["done"] and "error" not in names
+                  and stats["calls"] == 1,
+                  f"{prov}: a stream whose upstream hangs after its clean end: done well before "
+                  f"the 60 s hang, after one call: {s} {names or raw[:120]} {stats['calls']}")
+            check(wait_until(lambda: fake.stats()["in_flight"] == 0, 10)
+                  and fake.stats()["by_outcome"] == {"hang-after-end": 1},
+                  f"{prov}: the upstream's connection is let go once the clean end came: "
+                  f"{fake.stats()['by_outcome']}")
+            s, h, doc = st.json("GET", f"/api/v1/sessions/hang-{prov}")
+            check(s == 200 and doc.get("turns") == 1, f"{prov}: the turn is stored: {s}")
 finally:
     fake.stop()
 

@@ -943,6 +943,40 @@ test_tool_calls(void)
 	provider_result_free(NULL);
 }
 
+/* The kind of an upstream error object: retried only when retrying may help. */
+static void
+test_error_kind(void)
+{
+	static const struct {
+		const char *json;
+		enum provider_error_kind kind;
+	} cases[] = {
+		{"{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"api_error\"}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"rate_limit_error\"}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"server_error\",\"code\":null}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"requests\",\"code\":\"rate_limit_exceeded\"}", PROVIDER_ERR_RETRYABLE},
+		{"{\"message\":\"x\"}", PROVIDER_ERR_RETRYABLE},
+		{"{\"message\":\"x\",\"code\":503}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"invalid_request_error\"}", PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"not_found_error\"}", PROVIDER_ERR_REJECTED},
+		{"{\"message\":\"x\",\"code\":400}", PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"authentication_error\"}", PROVIDER_ERR_FINAL},
+		{"{\"type\":\"insufficient_quota\"}", PROVIDER_ERR_FINAL},
+		{"{\"message\":\"x\",\"code\":401}", PROVIDER_ERR_FINAL},
+	};
+	struct json_object *o;
+	size_t i;
+
+	CHECK_INT(provider_error_kind(NULL), PROVIDER_ERR_RETRYABLE);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		o = json_tokener_parse(cases[i].json);
+		CHECK(o != NULL);
+		CHECK_INT(provider_error_kind(o), cases[i].kind);
+		json_object_put(o);
+	}
+}
+
 int
 main(void)
 {
@@ -954,5 +988,6 @@ main(void)
 	test_openai();
 	test_extra();
 	test_tool_calls();
+	test_error_kind();
 	return check_done("test_provider_body");
 }
