@@ -144,6 +144,8 @@ struct http_attempt {
 	struct provider_stream s;
 	struct sse_parser sse;
 	const struct provider_wire *w;
+	long long done_ms;     /* monotonic: when the clean end came (0: not yet) */
+	int ended;             /* the transfer was stopped after the clean end */
 };
 
 int
@@ -180,34 +182,37 @@ provider_url(char *out, size_t outlen, const char *base, const char *path)
 	return n < 0 || (size_t)n >= outlen ? -1 : 0;
 }
 
-/*
- * One event for the wire's handler. Once the clean end came, parsing stops
- * and so does the transfer (see attempt_data).
- */
+/* One event for the wire's handler; nothing after the clean end is read. */
 static int
 attempt_event(void *p, const char *event, const char *data, size_t len)
 {
 	struct http_attempt *a = p;
 
+	if (a->s.done)
+		return 0;
 	if (a->w->on_event(&a->s, event, data, len) != 0)
 		return 1;
-	return a->s.done ? 1 : 0;
+	if (a->s.done)
+		a->done_ms = provider_now_ms();
+	return 0;
 }
 
 static int
 attempt_data(void *p, const char *data, size_t len)
 {
 	struct http_attempt *a = p;
-	int rc = sse_feed(&a->sse, data, len);
+	int rc;
 
 	/*
-	 * NOTE: the clean end ([DONE], message_stop) ends the answer: the transfer
-	 * stops here rather than wait for HTTP's last chunk, which an upstream may
-	 * hold back until the call's timeout. Over HTTP/1.1 libcurl then closes
-	 * the connection (HTTP/2 only resets the stream); one connect per stream.
+	 * NOTE: after the clean end ([DONE], message_stop) the answer is whole.
+	 * The transfer goes on to HTTP's last chunk, normally in the same read,
+	 * so the connection is kept for the next call; an upstream that holds it
+	 * back is cut PROVIDER_DONE_GRACE_MS later (attempt_cancelled) instead
+	 * of making the client wait for the call's timeout.
 	 */
 	if (a->s.done)
-		return 1;
+		return 0;
+	rc = sse_feed(&a->sse, data, len);
 	if (rc == -1 && !a->s.failed && !a->s.client_gone) {
 		snprintf(a->s.why, sizeof(a->s.why),
 		    "the upstream stream sent a line or an event larger than allowed");
@@ -255,8 +260,12 @@ provider_error_kind(struct json_object *err)
 static int
 attempt_cancelled(void *p)
 {
-	const struct http_attempt *a = p;
+	struct http_attempt *a = p;
 
+	if (a->s.done && provider_now_ms() - a->done_ms >= PROVIDER_DONE_GRACE_MS) {
+		a->ended = 1;
+		return 1;
+	}
 	return a->s.req->cancelled != NULL && a->s.req->cancelled(a->s.req->ctx);
 }
 
@@ -309,6 +318,8 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 	*retry_after_ms = -1;
 
 	hres = httpc_perform(http, &hr, &r, err, sizeof(err));
+	if (a.ended && hres == HTTPC_CANCELLED)
+		hres = HTTPC_OK;   /* stopped after the clean end: the answer is whole */
 	if (a.s.client_gone || hres == HTTPC_CANCELLED) {
 		*st = PROVIDER_CANCELLED;
 		goto out;
@@ -324,11 +335,11 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 		goto out;
 	}
 	/*
-	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: the
-	 * transfer stopped there (HTTPC_ABORTED), or a connection that then broke
-	 * or timed out before HTTP's last chunk loses nothing of the answer.
+	 * NOTE: the stream's clean end ([DONE], message_stop) came whole: a
+	 * connection that then broke or timed out before HTTP's last chunk loses
+	 * nothing of the answer.
 	 */
-	if (a.s.done && (hres == HTTPC_ABORTED || hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
+	if (a.s.done && (hres == HTTPC_BROKEN || hres == HTTPC_TIMEOUT))
 		hres = HTTPC_OK;
 	if (hres != HTTPC_OK) {
 		snprintf(res->error, sizeof(res->error), "%s: %s", w->name, err);

@@ -8,6 +8,8 @@
 
 #define PROVIDER_RESPONSE_MAX (8 * 1024 * 1024)   /* a whole (non-streamed) answer */
 #define PROVIDER_STREAM_MAX (16 * 1024 * 1024)    /* all the bytes of one stream */
+/* After a stream's clean end, how long HTTP's last chunk may take before the call is cut. */
+#define PROVIDER_DONE_GRACE_MS 250
 #define PROVIDER_CALL_MIN_MS 100                  /* less left of the turn: no fallback call */
 
 struct circuits;

@@ -187,6 +187,19 @@ try:
                   f"{fake.stats()['by_outcome']}")
             s, h, doc = st.json("GET", f"/api/v1/sessions/hang-{prov}")
             check(s == 200 and doc.get("turns") == 1, f"{prov}: the turn is stored: {s}")
+            # an upstream that ends its streams properly keeps its connection: the next
+            # streams reuse it (one worker thread, one libcurl handle)
+            fake.control("POST", "/_control/reset", {})
+            for i in range(4):
+                body = json.dumps({"message": f"again {i}", "session_id": f"keep-{prov}",
+                                   "stream": True}).encode()
+                s, h, raw = st.request("POST", "/api/v1/chat", body=body, timeout=20,
+                                       headers={"Content-Type": "application/json"})
+            stats = fake.stats()   # its own connection counts too
+            check(s == 200 and stats["calls"] == 4 and stats["connections"] - 1 <= 2,
+                  f"{prov}: four streams that end properly take at most two connections "
+                  f"(one per worker thread, kept alive), not one each: {stats['calls']} "
+                  f"calls, {stats['connections'] - 1} connections")
 finally:
     fake.stop()
 
