@@ -200,11 +200,23 @@ app_worker_free(struct app_worker *w)
 /* Monotonic ms after which turns in flight end (0: not stopping). One app per process. */
 static atomic_llong stop_due_ms;
 
+/*
+ * NOTE: the least time before the drain limit at which turns in flight are
+ * told to end. libcurl asks whether a call is cancelled only about once a
+ * second while the upstream sends nothing (its idle poll), and the answer
+ * must still be written: a quarter of a limit of 1 to 4 s was less than that,
+ * so a turn waiting on a provider was cut at the limit, not ended with 503.
+ */
+#define APP_STOP_MARGIN_MIN_MS 1500
+
 void
 app_set_draining(struct app *app)
 {
 	long long limit = app->conf->shutdown_timeout * 1000;
 	long long margin = limit / 4 < 3000 ? limit / 4 : 3000;
+
+	if (margin < APP_STOP_MARGIN_MIN_MS)
+		margin = APP_STOP_MARGIN_MIN_MS < limit ? APP_STOP_MARGIN_MIN_MS : limit;
 
 	atomic_store(&app->draining, 1);
 	atomic_store(&stop_due_ms, vtime_mono_ms() + limit - margin);

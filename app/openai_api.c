@@ -514,21 +514,25 @@ extra_response_format(struct handler_ctx *ctx, const char *name, struct json_obj
 	    name);
 }
 
-/* metadata: at most 16 string values, keys up to 64 bytes, values up to 512. */
+/*
+ * metadata: at most 16 string values, keys up to 64 characters, values up to
+ * 512, as OpenAI counts them (characters, not bytes: the body is valid UTF-8).
+ */
 static int
 extra_metadata(struct handler_ctx *ctx, const char *name, struct json_object *v)
 {
 	if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) > 16)
 		goto bad;
 	json_object_object_foreach(v, k, m) {
-		if (strlen(k) > 64 || !json_object_is_type(m, json_type_string) ||
-		    json_object_get_string_len(m) > 512)
+		if (utf8_count(k, strlen(k)) > 64 || !json_object_is_type(m, json_type_string) ||
+		    utf8_count(json_object_get_string(m),
+		    (size_t)json_object_get_string_len(m)) > 512)
 			goto bad;
 	}
 	return 0;
 bad:
-	return bad_field(ctx, "field \"%s\" must map at most 16 keys (up to 64 bytes) to "
-	    "strings (up to 512 bytes)", name);
+	return bad_field(ctx, "field \"%s\" must map at most 16 keys (up to 64 characters) "
+	    "to strings (up to 512 characters)", name);
 }
 
 /*

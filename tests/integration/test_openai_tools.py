@@ -507,6 +507,7 @@ def bad_input(st, fake):
         ({"metadata": {"k": 1}}, "metadata"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
         ({"metadata": {"k" * 65: "v"}}, "metadata"),
+        ({"metadata": {"k": "v" * 513}}, "metadata"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),
         ({"logprobs": True}, "logprobs"),
@@ -527,6 +528,11 @@ def bad_input(st, fake):
     check(fake.stats()["calls"] == n0, "none of them reached the upstream")
     s, _, doc = completion(st, {"messages": [user("hello")], "logprobs": False})
     check(s == 200, f"logprobs false is fine: {s} {doc}")
+    # OpenAI's metadata limits are in characters: 64 of a key, 512 of a value
+    meta = {"\u00fc" * 64: "\u00e9" * 512}
+    s, _, doc = completion(st, {"messages": [user("hello")], "metadata": meta})
+    check(s == 200 and last_up(fake).get("metadata") == meta,
+          f"metadata at OpenAI's limits in non-ASCII characters goes up: {s} {doc}")
     s, _, doc = completion(st, {"messages": [{"role": "system", "content": "be brief"}]},
                            {"X-Session-Id": "nothing-new"})
     check(s == 400 and is_error_doc(doc, "invalid_field"),

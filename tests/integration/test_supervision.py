@@ -10,8 +10,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (FcgiClient, SseStream, Stack, alive, check, done, is_error_doc,  # noqa: E402
-                     kill, post_chat, wait_until)
+from harness import (FakeLLM, FcgiClient, SseStream, Stack, alive, check, done,  # noqa: E402
+                     is_error_doc, kill, post_chat, wait_until)
 import http.client  # noqa: E402
 import json  # noqa: E402
 
@@ -166,5 +166,40 @@ with Stack(workers=1, threads=4, env=env) as slow:
         check(wait_until(lambda: len(slow.worker_pids()) == 1, 10), "a new worker")
         s, _, _ = slow.json("GET", f"/api/v1/sessions/{sid}")
         check(s == 404, f"the turn that ended with 503 was not stored ({sid}: {s})")
+
+# --- the same, the turn waiting on a network provider, VALERIE_SHUTDOWN_TIMEOUT=2 ---
+# NOTE: libcurl asks whether a call is cancelled only about once a second while the
+# upstream sends nothing, so the turn must be ended more than that before the limit.
+# The SIGTERM lands 1.9 s after the call went up: its checks come at about +0.2, +1.2,
+# +2.2, +3.2 and +4.2 s, the process gives up at +3.9 s.
+fake = FakeLLM()
+try:
+    fake.control("POST", "/_control/plan", {"delay_ms": 60000})
+    env = {"VALERIE_SHUTDOWN_TIMEOUT": "2", "VALERIE_LLM_PROVIDER": "openai",
+           "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1", "OPENAI_API_KEY": "sk-test",
+           "OPENAI_MAX_RETRIES": "0", "OPENAI_TIMEOUT": "120"}
+    with Stack(workers=1, threads=2, env=env) as slow:
+        worker = slow.worker_pids()[0]
+        got = {}
+
+        def upstream():
+            got["r"] = post_chat(slow, {"message": "slow", "session_id": "stop-net"}, timeout=90)
+
+        client = threading.Thread(target=upstream)
+        client.start()
+        check(wait_until(lambda: fake.stats()["in_flight"] == 1, 10, 0.01),
+              "the call reached the fake upstream")
+        time.sleep(1.9)
+        kill(worker, signal.SIGTERM)
+        client.join(60)
+        s, h, doc = got.get("r", (None, {}, None))
+        check(s == 503 and is_error_doc(doc, "shutting_down"),
+              f"a turn waiting on an upstream with a 2 s drain limit ends with 503 "
+              f"shutting_down ({s} {doc})")
+        check(wait_until(lambda: not alive(worker), 10), "the worker exits")
+        log = slow.worker_log()
+        check("exiting anyway" not in log, "no request was still in flight at the limit")
+finally:
+    fake.stop()
 
 done("test_supervision")
