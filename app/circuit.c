@@ -33,9 +33,17 @@ struct circuit {
 	char name[CIRCUIT_NAME_MAX + 1];
 };
 
+/*
+ * NOTE: the times are CLOCK_MONOTONIC, which starts again at each boot, and
+ * the file lives on in VALERIE_DATA_DIR: a circuit open at a reboot would
+ * read as opened in the future and stay open for as long as the last
+ * uptime. The table carries the boot it was written in and is reset in
+ * another.
+ */
 struct table {
 	unsigned long long magic;
 	unsigned int size;
+	char boot_id[40];
 	struct circuit c[CIRCUIT_MAX];
 };
 
@@ -44,6 +52,29 @@ struct circuits {
 	struct table *t;
 	pthread_mutex_t lock;   /* flock does not exclude this process's other threads */
 };
+
+static const char *boot_id_file = "/proc/sys/kernel/random/boot_id";
+
+void
+circuits_set_boot_id_file(const char *path)
+{
+	boot_id_file = path;
+}
+
+/* This boot's id ("" when it cannot be read: then the table is never reset for it). */
+static void
+read_boot_id(char out[40])
+{
+	FILE *f = fopen(boot_id_file, "re");
+
+	memset(out, 0, 40);
+	if (f == NULL)
+		return;
+	if (fgets(out, 40, f) == NULL)
+		out[0] = '\0';
+	out[strcspn(out, "\n")] = '\0';
+	fclose(f);
+}
 
 long long
 circuit_now_ms(void)
@@ -58,6 +89,7 @@ struct circuits *
 circuits_open(const char *path, char *err, size_t errlen)
 {
 	struct circuits *cs = calloc(1, sizeof(*cs));
+	char boot[40];
 	struct stat sb;
 
 	if (cs == NULL) {
@@ -85,9 +117,12 @@ circuits_open(const char *path, char *err, size_t errlen)
 		cs->t = NULL;
 		goto fail;
 	}
-	if (cs->t->magic != CIRCUITS_MAGIC || cs->t->size != sizeof(struct table)) {
+	read_boot_id(boot);
+	if (cs->t->magic != CIRCUITS_MAGIC || cs->t->size != sizeof(struct table) ||
+	    memcmp(cs->t->boot_id, boot, sizeof(boot)) != 0) {
 		memset(cs->t, 0, sizeof(struct table));
 		cs->t->size = sizeof(struct table);
+		memcpy(cs->t->boot_id, boot, sizeof(boot));
 		cs->t->magic = CIRCUITS_MAGIC;
 	}
 	flock(cs->fd, LOCK_UN);

@@ -25,6 +25,9 @@ struct circuit;    /* one breaker, in shared memory */
 struct circuits *circuits_open(const char *path, char *err, size_t errlen);
 void circuits_close(struct circuits *cs);
 
+/* For tests: the file holding this boot's id (/proc/sys/kernel/random/boot_id). */
+void circuits_set_boot_id_file(const char *path);
+
 /*
  * The breaker named `name`, created closed if new (creation is serialised
  * across processes with a file lock). NULL when the table is full.

@@ -37,10 +37,22 @@ racer(void *arg)
 	return NULL;
 }
 
+static void
+write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	CHECK(f != NULL);
+	if (f == NULL)
+		return;
+	fputs(text, f);
+	fclose(f);
+}
+
 int
 main(void)
 {
-	char path[4200], err[256];
+	char path[4200], boot[4200], err[256];
 	struct circuits *cs;
 	struct circuit *c;
 	pthread_t t[2];
@@ -49,6 +61,33 @@ main(void)
 
 	if (tmpdir_make("valerie-circuit") == NULL)
 		return 1;
+	/*
+	 * The table outlives a reboot in VALERIE_DATA_DIR, but its times are the
+	 * monotonic clock's: in another boot it starts afresh (all closed), in the same
+	 * boot it is kept.
+	 */
+	snprintf(boot, sizeof(boot), "%s/boot_id", tmpdir_path);
+	write_file(boot, "boot-one\n");
+	circuits_set_boot_id_file(boot);
+	snprintf(path, sizeof(path), "%s/reboot", tmpdir_path);
+	cs = circuits_open(path, err, sizeof(err));
+	CHECK(cs != NULL);
+	if (cs == NULL)
+		return 1;
+	c = circuits_get(cs, "provider:boot");
+	circuit_failure(c, 50000000, 1);    /* opened late in a long uptime */
+	circuits_close(cs);
+	cs = circuits_open(path, err, sizeof(err));
+	c = circuits_get(cs, "provider:boot");
+	CHECK_INT(circuit_state_now(c, 50000000, RESET), CIRCUIT_OPEN);
+	circuits_close(cs);
+	write_file(boot, "boot-two\n");
+	cs = circuits_open(path, err, sizeof(err));
+	c = circuits_get(cs, "provider:boot");
+	CHECK_INT(circuit_state_now(c, 1000, RESET), CIRCUIT_CLOSED);
+	CHECK(circuit_allow(c, 1000, RESET));
+	circuits_close(cs);
+
 	snprintf(path, sizeof(path), "%s/circuits", tmpdir_path);
 	cs = circuits_open(path, err, sizeof(err));
 	CHECK(cs != NULL);
