@@ -662,6 +662,8 @@ url_redacted(const char *url)
 			    !(p - q == 2 && memcmp(q, "db", 2) == 0)) {
 				buf_append(&b, q, (size_t)(p + 1 - q));
 				buf_puts(&b, mark);
+			} else if (p == NULL && n > 0) {
+				buf_puts(&b, mark);   /* a bare parameter may be the secret itself */
 			} else {
 				buf_append(&b, q, n);
 			}

@@ -115,8 +115,11 @@ main(void)
 			    "http://u:[redacted]@agent:8003/mcp?api_key=[redacted]#frag"},
 			{"https://t0psecret@agent.example/mcp", "https://[redacted]@agent.example/mcp"},
 			{"https://agent.example?key=t0psecret", "https://agent.example?key=[redacted]"},
-			{"https://agent.example/a@b?x", "https://agent.example/a@b?x"},
-			{"https://agent.example/mcp?flag&k=", "https://agent.example/mcp?flag&k="},
+			/* a bare parameter may be the secret itself */
+			{"https://agent.example/mcp?t0psecret&x=1",
+			    "https://agent.example/mcp?[redacted]&x=[redacted]"},
+			{"https://agent.example/a@b?x", "https://agent.example/a@b?[redacted]"},
+			{"https://agent.example/mcp?flag&k=", "https://agent.example/mcp?[redacted]&k="},
 			{"unix:///run/redis.sock?db=3", "unix:///run/redis.sock?db=3"},
 			{"redis://:hunter2@redis:6379/1", "redis://:[redacted]@redis:6379/1"},
 			{"https://api.openai.com/v1", "https://api.openai.com/v1"},
