@@ -353,18 +353,21 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 	 * A GET after a POST must say so, or libcurl would post again.
 	 */
 	if (h->url_text == NULL || strcmp(h->url_text, req->url) != 0) {
+		CURLUcode uc = CURLUE_OUT_OF_MEMORY;
+
 		curl_url_cleanup(h->url);
 		free(h->url_text);
 		h->url = curl_url();
 		h->url_text = strdup(req->url);
 		if (h->url == NULL || h->url_text == NULL ||
-		    curl_url_set(h->url, CURLUPART_URL, req->url, 0) != CURLUE_OK) {
+		    (uc = curl_url_set(h->url, CURLUPART_URL, req->url, 0)) != CURLUE_OK) {
 			curl_url_cleanup(h->url);
 			free(h->url_text);
 			h->url = NULL;
 			h->url_text = NULL;
 			curl_slist_free_all(hl);
-			snprintf(err, errlen, "the URL cannot be parsed: %.200s", req->url);
+			/* NOTE: never quote the URL: it may hold user:password@ or a ?token=, and errors are logged. */
+			snprintf(err, errlen, "the URL cannot be parsed: %s", curl_url_strerror(uc));
 			return HTTPC_BROKEN;
 		}
 	}

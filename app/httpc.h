@@ -69,7 +69,7 @@ enum httpc_result {
 	HTTPC_NOMEM
 };
 
-/* Performs the call; `err` gets a one-line reason when not HTTPC_OK. */
+/* Performs the call; `err` gets a one-line reason when not HTTPC_OK, never the URL (it may hold credentials). */
 enum httpc_result httpc_perform(struct httpc *h, const struct httpc_request *req,
     struct httpc_response *resp, char *err, size_t errlen);
 

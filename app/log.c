@@ -146,7 +146,9 @@ oom:
 	write_all(fallback, len < sizeof(fallback) ? len : sizeof(fallback) - 1);
 }
 
-/* Bytes a JSON string needs escaped: controls, '"', '\\' and everything from 0x7f. */
+/* ASCII a JSON string needs escaped: controls, '"', '\\' and DEL (bytes from 0x80 are looked at as UTF-8). */
+#define LOG_FIELD_MAX 160   /* bytes of one string field of the access line, escapes included */
+
 static const unsigned char json_escape[256] = {
 	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
 	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -167,29 +169,45 @@ static const unsigned char json_escape[256] = {
 };
 
 /*
- * Appends `s` as a JSON string (quoted) at line+n, bounded by room; bytes
- * outside printable ASCII are \u00XX. Returns the new length.
+ * Appends `s` as a JSON string (quoted) at line+n, at most LOG_FIELD_MAX
+ * bytes and bounded by room, cut between characters. Well-formed UTF-8 is
+ * copied as it is; each byte that is not is written \ufffd; other bytes
+ * below 0x20, '"', '\\' and DEL are escaped. Returns the new length.
  */
 static size_t
 json_str(char *line, size_t n, size_t room, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
+	size_t limit = room - n > LOG_FIELD_MAX ? n + LOG_FIELD_MAX : room, len;
 
 	if (room - n < 3)
 		return n;
 	line[n++] = '"';
-	for (; *u && n + 8 < room; u++) {
-		if (!json_escape[*u]) {
-			line[n++] = (char)*u;
+	/* NOTE: one pass writes at most 6 bytes; 8 keeps room for it and the closing quote. */
+	while (*u && n + 8 < limit) {
+		if (*u >= 0x80) {
+			len = utf8_char((const char *)u, strnlen((const char *)u, 4));
+			if (len > 0) {
+				memcpy(line + n, u, len);
+				n += len;
+				u += len;
+			} else {
+				memcpy(line + n, "\\ufffd", 6);
+				n += 6;
+				u++;
+			}
+		} else if (!json_escape[*u]) {
+			line[n++] = (char)*u++;
 		} else if (*u == '"' || *u == '\\') {
 			line[n++] = '\\';
-			line[n++] = (char)*u;
+			line[n++] = (char)*u++;
 		} else {
 			memcpy(line + n, "\\u00", 4);
 			line[n + 4] = hex[*u >> 4];
 			line[n + 5] = hex[*u & 15];
 			n += 6;
+			u++;
 		}
 	}
 	line[n++] = '"';

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -72,6 +73,7 @@ struct metrics_series {
 struct proc {
 	atomic_int pid;
 	atomic_llong inflight;
+	atomic_ullong start;   /* the process's start time (proc_start), 0 if unknown */
 };
 
 struct table {
@@ -118,10 +120,51 @@ atomic_add_double(atomic_ullong *a, double v)
 	while (!atomic_compare_exchange_weak(a, &old, next));
 }
 
-static int
-alive(int pid)
+/*
+ * The start time of process `pid` in clock ticks since boot (field 22 of
+ * /proc/PID/stat); 0 if unknown (no /proc, the process is gone).
+ */
+static unsigned long long
+proc_start(int pid)
 {
-	return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+	char path[32], text[1024], *p;
+	ssize_t n;
+	int f, i;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if ((f = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(f, text, sizeof(text) - 1);
+	close(f);
+	if (n <= 0)
+		return 0;
+	text[n] = '\0';
+	/* NOTE: the command name (field 2) may hold spaces and ')': count fields after the last ')'. */
+	if ((p = strrchr(text, ')')) == NULL)
+		return 0;
+	for (i = 3; i <= 22 && p != NULL; i++)
+		p = strchr(p + 1, ' ');
+	return p != NULL ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/*
+ * Whether the slot's process still runs. NOTE: kill(pid, 0) alone also finds
+ * another process that got a dead worker's PID; the start time recorded at
+ * registration tells them apart (when /proc cannot say, kill decides).
+ */
+static int
+alive(struct proc *pr)
+{
+	int pid = atomic_load(&pr->pid);
+	unsigned long long start, now;
+
+	if (pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM))
+		return 0;
+	start = atomic_load(&pr->start);
+	if (start == 0)
+		return 1;
+	now = proc_start(pid);
+	return now == 0 || now == start;
 }
 
 int
@@ -157,9 +200,11 @@ metrics_open(const char *path, char *err, size_t errlen)
 	for (i = 0; i < METRICS_PROCS_MAX && me == NULL; i++) {
 		int other = atomic_load(&t->procs[i].pid);
 
-		if (other == 0 || other == pid || !alive(other)) {
+		if (other == 0 || other == pid || !alive(&t->procs[i])) {
 			me = &t->procs[i];
 			atomic_store(&me->inflight, 0);
+			/* NOTE: the start before the pid: a reader never pairs this pid with an old start. */
+			atomic_store(&me->start, proc_start(pid));
 			atomic_store(&me->pid, pid);
 		}
 	}
@@ -397,9 +442,7 @@ metrics_render(struct buf *out)
 	if (t == NULL)
 		return;
 	for (i = 0; i < METRICS_PROCS_MAX; i++) {
-		int pid = atomic_load(&t->procs[i].pid);
-
-		if (alive(pid)) {
+		if (alive(&t->procs[i])) {
 			workers++;
 			inflight += atomic_load(&t->procs[i].inflight);
 		}

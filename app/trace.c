@@ -25,6 +25,13 @@
 #define TRACE_AUTH_MAX 1200
 #define TRACE_ANSWER_MAX 65536       /* what is read of the collector's answer */
 #define TRACE_STOP_WAIT_S 3          /* the last export's limit when the worker stops */
+#define TRACE_CONTENT_MAX 32768      /* bytes kept of one input or output attribute */
+/*
+ * Bytes of one export's body. Langfuse Cloud refuses requests over 5 MB and
+ * proxies in front of self-hosted ones often allow less; a batch that would
+ * be larger goes out as several requests, so one refusal loses no more.
+ */
+#define TRACE_BODY_MAX (4 * 1024 * 1024)
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /*
@@ -135,6 +142,28 @@ static void
 attr_cstr(struct json_object *attrs, const char *key, const char *v)
 {
 	attr_str(attrs, key, v, strlen(v));
+}
+
+/*
+ * A conversation's text (an input or output): at most TRACE_CONTENT_MAX
+ * bytes, cut on a character boundary and marked with the whole length, so
+ * one long reply cannot make an export the collector refuses.
+ */
+static void
+attr_content(struct json_object *attrs, const char *key, const char *v, size_t len)
+{
+	struct buf b;
+
+	if (len <= TRACE_CONTENT_MAX) {
+		attr_str(attrs, key, v, len);
+		return;
+	}
+	buf_init(&b);
+	buf_append(&b, v, utf8_prefix(v, len, TRACE_CONTENT_MAX));
+	buf_printf(&b, "... [truncated, %zu bytes in all]", len);
+	if (!b.oom)
+		attr_str(attrs, key, b.data, b.len);
+	buf_free(&b);
 }
 
 /* OTLP JSON carries 64-bit integers as decimal strings. */
@@ -307,11 +336,14 @@ trace_generation(const struct trace_turn *t, const struct trace_generation *g)
 		vtime_iso(g->first_token_ns / 1000000, ts);
 		attr_cstr(attrs, "langfuse.observation.completion_start_time", ts);
 	}
-	if (ex.content && g->input != NULL)
-		attr_cstr(attrs, "langfuse.observation.input",
-		    json_object_to_json_string_ext(g->input, JSON_PLAIN));
+	if (ex.content && g->input != NULL) {
+		const char *in = json_object_to_json_string_ext(g->input, JSON_PLAIN);
+
+		if (in != NULL)
+			attr_content(attrs, "langfuse.observation.input", in, strlen(in));
+	}
 	if (ex.content && g->output != NULL && g->error == NULL)
-		attr_str(attrs, "langfuse.observation.output", g->output, g->output_len);
+		attr_content(attrs, "langfuse.observation.output", g->output, g->output_len);
 	if (g->error != NULL) {
 		attr_cstr(attrs, "langfuse.observation.level", "ERROR");
 		attr_cstr(attrs, "langfuse.observation.status_message", g->error);
@@ -340,9 +372,9 @@ trace_tool(const struct trace_turn *t, const struct trace_tool *c)
 	attr_cstr(attrs, "gen_ai.tool.name", name);
 	attr_cstr(attrs, "valerie.agent", c->agent);
 	if (ex.content && c->input != NULL)
-		attr_cstr(attrs, "langfuse.observation.input", c->input);
+		attr_content(attrs, "langfuse.observation.input", c->input, strlen(c->input));
 	if (ex.content && c->output != NULL)
-		attr_str(attrs, "langfuse.observation.output", c->output, c->output_len);
+		attr_content(attrs, "langfuse.observation.output", c->output, c->output_len);
 	if (c->error != NULL) {
 		attr_cstr(attrs, "langfuse.observation.level", "ERROR");
 		attr_cstr(attrs, "langfuse.observation.status_message", c->error);
@@ -368,12 +400,12 @@ trace_turn_end(const struct trace_turn *t, int status, const char *error, const 
 	attr_cstr(attrs, "http.route", t->name);
 	attr_int(attrs, "http.response.status_code", status);
 	if (ex.content && input != NULL) {
-		attr_cstr(attrs, "langfuse.trace.input", input);
-		attr_cstr(attrs, "langfuse.observation.input", input);
+		attr_content(attrs, "langfuse.trace.input", input, strlen(input));
+		attr_content(attrs, "langfuse.observation.input", input, strlen(input));
 	}
 	if (ex.content && output != NULL && error == NULL) {
-		attr_str(attrs, "langfuse.trace.output", output, output_len);
-		attr_str(attrs, "langfuse.observation.output", output, output_len);
+		attr_content(attrs, "langfuse.trace.output", output, output_len);
+		attr_content(attrs, "langfuse.observation.output", output, output_len);
 	}
 	if (error != NULL) {
 		attr_cstr(attrs, "langfuse.observation.level", "ERROR");
@@ -392,9 +424,13 @@ export_cancelled(void *arg)
 	return atomic_load(&ex.aborting);
 }
 
-/* POSTs `n` spans as one OTLP request; counts them exported or failed. */
-static void
-export_batch(struct httpc *http, char **spans, size_t n)
+/*
+ * POSTs `n` spans as one OTLP request; counts them exported or failed.
+ * Returns 0 when the collector answered (whatever the status), -1 when it
+ * could not be reached or did not answer.
+ */
+static int
+export_request(struct httpc *http, char **spans, size_t n)
 {
 	struct httpc_request req;
 	struct httpc_response resp;
@@ -421,7 +457,7 @@ export_batch(struct httpc *http, char **spans, size_t n)
 		buf_free(&body);
 		count_spans("failed", n);
 		atomic_store(&ex.failing, 1);
-		return;
+		return 0;
 	}
 	headers[h++] = "Content-Type: application/json";
 	if (ex.auth[0] != '\0')
@@ -458,6 +494,35 @@ export_batch(struct httpc *http, char **spans, size_t n)
 	}
 	httpc_response_free(&resp);
 	buf_free(&body);
+	return r == HTTPC_OK ? 0 : -1;
+}
+
+/*
+ * Exports `n` spans in requests of at most TRACE_BODY_MAX bytes (a span
+ * larger than that alone goes alone). Once the collector cannot be reached,
+ * the rest is counted failed without trying: each try could take the whole
+ * export timeout.
+ */
+static void
+export_batch(struct httpc *http, char **spans, size_t n)
+{
+	size_t i = 0, j, size, len;
+
+	while (i < n) {
+		size = strlen(ex.resource) + 256;   /* the envelope and the resource */
+		for (j = i; j < n; j++) {
+			len = strlen(spans[j]) + 1;
+			if (j > i && size + len > TRACE_BODY_MAX)
+				break;
+			size += len;
+		}
+		if (export_request(http, spans + i, j - i) != 0) {
+			if (j < n)
+				count_spans("failed", n - j);
+			return;
+		}
+		i = j;
+	}
 }
 
 static void *

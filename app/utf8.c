@@ -43,6 +43,12 @@ seq_len(const unsigned char *s, const unsigned char *e)
 	return (size_t)n + 1;
 }
 
+size_t
+utf8_char(const char *s, size_t len)
+{
+	return len == 0 ? 0 : seq_len((const unsigned char *)s, (const unsigned char *)s + len);
+}
+
 int
 utf8_valid(const char *str, size_t len)
 {

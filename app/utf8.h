@@ -6,6 +6,9 @@
 
 struct buf;
 
+/* The length (1 to 4) of the well-formed character at the start of s[0..len); 0 if ill-formed or empty. */
+size_t utf8_char(const char *s, size_t len);
+
 /* Whether s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int utf8_valid(const char *s, size_t len);
 

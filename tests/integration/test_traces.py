@@ -14,6 +14,9 @@ the pool.
 - A collector that refuses (500): spans counted failed; one that accepts connections and
   never answers: chat turns still complete while it holds the export, and the queue drops
   and counts (valerie_trace_spans_total{outcome="dropped"}); /health/detailed says failing.
+- Long content (VALERIE_TRACE_CONTENT=true): each input and output attribute is cut to
+  32 KiB on a character boundary and marked truncated; a batch larger than 4 MiB goes out
+  as several requests, none over 4 MiB (Langfuse Cloud refuses requests over 5 MB).
 - Tracing off: no X-Trace-Id, nothing sent, the counters still exported at 0.
 """
 import base64
@@ -32,13 +35,15 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
 class Collector:
-    """An OTLP/HTTP collector on loopback: records every POST; mode ok, fail or hang."""
+    """An OTLP/HTTP collector on loopback: records every POST; mode ok, fail, hang, or
+    hold (the first POST waits for release, then all answer 200)."""
 
     def __init__(self, mode="ok"):
         self.mode = mode
         self.posts = []          # (path, headers lower-case, parsed body or None)
         self.lock = threading.Lock()
         self.hanging = []        # sockets held open without an answer
+        self.held = False
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -62,7 +67,12 @@ class Collector:
                         owner.hanging.append(self.connection)
                     owner.release.wait(120)
                     return
-                code = 200 if owner.mode == "ok" else 500
+                if owner.mode == "hold":
+                    with owner.lock:
+                        first, owner.held = not owner.held, True
+                    if first:
+                        owner.release.wait(120)
+                code = 200 if owner.mode in ("ok", "hold") else 500
                 body = b"{}" if code == 200 else b'{"error":"nope"}'
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
@@ -342,6 +352,51 @@ try:
         dropped = metric(st, "valerie_trace_spans_total", 'outcome="dropped"') or 0
         check(dropped >= 40, f"the full queue drops spans and counts them: {dropped}")
     hang.stop()
+
+    # --- long content: attributes cut at 32 KiB, each export at most 4 MiB ---
+    # The collector holds the first export while 30 turns queue up, so the next pass
+    # takes them as one batch of 60 spans (~6 MB even with the attributes cut).
+    hold = Collector("hold")
+    env_long = {"LANGFUSE_HOST": f"http://127.0.0.1:{hold.port}",
+                "LANGFUSE_PUBLIC_KEY": "pk-lf-test", "LANGFUSE_SECRET_KEY": "sk-lf-secret",
+                "VALERIE_TRACE_CONTENT": "true", "VALERIE_MAX_MESSAGE_CHARS": "100000",
+                "VALERIE_TRACE_EXPORT_TIMEOUT_MS": "60000", "VALERIE_LLM_PROVIDER": "openai",
+                "OPENAI_BASE_URL": f"http://127.0.0.1:{fake.port}/v1", "OPENAI_API_KEY": "sk-test",
+                "OPENAI_MODEL": "gpt-test"}
+    fake.plan()                                  # replies "echo: " + the message
+    long_msg = "x" + "\u00e9" * 20000          # 40001 bytes: 32 KiB falls mid-character
+    with Stack(workers=1, threads=2, env=env_long) as st:
+        chat(st, "tr-long-0", "first")
+        check(wait_until(lambda: hold.held, 15), "the first export is held")
+        tids = []
+        for i in range(30):
+            s, h, _ = chat(st, f"tr-long-{i + 1}", long_msg)
+            tids.append(h.get("x-trace-id", ""))
+        check(all(HEX32.match(t) for t in tids), "30 long turns answered")
+        hold.release.set()
+        ok = wait_until(lambda: len([x for x in hold.spans() if x["traceId"] in tids]) >= 60,
+                        30)
+        with hold.lock:
+            posts = list(hold.posts)
+        sizes = [int(hd.get("content-length", "0")) for _, hd, _ in posts]
+        check(ok and all(doc is not None for _, _, doc in posts),
+              f"every span of the long turns arrives in parsable exports: "
+              f"{len([x for x in hold.spans() if x['traceId'] in tids])} spans, sizes {sizes}")
+        check(len(posts) >= 3 and max(sizes) <= 4 * 1024 * 1024,
+              f"a batch over 4 MiB is split into requests of at most 4 MiB: {sizes}")
+        contents = [(k, v) for x in hold.spans() if x["traceId"] in tids
+                    for k, v in attrs(x).items() if k.endswith(".input") or k.endswith(".output")]
+        long_ones = [(k, v) for k, v in contents if len(v.encode()) > 32768 + 100]
+        check(len(contents) == 30 * 6 and not long_ones,
+              f"each input and output attribute is at most 32 KiB: {len(contents)} attributes, "
+              f"{[(k, len(v.encode())) for k, v in long_ones][:4]}")
+        cut = [v for k, v in contents if "truncated" in v]
+        check(len(cut) == 30 * 6 and all("\ufffd" not in v and
+                                         re.search(r"\u00e9\.\.\. \[truncated, \d+ bytes in all\]$", v)
+                                         for v in cut),
+              f"cut attributes end on a whole character and say they were truncated: "
+              f"{len(cut)} {[v[-60:] for v in cut[:2]]}")
+    hold.stop()
 
     # --- tracing off: no header, nothing sent, counters at 0 ---
     col.posts.clear()

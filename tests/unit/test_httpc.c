@@ -2,7 +2,9 @@
  * test_httpc: one libcurl handle serves calls of different methods in turn
  * (the options a call sets must not leak into the next) and keeps its
  * connection; a call whose client left stops although the question is asked
- * only every 200 ms; a proxy from the environment is still honoured.
+ * only every 200 ms; a proxy from the environment is still honoured; a URL
+ * that cannot be parsed is refused with an error that does not quote it (it
+ * may hold a password or a token, and the error is logged).
  * Against a small HTTP/1.1 server on a loopback port in a thread of this test.
  */
 #include "config.h"
@@ -261,6 +263,36 @@ test_proxy_from_env(void)
 	CHECK_INT(WEXITSTATUS(status), 0);
 }
 
+/* The error of a URL libcurl cannot parse names no part of it. */
+static void
+test_bad_url_error(void)
+{
+	static const char *const urls[] = {
+		"http://user:s3cret-pass@[::1/v1/traces",
+		"http://collector:4318/v1/traces?token=t0k-secret&x=\x01 bad",
+		"http://user:s3cret-pass@host:99999999/x?token=t0k-secret",
+	};
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	char err[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		r.method = "GET";
+		r.url = urls[i];
+		r.total_timeout_ms = 1000;
+		CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_BROKEN);
+		CHECK(err[0] != '\0');
+		CHECK(strstr(err, "s3cret") == NULL);
+		CHECK(strstr(err, "t0k") == NULL);
+		CHECK(strstr(err, "user") == NULL);
+		httpc_response_free(&resp);
+	}
+	httpc_free(h);
+}
+
 int
 main(void)
 {
@@ -285,6 +317,7 @@ main(void)
 	}
 	test_methods_in_turn(&s);
 	test_cancel(&s);
+	test_bad_url_error();
 	shutdown(s.fd, SHUT_RDWR);
 	close(s.fd);
 	return check_done("test_httpc");
