@@ -221,6 +221,21 @@ attempt_data(void *p, const char *data, size_t len)
 	return rc != 0 ? 1 : 0;
 }
 
+/*
+ * What an upstream's HTTP status says of trying again: 429, 408 and 5xx
+ * (Anthropic's 529 overloaded too) may pass; 400, 404, 413 and 422 refuse
+ * the request itself (a bad tool schema, an unknown model), the caller's to
+ * fix; the rest (a wrong key, no credit) will not change.
+ */
+static enum provider_error_kind
+status_kind(long long status)
+{
+	if (status == 429 || status == 408 || status >= 500)
+		return PROVIDER_ERR_RETRYABLE;
+	return status == 400 || status == 404 || status == 413 || status == 422 ?
+	    PROVIDER_ERR_REJECTED : PROVIDER_ERR_FINAL;
+}
+
 enum provider_error_kind
 provider_error_kind(struct json_object *err)
 {
@@ -230,20 +245,15 @@ provider_error_kind(struct json_object *err)
 		"request_too_large", NULL};
 	struct json_object *v;
 	const char *name = NULL;
-	long long status;
 	size_t i;
 
 	if (err == NULL || !json_object_is_type(err, json_type_object))
 		return PROVIDER_ERR_RETRYABLE;
 	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string))
 		name = json_object_get_string(v);
-	else if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int)) {
-		status = json_object_get_int64(v);
-		if (status == 429 || status == 408 || status >= 500)
-			return PROVIDER_ERR_RETRYABLE;
-		return status == 400 || status == 404 || status == 413 || status == 422 ?
-		    PROVIDER_ERR_REJECTED : PROVIDER_ERR_FINAL;
-	} else if (json_object_object_get_ex(err, "code", &v) &&
+	else if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int))
+		return status_kind(json_object_get_int64(v));
+	else if (json_object_object_get_ex(err, "code", &v) &&
 	    json_object_is_type(v, json_type_string))
 		name = json_object_get_string(v);
 	if (name == NULL)
@@ -355,15 +365,10 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 		res->last_status = r.status;
 		*st = PROVIDER_ERROR;
 		*retry_after_ms = r.retry_after_ms;
-		/* 5xx includes Anthropic's 529 (overloaded). */
-		if (r.status == 429 || r.status == 408 || r.status >= 500)
+		if (status_kind(r.status) == PROVIDER_ERR_RETRYABLE)
 			next = ATTEMPT_RETRY;
-		/*
-		 * The request itself was refused (a bad tool schema, an unknown
-		 * model): the caller's to fix, not the upstream's failure.
-		 */
-		else if (r.status == 400 || r.status == 404 || r.status == 413 || r.status == 422)
-			*st = PROVIDER_REJECTED;
+		else if (status_kind(r.status) == PROVIDER_ERR_REJECTED)
+			*st = PROVIDER_REJECTED;   /* the caller's to fix, not the upstream's failure */
 		goto out;
 	}
 	if (req->on_delta == NULL) {
