@@ -202,10 +202,11 @@ static atomic_llong stop_due_ms;
 
 /*
  * NOTE: the least time before the drain limit at which turns in flight are
- * told to end. libcurl asks whether a call is cancelled only about once a
- * second while the upstream sends nothing (its idle poll), and the answer
- * must still be written: a quarter of a limit of 1 to 4 s was less than that,
- * so a turn waiting on a provider was cut at the limit, not ended with 503.
+ * told to end. A call waiting on a silent upstream notices within about
+ * 200 ms (app/httpc.c), an agent call or a backoff wait within its own step,
+ * and the answer must still be written before the limit. With less (a
+ * quarter of a limit of 1 to 4 s, before httpc polled every 200 ms) a turn
+ * waiting on a provider was cut at the limit, not ended with 503.
  */
 #define APP_STOP_MARGIN_MIN_MS 1500
 

@@ -14,6 +14,7 @@
 #include <time.h>
 
 struct httpc {
+	CURLM *multi;    /* drives `easy`, and holds its connections between calls */
 	CURL *easy;
 	int was_post;    /* the last call set CURLOPT_POST */
 	int was_custom;  /* the last call set CURLOPT_CUSTOMREQUEST */
@@ -23,9 +24,12 @@ struct httpc {
 
 /*
  * NOTE: how often a call asks whether its client has gone (a poll(2) on the
- * FastCGI connection). libcurl calls the progress callback several times per
- * transfer even when it is quick; asking every time cost about ten syscalls
- * per completion. The issue asks for "within about a second".
+ * FastCGI connection), and so the longest a call sleeps in curl_multi_poll
+ * while the upstream is silent. Asking at every wake-up cost about ten
+ * syscalls per completion. curl_easy_perform sleeps up to a second at a
+ * time, which made the first-byte timeout, a client leaving and the stop
+ * deadline up to a second late: httpc_perform runs libcurl's multi loop
+ * itself (what curl_easy_perform does inside, with its own sleep).
  */
 #define HTTPC_CANCEL_CHECK_MS 200
 
@@ -110,8 +114,6 @@ httpc_global_init(const char *ca_file, char *err, size_t errlen)
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg);
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg);
-static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-    curl_off_t ulnow);
 
 /*
  * The options every call shares, set once per handle: httpc_perform sets
@@ -132,8 +134,6 @@ set_constant_options(CURL *e)
 	curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, ssl_ctx_setup);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
 	if (!proxy_from_env)
 		curl_easy_setopt(e, CURLOPT_PROXY, "");
 }
@@ -145,8 +145,11 @@ httpc_new(void)
 
 	if (h == NULL)
 		return NULL;
+	h->multi = curl_multi_init();
 	h->easy = curl_easy_init();
-	if (h->easy == NULL) {
+	if (h->multi == NULL || h->easy == NULL) {
+		curl_easy_cleanup(h->easy);
+		curl_multi_cleanup(h->multi);
 		free(h);
 		return NULL;
 	}
@@ -160,6 +163,7 @@ httpc_free(struct httpc *h)
 	if (h == NULL)
 		return;
 	curl_easy_cleanup(h->easy);
+	curl_multi_cleanup(h->multi);   /* closes the connections it kept */
 	curl_url_cleanup(h->url);
 	free(h->url_text);
 	free(h);
@@ -220,31 +224,37 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* The longest wait a Retry-After is taken at: longer asks read as this (no call fits in it). */
+#define HTTPC_RETRY_AFTER_MAX_MS (86400000LL * 1000)
+
 /*
  * The milliseconds a Retry-After value asks for: delay-seconds, or an
- * HTTP-date (IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", as RFC 9110 says
- * to send; proxies and CDNs in front of an API do), a date already past
- * reading 0. -1 when it is neither.
+ * HTTP-date in any of the three forms RFC 9110 says a recipient reads
+ * (IMF-fixdate "Sun, 06 Nov 1994 08:49:37 GMT", RFC 850, asctime; proxies
+ * and CDNs in front of an API send them), read by libcurl's curl_getdate.
+ * A date already past reads 0, a wait beyond HTTPC_RETRY_AFTER_MAX_MS reads
+ * that. -1 when it is neither.
  */
 static long long
 retry_after_value(const char *v)
 {
-	struct tm tm;
-	const char *end;
 	char *num;
 	long long x;
 	time_t when;
 
 	x = strtoll(v, &num, 10);
-	if (num != v && *num == '\0')
-		return x >= 0 && x < 86400000LL ? x * 1000 : -1;
-	memset(&tm, 0, sizeof(tm));
-	/* NOTE: the worker never calls setlocale, so %a and %b read English names. */
-	end = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	if (end == NULL || *end != '\0' || (when = timegm(&tm)) == (time_t)-1)
+	if (num != v && *num == '\0') {
+		if (x < 0)
+			return -1;
+		return x < HTTPC_RETRY_AFTER_MAX_MS / 1000 ? x * 1000 : HTTPC_RETRY_AFTER_MAX_MS;
+	}
+	if (num != v)
+		return -1;   /* "120s", "5 minutes": neither form */
+	when = curl_getdate(v, NULL);
+	if (when == (time_t)-1)
 		return -1;
 	x = (long long)when * 1000 - vtime_now_ms();
-	return x < 0 ? 0 : x < 86400000LL * 1000 ? x : -1;
+	return x < 0 ? 0 : x < HTTPC_RETRY_AFTER_MAX_MS ? x : HTTPC_RETRY_AFTER_MAX_MS;
 }
 
 /* Parses Retry-After (seconds or an HTTP-date) and retry-after-ms. */
@@ -295,17 +305,17 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 	return size * nmemb;
 }
 
+/*
+ * Between two turns of the multi loop: whether the call must stop now (the
+ * client left, or nothing of the body came before the first-byte timeout),
+ * and how long it may sleep before asking again.
+ */
 static int
-on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-    curl_off_t ulnow)
+must_stop(struct call *c, long long now, long *sleep_ms)
 {
-	struct call *c = arg;
-	long long now = vtime_mono_ms();
+	long long left;
 
-	(void)dltotal;
-	(void)ultotal;
-	(void)ulnow;
-	(void)dlnow;
+	*sleep_ms = c->req->cancelled != NULL ? HTTPC_CANCEL_CHECK_MS : 1000;
 	if (c->req->cancelled != NULL && now - c->cancel_checked_ms >= HTTPC_CANCEL_CHECK_MS) {
 		c->cancel_checked_ms = now;
 		if (c->req->cancelled(c->req->ctx)) {
@@ -313,12 +323,55 @@ on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
 			return 1;
 		}
 	}
-	if (c->req->first_byte_timeout_ms > 0 && c->resp->bytes == 0 &&
-	    now - c->start_ms > c->req->first_byte_timeout_ms) {
-		stop(c, HTTPC_FIRST_BYTE_TIMEOUT);
-		return 1;
+	if (c->req->first_byte_timeout_ms > 0 && c->resp->bytes == 0) {
+		left = c->start_ms + c->req->first_byte_timeout_ms - now;
+		if (left < 0) {
+			stop(c, HTTPC_FIRST_BYTE_TIMEOUT);
+			return 1;
+		}
+		if (left + 1 < *sleep_ms)
+			*sleep_ms = (long)left + 1;
 	}
 	return 0;
+}
+
+/*
+ * curl_easy_perform's loop, with our own checks between turns. libcurl's own
+ * timeouts (connect, total) still wake curl_multi_poll in time. A call we
+ * stop is removed while in flight, which makes libcurl close its connection:
+ * the upstream sees the client leave. Returns libcurl's result of the
+ * transfer (CURLE_OK for one we stopped; `c->stopped` says so).
+ */
+static CURLcode
+run(struct httpc *h, struct call *c)
+{
+	CURLcode rc = CURLE_OK;
+	CURLMcode mc;
+	CURLMsg *msg;
+	int running = 1, left;
+	long sleep_ms;
+
+	if ((mc = curl_multi_add_handle(h->multi, h->easy)) != CURLM_OK)
+		return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+	for (;;) {
+		mc = curl_multi_perform(h->multi, &running);
+		if (mc != CURLM_OK) {
+			rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+			break;
+		}
+		if (running == 0 || must_stop(c, vtime_mono_ms(), &sleep_ms))
+			break;
+		mc = curl_multi_poll(h->multi, NULL, 0, (int)sleep_ms, NULL);
+		if (mc != CURLM_OK) {
+			rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+			break;
+		}
+	}
+	while ((msg = curl_multi_info_read(h->multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == h->easy)
+			rc = msg->data.result;
+	curl_multi_remove_handle(h->multi, h->easy);
+	return rc;
 }
 
 enum httpc_result
@@ -398,9 +451,8 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->total_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, &c);
-	curl_easy_setopt(e, CURLOPT_XFERINFODATA, &c);
 
-	rc = curl_easy_perform(e);
+	rc = run(h, &c);
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
 	curl_slist_free_all(hl);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);

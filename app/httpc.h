@@ -26,8 +26,8 @@ void httpc_free(struct httpc *h);
  * Timeouts are in milliseconds (0: none): connect, first byte of the body,
  * total. A 2xx body goes to `on_data` as it arrives when set (return
  * non-zero to stop: HTTPC_ABORTED), else into the response's `body` up to
- * `max_bytes` (then HTTPC_TOO_LARGE). `cancelled` is polled at least about
- * once a second; when it says so the call is abandoned (HTTPC_CANCELLED) and
+ * `max_bytes` (then HTTPC_TOO_LARGE). `cancelled` is polled about every
+ * 200 ms while the call waits; when it says so the call is abandoned (HTTPC_CANCELLED) and
  * the connection closed, so the upstream sees the client leave. `on_header`
  * (may be NULL) sees each response header as it arrives, the name in lower
  * case and the value trimmed (a header line longer than 255 bytes is skipped).

@@ -2,7 +2,8 @@
  * test_httpc: one libcurl handle serves calls of different methods in turn
  * (the options a call sets must not leak into the next) and keeps its
  * connection; a call whose client left stops although the question is asked
- * only every 200 ms; a proxy from the environment is still honoured; a URL
+ * only every 200 ms, and asked every 200 ms while the upstream is silent
+ * (libcurl's own loop slept a second at a time); a proxy from the environment is still honoured; a URL
  * that cannot be parsed is refused with an error that does not quote it (it
  * may hold a password or a token, and the error is logged).
  * Against a small HTTP/1.1 server on a loopback port in a thread of this test.
@@ -217,6 +218,47 @@ test_cancel(struct server *s)
 	s->delay_ms = 0;
 }
 
+static int
+never_cancelled(void *p)
+{
+	(void)p;
+	cancel_asks++;
+	return 0;
+}
+
+/*
+ * A silent upstream (5 s) and a first-byte timeout of 1.5 s: the call ends
+ * with HTTPC_FIRST_BYTE_TIMEOUT, having asked about its client about every
+ * 200 ms meanwhile (seven times). curl_easy_perform woke once a second, so
+ * it asked three times and noticed the timeout up to a second late. Counted, not
+ * timed: a host that stalls can only make it ask less.
+ */
+static void
+test_silent_upstream(struct server *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	char url[64], err[256];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/silent", s->port);
+	memset(&r, 0, sizeof(r));
+	r.method = "POST";
+	r.url = url;
+	r.body = "{}";
+	r.body_len = 2;
+	r.first_byte_timeout_ms = 1500;
+	r.total_timeout_ms = 10000;
+	r.cancelled = never_cancelled;
+	s->delay_ms = 5000;
+	cancel_asks = 0;
+	CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_FIRST_BYTE_TIMEOUT);
+	fprintf(stderr, "asked %d times in 1.5 s of silence\n", cancel_asks);
+	CHECK(cancel_asks >= 5);
+	httpc_response_free(&resp);
+	httpc_free(h);
+}
+
 /*
  * With http_proxy set when the process starts, calls go through the proxy
  * (the request line names the whole URL). In a child, since the environment
@@ -318,6 +360,7 @@ main(void)
 	test_methods_in_turn(&s);
 	test_cancel(&s);
 	test_bad_url_error();
+	test_silent_upstream(&s);
 	shutdown(s.fd, SHUT_RDWR);
 	close(s.fd);
 	return check_done("test_httpc");
