@@ -13,6 +13,7 @@ calls, outcomes, calls in flight, client disconnects. See tests/fakes/README.md.
         [--token-delay-ms N] [--seed N] [--openai-key sk-test] [--anthropic-key ak-test]
 """
 import argparse
+import calendar
 import json
 import os
 import random
@@ -46,8 +47,8 @@ NAMED_MODES = (
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
-ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "delay_ms", "stall_ms",
-              "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message",
+ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "retry_after_form",
+              "delay_ms", "stall_ms", "after_chunks", "token_delay_ms", "stop_reason", "compat_stream", "message",
               "error_type", "usage_start", "usage_delta"}
 
 OPT = None       # parsed command line
@@ -278,6 +279,8 @@ def norm_entry(e):
               "retry_after_date"):
         if k in e and not is_ms(e[k]):
             raise ValueError(f"{k} must be a non-negative integer")
+    if e.get("retry_after_form", "imf") not in ("imf", "rfc850", "asctime"):
+        raise ValueError("retry_after_form must be imf, rfc850 or asctime")
     if "retry_after" in e and e["retry_after"] is not None and not is_ms(e["retry_after"]):
         raise ValueError("retry_after must be a non-negative integer or null")
     for k in ("usage_start", "usage_delta"):
@@ -1063,8 +1066,16 @@ class Handler(BaseHTTPRequestHandler):
             extra["Retry-After"] = str(ra)
         if entry.get("retry_after_date") is not None:
             # RFC 9110 allows an HTTP-date too (proxies and CDNs send one)
-            extra["Retry-After"] = formatdate(time.time() + entry["retry_after_date"],
-                                              usegmt=True)
+            # in the form asked for: RFC 9110 says a recipient reads all three
+            when = time.gmtime(time.time() + entry["retry_after_date"])
+            form = entry.get("retry_after_form", "imf")
+            if form == "imf":
+                extra["Retry-After"] = formatdate(calendar.timegm(when), usegmt=True)
+            elif form == "rfc850":
+                extra["Retry-After"] = time.strftime("%A, %d-%b-%y %H:%M:%S GMT", when)
+            else:
+                extra["Retry-After"] = time.strftime("%a %b ", when) + \
+                    f"{when.tm_mday:2d}" + time.strftime(" %H:%M:%S %Y", when)
         if entry.get("retry_after_ms") is not None:
             extra["retry-after-ms"] = str(entry["retry_after_ms"])
         if provider == "openai":

@@ -90,7 +90,16 @@ try:
         check(s == 502 and fake.stats()["calls"] == 1,
               f"429 with a Retry-After date an hour away: not retried: {s} after "
               f"{fake.stats()['calls']} calls")
-        fake.plan({"mode": "fail-429", "retry_after_date": 0}, {"mode": "ok"})
+        # the two older date forms RFC 9110 has recipients read, and a date years away
+        for form, ahead in (("rfc850", 3600), ("asctime", 3600), ("imf", 3000 * 86400)):
+            fake.plan(*[{"mode": "fail-429", "retry_after_date": ahead,
+                         "retry_after_form": form}] * 3)
+            s, h, body = chat(st, f"retry-date-{form}")
+            check(s == 502 and fake.stats()["calls"] == 1,
+                  f"429 with a Retry-After {form} date {ahead} s away: not retried: {s} after "
+                  f"{fake.stats()['calls']} calls")
+        fake.plan({"mode": "fail-429", "retry_after_date": 0, "retry_after_form": "asctime"},
+                  {"mode": "ok"})
         s, h, body = chat(st, "retry-date-now")
         check(s == 200 and fake.stats()["calls"] == 2,
               f"429 with a Retry-After date of now: retried: {s} after {fake.stats()['calls']} calls")
