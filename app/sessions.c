@@ -19,7 +19,13 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Checks the {id} of the path; fills a 400 and returns -1 when it is not a session id. */
+/* The router copies a {param} of up to ROUTER_PARAM_MAX bytes; longer ones arrive as "". */
+_Static_assert(STORE_ID_MAX <= ROUTER_PARAM_MAX, "a valid session id must fit the router's param");
+
+/*
+ * Checks the {id} of the path; fills a 400 and returns -1 when it is not a
+ * session id (including "", what the router gives for an over-long segment).
+ */
 static int
 check_id(struct handler_ctx *ctx)
 {

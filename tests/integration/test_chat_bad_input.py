@@ -206,14 +206,16 @@ with Stack(workers=1, threads=4, env=env) as st:
             {"message": "hi", "session_id": sid()}, headers={"Idempotency-Key": "~" * 200})
 
     # --- the session routes' {id} ---
-    for bad in ["a%20b", "%C3%BC", "a" * 129, "%7Bx%7D", "a;b", "a,b", "a%0Ab", "a%09b", "a+b",
+    for bad in ["a%20b", "%C3%BC", "a" * 129, "a" * 256, "a" * 257, "a" * 300, "a" * 4000,
+                "%7Bx%7D", "a;b", "a,b", "a%0Ab", "a%09b", "a+b",
                 "a%25b", "a%C2%A0b"]:
         for method, path in [("GET", "/api/v1/sessions/"), ("DELETE", "/api/v1/sessions/"),
                              ("POST", "/memory/clear/")]:
             st_, h, doc = st.json(method, path + bad)
             check(st_ == 400 and is_error_doc(doc, "invalid_session_id") and "session id" in
                   doc["error"]["message"].lower(),
-                  f"{method} {path}{bad[:20]}: 400 naming the session id: {st_} {doc}")
+                  f"{method} {path}{bad[:20]}{'...' if len(bad) > 20 else ''} "
+                  f"({len(bad)} characters): 400 naming the session id: {st_} {doc}")
     # A slash makes it another path (nginx decodes and normalises it), a NUL nginx
     # refuses itself: JSON errors all the same, and nothing reaches a session.
     for bad in ["..%2Fetc", "a%2Fb", "..%2F..%2Fetc%2Fpasswd"]:
