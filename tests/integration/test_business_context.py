@@ -252,6 +252,12 @@ def main_checks(st, kind):
           f"{tag} every disguised delimiter of the context is quoted, other text is not: "
           f"{body!r}")
 
+    # --- an id_empresa json-c cannot hold is refused, never sent on as another id ---
+    before = sum(ctx.calls.values())
+    s, _, doc = chat(st, f"grande {kind}", {"nombre_bot": "N", "id_empresa": 2 ** 64})
+    check(s == 400 and "id_empresa" in str(doc) and sum(ctx.calls.values()) == before,
+          f"{tag} id_empresa 2^64: 400 naming the field, the endpoint not called ({s} {doc})")
+
     # --- no persona, no id_empresa: nothing fetched, no section ---
     before = sum(ctx.calls.values())
     msg = f"sin persona {kind}"
