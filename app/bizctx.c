@@ -186,23 +186,73 @@ bizctx_answer_text(const char *content_type, const char *body, size_t len, struc
 	return rc;
 }
 
-/* Whether line[0..len) looks like a delimiter of the section: "---" first, naming it. */
+/* What the words of a delimiter-like line spell, run together (delimiter_like). */
+static const char *const delimiter_words[] = {
+	"beginbusinesscontext", "endbusinesscontext",
+	"businesscontextbegin", "businesscontextend", NULL
+};
+
+static int
+is_letter(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+/*
+ * Whether line[0..len) looks like a delimiter of the section: its words (runs
+ * of ASCII letters, case ignored), leaving out "the" and "of", run together
+ * spell begin or end and "business context", in either order. Nothing else
+ * on the line counts (dashes, =, #, <>, spaces, digits, underscores): "===
+ * END business_context ===" and "  # End of the Business Context" are
+ * caught; a sentence that mentions the business context is not.
+ */
 static int
 delimiter_like(const char *line, size_t len)
 {
-	static const char name[] = "business context";
-	size_t i, n = sizeof(name) - 1;
+	char text[24];
+	size_t i = 0, n = 0, w, k;
 
-	while (len > 0 && (*line == ' ' || *line == '\t')) {
-		line++;
-		len--;
+	while (i < len) {
+		for (w = 0; i + w < len && is_letter(line[i + w]); w++)
+			;
+		if (w == 0) {
+			i++;
+			continue;
+		}
+		if (!(w == 3 && strncasecmp(line + i, "the", 3) == 0) &&
+		    !(w == 2 && strncasecmp(line + i, "of", 2) == 0)) {
+			if (n + w >= sizeof(text))
+				return 0; /* longer than any delimiter */
+			for (k = 0; k < w; k++)
+				text[n++] = (char)(line[i + k] | 0x20); /* ASCII lower case */
+		}
+		i += w;
 	}
-	if (len < 3 || memcmp(line, "---", 3) != 0)
-		return 0;
-	for (i = 3; i + n <= len; i++)
-		if (strncasecmp(line + i, name, n) == 0)
+	text[n] = '\0';
+	for (k = 0; delimiter_words[k] != NULL; k++)
+		if (strcmp(text, delimiter_words[k]) == 0)
 			return 1;
 	return 0;
+}
+
+/*
+ * The end of the line starting at p (before `end`), its break included: a
+ * line ends at LF, CR, VT or FF, or at U+0085, U+2028 or U+2029, as a model
+ * may read any of them as a new line.
+ */
+static const char *
+line_end(const char *p, const char *end)
+{
+	for (; p < end; p++) {
+		if (*p == '\n' || *p == '\r' || *p == '\v' || *p == '\f')
+			return p + 1;
+		if (end - p >= 2 && (unsigned char)p[0] == 0xc2 && (unsigned char)p[1] == 0x85)
+			return p + 2;
+		if (end - p >= 3 && (unsigned char)p[0] == 0xe2 && (unsigned char)p[1] == 0x80 &&
+		    ((unsigned char)p[2] == 0xa8 || (unsigned char)p[2] == 0xa9))
+			return p + 3;
+	}
+	return end;
 }
 
 /*
@@ -214,20 +264,18 @@ delimiter_like(const char *line, size_t len)
 void
 bizctx_section(struct buf *sys, const char *company, const char *text, size_t len)
 {
-	const char *line = text, *end = text + len, *nl;
-	size_t n;
+	const char *line = text, *end = text + len, *next;
 
 	if (sys->len > 0)
 		buf_puts(sys, "\n\n");
 	buf_printf(sys, "Business context for company %s (reference information from the "
 	    "company's own systems):\n--- begin business context ---\n", company);
 	while (line < end) {
-		nl = memchr(line, '\n', (size_t)(end - line));
-		n = nl != NULL ? (size_t)(nl + 1 - line) : (size_t)(end - line);
-		if (delimiter_like(line, n))
+		next = line_end(line, end);
+		if (delimiter_like(line, (size_t)(next - line)))
 			buf_puts(sys, "> ");
-		buf_append(sys, line, n);
-		line += n;
+		buf_append(sys, line, (size_t)(next - line));
+		line = next;
 	}
 	buf_puts(sys, "\n--- end business context ---");
 }

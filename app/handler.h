@@ -19,7 +19,7 @@ struct handler_ctx {
 	const struct conf *conf;
 	const struct http_request *req;
 	struct http_response *resp;
-	const char *param;            /* the route's {param}, or "" */
+	const char *param;            /* the route's {param}, or "" (none, or too long: refuse it) */
 	const struct route *routes;   /* the route table, for GET / */
 	size_t nroutes;
 	int draining;                 /* the process is shutting down */

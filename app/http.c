@@ -197,6 +197,69 @@ http_request_header(const struct http_request *req, const char *name)
 	return NULL;
 }
 
+int
+http_query_next(const char **q, struct http_query_param *p)
+{
+	const char *s = *q, *amp, *eq;
+
+	while (*s == '&')
+		s++;
+	if (*s == '\0') {
+		*q = s;
+		return 0;
+	}
+	amp = strchr(s, '&');
+	if (amp == NULL)
+		amp = s + strlen(s);
+	eq = memchr(s, '=', (size_t)(amp - s));
+	p->name = s;
+	p->name_len = eq != NULL ? (size_t)(eq - s) : (size_t)(amp - s);
+	p->value = eq != NULL ? eq + 1 : amp;
+	p->value_len = (size_t)(amp - p->value);
+	*q = amp;
+	return 1;
+}
+
+static int
+hex_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+enum http_decode_result
+http_query_decode(const char *s, size_t len, char *out, size_t outlen)
+{
+	size_t i, n = 0;
+	int hi, lo;
+	char ch;
+
+	if (outlen == 0)
+		return HTTP_DECODE_TOO_LONG;
+	for (i = 0; i < len; i++) {
+		ch = s[i];
+		if (ch == '+') {
+			ch = ' ';
+		} else if (ch == '%') {
+			if (len - i < 3 || (hi = hex_digit(s[i + 1])) < 0 ||
+			    (lo = hex_digit(s[i + 2])) < 0 || (hi == 0 && lo == 0))
+				return HTTP_DECODE_BAD;
+			ch = (char)(hi << 4 | lo);
+			i += 2;
+		}
+		if (n + 1 >= outlen)
+			return HTTP_DECODE_TOO_LONG;
+		out[n++] = ch;
+	}
+	out[n] = '\0';
+	return HTTP_DECODE_OK;
+}
+
 const char *
 http_status_text(int status)
 {

@@ -127,6 +127,40 @@ int http_client_gone(struct http_response *resp);
 /* The first value of a request header (name in lower case), or NULL. Borrowed. */
 const char *http_request_header(const struct http_request *req, const char *name);
 
+/*
+ * One parameter of a query string as it stands in the URL, not decoded:
+ * `name` and `value` point into the query (borrowed); `value_len` is 0 for
+ * "name=" and for a bare "name".
+ */
+struct http_query_param {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
+};
+
+/*
+ * Walks a query string ("a=1&b=2", without the '?'): reads the parameter at
+ * *q into *p and moves *q past it; empty ones ("&&") are skipped. Returns 1,
+ * or 0 when no parameter is left. Decode the name and value with
+ * http_query_decode before comparing or using them.
+ */
+int http_query_next(const char **q, struct http_query_param *p);
+
+enum http_decode_result {
+	HTTP_DECODE_OK = 0,
+	HTTP_DECODE_BAD,      /* a '%' not followed by two hex digits, or %00 */
+	HTTP_DECODE_TOO_LONG  /* the decoded text does not fit the buffer */
+};
+
+/*
+ * Decodes s[0..len), a query parameter's name or value, into `out` (outlen
+ * bytes, NUL-terminated): "%XX" escapes (either case of hex digit) become
+ * their byte and '+' a space, as browsers and curl encode a query.
+ */
+enum http_decode_result http_query_decode(const char *s, size_t len, char *out,
+    size_t outlen);
+
 /* The standard reason phrase of a status code, "Unknown" for others. */
 const char *http_status_text(int status);
 

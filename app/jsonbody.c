@@ -10,6 +10,9 @@
 #include <string.h>
 #include <strings.h>
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 static int
 is_json_type(const char *ct)
 {
@@ -83,6 +86,7 @@ jsonbody_field(struct json_object *obj, const char *name, enum jsonbody_type typ
 	struct json_object *v;
 	const char *want = "a string";
 	char msg[160];
+	long long n;
 	int ok;
 
 	*out = NULL;
@@ -102,8 +106,10 @@ jsonbody_field(struct json_object *obj, const char *name, enum jsonbody_type typ
 		break;
 	case JB_STRING_OR_INT:
 	default:
-		ok = json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_int);
-		want = "a string or an integer";
+		ok = json_object_is_type(v, json_type_string) ||
+		    (json_object_is_type(v, json_type_int) && jsoncheck_int(v, &n) == 0);
+		want = "a string or an integer from -" STR(JSONCHECK_INT_MAX) " to "
+		    STR(JSONCHECK_INT_MAX);
 		break;
 	}
 	if (ok && json_object_is_type(v, json_type_string) &&

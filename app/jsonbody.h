@@ -21,13 +21,15 @@ enum jsonbody_type {
 	JB_STRING,
 	JB_BOOL,
 	JB_OBJECT,
-	JB_STRING_OR_INT   /* ids sent either way (seed 001's id_empresa) */
+	JB_STRING_OR_INT   /* ids sent either way (seed 001's id_empresa); integers in
+	                      jsoncheck_int's range */
 };
 
 /*
  * Reads field `name` of `obj`: *out is NULL when absent or null. A present
  * field of another type fills `resp` with 400 naming the field and returns -1.
- * Strings holding a NUL byte are refused too.
+ * Strings holding a NUL byte are refused too, and integers json-c does not
+ * hold exactly (jsoncheck_int).
  */
 int jsonbody_field(struct json_object *obj, const char *name, enum jsonbody_type type,
     struct json_object **out, struct http_response *resp);

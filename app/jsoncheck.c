@@ -8,6 +8,7 @@
 #include <json-c/json.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -334,6 +335,22 @@ jsoncheck_parse(const char *text, size_t len, int max_depth)
 	json_tokener_free(tok);
 	buf_free(&fixed);
 	return o;
+}
+
+_Static_assert(JSONCHECK_INT_MAX == INT64_MAX, "jsoncheck_int's range is int64's, but INT64_MIN");
+
+int
+jsoncheck_int(const struct json_object *v, long long *out)
+{
+	int64_t x;
+
+	if (v == NULL || !json_object_is_type(v, json_type_int))
+		return -1;
+	x = json_object_get_int64(v);
+	if (x == INT64_MIN || (x == INT64_MAX && json_object_get_uint64(v) != (uint64_t)INT64_MAX))
+		return -1;
+	*out = (long long)x;
+	return 0;
 }
 
 int

@@ -44,6 +44,21 @@ int jsoncheck_for_json_c(const char *s, size_t len, struct buf *out);
  */
 struct json_object *jsoncheck_parse(const char *s, size_t len, int max_depth);
 
+#define JSONCHECK_INT_MAX 9223372036854775807 /* 2^63-1, no suffix: STR() spells it */
+
+/*
+ * Whether `v` is a JSON integer that json-c holds exactly, from
+ * -JSONCHECK_INT_MAX to JSONCHECK_INT_MAX: 0 with its value in *out, else -1
+ * (NULL, not an integer, or out of that range). For integers from outside.
+ * NOTE: json-c 0.16's tokener saturates an integer it cannot hold, with no
+ * error and no errno from json_object_get_int64/uint64 afterwards: below
+ * -2^63 it becomes INT64_MIN, above 2^64-1 UINT64_MAX (2^63..2^64-1 are kept
+ * as uint64, which json_object_get_int64 saturates to INT64_MAX). So -2^63,
+ * which a saturated value cannot be told from, and anything above 2^63-1 are
+ * refused; tests/unit/test_jsoncheck.c holds json-c to this.
+ */
+int jsoncheck_int(const struct json_object *v, long long *out);
+
 /*
  * Reading a text jsoncheck accepted without building a json-c tree: for the
  * hot path of an upstream answer, where a few members are wanted and the

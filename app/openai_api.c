@@ -5,6 +5,7 @@
 #include "conf.h"
 #include "handler.h"
 #include "jsonbody.h"
+#include "jsoncheck.h"
 #include "utf8.h"
 #include "vtime.h"
 
@@ -439,11 +440,15 @@ number_field(struct handler_ctx *ctx, struct json_object *body, const char *name
 /* A check of one of OpenAI's other fields (`v` not null): 0, or -1 with resp filled. */
 typedef int (*extra_check)(struct handler_ctx *ctx, const char *name, struct json_object *v);
 
+/* An integer passed on as it is: one json-c holds exactly (jsoncheck_int), not a saturated one. */
 static int
 extra_int(struct handler_ctx *ctx, const char *name, struct json_object *v)
 {
-	return json_object_is_type(v, json_type_int) ? 0 :
-	    bad_field(ctx, "field \"%s\" must be an integer", name);
+	long long n;
+
+	return jsoncheck_int(v, &n) == 0 ? 0 :
+	    bad_field(ctx, "field \"%s\" must be an integer from -%lld to %lld", name,
+	    (long long)JSONCHECK_INT_MAX, (long long)JSONCHECK_INT_MAX);
 }
 
 static int

@@ -8,7 +8,8 @@
 
 /*
  * Whether `path` (of length `plen`) fits `pattern`; copies the first {param}
- * into `param`. Segments are compared one by one.
+ * into `param` ("" when it is longer than ROUTER_PARAM_MAX). Segments are
+ * compared one by one.
  */
 static int
 path_fits(const char *pattern, const char *path, size_t plen, char *param)
@@ -28,9 +29,14 @@ path_fits(const char *pattern, const char *path, size_t plen, char *param)
 		seg_end = memchr(path, '/', (size_t)(pe - path));
 		seglen = seg_end ? (size_t)(seg_end - path) : (size_t)(pe - path);
 		if (patlen >= 2 && pattern[0] == '{' && pattern[patlen - 1] == '}') {
-			if (seglen == 0 || seglen > ROUTER_PARAM_MAX)
+			if (seglen == 0)
 				return 0;
-			if (!got_param) {
+			/*
+			 * NOTE: a longer segment still fits, leaving `param` "": the
+			 * handler refuses it as it refuses any other bad parameter (400
+			 * invalid_session_id), where a 404 would say "no such route".
+			 */
+			if (!got_param && seglen <= ROUTER_PARAM_MAX) {
 				memcpy(param, path, seglen);
 				param[seglen] = '\0';
 				got_param = 1;

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#define ROUTER_PARAM_MAX 256 /* longest {param} segment accepted */
+#define ROUTER_PARAM_MAX 256 /* longest {param} segment copied into route_match */
 
 struct handler_ctx;
 
@@ -19,8 +19,8 @@ typedef void (*route_handler)(struct handler_ctx *ctx);
 
 /*
  * One route. `pattern` is a path whose segments are literals or "{name}"; a
- * parameter matches one non-empty segment. The pattern doubles as the
- * metrics label of the route.
+ * parameter matches one non-empty segment of any length. The pattern doubles
+ * as the metrics label of the route.
  */
 struct route {
 	const char *method;
@@ -37,7 +37,12 @@ enum router_result {
 
 struct route_match {
 	const struct route *route;
-	char param[ROUTER_PARAM_MAX + 1]; /* the first {param}, or "" */
+	/*
+	 * The first {param}, or "": also when its segment is longer than
+	 * ROUTER_PARAM_MAX, so a handler must refuse "" (no valid parameter
+	 * is empty or that long).
+	 */
+	char param[ROUTER_PARAM_MAX + 1];
 };
 
 /*

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,13 @@
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-/* Checks the {id} of the path; fills a 400 and returns -1 when it is not a session id. */
+/* The router copies a {param} of up to ROUTER_PARAM_MAX bytes; longer ones arrive as "". */
+_Static_assert(STORE_ID_MAX <= ROUTER_PARAM_MAX, "a valid session id must fit the router's param");
+
+/*
+ * Checks the {id} of the path; fills a 400 and returns -1 when it is not a
+ * session id (including "", what the router gives for an over-long segment).
+ */
 static int
 check_id(struct handler_ctx *ctx)
 {
@@ -42,40 +49,49 @@ struct page {
 
 /*
  * Reads ?limit=N (1..SESSION_PAGE_MAX) and ?before=T (1..INT_MAX) from the
- * query; other parameters are ignored. Fills a 400 and returns -1 for a bad
- * value. With `before` and no `limit`, the page is SESSION_PAGE_MAX turns.
+ * query, names and values percent-decoded (http_query_decode); other
+ * parameters are ignored. Of one given twice each must be valid and the
+ * last counts. Fills a 400 and returns -1 for a bad value or a malformed
+ * escape in one. With `before` and no `limit`, the page is SESSION_PAGE_MAX
+ * turns.
  */
 static int
 read_page(struct handler_ctx *ctx, struct page *pg)
 {
-	const char *q = ctx->req->query != NULL ? ctx->req->query : "", *amp, *eq;
-	char value[24], *end;
+	const char *q = ctx->req->query != NULL ? ctx->req->query : "";
+	struct http_query_param p;
+	char name[8], value[24], msg[160], *end;
 	long long v, max;
-	size_t nlen, vlen;
+	int is_limit;
 
 	pg->limit = pg->before = 0;
-	for (; *q != '\0'; q = *amp != '\0' ? amp + 1 : amp) {
-		amp = strchr(q, '&');
-		if (amp == NULL)
-			amp = q + strlen(q);
-		eq = memchr(q, '=', (size_t)(amp - q));
-		nlen = eq != NULL ? (size_t)(eq - q) : (size_t)(amp - q);
-		if (!(nlen == 5 && memcmp(q, "limit", 5) == 0) &&
-		    !(nlen == 6 && memcmp(q, "before", 6) == 0))
+	while (http_query_next(&q, &p)) {
+		/* A name that does not decode, or is longer than ours, is none of ours. */
+		if (http_query_decode(p.name, p.name_len, name, sizeof(name)) != HTTP_DECODE_OK)
 			continue;
-		max = nlen == 5 ? SESSION_PAGE_MAX : INT_MAX;
-		vlen = eq != NULL ? (size_t)(amp - eq - 1) : 0;
-		if (vlen == 0 || vlen >= sizeof(value))
+		is_limit = strcmp(name, "limit") == 0;
+		if (!is_limit && strcmp(name, "before") != 0)
+			continue;
+		switch (http_query_decode(p.value, p.value_len, value, sizeof(value))) {
+		case HTTP_DECODE_OK:
+			break;
+		case HTTP_DECODE_BAD:
+			snprintf(msg, sizeof(msg), "query parameter \"%s\" has a malformed percent escape "
+			    "(%%XX with two hex digits, not %%00)", name);
+			http_response_error(ctx->resp, 400, "invalid_query", msg);
+			return -1;
+		case HTTP_DECODE_TOO_LONG:
+		default:
 			goto bad;
-		memcpy(value, eq + 1, vlen);
-		value[vlen] = '\0';
+		}
+		max = is_limit ? SESSION_PAGE_MAX : INT_MAX;
 		if (value[0] < '0' || value[0] > '9')
 			goto bad;
 		errno = 0;
 		v = strtoll(value, &end, 10);
 		if (errno != 0 || *end != '\0' || v < 1 || v > max)
 			goto bad;
-		if (nlen == 5)
+		if (is_limit)
 			pg->limit = v;
 		else
 			pg->before = v;

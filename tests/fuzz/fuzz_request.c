@@ -69,7 +69,7 @@ field(char **p, char *end)
 }
 
 /*
- * Input: "METHOD\nPATH\nname: value\n...\n\nBODY". The last byte of a field
+ * Input: "METHOD\nPATH[?QUERY]\nname: value\n...\n\nBODY". The last byte of a field
  * before '\n' may be anything; fields are C strings as the transport gives them.
  */
 int
@@ -79,7 +79,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct http_request req;
 	struct http_response resp;
 	struct memtransport mt;
-	char *copy, *p, *end, *line, *colon;
+	char *copy, *p, *end, *line, *colon, *query;
 
 	if (app == NULL)
 		setup();
@@ -94,7 +94,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&req, 0, sizeof(req));
 	req.method = field(&p, end);
 	req.path = field(&p, end);
-	req.query = "";
+	/* A '?' in PATH starts the query, as the transport splits REQUEST_URI. */
+	query = req.path != NULL ? strchr(req.path, '?') : NULL;
+	if (query != NULL)
+		*query++ = '\0';
+	req.query = query != NULL ? query : "";
 	req.remote_addr = "127.0.0.1";
 	req.request_id = "fuzz";
 	while ((line = field(&p, end)) != NULL && *line != '\0' &&

@@ -347,6 +347,17 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
     s, h, doc = agent(bearer(num_tok), {"nombre_bot": "T", "id_empresa": 43}, "cb-6")
     check(s == 403 and is_error_doc(doc, "company_mismatch"),
           f"company_id 42 posting id_empresa 43: 403 ({s})")
+    # An integer company_id of 2^63 and up is refused, never read as 2^63-1 (another
+    # company): libjwt's JSON parser (jansson) refuses the payload before Valerie reads it.
+    # 2^63-1 itself is exact.
+    refused(st, bearer(hs_token(claims("big-user", "user", company_id=2 ** 63))),
+            "company_id 2^63")
+    refused(st, bearer(hs_token(claims("big-user", "user", company_id=2 ** 64 + 7))),
+            "company_id above 2^64")
+    big_tok = hs_token(claims("big-user", "user", company_id=2 ** 63 - 1))
+    s, h, doc = agent(bearer(big_tok), {"nombre_bot": "T", "id_empresa": 2 ** 63 - 1}, "cb-6b")
+    check(s == 200 and f"for company {2 ** 63 - 1}" in doc.get("reply", ""),
+          f"company_id 2^63-1 posting id_empresa 2^63-1: 200 ({s} {str(doc)[:200]})")
     s, h, doc = agent(bearer(user_tok), {"nombre_bot": "T", "id_empresa": "other"}, "cb-7")
     check(s == 200, f"a caller bound to no company may name any: 200 ({s})")
     s, h, doc = agent({"X-API-Key": ACME_KEY}, {"nombre_bot": "T", "id_empresa": "other"}, "cb-8")

@@ -200,16 +200,29 @@ def answers(st, kind):
     for query, want in (("limit=2", [3, 4]), ("limit=1000", [1, 2, 3, 4]),
                         ("before=3", [1, 2]), ("limit=1&before=4", [3]),
                         ("before=99&limit=2", [3, 4]), ("before=1", []),
-                        ("x=1&limit=3", [2, 3, 4])):
+                        ("x=1&limit=3", [2, 3, 4]),
+                        # names and values percent-decoded, as clients encode a query
+                        ("limit=%31", [4]), ("%6Cimit=2", [3, 4]), ("limit=%32&before=%34", [2, 3]),
+                        ("limit=1%30%30%30", [1, 2, 3, 4]), ("before=%33&x=%zz", [1, 2]),
+                        ("limit=1&limit=%32", [3, 4])):
         s, got, doc = page(query)
         check(s == 200 and got == want and doc.get("turns") == 4
               and doc.get("session_id") == sid,
               f"{L} GET ?{query}: turns {want} of 4, oldest first: {s} {got} {doc and doc.get('turns')}")
     for query in ("limit=0", "limit=1001", "limit=abc", "limit=", "before=0", "before=-1",
-                  "limit=+5", "before=99999999999999999999"):
+                  "limit=+5", "before=99999999999999999999", "limit=%2B5", "limit=%31%30%30%31",
+                  "before=%30", "limit=%20%31", "limit=1%00", "limit=%31abc",
+                  "limit=abc&limit=%32"):
         s, got, doc = page(query)
         check(s == 400 and is_error_doc(doc) and doc["error"].get("code") == "invalid_query",
               f"{L} GET ?{query}: 400 invalid_query: {s} {doc}")
+    for query in ("limit=%zz", "limit=%3", "before=%", "limit=%g1", "before=1%0"):
+        s, got, doc = page(query)
+        check(s == 400 and is_error_doc(doc) and doc["error"].get("code") == "invalid_query"
+              and "escape" in doc["error"]["message"]
+              and query.split("=")[0] in doc["error"]["message"],
+              f"{L} GET ?{query}: 400 invalid_query naming the parameter and the escape: "
+              f"{s} {doc}")
 
 
 def redis_keys(rs, kind, ttl_max):

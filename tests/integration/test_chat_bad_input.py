@@ -189,11 +189,33 @@ with Stack(workers=1, threads=4, env=env) as st:
              {"message": "hi", "session_id": s, "config": {"id_empresa": 1.5}}, "id_empresa"),
             ("config.id_empresa: {}",
              {"message": "hi", "session_id": s, "config": {"id_empresa": {}}}, "id_empresa"),
+            # json-c saturates what it cannot hold: 2^64 would read as 2^64-1, another id.
+            ("config.id_empresa: 2^64",
+             {"message": "hi", "session_id": s, "config": {"id_empresa": 2 ** 64}},
+             "id_empresa"),
+            ("config.id_empresa: 10^30",
+             {"message": "hi", "session_id": s, "config": {"id_empresa": 10 ** 30}},
+             "id_empresa"),
+            ("config.id_empresa: 2^63",
+             {"message": "hi", "session_id": s, "config": {"id_empresa": 2 ** 63}},
+             "id_empresa"),
+            ("config.id_empresa: -2^63",
+             {"message": "hi", "session_id": s, "config": {"id_empresa": -2 ** 63}},
+             "id_empresa"),
+            ("config.id_empresa: -10^30",
+             {"message": "hi", "session_id": s, "config": {"id_empresa": -10 ** 30}},
+             "id_empresa"),
             ("config.rol_bot of 3000 characters, over 500",
              {"message": "hi", "session_id": s, "config": {"rol_bot": "r" * 3000}}, "rol_bot")]:
         expect(st, f"wrong field type ({label})", body, 400, None, [field])
         expect(st, f"wrong field type ({label}) on /api/agent/chat", body, 400, None, [field],
                path="/api/agent/chat")
+
+    for n in (2 ** 63 - 1, -(2 ** 63 - 1), 0):
+        s_, h_, doc_ = post_chat(st, {"message": "hi", "session_id": sid(),
+                                      "config": {"nombre_bot": "T", "id_empresa": n}})
+        check(s_ == 200 and f"for company {n}." in doc_.get("reply", ""),
+              f"config.id_empresa {n} is accepted and used exactly: {s_} {str(doc_)[:200]}")
 
     # --- Idempotency-Key ---
     s = sid()
@@ -206,14 +228,16 @@ with Stack(workers=1, threads=4, env=env) as st:
             {"message": "hi", "session_id": sid()}, headers={"Idempotency-Key": "~" * 200})
 
     # --- the session routes' {id} ---
-    for bad in ["a%20b", "%C3%BC", "a" * 129, "%7Bx%7D", "a;b", "a,b", "a%0Ab", "a%09b", "a+b",
+    for bad in ["a%20b", "%C3%BC", "a" * 129, "a" * 256, "a" * 257, "a" * 300, "a" * 4000,
+                "%7Bx%7D", "a;b", "a,b", "a%0Ab", "a%09b", "a+b",
                 "a%25b", "a%C2%A0b"]:
         for method, path in [("GET", "/api/v1/sessions/"), ("DELETE", "/api/v1/sessions/"),
                              ("POST", "/memory/clear/")]:
             st_, h, doc = st.json(method, path + bad)
             check(st_ == 400 and is_error_doc(doc, "invalid_session_id") and "session id" in
                   doc["error"]["message"].lower(),
-                  f"{method} {path}{bad[:20]}: 400 naming the session id: {st_} {doc}")
+                  f"{method} {path}{bad[:20]}{'...' if len(bad) > 20 else ''} "
+                  f"({len(bad)} characters): 400 naming the session id: {st_} {doc}")
     # A slash makes it another path (nginx decodes and normalises it), a NUL nginx
     # refuses itself: JSON errors all the same, and nothing reaches a session.
     for bad in ["..%2Fetc", "a%2Fb", "..%2F..%2Fetc%2Fpasswd"]:

@@ -405,6 +405,14 @@ def offline_part():
             ("a bad Idempotency-Key", {"messages": good},
              {"X-Session-Id": "oai-bad-idem", "Idempotency-Key": "has space"},
              "invalid_idempotency_key"),
+            # json-c saturates integers it cannot hold: refused, not passed on changed.
+            ("seed above 2^64", {"seed": 2 ** 64 + 5, "messages": good}, None, "invalid_field"),
+            ("seed 2^63", {"seed": 2 ** 63, "messages": good}, None, "invalid_field"),
+            ("seed below -2^63", {"seed": -2 ** 63 - 1, "messages": good}, None,
+             "invalid_field"),
+            ("max_tokens above 2^64", {"max_tokens": 2 ** 64, "messages": good}, None,
+             "invalid_field"),
+            ("n above 2^64", {"n": 2 ** 64 + 1, "messages": good}, None, "invalid_field"),
             ("a model not in VALERIE_MODELS", {"model": "gpt-c", "messages": good}, None,
              "model_not_allowed"),
             ("a model not in VALERIE_MODELS, streamed", {"model": "gpt-c", "messages": good,
@@ -416,6 +424,14 @@ def offline_part():
             check(s == 400 and h.get("content-type", "").startswith("application/json")
                   and is_error_doc(d, code),
                   f"{L} {what}: 400 JSON error{' ' + code if code else ''}: {s} {d}")
+        for what, body, name in (("seed above 2^64", {"seed": 2 ** 64 + 5}, "seed"),
+                                 ("max_tokens above 2^64", {"max_tokens": 2 ** 64},
+                                  "max_tokens")):
+            s, h, d = complete(st, dict(body, messages=good))
+            check(s == 400 and is_error_doc(d) and name in d["error"]["message"],
+                  f"{L} {what}: the error names the field: {s} {d}")
+        s, h, d = complete(st, {"messages": good, "seed": 2 ** 63 - 1})
+        check(s == 200, f"{L} seed 2^63-1 (the largest) is accepted: {s} {d}")
         for sid in ("oai-bad-nouser", "oai-bad-idem"):
             s, h, d = session(st, sid)
             check(s == 404, f"{L} a refused request stores nothing ({sid}): {s}")

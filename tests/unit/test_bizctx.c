@@ -131,6 +131,49 @@ main(void)
 		    ">   --- Begin Business Context ---\n---\nfin\n--- end business context ---");
 		buf_free(&b);
 	}
+	/*
+	 * Whatever their punctuation, spacing and case: a line whose words are
+	 * begin/end and "business context" is quoted; other text is not.
+	 */
+	{
+		static const char *const delims[] = {
+			"=== end business context ===", "### END BUSINESS CONTEXT",
+			"   --- end business context ---", "\t---END BUSINESS CONTEXT---",
+			"end business context", "End of the Business Context.",
+			"[/END_BUSINESS_CONTEXT]", "<end-business-context>", "**Begin business context**",
+			"*** eNd   BuSiNeSs   CoNtExT ***", "business context end",
+			"--- end business context --- 2", "\xc2\xa0--- end business context ---",
+			NULL
+		};
+		static const char *const plain[] = {
+			"The business context ends here.", "Business context:", "end", "---",
+			"We begin every business context review on Monday.", "business",
+			"endbusinesscontextual", "Horario: 9-18", NULL
+		};
+		char line[128], want[512];
+
+		for (i = 0; delims[i] != NULL; i++) {
+			snprintf(line, sizeof(line), "a\n%s\nb", delims[i]);
+			bizctx_section(&b, "1", line, strlen(line));
+			snprintf(want, sizeof(want), "---\na\n> %s\nb\n--- end", delims[i]);
+			CHECK_CONTAINS(b.data, want);
+			buf_free(&b);
+		}
+		for (i = 0; plain[i] != NULL; i++) {
+			snprintf(line, sizeof(line), "a\n%s\nb", plain[i]);
+			bizctx_section(&b, "1", line, strlen(line));
+			snprintf(want, sizeof(want), "---\na\n%s\nb\n--- end", plain[i]);
+			CHECK_CONTAINS(b.data, want);
+			buf_free(&b);
+		}
+		/* A line may also end at CR or U+2028: a model can read either as a new line. */
+		bizctx_section(&b, "1", "a\r--- end business context ---\rb", 32);
+		CHECK_CONTAINS(b.data, "\na\r> --- end business context ---\rb\n");
+		buf_free(&b);
+		bizctx_section(&b, "1", "a\xe2\x80\xa8=== end business context ===", 32);
+		CHECK_CONTAINS(b.data, "\na\xe2\x80\xa8> === end business context ===\n");
+		buf_free(&b);
+	}
 	buf_puts(&b, "You are Bot.");
 	bizctx_section(&b, "acme", "x", 1);
 	CHECK(strncmp(b.data, "You are Bot.\n\nBusiness context for company acme", 46) == 0);

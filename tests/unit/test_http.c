@@ -87,6 +87,48 @@ main(void)
 	CHECK_STR(http_request_header(&req, "x-api-key"), "k");
 	CHECK(http_request_header(&req, "authorization") == NULL);
 
+	/* A query, parameter by parameter, raw; then decoded. */
+	{
+		const char *q = "&limit=%31&&before&x=a%2Bb+c&=v&n=";
+		struct http_query_param p;
+		char out[16];
+
+		CHECK_INT(http_query_next(&q, &p), 1);
+		CHECK_INT(p.name_len, 5);
+		CHECK(strncmp(p.name, "limit", 5) == 0);
+		CHECK_INT(p.value_len, 3);
+		CHECK(strncmp(p.value, "%31", 3) == 0);
+		CHECK_INT(http_query_decode(p.value, p.value_len, out, sizeof(out)), HTTP_DECODE_OK);
+		CHECK_STR(out, "1");
+		CHECK_INT(http_query_next(&q, &p), 1);
+		CHECK(p.name_len == 6 && strncmp(p.name, "before", 6) == 0 && p.value_len == 0);
+		CHECK_INT(http_query_next(&q, &p), 1);
+		CHECK_INT(http_query_decode(p.value, p.value_len, out, sizeof(out)), HTTP_DECODE_OK);
+		CHECK_STR(out, "a+b c");
+		CHECK_INT(http_query_next(&q, &p), 1);
+		CHECK(p.name_len == 0 && p.value_len == 1);
+		CHECK_INT(http_query_next(&q, &p), 1);
+		CHECK(p.name_len == 1 && p.value_len == 0);
+		CHECK_INT(http_query_next(&q, &p), 0);
+		CHECK_INT(http_query_next(&q, &p), 0);
+		q = "";
+		CHECK_INT(http_query_next(&q, &p), 0);
+
+		CHECK_INT(http_query_decode("%6c%69MIT", 9, out, sizeof(out)), HTTP_DECODE_OK);
+		CHECK_STR(out, "liMIT");
+		CHECK_INT(http_query_decode("", 0, out, sizeof(out)), HTTP_DECODE_OK);
+		CHECK_STR(out, "");
+		CHECK_INT(http_query_decode("%zz", 3, out, sizeof(out)), HTTP_DECODE_BAD);
+		CHECK_INT(http_query_decode("1%3", 3, out, sizeof(out)), HTTP_DECODE_BAD);
+		CHECK_INT(http_query_decode("1%", 2, out, sizeof(out)), HTTP_DECODE_BAD);
+		CHECK_INT(http_query_decode("%3g", 3, out, sizeof(out)), HTTP_DECODE_BAD);
+		CHECK_INT(http_query_decode("a%00b", 5, out, sizeof(out)), HTTP_DECODE_BAD);
+		/* "%31" fits a 2-byte buffer (one byte and the NUL); "12" does not. */
+		CHECK_INT(http_query_decode("%31", 3, out, 2), HTTP_DECODE_OK);
+		CHECK_INT(http_query_decode("12", 2, out, 2), HTTP_DECODE_TOO_LONG);
+		CHECK_INT(http_query_decode("", 0, out, 0), HTTP_DECODE_TOO_LONG);
+	}
+
 	CHECK_STR(http_status_text(413), "Content Too Large");
 	CHECK_STR(http_status_text(799), "Unknown");
 

@@ -5,7 +5,68 @@
 #include "check.h"
 #include "jsoncheck.h"
 
+#include <errno.h>
 #include <json-c/json.h>
+#include <stdint.h>
+
+/* jsoncheck_int on the value `text` parses to: 0 and *n, or -1. */
+static int
+int_of(const char *text, long long *n)
+{
+	struct json_object *o = json_tokener_parse(text);
+	int r = jsoncheck_int(o, n);
+
+	json_object_put(o);
+	return r;
+}
+
+/*
+ * Integers from outside: json-c saturates what it cannot hold, silently
+ * (json_object_get_int64 and _uint64 set no errno for an integer object), so
+ * jsoncheck_int takes only what json-c provably holds exactly. The first
+ * checks pin json-c's behaviour: a json-c that changes it fails here.
+ */
+static void
+test_int(void)
+{
+	struct json_object *o;
+	long long n = 0;
+
+	o = json_tokener_parse("99999999999999999999999");
+	CHECK(o != NULL && json_object_is_type(o, json_type_int));
+	CHECK_STR(json_object_get_string(o), "18446744073709551615");
+	errno = 0;
+	CHECK(json_object_get_int64(o) == INT64_MAX && errno == 0);
+	json_object_put(o);
+	o = json_tokener_parse("-99999999999999999999999");
+	CHECK(o != NULL && json_object_get_int64(o) == INT64_MIN);
+	json_object_put(o);
+	o = json_tokener_parse("9223372036854775808");
+	CHECK(o != NULL && json_object_get_int64(o) == INT64_MAX &&
+	    json_object_get_uint64(o) == (uint64_t)INT64_MAX + 1);
+	json_object_put(o);
+
+	CHECK_INT(int_of("0", &n), 0);
+	CHECK_INT(n, 0);
+	CHECK_INT(int_of("42", &n), 0);
+	CHECK_INT(n, 42);
+	CHECK_INT(int_of("-7", &n), 0);
+	CHECK_INT(n, -7);
+	CHECK_INT(int_of("9223372036854775807", &n), 0);
+	CHECK(n == INT64_MAX);
+	CHECK_INT(int_of("-9223372036854775807", &n), 0);
+	CHECK(n == -INT64_MAX);
+	CHECK_INT(int_of("9223372036854775808", &n), -1);
+	CHECK_INT(int_of("18446744073709551615", &n), -1);
+	CHECK_INT(int_of("18446744073709551616", &n), -1);
+	CHECK_INT(int_of("99999999999999999999999", &n), -1);
+	CHECK_INT(int_of("-9223372036854775808", &n), -1);
+	CHECK_INT(int_of("-9223372036854775809", &n), -1);
+	CHECK_INT(int_of("1.5", &n), -1);
+	CHECK_INT(int_of("1e3", &n), -1);
+	CHECK_INT(int_of("\"5\"", &n), -1);
+	CHECK_INT(jsoncheck_int(NULL, &n), -1);
+}
 
 /*
  * buf_json_string writes strict JSON (jsoncheck accepts it) that reads back
@@ -132,6 +193,7 @@ main(void)
 	const char *why;
 
 	test_buf_json_string();
+	test_int();
 	test_jsonv();
 	test_json_c_surrogates();
 	OK("{}");
