@@ -44,6 +44,7 @@ static const struct route routes[] = {
 	{"POST", "/memory/clear/{id}", ROLE_USER, session_clear},
 	{"POST", "/v1/chat/completions", ROLE_USER, openai_chat_completions},
 	{"GET", "/v1/models", ROLE_USER, openai_models},
+	{"GET", "/v1/models/{model*}", ROLE_USER, openai_model_get},
 	{"GET", "/metrics", ROLE_ANY, health_metrics},
 };
 

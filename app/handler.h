@@ -48,6 +48,7 @@ void chat_agent(struct handler_ctx *ctx);
 /* openai_api.c */
 void openai_chat_completions(struct handler_ctx *ctx);
 void openai_models(struct handler_ctx *ctx);
+void openai_model_get(struct handler_ctx *ctx);
 
 /* sessions.c */
 void session_get(struct handler_ctx *ctx);

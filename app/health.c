@@ -32,7 +32,9 @@ void
 health_root(struct handler_ctx *ctx)
 {
 	struct json_object *doc, *list, *ep;
-	size_t i;
+	const char *pattern;
+	char path[128];
+	size_t i, plen;
 
 	doc = json_object_new_object();
 	list = json_object_new_array();
@@ -50,8 +52,14 @@ health_root(struct handler_ctx *ctx)
 			continue;
 		json_object_object_add(ep, "method",
 		    json_object_new_string(ctx->routes[i].method));
-		json_object_object_add(ep, "path",
-		    json_object_new_string(ctx->routes[i].pattern));
+		/* "{model*}" (the rest of the path) is the router's own syntax: "{model}" here. */
+		pattern = ctx->routes[i].pattern;
+		plen = strlen(pattern);
+		if (plen >= 2 && memcmp(pattern + plen - 2, "*}", 2) == 0) {
+			snprintf(path, sizeof(path), "%.*s}", (int)plen - 2, pattern);
+			pattern = path;
+		}
+		json_object_object_add(ep, "path", json_object_new_string(pattern));
 		json_object_array_add(list, ep);
 	}
 	json_object_object_add(doc, "endpoints", list);

@@ -940,23 +940,22 @@ add_model(struct json_object *list, const char *id, const char *owner)
 	json_object_array_add(list, m);
 }
 
-/* The default model of each provider in the chain, then the VALERIE_MODELS allowlist. */
-void
-openai_models(struct handler_ctx *ctx)
+/*
+ * The models Valerie knows: the default model of each provider in the chain,
+ * then the VALERIE_MODELS allowlist, as OpenAI model objects. NULL when out
+ * of memory.
+ */
+static struct json_object *
+models_list(const struct conf *c)
 {
-	const struct conf *c = ctx->conf;
-	struct json_object *doc = json_object_new_object(), *list = json_object_new_array();
+	struct json_object *list = json_object_new_array();
 	const char *chain[2] = {c->llm_provider, c->llm_fallbacks}, *p, *comma;
 	char name[64];
 	size_t len;
 	int i;
 
-	if (doc == NULL || list == NULL) {
-		json_object_put(doc);
-		json_object_put(list);
-		ctx->resp->body.oom = 1;
-		return;
-	}
+	if (list == NULL)
+		return NULL;
 	for (i = 0; i < 2; i++) {
 		for (p = chain[i]; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
 			comma = strchr(p, ',');
@@ -978,8 +977,55 @@ openai_models(struct handler_ctx *ctx)
 		snprintf(name, sizeof(name), "%.*s", (int)len, p);
 		add_model(list, name, "valerie");
 	}
+	return list;
+}
+
+/* GET /v1/models: every model models_list names. */
+void
+openai_models(struct handler_ctx *ctx)
+{
+	struct json_object *doc = json_object_new_object(), *list = models_list(ctx->conf);
+
+	if (doc == NULL || list == NULL) {
+		json_object_put(doc);
+		json_object_put(list);
+		ctx->resp->body.oom = 1;
+		return;
+	}
 	json_object_object_add(doc, "object", json_object_new_string("list"));
 	json_object_object_add(doc, "data", list);
 	http_response_json(ctx->resp, 200, doc);
 	json_object_put(doc);
+}
+
+/*
+ * GET /v1/models/{model} (the SDKs' models.retrieve): the model object when
+ * GET /v1/models lists it, else 404 model_not_found, as OpenAI answers. An id
+ * may hold slashes ("meta-llama/Llama-3.1-8B", as vLLM names models).
+ */
+void
+openai_model_get(struct handler_ctx *ctx)
+{
+	struct json_object *list = models_list(ctx->conf), *m, *id;
+	char msg[ROUTER_PARAM_MAX + 64];
+	size_t i;
+
+	if (list == NULL) {
+		ctx->resp->body.oom = 1;
+		return;
+	}
+	for (i = 0; i < json_object_array_length(list); i++) {
+		m = json_object_array_get_idx(list, i);
+		if (ctx->param[0] != '\0' && json_object_object_get_ex(m, "id", &id) &&
+		    strcmp(json_object_get_string(id), ctx->param) == 0) {
+			http_response_json(ctx->resp, 200, m);
+			json_object_put(list);
+			return;
+		}
+	}
+	json_object_put(list);
+	snprintf(msg, sizeof(msg), "The model '%s' does not exist or is not served here (GET /v1/models "
+	    "lists the models)", ctx->param);
+	utf8_scrub(msg);   /* nginx decodes %FF in the path: the id may be any bytes */
+	http_response_error(ctx->resp, 404, "model_not_found", msg);
 }

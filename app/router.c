@@ -28,6 +28,11 @@ path_fits(const char *pattern, const char *path, size_t plen, char *param)
 		patlen = pat_end ? (size_t)(pat_end - pattern) : strlen(pattern);
 		seg_end = memchr(path, '/', (size_t)(pe - path));
 		seglen = seg_end ? (size_t)(seg_end - path) : (size_t)(pe - path);
+		/* "{name*}", last in a pattern: the rest of the path, slashes and all (model ids). */
+		if (patlen >= 3 && pattern[0] == '{' && pattern[patlen - 2] == '*' &&
+		    pattern[patlen - 1] == '}' && pattern[patlen] == '\0') {
+			seglen = (size_t)(pe - path);
+		}
 		if (patlen >= 2 && pattern[0] == '{' && pattern[patlen - 1] == '}') {
 			if (seglen == 0)
 				return 0;

@@ -19,8 +19,10 @@ typedef void (*route_handler)(struct handler_ctx *ctx);
 
 /*
  * One route. `pattern` is a path whose segments are literals or "{name}"; a
- * parameter matches one non-empty segment of any length. The pattern doubles
- * as the metrics label of the route.
+ * parameter matches one non-empty segment of any length. A last "{name*}"
+ * matches the rest of the path, slashes included (an OpenAI model id such as
+ * "meta-llama/Llama-3.1-8B"). The pattern doubles as the metrics label of
+ * the route.
  */
 struct route {
 	const char *method;

@@ -582,14 +582,28 @@ def upstream_part():
 
         # --- the models of the chain and the allowlist ---
         menv = dict(env, VALERIE_LLM_FALLBACKS="anthropic,offline",
-                    ANTHROPIC_MODEL="claude-test", VALERIE_MODELS="gpt-test,gpt-4o,claude-x")
+                    ANTHROPIC_MODEL="claude-test",
+                    VALERIE_MODELS="gpt-test,gpt-4o,claude-x,meta-llama/Llama-3.1-8B")
         with Stack(workers=1, threads=2, env=menv) as st:
             s, h, d = st.json("GET", "/v1/models")
             ids = [m.get("id") for m in d.get("data", [])] if isinstance(d, dict) else []
             check(s == 200 and ids == ["gpt-test", "claude-test", "offline", "gpt-4o",
-                                       "claude-x"],
+                                       "claude-x", "meta-llama/Llama-3.1-8B"],
                   f"{L} GET /v1/models: each provider's default model in chain order, then the "
                   f"allowlist, once each: {ids}")
+            # models.retrieve: GET /v1/models/{id}, ids with a slash too (vLLM's names)
+            listed = {m["id"]: m for m in d["data"]}
+            for mid in ("claude-test", "gpt-4o", "meta-llama/Llama-3.1-8B"):
+                s, h, one = st.json("GET", f"/v1/models/{mid}")
+                check(s == 200 and one == listed[mid],
+                      f"{L} GET /v1/models/{mid}: the listed model object: {s} {one}")
+            s, h, one = st.json("GET", "/v1/models/meta-llama/Llama-3.1-8B/")
+            check(s == 200 and one.get("id") == "meta-llama/Llama-3.1-8B",
+                  f"{L} GET /v1/models/{{id}}/ with a trailing slash: {s} {one}")
+            for mid in ("gpt-5", "meta-llama", "meta-llama/Llama-3.1-8B/extra", "%FF%FE"):
+                s, h, one = st.json("GET", f"/v1/models/{mid}")
+                check(s == 404 and is_error_doc(one, "model_not_found"),
+                      f"{L} GET /v1/models/{mid}: 404 model_not_found: {s} {one}")
             fake.plan()
             s, h, d = complete(st, {"model": "gpt-4o", "messages": [user("allowed")]})
             check(s == 200 and last_model(fake) == "gpt-4o",

@@ -32,6 +32,8 @@ with Stack(env={"OPENAI_API_KEY": SECRET, "OPENAI_MODEL": "gpt-test-model"}, kee
     paths = {e.get("path") for e in (doc or {}).get("endpoints", [])}
     check(s == 200 and doc.get("service") == "valerie" and {"/health", "/config"} <= paths,
           f"GET / lists endpoints: {s} {sorted(paths)}")
+    check("/v1/models/{model}" in paths and not any("*" in p for p in paths),
+          f"GET / names a rest-of-path parameter as users write it: {sorted(paths)}")
 
     s, h, doc = st.json("GET", "/config")
     check(s == 200 and doc.get("openai_model") == "gpt-test-model", "config shows the model")

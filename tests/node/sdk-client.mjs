@@ -426,7 +426,18 @@ async function main() {
       ids.push(m.id);
     }
     expect(ids.length > 0, 'models: an empty list');
-    return { ids };
+    // models.retrieve: the same object for a listed id; an unknown one is the SDK's NotFoundError
+    const one = await cl.models.retrieve(ids[0]);
+    expect(one.id === ids[0] && one.object === 'model', `models.retrieve: ${JSON.stringify(one)}`);
+    let missing = null;
+    try {
+      await cl.models.retrieve('no-such-model-here');
+    } catch (e) {
+      missing = e;
+    }
+    expect(missing instanceof OpenAI.NotFoundError && missing.status === 404 &&
+      missing.code === 'model_not_found', `models.retrieve of an unknown id: ${missing}`);
+    return { ids, retrieved: one.id };
   });
 
   await run('model_not_allowed', async () => {

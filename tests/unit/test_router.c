@@ -13,6 +13,7 @@ static const struct route routes[] = {
 	{"GET", "/api/v1/sessions/{id}", ROLE_USER, h},
 	{"DELETE", "/api/v1/sessions/{id}", ROLE_USER, h},
 	{"POST", "/memory/clear/{id}", ROLE_USER, h},
+	{"GET", "/v1/models/{model*}", ROLE_USER, h},
 };
 #define N (sizeof(routes) / sizeof(routes[0]))
 
@@ -68,6 +69,16 @@ main(void)
 	CHECK_INT(m("POST", longseg, &rm, allow), ROUTER_FOUND);
 	CHECK_INT(strlen(rm.param), ROUTER_PARAM_MAX);
 	CHECK_INT(m("GET", longseg, &rm, allow), ROUTER_METHOD_NOT_ALLOWED);
+
+	/* A last {name*} takes the rest of the path, slashes included. */
+	CHECK_INT(m("GET", "/v1/models/gpt-4o", &rm, allow), ROUTER_FOUND);
+	CHECK_STR(rm.param, "gpt-4o");
+	CHECK_INT(m("GET", "/v1/models/meta-llama/Llama-3.1-8B/", &rm, allow), ROUTER_FOUND);
+	CHECK_STR(rm.param, "meta-llama/Llama-3.1-8B");
+	CHECK_STR(rm.route->pattern, "/v1/models/{model*}");
+	CHECK_INT(m("GET", "/v1/models/", &rm, allow), ROUTER_NOT_FOUND);
+	CHECK_INT(m("GET", "/v1/models", &rm, allow), ROUTER_NOT_FOUND);
+	CHECK_INT(m("DELETE", "/v1/models/a/b", &rm, allow), ROUTER_METHOD_NOT_ALLOWED);
 
 	/* A known path with the wrong method is 405 with the methods it takes. */
 	CHECK_INT(m("PUT", "/health", &rm, allow), ROUTER_METHOD_NOT_ALLOWED);
