@@ -20,7 +20,9 @@ enum store_status {
 	STORE_UNAVAILABLE,   /* cannot reach or use the store now: 503 */
 	STORE_NOMEM,
 	STORE_CORRUPT,       /* stored data that does not parse: 500 */
-	STORE_EXISTS         /* store_append: the idempotency key is already recorded */
+	STORE_EXISTS,        /* store_append: the idempotency key is already recorded */
+	STORE_FULL           /* a write refused for lack of room (LMDB map full, Redis at
+	                        maxmemory): the store is up and reads work: 507 */
 };
 
 /* What the store knows of a session besides its turns. Plain data. */

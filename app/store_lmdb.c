@@ -84,11 +84,18 @@ struct meta_rec {
 	char owner[STORE_ID_MAX + 1];
 };
 
+/*
+ * Records why `what` failed and maps LMDB's code: a full map is the store
+ * refusing new data (FULL: it still reads), ENOMEM is NOMEM, the rest
+ * UNAVAILABLE.
+ */
 static enum store_status
 fail(struct lmdb_conn *c, int rc, const char *what)
 {
 	snprintf(c->err, sizeof(c->err), "lmdb %s: %s", what,
 	    rc == MDB_MAP_FULL ? "the store is full (raise VALERIE_LMDB_MAP_MB)" : mdb_strerror(rc));
+	if (rc == MDB_MAP_FULL)
+		return STORE_FULL;
 	return rc == ENOMEM ? STORE_NOMEM : STORE_UNAVAILABLE;
 }
 
