@@ -9,8 +9,12 @@
 #               (scripts/valerie-pool.sh) and nginx, and return 0 once
 #               GET /health/ready answers 200. Otherwise print why, stop
 #               what was started and return non-zero.
-#   stop        stop nginx and the pool of the run dir; 0 even if nothing ran.
-#   status      what runs: 0 all running, 3 nothing running, 1 half of it.
+#   stop        stop nginx and the pool of the run dir, and any worker of
+#               it left running by a multiwatch that died (found by the
+#               FastCGI socket it holds, stopped by PID); 0 even if nothing
+#               ran.
+#   status      what runs: 0 all running, 3 nothing running, 1 half of it
+#               (or workers left without their multiwatch).
 #   configtest  generate the configuration and run `nginx -t` on it.
 #
 # Environment (the whole environment is passed on to the workers):
@@ -188,6 +192,60 @@ stop_nginx() { # quiet=1 to say nothing
     rm -f -- "$nginx_pidfile"
 }
 
+# The pids of the processes holding this run dir's FastCGI socket: the
+# listening socket spawn-fcgi bound (every worker has it as fd 0) and the
+# connections accepted on it, all named by our socket path in
+# /proc/net/unix, even once the file is unlinked. They are multiwatch and
+# its workers, or workers whose multiwatch died (killed, crashed): still
+# accepting on the socket and holding the LMDB environment open. nginx's
+# end of a connection has no name, so nginx is never among them, nor is any
+# process of another run dir (another path). Holding the socket is also
+# what identifies a worker at each step below, so a pid reused by an
+# unrelated process is never signalled.
+socket_holders() {
+    local inodes
+    [ -r /proc/net/unix ] || return 0
+    inodes=$(awk -v p="$socket" 'NR > 1 && $8 == p { print $7 }' /proc/net/unix | tr '\n' ' ')
+    [ -n "${inodes// /}" ] || return 0
+    # /proc/PID/fd socket:[INODE] for every descriptor of every process we may
+    # look at; others' fds are unreadable (and not ours to stop).
+    find /proc/[0-9]*/fd -maxdepth 1 -lname 'socket:\[*\]' -printf '%h %l\n' 2>/dev/null |
+        awk -v list="$inodes" '
+            BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) want["socket:[" a[i] "]"] = 1 }
+            ($2 in want) { split($1, f, "/"); print f[3] }' |
+        sort -un | tr '\n' ' ' | sed 's/ $//' || true
+}
+
+# stop_left_workers [quiet]: stops what still holds the socket once
+# multiwatch is gone (or never stopped them): SIGTERM first (the worker
+# drains, like multiwatch's own signal), SIGKILL after the stop timeout.
+stop_left_workers() {
+    local pids left timeout i=0
+    pids=$(socket_holders)
+    [ -n "$pids" ] || return 0
+    timeout=$(stop_timeout)
+    warn "workers of $run_dir still hold its socket without their multiwatch (pids $pids): stopping them"
+    # shellcheck disable=SC2086 # a list of pids
+    kill -TERM $pids 2>/dev/null || true
+    while left=$(socket_holders) && [ -n "$left" ]; do
+        if [ "$i" -ge $((timeout * 10)) ]; then
+            warn "workers (pids $left) still running after ${timeout}s: killing them"
+            # shellcheck disable=SC2086 # a list of pids
+            kill -KILL $left 2>/dev/null || true
+            i=0
+            while left=$(socket_holders) && [ -n "$left" ] && [ "$i" -lt 20 ]; do
+                sleep 0.1
+                i=$((i + 1))
+            done
+            [ -z "$left" ] || warn "workers (pids $left) survived SIGKILL"
+            break
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ "${1:-0}" = 1 ] || say "left-over workers stopped (pids $pids)"
+}
+
 stop_pool() {
     local pid timeout
     timeout=$(stop_timeout)
@@ -209,6 +267,8 @@ stop_pool() {
         fi
         [ "${1:-0}" = 1 ] || say "pool stopped (multiwatch pid $pid)"
     fi
+    # Workers whose multiwatch died, or that outlived it.
+    stop_left_workers "${1:-0}"
     rm -f -- "$pool_pidfile" "$socket"
 }
 
@@ -426,7 +486,7 @@ fail_start() {
 }
 
 do_start() {
-    local bin npid ppid
+    local bin npid ppid lpids
     read_settings
     bin=$(find_bin)
     command -v curl >/dev/null || die "curl not found (apt-get install curl)"
@@ -440,6 +500,11 @@ do_start() {
     ppid=$(pool_pid)
     if [ -n "$npid" ] || [ -n "$ppid" ]; then
         die "a stack is already running in $run_dir (nginx pid ${npid:-none}, pool pid ${ppid:-none}); stop it first: VALERIE_RUN_DIR=$run_dir $0 stop"
+    fi
+    # Workers a dead multiwatch left would go on beside the new pool, unseen.
+    lpids=$(socket_holders)
+    if [ -n "$lpids" ]; then
+        die "workers of a previous pool still run in $run_dir without their multiwatch (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
     fi
     # Nothing runs: leftovers of a crash go.
     rm -f -- "$nginx_pidfile" "$pool_pidfile" "$socket"
@@ -525,11 +590,12 @@ do_stop() {
         return 0
     fi
     take_lock
-    local npid ppid
+    local npid ppid lpids
     npid=$(nginx_pid)
     ppid=$(pool_pid)
+    lpids=$(socket_holders)
     stop_stack 0
-    if [ -z "$npid" ] && [ -z "$ppid" ]; then
+    if [ -z "$npid" ] && [ -z "$ppid" ] && [ -z "$lpids" ]; then
         say "nothing was running in $run_dir"
     fi
     return 0
@@ -553,6 +619,11 @@ do_status() {
         kids=$(children "$ppid")
         say "pool running: multiwatch pid $ppid, workers ${kids:-none}; socket $socket"
     else
+        kids=$(socket_holders)
+        if [ -n "$kids" ]; then
+            say "pool not running, but workers left by its multiwatch still hold the socket: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
+            return 1
+        fi
         say "pool not running"
     fi
     if [ -n "$npid" ] && [ -n "$ppid" ]; then return 0; fi
