@@ -9,12 +9,14 @@
 #               (scripts/valerie-pool.sh) and nginx, and return 0 once
 #               GET /health/ready answers 200. Otherwise print why, stop
 #               what was started and return non-zero.
-#   stop        stop nginx and the pool of the run dir, and any worker of
-#               it left running by a multiwatch that died (found by the
-#               FastCGI socket it holds, stopped by PID); 0 even if nothing
+#   stop        stop nginx and the pool of the run dir, and what of them
+#               outlived a parent that died: workers of a dead multiwatch
+#               (found by the FastCGI socket they hold), nginx workers of a
+#               dead master (found by the run dir's logs they hold, and
+#               their name); by PID, never by name alone; 0 even if nothing
 #               ran.
 #   status      what runs: 0 all running, 3 nothing running, 1 half of it
-#               (or workers left without their multiwatch).
+#               (or processes left without their parent).
 #   configtest  generate the configuration and run `nginx -t` on it.
 #
 # Environment (the whole environment is passed on to the workers):
@@ -189,61 +191,87 @@ stop_nginx() { # quiet=1 to say nothing
         fi
         [ "${1:-0}" = 1 ] || say "nginx stopped (pid $pid)"
     fi
+    # nginx workers whose master died, still serving the run dir's ports.
+    stop_left "nginx processes" nginx_left QUIT 10 "${1:-0}"
     rm -f -- "$nginx_pidfile"
 }
 
-# The pids of the processes holding this run dir's FastCGI socket: the
-# listening socket spawn-fcgi bound (every worker has it as fd 0) and the
-# connections accepted on it, all named by our socket path in
-# /proc/net/unix, even once the file is unlinked. They are multiwatch and
-# its workers, or workers whose multiwatch died (killed, crashed): still
-# accepting on the socket and holding the LMDB environment open. nginx's
-# end of a connection has no name, so nginx is never among them, nor is any
-# process of another run dir (another path). Holding the socket is also
-# what identifies a worker at each step below, so a pid reused by an
-# unrelated process is never signalled.
-socket_holders() {
-    local inodes
-    [ -r /proc/net/unix ] || return 0
-    inodes=$(awk -v p="$socket" 'NR > 1 && $8 == p { print $7 }' /proc/net/unix | tr '\n' ' ')
-    [ -n "${inodes// /}" ] || return 0
-    # /proc/PID/fd socket:[INODE] for every descriptor of every process we may
-    # look at; others' fds are unreadable (and not ours to stop).
-    find /proc/[0-9]*/fd -maxdepth 1 -lname 'socket:\[*\]' -printf '%h %l\n' 2>/dev/null |
-        awk -v list="$inodes" '
-            BEGIN { n = split(list, a, " "); for (i = 1; i <= n; i++) want["socket:[" a[i] "]"] = 1 }
-            ($2 in want) { split($1, f, "/"); print f[3] }' |
+# pids_holding TEXT...: the pids (sorted, on one line) of the processes with
+# a descriptor whose /proc/PID/fd link reads exactly one of TEXTs. Every
+# process we may look at is searched; others' fds are unreadable (and not
+# ours to stop).
+pids_holding() {
+    [ "$#" -gt 0 ] || return 0
+    find /proc/[0-9]*/fd -maxdepth 1 -type l -printf '%h %l\n' 2>/dev/null |
+        awk -v list="$(printf '%s\n' "$@")" '
+            BEGIN { n = split(list, a, "\n"); for (i = 1; i <= n; i++) if (a[i] != "") want[a[i]] = 1 }
+            { sp = index($0, " ") }
+            (substr($0, sp + 1) in want) { split(substr($0, 1, sp - 1), f, "/"); print f[3] }' |
         sort -un | tr '\n' ' ' | sed 's/ $//' || true
 }
 
-# stop_left_workers [quiet]: stops what still holds the socket once
-# multiwatch is gone (or never stopped them): SIGTERM first (the worker
-# drains, like multiwatch's own signal), SIGKILL after the stop timeout.
-stop_left_workers() {
-    local pids left timeout i=0
-    pids=$(socket_holders)
+# The processes holding this run dir's FastCGI socket: the listening socket
+# spawn-fcgi bound (every worker has it as fd 0) and the connections
+# accepted on it, all named by our socket path in /proc/net/unix, even once
+# the file is unlinked. They are multiwatch and its workers, or workers
+# whose multiwatch died (killed, crashed): still accepting on the socket and
+# holding the LMDB environment open. nginx's end of a connection has no
+# name, so nginx is never among them, nor is any process of another run dir
+# (another path). Holding the socket is also what identifies a worker at
+# each step of stop_left, so a pid reused by an unrelated process is never
+# signalled.
+socket_holders() {
+    local inode targets=()
+    [ -r /proc/net/unix ] || return 0
+    while read -r inode; do
+        targets+=("socket:[$inode]")
+    done < <(awk -v p="$socket" 'NR > 1 && $8 == p { print $7 }' /proc/net/unix)
+    [ "${#targets[@]}" -gt 0 ] || return 0
+    pids_holding "${targets[@]}"
+}
+
+# nginx processes writing this run dir's logs: after its master was killed
+# (SIGKILL, a crash), nginx's workers go on serving the run dir's ports.
+# Only nginx holds error.log and access.log open (the pool writes
+# valerie.log), and the command name is checked too.
+nginx_left() {
+    local pid out=""
+    for pid in $(pids_holding "$logs/error.log" "$logs/access.log"); do
+        if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = nginx ]; then out="$out $pid"; fi
+    done
+    printf '%s' "${out# }"
+}
+
+# stop_left WHAT LISTER SIGNAL TIMEOUT [quiet]: stops the processes LISTER
+# (socket_holders, nginx_left) finds once their parent is gone: SIGNAL first
+# (TERM: a worker drains as with multiwatch's own signal; QUIT: nginx
+# finishes its requests), SIGKILL after TIMEOUT seconds. LISTER is asked
+# again before each signal, so only what still holds the run dir's files is
+# signalled.
+stop_left() {
+    local what=$1 lister=$2 sig=$3 timeout=$4 pids left i=0
+    pids=$("$lister")
     [ -n "$pids" ] || return 0
-    timeout=$(stop_timeout)
-    warn "workers of $run_dir still hold its socket without their multiwatch (pids $pids): stopping them"
+    warn "$what of $run_dir still running without their parent (pids $pids): stopping them"
     # shellcheck disable=SC2086 # a list of pids
-    kill -TERM $pids 2>/dev/null || true
-    while left=$(socket_holders) && [ -n "$left" ]; do
+    kill -"$sig" $pids 2>/dev/null || true
+    while left=$("$lister") && [ -n "$left" ]; do
         if [ "$i" -ge $((timeout * 10)) ]; then
-            warn "workers (pids $left) still running after ${timeout}s: killing them"
+            warn "$what (pids $left) still running after ${timeout}s: killing them"
             # shellcheck disable=SC2086 # a list of pids
             kill -KILL $left 2>/dev/null || true
             i=0
-            while left=$(socket_holders) && [ -n "$left" ] && [ "$i" -lt 20 ]; do
+            while left=$("$lister") && [ -n "$left" ] && [ "$i" -lt 20 ]; do
                 sleep 0.1
                 i=$((i + 1))
             done
-            [ -z "$left" ] || warn "workers (pids $left) survived SIGKILL"
+            [ -z "$left" ] || warn "$what (pids $left) survived SIGKILL"
             break
         fi
         sleep 0.1
         i=$((i + 1))
     done
-    [ "${1:-0}" = 1 ] || say "left-over workers stopped (pids $pids)"
+    [ "${5:-0}" = 1 ] || say "left-over $what stopped (pids $pids)"
 }
 
 stop_pool() {
@@ -268,7 +296,7 @@ stop_pool() {
         [ "${1:-0}" = 1 ] || say "pool stopped (multiwatch pid $pid)"
     fi
     # Workers whose multiwatch died, or that outlived it.
-    stop_left_workers "${1:-0}"
+    stop_left workers socket_holders TERM "$timeout" "${1:-0}"
     rm -f -- "$pool_pidfile" "$socket"
 }
 
@@ -501,10 +529,15 @@ do_start() {
     if [ -n "$npid" ] || [ -n "$ppid" ]; then
         die "a stack is already running in $run_dir (nginx pid ${npid:-none}, pool pid ${ppid:-none}); stop it first: VALERIE_RUN_DIR=$run_dir $0 stop"
     fi
-    # Workers a dead multiwatch left would go on beside the new pool, unseen.
+    # Workers a dead multiwatch left would go on beside the new pool, unseen;
+    # nginx workers a dead master left hold the ports.
     lpids=$(socket_holders)
     if [ -n "$lpids" ]; then
         die "workers of a previous pool still run in $run_dir without their multiwatch (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
+    fi
+    lpids=$(nginx_left)
+    if [ -n "$lpids" ]; then
+        die "nginx processes of a previous start still run in $run_dir without their master (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
     fi
     # Nothing runs: leftovers of a crash go.
     rm -f -- "$nginx_pidfile" "$pool_pidfile" "$socket"
@@ -593,7 +626,7 @@ do_stop() {
     local npid ppid lpids
     npid=$(nginx_pid)
     ppid=$(pool_pid)
-    lpids=$(socket_holders)
+    lpids="$(socket_holders)$(nginx_left)"
     stop_stack 0
     if [ -z "$npid" ] && [ -z "$ppid" ] && [ -z "$lpids" ]; then
         say "nothing was running in $run_dir"
@@ -602,7 +635,7 @@ do_stop() {
 }
 
 do_status() {
-    local npid ppid kids http_port="" https_port=""
+    local npid ppid kids left=0 http_port="" https_port=""
     if [ -f "$stack_env" ]; then
         http_port=$(sed -n 's/^HTTP_PORT=//p' "$stack_env")
         https_port=$(sed -n 's/^HTTPS_PORT=//p' "$stack_env")
@@ -613,7 +646,13 @@ do_status() {
         kids=$(children "$npid")
         say "nginx running: master pid $npid, workers ${kids:-none}; http://127.0.0.1:$http_port/ https://localhost:$https_port/"
     else
-        say "nginx not running"
+        kids=$(nginx_left)
+        if [ -n "$kids" ]; then
+            say "nginx not running, but processes left by its master still serve: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
+            left=1
+        else
+            say "nginx not running"
+        fi
     fi
     if [ -n "$ppid" ]; then
         kids=$(children "$ppid")
@@ -622,10 +661,12 @@ do_status() {
         kids=$(socket_holders)
         if [ -n "$kids" ]; then
             say "pool not running, but workers left by its multiwatch still hold the socket: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
-            return 1
+            left=1
+        else
+            say "pool not running"
         fi
-        say "pool not running"
     fi
+    if [ "$left" = 1 ]; then return 1; fi
     if [ -n "$npid" ] && [ -n "$ppid" ]; then return 0; fi
     if [ -z "$npid" ] && [ -z "$ppid" ]; then return 3; fi
     return 1

@@ -4,13 +4,26 @@ socket and the LMDB environment). `status` says they are there, `start` refuses 
 a second pool beside them, `stop` finds them by the socket they hold and stops them by
 PID (SIGTERM, then SIGKILL for one that does not stop in VALERIE_STOP_TIMEOUT), says so,
 and removes the socket; another stack running meanwhile is untouched, and the run dir
-starts again afterwards with its sessions."""
+starts again afterwards with its sessions. Likewise nginx's workers once their master is
+killed: they go on serving the run dir's ports until `stop` finds them (by the run dir's
+logs they hold) and stops them."""
 import os
 import signal
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Stack, alive, check, done, kill, post_chat, wait_until  # noqa: E402
+from harness import (Stack, alive, check, children, done, kill, post_chat,  # noqa: E402
+                     wait_until)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def socket_named(path):
@@ -69,5 +82,24 @@ with Stack(workers=2, threads=2) as other, \
     s, _, doc = post_chat(st, {"message": "still there?", "session_id": "orphans"})
     check(s == 200 and doc.get("turn") == 2,
           f"the run dir starts again and the session goes on: {s} {doc and doc.get('turn')}")
+
+    # nginx's master killed: its workers go on serving the run dir's ports.
+    master = st.nginx_pid()
+    nworkers = children(master)
+    kill(master, signal.SIGKILL)
+    check(wait_until(lambda: not alive(master), 10), "nginx's master is gone after SIGKILL")
+    check(nworkers and all(alive(p) for p in nworkers), f"its workers go on: {nworkers}")
+    r = st.script("status")
+    check(r.returncode == 1 and all(str(p) in r.stdout for p in nworkers),
+          f"status names the nginx processes left (exit 1): {r.returncode} {r.stdout!r}")
+    r = st.script("stop")
+    out = r.stdout + r.stderr
+    check(r.returncode == 0 and "left-over nginx processes stopped" in out
+          and all(str(p) in out for p in nworkers),
+          f"stop stops them and says which: {r.returncode} {out!r}")
+    check(not any(alive(p) for p in nworkers), f"no nginx process of the run dir is left: "
+          f"{nworkers}")
+    check(port_free(st.http_port) and port_free(st.https_port), "the run dir's ports are free")
+    check(all(alive(p) for p in others), "the other stack is still untouched")
 
 done("test_local_stop")
