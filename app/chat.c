@@ -956,11 +956,25 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 			ctx->resp->body.oom = 1;
 			goto out;
 		}
-		s = store_append(ctx->store, in->session_id, ctx->principal,
+		/*
+		 * The owner the load saw (an admin may add to another's session),
+		 * else the caller's: a session someone else made while this turn
+		 * ran is theirs, and the store refuses the turn (NOT_FOUND).
+		 */
+		s = store_append(ctx->store, in->session_id,
+		    info.turns > 0 ? info.owner : ctx->principal,
 		    in->idem_key[0] ? in->idem_key : NULL, stored, t_user, &turn);
 		if (s == STORE_EXISTS) {
 			/* A retry with the same key won the race: answer what it stored. */
 			replay_turn(ctx, in, turn);
+			goto out;
+		}
+		if (s == STORE_NOT_FOUND) {
+			log_msg(LOG_LVL_WARNING, "turn not stored: another caller made the session "
+			    "while it ran");
+			terr = "the session was made by another caller: the turn was not stored";
+			in->fmt->fail(ctx, in->fmt_state, 404, "session_not_found", "no such session");
+			told = 1;
 			goto out;
 		}
 		if (s != STORE_OK) {

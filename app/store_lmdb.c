@@ -534,6 +534,12 @@ again:
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = meta_read(txn, st, sid, &m);
+	if (rc == 0 && m.expires_ms > now && strcmp(m.owner, owner) != 0) {
+		/* Before the idempotency key: nothing of another's session is told. */
+		mdb_txn_abort(txn);
+		snprintf(c->err, sizeof(c->err), "lmdb: the session belongs to another owner");
+		return STORE_NOT_FOUND;
+	}
 	if (rc == 0 && m.expires_ms > now && idem_key != NULL) {
 		/* A retry racing the first request: the key decides, inside the lock. */
 		memcpy(key, sid, sidlen + 1);

@@ -77,8 +77,9 @@
 
 /*
  * KEYS: meta, turns, idem. ARGV: owner, now_ms, ttl_ms, messages_json[, idem_key].
- * Returns the new turn, or minus the recorded turn when idem_key is already
- * recorded (nothing is written then: STORE_EXISTS). Checks before writing (a failed script is not rolled back); a session whose
+ * Returns the new turn, minus the recorded turn when idem_key is already
+ * recorded (nothing is written then: STORE_EXISTS), or 0 when the session
+ * belongs to another owner (nothing written: NOT_FOUND). Checks before writing (a failed script is not rolled back); a session whose
  * meta is gone starts afresh even if an evicted or half-expired list remains.
  *
  * NOTE: the first write must be HSET. Redis at maxmemory refuses a script's
@@ -88,10 +89,12 @@
  * and a Redis without eviction would grow without bound.
  */
 static const char append_lua[] =
-	"local cur = tonumber(redis.call('HGET', KEYS[1], 'turns') or '0')\n"
+	"local m = redis.call('HMGET', KEYS[1], 'turns', 'owner')\n"
+	"local cur = tonumber(m[1] or '0')\n"
 	"if cur == nil then\n"
 	"  return redis.error_reply('" CORRUPT_TAG " turn counter is not a number')\n"
 	"end\n"
+	"if cur > 0 and m[2] ~= ARGV[1] then return 0 end\n"
 	"local len = redis.call('LLEN', KEYS[2])\n"
 	"if cur == 0 then\n"
 	"  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_ms', ARGV[2])\n"
@@ -1137,6 +1140,11 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	if (r->type == REDIS_REPLY_INTEGER && r->integer < 0 && r->integer >= -INT_MAX) {
 		*turn_out = (int)-r->integer;
 		s = STORE_EXISTS;
+		goto out;
+	}
+	if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+		set_err(c, "redis %s: append: the session belongs to another owner", c->st->where);
+		s = STORE_NOT_FOUND;
 		goto out;
 	}
 	if (r->type != REDIS_REPLY_INTEGER || r->integer < 1 || r->integer > INT_MAX) {
