@@ -588,13 +588,18 @@ chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
 		json_object_object_add(f, "op", json_object_new_string(op));
 		json_object_object_add(f, "error", json_object_new_string(store_conn_error(ctx->store)));
 	}
-	log_emit(LOG_LVL_ERROR, "session store failed", f);
+	log_emit(LOG_LVL_ERROR, s == STORE_FULL ? "session store full: write refused" :
+	    "session store failed", f);
 	json_object_put(f);
 	if (s == STORE_NOMEM)
 		ctx->resp->body.oom = 1;
 	else if (s == STORE_CORRUPT)
 		http_response_error(ctx->resp, 500, "store_corrupt",
 		    "the stored session could not be read");
+	else if (s == STORE_FULL)
+		http_response_error(ctx->resp, CHAT_STORE_FULL_STATUS, "store_full",
+		    strcmp(op, "append") == 0 ? CHAT_STORE_FULL_MESSAGE :
+		    "the session store is full");
 	else
 		http_response_error(ctx->resp, 503, "store_unavailable", unavailable);
 }
@@ -951,17 +956,36 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 			ctx->resp->body.oom = 1;
 			goto out;
 		}
-		s = store_append(ctx->store, in->session_id, ctx->principal,
+		/*
+		 * The owner the load saw (an admin may add to another's session),
+		 * else the caller's: a session someone else made while this turn
+		 * ran is theirs, and the store refuses the turn (NOT_FOUND).
+		 */
+		s = store_append(ctx->store, in->session_id,
+		    info.turns > 0 ? info.owner : ctx->principal,
 		    in->idem_key[0] ? in->idem_key : NULL, stored, t_user, &turn);
 		if (s == STORE_EXISTS) {
 			/* A retry with the same key won the race: answer what it stored. */
 			replay_turn(ctx, in, turn);
 			goto out;
 		}
+		if (s == STORE_NOT_FOUND) {
+			log_msg(LOG_LVL_WARNING, "turn not stored: another caller made the session "
+			    "while it ran");
+			terr = "the session was made by another caller: the turn was not stored";
+			in->fmt->fail(ctx, in->fmt_state, 404, "session_not_found", "no such session");
+			told = 1;
+			goto out;
+		}
 		if (s != STORE_OK) {
-			terr = "the session store failed: the turn was not stored";
+			terr = s == STORE_FULL ? "the session store is full: the turn was not stored" :
+			    "the session store failed: the turn was not stored";
 			store_error(ctx, s, "append");
-			if (ctx->resp->streaming) {
+			if (ctx->resp->streaming && s == STORE_FULL) {
+				in->fmt->fail(ctx, in->fmt_state, CHAT_STORE_FULL_STATUS, "store_full",
+				    CHAT_STORE_FULL_MESSAGE);
+				told = 1;
+			} else if (ctx->resp->streaming) {
 				in->fmt->fail(ctx, in->fmt_state, 503, "store_unavailable",
 				    "the session store failed: this turn was not stored");
 				told = 1;

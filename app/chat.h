@@ -88,9 +88,17 @@ struct json_object *chat_message_new(const char *role, const char *content, size
 struct json_object *chat_answer_doc(const struct chat_answer *a, const char *request_id);
 
 /*
+ * A write the store refused for lack of room (STORE_FULL): 507 Insufficient
+ * Storage, code store_full. Not a 503: the store is up (reads work) and a
+ * retry soon fails the same way until an operator makes room.
+ */
+#define CHAT_STORE_FULL_STATUS 507
+#define CHAT_STORE_FULL_MESSAGE "the session store is full: this turn was not stored"
+
+/*
  * Logs a failed store operation `op` (with the store's reason, never the
- * session's content) and answers it: 500 store_corrupt, or 503
- * store_unavailable saying `unavailable`, or out of memory.
+ * session's content) and answers it: 500 store_corrupt, 507 store_full, or
+ * 503 store_unavailable saying `unavailable`, or out of memory.
  */
 void chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
     const char *unavailable);

@@ -43,7 +43,8 @@ static const struct {
 	{"valerie_agent_calls_total", K_COUNTER, "Tool calls to MCP agents by outcome (ok, error, timeout, circuit_open, unavailable)."},
 	{"valerie_agent_call_duration_seconds", K_HISTOGRAM, "Duration of tool calls to MCP agents, retries included."},
 	{"valerie_circuit_state", K_GAUGE, "Circuit breaker state: 0 closed, 1 half-open, 2 open."},
-	{"valerie_store_up", K_GAUGE, "Whether the session store answered its last operation (1) or not (0)."},
+	{"valerie_store_up", K_GAUGE, "Whether the session store answered its last operation (1) or not (0); a full store answers (it refuses writes, reads work): see valerie_store_full."},
+	{"valerie_store_full", K_GAUGE, "Whether the session store refused the last turn's append for lack of room (1: LMDB map full, VALERIE_LMDB_MAP_MB; Redis at maxmemory) or stored it (0)."},
 	{"valerie_store_errors_total", K_COUNTER, "Session store operations that failed, by operation."},
 	{"valerie_store_op_duration_seconds", K_HISTOGRAM, "Duration of session store operations, by operation."},
 	{"valerie_overhead_seconds", K_HISTOGRAM, "Time of a chat turn spent outside the providers and agents (the gateway's own cost)."},
@@ -342,6 +343,12 @@ metrics_gauge_set(const char *name, const char *labels, double v)
 
 	if (s != NULL)
 		atomic_store(&s->value, double_to_bits(v));
+}
+
+void
+metrics_gauge_add(const char *name, const char *labels, double v)
+{
+	metrics_series_add(series(name, labels, K_GAUGE), v);
 }
 
 void

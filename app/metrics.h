@@ -32,6 +32,8 @@ void metrics_close(void);
 /* Label text is preformatted, e.g. `route="/health",method="GET",code="200"`, or "". */
 void metrics_counter_add(const char *name, const char *labels, double v);
 void metrics_gauge_set(const char *name, const char *labels, double v);
+/* Adds `v` to a gauge; with 0, creates the series at 0 and leaves an existing one as it is. */
+void metrics_gauge_add(const char *name, const char *labels, double v);
 void metrics_observe(const char *name, const char *labels, double seconds);
 
 /*

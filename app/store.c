@@ -30,18 +30,26 @@ mono_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Counts one operation: its duration, a failure, whether the store answered. */
+/*
+ * Counts one operation: its duration, a failure, whether the store answered.
+ * NOTE: a full store (STORE_FULL) answered: it refuses new data but is up and
+ * still reads, so valerie_store_up stays 1 (were it 0, each write refused
+ * and each read served would flip it); valerie_store_full says what the last
+ * append met instead, and the append counts as an error of its op.
+ */
 static enum store_status
 counted(const char *op, double t0, enum store_status s)
 {
 	char labels[32];
-	int up = s == STORE_OK || s == STORE_NOT_FOUND || s == STORE_EXISTS;
+	int up = s == STORE_OK || s == STORE_NOT_FOUND || s == STORE_EXISTS || s == STORE_FULL;
 
 	metrics_labels(labels, sizeof(labels), "op", op, (char *)NULL);
 	metrics_observe("valerie_store_op_duration_seconds", labels, mono_s() - t0);
-	if (!up)
+	if (s != STORE_OK && s != STORE_NOT_FOUND && s != STORE_EXISTS)
 		metrics_counter_add("valerie_store_errors_total", labels, 1);
 	metrics_gauge_set("valerie_store_up", "", up);
+	if (strcmp(op, "append") == 0 && (s == STORE_OK || s == STORE_FULL))
+		metrics_gauge_set("valerie_store_full", "", s == STORE_FULL);
 	return s;
 }
 
@@ -57,6 +65,8 @@ store_metrics_init(void)
 		metrics_labels(labels, sizeof(labels), "op", ops[i], (char *)NULL);
 		metrics_counter_add("valerie_store_errors_total", labels, 0);
 	}
+	/* Created at 0 if new; a restarted worker must not clear what another one saw. */
+	metrics_gauge_add("valerie_store_full", "", 0);
 }
 
 struct store *
@@ -258,6 +268,7 @@ store_status_text(enum store_status s)
 	case STORE_NOMEM: return "out_of_memory";
 	case STORE_CORRUPT: return "corrupt";
 	case STORE_EXISTS: return "exists";
+	case STORE_FULL: return "full";
 	}
 	return "unknown";
 }

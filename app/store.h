@@ -20,7 +20,9 @@ enum store_status {
 	STORE_UNAVAILABLE,   /* cannot reach or use the store now: 503 */
 	STORE_NOMEM,
 	STORE_CORRUPT,       /* stored data that does not parse: 500 */
-	STORE_EXISTS         /* store_append: the idempotency key is already recorded */
+	STORE_EXISTS,        /* store_append: the idempotency key is already recorded */
+	STORE_FULL           /* a write refused for lack of room (LMDB map full, Redis at
+	                        maxmemory): the store is up and reads work: 507 */
 };
 
 /* What the store knows of a session besides its turns. Plain data. */
@@ -88,7 +90,11 @@ enum store_status store_load_before(struct store_conn *c, const char *sid, int m
 /*
  * Appends one turn atomically: the next turn number is assigned (no gaps or
  * duplicates, whatever the concurrency across threads, processes and hosts),
- * the session is created with `owner` if it is new, its expiry slides
+ * the session is created with `owner` if it is new; if it exists (and has not
+ * expired) with another owner, appends nothing and returns NOT_FOUND (NOTE:
+ * a turn runs for seconds between its load and its append: the session one
+ * caller found absent may meanwhile have been made by another, and a turn
+ * must not land in someone else's conversation); its expiry slides
  * (conf->session_ttl is read at every write). With `idem_key` (NULL for none),
  * also records (sid, key) -> turn with the same expiry, in the same atomic
  * step; if that key is already recorded, appends nothing and returns

@@ -84,11 +84,18 @@ struct meta_rec {
 	char owner[STORE_ID_MAX + 1];
 };
 
+/*
+ * Records why `what` failed and maps LMDB's code: a full map is the store
+ * refusing new data (FULL: it still reads), ENOMEM is NOMEM, the rest
+ * UNAVAILABLE.
+ */
 static enum store_status
 fail(struct lmdb_conn *c, int rc, const char *what)
 {
 	snprintf(c->err, sizeof(c->err), "lmdb %s: %s", what,
 	    rc == MDB_MAP_FULL ? "the store is full (raise VALERIE_LMDB_MAP_MB)" : mdb_strerror(rc));
+	if (rc == MDB_MAP_FULL)
+		return STORE_FULL;
 	return rc == ENOMEM ? STORE_NOMEM : STORE_UNAVAILABLE;
 }
 
@@ -527,6 +534,12 @@ again:
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = meta_read(txn, st, sid, &m);
+	if (rc == 0 && m.expires_ms > now && strcmp(m.owner, owner) != 0) {
+		/* Before the idempotency key: nothing of another's session is told. */
+		mdb_txn_abort(txn);
+		snprintf(c->err, sizeof(c->err), "lmdb: the session belongs to another owner");
+		return STORE_NOT_FOUND;
+	}
 	if (rc == 0 && m.expires_ms > now && idem_key != NULL) {
 		/* A retry racing the first request: the key decides, inside the lock. */
 		memcpy(key, sid, sidlen + 1);

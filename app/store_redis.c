@@ -77,19 +77,28 @@
 
 /*
  * KEYS: meta, turns, idem. ARGV: owner, now_ms, ttl_ms, messages_json[, idem_key].
- * Returns the new turn, or minus the recorded turn when idem_key is already
- * recorded (nothing is written then: STORE_EXISTS). Checks before writing (a failed script is not rolled back); a session whose
+ * Returns the new turn, minus the recorded turn when idem_key is already
+ * recorded (nothing is written then: STORE_EXISTS), or 0 when the session
+ * belongs to another owner (nothing written: NOT_FOUND). Checks before writing (a failed script is not rolled back); a session whose
  * meta is gone starts afresh even if an evicted or half-expired list remains.
+ *
+ * NOTE: the first write must be HSET. Redis at maxmemory refuses a script's
+ * first write if it is a command that may grow memory (HSET, RPUSH), and
+ * lets every later one through so as not to stop a script half-way; a DEL
+ * first (not such a command) would let a new session's turn past maxmemory,
+ * and a Redis without eviction would grow without bound.
  */
 static const char append_lua[] =
-	"local cur = tonumber(redis.call('HGET', KEYS[1], 'turns') or '0')\n"
+	"local m = redis.call('HMGET', KEYS[1], 'turns', 'owner')\n"
+	"local cur = tonumber(m[1] or '0')\n"
 	"if cur == nil then\n"
 	"  return redis.error_reply('" CORRUPT_TAG " turn counter is not a number')\n"
 	"end\n"
+	"if cur > 0 and m[2] ~= ARGV[1] then return 0 end\n"
 	"local len = redis.call('LLEN', KEYS[2])\n"
 	"if cur == 0 then\n"
-	"  redis.call('DEL', KEYS[2], KEYS[3])\n"
 	"  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_ms', ARGV[2])\n"
+	"  redis.call('DEL', KEYS[2], KEYS[3])\n"
 	"elseif len ~= cur then\n"
 	"  return redis.error_reply('" CORRUPT_TAG " ' .. len .. ' turns stored, ' .. cur .. ' counted')\n"
 	"end\n"
@@ -757,7 +766,9 @@ ensure(struct redis_conn *c)
 /*
  * Maps a reply that is not what `op` expects to a status and sets the error.
  * Script errors tagged CORRUPT_TAG and WRONGTYPE are stored data breaking the
- * model (CORRUPT); other error replies (OOM, READONLY, LOADING, NOAUTH, MOVED,
+ * model (CORRUPT); OOM is a server at maxmemory refusing writes (FULL: it is
+ * up and still reads; nothing was written, the scripts' first write being the
+ * one refused); other error replies (READONLY, LOADING, NOAUTH, MOVED,
  * BUSY...) are the store being unusable now (UNAVAILABLE).
  */
 static enum store_status
@@ -770,6 +781,13 @@ reply_failed(struct redis_conn *c, const char *op, const redisReply *r)
 	set_err(c, "redis %s: %s: %.*s", c->st->where, op, (int)r->len, r->str);
 	if (strstr(r->str, CORRUPT_TAG) != NULL || strstr(r->str, "WRONGTYPE") != NULL)
 		return STORE_CORRUPT;
+	/* NOTE: Redis 7 replies "OOM command not allowed ..."; 6 wraps it in "ERR Error running script". */
+	if (strncmp(r->str, "OOM", 3) == 0 || strstr(r->str, "OOM command not allowed") != NULL) {
+		set_err(c, "redis %s: %s: the server is at maxmemory and refuses writes (raise "
+		    "maxmemory; an eviction policy would drop sessions): %.*s", c->st->where, op,
+		    (int)(r->len > 80 ? 80 : r->len), r->str);
+		return STORE_FULL;
+	}
 	/* A replica after a failover, or a server that lost our login: connect afresh. */
 	if (strncmp(r->str, "READONLY", 8) == 0 || strncmp(r->str, "NOAUTH", 6) == 0)
 		conn_drop(c, 1);
@@ -1122,6 +1140,11 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	if (r->type == REDIS_REPLY_INTEGER && r->integer < 0 && r->integer >= -INT_MAX) {
 		*turn_out = (int)-r->integer;
 		s = STORE_EXISTS;
+		goto out;
+	}
+	if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+		set_err(c, "redis %s: append: the session belongs to another owner", c->st->where);
+		s = STORE_NOT_FOUND;
 		goto out;
 	}
 	if (r->type != REDIS_REPLY_INTEGER || r->integer < 1 || r->integer > INT_MAX) {

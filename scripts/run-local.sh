@@ -9,8 +9,14 @@
 #               (scripts/valerie-pool.sh) and nginx, and return 0 once
 #               GET /health/ready answers 200. Otherwise print why, stop
 #               what was started and return non-zero.
-#   stop        stop nginx and the pool of the run dir; 0 even if nothing ran.
-#   status      what runs: 0 all running, 3 nothing running, 1 half of it.
+#   stop        stop nginx and the pool of the run dir, and what of them
+#               outlived a parent that died: workers of a dead multiwatch
+#               (found by the FastCGI socket they hold), nginx workers of a
+#               dead master (found by the run dir's logs they hold, and
+#               their name); by PID, never by name alone; 0 even if nothing
+#               ran.
+#   status      what runs: 0 all running, 3 nothing running, 1 half of it
+#               (or processes left without their parent).
 #   configtest  generate the configuration and run `nginx -t` on it.
 #
 # Environment (the whole environment is passed on to the workers):
@@ -185,7 +191,87 @@ stop_nginx() { # quiet=1 to say nothing
         fi
         [ "${1:-0}" = 1 ] || say "nginx stopped (pid $pid)"
     fi
+    # nginx workers whose master died, still serving the run dir's ports.
+    stop_left "nginx processes" nginx_left QUIT 10 "${1:-0}"
     rm -f -- "$nginx_pidfile"
+}
+
+# pids_holding TEXT...: the pids (sorted, on one line) of the processes with
+# a descriptor whose /proc/PID/fd link reads exactly one of TEXTs. Every
+# process we may look at is searched; others' fds are unreadable (and not
+# ours to stop).
+pids_holding() {
+    [ "$#" -gt 0 ] || return 0
+    find /proc/[0-9]*/fd -maxdepth 1 -type l -printf '%h %l\n' 2>/dev/null |
+        awk -v list="$(printf '%s\n' "$@")" '
+            BEGIN { n = split(list, a, "\n"); for (i = 1; i <= n; i++) if (a[i] != "") want[a[i]] = 1 }
+            { sp = index($0, " ") }
+            (substr($0, sp + 1) in want) { split(substr($0, 1, sp - 1), f, "/"); print f[3] }' |
+        sort -un | tr '\n' ' ' | sed 's/ $//' || true
+}
+
+# The processes holding this run dir's FastCGI socket: the listening socket
+# spawn-fcgi bound (every worker has it as fd 0) and the connections
+# accepted on it, all named by our socket path in /proc/net/unix, even once
+# the file is unlinked. They are multiwatch and its workers, or workers
+# whose multiwatch died (killed, crashed): still accepting on the socket and
+# holding the LMDB environment open. nginx's end of a connection has no
+# name, so nginx is never among them, nor is any process of another run dir
+# (another path). Holding the socket is also what identifies a worker at
+# each step of stop_left, so a pid reused by an unrelated process is never
+# signalled.
+socket_holders() {
+    local inode targets=()
+    [ -r /proc/net/unix ] || return 0
+    while read -r inode; do
+        targets+=("socket:[$inode]")
+    done < <(awk -v p="$socket" 'NR > 1 && $8 == p { print $7 }' /proc/net/unix)
+    [ "${#targets[@]}" -gt 0 ] || return 0
+    pids_holding "${targets[@]}"
+}
+
+# nginx processes writing this run dir's logs: after its master was killed
+# (SIGKILL, a crash), nginx's workers go on serving the run dir's ports.
+# Only nginx holds error.log and access.log open (the pool writes
+# valerie.log), and the command name is checked too.
+nginx_left() {
+    local pid out=""
+    for pid in $(pids_holding "$logs/error.log" "$logs/access.log"); do
+        if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = nginx ]; then out="$out $pid"; fi
+    done
+    printf '%s' "${out# }"
+}
+
+# stop_left WHAT LISTER SIGNAL TIMEOUT [quiet]: stops the processes LISTER
+# (socket_holders, nginx_left) finds once their parent is gone: SIGNAL first
+# (TERM: a worker drains as with multiwatch's own signal; QUIT: nginx
+# finishes its requests), SIGKILL after TIMEOUT seconds. LISTER is asked
+# again before each signal, so only what still holds the run dir's files is
+# signalled.
+stop_left() {
+    local what=$1 lister=$2 sig=$3 timeout=$4 pids left i=0
+    pids=$("$lister")
+    [ -n "$pids" ] || return 0
+    warn "$what of $run_dir still running without their parent (pids $pids): stopping them"
+    # shellcheck disable=SC2086 # a list of pids
+    kill -"$sig" $pids 2>/dev/null || true
+    while left=$("$lister") && [ -n "$left" ]; do
+        if [ "$i" -ge $((timeout * 10)) ]; then
+            warn "$what (pids $left) still running after ${timeout}s: killing them"
+            # shellcheck disable=SC2086 # a list of pids
+            kill -KILL $left 2>/dev/null || true
+            i=0
+            while left=$("$lister") && [ -n "$left" ] && [ "$i" -lt 20 ]; do
+                sleep 0.1
+                i=$((i + 1))
+            done
+            [ -z "$left" ] || warn "$what (pids $left) survived SIGKILL"
+            break
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    [ "${5:-0}" = 1 ] || say "left-over $what stopped (pids $pids)"
 }
 
 stop_pool() {
@@ -209,6 +295,8 @@ stop_pool() {
         fi
         [ "${1:-0}" = 1 ] || say "pool stopped (multiwatch pid $pid)"
     fi
+    # Workers whose multiwatch died, or that outlived it.
+    stop_left workers socket_holders TERM "$timeout" "${1:-0}"
     rm -f -- "$pool_pidfile" "$socket"
 }
 
@@ -426,7 +514,7 @@ fail_start() {
 }
 
 do_start() {
-    local bin npid ppid
+    local bin npid ppid lpids
     read_settings
     bin=$(find_bin)
     command -v curl >/dev/null || die "curl not found (apt-get install curl)"
@@ -440,6 +528,16 @@ do_start() {
     ppid=$(pool_pid)
     if [ -n "$npid" ] || [ -n "$ppid" ]; then
         die "a stack is already running in $run_dir (nginx pid ${npid:-none}, pool pid ${ppid:-none}); stop it first: VALERIE_RUN_DIR=$run_dir $0 stop"
+    fi
+    # Workers a dead multiwatch left would go on beside the new pool, unseen;
+    # nginx workers a dead master left hold the ports.
+    lpids=$(socket_holders)
+    if [ -n "$lpids" ]; then
+        die "workers of a previous pool still run in $run_dir without their multiwatch (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
+    fi
+    lpids=$(nginx_left)
+    if [ -n "$lpids" ]; then
+        die "nginx processes of a previous start still run in $run_dir without their master (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
     fi
     # Nothing runs: leftovers of a crash go.
     rm -f -- "$nginx_pidfile" "$pool_pidfile" "$socket"
@@ -525,18 +623,19 @@ do_stop() {
         return 0
     fi
     take_lock
-    local npid ppid
+    local npid ppid lpids
     npid=$(nginx_pid)
     ppid=$(pool_pid)
+    lpids="$(socket_holders)$(nginx_left)"
     stop_stack 0
-    if [ -z "$npid" ] && [ -z "$ppid" ]; then
+    if [ -z "$npid" ] && [ -z "$ppid" ] && [ -z "$lpids" ]; then
         say "nothing was running in $run_dir"
     fi
     return 0
 }
 
 do_status() {
-    local npid ppid kids http_port="" https_port=""
+    local npid ppid kids left=0 http_port="" https_port=""
     if [ -f "$stack_env" ]; then
         http_port=$(sed -n 's/^HTTP_PORT=//p' "$stack_env")
         https_port=$(sed -n 's/^HTTPS_PORT=//p' "$stack_env")
@@ -547,14 +646,27 @@ do_status() {
         kids=$(children "$npid")
         say "nginx running: master pid $npid, workers ${kids:-none}; http://127.0.0.1:$http_port/ https://localhost:$https_port/"
     else
-        say "nginx not running"
+        kids=$(nginx_left)
+        if [ -n "$kids" ]; then
+            say "nginx not running, but processes left by its master still serve: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
+            left=1
+        else
+            say "nginx not running"
+        fi
     fi
     if [ -n "$ppid" ]; then
         kids=$(children "$ppid")
         say "pool running: multiwatch pid $ppid, workers ${kids:-none}; socket $socket"
     else
-        say "pool not running"
+        kids=$(socket_holders)
+        if [ -n "$kids" ]; then
+            say "pool not running, but workers left by its multiwatch still hold the socket: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
+            left=1
+        else
+            say "pool not running"
+        fi
     fi
+    if [ "$left" = 1 ]; then return 1; fi
     if [ -n "$npid" ] && [ -n "$ppid" ]; then return 0; fi
     if [ -z "$npid" ] && [ -z "$ppid" ]; then return 3; fi
     return 1

@@ -164,6 +164,20 @@ main(void)
 	CHECK_INT(turn_no(turns, 1), 2);
 	CHECK_CONTAINS(b.data, "\"content\":\"hello\"");
 	json_object_put(turns);
+	/*
+	 * Another owner's turn (one that found no session at its load, while
+	 * alice made it) appends nothing: NOT_FOUND, the session unchanged.
+	 */
+	turn = 0;
+	CHECK_INT(store_append(c, s1, "mallory", NULL,
+	    "[{\"role\":\"user\",\"content\":\"not yours\"}]", 2500, &turn), STORE_NOT_FOUND);
+	CHECK_INT(turn, 0);
+	buf_reset(&b, 0);
+	CHECK_INT(store_load(c, s1, 0, 0, &info, &b), STORE_OK);
+	CHECK_STR(info.owner, "alice");
+	CHECK_INT(info.turns, 2);
+	CHECK_INT(info.updated_ms, 2000);
+	CHECK(strstr(b.data, "not yours") == NULL);
 
 	/* Windows: by turns, by characters (the newest turn always comes). */
 	for (i = 0; i < 8; i++)
@@ -248,6 +262,9 @@ main(void)
 		buf_reset(&b, 0);
 		CHECK_INT(store_load(c, s2, 0, 0, &info, &b), STORE_OK);
 		CHECK_INT(info.turns, 1);
+		/* Another owner learns nothing of alice's keys: NOT_FOUND, not EXISTS. */
+		CHECK_INT(store_append(c, s2, "mallory", key,
+		    "[{\"role\":\"user\",\"content\":\"pay\"}]", 5002, &turn), STORE_NOT_FOUND);
 		snprintf(key, sizeof(key), "alice\x1f%s-key-2", sid_prefix);
 		CHECK_INT(store_idem_find(c, s2, key, &turn), STORE_NOT_FOUND);
 	}

@@ -1,13 +1,17 @@
 /*
  * test_store_full: an LMDB store whose map fills up. Appends then fail as
- * UNAVAILABLE (a 503) with the log naming VALERIE_LMDB_MAP_MB; once sessions
- * expire or are deleted, or cached values expire, the store takes turns again
- * without a restart.
+ * FULL (a 507), not UNAVAILABLE, with the log naming VALERIE_LMDB_MAP_MB:
+ * valerie_store_up stays 1 through refused writes and served reads (the store
+ * is up; it only refuses new data) and valerie_store_full says the last
+ * append was refused. Once sessions expire or are deleted, or cached values
+ * expire, the store takes turns again without a restart, and
+ * valerie_store_full goes back to 0.
  */
 #include "config.h"
 
 #include "check.h"
 #include "conf.h"
+#include "metrics.h"
 #include "store.h"
 #include "tmpdir.h"
 
@@ -47,9 +51,26 @@ fill(struct store_conn *c, const char *prefix, const char *turn)
 		if (s != STORE_OK)
 			break;
 	}
-	CHECK_INT(s, STORE_UNAVAILABLE);
+	CHECK_INT(s, STORE_FULL);
 	CHECK_CONTAINS(store_conn_error(c), "VALERIE_LMDB_MAP_MB");
 	return i;
+}
+
+/* The value of the unlabelled series `name` in the exposition, or -1 if absent. */
+static double
+gauge(const char *name)
+{
+	struct buf b = {0};
+	char want[96];
+	const char *p;
+	double v = -1;
+
+	metrics_render(&b);
+	snprintf(want, sizeof(want), "\n%s ", name);
+	if (b.data != NULL && (p = strstr(b.data, want)) != NULL)
+		v = strtod(p + strlen(want), NULL);
+	buf_free(&b);
+	return v;
 }
 
 static const char *
@@ -67,7 +88,7 @@ main(void)
 	struct store_conn *c;
 	struct store_session_info info;
 	struct buf b = {0};
-	char err[256], id[128];
+	char err[256], id[128], path[4200];
 	char *turn = big_turn('x');
 	const char *dir = tmpdir_make("valerie-store-full");
 	int n, i, t;
@@ -87,13 +108,30 @@ main(void)
 	}
 	c = store_conn_new(st);
 	CHECK(c != NULL);
+	snprintf(path, sizeof(path), "%s/valerie.metrics", dir);
+	if (metrics_open(path, err, sizeof(err)) != 0) {
+		fprintf(stderr, "metrics_open: %s\n", err);
+		return 1;
+	}
+	store_metrics_init();
+	CHECK(gauge("valerie_store_full") == 0);
 
 	/* VALERIE_LMDB_MAP_MB is the bound: 16 MB holds far fewer than FILL_MAX turns. */
 	n = fill(c, "live", turn);
 	printf("live sessions that fit: %d\n", n);
 	CHECK(n > 100 && n < 260);
-	/* Full, the store still reads. */
+	/* Full, the store is up (it answered) and says it is full. */
+	CHECK(gauge("valerie_store_up") == 1);
+	CHECK(gauge("valerie_store_full") == 1);
+	/* Full, the store still reads; refused writes and served reads do not flip "up". */
 	CHECK_INT(store_load(c, "live.0", 0, 0, &info, &b), STORE_OK);
+	CHECK_INT(store_append(c, "one.more", "alice", NULL, turn, 1000, &t), STORE_FULL);
+	CHECK(gauge("valerie_store_up") == 1);
+	CHECK_INT(store_ping(c), STORE_OK);
+	CHECK(gauge("valerie_store_up") == 1);
+	/* A worker that starts now does not clear what the others saw. */
+	store_metrics_init();
+	CHECK(gauge("valerie_store_full") == 1);
 
 	/* Deleting sessions makes room again. */
 	for (i = 0; i < 20; i++) {
@@ -102,6 +140,7 @@ main(void)
 	}
 	CHECK_INT(store_append(c, "after.delete", "alice", NULL, turn, 2000, &t), STORE_OK);
 	CHECK_INT(t, 1);
+	CHECK(gauge("valerie_store_full") == 0);
 
 	/* Sessions that expire make room again too: the sweep runs even when full. */
 	for (i = 20; i < n; i++) {
@@ -136,7 +175,7 @@ main(void)
 	CHECK(i > 100 && i < FILL_MAX);
 	CHECK_CONTAINS(store_conn_error(c), "VALERIE_LMDB_MAP_MB");
 	CHECK_INT(store_append(c, "before.cache.expiry", "alice", NULL, turn, 4000, &t),
-	    STORE_UNAVAILABLE);
+	    STORE_FULL);
 	sleep(2);
 	for (i = 0; i < 20; i++) {
 		snprintf(id, sizeof(id), "after.cache.expiry.%d", i);
@@ -147,5 +186,6 @@ main(void)
 	buf_free(&b);
 	store_conn_free(c);
 	store_close(st);
+	metrics_close();
 	return check_done("test_store_full");
 }

@@ -1,0 +1,105 @@
+"""test_local_stop: `scripts/run-local.sh stop` stops the workers of its run dir even when
+their multiwatch is gone (killed with SIGKILL: the workers go on, holding the FastCGI
+socket and the LMDB environment). `status` says they are there, `start` refuses to start
+a second pool beside them, `stop` finds them by the socket they hold and stops them by
+PID (SIGTERM, then SIGKILL for one that does not stop in VALERIE_STOP_TIMEOUT), says so,
+and removes the socket; another stack running meanwhile is untouched, and the run dir
+starts again afterwards with its sessions. Likewise nginx's workers once their master is
+killed: they go on serving the run dir's ports until `stop` finds them (by the run dir's
+logs they hold) and stops them."""
+import os
+import signal
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import (Stack, alive, check, children, done, kill, post_chat,  # noqa: E402
+                     wait_until)
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def socket_named(path):
+    """Whether any unix socket bound to `path` is still open (listening or accepted)."""
+    with open("/proc/net/unix") as f:
+        return any(line.split()[7:8] == [path] for line in f.readlines()[1:])
+
+
+with Stack(workers=2, threads=2) as other, \
+        Stack(workers=2, threads=2, env={"VALERIE_STOP_TIMEOUT": "3"}) as st:
+    s, _, doc = post_chat(st, {"message": "remember me", "session_id": "orphans"})
+    check(s == 200 and doc.get("turn") == 1, f"a turn before the pool's supervisor dies: {s}")
+    others = [other.pool_pid()] + other.worker_pids()
+    pool, workers = st.pool_pid(), st.worker_pids()
+    check(len(workers) == 2, f"two workers: {workers}")
+
+    kill(pool, signal.SIGKILL)
+    check(wait_until(lambda: not alive(pool), 10), "multiwatch is gone after SIGKILL")
+    check(all(alive(p) for p in workers), f"its workers go on without it: {workers}")
+
+    r = st.script("status")
+    check(r.returncode == 1 and all(str(p) in r.stdout for p in workers)
+          and "still hold the socket" in r.stdout,
+          f"status says workers are left and names them (exit 1): {r.returncode} {r.stdout!r}")
+
+    # Without nginx and multiwatch, start must not put a second pool beside them.
+    nginx = st.nginx_pid()
+    kill(nginx, signal.SIGQUIT)
+    check(wait_until(lambda: not alive(nginx), 15), "nginx stopped by its pid")
+    r = st.script("start")
+    check(r.returncode != 0 and all(str(p) in r.stderr for p in workers) and "stop" in r.stderr,
+          f"start refuses while the left workers run, naming them: {r.returncode} {r.stderr!r}")
+    check(all(alive(p) for p in workers) and st.pool_pid() in (None, pool),
+          f"start touched nothing: workers {workers} alive, no new pool ({st.pool_pid()})")
+
+    # One worker stopped (SIGSTOP) does not act on SIGTERM: stop must escalate.
+    kill(workers[1], signal.SIGSTOP)
+    r = st.script("stop")
+    out = r.stdout + r.stderr
+    check(r.returncode == 0 and "left-over workers stopped" in out
+          and all(str(p) in out for p in workers),
+          f"stop stops the left workers and says which: {r.returncode} {out!r}")
+    check("killing them" in out, f"the one that ignored SIGTERM was killed: {out!r}")
+    check(not any(alive(p) for p in workers), f"no worker of the run dir is left: {workers}")
+    check(not os.path.exists(st.socket_path()) and not socket_named(st.socket_path()),
+          "the socket is gone: no file, nothing holds it")
+    r = st.script("status")
+    check(r.returncode == 3, f"status: nothing runs (exit 3): {r.returncode} {r.stdout!r}")
+
+    check(all(alive(p) for p in others), f"the other stack's pool and workers are untouched: "
+          f"{others}")
+    s, _, _ = other.json("GET", "/health/ready")
+    check(s == 200, f"the other stack still answers: {s}")
+
+    st.start()
+    s, _, doc = post_chat(st, {"message": "still there?", "session_id": "orphans"})
+    check(s == 200 and doc.get("turn") == 2,
+          f"the run dir starts again and the session goes on: {s} {doc and doc.get('turn')}")
+
+    # nginx's master killed: its workers go on serving the run dir's ports.
+    master = st.nginx_pid()
+    nworkers = children(master)
+    kill(master, signal.SIGKILL)
+    check(wait_until(lambda: not alive(master), 10), "nginx's master is gone after SIGKILL")
+    check(nworkers and all(alive(p) for p in nworkers), f"its workers go on: {nworkers}")
+    r = st.script("status")
+    check(r.returncode == 1 and all(str(p) in r.stdout for p in nworkers),
+          f"status names the nginx processes left (exit 1): {r.returncode} {r.stdout!r}")
+    r = st.script("stop")
+    out = r.stdout + r.stderr
+    check(r.returncode == 0 and "left-over nginx processes stopped" in out
+          and all(str(p) in out for p in nworkers),
+          f"stop stops them and says which: {r.returncode} {out!r}")
+    check(not any(alive(p) for p in nworkers), f"no nginx process of the run dir is left: "
+          f"{nworkers}")
+    check(port_free(st.http_port) and port_free(st.https_port), "the run dir's ports are free")
+    check(all(alive(p) for p in others), "the other stack is still untouched")
+
+done("test_local_stop")
