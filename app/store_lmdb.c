@@ -48,10 +48,12 @@ struct lmdb_store {
 
 /*
  * NOTE: with VALERIE_LMDB_SYNC=periodic commits do not wait for the disk
- * (MDB_NOSYNC); this thread flushes once a second, so a power loss can lose
- * the last second of turns, as Redis's default appendfsync everysec can. A
- * crash of the process loses nothing (the pages are in the OS). `full` syncs
- * every commit: durable, but one fsync per turn serialised across the host.
+ * (MDB_NOSYNC); this thread flushes once a second, so a host crash can lose
+ * the last second of turns, as Redis's default appendfsync everysec can, and
+ * (LMDB's documentation) corrupt the file where the filesystem does not keep
+ * the order of writes. A crash of the process loses nothing (the pages are in
+ * the OS). `full` syncs every commit: durable and intact after any crash, but
+ * one fsync per turn serialised across the host.
  */
 static void *
 sync_loop(void *p)
