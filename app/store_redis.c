@@ -1245,7 +1245,8 @@ redis_delete(void *p, const char *sid)
 {
 	struct redis_conn *c = p;
 	char meta[KEY_SIZE], turns[KEY_SIZE], idem[KEY_SIZE];
-	const char *argv[4] = {"DEL", meta, turns, idem};
+	/* NOTE: UNLINK, not DEL: a session of thousands of turns is freed in the background, not while Redis waits. */
+	const char *argv[4] = {"UNLINK", meta, turns, idem};
 	size_t lens[4];
 	redisReply *r = NULL;
 	enum store_status s;

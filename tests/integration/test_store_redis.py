@@ -416,8 +416,16 @@ def faults(srv):
         r = repl.cmd("append big - 1100000")
         check(r["status"] == "corrupt" and "cap" in r["err"],
               f"a turn over the cap is refused before sending: {r}")
+        c = srv.client(5)
+        c.cmd("CONFIG", "RESETSTAT")
         r = repl.cmd("delete big")
         check(r["status"] == "ok", f"delete: {r}")
+        stats = c.cmd("INFO", "commandstats").decode()
+        c.close()
+        # UNLINK frees a long session's list in the background; DEL would block Redis meanwhile
+        check("cmdstat_unlink:calls=1," in stats and "cmdstat_del:" not in stats,
+              f"a session is deleted with UNLINK, not DEL: "
+              f"{[x for x in stats.splitlines() if x.startswith('cmdstat_')]}")
         r = repl.cmd("delete big")
         check(r["status"] == "not_found", f"second delete: {r}")
         r = repl.cmd("delete s1")
