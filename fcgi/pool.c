@@ -251,7 +251,7 @@ pool_run(struct app *app, const struct conf *conf)
 		 */
 		if (wt->aw == NULL || FCGX_InitRequest(&wt->fcgi, p.acc.tcp ? -1 : 0, 0) != 0)
 			break;
-		transport_init(&wt->tr, &wt->fcgi, conf->max_body_bytes, p.acc.tcp);
+		transport_init(&wt->tr, &wt->fcgi, conf->max_body_bytes, conf->turn_timeout);
 		http_response_init(&wt->resp, &wt->tr.ops);
 		pthread_mutex_lock(&p.lock);
 		p.running++;
