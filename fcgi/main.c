@@ -1,6 +1,7 @@
 /* main: the valerie command: serve FastCGI (the default) or an operator's verb. */
 #include "config.h"
 
+#include "acceptor.h"
 #include "pool.h"
 
 #include "app/app.h"
@@ -64,6 +65,21 @@ load(struct conf *conf, int as_json_log)
 	return 0;
 }
 
+/*
+ * FCGI_WEB_SERVER_ADDRS, read by the worker itself (fcgi/acceptor.c) rather
+ * than by libfcgi: an entry that is no address stops the worker at start, as
+ * any invalid setting does, instead of refusing every web server later.
+ * Returns 0, or -1 with the reason in `err`.
+ */
+static int
+web_server_addrs_check(char *err, size_t errlen)
+{
+	struct acceptor a;
+
+	return acceptor_parse_addrs(&a, getenv("FCGI_WEB_SERVER_ADDRS"), err, errlen) ==
+	    ACCEPTOR_OK ? 0 : -1;
+}
+
 static int
 cmd_check_config(void)
 {
@@ -79,7 +95,8 @@ cmd_check_config(void)
 	 * as a worker reads them at start: one it would refuse is refused here,
 	 * not by every worker exiting 1 under multiwatch.
 	 */
-	if (httpc_global_init(conf.ca_bundle, err, sizeof(err)) != 0 ||
+	if (web_server_addrs_check(err, sizeof(err)) != 0 ||
+	    httpc_global_init(conf.ca_bundle, err, sizeof(err)) != 0 ||
 	    (auth = auth_open(&conf, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "valerie: invalid configuration: %s\n", err);
 		return EXIT_CONFIG;
@@ -292,6 +309,10 @@ cmd_serve(void)
 		return EXIT_CONFIG;
 	if (open_tcp_refused(&conf))
 		return EXIT_CONFIG;
+	if (web_server_addrs_check(err, sizeof(err)) != 0) {
+		log_msg(LOG_LVL_ERROR, "%s", err);
+		return EXIT_CONFIG;
+	}
 	app = app_create(&conf, err, sizeof(err));
 	if (app == NULL) {
 		log_msg(LOG_LVL_ERROR, "cannot start: %s", err);

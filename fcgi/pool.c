@@ -1,6 +1,7 @@
 /* pool: the worker's threads, each looping on FCGX_Accept_r, and graceful shutdown. */
 #include "config.h"
 
+#include "acceptor.h"
 #include "metrics_listener.h"
 #include "pool.h"
 #include "transport.h"
@@ -17,13 +18,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
 #define POOL_STACK_BYTES (256 * 1024) /* per thread; json-c and curl fit well within */
-#define POOL_ACCEPT_WAKE_MS 250       /* how often an idle thread looks at the stop flag */
 
 struct pool;
 
@@ -44,47 +42,23 @@ struct pool {
 	pthread_mutex_t lock;
 	pthread_cond_t done;
 	int running;                  /* threads not yet finished */
-	int tcp;
+	struct acceptor acc;          /* fd 0, as spawn-fcgi hands it over */
 };
-
-/*
- * NOTE: shutdown without signals to worker threads. The listening socket gets
- * a receive timeout, which Linux applies to accept(2): an idle thread's
- * accept returns EAGAIN every POOL_ACCEPT_WAKE_MS, libfcgi returns an error,
- * and the thread looks at the stop flag. accept() keeps its wake-one
- * semantics (no thundering herd), and a thread busy with a request is never
- * interrupted, so requests in flight finish. Accepted TCP sockets inherit the
- * timeout and get it cleared; accepted unix sockets do not inherit it.
- */
-static int
-listen_setup(int *tcp)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	struct timeval tv = {0, POOL_ACCEPT_WAKE_MS * 1000};
-
-	if (getsockname(0, (struct sockaddr *)&ss, &len) != 0)
-		return -1;
-	*tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
-	return setsockopt(0, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
-
-static void
-clear_timeout(int fd)
-{
-	struct timeval tv = {0, 0};
-
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-}
 
 static void
 serve_one(struct worker_thread *wt)
 {
 	struct http_request req;
 
+	/*
+	 * NOTE: libfcgi's ReadParams takes a read error or the peer's close
+	 * between two params for the end of the params, and FCGX_Accept_r then
+	 * returns the request with its params cut short. Nobody is left to read
+	 * an answer to it (or the peer is broken): it gets none.
+	 */
+	if (FCGX_GetError(wt->fcgi.in) != 0)
+		return;
 	http_response_reset(&wt->resp);
-	if (wt->pool->tcp)
-		clear_timeout(wt->fcgi.ipcFd);
 	if (transport_read(&wt->tr, &req) != 0) {
 		memset(&req, 0, sizeof(req));
 		req.method = "GET";
@@ -99,6 +73,33 @@ serve_one(struct worker_thread *wt)
 	transport_end(&wt->tr);
 }
 
+/*
+ * TCP pools: ends the thread's last request (as FCGX_Accept_r would) and
+ * hands libfcgi a new connection from acceptor_accept, unless the web server
+ * kept the last one open (FCGI_KEEP_CONN). Returns 0, or -errno as
+ * FCGX_Accept_r does (-EAGAIN: nothing yet, look at the stop flag).
+ * NOTE: libfcgi accepts only when the request has no connection (ipcFd < 0,
+ * a field of FCGX_Request's public layout, which libfcgi 2.4's ABI fixes),
+ * and FCGX_Accept_r first finishes the last request, closing its connection
+ * unless keepConnection: set so that it keeps ours. The BEGIN_REQUEST record
+ * then sets keepConnection to what the web server asks.
+ */
+static int
+tcp_connection(struct worker_thread *wt)
+{
+	int fd;
+
+	FCGX_Finish_r(&wt->fcgi);
+	if (wt->fcgi.ipcFd >= 0)
+		return 0;
+	fd = acceptor_accept(&wt->pool->acc);
+	if (fd < 0)
+		return -errno;
+	wt->fcgi.ipcFd = fd;
+	wt->fcgi.keepConnection = 1;
+	return 0;
+}
+
 static void *
 thread_main(void *arg)
 {
@@ -107,7 +108,16 @@ thread_main(void *arg)
 	int rc;
 
 	while (!atomic_load(&p->stopping)) {
-		rc = FCGX_Accept_r(&wt->fcgi);
+		rc = p->acc.tcp ? tcp_connection(wt) : 0;
+		if (rc == 0) {
+			rc = FCGX_Accept_r(&wt->fcgi);
+			/*
+			 * A TCP connection that carried no whole request: libfcgi closed
+			 * it and its own accept, on no socket, failed at once (EBADF).
+			 */
+			if (rc < 0 && p->acc.tcp)
+				rc = -EAGAIN;
+		}
 		if (rc < 0) {
 			if (atomic_load(&p->stopping))
 				break;
@@ -187,12 +197,12 @@ pool_run(struct app *app, const struct conf *conf)
 	pthread_mutex_init(&p.lock, NULL);
 	pthread_cond_init(&p.done, NULL);
 
-	if (listen_setup(&p.tcp) != 0) {
-		log_msg(LOG_LVL_ERROR, "file descriptor 0 is not a listening socket: start "
-		    "the worker with spawn-fcgi (see scripts/run-local.sh)");
+	if (acceptor_open(&p.acc, 0, getenv("FCGI_WEB_SERVER_ADDRS"), err, sizeof(err)) !=
+	    ACCEPTOR_OK) {
+		log_msg(LOG_LVL_ERROR, "%s", err);
 		return 1;
 	}
-	if (p.tcp && getenv("FCGI_WEB_SERVER_ADDRS") == NULL)
+	if (p.acc.tcp && p.acc.naddrs == 0)
 		log_msg(LOG_LVL_WARNING, "FastCGI on a TCP socket without "
 		    "FCGI_WEB_SERVER_ADDRS: any host that reaches the port can send requests");
 
@@ -234,9 +244,14 @@ pool_run(struct app *app, const struct conf *conf)
 
 		wt->pool = &p;
 		wt->aw = app_worker_new(app);
-		if (wt->aw == NULL || FCGX_InitRequest(&wt->fcgi, 0, 0) != 0)
+		/*
+		 * NOTE: on TCP, libfcgi must never accept (tcp_connection does): with
+		 * no listening socket (-1) its accept, tried after a connection that
+		 * carried no request, fails at once instead of taking a connection.
+		 */
+		if (wt->aw == NULL || FCGX_InitRequest(&wt->fcgi, p.acc.tcp ? -1 : 0, 0) != 0)
 			break;
-		transport_init(&wt->tr, &wt->fcgi, conf->max_body_bytes, p.tcp);
+		transport_init(&wt->tr, &wt->fcgi, conf->max_body_bytes, conf->turn_timeout);
 		http_response_init(&wt->resp, &wt->tr.ops);
 		pthread_mutex_lock(&p.lock);
 		p.running++;

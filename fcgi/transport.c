@@ -4,7 +4,11 @@
 #include "buf.h"
 #include "transport.h"
 
+#include "app/log.h"
+#include "app/vtime.h"
+
 #include <errno.h>
+#include <json-c/json.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +19,96 @@
 
 #define TRANSPORT_SCRATCH_KEEP 65536
 #define TRANSPORT_BODY_KEEP 262144
+
+#define TRANSPORT_WRITE_MARGIN_MS 5000  /* past the turn: its last events, a store write */
+#define TRANSPORT_UNTIMED_BYTES 65536   /* a plain answer this small fits an empty socket */
+#define TRANSPORT_REARM_MS 1000         /* how far past the deadline a write may block */
+#define TRANSPORT_LATE_US 1000          /* past it: how long a write may wait for room */
+#define TRANSPORT_TIMED_CHUNK 8192      /* about libfcgi's buffer: a socket write per gate */
+
+/*
+ * NOTE: the write deadline. A client that reads an answer just fast enough
+ * for nginx (send_timeout is per write, not per answer) would hold the thread
+ * as long as it liked, and while a write blocks inside a provider's on_data
+ * callback libcurl's own timeouts cannot fire. So every answer that may fill
+ * the socket (a stream, or a body over TRANSPORT_UNTIMED_BYTES; nginx reads
+ * the other locations' answers whole into its buffers) is timed: before a
+ * write, SO_SNDTIMEO is set to the time left until the request's start plus
+ * VALERIE_TURN_TIMEOUT plus TRANSPORT_WRITE_MARGIN_MS. A write blocked that
+ * long fails (EAGAIN), and the answer ends as for a client that went away.
+ * The timeout is set again only when it is TRANSPORT_REARM_MS stale (a
+ * clock read per write, a setsockopt a second at most), so a write may block
+ * up to that much past the deadline. Past the deadline writes go on while
+ * the client keeps up (a turn that ended on time keeps its last events), and
+ * one that would wait longer than TRANSPORT_LATE_US fails. Small plain
+ * answers, most requests, cost nothing.
+ */
+
+/* Sets the socket's send timeout: `ms` from now, TRANSPORT_LATE_US when 0 or less. */
+static void
+send_timeout(int fd, long long ms)
+{
+	struct timeval tv;
+
+	if (ms > 0) {
+		tv.tv_sec = (time_t)(ms / 1000);
+		tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	} else {
+		tv.tv_sec = 0;
+		tv.tv_usec = TRANSPORT_LATE_US;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/*
+ * Before a write of a timed answer: keeps the send timeout at the time left.
+ * Returns 0 to write, -1 once the deadline has cut the answer.
+ */
+static int
+write_gate(struct transport *t)
+{
+	long long now;
+
+	if (!t->timed)
+		return 0;
+	if (t->expired)
+		return -1;
+	if (t->late)
+		return 0;
+	now = vtime_mono_ms();
+	if (t->armed_ms == 0 || now - t->armed_ms >= TRANSPORT_REARM_MS) {
+		send_timeout(t->fcgi->ipcFd, t->deadline_ms - now);
+		t->armed_ms = now;
+		t->late = now >= t->deadline_ms;
+	}
+	return 0;
+}
+
+/*
+ * After a write failed: when it timed out, the client is not reading. The
+ * connection is shut down, so the end of the answer fails at once rather than
+ * wait again, and the peer sees the answer cut; one line says why.
+ */
+static void
+write_failed(struct transport *t)
+{
+	struct json_object *f;
+	int e = FCGX_GetError(t->fcgi->out);
+
+	if (!t->timed || t->expired || (e != EAGAIN && e != EWOULDBLOCK))
+		return;
+	t->expired = 1;
+	(void)shutdown(t->fcgi->ipcFd, SHUT_RDWR);
+	f = json_object_new_object();
+	if (f != NULL) {
+		json_object_object_add(f, "request_id", json_object_new_string(t->request_id));
+		json_object_object_add(f, "write_deadline_s",
+		    json_object_new_double((double)t->write_budget_ms / 1000.0));
+	}
+	log_emit(LOG_LVL_WARNING, "the client stopped reading its answer: the write deadline "
+	    "(VALERIE_TURN_TIMEOUT and a margin) passed, connection closed", f);
+	json_object_put(f);
+}
 
 /* Appends `s` (n bytes) at *pos if it fits before `end`; -1 when it does not. */
 static int
@@ -64,7 +158,14 @@ fc_write_head(void *ctx, const struct http_response *resp)
 		    put_num(&p, end, (long long)resp->body.len) | put(&p, end, "\r\n\r\n", 4);
 	if (bad)
 		return -1;
-	return FCGX_PutStr(head, (int)(p - head), t->fcgi->out) == (int)(p - head) ? 0 : -1;
+	t->timed = resp->streaming || resp->body.len > TRANSPORT_UNTIMED_BYTES;
+	if (write_gate(t) != 0)
+		return -1;
+	if (FCGX_PutStr(head, (int)(p - head), t->fcgi->out) != (int)(p - head)) {
+		write_failed(t);
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -75,10 +176,16 @@ fc_write_body(void *ctx, const char *data, size_t len)
 	int n, chunk;
 
 	while (done < len) {
-		chunk = len - done > 65536 ? 65536 : (int)(len - done);
-		n = FCGX_PutStr(data + done, chunk, t->fcgi->out);
-		if (n != chunk)
+		chunk = t->timed ? TRANSPORT_TIMED_CHUNK : 65536;
+		if (len - done < (size_t)chunk)
+			chunk = (int)(len - done);
+		if (write_gate(t) != 0)
 			return -1;
+		n = FCGX_PutStr(data + done, chunk, t->fcgi->out);
+		if (n != chunk) {
+			write_failed(t);
+			return -1;
+		}
 		done += (size_t)chunk;
 	}
 	return 0;
@@ -89,7 +196,13 @@ fc_flush(void *ctx)
 {
 	struct transport *t = ctx;
 
-	return FCGX_FFlush(t->fcgi->out) < 0 ? -1 : 0;
+	if (write_gate(t) != 0)
+		return -1;
+	if (FCGX_FFlush(t->fcgi->out) < 0) {
+		write_failed(t);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -114,12 +227,14 @@ fc_client_gone(void *ctx)
 }
 
 void
-transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body, int tcp)
+transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body,
+    long long turn_timeout_s)
 {
 	memset(t, 0, sizeof(*t));
 	t->fcgi = fcgi;
 	t->max_body = max_body;
-	t->tcp = tcp;
+	t->write_budget_ms = turn_timeout_s * 1000 + TRANSPORT_WRITE_MARGIN_MS;
+	t->request_id = "";
 	t->ops.write_head = fc_write_head;
 	t->ops.write_body = fc_write_body;
 	t->ops.flush = fc_flush;
@@ -200,10 +315,16 @@ void
 transport_end(struct transport *t)
 {
 	FCGX_Stream *in = t->fcgi->in;
+	struct timeval none = {0, 0};
 
 	/* The answer and the end-request record go out first, as FCGX_Finish_r sends them. */
 	(void)FCGX_FClose(t->fcgi->err);
-	(void)FCGX_FClose(t->fcgi->out);
+	(void)write_gate(t);
+	if (FCGX_FClose(t->fcgi->out) != 0)
+		write_failed(t);
+	/* A connection the web server keeps (FCGI_KEEP_CONN) starts its next answer untimed. */
+	if (t->armed_ms != 0 && !t->expired && t->fcgi->keepConnection)
+		(void)setsockopt(t->fcgi->ipcFd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
 	if (in != NULL && (FCGX_HasSeenEOF(in) || FCGX_GetChar(in) == EOF) &&
 	    FCGX_GetError(in) == 0)
 		(void)FCGX_Detach(t->fcgi);
@@ -298,6 +419,10 @@ transport_read(struct transport *t, struct http_request *req)
 	size_t need, i, plen, n;
 
 	memset(req, 0, sizeof(*req));
+	t->deadline_ms = vtime_mono_ms() + t->write_budget_ms;
+	t->armed_ms = 0;
+	t->timed = t->late = t->expired = 0;
+	t->request_id = "";
 	buf_reset(&t->scratch, TRANSPORT_SCRATCH_KEEP);
 	buf_reset(&t->body, TRANSPORT_BODY_KEEP);
 	scan_params(envp, &pa);
@@ -348,6 +473,7 @@ transport_read(struct transport *t, struct http_request *req)
 		req->query = raw != NULL && (q = strchr(raw, '?')) != NULL ? q + 1 : "";
 	req->remote_addr = pa.remote_addr != NULL ? pa.remote_addr : "";
 	req->request_id = pa.request_id != NULL ? pa.request_id : "";
+	t->request_id = req->request_id;
 	req->content_type = pa.content_type;
 	req->head = req->method != NULL && strcmp(req->method, "HEAD") == 0;
 	read_body(t, req, pa.content_length);

@@ -18,11 +18,23 @@ struct transport {
 	struct buf scratch;                /* path copy and header names */
 	struct buf body;
 	long long max_body;
-	int tcp;                           /* the listening socket is TCP */
+	long long write_budget_ms;         /* VALERIE_TURN_TIMEOUT + TRANSPORT_WRITE_MARGIN_MS */
+	/* The request being answered: */
+	const char *request_id;            /* borrowed from libfcgi's params, for the log */
+	long long deadline_ms;             /* its writes end by then (vtime_mono_ms clock) */
+	long long armed_ms;                /* when SO_SNDTIMEO was last set; 0: not yet */
+	int timed;                         /* its answer may fill the socket: writes are timed */
+	int late;                          /* past the deadline: a write that would block fails */
+	int expired;                       /* the deadline cut the answer off */
 };
 
-/* Prepares `t` for the thread's FCGX_Request. */
-void transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body, int tcp);
+/*
+ * Prepares `t` for the thread's FCGX_Request. The writes of each answer end
+ * at most TRANSPORT_WRITE_MARGIN_MS after `turn_timeout_s` (VALERIE_TURN_TIMEOUT)
+ * from the request's start, then only while the client keeps reading.
+ */
+void transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body,
+    long long turn_timeout_s);
 void transport_free(struct transport *t);
 
 /*
@@ -32,7 +44,11 @@ void transport_free(struct transport *t);
  */
 int transport_read(struct transport *t, struct http_request *req);
 
-/* Sends a response the handler built (not streamed). HEAD gets no body. */
+/*
+ * Sends a response the handler built (not streamed). HEAD gets no body.
+ * A write that fails (the client went away, or the write deadline passed)
+ * marks the response aborted.
+ */
 void transport_send(struct transport *t, const struct http_request *req,
     struct http_response *resp);
 

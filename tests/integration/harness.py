@@ -268,14 +268,23 @@ def _nv(name, value):
 
 
 class FcgiClient:
-    """One FastCGI request over a unix socket; body may be sent in slow parts."""
+    """One FastCGI request over a unix socket (a path) or TCP ((host, port), from the
+    address `source` when given); body may be sent in slow parts."""
 
-    def __init__(self, sock_path, timeout=30):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, sock_path, timeout=30, source=None):
+        if isinstance(sock_path, tuple):
+            self.s = socket.socket(socket.AF_INET6 if ":" in sock_path[0] else socket.AF_INET,
+                                   socket.SOCK_STREAM)
+            if source is not None:
+                self.s.bind((source, 0))
+        else:
+            self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.settimeout(timeout)
         self.s.connect(sock_path)
 
-    def begin(self, method, uri, body_len=0, extra=None):
+    @staticmethod
+    def head(method, uri, body_len=0, extra=None):
+        """The bytes begin() sends: BEGIN_REQUEST, the PARAMS and their end record."""
         params = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "REMOTE_ADDR": "127.0.0.1",
                   "REQUEST_ID": "fcgi-test", "SERVER_PROTOCOL": "HTTP/1.1"}
         if body_len:
@@ -283,8 +292,11 @@ class FcgiClient:
             params["CONTENT_TYPE"] = "application/json"
         params.update(extra or {})
         data = b"".join(_nv(k, v) for k, v in params.items())
-        self.s.sendall(_record(FCGI_BEGIN, struct.pack(">HB5x", 1, 0))
-                       + _record(FCGI_PARAMS, data) + _record(FCGI_PARAMS, b""))
+        return (_record(FCGI_BEGIN, struct.pack(">HB5x", 1, 0))
+                + _record(FCGI_PARAMS, data) + _record(FCGI_PARAMS, b""))
+
+    def begin(self, method, uri, body_len=0, extra=None):
+        self.s.sendall(self.head(method, uri, body_len, extra))
 
     def send_body(self, chunk):
         self.s.sendall(_record(FCGI_STDIN, chunk))
