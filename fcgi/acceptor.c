@@ -19,6 +19,9 @@
 
 #define ACCEPTOR_REFUSED_LOG_MS 10000 /* at most one line per process this often */
 
+/* The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
 enum acceptor_status
 acceptor_parse_addrs(struct acceptor *a, const char *list, char *err, size_t errlen)
 {
@@ -56,6 +59,15 @@ acceptor_parse_addrs(struct acceptor *a, const char *list, char *err, size_t err
 			d->family = AF_INET;
 		} else if (inet_pton(AF_INET6, one, d->addr) == 1) {
 			d->family = AF_INET6;
+			/*
+			 * "::ffff:a.b.c.d" is that IPv4 address: kept as such, it also
+			 * matches the peer of an IPv4 socket, not only a dual-stack one's.
+			 */
+			if (memcmp(d->addr, v4mapped, sizeof(v4mapped)) == 0) {
+				memmove(d->addr, d->addr + 12, 4);
+				memset(d->addr + 4, 0, 12);
+				d->family = AF_INET;
+			}
 		} else {
 			snprintf(err, errlen, "FCGI_WEB_SERVER_ADDRS: '%s' is not an IPv4 or IPv6 "
 			    "address (list the web servers' addresses, separated by commas)", one);

@@ -33,7 +33,8 @@ enum acceptor_status {
 
 /*
  * Parses FCGI_WEB_SERVER_ADDRS (`list`, may be NULL or empty: any address):
- * IPv4 or IPv6 addresses separated by commas, blanks around them ignored.
+ * IPv4 or IPv6 addresses separated by commas, blanks around them ignored;
+ * an IPv4-mapped IPv6 one (::ffff:a.b.c.d) is kept as its IPv4 address.
  * Fills a->addrs and a->naddrs. On ACCEPTOR_BAD_ADDRS `err` names the entry.
  */
 enum acceptor_status acceptor_parse_addrs(struct acceptor *a, const char *list, char *err,

@@ -74,6 +74,10 @@ main(void)
 	CHECK_INT(allowed("172.28.0.10", "::ffff:172.28.0.10"), 1);
 	CHECK_INT(allowed("172.28.0.10", "::ffff:172.28.0.11"), 0);
 	CHECK_INT(allowed("::ffff:172.28.0.10", "::ffff:172.28.0.10"), 1);
+	/* And an entry written mapped is that IPv4 address, on an IPv4 socket too. */
+	CHECK_INT(allowed("::ffff:172.28.0.10", "172.28.0.10"), 1);
+	CHECK_INT(allowed("::ffff:172.28.0.10", "172.28.0.11"), 0);
+	CHECK_INT(allowed("::FFFF:ac1c:000a", "172.28.0.10"), 1);
 
 	/* Anything that is no address refuses to start, naming the entry. */
 	CHECK_INT(parse("nginx", err, sizeof(err)), ACCEPTOR_BAD_ADDRS);
