@@ -199,39 +199,59 @@ is_letter(char ch)
 }
 
 /*
- * Whether line[0..len) looks like a delimiter of the section: its words (runs
- * of ASCII letters, case ignored), leaving out "the" and "of", run together
- * spell begin or end and "business context", in either order. Nothing else
- * on the line counts (dashes, =, #, <>, spaces, digits, underscores): "===
- * END business_context ===" and "  # End of the Business Context" are
- * caught; a sentence that mentions the business context is not.
+ * The next word of line[0..len) from *i (a run of ASCII letters; "the" and
+ * "of" are skipped): its start in *w and its length, 0 when none is left.
+ * *i moves past it.
+ */
+static size_t
+next_word(const char *line, size_t len, size_t *i, const char **w)
+{
+	size_t n;
+
+	for (;;) {
+		while (*i < len && !is_letter(line[*i]))
+			(*i)++;
+		for (n = 0; *i + n < len && is_letter(line[*i + n]); n++)
+			;
+		*w = line + *i;
+		*i += n;
+		if (n == 0)
+			return 0;
+		if (!(n == 3 && strncasecmp(*w, "the", 3) == 0) &&
+		    !(n == 2 && strncasecmp(*w, "of", 2) == 0))
+			return n;
+	}
+}
+
+/*
+ * Whether line[0..len) looks like a delimiter of the section: some run of
+ * its consecutive words (runs of ASCII letters, case ignored), leaving out
+ * "the" and "of", spells begin or end and "business context" together, in
+ * either order. Punctuation, spaces, digits and underscores between them do
+ * not count: "=== END business_context ===" and "  # End of the Business
+ * Context" are caught, and so is one with more on its line ("--- end
+ * business context --- SYSTEM: ..."), which a model reads as the end all
+ * the same. A sentence that mentions the business context without begin or
+ * end next to it is not.
  */
 static int
 delimiter_like(const char *line, size_t len)
 {
 	char text[24];
-	size_t i = 0, n = 0, w, k;
+	const char *w;
+	size_t i = 0, j, n, wl, k;
 
-	while (i < len) {
-		for (w = 0; i + w < len && is_letter(line[i + w]); w++)
-			;
-		if (w == 0) {
-			i++;
-			continue;
+	while ((wl = next_word(line, len, &i, &w)) > 0) {
+		/* The words from this one on, run together while they fit a delimiter. */
+		for (n = 0, j = i; wl > 0 && n + wl < sizeof(text); wl = next_word(line, len, &j, &w)) {
+			for (k = 0; k < wl; k++)
+				text[n++] = (char)(w[k] | 0x20); /* ASCII lower case */
+			text[n] = '\0';
+			for (k = 0; delimiter_words[k] != NULL; k++)
+				if (strcmp(text, delimiter_words[k]) == 0)
+					return 1;
 		}
-		if (!(w == 3 && strncasecmp(line + i, "the", 3) == 0) &&
-		    !(w == 2 && strncasecmp(line + i, "of", 2) == 0)) {
-			if (n + w >= sizeof(text))
-				return 0; /* longer than any delimiter */
-			for (k = 0; k < w; k++)
-				text[n++] = (char)(line[i + k] | 0x20); /* ASCII lower case */
-		}
-		i += w;
 	}
-	text[n] = '\0';
-	for (k = 0; delimiter_words[k] != NULL; k++)
-		if (strcmp(text, delimiter_words[k]) == 0)
-			return 1;
 	return 0;
 }
 

@@ -57,10 +57,11 @@ int bizctx_answer_text(const char *content_type, const char *body, size_t len, s
  * Appends the business context section to a system prompt `sys`: a blank
  * line when `sys` already holds text, a header naming `company`, then `text`
  * (`len` bytes) between begin and end lines. A line of `text` that looks like
- * one of those is written quoted, with "> " before it: its words, case and
- * punctuation ignored and "the" and "of" left out, are begin or end and
- * "business context" ("=== END OF BUSINESS CONTEXT ===", "# begin
- * business_context"). Lines end at LF, CR, VT, FF, U+0085, U+2028, U+2029.
+ * one of those is written quoted, with "> " before it: some of its
+ * consecutive words, case and punctuation ignored and "the" and "of" left
+ * out, are begin or end and "business context" ("=== END OF BUSINESS CONTEXT
+ * ===", "# begin business_context", "--- end business context --- and more").
+ * Lines end at LF, CR, VT, FF, U+0085, U+2028, U+2029.
  */
 void bizctx_section(struct buf *sys, const char *company, const char *text, size_t len);
 

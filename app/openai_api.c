@@ -918,26 +918,40 @@ out:
 	buf_free(&text);
 }
 
-static void
-add_model(struct json_object *list, const char *id, const char *owner)
+/*
+ * Adds model id[0..len) to `list` unless it is there. Returns 0, or -1 when
+ * out of memory.
+ */
+static int
+add_model(struct json_object *list, const char *id, size_t len, const char *owner)
 {
-	struct json_object *m;
+	struct json_object *m, *v, *idv, *ov;
 	size_t i;
 
 	for (i = 0; i < json_object_array_length(list); i++) {
-		struct json_object *e = json_object_array_get_idx(list, i), *v;
-
-		if (json_object_object_get_ex(e, "id", &v) && strcmp(json_object_get_string(v), id) == 0)
-			return;
+		if (json_object_object_get_ex(json_object_array_get_idx(list, i), "id", &v) &&
+		    (size_t)json_object_get_string_len(v) == len &&
+		    memcmp(json_object_get_string(v), id, len) == 0)
+			return 0;
 	}
 	m = json_object_new_object();
-	if (m == NULL)
-		return;
-	json_object_object_add(m, "id", json_object_new_string(id));
+	idv = json_object_new_string_len(id, (int)len);
+	ov = json_object_new_string(owner);
+	if (m == NULL || idv == NULL || ov == NULL) {
+		json_object_put(m);
+		json_object_put(idv);
+		json_object_put(ov);
+		return -1;
+	}
+	json_object_object_add(m, "id", idv);
 	json_object_object_add(m, "object", json_object_new_string("model"));
 	json_object_object_add(m, "created", json_object_new_int64(0));
-	json_object_object_add(m, "owned_by", json_object_new_string(owner));
-	json_object_array_add(list, m);
+	json_object_object_add(m, "owned_by", ov);
+	if (json_object_array_add(list, m) != 0) {
+		json_object_put(m);
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -952,7 +966,7 @@ models_list(const struct conf *c)
 	const char *chain[2] = {c->llm_provider, c->llm_fallbacks}, *p, *comma;
 	char name[64];
 	size_t len;
-	int i;
+	int i, rc = 0;
 
 	if (list == NULL)
 		return NULL;
@@ -962,20 +976,26 @@ models_list(const struct conf *c)
 			len = comma ? (size_t)(comma - p) : strlen(p);
 			snprintf(name, sizeof(name), "%.*s", (int)len, p);
 			if (strcmp(name, "openai") == 0)
-				add_model(list, c->openai_model, "openai");
+				rc |= add_model(list, c->openai_model, strlen(c->openai_model), "openai");
 			else if (strcmp(name, "anthropic") == 0)
-				add_model(list, c->anthropic_model, "anthropic");
+				rc |= add_model(list, c->anthropic_model, strlen(c->anthropic_model),
+				    "anthropic");
 			else
-				add_model(list, "offline", "valerie");
+				rc |= add_model(list, "offline", 7, "valerie");
 			if (i == 0)
 				break;
 		}
 	}
+	/* NOTE: an allowed id is whole, however long: model_allowed compares it whole. */
 	for (p = c->models; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
 		comma = strchr(p, ',');
 		len = comma ? (size_t)(comma - p) : strlen(p);
-		snprintf(name, sizeof(name), "%.*s", (int)len, p);
-		add_model(list, name, "valerie");
+		rc |= add_model(list, p, len, "valerie");
+	}
+	if (rc != 0) {
+		/* Not a shorter list: GET /v1/models/{id} would say 404 for a model served. */
+		json_object_put(list);
+		return NULL;
 	}
 	return list;
 }

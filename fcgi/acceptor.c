@@ -19,6 +19,9 @@
 
 #define ACCEPTOR_REFUSED_LOG_MS 10000 /* at most one line per process this often */
 
+/* The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:a.b.c.d). */
+static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
 enum acceptor_status
 acceptor_parse_addrs(struct acceptor *a, const char *list, char *err, size_t errlen)
 {
@@ -56,6 +59,15 @@ acceptor_parse_addrs(struct acceptor *a, const char *list, char *err, size_t err
 			d->family = AF_INET;
 		} else if (inet_pton(AF_INET6, one, d->addr) == 1) {
 			d->family = AF_INET6;
+			/*
+			 * "::ffff:a.b.c.d" is that IPv4 address: kept as such, it also
+			 * matches the peer of an IPv4 socket, not only a dual-stack one's.
+			 */
+			if (memcmp(d->addr, v4mapped, sizeof(v4mapped)) == 0) {
+				memmove(d->addr, d->addr + 12, 4);
+				memset(d->addr + 4, 0, 12);
+				d->family = AF_INET;
+			}
 		} else {
 			snprintf(err, errlen, "FCGI_WEB_SERVER_ADDRS: '%s' is not an IPv4 or IPv6 "
 			    "address (list the web servers' addresses, separated by commas)", one);
@@ -190,7 +202,12 @@ connection_error(int e)
  * do not), and FCGX_Accept_r reads the request's BEGIN_REQUEST and PARAMS
  * records before it returns: with the timeout still on, a request whose first
  * bytes came ACCEPTOR_WAKE_MS after the connect was dropped (nginx: 502), or
- * taken with its params cut short. Here the timeout is off before any read.
+ * taken with its params cut short. Here the timeout is replaced before any
+ * read by ACCEPTOR_READ_TIMEOUT_MS, nginx's longest fastcgi_send_timeout (a
+ * gap nginx itself would not wait out): a peer that died or was cut off
+ * half-way through its request (a host gone, a partition: no FIN or RST
+ * comes, and the kernel's keepalive waits hours) costs a thread that long,
+ * not until the worker restarts. Unix sockets have no such peers.
  * The allow list is the one libfcgi applies (FCGI_WEB_SERVER_ADDRS), IPv6 peers
  * included, which libfcgi 2.4.2 let through unchecked.
  */
@@ -199,7 +216,8 @@ acceptor_accept(const struct acceptor *a)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	struct timeval none = {0, 0};
+	struct timeval rcv = {ACCEPTOR_READ_TIMEOUT_MS / 1000,
+	    (ACCEPTOR_READ_TIMEOUT_MS % 1000) * 1000};
 	int fd, e, one = 1;
 
 	fd = accept4(a->fd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
@@ -214,7 +232,7 @@ acceptor_accept(const struct acceptor *a)
 		errno = EAGAIN;
 		return -1;
 	}
-	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &rcv, sizeof(rcv));
 	/* No replies to outgoing data, so no Nagle (as libfcgi does on TCP). */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	return fd;

@@ -7,6 +7,7 @@
 
 #define ACCEPTOR_WAKE_MS 250     /* how often an idle thread looks at the stop flag */
 #define ACCEPTOR_MAX_ADDRS 32    /* entries of FCGI_WEB_SERVER_ADDRS */
+#define ACCEPTOR_READ_TIMEOUT_MS 300000 /* silent this long, a TCP peer is gone (acceptor_accept) */
 
 /* One allowed peer address: 4 bytes for AF_INET, 16 for AF_INET6, network order. */
 struct acceptor_addr {
@@ -33,7 +34,8 @@ enum acceptor_status {
 
 /*
  * Parses FCGI_WEB_SERVER_ADDRS (`list`, may be NULL or empty: any address):
- * IPv4 or IPv6 addresses separated by commas, blanks around them ignored.
+ * IPv4 or IPv6 addresses separated by commas, blanks around them ignored;
+ * an IPv4-mapped IPv6 one (::ffff:a.b.c.d) is kept as its IPv4 address.
  * Fills a->addrs and a->naddrs. On ACCEPTOR_BAD_ADDRS `err` names the entry.
  */
 enum acceptor_status acceptor_parse_addrs(struct acceptor *a, const char *list, char *err,
@@ -56,10 +58,11 @@ int acceptor_allowed(const struct acceptor *a, const struct sockaddr *sa);
 
 /*
  * TCP pools: waits at most about ACCEPTOR_WAKE_MS for a connection from an
- * allowed address and returns it ready for libfcgi (no receive timeout, Nagle
- * off); the caller owns it. Returns -1 with errno EAGAIN when there is nothing
- * to serve yet (the wait ended, or a connection was refused or aborted): look
- * at the stop flag and call again. Any other errno: the socket is broken.
+ * allowed address and returns it ready for libfcgi (a receive timeout of
+ * ACCEPTOR_READ_TIMEOUT_MS, Nagle off); the caller owns it. Returns -1 with
+ * errno EAGAIN when there is nothing to serve yet (the wait ended, or a
+ * connection was refused or aborted): look at the stop flag and call again.
+ * Any other errno: the socket is broken.
  */
 int acceptor_accept(const struct acceptor *a);
 

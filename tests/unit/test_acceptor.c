@@ -5,8 +5,13 @@
 #include "fcgi/acceptor.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* Whether a peer at the literal address `ip` may connect under `list`. */
 static int
@@ -30,6 +35,62 @@ allowed(const char *list, const char *ip)
 		return acceptor_allowed(&a, (struct sockaddr *)&in6);
 	}
 	return -2;
+}
+
+/*
+ * acceptor_accept on a real TCP listener: a connection comes back with a
+ * bounded receive timeout (a dead peer cannot hold the thread for ever, a
+ * slow one is not cut at the listener's wake-up) and Nagle off; one from an
+ * address not listed is closed and reads as "nothing yet" (EAGAIN).
+ */
+static void
+test_accept(void)
+{
+	struct acceptor a;
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	struct timeval tv;
+	char err[256];
+	int lfd, cfd, fd, one = 0;
+
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(lfd >= 0 && bind(lfd, (struct sockaddr *)&sin, sizeof(sin)) == 0 &&
+	    listen(lfd, 8) == 0 && getsockname(lfd, (struct sockaddr *)&sin, &len) == 0);
+	CHECK_INT(acceptor_open(&a, lfd, "127.0.0.1", err, sizeof(err)), ACCEPTOR_OK);
+	CHECK_INT(a.tcp, 1);
+
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+	fd = acceptor_accept(&a);
+	CHECK(fd >= 0);
+	len = sizeof(tv);
+	memset(&tv, 0, sizeof(tv));
+	CHECK(getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0);
+	CHECK_INT((long long)tv.tv_sec * 1000 + tv.tv_usec / 1000, ACCEPTOR_READ_TIMEOUT_MS);
+	CHECK(ACCEPTOR_READ_TIMEOUT_MS > 10 * ACCEPTOR_WAKE_MS);
+	len = sizeof(one);
+	CHECK(getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, &len) == 0 && one != 0);
+	close(fd);
+	close(cfd);
+
+	/* Nothing waiting: EAGAIN after about ACCEPTOR_WAKE_MS. */
+	errno = 0;
+	CHECK_INT(acceptor_accept(&a), -1);
+	CHECK_INT(errno, EAGAIN);
+
+	/* A peer not listed: closed, and EAGAIN. */
+	CHECK_INT(acceptor_parse_addrs(&a, "127.0.0.2", err, sizeof(err)), ACCEPTOR_OK);
+	cfd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(connect(cfd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
+	errno = 0;
+	CHECK_INT(acceptor_accept(&a), -1);
+	CHECK_INT(errno, EAGAIN);
+	CHECK(recv(cfd, err, 1, 0) <= 0);
+	close(cfd);
+	close(lfd);
 }
 
 /* acceptor_parse_addrs' status for `list`; its message in err. */
@@ -74,6 +135,10 @@ main(void)
 	CHECK_INT(allowed("172.28.0.10", "::ffff:172.28.0.10"), 1);
 	CHECK_INT(allowed("172.28.0.10", "::ffff:172.28.0.11"), 0);
 	CHECK_INT(allowed("::ffff:172.28.0.10", "::ffff:172.28.0.10"), 1);
+	/* And an entry written mapped is that IPv4 address, on an IPv4 socket too. */
+	CHECK_INT(allowed("::ffff:172.28.0.10", "172.28.0.10"), 1);
+	CHECK_INT(allowed("::ffff:172.28.0.10", "172.28.0.11"), 0);
+	CHECK_INT(allowed("::FFFF:ac1c:000a", "172.28.0.10"), 1);
 
 	/* Anything that is no address refuses to start, naming the entry. */
 	CHECK_INT(parse("nginx", err, sizeof(err)), ACCEPTOR_BAD_ADDRS);
@@ -101,5 +166,6 @@ main(void)
 	CHECK_INT(parse(many, err, sizeof(err)), ACCEPTOR_BAD_ADDRS);
 	CHECK_CONTAINS(err, "more than");
 
+	test_accept();
 	return check_done("test_acceptor");
 }

@@ -116,11 +116,14 @@ test_buf_decimal(void)
 	CHECK_STR(buf_decimal(d, 1, 99), "00000000000000000001");
 }
 
+/* A served model id longer than 63 bytes, as some quantised vLLM models are named. */
+#define LONG_MODEL "neuralmagic/Meta-Llama-3.1-405B-Instruct-quantized.w8a8-FP8-dynamic-v2"
+
 int
 main(void)
 {
 	const char *env[] = {"OPENAI_API_KEY", "sk-testsecret123456", "VALERIE_MAX_BODY_BYTES",
-		"2048", NULL, NULL};
+		"2048", "VALERIE_MODELS", LONG_MODEL ",small", NULL, NULL};
 	struct conf conf;
 	struct json_object *v;
 	char err[256];
@@ -156,6 +159,15 @@ main(void)
 	CHECK_STR(str_at("openai_api_key"), "[redacted]");
 	CHECK_STR(str_at("openai_model"), "gpt-4o-mini");
 	CHECK(strstr(resp.body.data, "sk-testsecret") == NULL);
+
+	/* GET /v1/models lists each model by its whole id, and retrieves it by that id. */
+	CHECK_INT(run("GET", "/v1/models", NULL, HTTP_BODY_OK), 200);
+	CHECK_CONTAINS(resp.body.data, "\"" LONG_MODEL "\"");
+	CHECK_INT(run("GET", "/v1/models/" LONG_MODEL, NULL, HTTP_BODY_OK), 200);
+	CHECK_STR(str_at("id"), LONG_MODEL);
+	CHECK_INT(run("GET", "/v1/models/small", NULL, HTTP_BODY_OK), 200);
+	CHECK_INT(run("GET", "/v1/models/smal", NULL, HTTP_BODY_OK), 404);
+	CHECK_STR(err_code(), "model_not_found");
 
 	/* Errors are JSON with the right status. */
 	CHECK_INT(run("GET", "/no/such/route", NULL, HTTP_BODY_OK), 404);
