@@ -1044,8 +1044,10 @@ openai_model_get(struct handler_ctx *ctx)
 		}
 	}
 	json_object_put(list);
-	snprintf(msg, sizeof(msg), "The model '%s' does not exist or is not served here (GET /v1/models "
-	    "lists the models)", ctx->param);
+	/* ctx->param is "" for an id over ROUTER_PARAM_MAX bytes: no model id is that long here. */
+	snprintf(msg, sizeof(msg), "The model %s%s%s does not exist or is not served here (GET "
+	    "/v1/models lists the models)", ctx->param[0] != '\0' ? "'" : "",
+	    ctx->param[0] != '\0' ? ctx->param : "asked for", ctx->param[0] != '\0' ? "'" : "");
 	utf8_scrub(msg);   /* nginx decodes %FF in the path: the id may be any bytes */
 	http_response_error(ctx->resp, 404, "model_not_found", msg);
 }
