@@ -3,6 +3,7 @@
 
 #include "auth.h"
 #include "conf.h"
+#include "hex.h"
 #include "http.h"
 #include "log.h"
 #include "vtime.h"
@@ -69,18 +70,6 @@ auth_sha256_hex(const void *data, size_t len, char *out)
 	}
 	out[64] = '\0';
 	OPENSSL_cleanse(md, sizeof(md));
-}
-
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /*
@@ -191,8 +180,8 @@ parse_keys(char *text, size_t *nkeys, char *err, size_t errlen)
 		if (nf == 4)
 			snprintf(k->company, sizeof(k->company), "%s", f[2]);
 		for (i = 0; i < 32; i++) {
-			hi = hexval(f[nf - 1][2 * i]);
-			lo = hexval(f[nf - 1][2 * i + 1]);
+			hi = hex_digit(f[nf - 1][2 * i]);
+			lo = hex_digit(f[nf - 1][2 * i + 1]);
 			if (hi < 0 || lo < 0) {
 				snprintf(err, errlen, "line %zu: the SHA-256 is not hex", lineno);
 				free(keys);

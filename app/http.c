@@ -1,6 +1,7 @@
 /* http: the request/response model the application works on, free of any transport. */
 #include "config.h"
 
+#include "hex.h"
 #include "http.h"
 
 #include <json-c/json.h>
@@ -218,18 +219,6 @@ http_query_next(const char **q, struct http_query_param *p)
 	p->value_len = (size_t)(amp - p->value);
 	*q = amp;
 	return 1;
-}
-
-static int
-hex_digit(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
 }
 
 enum http_decode_result

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "conf.h"
+#include "hex.h"
 #include "store.h"
 #include "store_impl.h"
 #include "store_redis.h"
@@ -309,18 +310,6 @@ parse_dec(const char *s, size_t n, long long min, long long max, long long *out)
 	return 0;
 }
 
-static int
-hex_value(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /*
  * Percent-decodes s[0..n) into out (NUL-terminated); 0 or -1. Refuses the
  * characters that end a URL's user part (so that what conf_to_json redacts is
@@ -340,8 +329,8 @@ pct_decode(const char *s, size_t n, char *out, size_t outsize)
 		if (ch == '%') {
 			if (i + 2 >= n)
 				return -1;
-			hi = hex_value(s[i + 1]);
-			lo = hex_value(s[i + 2]);
+			hi = hex_digit(s[i + 1]);
+			lo = hex_digit(s[i + 2]);
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
 				return -1;
 			ch = (char)(hi * 16 + lo);
