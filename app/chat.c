@@ -199,12 +199,13 @@ chat_message_new(const char *role, const char *content, size_t len)
 /*
  * A message for the provider from a stored (or new) one: its role and
  * content, its tool_calls or tool_call_id, and its name; NULL for a message of another
- * role. Caller puts.
+ * role. A message with `parts` (chat.h) has them as its content for a
+ * provider; `stored` keeps both, as a turn stores them. Caller puts.
  */
 static struct json_object *
-provider_message(struct json_object *m)
+provider_message(struct json_object *m, int stored)
 {
-	struct json_object *role, *content, *v, *out;
+	struct json_object *role, *content, *v, *out, *parts = NULL;
 	const char *r;
 
 	if (!json_object_object_get_ex(m, "role", &role) ||
@@ -215,16 +216,41 @@ provider_message(struct json_object *m)
 		return NULL;
 	if (!json_object_object_get_ex(m, "content", &content))
 		content = NULL;
+	json_object_object_get_ex(m, "parts", &parts);
 	if ((out = json_object_new_object()) == NULL)
 		return NULL;
 	json_object_object_add(out, "role", json_object_get(role));
-	json_object_object_add(out, "content", json_object_get(content));
+	json_object_object_add(out, "content",
+	    json_object_get(parts != NULL && !stored ? parts : content));
+	if (parts != NULL && stored)
+		json_object_object_add(out, "parts", json_object_get(parts));
 	if (json_object_object_get_ex(m, "tool_calls", &v) && v != NULL)
 		json_object_object_add(out, "tool_calls", json_object_get(v));
 	if (json_object_object_get_ex(m, "tool_call_id", &v) && v != NULL)
 		json_object_object_add(out, "tool_call_id", json_object_get(v));
 	if (json_object_object_get_ex(m, "name", &v) && v != NULL)
 		json_object_object_add(out, "name", json_object_get(v));
+	return out;
+}
+
+/*
+ * A new message (of any role) as a provider reads it: itself, or with
+ * `parts` a copy whose content they are. Caller puts; NULL out of memory.
+ */
+static struct json_object *
+provider_view(struct json_object *m)
+{
+	struct json_object *parts, *out;
+
+	if (!json_object_object_get_ex(m, "parts", &parts) || parts == NULL)
+		return json_object_get(m);
+	if ((out = json_object_new_object()) == NULL)
+		return NULL;
+	json_object_object_foreach(m, key, val) {
+		if (strcmp(key, "parts") != 0)
+			json_object_object_add(out, key,
+			    json_object_get(strcmp(key, "content") == 0 ? parts : val));
+	}
 	return out;
 }
 
@@ -239,7 +265,7 @@ history_messages(struct json_object *list, struct json_object *turns)
 		if (!json_object_object_get_ex(json_object_array_get_idx(turns, i), "messages", &msgs))
 			continue;
 		for (j = 0; j < json_object_array_length(msgs); j++)
-			if ((m = provider_message(json_object_array_get_idx(msgs, j))) != NULL)
+			if ((m = provider_message(json_object_array_get_idx(msgs, j), 0)) != NULL)
 				json_object_array_add(list, m);
 	}
 }
@@ -344,7 +370,7 @@ done:
 static struct json_object *
 provider_messages(const struct chat_turn_input *in, struct json_object *turns)
 {
-	struct json_object *list = json_object_new_array();
+	struct json_object *list = json_object_new_array(), *m;
 	size_t i;
 
 	if (list == NULL)
@@ -352,9 +378,13 @@ provider_messages(const struct chat_turn_input *in, struct json_object *turns)
 	if (in->system != NULL && *in->system != '\0')
 		json_object_array_add(list, chat_message_new("system", in->system, strlen(in->system)));
 	history_messages(list, turns);
-	for (i = 0; i < json_object_array_length(in->new_messages); i++)
-		json_object_array_add(list,
-		    json_object_get(json_object_array_get_idx(in->new_messages, i)));
+	for (i = 0; i < json_object_array_length(in->new_messages); i++) {
+		if ((m = provider_view(json_object_array_get_idx(in->new_messages, i))) == NULL) {
+			json_object_put(list);
+			return NULL;
+		}
+		json_object_array_add(list, m);
+	}
 	if (pair_tool_calls(list) != 0) {
 		json_object_put(list);
 		return NULL;
@@ -404,7 +434,7 @@ turn_messages(const struct chat_turn_input *in, const struct llm_result *res,
 		return NULL;
 	vtime_iso(t_user, ts);
 	for (i = 0; i < json_object_array_length(in->new_messages); i++) {
-		m = provider_message(json_object_array_get_idx(in->new_messages, i));
+		m = provider_message(json_object_array_get_idx(in->new_messages, i), 1);
 		if (m == NULL)
 			continue;
 		json_object_object_add(m, "ts", json_object_new_string(ts));
@@ -623,15 +653,18 @@ stored_role(struct json_object *m)
 	return r;
 }
 
-/* Whether messages a and b have the same role and content. */
+/* Whether messages a and b have the same role, content and parts. */
 static int
 same_message(struct json_object *a, struct json_object *b)
 {
-	struct json_object *ca = NULL, *cb = NULL;
+	struct json_object *ca = NULL, *cb = NULL, *pa = NULL, *pb = NULL;
 
 	json_object_object_get_ex(a, "content", &ca);
 	json_object_object_get_ex(b, "content", &cb);
-	return strcmp(stored_role(a), stored_role(b)) == 0 && json_object_equal(ca, cb);
+	json_object_object_get_ex(a, "parts", &pa);
+	json_object_object_get_ex(b, "parts", &pb);
+	return strcmp(stored_role(a), stored_role(b)) == 0 && json_object_equal(ca, cb) &&
+	    json_object_equal(pa, pb);
 }
 
 /*

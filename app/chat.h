@@ -60,7 +60,10 @@ struct chat_turn_input {
 	const char *session_id;            /* NULL: stateless, nothing loaded or stored */
 	const char *system;                /* system prompt, "" for none */
 	struct json_object *new_messages;  /* sent after the history and stored as the turn's:
-	                                      OpenAI-shaped user, assistant and tool messages */
+	                                      OpenAI-shaped user, assistant and tool messages;
+	                                      "content" is text, and a message sent as parts
+	                                      (images, several texts) keeps them in "parts",
+	                                      which providers get as its content */
 	struct json_object *tools;         /* OpenAI-shaped tool definitions, or NULL */
 	struct json_object *tool_choice;   /* or NULL */
 	struct llm_params params;          /* sampling settings the caller set */

@@ -6,6 +6,7 @@
 #include "handler.h"
 #include "jsonbody.h"
 #include "jsoncheck.h"
+#include "provider.h"
 #include "utf8.h"
 #include "vtime.h"
 
@@ -18,6 +19,8 @@
 #define OAI_TOOLS_MAX 128       /* tool definitions in one request */
 #define OAI_TOOL_NAME_MAX 64    /* OpenAI's limit on a tool's name */
 #define OAI_MAX_TOKENS 1000000  /* max_tokens beyond any model's */
+#define OAI_IMAGES_MAX 100      /* image parts in one request (Anthropic's limit too) */
+#define OAI_IMAGE_URL_MAX 8192  /* an http(s) image URL; a data URL is bounded by the body */
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* The OpenAI stream's own state. */
@@ -279,45 +282,6 @@ model_allowed(const struct conf *conf, const char *model)
 	return 0;
 }
 
-/*
- * A message's content as text: a string, or an array of parts whose text
- * parts are joined. Returns 0, or -1 with resp filled.
- */
-static int
-content_text(struct handler_ctx *ctx, struct json_object *content, size_t i, struct buf *out)
-{
-	struct json_object *part, *type, *text;
-	char msg[128];
-	size_t j;
-
-	if (content == NULL)
-		return 0;
-	if (json_object_is_type(content, json_type_string)) {
-		buf_append(out, json_object_get_string(content),
-		    (size_t)json_object_get_string_len(content));
-		return 0;
-	}
-	if (json_object_is_type(content, json_type_array)) {
-		for (j = 0; j < json_object_array_length(content); j++) {
-			part = json_object_array_get_idx(content, j);
-			if (!json_object_is_type(part, json_type_object) ||
-			    !json_object_object_get_ex(part, "type", &type) ||
-			    strcmp(json_object_get_string(type), "text") != 0 ||
-			    !json_object_object_get_ex(part, "text", &text) ||
-			    !json_object_is_type(text, json_type_string))
-				goto bad;
-			buf_append(out, json_object_get_string(text),
-			    (size_t)json_object_get_string_len(text));
-		}
-		return 0;
-	}
-bad:
-	snprintf(msg, sizeof(msg), "messages[%zu].content must be a string or an array of text "
-	    "parts", i);
-	http_response_error(ctx->resp, 400, "invalid_field", msg);
-	return -1;
-}
-
 /* A 400 invalid_field with a formatted message. Returns -1. */
 static int
 bad_field(struct handler_ctx *ctx, const char *fmt, ...)
@@ -359,6 +323,145 @@ member_str(struct json_object *o, const char *key)
 	    !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
+}
+
+/*
+ * One image part {type: "image_url", image_url: {url, detail?}} of
+ * messages[i].content[j], checked and rebuilt with only those members. NULL
+ * with resp filled.
+ */
+static struct json_object *
+image_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j)
+{
+	struct json_object *iu = NULL, *url, *out, *inner;
+	const char *detail;
+	enum provider_image kind;
+
+	if (!json_object_object_get_ex(part, "image_url", &iu) ||
+	    !json_object_is_type(iu, json_type_object) ||
+	    !json_object_object_get_ex(iu, "url", &url) ||
+	    !json_object_is_type(url, json_type_string)) {
+		bad_field(ctx, "messages[%zu].content[%zu] needs an \"image_url\" object with a "
+		    "string \"url\"", i, j);
+		return NULL;
+	}
+	kind = provider_image_url(json_object_get_string(url),
+	    (size_t)json_object_get_string_len(url), NULL, NULL);
+	if (kind == PROVIDER_IMAGE_BAD || (kind == PROVIDER_IMAGE_HTTP &&
+	    json_object_get_string_len(url) > OAI_IMAGE_URL_MAX)) {
+		bad_field(ctx, "messages[%zu].content[%zu].image_url.url must be an http(s) URL of at "
+		    "most %d bytes or a data:image/(png|jpeg|gif|webp);base64 URL", i, j,
+		    OAI_IMAGE_URL_MAX);
+		return NULL;
+	}
+	detail = member_str(iu, "detail");
+	if (json_object_object_get_ex(iu, "detail", NULL) && (detail == NULL ||
+	    (strcmp(detail, "auto") != 0 && strcmp(detail, "low") != 0 &&
+	    strcmp(detail, "high") != 0))) {
+		bad_field(ctx, "messages[%zu].content[%zu].image_url.detail must be \"auto\", "
+		    "\"low\" or \"high\"", i, j);
+		return NULL;
+	}
+	out = json_object_new_object();
+	inner = json_object_new_object();
+	if (out == NULL || inner == NULL) {
+		json_object_put(out);
+		json_object_put(inner);
+		ctx->resp->body.oom = 1;
+		return NULL;
+	}
+	json_object_object_add(inner, "url", json_object_get(url));
+	if (detail != NULL)
+		json_object_object_add(inner, "detail", json_object_new_string(detail));
+	json_object_object_add(out, "type", json_object_new_string("image_url"));
+	json_object_object_add(out, "image_url", inner);
+	return out;
+}
+
+/*
+ * messages[i].content of a message of `role`: a string, or an array of
+ * parts, text ({type: "text", text}) and, in a user message, images (see
+ * image_part). Appends its text to `out`, parts joined as they are (as
+ * OpenAI's models read them). When the parts are an image or more than one
+ * text, *parts gets them rebuilt with only their known members (caller
+ * puts), so that a provider is sent them as they came; else NULL. *images
+ * counts the request's image parts. Returns 0, or -1 with resp filled.
+ */
+static int
+content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, const char *role,
+    struct buf *out, struct json_object **parts, size_t *images)
+{
+	struct json_object *part, *text, *list, *p;
+	const char *type;
+	size_t j, texts = 0, pictures = 0;
+
+	*parts = NULL;
+	if (content == NULL)
+		return 0;
+	if (json_object_is_type(content, json_type_string)) {
+		buf_append(out, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content));
+		return 0;
+	}
+	if (!json_object_is_type(content, json_type_array))
+		return bad_field(ctx, "messages[%zu].content must be a string or an array of parts",
+		    i);
+	if ((list = json_object_new_array()) == NULL) {
+		ctx->resp->body.oom = 1;
+		return -1;
+	}
+	for (j = 0; j < json_object_array_length(content); j++) {
+		part = json_object_array_get_idx(content, j);
+		if ((type = member_str(part, "type")) == NULL) {
+			bad_field(ctx, "messages[%zu].content[%zu] needs a string \"type\"", i, j);
+			goto fail;
+		}
+		if (strcmp(type, "text") == 0) {
+			if (!json_object_object_get_ex(part, "text", &text) ||
+			    !json_object_is_type(text, json_type_string)) {
+				bad_field(ctx, "messages[%zu].content[%zu] needs a string \"text\"", i, j);
+				goto fail;
+			}
+			buf_append(out, json_object_get_string(text),
+			    (size_t)json_object_get_string_len(text));
+			if ((p = json_object_new_object()) == NULL)
+				goto oom;
+			json_object_object_add(p, "type", json_object_new_string("text"));
+			json_object_object_add(p, "text", json_object_get(text));
+			texts++;
+		} else if (strcmp(type, "image_url") == 0) {
+			if (strcmp(role, "user") != 0) {
+				bad_field(ctx, "messages[%zu] (role %.20s) cannot carry images: only user "
+				    "messages can", i, role);
+				goto fail;
+			}
+			if (++*images > OAI_IMAGES_MAX) {
+				bad_field(ctx, "a request can carry at most %d images", OAI_IMAGES_MAX);
+				goto fail;
+			}
+			if ((p = image_part(ctx, part, i, j)) == NULL)
+				goto fail;
+			pictures++;
+		} else {
+			bad_field(ctx, "messages[%zu].content[%zu] is of type \"%.30s\": only \"text\" "
+			    "and, in user messages, \"image_url\" parts are supported", i, j, type);
+			goto fail;
+		}
+		if (json_object_array_add(list, p) != 0) {
+			json_object_put(p);
+			goto oom;
+		}
+	}
+	if (pictures > 0 || texts > 1)
+		*parts = list;
+	else
+		json_object_put(list);
+	return 0;
+oom:
+	ctx->resp->body.oom = 1;
+fail:
+	json_object_put(list);
+	return -1;
 }
 
 /* Checks `tools`: [{type: "function", function: {name, description?, parameters?}}]. */
@@ -710,7 +813,7 @@ oom:
  */
 static struct json_object *
 new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, size_t i,
-    const struct buf *text)
+    const struct buf *text, struct json_object *parts)
 {
 	struct json_object *out, *calls = NULL, *v;
 	const char *id = NULL, *name;
@@ -743,6 +846,9 @@ new_message(struct handler_ctx *ctx, struct json_object *m, const char *role, si
 	}
 	if (id != NULL)
 		json_object_object_add(out, "tool_call_id", json_object_new_string(id));
+	/* The parts as sent; "content" keeps their text (chat.h). */
+	if (parts != NULL)
+		json_object_object_add(out, "parts", json_object_get(parts));
 	/* The speaker's name (several people in one chat): OpenAI reads it, Anthropic cannot. */
 	if ((name = member_str(m, "name")) != NULL && *name != '\0')
 		json_object_object_add(out, "name", json_object_new_string(name));
@@ -753,12 +859,13 @@ void
 openai_chat_completions(struct handler_ctx *ctx)
 {
 	struct json_object *body, *v, *messages, *m, *role, *content, *news = NULL, *nm;
+	struct json_object *parts = NULL;
 	struct chat_turn_input t;
 	struct oai_state st;
 	struct buf system = {0}, user = {0}, text = {0};
 	const char *sid = http_request_header(ctx->req, "x-session-id"), *key, *r;
 	char msg[160];
-	size_t i, n, from, results = 0;
+	size_t i, n, from, results = 0, images = 0, pictures, new_images = 0;
 
 	body = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
 	if (body == NULL)
@@ -836,7 +943,9 @@ openai_chat_completions(struct handler_ctx *ctx)
 		}
 		json_object_object_get_ex(m, "content", &content);
 		buf_reset(&text, 65536);
-		if (content_text(ctx, content, i, &text) != 0)
+		json_object_put(parts);
+		pictures = images;
+		if (content_read(ctx, content, i, r, &text, &parts, &images) != 0)
 			goto out;
 		if (sid != NULL && (strcmp(r, "system") == 0 || strcmp(r, "developer") == 0)) {
 			if (system.len > 0)
@@ -850,13 +959,14 @@ openai_chat_completions(struct handler_ctx *ctx)
 			buf_append(&user, text.data ? text.data : "", text.len);
 		}
 		results += strcmp(r, "tool") == 0 && i >= from;
-		if ((nm = new_message(ctx, m, r, i, &text)) == NULL)
+		new_images += i >= from ? images - pictures : 0;
+		if ((nm = new_message(ctx, m, r, i, &text, parts)) == NULL)
 			goto out;
 		json_object_array_add(news, nm);
 	}
 	if (system.oom || user.oom || text.oom)
 		goto oom;
-	if (sid != NULL && user.len == 0 && results == 0) {
+	if (sid != NULL && user.len == 0 && results == 0 && new_images == 0) {
 		http_response_error(ctx->resp, 400, "invalid_field",
 		    "with X-Session-Id, send the new user message (or tool results) in \"messages\"");
 		goto out;
@@ -911,6 +1021,7 @@ oom:
 	ctx->resp->body.oom = 1;
 out:
 	json_object_put(t.params.openai_extra);
+	json_object_put(parts);
 	json_object_put(news);
 	json_object_put(body);
 	buf_free(&system);

@@ -168,6 +168,88 @@ provider_parse_json(const char *text, size_t len)
 	return jsoncheck_parse(text, len, JSON_TOKENER_DEFAULT_DEPTH);
 }
 
+enum provider_image
+provider_image_url(const char *url, size_t len, char media[PROVIDER_IMAGE_TYPE_MAX],
+    size_t *data)
+{
+	static const char *const types[] = {"png", "jpeg", "jpg", "gif", "webp"};
+	const char *p, *end = url + len, *comma;
+	size_t i, tlen, pad;
+
+	if ((len > 7 && strncasecmp(url, "http://", 7) == 0) ||
+	    (len > 8 && strncasecmp(url, "https://", 8) == 0)) {
+		for (i = 0; i < len; i++)
+			if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f)
+				return PROVIDER_IMAGE_BAD;
+		return PROVIDER_IMAGE_HTTP;
+	}
+	if (len < 11 || strncasecmp(url, "data:image/", 11) != 0)
+		return PROVIDER_IMAGE_BAD;
+	p = url + 11;
+	if ((comma = memchr(p, ',', (size_t)(end - p))) == NULL)
+		return PROVIDER_IMAGE_BAD;
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		tlen = strlen(types[i]);
+		if ((size_t)(comma - p) == tlen + 7 && strncasecmp(p, types[i], tlen) == 0 &&
+		    strncasecmp(p + tlen, ";base64", 7) == 0)
+			break;
+	}
+	if (i == sizeof(types) / sizeof(types[0]))
+		return PROVIDER_IMAGE_BAD;
+	/* Base64 in groups of four, '=' only as the last one or two. */
+	p = comma + 1;
+	if (p == end || (size_t)(end - p) % 4 != 0)
+		return PROVIDER_IMAGE_BAD;
+	pad = end[-1] == '=' ? (end[-2] == '=' ? 2 : 1) : 0;
+	for (; p < end - pad; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		    (*p >= '0' && *p <= '9') || *p == '+' || *p == '/'))
+			return PROVIDER_IMAGE_BAD;
+	if (media != NULL)
+		snprintf(media, PROVIDER_IMAGE_TYPE_MAX, "image/%s",
+		    strcmp(types[i], "jpg") == 0 ? "jpeg" : types[i]);
+	if (data != NULL)
+		*data = (size_t)(comma + 1 - url);
+	return PROVIDER_IMAGE_DATA;
+}
+
+int
+provider_content_text(struct json_object *content, const char *sep, struct buf *out,
+    size_t *images)
+{
+	struct json_object *part, *v;
+	const char *type;
+	size_t i, texts = 0;
+
+	if (content == NULL)
+		return 0;
+	if (json_object_is_type(content, json_type_string)) {
+		buf_append(out, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content));
+		return 0;
+	}
+	if (!json_object_is_type(content, json_type_array))
+		return -1;
+	for (i = 0; i < json_object_array_length(content); i++) {
+		part = json_object_array_get_idx(content, i);
+		type = json_object_object_get_ex(part, "type", &v) &&
+		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+		if (type != NULL && strcmp(type, "image_url") == 0) {
+			if (images != NULL)
+				(*images)++;
+			continue;
+		}
+		if ((type != NULL && strcmp(type, "text") != 0) ||
+		    !json_object_object_get_ex(part, "text", &v) ||
+		    !json_object_is_type(v, json_type_string))
+			return -1;
+		if (texts++ > 0)
+			buf_puts(out, sep);
+		buf_append(out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+	}
+	return 0;
+}
+
 int
 provider_url(char *out, size_t outlen, const char *base, const char *path)
 {

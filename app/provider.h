@@ -166,6 +166,34 @@ enum provider_status provider_anthropic_complete(const struct conf *conf, struct
 enum provider_status provider_anthropic_body(const char *model, const struct llm_request *req,
     char **out, char *err, size_t errlen);
 
+/* What an image part's URL is (provider_image_url). */
+enum provider_image {
+	PROVIDER_IMAGE_BAD = 0,
+	PROVIDER_IMAGE_HTTP,   /* http:// or https:// */
+	PROVIDER_IMAGE_DATA    /* data:image/<type>;base64,<data> */
+};
+
+#define PROVIDER_IMAGE_TYPE_MAX 16   /* "image/jpeg" and the like, with its NUL */
+
+/*
+ * What the URL of an image part ({type: "image_url", image_url: {url}}) is:
+ * an http(s) URL of visible ASCII, or a data URL of a PNG, JPEG, GIF or WebP
+ * image in well-formed base64. For a data URL, `media` (may be NULL) gets its
+ * media type (image/jpg spelled image/jpeg) and *data (may be NULL) the
+ * offset of the base64 text. Anything else is PROVIDER_IMAGE_BAD.
+ */
+enum provider_image provider_image_url(const char *url, size_t len,
+    char media[PROVIDER_IMAGE_TYPE_MAX], size_t *data);
+
+/*
+ * The text of an OpenAI-shaped message content (a string, or parts whose
+ * text parts are joined by `sep`; null or absent is empty), appended to
+ * `out`; *images (may be NULL) counts its image parts. Returns 0, or -1 when
+ * the content is something else or has a part of another kind.
+ */
+int provider_content_text(struct json_object *content, const char *sep, struct buf *out,
+    size_t *images);
+
 /* --- shared by the network providers (provider.c) --- */
 
 /* What one attempt of a call came to. */

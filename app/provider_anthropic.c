@@ -292,44 +292,15 @@ static const struct provider_wire anthropic_wire = {
 };
 
 /*
- * Appends the text of an OpenAI-shaped content (a string, parts with `text`
- * joined by a blank line, or null/absent: nothing); -1 if it is none of these.
- */
-static int
-content_text(struct json_object *content, struct buf *out)
-{
-	struct json_object *part, *v;
-	size_t i;
-
-	if (content == NULL)
-		return 0;
-	if (json_object_is_type(content, json_type_string)) {
-		buf_append(out, json_object_get_string(content),
-		    (size_t)json_object_get_string_len(content));
-		return 0;
-	}
-	if (!json_object_is_type(content, json_type_array))
-		return -1;
-	for (i = 0; i < json_object_array_length(content); i++) {
-		part = json_object_array_get_idx(content, i);
-		if (!json_object_object_get_ex(part, "text", &v) ||
-		    !json_object_is_type(v, json_type_string))
-			return -1;
-		if (i > 0 && out->len > 0)
-			buf_puts(out, "\n\n");
-		buf_append(out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
-	}
-	return 0;
-}
-
-/*
  * The message being built: consecutive OpenAI messages of one Anthropic role
- * merge into it. Its text, and its other blocks (tool_use for the assistant,
+ * merge into it. Its text, the blocks of a user's images with the text
+ * before each, and its other blocks (tool_use for the assistant,
  * tool_result for the user).
  */
 struct pending {
 	const char *role;   /* "user", "assistant", or NULL before the first */
 	struct buf text;
+	struct json_object *media;     /* text and image blocks before `text`, in order */
 	struct json_object *blocks;
 	struct json_object *ids;       /* the ids of its tool_use blocks (a set) */
 	struct json_object *answerable; /* the tool_use ids of the last assistant message sent */
@@ -359,16 +330,17 @@ flush(struct json_object *list, struct pending *p)
 {
 	struct json_object *m = NULL, *content = NULL, *tb = NULL;
 	size_t nblocks = p->blocks != NULL ? json_object_array_length(p->blocks) : 0, i;
+	size_t nmedia = p->media != NULL ? json_object_array_length(p->media) : 0;
 	int rc = -1, sent = 0;
 
 	if (p->text.oom)
 		goto out;
-	if (p->role == NULL || (p->text.len == 0 && nblocks == 0) ||
+	if (p->role == NULL || (p->text.len == 0 && nblocks == 0 && nmedia == 0) ||
 	    (json_object_array_length(list) == 0 && strcmp(p->role, "assistant") == 0)) {
 		rc = 0;
 		goto out;
 	}
-	if (nblocks == 0) {
+	if (nblocks == 0 && nmedia == 0) {
 		content = json_object_new_string_len(p->text.data, (int)p->text.len);
 	} else {
 		content = json_object_new_array();
@@ -381,6 +353,9 @@ flush(struct json_object *list, struct pending *p)
 		for (i = 0; i < nblocks; i++)
 			json_object_array_add(content,
 			    json_object_get(json_object_array_get_idx(p->blocks, i)));
+		for (i = 0; i < nmedia; i++)
+			json_object_array_add(content,
+			    json_object_get(json_object_array_get_idx(p->media, i)));
 		if (tb != NULL) {
 			json_object_array_add(content, tb);
 			tb = NULL;
@@ -410,8 +385,10 @@ out:
 	json_object_put(content);
 	json_object_put(m);
 	json_object_put(p->blocks);
+	json_object_put(p->media);
 	json_object_put(p->ids);
 	p->blocks = NULL;
+	p->media = NULL;
 	p->ids = NULL;
 	buf_reset(&p->text, 4096);
 	return rc;
@@ -432,6 +409,105 @@ pending_block(struct pending *p, struct json_object *b)
 		return -1;
 	}
 	return 0;
+}
+
+/* Adds block `b` (owned) to the pending message's media. 0, or -1 out of memory. */
+static int
+pending_media(struct pending *p, struct json_object *b)
+{
+	if (b == NULL)
+		return -1;
+	if (p->media == NULL && (p->media = json_object_new_array()) == NULL) {
+		json_object_put(b);
+		return -1;
+	}
+	if (json_object_array_add(p->media, b) != 0) {
+		json_object_put(b);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * An image part's URL as an image block: {type: "image", source: {type:
+ * "base64", media_type, data}} for a data URL, {type: "url", url} for an
+ * http(s) one. NULL with `err` filled when it is neither, or out of memory.
+ */
+static struct json_object *
+image_block(const char *url, size_t len, size_t i, char *err, size_t errlen)
+{
+	struct json_object *b, *src;
+	char media[PROVIDER_IMAGE_TYPE_MAX];
+	size_t data;
+	enum provider_image kind = provider_image_url(url, len, media, &data);
+
+	if (kind == PROVIDER_IMAGE_BAD) {
+		snprintf(err, errlen, "anthropic: an image of messages[%zu] is neither an http(s) "
+		    "URL nor a base64 PNG, JPEG, GIF or WebP", i);
+		return NULL;
+	}
+	b = json_object_new_object();
+	src = json_object_new_object();
+	if (b == NULL || src == NULL) {
+		json_object_put(b);
+		json_object_put(src);
+		err[0] = '\0';
+		return NULL;
+	}
+	if (kind == PROVIDER_IMAGE_DATA) {
+		json_object_object_add(src, "type", json_object_new_string("base64"));
+		json_object_object_add(src, "media_type", json_object_new_string(media));
+		json_object_object_add(src, "data",
+		    json_object_new_string_len(url + data, (int)(len - data)));
+	} else {
+		json_object_object_add(src, "type", json_object_new_string("url"));
+		json_object_object_add(src, "url", json_object_new_string_len(url, (int)len));
+	}
+	json_object_object_add(b, "type", json_object_new_string("image"));
+	json_object_object_add(b, "source", src);
+	return b;
+}
+
+/*
+ * A user message's parts (text and images) into the pending message, in
+ * their order: the text so far becomes a text block before each image.
+ */
+static enum provider_status
+user_parts(struct json_object *parts, size_t i, struct pending *p, char *err, size_t errlen)
+{
+	struct json_object *part, *v, *iu, *url;
+	const char *type;
+	size_t j;
+
+	for (j = 0; j < json_object_array_length(parts); j++) {
+		part = json_object_array_get_idx(parts, j);
+		type = get_str(part, "type");
+		if (type != NULL && strcmp(type, "image_url") == 0) {
+			if (!json_object_object_get_ex(part, "image_url", &iu) ||
+			    !json_object_object_get_ex(iu, "url", &url) ||
+			    !json_object_is_type(url, json_type_string)) {
+				snprintf(err, errlen, "anthropic: an image of messages[%zu] has no url", i);
+				return PROVIDER_REJECTED;
+			}
+			if (p->text.len > 0) {
+				if (pending_media(p, text_block(&p->text)) != 0)
+					return PROVIDER_NOMEM;
+				buf_reset(&p->text, 4096);
+			}
+			if ((v = image_block(json_object_get_string(url),
+			    (size_t)json_object_get_string_len(url), i, err, errlen)) == NULL)
+				return err[0] != '\0' ? PROVIDER_REJECTED : PROVIDER_NOMEM;
+			if (pending_media(p, v) != 0)
+				return PROVIDER_NOMEM;
+		} else if (json_object_object_get_ex(part, "text", &v) &&
+		    json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 0) {
+			if (p->text.len > 0)
+				buf_puts(&p->text, "\n\n");
+			buf_append(&p->text, json_object_get_string(v),
+			    (size_t)json_object_get_string_len(v));
+		}
+	}
+	return p->text.oom ? PROVIDER_NOMEM : PROVIDER_OK;
 }
 
 /*
@@ -537,7 +613,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 	struct pending p;
 	const char *role, *as;
 	enum provider_status st = PROVIDER_REJECTED;
-	size_t i;
+	size_t i, images;
 
 	buf_init(&sys);
 	buf_init(&piece);
@@ -558,9 +634,15 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		content = NULL;
 		json_object_object_get_ex(m, "content", &content);
 		buf_reset(&piece, 4096);
-		if (role == NULL || content_text(content, &piece) != 0) {
+		images = 0;
+		if (role == NULL || provider_content_text(content, "\n\n", &piece, &images) != 0) {
 			snprintf(err, errlen, "anthropic: messages[%zu] has no role or no text content",
 			    i);
+			goto out;
+		}
+		if (images > 0 && strcmp(role, "user") != 0) {
+			snprintf(err, errlen, "anthropic: messages[%zu] carries images, which only user "
+			    "messages can", i);
 			goto out;
 		}
 		if (piece.oom) {
@@ -588,7 +670,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		 * A message that adds nothing (empty, no calls) must not split the
 		 * messages around it: they merge as if it were not there.
 		 */
-		if (piece.len == 0 && strcmp(role, "tool") != 0 && (calls == NULL ||
+		if (piece.len == 0 && images == 0 && strcmp(role, "tool") != 0 && (calls == NULL ||
 		    (json_object_is_type(calls, json_type_array) &&
 		    json_object_array_length(calls) == 0)))
 			continue;
@@ -604,7 +686,12 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 			st = PROVIDER_REJECTED;
 			continue;
 		}
-		if (piece.len > 0) {
+		if (images > 0) {
+			st = user_parts(content, i, &p, err, errlen);
+			if (st != PROVIDER_OK)
+				goto out;
+			st = PROVIDER_REJECTED;
+		} else if (piece.len > 0) {
 			if (p.text.len > 0)
 				buf_puts(&p.text, "\n\n");
 			buf_append(&p.text, piece.data, piece.len);
@@ -637,6 +724,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 out:
 	json_object_put(list);
 	json_object_put(p.blocks);
+	json_object_put(p.media);
 	json_object_put(p.ids);
 	json_object_put(p.answerable);
 	buf_free(&p.text);

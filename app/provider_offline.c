@@ -37,61 +37,89 @@ field(struct json_object *msg, const char *key, size_t *len)
 }
 
 /*
+ * The text of message `m`: its content, or the text of its parts joined as
+ * they are into `tmp` (then *images counts its images; may be NULL).
+ */
+static const char *
+message_text(struct json_object *m, struct buf *tmp, size_t *len, size_t *images)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(m, "content", &v) || !json_object_is_type(v, json_type_array))
+		return field(m, "content", len);
+	buf_reset(tmp, 4096);
+	(void)provider_content_text(v, "", tmp, images);
+	*len = tmp->len;
+	return tmp->data != NULL ? tmp->data : "";
+}
+
+/*
  * The reply: says what it is, repeats the new message, and shows the
  * conversation's memory by quoting the first and the previous user messages.
  */
 static void
 compose(const struct llm_request *req, struct buf *out, long long *input_chars)
 {
-	size_t n = json_object_array_length(req->messages), i, len, first_len = 0, prev_len = 0;
-	const char *text, *first = NULL, *prev = NULL, *last = "", *persona = NULL;
-	size_t last_len = 0, persona_len = 0, users = 0;
+	size_t n = json_object_array_length(req->messages), i, len, users = 0, images = 0;
+	/* The persona, the first, the one before the last and the last user message. */
+	size_t pick[4] = {n, n, n, n};
+	const char *text[4];
+	size_t tlen[4];
+	struct buf tmp[4] = {{0}}, scratch = {0};
+	struct json_object *m;
 
 	*input_chars = 0;
 	for (i = 0; i < n; i++) {
-		struct json_object *m = json_object_array_get_idx(req->messages, i);
-		const char *role = field(m, "role", &len);
+		const char *role;
 
-		text = field(m, "content", &len);
+		m = json_object_array_get_idx(req->messages, i);
+		role = field(m, "role", &len);
+		(void)message_text(m, &scratch, &len, NULL);
 		*input_chars += (long long)len;
-		if (strcmp(role, "system") == 0 && persona == NULL) {
-			persona = text;
-			persona_len = len;
+		if (strcmp(role, "system") == 0 && pick[0] == n) {
+			pick[0] = i;
 		} else if (strcmp(role, "user") == 0) {
-			if (users == 0) {
-				first = text;
-				first_len = len;
-			}
-			if (users > 0) {
-				prev = last;
-				prev_len = last_len;
-			}
-			last = text;
-			last_len = len;
+			if (users == 0)
+				pick[1] = i;
+			pick[2] = pick[3];
+			pick[3] = i;
 			users++;
 		}
 	}
+	for (i = 0; i < 4; i++) {
+		text[i] = "";
+		tlen[i] = 0;
+		if (pick[i] < n)
+			text[i] = message_text(json_object_array_get_idx(req->messages, pick[i]), &tmp[i],
+			    &tlen[i], i == 3 ? &images : NULL);
+	}
 	buf_puts(out, "[offline] This is Valerie's built-in offline responder, not a language "
 	    "model. You said: ");
-	quote(out, last, last_len);
+	quote(out, text[3], tlen[3]);
+	if (images > 0)
+		buf_printf(out, " with %zu image%s, which it cannot see", images,
+		    images == 1 ? "" : "s");
 	buf_printf(out, ". This is turn %d of this conversation", req->turn);
-	if (users > 1 && first != NULL) {
+	if (users > 1) {
 		buf_puts(out, "; it began with ");
-		quote(out, first, first_len);
-		if (users > 2 && prev != NULL) {
+		quote(out, text[1], tlen[1]);
+		if (users > 2) {
 			buf_puts(out, " and just before this you said ");
-			quote(out, prev, prev_len);
+			quote(out, text[2], tlen[2]);
 		}
 	} else if (req->turn > 1) {
 		buf_puts(out, "; earlier turns are outside the history window");
 	}
 	buf_puts(out, ".");
-	if (persona != NULL && persona_len > 0) {
+	if (pick[0] < n && tlen[0] > 0) {
 		buf_puts(out, " Persona: ");
-		quote(out, persona, persona_len);
+		quote(out, text[0], tlen[0]);
 		buf_puts(out, ".");
 	}
 	buf_puts(out, " Set VALERIE_LLM_PROVIDER to openai or anthropic for real answers.");
+	for (i = 0; i < 4; i++)
+		buf_free(&tmp[i]);
+	buf_free(&scratch);
 }
 
 /*

@@ -13,6 +13,7 @@ calls, outcomes, calls in flight, client disconnects. See tests/fakes/README.md.
         [--token-delay-ms N] [--seed N] [--openai-key sk-test] [--anthropic-key ak-test]
 """
 import argparse
+import base64
 import calendar
 import json
 import os
@@ -45,6 +46,7 @@ NAMED_MODES = (
     "truncated-json", "error-event-mid-stream", "silent", "cut-after-end", "hang-after-end",
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
+DATA_URL_RE = re.compile(r"data:image/[a-z.+-]+;base64,[A-Za-z0-9+/]+={0,2}$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "retry_after_form",
@@ -319,6 +321,14 @@ def block_text(content):
     return ""
 
 
+def images_seen(content):
+    """' [N image(s)]' for the images of a content (OpenAI image_url parts or Anthropic image
+    blocks), so that a client sees what the model was shown; '' for none."""
+    n = sum(1 for b in content if isinstance(b, dict) and b.get("type") in ("image_url", "image")
+            ) if isinstance(content, list) else 0
+    return "" if n == 0 else " [%d image%s]" % (n, "" if n == 1 else "s")
+
+
 def tool_names_openai(tools):
     names = []
     for t in tools or []:
@@ -427,7 +437,7 @@ def openai_reply(body):
                       "id": "call_" + rand_id(24)} for name, raw in found]
             return dict(calls[0], kind="tool", calls=calls, prompt=prompt,
                         completion=sum(1 + words(c["arguments"]) for c in calls))
-    text = "echo: " + utext
+    text = "echo: " + utext + images_seen(user.get("content") if user else None)
     return {"kind": "text", "text": text, "prompt": prompt, "completion": words(text)}
 
 
@@ -463,8 +473,66 @@ def anthropic_reply(body):
                               "id": "toolu_" + rand_id(24)})
             return dict(calls[0], kind="tool", calls=calls, prompt=prompt,
                         completion=sum(1 + words(c["input_json"]) for c in calls))
-    text = "echo: " + utext
+    text = "echo: " + utext + images_seen(user.get("content") if user else None)
     return {"kind": "text", "text": text, "prompt": prompt, "completion": words(text)}
+
+
+def validate_openai_parts(i, m):
+    """A content given as parts: text everywhere, image_url only in a user message, with a
+    url that is an http(s) URL or a base64 data URL, as OpenAI checks them."""
+    c = m.get("content")
+    if not isinstance(c, list):
+        return
+    for j, part in enumerate(c):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
+            raise BadRequest(f"Invalid value for 'messages[{i}].content[{j}].type'.")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise BadRequest(f"Missing required parameter: 'messages[{i}].content[{j}].text'.")
+        if part["type"] == "image_url":
+            if m.get("role") != "user":
+                raise BadRequest(f"Invalid 'messages[{i}]'. Image URLs are only allowed for "
+                                 "messages with role 'user', but this message with role "
+                                 f"'{m.get('role')}' contains an image URL.")
+            iu = part.get("image_url")
+            url = iu.get("url") if isinstance(iu, dict) else None
+            if not isinstance(url, str) or not (
+                    url.startswith(("http://", "https://")) or DATA_URL_RE.match(url)):
+                raise BadRequest(f"Invalid 'messages[{i}].content[{j}].image_url.url'. "
+                                 "Expected a base64-encoded data URL with an image MIME type "
+                                 "(e.g. 'data:image/png;base64,...'), but got an invalid "
+                                 "value.")
+            if isinstance(iu, dict) and iu.get("detail") not in (None, "auto", "low", "high"):
+                raise BadRequest(f"Invalid value: '{iu.get('detail')}'. Supported values are: "
+                                 "'auto', 'low', and 'high'.")
+
+
+def validate_anthropic_image(i, j, role, b):
+    """An image block as the Messages API checks it: in a user message, with a base64
+    source of a supported media type or a url source."""
+    if role != "user":
+        raise BadRequest(f"messages.{i}.content.{j}: image blocks are only allowed in user "
+                         "messages")
+    src = b.get("source")
+    if not isinstance(src, dict) or src.get("type") not in ("base64", "url"):
+        raise BadRequest(f"messages.{i}.content.{j}.image.source: Input tag does not match "
+                         "any of the expected tags: 'base64', 'url'")
+    if src["type"] == "base64":
+        if src.get("media_type") not in ("image/jpeg", "image/png", "image/gif", "image/webp"):
+            raise BadRequest(f"messages.{i}.content.{j}.image.source.base64.media_type: Input "
+                             "should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
+        data = src.get("data")
+        try:
+            ok = isinstance(data, str) and len(data) > 0 and base64.b64decode(
+                data, validate=True) is not None
+        except (ValueError, TypeError):
+            ok = False
+        if not ok:
+            raise BadRequest(f"messages.{i}.content.{j}.image.source.base64.data: The image "
+                             "data is not valid base64")
+    elif not isinstance(src.get("url"), str) or not src["url"].startswith(("http://",
+                                                                         "https://")):
+        raise BadRequest(f"messages.{i}.content.{j}.image.source.url.url: Input should be a "
+                         "valid URL")
 
 
 def validate_openai(body):
@@ -486,6 +554,7 @@ def validate_openai(body):
         if not isinstance(m, dict) or m.get("role") not in (
                 "system", "developer", "user", "assistant", "tool"):
             raise BadRequest(f"Invalid value for 'messages[{i}].role'.")
+        validate_openai_parts(i, m)
         if m.get("role") == "assistant":
             for tc in m.get("tool_calls") or []:
                 if isinstance(tc, dict):
@@ -538,6 +607,8 @@ def validate_anthropic(body):
                     raise BadRequest(f"messages.{i}.content.{j}: Input should be a valid block")
                 if b["type"] == "tool_use":
                     ids.add(b.get("id"))
+                if b["type"] == "image":
+                    validate_anthropic_image(i, j, role, b)
                 tool_blocks = tool_blocks or b["type"] in ("tool_use", "tool_result")
                 if (b["type"] == "tool_result" and not OPT.lenient
                         and b.get("tool_use_id") not in prev_tool_ids):

@@ -4,7 +4,8 @@ against the fake upstream (tests/fakes/fake_llm.py): the answer and the stream c
 exactly as OpenAI's, usage, [DONE]; without X-Session-Id nothing is kept and every message
 reaches the upstream; with it the client sends only the new message, the upstream still gets
 the history and the turn is stored (X-Session-Turn, GET /api/v1/sessions/{id}); system
-messages as the system prompt; content as an array of text parts; Idempotency-Key; 400 JSON
+messages as the system prompt; content as an array of text parts (images: test_openai_images);
+Idempotency-Key; 400 JSON
 errors for bad input and models outside VALERIE_MODELS; the model list; a stream that breaks
 mid-way ends with an error chunk and no [DONE]."""
 import json
@@ -347,8 +348,16 @@ def offline_part():
         check(s == 200 and 'You said: "part one and two"' in (content(d) or ""),
               f"{L} content as text parts: {s} {content(d)!r:.160}")
         s, h, sd = session(st, "oai-offline-parts")
-        check(s == 200 and sd["messages"][0]["content"] == "part one and two",
-              f"{L} the parts are stored as one text: {sd and sd.get('messages', [{}])[0]}")
+        check(s == 200 and sd["messages"][0]["content"] == "part one and two"
+              and sd["messages"][0].get("parts") == parts,
+              f"{L} the parts are stored as one text, and as parts: "
+              f"{sd and sd.get('messages', [{}])[0]}")
+        # an image: the offline provider says it got one and cannot see it
+        img = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "look"}, img]}]})
+        check(s == 200 and 'You said: "look" with 1 image, which it cannot see'
+              in (content(d) or ""), f"{L} an image part: {s} {content(d)!r:.200}")
 
         # --- Idempotency-Key with X-Session-Id: the stored answer again ---
         hk = {"X-Session-Id": "oai-offline-idem", "Idempotency-Key": "idem-1"}
@@ -384,8 +393,8 @@ def offline_part():
              "invalid_field"),
             ("content an object", {"messages": [{"role": "user", "content": {"text": "x"}}]},
              None, "invalid_field"),
-            ("content an image part", {"messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]},
+            ("an image part with a file URL", {"messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]},
              None, "invalid_field"),
             ("content parts of numbers", {"messages": [{"role": "user", "content": [42]}]},
              None, "invalid_field"),
@@ -541,12 +550,12 @@ def upstream_part():
                       ("assistant", "echo: three please")],
                   f"{L} GET /api/v1/sessions/{{id}} shows the turns: {s} {turns} {p}")
 
-            # --- content as text parts: one string upstream ---
+            # --- content as text parts: upstream as sent (a model reads parts as they are) ---
             parts = [{"type": "text", "text": "part one"}, {"type": "text", "text": " and two"}]
             s, h, d = complete(st, {"messages": [{"role": "user", "content": parts}]})
-            check(s == 200 and msgs_of(last()) == [("user", "part one and two")]
-                  and content(d) == "echo: part one and two",
-                  f"{L} content as text parts goes up as one text: {msgs_of(last())}")
+            check(s == 200 and msgs_of(last()) == [("user", parts)]
+                  and content(d) == "echo: part one  and two",
+                  f"{L} content as text parts goes up as the parts sent: {msgs_of(last())}")
 
             # --- a stream of a plain call ---
             s, h, datas, names, raw = stream(st, {"model": "gpt-4o", "stream": True,

@@ -2,7 +2,7 @@
 tests/node/package-lock.json, as a client of Valerie through real nginx and the pool
 (tests/node/sdk-client.mjs): chat.completions.create whole and streamed (joined deltas, the
 usage chunk), a session kept by Valerie through X-Session-Id in per-request headers and in
-defaultHeaders, models.list(), a model outside VALERIE_MODELS raising APIError 400, and a
+defaultHeaders, an image sent as a data URL part, models.list(), a model outside VALERIE_MODELS raising APIError 400, and a
 stream that breaks mid-way raising APIError. Against the openai provider with the fake
 upstream (whose recorded requests show the history Valerie prepends and that the client's
 key never goes up), and against the offline provider.
@@ -196,6 +196,8 @@ def tool_checks(L, provider, st, sid, rc, sm):
 
 
 CLIENT_KEY = "sk-client-secret-4242"
+PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAAB"
+           "JRU5ErkJggg==")  # as in sdk-client.mjs
 fake = FakeLLM()
 try:
     # --- the openai provider against the fake upstream ---------------------------------
@@ -225,6 +227,8 @@ try:
               f"{L} create, streamed: deltas join to the answer, usage chunk last: {s}")
         check(case(sm, "stream_session_turn_3").get("content") == "echo: and now streamed",
               f"{L} a streamed session turn: {case(sm, 'stream_session_turn_3')}")
+        check(case(sm, "image").get("content") == "echo: what is in this picture? [1 image]",
+              f"{L} an image part: the upstream model was shown it: {case(sm, 'image')}")
         check(case(sm, "models").get("ids") == ["gpt-test", "gpt-4o-mini"],
               f"{L} models.list(): OPENAI_MODEL then VALERIE_MODELS: {case(sm, 'models')}")
         e = case(sm, "model_not_allowed")
@@ -242,6 +246,13 @@ try:
         def by_last(text):
             return [q for q in chats if sent(q) and sent(q)[-1] == ("user", text)]
 
+        q = [x for x in chats if isinstance(x["body"]["messages"][-1].get("content"), list)]
+        check(len(q) == 1 and q[0]["body"]["messages"][-1]["content"] == [
+            {"type": "text", "text": "what is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG_1PX,
+                                                "detail": "low"}}],
+              f"{L} the SDK's image parts reach the upstream as sent: "
+              f"{[x['body']['messages'][-1] for x in q]}")
         q = by_last("hello from the sdk")
         check(len(q) == 1 and sent(q[0]) == [("system", "Be brief."),
                                              ("user", "hello from the sdk")]
@@ -319,6 +330,9 @@ try:
         c2 = case(sm, "session_turn_2").get("content") or ""
         check("not a language model" in c2 and 'it began with "my name is Ada"' in c2,
               f"{L} the offline provider remembers the session's first message: {c2[:200]!r}")
+        check("with 1 image, which it cannot see" in (case(sm, "image").get("content") or ""),
+              f"{L} an image part: the offline provider says it cannot see it: "
+              f"{case(sm, 'image')}")
         check(case(sm, "models").get("ids") == ["offline", "gpt-4o-mini"],
               f"{L} models.list(): {case(sm, 'models')}")
         code, h, sd = st.json("GET", "/api/v1/sessions/sdk-offline-1")

@@ -45,6 +45,8 @@ const model = process.env.VALERIE_SDK_MODEL || 'gpt-4o-mini';
 const badModel = process.env.VALERIE_SDK_BAD_MODEL || 'not-an-allowed-model';
 const sid = process.env.VALERIE_SDK_SESSION || `sdk-${process.pid}-${Date.now()}`;
 const echo = process.env.VALERIE_SDK_ECHO === '1';
+// A 1x1 PNG.
+const PNG_1PX = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
 const apiKey = process.env.OPENAI_API_KEY || 'sk-client-not-a-real-key';
 
 const summary = {
@@ -417,6 +419,21 @@ async function main() {
     expect(s && s.usage && JSON.stringify(s.usage) === JSON.stringify(w.usage),
       `stream_matches_whole: usage ${JSON.stringify(s?.usage)} != ${JSON.stringify(w.usage)}`);
     return { content: w.content, usage: w.usage };
+  });
+
+  // An image as the SDK sends one: a text part and an image_url part with a data URL.
+  await run('image', async () => {
+    const url = `data:image/png;base64,${PNG_1PX}`;
+    const r = await whole(cl, [{ role: 'user', content: [
+      { type: 'text', text: 'what is in this picture?' },
+      { type: 'image_url', image_url: { url, detail: 'low' } }] }], 'image');
+    if (echo) {
+      expect(r.content === 'echo: what is in this picture? [1 image]',
+        `image: ${JSON.stringify(r.content)}`);
+    } else {
+      expect(r.content.includes('with 1 image'), `image: ${JSON.stringify(r.content)}`);
+    }
+    return r;
   });
 
   await run('models', async () => {

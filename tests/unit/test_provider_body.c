@@ -354,6 +354,103 @@ test_anthropic_merge(void)
 	anthropic_refused("{'role':'user','content':'not a list'}", NULL, NULL, "not a list");
 }
 
+/* Images: OpenAI's image_url parts as Anthropic's image blocks, in their place. */
+static void
+test_anthropic_images(void)
+{
+	struct json_object *d;
+
+	d = anthropic_msgs("[{'role':'user','content':[{'type':'text','text':'a'},"
+	    "{'type':'image_url','image_url':{'url':'data:image/webp;base64,UklGRg==','detail':'low'}},"
+	    "{'type':'text','text':'b'},"
+	    "{'type':'image_url','image_url':{'url':'HTTPS://x.example/p.gif'}}]}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':[{'type':'text','text':'a'},"
+	    "{'type':'image','source':{'type':'base64','media_type':'image/webp','data':'UklGRg=='}},"
+	    "{'type':'text','text':'b'},"
+	    "{'type':'image','source':{'type':'url','url':'HTTPS://x.example/p.gif'}}]}]");
+	json_object_put(d);
+
+	/* After a tool result: the result first, then the image, then the text after it. */
+	d = anthropic_msgs("[{'role':'user','content':'call f'},"
+	    "{'role':'assistant','content':null,'tool_calls':["
+	    "{'id':'t1','type':'function','function':{'name':'f','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'t1','content':'done'},"
+	    "{'role':'user','content':[{'type':'image_url','image_url':"
+	    "{'url':'data:image/jpg;base64,/9j/'}},{'type':'text','text':'and this?'}]}]");
+	CHECK_JSON(d, "messages.2", "{'role':'user','content':["
+	    "{'type':'tool_result','tool_use_id':'t1','content':'done'},"
+	    "{'type':'image','source':{'type':'base64','media_type':'image/jpeg','data':'/9j/'}},"
+	    "{'type':'text','text':'and this?'}]}");
+	json_object_put(d);
+
+	/* An image alone is a message; text parts around no image stay one text. */
+	d = anthropic_msgs("[{'role':'user','content':[{'type':'image_url','image_url':"
+	    "{'url':'http://x.example/a.png'}}]}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':["
+	    "{'type':'image','source':{'type':'url','url':'http://x.example/a.png'}}]}]");
+	json_object_put(d);
+
+	anthropic_refused("[{'role':'user','content':[{'type':'image_url','image_url':"
+	    "{'url':'data:image/bmp;base64,Qk0='}}]}]", NULL, NULL, "messages[0]");
+	anthropic_refused("[{'role':'user','content':[{'type':'image_url','image_url':"
+	    "{'url':'data:image/png;base64,abc'}}]}]", NULL, NULL, "messages[0]");
+	anthropic_refused("[{'role':'user','content':[{'type':'image_url','image_url':{}}]}]",
+	    NULL, NULL, "no url");
+	anthropic_refused("[{'role':'user','content':'hi'},{'role':'assistant','content':["
+	    "{'type':'image_url','image_url':{'url':'http://x.example/a.png'}}]}]", NULL, NULL,
+	    "only user messages");
+}
+
+/* provider_image_url: what an image part's URL is. */
+static void
+test_image_url(void)
+{
+	static const struct {
+		const char *url;
+		enum provider_image kind;
+		const char *media;
+	} cases[] = {
+		{"https://a.example/x.png", PROVIDER_IMAGE_HTTP, NULL},
+		{"http://a.example/x.png?q=1#f", PROVIDER_IMAGE_HTTP, NULL},
+		{"https://", PROVIDER_IMAGE_BAD, NULL},
+		{"https://a.example/x y", PROVIDER_IMAGE_BAD, NULL},
+		{"https://a.example/\x7f", PROVIDER_IMAGE_BAD, NULL},
+		{"ftp://a.example/x.png", PROVIDER_IMAGE_BAD, NULL},
+		{"file:///etc/passwd", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/png;base64,iVBORw==", PROVIDER_IMAGE_DATA, "image/png"},
+		{"data:image/PNG;BASE64,iVBORw==", PROVIDER_IMAGE_DATA, "image/png"},
+		{"data:image/jpg;base64,/9j/", PROVIDER_IMAGE_DATA, "image/jpeg"},
+		{"data:image/jpeg;base64,/9j/4A==", PROVIDER_IMAGE_DATA, "image/jpeg"},
+		{"data:image/gif;base64,R0lGODlh", PROVIDER_IMAGE_DATA, "image/gif"},
+		{"data:image/webp;base64,UklGRg==", PROVIDER_IMAGE_DATA, "image/webp"},
+		{"data:image/webp;base64,UklGR===", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/webp;base64,Uk=lGRg=", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/png;base64,", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/png;base64,abc", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/png;base64,ab c", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/png,iVBORw==", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/pngx;base64,iVBORw==", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/svg+xml;base64,PHN2Zz4=", PROVIDER_IMAGE_BAD, NULL},
+		{"data:text/plain;base64,aGk=", PROVIDER_IMAGE_BAD, NULL},
+		{"data:image/png;base64", PROVIDER_IMAGE_BAD, NULL},
+		{"", PROVIDER_IMAGE_BAD, NULL},
+	};
+	char media[PROVIDER_IMAGE_TYPE_MAX];
+	size_t i, data;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *u = cases[i].url;
+
+		media[0] = '\0';
+		data = 0;
+		CHECK_INT(provider_image_url(u, strlen(u), media, &data), cases[i].kind);
+		if (cases[i].media != NULL) {
+			CHECK_STR(media, cases[i].media);
+			CHECK(data == (size_t)(strchr(u, ',') + 1 - u));
+		}
+	}
+}
+
 static void
 test_anthropic_tool_blocks(void)
 {
@@ -982,6 +1079,8 @@ main(void)
 {
 	test_anthropic_merge();
 	test_anthropic_tool_blocks();
+	test_anthropic_images();
+	test_image_url();
 	test_anthropic_tools();
 	test_anthropic_params();
 	test_anthropic_history_tools();
