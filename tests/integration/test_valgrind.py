@@ -143,6 +143,17 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
         s, _, b = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":"x"}],'
                        b'"tools":[{"type":"function","function":{"name":"a b"}}]}')
         check(s == 400, f"{label}: bad tool name: {s}")
+        # Images: parts kept in a session and sent again with its history; a bad one.
+        img = (b'{"role":"user","content":[{"type":"text","text":"see"},{"type":"image_url",'
+               b'"image_url":{"url":"data:image/png;base64,iVBORw==","detail":"low"}},'
+               b'{"type":"image_url","image_url":{"url":"https://x.example/a.png"}}]}')
+        for stream in (b"false", b"true"):
+            s, _, b = post("/v1/chat/completions", b'{"messages":[' + img + b'],"stream":' +
+                           stream + b'}', {"HTTP_X_SESSION_ID": "vg-img"})
+            check(answered(s), f"{label}: image turn (stream {stream.decode()}): {s}")
+        s, _, b = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":[{"type":'
+                       b'"image_url","image_url":{"url":"data:image/png;base64,@@"}}]}]}')
+        check(s == 400, f"{label}: bad image: {s}")
         s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1")
         check(s == 200, f"session read: {s}")
         s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1", method="DELETE")
