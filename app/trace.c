@@ -145,17 +145,59 @@ attr_cstr(struct json_object *attrs, const char *key, const char *v)
 }
 
 /*
- * A conversation's text (an input or output): at most TRACE_CONTENT_MAX
- * bytes, cut on a character boundary and marked with the whole length, so
- * one long reply cannot make an export the collector refuses.
+ * `v` into `out` with each JSON string that is a base64 data URL
+ * ("data:<type>;base64,...", an image a user sent) replaced by a note of its
+ * type and size. Returns 1 when it replaced one, else 0 (`out` unused).
+ */
+static int
+elide_data_urls(const char *v, size_t len, struct buf *out)
+{
+	/* from: the first byte not copied yet; p: where the search goes on. */
+	const char *from = v, *p = v, *end = v + len, *q, *type, *stop, *d, *e;
+
+	while ((q = memmem(p, (size_t)(end - p), "\"data:", 6)) != NULL) {
+		type = q + 6;
+		p = q + 1;
+		for (stop = type; stop < end && *stop != '"' && *stop != ';' && *stop != ','; stop++)
+			;
+		if ((size_t)(end - stop) < 8 || memcmp(stop, ";base64,", 8) != 0 || stop - type > 64)
+			continue;
+		for (e = d = stop + 8; e < end && *e != '"' && *e != '\\'; e++)
+			;
+		if (e == end || *e != '"')
+			continue;
+		buf_append(out, from, (size_t)(q - from));
+		buf_printf(out, "\"[%.*s, %zu bytes of base64, not traced]\"", (int)(stop - type), type,
+		    (size_t)(e - d));
+		from = p = e + 1;
+	}
+	if (from == v)
+		return 0;
+	buf_append(out, from, (size_t)(end - from));
+	return 1;
+}
+
+/*
+ * A conversation's text (an input or output): images sent inline replaced
+ * by a note (a trace keeps the conversation, not megabytes of base64 that
+ * the cap would cut into noise; http(s) image URLs stay, Langfuse shows
+ * them), then at most TRACE_CONTENT_MAX bytes, cut on a character boundary
+ * and marked with the whole length, so one long reply cannot make an export
+ * the collector refuses.
  */
 static void
 attr_content(struct json_object *attrs, const char *key, const char *v, size_t len)
 {
-	struct buf b;
+	struct buf b, e;
 
+	buf_init(&e);
+	if (elide_data_urls(v, len, &e) && !e.oom) {
+		v = e.data;
+		len = e.len;
+	}
 	if (len <= TRACE_CONTENT_MAX) {
 		attr_str(attrs, key, v, len);
+		buf_free(&e);
 		return;
 	}
 	buf_init(&b);
@@ -164,6 +206,7 @@ attr_content(struct json_object *attrs, const char *key, const char *v, size_t l
 	if (!b.oom)
 		attr_str(attrs, key, b.data, b.len);
 	buf_free(&b);
+	buf_free(&e);
 }
 
 /* OTLP JSON carries 64-bit integers as decimal strings. */
