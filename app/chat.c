@@ -619,6 +619,7 @@ chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
 		json_object_object_add(f, "error", json_object_new_string(store_conn_error(ctx->store)));
 	}
 	log_emit(LOG_LVL_ERROR, s == STORE_FULL ? "session store full: write refused" :
+	    s == STORE_UNREPLICATED ? "session store replicas did not confirm a turn" :
 	    "session store failed", f);
 	json_object_put(f);
 	if (s == STORE_NOMEM)
@@ -630,6 +631,9 @@ chat_store_error(struct handler_ctx *ctx, enum store_status s, const char *op,
 		http_response_error(ctx->resp, CHAT_STORE_FULL_STATUS, "store_full",
 		    strcmp(op, "append") == 0 ? CHAT_STORE_FULL_MESSAGE :
 		    "the session store is full");
+	else if (s == STORE_UNREPLICATED)
+		http_response_error(ctx->resp, 503, "store_unreplicated",
+		    CHAT_STORE_UNREPLICATED_MESSAGE);
 	else
 		http_response_error(ctx->resp, 503, "store_unavailable", unavailable);
 }
@@ -1012,11 +1016,16 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		}
 		if (s != STORE_OK) {
 			terr = s == STORE_FULL ? "the session store is full: the turn was not stored" :
-			    "the session store failed: the turn was not stored";
+			    s == STORE_UNREPLICATED ? "the session store's replicas did not confirm "
+			    "the turn" : "the session store failed: the turn was not stored";
 			store_error(ctx, s, "append");
 			if (ctx->resp->streaming && s == STORE_FULL) {
 				in->fmt->fail(ctx, in->fmt_state, CHAT_STORE_FULL_STATUS, "store_full",
 				    CHAT_STORE_FULL_MESSAGE);
+				told = 1;
+			} else if (ctx->resp->streaming && s == STORE_UNREPLICATED) {
+				in->fmt->fail(ctx, in->fmt_state, 503, "store_unreplicated",
+				    CHAT_STORE_UNREPLICATED_MESSAGE);
 				told = 1;
 			} else if (ctx->resp->streaming) {
 				in->fmt->fail(ctx, in->fmt_state, 503, "store_unavailable",

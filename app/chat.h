@@ -97,6 +97,9 @@ struct json_object *chat_answer_doc(const struct chat_answer *a, const char *req
  */
 #define CHAT_STORE_FULL_STATUS 507
 #define CHAT_STORE_FULL_MESSAGE "the session store is full: this turn was not stored"
+#define CHAT_STORE_UNREPLICATED_MESSAGE "the turn was written, but the session store's " \
+	"replicas did not confirm it in time; send it again with the same Idempotency-Key to " \
+	"get the stored answer"
 
 /*
  * Logs a failed store operation `op` (with the store's reason, never the

@@ -48,6 +48,8 @@ struct conf {
 
 	const char *session_store;       /* lmdb | redis */
 	const char *session_redis_url;
+	long long session_redis_min_replicas;       /* VALERIE_SESSION_REDIS_MIN_REPLICAS: WAIT */
+	long long session_redis_replica_timeout_ms; /* VALERIE_SESSION_REDIS_REPLICA_TIMEOUT_MS */
 	long long session_ttl;
 	const char *data_dir;
 	long long lmdb_map_mb;           /* VALERIE_LMDB_MAP_MB: LMDB map size */

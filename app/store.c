@@ -35,13 +35,16 @@ mono_s(void)
  * NOTE: a full store (STORE_FULL) answered: it refuses new data but is up and
  * still reads, so valerie_store_up stays 1 (were it 0, each write refused
  * and each read served would flip it); valerie_store_full says what the last
- * append met instead, and the append counts as an error of its op.
+ * append met instead, and the append counts as an error of its op. Likewise
+ * an append its replicas did not confirm (STORE_UNREPLICATED): the primary
+ * answered.
  */
 static enum store_status
 counted(const char *op, double t0, enum store_status s)
 {
 	char labels[32];
-	int up = s == STORE_OK || s == STORE_NOT_FOUND || s == STORE_EXISTS || s == STORE_FULL;
+	int up = s == STORE_OK || s == STORE_NOT_FOUND || s == STORE_EXISTS || s == STORE_FULL ||
+	    s == STORE_UNREPLICATED;
 
 	metrics_labels(labels, sizeof(labels), "op", op, (char *)NULL);
 	metrics_observe("valerie_store_op_duration_seconds", labels, mono_s() - t0);
@@ -269,6 +272,7 @@ store_status_text(enum store_status s)
 	case STORE_CORRUPT: return "corrupt";
 	case STORE_EXISTS: return "exists";
 	case STORE_FULL: return "full";
+	case STORE_UNREPLICATED: return "unreplicated";
 	}
 	return "unknown";
 }

@@ -21,8 +21,11 @@ enum store_status {
 	STORE_NOMEM,
 	STORE_CORRUPT,       /* stored data that does not parse: 500 */
 	STORE_EXISTS,        /* store_append: the idempotency key is already recorded */
-	STORE_FULL           /* a write refused for lack of room (LMDB map full, Redis at
+	STORE_FULL,          /* a write refused for lack of room (LMDB map full, Redis at
 	                        maxmemory): the store is up and reads work: 507 */
+	STORE_UNREPLICATED   /* store_append: written to the Redis primary, but fewer
+	                        replicas than VALERIE_SESSION_REDIS_MIN_REPLICAS confirmed
+	                        it in time: 503, a retry with the same key replays it */
 };
 
 /* What the store knows of a session besides its turns. Plain data. */

@@ -1079,6 +1079,47 @@ index_session(struct redis_conn *c, const char *sid, long long now_ms, long long
 	freeReplyObject(r);
 }
 
+/*
+ * After an append: WAIT until VALERIE_SESSION_REDIS_MIN_REPLICAS replicas
+ * have every write of this connection, for at most
+ * VALERIE_SESSION_REDIS_REPLICA_TIMEOUT_MS. OK, UNREPLICATED when fewer
+ * confirmed in time (turn `turn` is on the primary all the same), or the
+ * command's failure. NOTE: WAIT makes a failover lose fewer acknowledged
+ * turns, not none: a replica that confirmed may still not be the one
+ * promoted (Redis' own documentation says as much).
+ */
+static enum store_status
+wait_replicas(struct redis_conn *c, int turn)
+{
+	const struct conf *conf = c->st->conf;
+	const char *argv[3];
+	size_t lens[3];
+	char want[24], ms[24];
+	redisReply *r = NULL;
+	enum store_status s;
+
+	argv[0] = "WAIT";
+	argv[1] = want;
+	argv[2] = ms;
+	lens[0] = 4;
+	lens[1] = (size_t)snprintf(want, sizeof(want), "%lld", conf->session_redis_min_replicas);
+	lens[2] = (size_t)snprintf(ms, sizeof(ms), "%lld", conf->session_redis_replica_timeout_ms);
+	s = command(c, "wait", 3, argv, lens, &r);
+	if (s != STORE_OK)
+		return s;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		s = reply_failed(c, "wait", r);
+	} else if (r->integer < conf->session_redis_min_replicas) {
+		set_err(c, "redis %s: append: turn %d is on the primary, but %lld of the %lld "
+		    "replicas VALERIE_SESSION_REDIS_MIN_REPLICAS asks for confirmed it within %lld ms",
+		    c->st->where, turn, r->integer, conf->session_redis_min_replicas,
+		    conf->session_redis_replica_timeout_ms);
+		s = STORE_UNREPLICATED;
+	}
+	freeReplyObject(r);
+	return s;
+}
+
 static enum store_status
 redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
     const char *messages_json, long long now_ms, int *turn_out)
@@ -1145,6 +1186,8 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	index_session(c, sid, now, now + ttl_ms);
+	if (c->st->conf->session_redis_min_replicas > 0)
+		s = wait_replicas(c, *turn_out);
 out:
 	freeReplyObject(r);
 	return s;
