@@ -37,7 +37,7 @@ struct lmdb_store {
 	const struct conf *conf;
 	MDB_env *env;
 	MDB_dbi meta, turns, idem, expiry, cache, cache_expiry;
-	pthread_t syncer;        /* VALERIE_LMDB_SYNC=periodic: flushes every second */
+	pthread_t syncer;        /* VALERIE_LMDB_SYNC periodic or intact: flushes every second */
 	int syncing;
 	pthread_mutex_t lock;
 	pthread_cond_t stop;
@@ -53,7 +53,11 @@ struct lmdb_store {
  * (LMDB's documentation) corrupt the file where the filesystem does not keep
  * the order of writes. A crash of the process loses nothing (the pages are in
  * the OS). `full` syncs every commit: durable and intact after any crash, but
- * one fsync per turn serialised across the host.
+ * two flushes per turn (pages, then the meta page) serialised across the
+ * host. `intact` (MDB_NOMETASYNC) flushes a commit's pages and leaves its meta
+ * page to the next commit or to this thread: intact after any crash, which
+ * may undo the last commit (a second of them at most while idle), one flush
+ * per turn.
  */
 static void *
 sync_loop(void *p)
@@ -349,7 +353,8 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 	 * pool of threads does not pin a slot each forever.
 	 */
 	rc = mdb_env_open(st->env, conf->data_dir,
-	    MDB_NOTLS | (strcmp(conf->lmdb_sync, "periodic") == 0 ? MDB_NOSYNC : 0), 0600);
+	    MDB_NOTLS | (strcmp(conf->lmdb_sync, "periodic") == 0 ? MDB_NOSYNC :
+	    strcmp(conf->lmdb_sync, "intact") == 0 ? MDB_NOMETASYNC : 0), 0600);
 	if (rc != 0)
 		goto fail;
 	/* Readers left by killed processes hold old pages until cleared. */
@@ -368,7 +373,7 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 		goto fail;
 	pthread_mutex_init(&st->lock, NULL);
 	pthread_cond_init(&st->stop, NULL);
-	if (strcmp(conf->lmdb_sync, "periodic") == 0) {
+	if (strcmp(conf->lmdb_sync, "full") != 0) {
 		pthread_attr_t attr;
 
 		pthread_attr_init(&attr);

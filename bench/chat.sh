@@ -5,7 +5,8 @@
 # from the pool's own metrics. Run from the build tree after make. Only reports.
 #
 # Environment: BENCH_DURATION (s, default 10), BENCH_CONNS (default 16),
-# VALERIE_WORKERS (2), VALERIE_THREADS (8), SESSIONS (200).
+# VALERIE_WORKERS (2), VALERIE_THREADS (8), SESSIONS (200), BENCH_LMDB_SYNCS (the
+# VALERIE_LMDB_SYNC modes to run, default "periodic"; e.g. "periodic intact full").
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/.." && pwd)
@@ -44,13 +45,15 @@ measure() {   # label, extra env...
 	local store http
 	store=$(metric_sum valerie_store_op_duration_seconds_sum "$run/metrics")
 	http=$(awk '/^valerie_http_request_duration_seconds_sum\{route="\/api\/v1\/chat"\}/ {print $NF}' "$run/metrics")
-	printf '%-22s %s store_s=%s chat_http_s=%s\n' "$label" "${out#RESULT }" "$store" "${http:-0}"
+	printf '%-24s %s store_s=%s chat_http_s=%s\n' "$label" "${out#RESULT }" "$store" "${http:-0}"
 	bash "$src/scripts/run-local.sh" stop >/dev/null
 }
 
 echo "chat turns, offline provider (0 ms), $VALERIE_WORKERS workers x $VALERIE_THREADS threads, $conns connections, ${dur}s"
 STATELESS=1 measure "no store (stateless)"
-STATELESS=0 measure "lmdb" VALERIE_SESSION_STORE=lmdb
+for sync in ${BENCH_LMDB_SYNCS:-periodic}; do
+	STATELESS=0 measure "lmdb ($sync)" VALERIE_SESSION_STORE=lmdb VALERIE_LMDB_SYNC="$sync"
+done
 rport=$(port)
 mkdir -p "$run/redis"
 redis-server --port "$rport" --bind 127.0.0.1 --dir "$run/redis" --appendonly yes \

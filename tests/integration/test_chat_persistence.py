@@ -3,7 +3,8 @@
 redis-server for redis), and with redis across a restart of redis-server itself
 (persistence on: AOF, stopped by PID and started again on the same port and dir). After
 each restart the conversation goes on where it was: the next turn number follows and
-the reply remembers the first turn."""
+the reply remembers the first turn. LMDB in each VALERIE_LMDB_SYNC mode (periodic, intact,
+full)."""
 import contextlib
 import os
 import sys
@@ -103,5 +104,17 @@ for kind in TEST_STORES:
             same_after(st, L, "a restart of both the pool and redis-server", before)
             for sid, w in sids.items():
                 talk(st, L, sid, 6, 6, w)
+
+# The other LMDB sync modes keep sessions across a restart the same way.
+for sync in (("intact", "full") if "lmdb" in TEST_STORES else ()):
+    L = f"[lmdb, VALERIE_LMDB_SYNC={sync}]"
+    with Stack(workers=2, threads=2, env={"VALERIE_SESSION_STORE": "lmdb",
+                                          "VALERIE_LMDB_SYNC": sync}) as st:
+        sids = {f"keep-{sync}": "medlar"}
+        talk(st, L, f"keep-{sync}", 1, 2, "medlar")
+        before = {sid: snapshot(st, sid) for sid in sids}
+        restart_pool(st, L)
+        same_after(st, L, "a restart of the pool", before)
+        talk(st, L, f"keep-{sync}", 3, 3, "medlar")
 
 done("test_chat_persistence")
