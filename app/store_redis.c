@@ -204,6 +204,7 @@ struct redis_store {
 struct redis_conn {
 	struct redis_store *st;
 	redisContext *ctx;                         /* NULL when not connected */
+	unsigned long connects;                    /* connections made (WAIT's scope is one) */
 	long long retry_at_ms;                     /* monotonic: no connect before */
 	int backoff_ms;                            /* the next wait after a failure */
 	char reason[STORE_REDIS_ERR_MAX];          /* why the last connection failed */
@@ -722,6 +723,7 @@ ensure(struct redis_conn *c)
 		set_err(c, "%s (next attempt in %lld ms)", c->reason, c->retry_at_ms - now);
 		return STORE_UNAVAILABLE;
 	}
+	c->connects++;
 	c->ctx = st->unix_socket ? redisConnectUnixWithTimeout(st->path, tv) :
 	    redisConnectWithTimeout(st->host, st->port, tv);
 	if (c->ctx == NULL) {
@@ -1089,7 +1091,7 @@ index_session(struct redis_conn *c, const char *sid, long long now_ms, long long
  * promoted (Redis' own documentation says as much).
  */
 static enum store_status
-wait_replicas(struct redis_conn *c, int turn)
+wait_replicas(struct redis_conn *c, int turn, unsigned long connects)
 {
 	const struct conf *conf = c->st->conf;
 	const char *argv[3];
@@ -1098,6 +1100,12 @@ wait_replicas(struct redis_conn *c, int turn)
 	redisReply *r = NULL;
 	enum store_status s;
 
+	/* WAIT counts this connection's writes: on a new one it would confirm nothing. */
+	if (c->ctx == NULL || c->connects != connects) {
+		set_err(c, "redis %s: append: turn %d is on the primary, but the connection was "
+		    "lost before its replicas could be asked", c->st->where, turn);
+		return STORE_UNREPLICATED;
+	}
 	argv[0] = "WAIT";
 	argv[1] = want;
 	argv[2] = ms;
@@ -1133,6 +1141,7 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 	redisReply *r = NULL;
 	struct timespec ts;
 	enum store_status s;
+	unsigned long connects;
 
 	if ((s = begin(c, sid)) != STORE_OK)
 		return s;
@@ -1182,12 +1191,13 @@ redis_append(void *p, const char *sid, const char *owner, const char *idem_key,
 		goto out;
 	}
 	*turn_out = (int)r->integer;
+	connects = c->connects;
 	/* NOTE: by this host's clock, like the keys' expiry (now_ms is the turn's own time). */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	index_session(c, sid, now, now + ttl_ms);
 	if (c->st->conf->session_redis_min_replicas > 0)
-		s = wait_replicas(c, *turn_out);
+		s = wait_replicas(c, *turn_out, connects);
 out:
 	freeReplyObject(r);
 	return s;
