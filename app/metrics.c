@@ -351,6 +351,30 @@ metrics_gauge_add(const char *name, const char *labels, double v)
 	metrics_series_add(series(name, labels, K_GAUGE), v);
 }
 
+int
+metrics_gauge_get(const char *name, const char *labels, double *v)
+{
+	struct metrics_series *s;
+	unsigned int h, i, n;
+
+	if (t == NULL)
+		return -1;
+	h = hash(name, labels);
+	/* The probe of series(): a free slot ends the chain (slots are never freed). */
+	for (n = 0; n < METRICS_SERIES_MAX; n++) {
+		i = (h + n) % METRICS_SERIES_MAX;
+		s = &t->s[i];
+		if (!atomic_load(&s->used))
+			return -1;
+		if (s->kind != K_HISTOGRAM && strcmp(s->name, name) == 0 &&
+		    strcmp(s->labels, labels) == 0) {
+			*v = bits_to_double(atomic_load(&s->value));
+			return 0;
+		}
+	}
+	return -1;
+}
+
 void
 metrics_observe(const char *name, const char *labels, double seconds)
 {
