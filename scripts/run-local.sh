@@ -14,7 +14,8 @@
 #               (found by the FastCGI socket they hold), nginx workers of a
 #               dead master (found by the run dir's logs they hold, and
 #               their name); by PID, never by name alone; 0 even if nothing
-#               ran.
+#               ran, 1 if a process of the run dir is still there after
+#               SIGKILL (it says which).
 #   status      what runs: 0 all running, 3 nothing running, 1 half of it
 #               (or processes left without their parent).
 #   configtest  generate the configuration and run `nginx -t` on it.
@@ -247,9 +248,10 @@ nginx_left() {
 # (TERM: a worker drains as with multiwatch's own signal; QUIT: nginx
 # finishes its requests), SIGKILL after TIMEOUT seconds. LISTER is asked
 # again before each signal, so only what still holds the run dir's files is
-# signalled.
+# signalled. What SIGKILL did not end is named, and sets `survivors`.
+survivors=0
 stop_left() {
-    local what=$1 lister=$2 sig=$3 timeout=$4 pids left i=0
+    local what=$1 lister=$2 sig=$3 timeout=$4 pids left="" stopped="" pid i=0
     pids=$("$lister")
     [ -n "$pids" ] || return 0
     warn "$what of $run_dir still running without their parent (pids $pids): stopping them"
@@ -265,13 +267,20 @@ stop_left() {
                 sleep 0.1
                 i=$((i + 1))
             done
-            [ -z "$left" ] || warn "$what (pids $left) survived SIGKILL"
+            if [ -n "$left" ]; then
+                warn "$what (pids $left) survived SIGKILL"
+                survivors=1
+            fi
             break
         fi
         sleep 0.1
         i=$((i + 1))
     done
-    [ "${5:-0}" = 1 ] || say "left-over $what stopped (pids $pids)"
+    # Only those no longer there are said to be stopped.
+    for pid in $pids; do
+        case " $left " in *" $pid "*) ;; *) stopped="$stopped $pid" ;; esac
+    done
+    [ "${5:-0}" = 1 ] || [ -z "$stopped" ] || say "left-over $what stopped (pids ${stopped# })"
 }
 
 stop_pool() {
@@ -630,6 +639,10 @@ do_stop() {
     stop_stack 0
     if [ -z "$npid" ] && [ -z "$ppid" ] && [ -z "$lpids" ]; then
         say "nothing was running in $run_dir"
+    fi
+    if [ "$survivors" = 1 ]; then
+        warn "processes of $run_dir are still running (see above)"
+        return 1
     fi
     return 0
 }

@@ -6,15 +6,27 @@ PID (SIGTERM, then SIGKILL for one that does not stop in VALERIE_STOP_TIMEOUT), 
 and removes the socket; another stack running meanwhile is untouched, and the run dir
 starts again afterwards with its sessions. Likewise nginx's workers once their master is
 killed: they go on serving the run dir's ports until `stop` finds them (by the run dir's
-logs they hold) and stops them."""
+logs they hold) and stops them.
+
+A process that SIGKILL does not end (here one `stop`'s kill is told to spare, as a process
+stuck in the kernel would be) is named as still running, is not said to be stopped, and
+`stop` exits 1 (it used to say "stopped" of it too)."""
 import os
 import signal
 import socket
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Stack, alive, check, children, done, kill, post_chat,  # noqa: E402
-                     wait_until)
+from harness import (RUN_LOCAL, Stack, alive, check, children, done, kill,  # noqa: E402
+                     post_chat, wait_until)
+
+# A bash function `kill` (bash takes exported functions from its environment, and a
+# function comes before the builtin) that never sends SIGKILL to $UNKILLABLE.
+SPARING_KILL = ('() { local a s="" args=(); for a in "$@"; do case "$a" in -KILL | -9 | -SIGKILL) '
+                's=KILL ;; esac; done; if [ "$s" = KILL ]; then for a in "$@"; do '
+                '[ "$a" = "$UNKILLABLE" ] || args+=("$a"); done; builtin kill "${args[@]}"; '
+                'else builtin kill "$@"; fi; }')
 
 
 def port_free(port):
@@ -101,5 +113,28 @@ with Stack(workers=2, threads=2) as other, \
           f"{nworkers}")
     check(port_free(st.http_port) and port_free(st.https_port), "the run dir's ports are free")
     check(all(alive(p) for p in others), "the other stack is still untouched")
+
+    # A left-over worker that SIGKILL does not end: named as such, not "stopped", exit 1.
+    st.start()
+    pool, workers = st.pool_pid(), st.worker_pids()
+    kill(pool, signal.SIGKILL)
+    check(wait_until(lambda: not alive(pool), 10), "multiwatch is gone after SIGKILL (again)")
+    kill(workers[1], signal.SIGSTOP)
+    env = dict(st.env, VALERIE_STOP_TIMEOUT="1", UNKILLABLE=str(workers[1]))
+    env["BASH_FUNC_kill%%"] = SPARING_KILL
+    r = subprocess.run(["bash", RUN_LOCAL, "stop"], env=env, cwd=st.dir, capture_output=True,
+                       text=True, timeout=120)
+    out = r.stdout + r.stderr
+    stopped = [ln for ln in out.splitlines() if "left-over workers stopped" in ln]
+    check(r.returncode == 1 and f"(pids {workers[1]}) survived SIGKILL" in out,
+          f"stop names the worker that survived SIGKILL and exits 1: {r.returncode} {out!r}")
+    check(stopped == [f"run-local: left-over workers stopped (pids {workers[0]})"],
+          f"... and says stopped only of the one that is gone: {stopped}")
+    check(not alive(workers[0]) and alive(workers[1]), f"as it is: {workers}")
+    kill(workers[1], signal.SIGKILL)
+    check(wait_until(lambda: not alive(workers[1]), 10), "the survivor killed by the test")
+    r = st.script("stop")
+    check(r.returncode == 0, f"then stop exits 0: {r.returncode} {r.stdout!r} {r.stderr!r}")
+
 
 done("test_local_stop")
