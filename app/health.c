@@ -88,25 +88,39 @@ mono_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Pings the store; returns its check object (caller puts) and sets *ok. */
+/*
+ * Pings the store; returns its check object (caller puts) and sets *ok (it
+ * answered) and *full (it answers, but the pool's last turn append was
+ * refused for lack of room: store_full_seen). Status "ok", "full" or "down".
+ */
 static struct json_object *
-store_check(struct handler_ctx *ctx, int *ok)
+store_check(struct handler_ctx *ctx, int *ok, int *full)
 {
 	struct json_object *c = json_object_new_object();
 	double t0 = mono_ms(), ms;
 	enum store_status s = store_ping(ctx->store);
+	const char *kind = store_kind(ctx->store_handle);
 	char text[16];
 
 	ms = mono_ms() - t0;
 	*ok = s == STORE_OK;
+	*full = *ok && store_full_seen();
 	if (c == NULL)
 		return NULL;
 	snprintf(text, sizeof(text), "%.3f", ms);
-	json_object_object_add(c, "status", json_object_new_string(*ok ? "ok" : "down"));
-	json_object_object_add(c, "kind", json_object_new_string(store_kind(ctx->store_handle)));
+	json_object_object_add(c, "status",
+	    json_object_new_string(!*ok ? "down" : *full ? "full" : "ok"));
+	json_object_object_add(c, "kind", json_object_new_string(kind));
+	json_object_object_add(c, "full", json_object_new_boolean(*full));
 	json_object_object_add(c, "response_time_ms", json_object_new_double_s(ms, text));
 	if (!*ok)
 		json_object_object_add(c, "error", json_object_new_string(store_conn_error(ctx->store)));
+	else if (*full)
+		json_object_object_add(c, "error", json_object_new_string(strcmp(kind, "redis") == 0 ?
+		    "the last turn was refused for lack of room: Redis is at maxmemory "
+		    "(raise it, or delete sessions); reads go on" :
+		    "the last turn was refused for lack of room: the LMDB map is full "
+		    "(raise VALERIE_LMDB_MAP_MB, or delete sessions); reads go on"));
 	return c;
 }
 
@@ -118,12 +132,13 @@ void
 health_ready(struct handler_ctx *ctx)
 {
 	struct json_object *doc, *checks, *reasons, *sc;
-	int store_ok = 0, ready;
+	int store_ok = 0, store_full = 0, ready;
 
 	doc = json_object_new_object();
 	checks = json_object_new_object();
 	reasons = json_object_new_array();
-	sc = store_check(ctx, &store_ok);
+	/* NOTE: a full store stays ready: it answers, and every instance shares it. */
+	sc = store_check(ctx, &store_ok, &store_full);
 	if (doc == NULL || checks == NULL || reasons == NULL || sc == NULL) {
 		json_object_put(checks);
 		json_object_put(reasons);
@@ -225,7 +240,7 @@ health_detailed(struct handler_ctx *ctx)
 {
 	struct json_object *doc = json_object_new_object(), *deps = json_object_new_object();
 	long long t0 = vtime_mono_ms();
-	int store_ok = 0, callable = 0;
+	int store_ok = 0, store_full = 0, callable = 0;
 
 	if (doc == NULL || deps == NULL) {
 		json_object_put(doc);
@@ -233,18 +248,20 @@ health_detailed(struct handler_ctx *ctx)
 		reply(ctx, 503, NULL);
 		return;
 	}
-	json_object_object_add(deps, "store", store_check(ctx, &store_ok));
+	json_object_object_add(deps, "store", store_check(ctx, &store_ok, &store_full));
 	json_object_object_add(deps, "providers", providers_check(ctx, &callable));
 	json_object_object_add(deps, "trace_exporter", trace_check());
 	json_object_object_add(deps, "agents", agents_health_json(ctx->agents));
 	/*
 	 * Degraded: chat turns fail (no provider would be called: every circuit
-	 * open) or the process is leaving. Only the store, which this instance
-	 * needs for every turn, makes it 503: a provider outage is not the
-	 * instance's to be restarted for.
+	 * open; the store is full, so every turn answers 507) or the process is
+	 * leaving. Only a store that is down, which this instance needs for every
+	 * turn, makes it 503: a provider outage or a full store (it answers, reads
+	 * work, every instance shares it) is not the instance's to be restarted
+	 * or taken out of the balancer for.
 	 */
-	json_object_object_add(doc, "status", json_object_new_string(store_ok && callable &&
-	    !ctx->draining ? "ok" : "degraded"));
+	json_object_object_add(doc, "status", json_object_new_string(store_ok && !store_full &&
+	    callable && !ctx->draining ? "ok" : "degraded"));
 	json_object_object_add(doc, "service", json_object_new_string(SERVICE_NAME));
 	json_object_object_add(doc, "version", json_object_new_string(PACKAGE_VERSION));
 	json_object_object_add(doc, "draining", json_object_new_boolean(ctx->draining));

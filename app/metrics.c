@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -16,9 +18,12 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
-#define METRICS_MAGIC 0x56414c4d45545231ULL   /* "VALMETR1" */
+#define METRICS_MAGIC 0x56414c4d45545232ULL   /* "VALMETR2": a new layout, a new magic */
+#define METRICS_READ_SPINS 64     /* a histogram read tried again at once, yielding... */
+#define METRICS_READ_NAPS 1000    /* ...then after 1 ms naps: about 1 s for a dead observer */
 
 enum kind { K_COUNTER = 1, K_GAUGE, K_HISTOGRAM };
 
@@ -61,14 +66,31 @@ static const double bounds[METRICS_BUCKETS] = {
 	0.0005, 0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120
 };
 
+/*
+ * NOTE: a histogram observation is several words (a bucket, the sum, the
+ * count), and a scrape must see it whole or not at all: a _sum ahead of
+ * _count, or a bucket ahead of +Inf, makes rate(_sum)/rate(_count) wrong. An
+ * observation counts itself in `begun` first and in `count` last; a reader
+ * reads `count`, the buckets and the sum, then `begun`: when begun == count,
+ * no observation was under way between the two, so what it read is exactly
+ * the `count` observations (every access is sequentially consistent). Else it
+ * reads again. Observers never wait and pay one atomic add more than a lone
+ * counter (buckets are counted per bucket, one add, where each used to add to
+ * every bucket at or above it). An observer that dies half-way (SIGKILL)
+ * would hold begun above count for good: a reader that has waited long
+ * enough remembers that gap in `stuck` and takes it as "none under way"
+ * from then on (lowering it whenever it meets a smaller one).
+ */
 struct metrics_series {
 	atomic_int used;
 	int kind;
 	char name[METRICS_NAME_MAX + 1];
 	char labels[METRICS_LABELS_MAX + 1];
 	atomic_ullong value;                 /* double bits: counter or gauge value, histogram sum */
-	atomic_ullong count;                 /* histogram observations */
-	atomic_ullong buckets[METRICS_BUCKETS];
+	atomic_ullong count;                 /* histogram: observations recorded whole */
+	atomic_ullong begun;                 /* histogram: observations begun */
+	atomic_ullong stuck;                 /* histogram: begun - count left by dead observers */
+	atomic_ullong buckets[METRICS_BUCKETS];  /* observations per bucket, not cumulative */
 };
 
 struct proc {
@@ -323,11 +345,14 @@ metrics_series_observe(struct metrics_series *s, double seconds)
 
 	if (s == NULL)
 		return;
-	for (i = 0; i < METRICS_BUCKETS; i++)
-		if (seconds <= bounds[i])
-			atomic_fetch_add(&s->buckets[i], 1);
-	atomic_fetch_add(&s->count, 1);
+	for (i = 0; i < METRICS_BUCKETS && !(seconds <= bounds[i]); i++)
+		;
+	/* NOTE: begun first, count last: see struct metrics_series. */
+	atomic_fetch_add(&s->begun, 1);
+	if (i < METRICS_BUCKETS)
+		atomic_fetch_add(&s->buckets[i], 1);
 	atomic_add_double(&s->value, seconds);
+	atomic_fetch_add(&s->count, 1);
 }
 
 void
@@ -349,6 +374,30 @@ void
 metrics_gauge_add(const char *name, const char *labels, double v)
 {
 	metrics_series_add(series(name, labels, K_GAUGE), v);
+}
+
+int
+metrics_gauge_get(const char *name, const char *labels, double *v)
+{
+	struct metrics_series *s;
+	unsigned int h, i, n;
+
+	if (t == NULL)
+		return -1;
+	h = hash(name, labels);
+	/* The probe of series(): a free slot ends the chain (slots are never freed). */
+	for (n = 0; n < METRICS_SERIES_MAX; n++) {
+		i = (h + n) % METRICS_SERIES_MAX;
+		s = &t->s[i];
+		if (!atomic_load(&s->used))
+			return -1;
+		if (s->kind != K_HISTOGRAM && strcmp(s->name, name) == 0 &&
+		    strcmp(s->labels, labels) == 0) {
+			*v = bits_to_double(atomic_load(&s->value));
+			return 0;
+		}
+	}
+	return -1;
 }
 
 void
@@ -413,6 +462,58 @@ metrics_labels(char *out, size_t outlen, ...)
 	out[n] = '\0';
 }
 
+/* A histogram as one reader saw it. */
+struct histogram_read {
+	unsigned long long count;
+	unsigned long long buckets[METRICS_BUCKETS];   /* per bucket */
+	double sum;
+};
+
+/* Between two reads of a busy histogram: yield at first, then nap 1 ms. */
+static void
+read_pause(int tries)
+{
+	struct timespec nap = {0, 1000000L};
+
+	if (tries < METRICS_READ_SPINS)
+		sched_yield();
+	else
+		nanosleep(&nap, NULL);
+}
+
+/*
+ * Reads histogram `s` into `h` with every observation whole or absent (see
+ * struct metrics_series): again while one is under way, for about a second
+ * at most; past that the gap is taken for dead observers (`stuck`) and the
+ * last read is kept.
+ */
+static void
+histogram_read(struct metrics_series *s, struct histogram_read *h)
+{
+	unsigned long long floor = atomic_load(&s->stuck), gap, least = ULLONG_MAX;
+	int b, tries;
+
+	for (tries = 0;; tries++) {
+		h->count = atomic_load(&s->count);
+		for (b = 0; b < METRICS_BUCKETS; b++)
+			h->buckets[b] = atomic_load(&s->buckets[b]);
+		h->sum = bits_to_double(atomic_load(&s->value));
+		gap = atomic_load(&s->begun) - h->count;
+		if (gap <= floor) {
+			/* Fewer under way than remembered: those were not dead. */
+			if (gap < floor)
+				(void)atomic_compare_exchange_strong(&s->stuck, &floor, gap);
+			return;
+		}
+		least = gap < least ? gap : least;
+		if (tries == METRICS_READ_SPINS + METRICS_READ_NAPS) {
+			atomic_store(&s->stuck, least);
+			return;
+		}
+		read_pause(tries);
+	}
+}
+
 static void
 number(struct buf *out, double v)
 {
@@ -444,7 +545,8 @@ metrics_render(struct buf *out)
 	char le[32];
 	long long inflight = 0;
 	int workers = 0, i, k, b;
-	unsigned long long cum, total, v;
+	unsigned long long cum;
+	struct histogram_read h;
 
 	if (t == NULL)
 		return;
@@ -479,25 +581,22 @@ metrics_render(struct buf *out)
 				continue;
 			}
 			/*
-			 * NOTE: observations go on while we read. An observation
-			 * counts its buckets before `count`, so `count` read first
-			 * is a total whose buckets are all in; the buckets read
-			 * after may hold newer ones, so each is kept between the
-			 * previous bucket and that total. Read the other way round,
-			 * +Inf ran ahead of the buckets: slow requests that never were.
+			 * Read whole first, formatted after. +Inf is _count, as
+			 * Prometheus expects; the cap only matters after an observer
+			 * died half-way (its bucket counted, never its count).
 			 */
-			total = atomic_load(&s->count);
+			histogram_read(s, &h);
 			cum = 0;
 			for (b = 0; b < METRICS_BUCKETS; b++) {
-				/* Buckets are counted cumulatively at observation. */
-				v = atomic_load(&s->buckets[b]);
-				cum = v < cum ? cum : v > total ? total : v;
+				cum += h.buckets[b];
+				if (cum > h.count)
+					cum = h.count;
 				snprintf(le, sizeof(le), "le=\"%g\"", bounds[b]);
 				line(out, s->name, "_bucket", s->labels, le, (double)cum);
 			}
-			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)total);
-			line(out, s->name, "_sum", s->labels, NULL, bits_to_double(atomic_load(&s->value)));
-			line(out, s->name, "_count", s->labels, NULL, (double)total);
+			line(out, s->name, "_bucket", s->labels, "le=\"+Inf\"", (double)h.count);
+			line(out, s->name, "_sum", s->labels, NULL, h.sum);
+			line(out, s->name, "_count", s->labels, NULL, (double)h.count);
 		}
 	}
 }

@@ -35,6 +35,11 @@ void metrics_gauge_set(const char *name, const char *labels, double v);
 /* Adds `v` to a gauge; with 0, creates the series at 0 and leaves an existing one as it is. */
 void metrics_gauge_add(const char *name, const char *labels, double v);
 void metrics_observe(const char *name, const char *labels, double seconds);
+/*
+ * The pool's value of a gauge (or counter) into *v: 0, or -1 when the series
+ * does not exist (never created, or the metrics are not mapped). Creates nothing.
+ */
+int metrics_gauge_get(const char *name, const char *labels, double *v);
 
 /*
  * A series looked up once and updated many times, for the request path: a

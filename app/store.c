@@ -72,6 +72,14 @@ store_metrics_init(void)
 	metrics_gauge_add("valerie_store_full", "", 0);
 }
 
+int
+store_full_seen(void)
+{
+	double v = 0;
+
+	return metrics_gauge_get("valerie_store_full", "", &v) == 0 && v != 0;
+}
+
 struct store *
 store_open(const struct conf *conf, char *err, size_t errlen)
 {

@@ -166,6 +166,13 @@ enum store_status store_cache_put(struct store_conn *c, const char *key, const c
 /* Registers the store's error counters at 0 (once per process, after metrics_open). */
 void store_metrics_init(void);
 
+/*
+ * Whether the pool's last turn append met a full store (valerie_store_full,
+ * shared by every worker, so whichever worker asks knows what another one
+ * met): 1 until a turn is stored again; 0 when unknown.
+ */
+int store_full_seen(void);
+
 /* A short text for a status ("ok", "unavailable", ...). */
 const char *store_status_text(enum store_status s);
 

@@ -22,6 +22,14 @@
 #include <unistd.h>
 
 #define POOL_STACK_BYTES (256 * 1024) /* per thread; json-c and curl fit well within */
+/*
+ * Before the drain limit: answers still being written are cut (transport_cut)
+ * this long before it, so that their threads unwind and the worker stops
+ * cleanly. After the turns were told to end (app_set_draining: at least
+ * 1.5 s before the limit, at once with a limit of 1 s), so that their last
+ * events reach the clients that read.
+ */
+#define POOL_CUT_MARGIN_MS 500
 
 struct pool;
 
@@ -161,18 +169,30 @@ wait_for_stop(const sigset_t *set)
 	}
 }
 
+/* `ms` after `start` (CLOCK_REALTIME, as pthread_cond_timedwait wants it). */
+static struct timespec
+after_ms(const struct timespec *start, long long ms)
+{
+	struct timespec t = *start;
+
+	t.tv_sec += (time_t)(ms / 1000);
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
 /* Waits until every thread finished, or the deadline; returns 0 if all did. */
 static int
-wait_for_threads(struct pool *p, long long seconds)
+wait_for_threads(struct pool *p, const struct timespec *deadline)
 {
-	struct timespec deadline;
 	int rc = 0;
 
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += (time_t)seconds;
 	pthread_mutex_lock(&p->lock);
 	while (p->running > 0 && rc == 0)
-		rc = pthread_cond_timedwait(&p->done, &p->lock, &deadline);
+		rc = pthread_cond_timedwait(&p->done, &p->lock, deadline);
 	rc = p->running > 0 ? -1 : 0;
 	pthread_mutex_unlock(&p->lock);
 	return rc;
@@ -188,6 +208,8 @@ pool_run(struct app *app, const struct conf *conf)
 	pthread_attr_t attr;
 	sigset_t set;
 	struct sigaction sa;
+	struct timespec drain_start, cut_at, limit_at;
+	long long limit_ms = conf->shutdown_timeout * 1000;
 	int n = (int)conf->threads, i, rc = 0, started = 0;
 
 	memset(&p, 0, sizeof(p));
@@ -287,7 +309,19 @@ pool_run(struct app *app, const struct conf *conf)
 	app_set_draining(app);
 	atomic_store(&p.stopping, 1);
 	FCGX_ShutdownPending();
-	if (wait_for_threads(&p, conf->shutdown_timeout) != 0) {
+	/*
+	 * NOTE: a write blocked on a client that does not read keeps the send
+	 * timeout it started with (turn timeout + 5 s), which may end after the
+	 * drain limit: such answers are cut shortly before it, not waited for.
+	 */
+	clock_gettime(CLOCK_REALTIME, &drain_start);
+	cut_at = after_ms(&drain_start, limit_ms > POOL_CUT_MARGIN_MS ?
+	    limit_ms - POOL_CUT_MARGIN_MS : 0);
+	limit_at = after_ms(&drain_start, limit_ms);
+	if (wait_for_threads(&p, &cut_at) != 0)
+		for (i = 0; i < n; i++)
+			(void)transport_cut(&threads[i].tr);   /* logs each answer it cuts */
+	if (wait_for_threads(&p, &limit_at) != 0) {
 		log_msg(LOG_LVL_ERROR, "requests still in flight after %llds; exiting anyway",
 		    conf->shutdown_timeout);
 		/* NOTE: threads still run; freeing their state would race them. */

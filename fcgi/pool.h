@@ -11,9 +11,10 @@ struct conf;
  * stop signal): then stops accepting, lets requests in flight finish (at most
  * conf->shutdown_timeout seconds) and returns. Returns 0 on a clean stop, 1 if
  * the threads (or the metrics port, when conf->metrics_port is set) could not
- * start. The metrics port answers until the drain ends. When the drain times
- * out it ends the process with _exit(1): the threads still running own memory
- * nobody may free.
+ * start. The metrics port answers until the drain ends. Shortly before the
+ * drain limit, answers still being written (to clients that do not read them)
+ * are cut (transport_cut). When the drain times out all the same it ends the
+ * process with _exit(1): the threads still running own memory nobody may free.
  */
 int pool_run(struct app *app, const struct conf *conf);
 

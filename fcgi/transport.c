@@ -110,6 +110,44 @@ write_failed(struct transport *t)
 	json_object_put(f);
 }
 
+/*
+ * Publishes (fd) or withdraws (-1) the connection of a timed answer for
+ * transport_cut. Only timed answers (streams, large bodies) pay the lock:
+ * small answers cannot block, so a drain never needs to cut them.
+ */
+static void
+cut_watch(struct transport *t, int fd)
+{
+	pthread_mutex_lock(&t->cut_lock);
+	t->cut_fd = fd;
+	pthread_mutex_unlock(&t->cut_lock);
+}
+
+int
+transport_cut(struct transport *t)
+{
+	struct json_object *f;
+	int cut = 0;
+
+	if (t->fcgi == NULL)
+		return 0;
+	pthread_mutex_lock(&t->cut_lock);
+	if (t->cut_fd >= 0) {
+		(void)shutdown(t->cut_fd, SHUT_RDWR);
+		cut = 1;
+		f = json_object_new_object();
+		if (f != NULL)
+			json_object_object_add(f, "request_id",
+			    json_object_new_string(t->request_id));
+		log_emit(LOG_LVL_WARNING, "worker stopping: an answer still being written (its "
+		    "client is not reading it) was cut at the drain limit "
+		    "(VALERIE_SHUTDOWN_TIMEOUT), connection closed", f);
+		json_object_put(f);
+	}
+	pthread_mutex_unlock(&t->cut_lock);
+	return cut;
+}
+
 /* Appends `s` (n bytes) at *pos if it fits before `end`; -1 when it does not. */
 static int
 put(char **pos, const char *end, const char *s, size_t n)
@@ -159,6 +197,8 @@ fc_write_head(void *ctx, const struct http_response *resp)
 	if (bad)
 		return -1;
 	t->timed = resp->streaming || resp->body.len > TRANSPORT_UNTIMED_BYTES;
+	if (t->timed)
+		cut_watch(t, t->fcgi->ipcFd);
 	if (write_gate(t) != 0)
 		return -1;
 	if (FCGX_PutStr(head, (int)(p - head), t->fcgi->out) != (int)(p - head)) {
@@ -231,6 +271,8 @@ transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body,
     long long turn_timeout_s)
 {
 	memset(t, 0, sizeof(*t));
+	pthread_mutex_init(&t->cut_lock, NULL);
+	t->cut_fd = -1;
 	t->fcgi = fcgi;
 	t->max_body = max_body;
 	t->write_budget_ms = turn_timeout_s * 1000 + TRANSPORT_WRITE_MARGIN_MS;
@@ -247,6 +289,8 @@ transport_free(struct transport *t)
 {
 	buf_free(&t->scratch);
 	buf_free(&t->body);
+	if (t->fcgi != NULL)
+		pthread_mutex_destroy(&t->cut_lock);
 }
 
 /* Strict non-negative decimal; -1 if malformed. */
@@ -325,6 +369,9 @@ transport_end(struct transport *t)
 	/* A connection the web server keeps (FCGI_KEEP_CONN) starts its next answer untimed. */
 	if (t->armed_ms != 0 && !t->expired && t->fcgi->keepConnection)
 		(void)setsockopt(t->fcgi->ipcFd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof(none));
+	/* The answer is out (or cut): a drain has nothing left to cut here. */
+	if (t->cut_fd >= 0)
+		cut_watch(t, -1);
 	if (in != NULL && (FCGX_HasSeenEOF(in) || FCGX_GetChar(in) == EOF) &&
 	    FCGX_GetError(in) == 0)
 		(void)FCGX_Detach(t->fcgi);

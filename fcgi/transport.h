@@ -3,13 +3,15 @@
 #define VALERIE_TRANSPORT_H
 
 #include <fcgiapp.h>
+#include <pthread.h>
 
 #include "app/buf.h"
 #include "app/http.h"
 
 /*
- * Per-thread transport state, reused request after request. Plain data:
- * zero it, then transport_free when the thread ends.
+ * Per-thread transport state, reused request after request: transport_init,
+ * then transport_free when the thread ends. Only transport_cut may be called
+ * from another thread.
  */
 struct transport {
 	FCGX_Request *fcgi;                /* borrowed: the thread's request */
@@ -26,6 +28,13 @@ struct transport {
 	int timed;                         /* its answer may fill the socket: writes are timed */
 	int late;                          /* past the deadline: a write that would block fails */
 	int expired;                       /* the deadline cut the answer off */
+	/*
+	 * For transport_cut: the connection of a timed answer while it is under
+	 * way, -1 otherwise. Set and cleared by the thread under cut_lock, so
+	 * that another thread shuts it down only while it is still open.
+	 */
+	pthread_mutex_t cut_lock;
+	int cut_fd;
 };
 
 /*
@@ -36,6 +45,16 @@ struct transport {
 void transport_init(struct transport *t, FCGX_Request *fcgi, long long max_body,
     long long turn_timeout_s);
 void transport_free(struct transport *t);
+
+/*
+ * Called by another thread when the worker stops (the drain limit is near):
+ * shuts down the connection of the timed answer `t` is writing, if any, so
+ * that a write blocked on a client that does not read fails now rather than
+ * at its own deadline, and logs one line. Returns 1 if it cut one, else 0.
+ * NOTE: the kernel reads SO_SNDTIMEO when a write begins, so a shorter
+ * timeout set now would not reach a write already blocked; shutdown() wakes it.
+ */
+int transport_cut(struct transport *t);
 
 /*
  * Fills `req` from the accepted FastCGI request: params, headers, body (read

@@ -14,7 +14,8 @@
 #               (found by the FastCGI socket they hold), nginx workers of a
 #               dead master (found by the run dir's logs they hold, and
 #               their name); by PID, never by name alone; 0 even if nothing
-#               ran.
+#               ran, 1 if a process of the run dir is still there after
+#               SIGKILL (it says which).
 #   status      what runs: 0 all running, 3 nothing running, 1 half of it
 #               (or processes left without their parent).
 #   configtest  generate the configuration and run `nginx -t` on it.
@@ -86,12 +87,16 @@ case "$run_dir" in
     /*) ;;
     *) run_dir=$PWD/$run_dir ;;
 esac
-# nginx's configuration syntax and sed: keep the path plain.
+# NOTE: /proc/net/unix is read line by line, so no run dir may hold a newline.
+# Any other character is fine for stop and status (they find processes by the
+# run dir's paths); start and configtest write it into nginx.conf and through
+# sed, and want it plain (plain_run_dir).
 case "$run_dir" in
-    *[[:space:]\;\{\}\'\"\$\\\#]*) die "VALERIE_RUN_DIR must not contain spaces, quotes or any of ; { } \$ \\ #: $run_dir" ;;
+    *$'\n'*) die "VALERIE_RUN_DIR must not contain a newline" ;;
 esac
 run_dir=${run_dir%/}
 [ -n "$run_dir" ] || die "VALERIE_RUN_DIR must not be /"
+run_dir_q=$(printf '%q' "$run_dir")  # for the commands we suggest
 
 socket=$run_dir/valerie.sock
 pool_pidfile=$run_dir/pool.pid
@@ -103,6 +108,13 @@ tls=$run_dir/tls
 stack_env=$run_dir/stack.env
 
 # ---------------------------------------------------------------- processes ---
+
+# nginx's configuration syntax and sed: a run dir start writes into nginx.conf.
+plain_run_dir() {
+    case "$run_dir" in
+        *[[:space:]\;\{\}\'\"\$\\\#]*) die "VALERIE_RUN_DIR must not contain spaces, quotes or any of ; { } \$ \\ # to start a stack (stop and status take it): $run_dir" ;;
+    esac
+}
 
 pid_from() { # pid_from FILE: the pid in FILE, or nothing
     local pid=""
@@ -200,11 +212,13 @@ stop_nginx() { # quiet=1 to say nothing
 # a descriptor whose /proc/PID/fd link reads exactly one of TEXTs. Every
 # process we may look at is searched; others' fds are unreadable (and not
 # ours to stop).
+# NOTE: TEXTs reach awk through its environment: `awk -v` would take the
+# backslashes of a run dir for escapes, and find no process.
 pids_holding() {
     [ "$#" -gt 0 ] || return 0
     find /proc/[0-9]*/fd -maxdepth 1 -type l -printf '%h %l\n' 2>/dev/null |
-        awk -v list="$(printf '%s\n' "$@")" '
-            BEGIN { n = split(list, a, "\n"); for (i = 1; i <= n; i++) if (a[i] != "") want[a[i]] = 1 }
+        WANT="$(printf '%s\n' "$@")" awk '
+            BEGIN { n = split(ENVIRON["WANT"], a, "\n"); for (i = 1; i <= n; i++) if (a[i] != "") want[a[i]] = 1 }
             { sp = index($0, " ") }
             (substr($0, sp + 1) in want) { split(substr($0, 1, sp - 1), f, "/"); print f[3] }' |
         sort -un | tr '\n' ' ' | sed 's/ $//' || true
@@ -220,12 +234,16 @@ pids_holding() {
 # (another path). Holding the socket is also what identifies a worker at
 # each step of stop_left, so a pid reused by an unrelated process is never
 # signalled.
+# NOTE: the path is the rest of the line after the seventh field, as the
+# kernel prints it (spaces and backslashes as they are), and reaches awk
+# through its environment (`awk -v` would take backslashes for escapes).
 socket_holders() {
     local inode targets=()
     [ -r /proc/net/unix ] || return 0
     while read -r inode; do
         targets+=("socket:[$inode]")
-    done < <(awk -v p="$socket" 'NR > 1 && $8 == p { print $7 }' /proc/net/unix)
+    done < <(SOCK=$socket awk 'NR > 1 && match($0, /^[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[^ ]+ +[0-9]+ /) &&
+        substr($0, RLENGTH + 1) == ENVIRON["SOCK"] { print $7 }' /proc/net/unix)
     [ "${#targets[@]}" -gt 0 ] || return 0
     pids_holding "${targets[@]}"
 }
@@ -247,9 +265,10 @@ nginx_left() {
 # (TERM: a worker drains as with multiwatch's own signal; QUIT: nginx
 # finishes its requests), SIGKILL after TIMEOUT seconds. LISTER is asked
 # again before each signal, so only what still holds the run dir's files is
-# signalled.
+# signalled. What SIGKILL did not end is named, and sets `survivors`.
+survivors=0
 stop_left() {
-    local what=$1 lister=$2 sig=$3 timeout=$4 pids left i=0
+    local what=$1 lister=$2 sig=$3 timeout=$4 pids left="" stopped="" pid i=0
     pids=$("$lister")
     [ -n "$pids" ] || return 0
     warn "$what of $run_dir still running without their parent (pids $pids): stopping them"
@@ -265,13 +284,20 @@ stop_left() {
                 sleep 0.1
                 i=$((i + 1))
             done
-            [ -z "$left" ] || warn "$what (pids $left) survived SIGKILL"
+            if [ -n "$left" ]; then
+                warn "$what (pids $left) survived SIGKILL"
+                survivors=1
+            fi
             break
         fi
         sleep 0.1
         i=$((i + 1))
     done
-    [ "${5:-0}" = 1 ] || say "left-over $what stopped (pids $pids)"
+    # Only those no longer there are said to be stopped.
+    for pid in $pids; do
+        case " $left " in *" $pid "*) ;; *) stopped="$stopped $pid" ;; esac
+    done
+    [ "${5:-0}" = 1 ] || [ -z "$stopped" ] || say "left-over $what stopped (pids ${stopped# })"
 }
 
 stop_pool() {
@@ -515,6 +541,7 @@ fail_start() {
 
 do_start() {
     local bin npid ppid lpids
+    plain_run_dir
     read_settings
     bin=$(find_bin)
     command -v curl >/dev/null || die "curl not found (apt-get install curl)"
@@ -527,17 +554,17 @@ do_start() {
     npid=$(nginx_pid)
     ppid=$(pool_pid)
     if [ -n "$npid" ] || [ -n "$ppid" ]; then
-        die "a stack is already running in $run_dir (nginx pid ${npid:-none}, pool pid ${ppid:-none}); stop it first: VALERIE_RUN_DIR=$run_dir $0 stop"
+        die "a stack is already running in $run_dir (nginx pid ${npid:-none}, pool pid ${ppid:-none}); stop it first: VALERIE_RUN_DIR=$run_dir_q $0 stop"
     fi
     # Workers a dead multiwatch left would go on beside the new pool, unseen;
     # nginx workers a dead master left hold the ports.
     lpids=$(socket_holders)
     if [ -n "$lpids" ]; then
-        die "workers of a previous pool still run in $run_dir without their multiwatch (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
+        die "workers of a previous pool still run in $run_dir without their multiwatch (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir_q $0 stop"
     fi
     lpids=$(nginx_left)
     if [ -n "$lpids" ]; then
-        die "nginx processes of a previous start still run in $run_dir without their master (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir $0 stop"
+        die "nginx processes of a previous start still run in $run_dir without their master (pids $lpids); stop them first: VALERIE_RUN_DIR=$run_dir_q $0 stop"
     fi
     # Nothing runs: leftovers of a crash go.
     rm -f -- "$nginx_pidfile" "$pool_pidfile" "$socket"
@@ -631,6 +658,10 @@ do_stop() {
     if [ -z "$npid" ] && [ -z "$ppid" ] && [ -z "$lpids" ]; then
         say "nothing was running in $run_dir"
     fi
+    if [ "$survivors" = 1 ]; then
+        warn "processes of $run_dir are still running (see above)"
+        return 1
+    fi
     return 0
 }
 
@@ -648,7 +679,7 @@ do_status() {
     else
         kids=$(nginx_left)
         if [ -n "$kids" ]; then
-            say "nginx not running, but processes left by its master still serve: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
+            say "nginx not running, but processes left by its master still serve: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir_q $0 stop)"
             left=1
         else
             say "nginx not running"
@@ -660,7 +691,7 @@ do_status() {
     else
         kids=$(socket_holders)
         if [ -n "$kids" ]; then
-            say "pool not running, but workers left by its multiwatch still hold the socket: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir $0 stop)"
+            say "pool not running, but workers left by its multiwatch still hold the socket: pids $kids (stop them: VALERIE_RUN_DIR=$run_dir_q $0 stop)"
             left=1
         else
             say "pool not running"
@@ -673,6 +704,7 @@ do_status() {
 }
 
 do_configtest() {
+    plain_run_dir
     read_settings
     mkdir -p -- "$run_dir" "$logs" "$nginx_dir"
     take_lock

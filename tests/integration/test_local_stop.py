@@ -6,15 +6,31 @@ PID (SIGTERM, then SIGKILL for one that does not stop in VALERIE_STOP_TIMEOUT), 
 and removes the socket; another stack running meanwhile is untouched, and the run dir
 starts again afterwards with its sessions. Likewise nginx's workers once their master is
 killed: they go on serving the run dir's ports until `stop` finds them (by the run dir's
-logs they hold) and stops them."""
+logs they hold) and stops them.
+
+A process that SIGKILL does not end (here one `stop`'s kill is told to spare, as a process
+stuck in the kernel would be) is named as still running, is not said to be stopped, and
+`stop` exits 1. A run dir whose path holds a space and a backslash (start refuses to write
+one into nginx.conf, but a pool started by scripts/valerie-pool.sh, or nginx by hand, may
+use it) has its left-over workers and nginx processes found and stopped all the same:
+they used to be missed (`awk -v` took the backslash for an escape, the space split the
+path in /proc/net/unix, and stop refused the run dir outright)."""
 import os
 import signal
 import socket
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (Stack, alive, check, children, done, kill, post_chat,  # noqa: E402
-                     wait_until)
+from harness import (BIN, RUN_LOCAL, SRCDIR, Stack, alive, check, children, done,  # noqa: E402
+                     free_port, kill, post_chat, read_pid, temp_dir, wait_until)
+
+# A bash function `kill` (bash takes exported functions from its environment, and a
+# function comes before the builtin) that never sends SIGKILL to $UNKILLABLE.
+SPARING_KILL = ('() { local a s="" args=(); for a in "$@"; do case "$a" in -KILL | -9 | -SIGKILL) '
+                's=KILL ;; esac; done; if [ "$s" = KILL ]; then for a in "$@"; do '
+                '[ "$a" = "$UNKILLABLE" ] || args+=("$a"); done; builtin kill "${args[@]}"; '
+                'else builtin kill "$@"; fi; }')
 
 
 def port_free(port):
@@ -101,5 +117,100 @@ with Stack(workers=2, threads=2) as other, \
           f"{nworkers}")
     check(port_free(st.http_port) and port_free(st.https_port), "the run dir's ports are free")
     check(all(alive(p) for p in others), "the other stack is still untouched")
+
+    # A left-over worker that SIGKILL does not end: named as such, not "stopped", exit 1.
+    st.start()
+    pool, workers = st.pool_pid(), st.worker_pids()
+    kill(pool, signal.SIGKILL)
+    check(wait_until(lambda: not alive(pool), 10), "multiwatch is gone after SIGKILL (again)")
+    kill(workers[1], signal.SIGSTOP)
+    env = dict(st.env, VALERIE_STOP_TIMEOUT="1", UNKILLABLE=str(workers[1]))
+    env["BASH_FUNC_kill%%"] = SPARING_KILL
+    r = subprocess.run(["bash", RUN_LOCAL, "stop"], env=env, cwd=st.dir, capture_output=True,
+                       text=True, timeout=120)
+    out = r.stdout + r.stderr
+    stopped = [ln for ln in out.splitlines() if "left-over workers stopped" in ln]
+    check(r.returncode == 1 and f"(pids {workers[1]}) survived SIGKILL" in out,
+          f"stop names the worker that survived SIGKILL and exits 1: {r.returncode} {out!r}")
+    check(stopped == [f"run-local: left-over workers stopped (pids {workers[0]})"],
+          f"... and says stopped only of the one that is gone: {stopped}")
+    check(not alive(workers[0]) and alive(workers[1]), f"as it is: {workers}")
+    kill(workers[1], signal.SIGKILL)
+    check(wait_until(lambda: not alive(workers[1]), 10), "the survivor killed by the test")
+    r = st.script("stop")
+    check(r.returncode == 0, f"then stop exits 0: {r.returncode} {r.stdout!r} {r.stderr!r}")
+
+
+def run_local(verb, run_dir):
+    return subprocess.run(["bash", RUN_LOCAL, verb], env=dict(os.environ, VALERIE_RUN_DIR=run_dir),
+                          cwd=SRCDIR, capture_output=True, text=True, timeout=120)
+
+
+def nginx_quoted(path):
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Left-over workers and nginx processes of a run dir named with a space and a backslash.
+base = temp_dir("valerie-it-")
+odd = os.path.join(base, "odd run\\dir")
+os.makedirs(os.path.join(odd, "logs"))
+os.makedirs(os.path.join(odd, "nginx"))
+r = run_local("start", odd)
+check(r.returncode != 0 and "must not contain" in r.stderr,
+      f"start refuses to write such a run dir into nginx.conf: {r.returncode} {r.stderr!r}")
+started = []
+try:
+    pool_pidfile = os.path.join(odd, "pool.pid")
+    env = dict(os.environ, VALERIE_BIN=BIN, VALERIE_RUN_DIR=odd,
+               VALERIE_LISTEN=os.path.join(odd, "valerie.sock"),
+               VALERIE_POOL_PIDFILE=pool_pidfile, VALERIE_POOL_LOG=os.path.join(odd, "logs",
+                                                                               "valerie.log"),
+               VALERIE_WORKERS="2", VALERIE_THREADS="2", VALERIE_DATA_DIR=os.path.join(odd, "data"))
+    subprocess.run(["bash", os.path.join(SRCDIR, "scripts", "valerie-pool.sh")], env=env,
+                   stdin=subprocess.DEVNULL, check=True, timeout=60)
+    pool = read_pid(pool_pidfile)
+    check(wait_until(lambda: len(children(pool)) == 2, 15), f"a pool in {odd!r}: {pool}")
+    workers = children(pool)
+    started += [pool] + workers
+    conf = os.path.join(odd, "nginx", "nginx.conf")
+    logs = os.path.join(odd, "logs")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+pid {nginx_quoted(os.path.join(odd, "nginx", "nginx.pid"))};
+error_log {nginx_quoted(os.path.join(logs, "error.log"))} warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log {nginx_quoted(os.path.join(logs, "access.log"))};
+    server {{ listen 127.0.0.1:{free_port()}; return 204; }}
+}}
+""")
+    subprocess.run(["nginx", "-p", os.path.join(odd, "nginx") + "/", "-c", conf, "-e",
+                    os.path.join(logs, "error.log")], check=True, timeout=30,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    master = read_pid(os.path.join(odd, "nginx", "nginx.pid"))
+    check(wait_until(lambda: len(children(master)) == 1, 15), f"nginx in {odd!r}: {master}")
+    nworkers = children(master)
+    started += [master] + nworkers
+
+    kill(pool, signal.SIGKILL)
+    kill(master, signal.SIGKILL)
+    check(wait_until(lambda: not alive(pool) and not alive(master), 10),
+          "multiwatch and nginx's master are gone after SIGKILL")
+    left = workers + nworkers
+    check(left and all(alive(p) for p in left), f"their workers go on: {left}")
+    r = run_local("status", odd)
+    check(r.returncode == 1 and all(str(p) in r.stdout for p in left),
+          f"status names them (exit 1): {r.returncode} {r.stdout!r} {r.stderr!r}")
+    r = run_local("stop", odd)
+    out = r.stdout + r.stderr
+    check(r.returncode == 0 and "left-over workers stopped" in out
+          and "left-over nginx processes stopped" in out and all(str(p) in out for p in left),
+          f"stop finds and stops them: {r.returncode} {out!r}")
+    check(wait_until(lambda: not any(alive(p) for p in left), 10),
+          f"nothing of the run dir is left: {[p for p in left if alive(p)]}")
+finally:
+    for p in started:
+        if alive(p):
+            kill(p, signal.SIGKILL)
 
 done("test_local_stop")

@@ -7,21 +7,34 @@ nothing, then to one that reads a trickle, and a whole answer too large for the 
 one that reads none of it; each time a request sent meanwhile is served once the deadline
 has passed. The cut answer ends without a done event or an end record, the stream's access
 line counts a client that went away, the upstream call is abandoned and the log says why.
-A client that reads gets its whole stream. Only generous upper bounds on time."""
+A client that reads gets its whole stream.
+
+A drain (SIGTERM, VALERIE_SHUTDOWN_TIMEOUT shorter than the write deadline) that begins
+while such writes are blocked cuts them before its limit, where the worker used to wait
+in them until the limit and exit 1 ("exiting anyway"): it stops cleanly, and one line
+per answer says it was cut. Only generous upper bounds on time."""
+import fcntl
 import json
 import os
+import signal
+import struct
 import sys
+import termios
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (FakeLLM, FcgiClient, Stack, check, done, json_lines,  # noqa: E402
-                     wait_until)
+from harness import (FakeLLM, FcgiClient, Stack, alive, check, done, json_lines,  # noqa: E402
+                     kill, wait_until)
 
 TURN = 4                  # VALERIE_TURN_TIMEOUT, seconds
 DEADLINE = TURN + 5       # the write deadline: turn plus the transport's margin
 WORDS = 100000            # ~1 MB of SSE: far more than the socket buffers hold
 PLAIN_WORDS = 400000      # an 800 KB reply: four times a unix socket's default buffer
+DRAIN = 4                 # VALERIE_SHUTDOWN_TIMEOUT of the drain section, seconds
+DRAIN_TURN = 60           # its VALERIE_TURN_TIMEOUT: a write deadline far past the drain
+QUEUED = 150000           # bytes of a whole answer waiting in a unix socket (~200 KB fit)
+QUEUED_EVENTS = 4000      # bytes of a stream's events waiting there: ~80 of the ~280 that fit
 
 
 def stream_request(sock, sid, words):
@@ -33,6 +46,11 @@ def stream_request(sock, sid, words):
         c.send_body(body[i:i + 60000])
     c.end_body()
     return c
+
+
+def queued(c):
+    """Bytes the peer wrote that wait, unread, in the client's socket."""
+    return struct.unpack("i", fcntl.ioctl(c.s.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
 
 def first_record(c):
@@ -210,6 +228,51 @@ try:
         for i in range(3):
             status, took = health_after(sock)
             check(status == 200 and took < 30, f"afterwards GET /health {i}: {status}")
+
+    # A drain while both threads are blocked writing to clients that read nothing: a
+    # whole answer (a session of 1.6 MB) and a stream, their write deadline 65 s away,
+    # the drain limit 4 s (the stream's turn is told to end at 2.5 s: its error event
+    # cannot go in either).
+    fake.plan()
+    denv = dict(env, VALERIE_TURN_TIMEOUT=str(DRAIN_TURN), VALERIE_SHUTDOWN_TIMEOUT=str(DRAIN))
+    with Stack(workers=1, threads=2, env=denv) as st:
+        sock = st.socket_path()
+        body = json.dumps({"message": " ".join(["w"] * PLAIN_WORDS), "session_id": "big"}).encode()
+        c = FcgiClient(sock, timeout=120)
+        c.begin("POST", "/api/v1/chat", body_len=len(body))
+        for i in range(0, len(body), 60000):
+            c.send_body(body[i:i + 60000])
+        c.end_body()
+        status, _, _ = c.response()
+        check(status == 200, f"drain: a turn of {PLAIN_WORDS} words stored: {status}")
+        worker = st.worker_pids()[0]
+        get = FcgiClient(sock, timeout=120)
+        get.begin("GET", "/api/v1/sessions/big", extra={"REQUEST_ID": "drain-get"})
+        get.end_body()
+        first = first_record(get)
+        check(b"Status: 200" in first, f"drain: the session's answer began: {first[:40]!r}")
+        stream = stream_request(sock, "drain-stream", WORDS)
+        first = first_record(stream)
+        check(b"Status: 200" in first, f"drain: the stream began: {first[:40]!r}")
+        # Both answers well under way: the rest of either cannot go in (no time measured).
+        # NOTE: a unix socket counts the memory of each write, not its bytes: it holds
+        # ~200 KB of a whole answer but only ~280 of a stream's small event writes.
+        check(wait_until(lambda: queued(get) >= QUEUED and queued(stream) >= QUEUED_EVENTS, 60),
+              f"drain: both answers fill their sockets: {queued(get)} and {queued(stream)} bytes")
+        kill(worker, signal.SIGTERM)
+        check(wait_until(lambda: not alive(worker), DRAIN + 30),
+              f"drain: the worker exits after SIGTERM (VALERIE_SHUTDOWN_TIMEOUT={DRAIN})")
+        log = st.worker_log()
+        check("exiting anyway" not in log and "worker stopped" in log,
+              "drain: it stopped cleanly (exit 0), not at the limit with requests in flight "
+              f"(exit 1): {[ln for ln in log.splitlines() if 'anyway' in ln or 'stopped' in ln]}")
+        for rid, c in (("drain-get", get), ("drain-stream", stream)):
+            docs, _ = json_lines(log)
+            lines = [d for d in docs if isinstance(d, dict) and d.get("request_id") == rid
+                     and "drain limit" in str(d.get("msg"))]
+            check(len(lines) == 1, f"drain: one line says {rid} was cut at the drain limit: {lines}")
+            out, ended = rest(c)
+            check(not ended, f"drain: {rid} ends cut, no end record ({len(out)} bytes more)")
 finally:
     fake.stop()
 

@@ -4,7 +4,9 @@ data, not a store that is down. A turn then answers 507 `store_full` (a stream: 
 `error` event saying so), the worker log says "session store full" and how to make room,
 reads and readiness go on, `valerie_store_up` stays 1 in every scrape while turns are
 refused concurrently (it used to flip with each refused write and each read), and
-`valerie_store_full` is 1 until a turn is stored again once room is made."""
+`valerie_store_full` is 1 until a turn is stored again once room is made, and
+/health/detailed says so: the store `full` (not plainly `ok`), the service `degraded` (turns
+fail) but 200 (the store answers; no instance is to be pulled or restarted for it)."""
 import contextlib
 import os
 import re
@@ -38,6 +40,12 @@ def scrape(st):
     return body.decode() if s == 200 else ""
 
 
+def detailed(st):
+    """(status code, the document, its dependencies.store) of /health/detailed."""
+    s, _, doc = st.json("GET", "/health/detailed")
+    return s, doc or {}, ((doc or {}).get("dependencies") or {}).get("store") or {}
+
+
 def turn(st, sid, size=BIG, fill="x"):
     return post_chat(st, {"message": fill * size, "session_id": sid}, timeout=60)
 
@@ -53,6 +61,10 @@ def run(kind, redis=None):
     with Stack(workers=2, threads=4, env=env) as st:
         check(value(scrape(st), "valerie_store_full") == 0,
               f"{L}: valerie_store_full starts at 0")
+        s, doc, store = detailed(st)
+        check(s == 200 and doc.get("status") == "ok" and store.get("status") == "ok"
+              and store.get("full") is False,
+              f"{L}: /health/detailed: the store ok, not full: {s} {doc}")
         stored, s, doc = 0, None, None
         for i in range(FILL_MAX):
             s, _, doc = turn(st, f"full-{i}")
@@ -121,6 +133,13 @@ def run(kind, redis=None):
               f"{L}: a stored session still reads: {s}")
         s, _, doc = st.json("GET", "/health/ready")
         check(s == 200, f"{L}: still ready (the store answers): {s} {doc}")
+        # Whichever worker answers (the other one may never have met the full store).
+        for i in range(4):
+            s, doc, store = detailed(st)
+            check(s == 200 and doc.get("status") == "degraded" and store.get("status") == "full"
+                  and store.get("full") is True and "room" in store.get("error", ""),
+                  f"{L}: /health/detailed: the store full, the service degraded, still 200: "
+                  f"{s} {doc}")
         log = st.worker_log()
         hint = "VALERIE_LMDB_MAP_MB" if kind == "lmdb" else "maxmemory"
         full_lines = [ln for ln in log.splitlines() if "session store full" in ln]
@@ -138,6 +157,10 @@ def run(kind, redis=None):
               f"{L}: once sessions are deleted a turn is stored again: {s} {doc}")
         check(value(scrape(st), "valerie_store_full") == 0,
               f"{L}: valerie_store_full is back to 0 after a stored turn")
+        s, doc, store = detailed(st)
+        check(s == 200 and doc.get("status") == "ok" and store.get("status") == "ok"
+              and store.get("full") is False,
+              f"{L}: /health/detailed: the store ok again once a turn is stored: {s} {doc}")
 
 
 for kind in TEST_STORES:

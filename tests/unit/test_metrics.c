@@ -1,6 +1,9 @@
 /*
  * test_metrics: the exposition of app/metrics.c: a histogram read while it is
- * observed stays consistent; a worker's slot whose PID now belongs to another
+ * observed shows each observation whole or not at all (its buckets, _sum and
+ * _count agree: _sum used to lead _count by the observations made while the
+ * scrape read it), and an observer that died half-way holds the scrape up
+ * once, not at every scrape; a worker's slot whose PID now belongs to another
  * process (started at another time) is not counted alive.
  */
 #include "config.h"
@@ -21,31 +24,44 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TEST_SECONDS 2
+#define PROGRESS_WANT 2000     /* renders that must each see new observations */
+#define RENDERS_MAX 400000     /* renders at most (a bound on count, not on time) */
+#define PACE 2000              /* an observer's own work between observations (loop turns) */
 
 static atomic_int stop;
 
+/* Observes its value (1 s or 4 s) until stop, with work of its own in between. */
 static void *
 observer(void *arg)
 {
-	struct metrics_series *s = arg;
+	struct metrics_series *s = metrics_histogram("valerie_overhead_seconds", "");
+	double v = *(const double *)arg;
+	volatile unsigned int work;
+	unsigned int i;
 
-	while (!atomic_load(&stop))
-		metrics_series_observe(s, 0.0001);
+	while (!atomic_load(&stop)) {
+		metrics_series_observe(s, v);
+		for (i = 0, work = 0; i < PACE; i++)
+			work += i;
+	}
 	return NULL;
 }
 
 /*
- * Whether the histogram's lines in `text` are consistent: buckets never
- * decrease with `le`, none is above +Inf, and +Inf equals _count.
+ * Whether the histogram's lines in `text` show whole observations: buckets
+ * never decrease with `le`, +Inf equals _count, and with observations of 1 s
+ * and 4 s only, nothing is at or below 0.5, the 1 s ones are the le="2.5"
+ * bucket, every one is in le="5", and _sum is exactly 1 x ones + 4 x fours.
+ * Sets *count to _count.
  */
 static int
-consistent(const char *text)
+consistent(const char *text, double *count)
 {
 	const char *p = text;
-	double v, prev = -1, inf = -1, count = -1;
+	double v, prev = -1, inf = -1, half = -1, ones = -1, five = -1, sum = -1;
 	char name[128];
 
+	*count = -1;
 	while ((p = strstr(p, "valerie_overhead_seconds_")) != NULL) {
 		if (sscanf(p, "%127s %lf", name, &v) != 2)
 			return 0;
@@ -55,14 +71,23 @@ consistent(const char *text)
 			prev = v;
 			if (strstr(name, "+Inf") != NULL)
 				inf = v;
+			else if (strstr(name, "le=\"0.5\"") != NULL)
+				half = v;
+			else if (strstr(name, "le=\"2.5\"") != NULL)
+				ones = v;
+			else if (strstr(name, "le=\"5\"") != NULL)
+				five = v;
 		} else if (strcmp(name, "valerie_overhead_seconds_count") == 0) {
-			count = v;
+			*count = v;
+		} else if (strcmp(name, "valerie_overhead_seconds_sum") == 0) {
+			sum = v;
 		}
 		p = strchr(p, '\n');
 		if (p == NULL)
 			break;
 	}
-	return inf >= 0 && inf == count && prev == inf;
+	return inf >= 0 && inf == *count && prev == inf && half == 0 && five == inf &&
+	    ones >= 0 && sum == ones + 4 * (inf - ones);
 }
 
 /* This process's start time, field 22 of /proc/self/stat; 0 if unknown. */
@@ -157,15 +182,80 @@ test_reused_pid(const char *path)
 	close(fd);
 }
 
+/* The value of the line starting with `prefix` in a render; -1 if absent. */
+static double
+rendered(const char *prefix)
+{
+	struct buf out;
+	char want[200];
+	const char *p;
+	double v = -1;
+
+	buf_init(&out);
+	metrics_render(&out);
+	snprintf(want, sizeof(want), "\n%s ", prefix);
+	if (!out.oom && (p = strstr(out.data, want)) != NULL)
+		v = strtod(p + strlen(want), NULL);
+	buf_free(&out);
+	return v;
+}
+
+/*
+ * An observer killed after it began an observation (begun counted, never
+ * count): the series' words are found in the mapped file after its label
+ * text (labels[192], then value, count, begun, stuck), and begun raised by
+ * one as that observer left it. The next scrape waits for it (about a
+ * second), then shows the observations made whole and remembers the gap
+ * (stuck 1), so that later scrapes, observations going on, need not wait.
+ */
+static void
+test_dead_observer(const char *path)
+{
+	static const char labels[] = "agent=\"dead-observer\"";
+	struct metrics_series *s = metrics_histogram("valerie_agent_call_duration_seconds", labels);
+	unsigned long long words[4], one;
+	char probe[sizeof(labels)];
+	off_t at = 0, i;
+	int fd = open(path, O_RDWR);
+
+	CHECK(s != NULL && fd >= 0);
+	if (s == NULL || fd < 0)
+		return;
+	for (i = 0; i < 3; i++)
+		metrics_series_observe(s, 2);
+	for (i = 0; i < 4 << 20 && at == 0; i += 8)
+		if (pread(fd, probe, sizeof(probe), i) == (ssize_t)sizeof(probe) &&
+		    memcmp(probe, labels, sizeof(probe)) == 0)
+			at = i + 192;
+	CHECK(at != 0 && pread(fd, words, sizeof(words), at) == (ssize_t)sizeof(words));
+	/* value (6.0), count, begun, stuck: the layout this test assumes. */
+	CHECK(words[1] == 3 && words[2] == 3 && words[3] == 0);
+	if (at == 0 || words[1] != 3 || words[2] != 3) {
+		close(fd);
+		return;
+	}
+	one = 4;
+	CHECK(pwrite(fd, &one, 8, at + 16) == 8);
+	CHECK(rendered("valerie_agent_call_duration_seconds_count{agent=\"dead-observer\"}") == 3);
+	CHECK(pread(fd, words, sizeof(words), at) == (ssize_t)sizeof(words) && words[3] == 1);
+	metrics_series_observe(s, 2);
+	CHECK(rendered("valerie_agent_call_duration_seconds_count{agent=\"dead-observer\"}") == 4);
+	CHECK(rendered("valerie_agent_call_duration_seconds_sum{agent=\"dead-observer\"}") == 8);
+	CHECK(rendered("valerie_agent_call_duration_seconds_bucket{agent=\"dead-observer\","
+	    "le=\"2.5\"}") == 4);
+	CHECK(pread(fd, words, sizeof(words), at) == (ssize_t)sizeof(words) && words[3] == 1);
+	close(fd);
+}
+
 int
 main(void)
 {
+	static const double values[2] = {1, 4};
 	char path[PATH_MAX + 32], err[256];
 	pthread_t th[2];
-	struct metrics_series *s;
 	struct buf out;
-	time_t until;
-	int i, bad = 0, renders = 0;
+	double count, last = 0;
+	int i, bad = 0, renders = 0, progress = 0;
 
 	snprintf(path, sizeof(path), "%s/valerie.metrics", tmpdir_make("valerie-metrics-"));
 	if (metrics_open(path, err, sizeof(err)) != 0) {
@@ -173,23 +263,32 @@ main(void)
 		return 1;
 	}
 	test_reused_pid(path);
-	s = metrics_histogram("valerie_overhead_seconds", "");
-	CHECK(s != NULL);
+	test_dead_observer(path);
+	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
-		pthread_create(&th[i], NULL, observer, s);
+		pthread_create(&th[i], NULL, observer, (void *)&values[i]);
 	buf_init(&out);
-	for (until = time(NULL) + TEST_SECONDS; time(NULL) < until; renders++) {
+	/* Renders while both threads observe, until enough renders met new observations. */
+	for (; progress < PROGRESS_WANT && renders < RENDERS_MAX; renders++) {
 		buf_reset(&out, 1 << 20);
 		metrics_render(&out);
-		if (!out.oom && !consistent(out.data))
-			bad++;
+		if (out.oom)
+			continue;
+		if (!consistent(out.data, &count)) {
+			if (bad++ == 0)
+				fprintf(stderr, "first inconsistent render:\n%s\n",
+				    strstr(out.data, "valerie_overhead_seconds_bucket"));
+		}
+		progress += count != last;
+		last = count;
 	}
 	atomic_store(&stop, 1);
 	for (i = 0; i < 2; i++)
 		pthread_join(th[i], NULL);
-	if (bad > 0)
-		fprintf(stderr, "%d of %d renders inconsistent\n", bad, renders);
+	printf("%d renders, %d of them after new observations, %d inconsistent\n", renders,
+	    progress, bad);
 	CHECK_INT(bad, 0);
+	CHECK(progress >= PROGRESS_WANT);
 	buf_free(&out);
 	metrics_close();
 	return check_done("test_metrics");

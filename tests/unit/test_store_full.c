@@ -115,6 +115,7 @@ main(void)
 	}
 	store_metrics_init();
 	CHECK(gauge("valerie_store_full") == 0);
+	CHECK_INT(store_full_seen(), 0);
 
 	/* VALERIE_LMDB_MAP_MB is the bound: 16 MB holds far fewer than FILL_MAX turns. */
 	n = fill(c, "live", turn);
@@ -123,6 +124,7 @@ main(void)
 	/* Full, the store is up (it answered) and says it is full. */
 	CHECK(gauge("valerie_store_up") == 1);
 	CHECK(gauge("valerie_store_full") == 1);
+	CHECK_INT(store_full_seen(), 1);    /* what /health/detailed reports */
 	/* Full, the store still reads; refused writes and served reads do not flip "up". */
 	CHECK_INT(store_load(c, "live.0", 0, 0, &info, &b), STORE_OK);
 	CHECK_INT(store_append(c, "one.more", "alice", NULL, turn, 1000, &t), STORE_FULL);
@@ -141,6 +143,7 @@ main(void)
 	CHECK_INT(store_append(c, "after.delete", "alice", NULL, turn, 2000, &t), STORE_OK);
 	CHECK_INT(t, 1);
 	CHECK(gauge("valerie_store_full") == 0);
+	CHECK_INT(store_full_seen(), 0);
 
 	/* Sessions that expire make room again too: the sweep runs even when full. */
 	for (i = 20; i < n; i++) {
