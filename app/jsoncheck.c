@@ -62,14 +62,16 @@ static int
 string(struct jc *c)
 {
 	const unsigned char *run;
-	unsigned int u, lo;
+	unsigned int u, lo, high;
 
 	c->p++; /* the opening quote */
 	for (;;) {
 		run = c->p;
+		high = 0;
 		while (c->p < c->end && *c->p != '"' && *c->p != '\\' && *c->p >= 0x20)
-			c->p++;
-		if (!utf8_valid((const char *)run, (size_t)(c->p - run))) {
+			high |= *c->p++;
+		/* NOTE: a run of ASCII needs no second look. */
+		if ((high & 0x80) && !utf8_valid((const char *)run, (size_t)(c->p - run))) {
 			c->p = run;
 			return fail(c, JSONCHECK_UTF8, "a string is not valid UTF-8");
 		}
