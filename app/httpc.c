@@ -298,7 +298,7 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		if (end != v && *end == '\0' && x >= 0 && x < 86400000LL)
 			c->resp->retry_after_ms = x;
 	} else if (strcmp(line, "content-type") == 0) {
-		snprintf(c->resp->content_type, sizeof(c->resp->content_type), "%s", v);
+		buf_strcpy(c->resp->content_type, sizeof(c->resp->content_type), v);
 	}
 	if (c->req->on_header != NULL)
 		c->req->on_header(c->req->ctx, line, v);

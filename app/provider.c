@@ -253,15 +253,18 @@ provider_content_text(struct json_object *content, const char *sep, struct buf *
 int
 provider_url(char *out, size_t outlen, const char *base, const char *path)
 {
-	size_t blen = strlen(base);
-	int n;
+	size_t blen = strlen(base), plen = strlen(path);
 
 	while (blen > 0 && base[blen - 1] == '/')
 		blen--;
-	if (blen > INT_MAX)
+	if (blen >= outlen || plen >= outlen - blen) {
+		if (outlen > 0)
+			out[0] = '\0';
 		return -1;
-	n = snprintf(out, outlen, "%.*s%s", (int)blen, base, path);
-	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+	}
+	memcpy(out, base, blen);
+	memcpy(out + blen, path, plen + 1);
+	return 0;
 }
 
 /* One event for the wire's handler; nothing after the clean end is read. */
@@ -525,10 +528,16 @@ static struct circuit *
 breaker(struct circuits *circuits, const char *name)
 {
 	char key[CIRCUIT_NAME_MAX + 1];
+	size_t n;
 
+	_Static_assert(CIRCUIT_NAME_MAX >= 9 + 40, "a provider's circuit name fits");
 	if (circuits == NULL)
 		return NULL;
-	snprintf(key, sizeof(key), "provider:%.40s", name);
+	/* "provider:%.40s", without printf: every provider call asks. */
+	memcpy(key, "provider:", 9);
+	n = strnlen(name, 40);
+	memcpy(key + 9, name, n);
+	key[9 + n] = '\0';
 	return circuits_get(circuits, key);
 }
 
@@ -774,7 +783,7 @@ provider_chain(const struct conf *conf, char chain[8][16])
 	size_t n = 0, j, len;
 	int dup;
 
-	snprintf(chain[n++], 16, "%s", conf->llm_provider);
+	buf_strcpy(chain[n++], 16, conf->llm_provider);
 	while (p != NULL && *p != '\0' && n < 8) {
 		comma = strchr(p, ',');
 		len = comma ? (size_t)(comma - p) : strlen(p);

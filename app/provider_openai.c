@@ -212,13 +212,13 @@ read_whole_plain(const char *body, size_t len, struct llm_result *res)
 	if (tf[2] && jsonv_kind(&t[2]) == '"') {
 		jsonv_string(&t[2], &tmp);
 		if (!tmp.oom)
-			snprintf(res->model, sizeof(res->model), "%s", tmp.len > 0 ? tmp.data : "");
+			buf_strcpy(res->model, sizeof(res->model), tmp.len > 0 ? tmp.data : "");
 		buf_reset(&tmp, 0);
 	}
 	if (cf[1] && jsonv_kind(&c[1]) == '"') {
 		jsonv_string(&c[1], &tmp);
 		if (!tmp.oom)
-			snprintf(res->finish_reason, sizeof(res->finish_reason), "%s",
+			buf_strcpy(res->finish_reason, sizeof(res->finish_reason),
 			    tmp.len > 0 ? tmp.data : "");
 	}
 	buf_free(&tmp);
@@ -337,7 +337,7 @@ provider_openai_complete(const struct conf *conf, struct httpc *http,
 	size_t n = 0;
 
 	res->provider = "openai";
-	snprintf(res->model, sizeof(res->model), "%s", model);
+	buf_strcpy(res->model, sizeof(res->model), model);
 	if (provider_url(url, sizeof(url), conf->openai_base_url, "/chat/completions") != 0) {
 		snprintf(res->error, sizeof(res->error), "OPENAI_BASE_URL is too long");
 		return PROVIDER_ERROR;
@@ -345,7 +345,9 @@ provider_openai_complete(const struct conf *conf, struct httpc *http,
 	headers[n++] = "Content-Type: application/json";
 	headers[n++] = req->on_delta != NULL ? "Accept: text/event-stream" : "Accept: application/json";
 	if (conf->openai_api_key != NULL) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", conf->openai_api_key);
+		/* "Authorization: Bearer %s", cut to fit as snprintf cut it. */
+		memcpy(auth, "Authorization: Bearer ", 22);
+		buf_strcpy(auth + 22, sizeof(auth) - 22, conf->openai_api_key);
 		headers[n++] = auth;
 	}
 	headers[n] = NULL;
