@@ -188,43 +188,52 @@ out:
 static int
 read_whole_plain(const char *body, size_t len, struct llm_result *res)
 {
-	static const char *const top[] = {"choices", "usage", "model"};
-	static const char *const choice[] = {"message", "finish_reason"};
-	static const char *const message[] = {"content", "tool_calls"};
-	static const char *const counts[] = {"prompt_tokens", "completion_tokens"};
-	struct jsonv root, t[3], c0, c[2], m[2], u[2];
-	int tf[3], cf[2], mf[2], uf[2] = {0, 0};
+	enum { C0, MSG, CONTENT, CALLS, FINISH, IN, OUT, MODEL, NSLOTS };
+	static const struct jsonv_want message[] = {
+		{"content", NULL, 0, CONTENT}, {"tool_calls", NULL, 0, CALLS}
+	};
+	static const struct jsonv_want choice[] = {
+		{"message", message, 2, MSG}, {"finish_reason", NULL, 0, FINISH}
+	};
+	static const struct jsonv_want first[] = {{NULL, choice, 2, C0}};
+	static const struct jsonv_want counts[] = {
+		{"prompt_tokens", NULL, 0, IN}, {"completion_tokens", NULL, 0, OUT}
+	};
+	/* NOTE: the counts are looked for in the last "usage" only when it is an object. */
+	static const struct jsonv_want top[] = {
+		{"choices", first, 1, -1}, {"usage", counts, 2, -1}, {"model", NULL, 0, MODEL}
+	};
+	struct jsonv root, v[NSLOTS];
+	int f[NSLOTS];
 	long long in = 0, out = 0;
 	struct buf tmp = {0};
 
+	/* choices[0] an object with a message object whose content is a string, tool_calls absent or null */
 	if (jsonv_root(body, len, JSON_TOKENER_DEFAULT_DEPTH, &root) != 0 ||
-	    jsonv_members(&root, top, t, tf, 3) != 0 || !tf[0] || jsonv_first(&t[0], &c0) != 0 ||
-	    jsonv_members(&c0, choice, c, cf, 2) != 0 || !cf[0] ||
-	    jsonv_members(&c[0], message, m, mf, 2) != 0 ||
-	    !mf[0] || jsonv_kind(&m[0]) != '"' || (mf[1] && jsonv_kind(&m[1]) != 'n'))
+	    jsonv_kind(&root) != '{' || jsonv_find(&root, top, 3, v, f, NSLOTS) != 0 ||
+	    !f[C0] || jsonv_kind(&v[C0]) != '{' || !f[MSG] || jsonv_kind(&v[MSG]) != '{' ||
+	    !f[CONTENT] || jsonv_kind(&v[CONTENT]) != '"' ||
+	    (f[CALLS] && jsonv_kind(&v[CALLS]) != 'n'))
 		return 0;
-	if (tf[1] && jsonv_kind(&t[1]) == '{') {
-		jsonv_members(&t[1], counts, u, uf, 2);
-		if ((uf[0] && jsonv_int64(&u[0], &in) != 0) || (uf[1] && jsonv_int64(&u[1], &out) != 0))
-			return 0;
-	}
-	jsonv_string(&m[0], &res->text);
-	if (tf[2] && jsonv_kind(&t[2]) == '"') {
-		jsonv_string(&t[2], &tmp);
+	if ((f[IN] && jsonv_int64(&v[IN], &in) != 0) || (f[OUT] && jsonv_int64(&v[OUT], &out) != 0))
+		return 0;
+	jsonv_string(&v[CONTENT], &res->text);
+	if (f[MODEL] && jsonv_kind(&v[MODEL]) == '"') {
+		jsonv_string(&v[MODEL], &tmp);
 		if (!tmp.oom)
 			buf_strcpy(res->model, sizeof(res->model), tmp.len > 0 ? tmp.data : "");
 		buf_reset(&tmp, 0);
 	}
-	if (cf[1] && jsonv_kind(&c[1]) == '"') {
-		jsonv_string(&c[1], &tmp);
+	if (f[FINISH] && jsonv_kind(&v[FINISH]) == '"') {
+		jsonv_string(&v[FINISH], &tmp);
 		if (!tmp.oom)
 			buf_strcpy(res->finish_reason, sizeof(res->finish_reason),
 			    tmp.len > 0 ? tmp.data : "");
 	}
 	buf_free(&tmp);
-	if (uf[0])
+	if (f[IN])
 		res->input_tokens = in;
-	if (uf[1])
+	if (f[OUT])
 		res->output_tokens = out;
 	return 1;
 }
