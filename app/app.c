@@ -491,8 +491,10 @@ admit(struct app_worker *w, enum role role, const struct http_request *req,
 		anonymous(app, who);
 	}
 	by_address = !auth_required(app->auth);
-	snprintf(key, sizeof(key), "%s:%s", by_address ? "a" : "p",
-	    by_address ? addr : who->id);
+	/* "a:<addr>" or "p:<principal>", as snprintf "%s:%s" wrote it. */
+	key[0] = by_address ? 'a' : 'p';
+	key[1] = ':';
+	buf_strcpy(key + 2, sizeof(key) - 2, by_address ? addr : who->id);
 	ratelimit_take(app->rl, w->store, key, &rl);
 	if (rl.unavailable)
 		return 0;

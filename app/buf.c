@@ -178,3 +178,13 @@ buf_decimal(char d[BUF_DECIMAL_SIZE], long long v, int width)
 		*--p = '-';
 	return p;
 }
+
+size_t
+buf_strcpy(char *dst, size_t size, const char *src)
+{
+	size_t n = strlen(src), m = n < size ? n : size - 1;
+
+	memcpy(dst, src, m);
+	dst[m] = '\0';
+	return n;
+}

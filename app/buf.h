@@ -46,6 +46,14 @@ void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
  */
 void buf_json_string(struct buf *b, const char *s, size_t len);
 
+/*
+ * Copies the string src into dst[0..size) as snprintf(dst, size, "%s", src)
+ * does (size > 0: at most size - 1 bytes, NUL-terminated), without printf,
+ * whose ~800 instructions a call added up on the completion path. Returns
+ * strlen(src): size or more says it was cut.
+ */
+size_t buf_strcpy(char *dst, size_t size, const char *src);
+
 /* Room buf_decimal needs: a sign, 20 digits of a 64-bit value and the NUL. */
 #define BUF_DECIMAL_SIZE 24
 

@@ -27,11 +27,19 @@ fail(struct jc *c, enum jsoncheck_result r, const char *why)
 	return -1;
 }
 
+/*
+ * NOTE: the scans below step a local pointer and store c->p once: stepping
+ * c->p itself made the compiler store it at every byte (a byte read may
+ * alias it), twice the instructions per byte.
+ */
 static void
 ws(struct jc *c)
 {
-	while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
-		c->p++;
+	const unsigned char *p = c->p;
+
+	while (p < c->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	c->p = p;
 }
 
 static int
@@ -58,18 +66,28 @@ hex4(struct jc *c, unsigned int *v)
 	return 0;
 }
 
+/* The bytes that end a run of plain string bytes: control characters, '"' and '\\'. */
+static const unsigned char string_stop[256] = {
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+	['"'] = 1, ['\\'] = 1
+};
+
 static int
 string(struct jc *c)
 {
-	const unsigned char *run;
-	unsigned int u, lo;
+	const unsigned char *run, *p, *end = c->end;
+	unsigned int u, lo, high;
 
 	c->p++; /* the opening quote */
 	for (;;) {
-		run = c->p;
-		while (c->p < c->end && *c->p != '"' && *c->p != '\\' && *c->p >= 0x20)
-			c->p++;
-		if (!utf8_valid((const char *)run, (size_t)(c->p - run))) {
+		run = p = c->p;
+		high = 0;
+		while (p < end && !string_stop[*p])
+			high |= *p++;
+		c->p = p;
+		/* NOTE: a run of ASCII needs no second look. */
+		if ((high & 0x80) && !utf8_valid((const char *)run, (size_t)(c->p - run))) {
 			c->p = run;
 			return fail(c, JSONCHECK_UTF8, "a string is not valid UTF-8");
 		}
@@ -559,6 +577,108 @@ jsonv_members(const struct jsonv *obj, const char *const *names, struct jsonv *o
 		if (p < end && *p == ',')
 			p++;
 	}
+	return 0;
+}
+
+/* Clears the found flags of the wants w[0..n) and of everything below them. */
+static void
+clear_found(const struct jsonv_want *w, size_t n, int *found)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (w[i].slot >= 0)
+			found[w[i].slot] = 0;
+		clear_found(w[i].kids, w[i].nkids, found);
+	}
+}
+
+/* Records the value p..end as want w (and leaves its kids as walk found them). */
+static void
+record(const struct jsonv_want *w, const char *p, const char *end, struct jsonv *out, int *found)
+{
+	if (w->slot < 0)
+		return;
+	out[w->slot].p = p;
+	out[w->slot].end = end;
+	found[w->slot] = 1;
+}
+
+/*
+ * The end of the value at p in validated text, as skip finds it, recording
+ * the wants w[0..n) inside it on the way: each byte is read once, where
+ * looking each level up with jsonv_members and jsonv_first read a nested
+ * value once per level above it.
+ */
+static const char *
+walk(const char *p, const char *end, const struct jsonv_want *w, size_t n, struct jsonv *out,
+    int *found)
+{
+	const char *name, *v, *vend;
+	size_t i, len;
+	int escaped;
+
+	if (n == 0 || p >= end || (*p != '{' && *p != '['))
+		return skip(p, end);
+	if (*p == '[') {
+		for (i = 0; i < n && w[i].name != NULL; i++)
+			;
+		v = blanks(p + 1, end);
+		if (i == n || v >= end || *v == ']')
+			return skip(p, end);
+		clear_found(&w[i], 1, found);
+		vend = walk(v, end, w[i].kids, w[i].nkids, out, found);
+		record(&w[i], v, vend, out, found);
+		for (p = blanks(vend, end); p < end && *p == ','; p = blanks(p, end))
+			p = skip(blanks(p + 1, end), end);
+		return p < end ? p + 1 : end;   /* past ']' */
+	}
+	p++;
+	for (;;) {
+		p = blanks(p, end);
+		if (p >= end || *p != '"')
+			break;   /* the closing brace */
+		/* the name: validated, so a '"' not escaped ends it */
+		escaped = 0;
+		for (name = ++p; p < end && *p != '"'; p++)
+			if (*p == '\\') {
+				escaped = 1;
+				p++;
+			}
+		len = (size_t)(p - name);
+		p = blanks(blanks(p + 1, end) + 1, end);   /* past ':' */
+		for (i = 0; i < n; i++)
+			if (w[i].name != NULL && (escaped ? name_is(name, len, w[i].name) :
+			    len > 0 ? w[i].name[0] == name[0] && strncmp(w[i].name, name, len) == 0 &&
+			    w[i].name[len] == '\0' : w[i].name[0] == '\0'))
+				break;
+		if (i == n) {
+			p = skip(p, end);
+		} else {
+			/* NOTE: a later one replaces it, what was found inside the earlier one too */
+			clear_found(&w[i], 1, found);
+			vend = walk(p, end, w[i].kids, w[i].nkids, out, found);
+			record(&w[i], p, vend, out, found);
+			p = vend;
+		}
+		p = blanks(p, end);
+		if (p < end && *p == ',')
+			p++;
+	}
+	return p < end ? p + 1 : end;   /* past '}' */
+}
+
+int
+jsonv_find(const struct jsonv *v, const struct jsonv_want *w, size_t n, struct jsonv *out,
+    int *found, size_t nslots)
+{
+	size_t i;
+
+	for (i = 0; i < nslots; i++)
+		found[i] = 0;
+	if (jsonv_kind(v) != '{' && jsonv_kind(v) != '[')
+		return -1;
+	walk(v->p, v->end, w, n, out, found);
 	return 0;
 }
 

@@ -87,6 +87,30 @@ int jsonv_member(const struct jsonv *obj, const char *name, struct jsonv *out);
 int jsonv_members(const struct jsonv *obj, const char *const *names, struct jsonv *out,
     int *found, size_t n);
 
+/*
+ * What jsonv_find looks for inside a value: the member `name` of an object
+ * (found as jsonv_member finds it: by its unescaped name, the last of
+ * several), or with name NULL the first element of an array; recorded in
+ * out[slot] (slot -1: not recorded, only looked into), and the wants
+ * kids[0..nkids) looked for inside it.
+ */
+struct jsonv_want {
+	const char *name;
+	const struct jsonv_want *kids;
+	size_t nkids;
+	int slot;
+};
+
+/*
+ * The values the wants w[0..n) name inside object or array v, in one walk
+ * of its text: found[slot] says whether each was there (found[0..nslots)
+ * are cleared first) and out[slot] is it. What is inside a member is what is
+ * inside the last member of that name, as with nested jsonv_member and
+ * jsonv_first calls. -1 when v is neither an object nor an array.
+ */
+int jsonv_find(const struct jsonv *v, const struct jsonv_want *w, size_t n, struct jsonv *out,
+    int *found, size_t nslots);
+
 /* The first element of an array: 0 and *out, or -1 (empty, or not an array). */
 int jsonv_first(const struct jsonv *arr, struct jsonv *out);
 

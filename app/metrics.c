@@ -114,6 +114,7 @@ static pthread_mutex_t create_lock = PTHREAD_MUTEX_INITIALIZER;
 static int fd = -1;
 static struct table *t;
 static struct proc *me;
+static atomic_ulong epoch;
 
 static double
 bits_to_double(unsigned long long b)
@@ -196,6 +197,7 @@ metrics_open(const char *path, char *err, size_t errlen)
 	struct stat sb;
 	int i, pid = (int)getpid();
 
+	atomic_fetch_add(&epoch, 1);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		snprintf(err, errlen, "VALERIE_DATA_DIR: cannot open %s: %s", path, strerror(errno));
@@ -243,6 +245,7 @@ fail:
 void
 metrics_close(void)
 {
+	atomic_fetch_add(&epoch, 1);
 	if (me != NULL)
 		atomic_store(&me->pid, 0);
 	me = NULL;
@@ -331,11 +334,30 @@ metrics_histogram(const char *name, const char *labels)
 	return series(name, labels, K_HISTOGRAM);
 }
 
+struct metrics_series *
+metrics_gauge(const char *name, const char *labels)
+{
+	return series(name, labels, K_GAUGE);
+}
+
+unsigned long
+metrics_epoch(void)
+{
+	return atomic_load(&epoch);
+}
+
 void
 metrics_series_add(struct metrics_series *s, double v)
 {
 	if (s != NULL)
 		atomic_add_double(&s->value, v);
+}
+
+void
+metrics_series_set(struct metrics_series *s, double v)
+{
+	if (s != NULL)
+		atomic_store(&s->value, double_to_bits(v));
 }
 
 void
@@ -364,10 +386,7 @@ metrics_counter_add(const char *name, const char *labels, double v)
 void
 metrics_gauge_set(const char *name, const char *labels, double v)
 {
-	struct metrics_series *s = series(name, labels, K_GAUGE);
-
-	if (s != NULL)
-		atomic_store(&s->value, double_to_bits(v));
+	metrics_series_set(series(name, labels, K_GAUGE), v);
 }
 
 void

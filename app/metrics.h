@@ -50,8 +50,18 @@ int metrics_gauge_get(const char *name, const char *labels, double *v);
 struct metrics_series;
 struct metrics_series *metrics_counter(const char *name, const char *labels);
 struct metrics_series *metrics_histogram(const char *name, const char *labels);
+struct metrics_series *metrics_gauge(const char *name, const char *labels);
 void metrics_series_add(struct metrics_series *s, double v);
+void metrics_series_set(struct metrics_series *s, double v);
 void metrics_series_observe(struct metrics_series *s, double seconds);
+
+/*
+ * Changes at every metrics_open and metrics_close. A cache of series kept
+ * past one request (by a thread, not by a handle that app_destroy frees)
+ * holds the epoch it was filled in and looks its series up again when the
+ * epoch has changed.
+ */
+unsigned long metrics_epoch(void);
 
 /* This process's requests in flight (summed over live processes at scrape). */
 void metrics_inflight_add(int delta);

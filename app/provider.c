@@ -253,15 +253,18 @@ provider_content_text(struct json_object *content, const char *sep, struct buf *
 int
 provider_url(char *out, size_t outlen, const char *base, const char *path)
 {
-	size_t blen = strlen(base);
-	int n;
+	size_t blen = strlen(base), plen = strlen(path);
 
 	while (blen > 0 && base[blen - 1] == '/')
 		blen--;
-	if (blen > INT_MAX)
+	if (blen >= outlen || plen >= outlen - blen) {
+		if (outlen > 0)
+			out[0] = '\0';
 		return -1;
-	n = snprintf(out, outlen, "%.*s%s", (int)blen, base, path);
-	return n < 0 || (size_t)n >= outlen ? -1 : 0;
+	}
+	memcpy(out, base, blen);
+	memcpy(out + blen, path, plen + 1);
+	return 0;
 }
 
 /* One event for the wire's handler; nothing after the clean end is read. */
@@ -525,10 +528,16 @@ static struct circuit *
 breaker(struct circuits *circuits, const char *name)
 {
 	char key[CIRCUIT_NAME_MAX + 1];
+	size_t n;
 
+	_Static_assert(CIRCUIT_NAME_MAX >= 9 + 40, "a provider's circuit name fits");
 	if (circuits == NULL)
 		return NULL;
-	snprintf(key, sizeof(key), "provider:%.40s", name);
+	/* "provider:%.40s", without printf: every provider call asks. */
+	memcpy(key, "provider:", 9);
+	n = strnlen(name, 40);
+	memcpy(key + 9, name, n);
+	key[9 + n] = '\0';
 	return circuits_get(circuits, key);
 }
 
@@ -623,43 +632,105 @@ model_label(const struct conf *conf, const char *model, char *out, size_t outlen
 	metrics_label_value(known ? model : "other", out, outlen);
 }
 
+/*
+ * The series count_call updates for one provider and model label, kept by
+ * each thread: six label texts built and six series looked up by them (a
+ * hash and two string compares each) were about 5,000 instructions of a
+ * completion. A slot is looked up on its first use, so the same series exist
+ * as when each call looked them up; a NULL slot (table full, or no metrics)
+ * is looked up again next time. Valid while the metrics epoch stays.
+ */
+enum { OUTCOME_OK, OUTCOME_TIMEOUT, OUTCOME_RATE_LIMITED, OUTCOME_ERROR, OUTCOMES };
+
+struct llm_series {
+	unsigned long epoch;
+	char prov[32], model[96];   /* label values, escaped */
+	struct metrics_series *requests[OUTCOMES], *duration, *ttft, *tokens_in, *tokens_out;
+	struct metrics_series *retries, *up;
+};
+
+static _Thread_local struct llm_series llm_series;
+
+/* This thread's series for label values prov and model, emptied when they or the epoch changed. */
+static struct llm_series *
+llm_series_for(const char *prov, const char *model)
+{
+	struct llm_series *c = &llm_series;
+	unsigned long epoch = metrics_epoch();
+
+	if (c->epoch != epoch || strcmp(c->prov, prov) != 0 || strcmp(c->model, model) != 0) {
+		memset(c, 0, sizeof(*c));
+		c->epoch = epoch;
+		snprintf(c->prov, sizeof(c->prov), "%s", prov);
+		snprintf(c->model, sizeof(c->model), "%s", model);
+	}
+	return c;
+}
+
+/*
+ * The series *slot of metric `name` (a counter, histogram or gauge, by
+ * `get`), looked up on first use with labels provider, model (unless
+ * with_model is 0) and k=v (when k is not NULL).
+ */
+static struct metrics_series *
+llm_slot(struct metrics_series **slot, struct metrics_series *(*get)(const char *, const char *),
+    const char *name, const struct llm_series *c, int with_model, const char *k, const char *v)
+{
+	char labels[METRICS_LABELS_MAX + 1];
+
+	if (*slot != NULL)
+		return *slot;
+	if (!with_model)
+		metrics_labels(labels, sizeof(labels), "provider", c->prov, (char *)NULL);
+	else if (k == NULL)
+		metrics_labels(labels, sizeof(labels), "provider", c->prov, "model", c->model,
+		    (char *)NULL);
+	else
+		metrics_labels(labels, sizeof(labels), "provider", c->prov, "model", c->model, k, v,
+		    (char *)NULL);
+	*slot = get(name, labels);
+	return *slot;
+}
+
 /* Counts one provider call in the metrics of BRIEF section 13. */
 static void
 count_call(const struct conf *conf, const char *name, enum provider_status st,
     const struct llm_result *res, long long start_ms, const struct tap *tap)
 {
-	char labels[METRICS_LABELS_MAX + 1], model[96], prov[32];
-	const char *outcome = "error";
+	static const char *const outcomes[OUTCOMES] = {"ok", "timeout", "rate_limited", "error"};
+	char model[96], prov[32];
+	int o = OUTCOME_ERROR;
 	double seconds = (double)(provider_now_ms() - start_ms) / 1000.0;
+	struct llm_series *c;
 
 	metrics_label_value(name, prov, sizeof(prov));
 	model_label(conf, res->model[0] ? res->model : "other", model, sizeof(model));
+	c = llm_series_for(prov, model);
 	if (st == PROVIDER_OK)
-		outcome = "ok";
+		o = OUTCOME_OK;
 	else if (st == PROVIDER_TIMEOUT)
-		outcome = "timeout";
+		o = OUTCOME_TIMEOUT;
 	else if (res->last_status == 429)
-		outcome = "rate_limited";
-	metrics_labels(labels, sizeof(labels), "provider", prov, "model", model, "outcome", outcome,
-	    (char *)NULL);
-	metrics_counter_add("valerie_llm_requests_total", labels, 1);
-	metrics_labels(labels, sizeof(labels), "provider", prov, "model", model, (char *)NULL);
-	metrics_observe("valerie_llm_request_duration_seconds", labels, seconds);
+		o = OUTCOME_RATE_LIMITED;
+	metrics_series_add(llm_slot(&c->requests[o], metrics_counter, "valerie_llm_requests_total",
+	    c, 1, "outcome", outcomes[o]), 1);
+	metrics_series_observe(llm_slot(&c->duration, metrics_histogram,
+	    "valerie_llm_request_duration_seconds", c, 1, NULL, NULL), seconds);
 	if (tap->first_ms > 0)
-		metrics_observe("valerie_llm_time_to_first_token_seconds", labels,
+		metrics_series_observe(llm_slot(&c->ttft, metrics_histogram,
+		    "valerie_llm_time_to_first_token_seconds", c, 1, NULL, NULL),
 		    (double)(tap->first_ms - start_ms) / 1000.0);
 	if (st == PROVIDER_OK) {
-		metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
-		    "direction", "input", (char *)NULL);
-		metrics_counter_add("valerie_llm_tokens_total", labels, (double)res->input_tokens);
-		metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
-		    "direction", "output", (char *)NULL);
-		metrics_counter_add("valerie_llm_tokens_total", labels, (double)res->output_tokens);
+		metrics_series_add(llm_slot(&c->tokens_in, metrics_counter, "valerie_llm_tokens_total",
+		    c, 1, "direction", "input"), (double)res->input_tokens);
+		metrics_series_add(llm_slot(&c->tokens_out, metrics_counter,
+		    "valerie_llm_tokens_total", c, 1, "direction", "output"),
+		    (double)res->output_tokens);
 	}
-	metrics_labels(labels, sizeof(labels), "provider", prov, (char *)NULL);
 	if (res->attempts > 1)
-		metrics_counter_add("valerie_llm_retries_total", labels, res->attempts - 1);
-	metrics_gauge_set("valerie_provider_up", labels,
+		metrics_series_add(llm_slot(&c->retries, metrics_counter, "valerie_llm_retries_total",
+		    c, 0, NULL, NULL), res->attempts - 1);
+	metrics_series_set(llm_slot(&c->up, metrics_gauge, "valerie_provider_up", c, 0, NULL, NULL),
 	    st == PROVIDER_OK || st == PROVIDER_REJECTED ? 1 : 0);
 }
 
@@ -712,7 +783,7 @@ provider_chain(const struct conf *conf, char chain[8][16])
 	size_t n = 0, j, len;
 	int dup;
 
-	snprintf(chain[n++], 16, "%s", conf->llm_provider);
+	buf_strcpy(chain[n++], 16, conf->llm_provider);
 	while (p != NULL && *p != '\0' && n < 8) {
 		comma = strchr(p, ',');
 		len = comma ? (size_t)(comma - p) : strlen(p);

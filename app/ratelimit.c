@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "auth.h"
+#include "buf.h"
 #include "conf.h"
 #include "ratelimit.h"
 #include "store.h"
@@ -274,7 +275,7 @@ ratelimit_address(const char *addr, char *out, size_t outlen)
 	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
 	if (inet_pton(AF_INET6, addr, a) != 1) {
-		snprintf(out, outlen, "%s", addr);
+		buf_strcpy(out, outlen, addr);
 		return;
 	}
 	if (memcmp(a, mapped, sizeof(mapped)) == 0) {

@@ -1,7 +1,8 @@
 /*
  * fuzz_json: differential target: what jsoncheck accepts, json-c must parse
  * the same way, and the jsonv reader must see the same members, kinds,
- * strings and integers as json-c's tree.
+ * strings and integers as json-c's tree; jsonv_find must find what nested
+ * jsonv_member and jsonv_first calls find.
  */
 #include "config.h"
 
@@ -74,6 +75,48 @@ same(const struct jsonv *v, struct json_object *o, int depth)
 	}
 }
 
+/* Whether jsonv_find's found[i]/out[i] is what the nested calls found (`ok`, `want`). */
+static void
+same_span(int found, const struct jsonv *out, int ok, const struct jsonv *want)
+{
+	if (found != ok || (ok && (out->p != want->p || out->end != want->end)))
+		abort();
+}
+
+/* jsonv_find with the wants of provider_openai's read_whole_plain, against nested calls. */
+static void
+same_find(const struct jsonv *root)
+{
+	enum { C0, MSG, CONTENT, FINISH, IN, MODEL, N };
+	static const struct jsonv_want msg[] = {{"content", NULL, 0, CONTENT}};
+	static const struct jsonv_want choice[] = {
+		{"message", msg, 1, MSG}, {"finish_reason", NULL, 0, FINISH}
+	};
+	static const struct jsonv_want first[] = {{NULL, choice, 2, C0}};
+	static const struct jsonv_want usage[] = {{"prompt_tokens", NULL, 0, IN}};
+	static const struct jsonv_want top[] = {
+		{"choices", first, 1, -1}, {"usage", usage, 1, -1}, {"model", NULL, 0, MODEL}
+	};
+	struct jsonv out[N], ch, c0, m, v;
+	int found[N], ok;
+
+	if (jsonv_find(root, top, 3, out, found, N) != 0) {
+		if (jsonv_kind(root) == '{' || jsonv_kind(root) == '[')
+			abort();
+		return;
+	}
+	ok = jsonv_member(root, "choices", &ch) == 0 && jsonv_first(&ch, &c0) == 0;
+	same_span(found[C0], &out[C0], ok, &c0);
+	ok = ok && jsonv_member(&c0, "message", &m) == 0;
+	same_span(found[MSG], &out[MSG], ok, &m);
+	same_span(found[CONTENT], &out[CONTENT], ok && jsonv_member(&m, "content", &v) == 0, &v);
+	ok = found[C0] && jsonv_member(&c0, "finish_reason", &v) == 0;
+	same_span(found[FINISH], &out[FINISH], ok, &v);
+	ok = jsonv_member(root, "usage", &m) == 0 && jsonv_member(&m, "prompt_tokens", &v) == 0;
+	same_span(found[IN], &out[IN], ok, &v);
+	same_span(found[MODEL], &out[MODEL], jsonv_member(root, "model", &v) == 0, &v);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -121,6 +164,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (jsonv_root((const char *)data, size, 16, &root) != 0)
 			abort();
 		same(&root, obj, 4);
+		same_find(&root);
 	}
 	json_object_put(obj);
 	json_tokener_free(tok);

@@ -508,6 +508,15 @@ def upstream_part():
                                                  user("dev")]})
             check(msgs_of(last()) == [("system", "Dev says."), ("user", "dev")],
                   f"{L} a developer message goes up as system: {msgs_of(last())}")
+            # A clean message is passed on as it came; any other is made clean.
+            s, h, d = complete(st, {"messages": [
+                {"role": "user", "content": "as is"},
+                {"content": "swapped", "role": "user", "x_extra": 1}]})
+            got = last()["body"]["messages"]
+            check(s == 200 and got == [{"role": "user", "content": "as is"},
+                                       {"role": "user", "content": "swapped"}]
+                  and [list(m) for m in got] == [["role", "content"]] * 2,
+                  f"{L} messages go up as role then content, unknown keys dropped: {got}")
 
             # --- with X-Session-Id: only the new message; the upstream gets the history ---
             sid = "oai-up-1"

@@ -116,6 +116,27 @@ test_buf_decimal(void)
 	CHECK_STR(buf_decimal(d, 1, 99), "00000000000000000001");
 }
 
+/* buf_strcpy writes what snprintf(dst, size, "%s", src) writes, and returns strlen(src). */
+static void
+test_buf_strcpy(void)
+{
+	char d[6], want[6];
+	const char *srcs[] = {"", "abc", "abcde", "abcdef", "abcdefghij"};
+	size_t i, n;
+
+	for (i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++) {
+		memset(d, 'x', sizeof(d));
+		memset(want, 'x', sizeof(want));
+		snprintf(want, sizeof(want), "%s", srcs[i]);
+		n = buf_strcpy(d, sizeof(d), srcs[i]);
+		CHECK_INT(n, strlen(srcs[i]));
+		CHECK(memcmp(d, want, sizeof(d)) == 0);
+	}
+	n = buf_strcpy(d, 1, "abc");
+	CHECK_INT(n, 3);
+	CHECK_STR(d, "");
+}
+
 /* A served model id longer than 63 bytes, as some quantised vLLM models are named. */
 #define LONG_MODEL "neuralmagic/Meta-Llama-3.1-405B-Instruct-quantized.w8a8-FP8-dynamic-v2"
 
@@ -132,6 +153,7 @@ main(void)
 	log_set_fd(devnull);
 	test_metrics_labels();
 	test_buf_decimal();
+	test_buf_strcpy();
 	CHECK_INT(conf_load(&conf, fake_get, env, err, sizeof(err)), CONF_OK);
 	app = app_create(&conf, err, sizeof(err));
 	CHECK(app != NULL);

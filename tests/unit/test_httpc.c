@@ -5,7 +5,8 @@
  * only every 200 ms, and asked every 200 ms while the upstream is silent
  * (libcurl's own loop slept a second at a time); a proxy from the environment is still honoured; a URL
  * that cannot be parsed is refused with an error that does not quote it (it
- * may hold a password or a token, and the error is logged).
+ * may hold a password or a token, and the error is logged); the header lines
+ * a handle keeps from call to call are each call's own.
  * Against a small HTTP/1.1 server on a loopback port in a thread of this test.
  */
 #include "config.h"
@@ -25,13 +26,14 @@
 
 #define SEEN_MAX 16
 
-/* What the server saw: one line per request, "METHOD target body-length". */
+/* What the server saw: one line per request, "METHOD target body-length", and its X-Tag. */
 struct server {
 	int fd;
 	int port;
 	int delay_ms;              /* before each answer */
 	pthread_mutex_t lock;
 	char seen[SEEN_MAX][160];
+	char tags[SEEN_MAX][32];   /* the X-Tag header's values, joined by "|"; "" without one */
 	int nseen;
 	int connections;
 };
@@ -44,8 +46,8 @@ serve_conn(struct server *s, int c)
 	ssize_t n;
 
 	for (;;) {
-		char *end, *cl, method[16], target[120];
-		size_t head, body = 0;
+		char *end, *cl, *tag, method[16], target[120];
+		size_t head, body = 0, tlen;
 
 		while ((end = memmem(buf, have, "\r\n\r\n", 4)) == NULL) {
 			if (have == sizeof(buf))
@@ -69,8 +71,16 @@ serve_conn(struct server *s, int c)
 			have += (size_t)n;
 		}
 		pthread_mutex_lock(&s->lock);
-		if (s->nseen < SEEN_MAX)
+		if (s->nseen < SEEN_MAX) {
+			s->tags[s->nseen][0] = '\0';
+			for (tag = buf; (tag = strcasestr(tag, "\r\nx-tag: ")) != NULL; tag += 9) {
+				tlen = strcspn(tag + 9, "\r");
+				snprintf(s->tags[s->nseen] + strlen(s->tags[s->nseen]),
+				    sizeof(s->tags[0]) - strlen(s->tags[s->nseen]), "%s%.*s",
+				    s->tags[s->nseen][0] ? "|" : "", (int)tlen, tag + 9);
+			}
 			snprintf(s->seen[s->nseen++], sizeof(s->seen[0]), "%s %s %zu", method, target, body);
+		}
 		pthread_mutex_unlock(&s->lock);
 		memmove(buf, buf + head + body, have - head - body);
 		have -= head + body;
@@ -170,6 +180,52 @@ test_methods_in_turn(struct server *s)
 	for (i = 0; i < 6 && i < (size_t)s->nseen; i++)
 		CHECK_STR(s->seen[i], want[i]);
 	CHECK_INT(s->connections, 1);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/*
+ * The handle keeps the last call's header lines and builds them again only
+ * when they change: each call must still send its own, no more and no fewer.
+ */
+static void
+test_headers_follow_call(struct server *s)
+{
+	static const char *const one[] = {"X-Tag: one", NULL};
+	static const char *const two[] = {"X-Tag: two", "X-Tag: three", NULL};
+	static const char *const two_copy[] = {"X-Tag: two", "X-Tag: three", NULL};
+	static const char *const shorter[] = {"X-Tag: two", NULL};
+	static const char *const none[] = {NULL};
+	const char *const *order[] = {one, one, two, two_copy, shorter, none, NULL, one};
+	static const char *const want[] = {"one", "one", "two|three", "two|three", "two", "", "",
+	    "one"};
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	char url[64], err[256];
+	size_t i;
+	int from;
+
+	CHECK(h != NULL);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/tags", s->port);
+	pthread_mutex_lock(&s->lock);
+	from = s->nseen;
+	pthread_mutex_unlock(&s->lock);
+	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		r.method = "GET";
+		r.url = url;
+		r.headers = order[i];
+		r.connect_timeout_ms = 2000;
+		r.total_timeout_ms = 10000;
+		r.max_bytes = 4096;
+		CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_OK);
+		httpc_response_free(&resp);
+	}
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen - from, 8);
+	for (i = 0; i < 8 && from + (int)i < s->nseen; i++)
+		CHECK_STR(s->tags[from + (int)i], want[i]);
 	pthread_mutex_unlock(&s->lock);
 	httpc_free(h);
 }
@@ -358,6 +414,7 @@ main(void)
 		return 1;
 	}
 	test_methods_in_turn(&s);
+	test_headers_follow_call(&s);
 	test_cancel(&s);
 	test_bad_url_error();
 	test_silent_upstream(&s);

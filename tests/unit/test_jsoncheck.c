@@ -158,6 +158,53 @@ test_jsonv(void)
 }
 
 /*
+ * jsonv_find: nested members and first elements in one walk, by unescaped
+ * name; what was found inside an earlier member of a name is forgotten when
+ * a later one of that name replaces it (json-c keeps the last).
+ */
+static void
+test_jsonv_find(void)
+{
+	static const char doc[] = "{\"choices\":[{\"message\":{\"content\":\"old\"}}],"
+	    "\"usage\":{\"prompt_tokens\":1},\"ch\\u006fices\":[{\"message\":{\"role\":\"a\"},"
+	    "\"finish_reason\":\"stop\"},{\"message\":{\"content\":\"second\"}}],"
+	    "\"usage\":7,\"\":\"empty\",\"model\":\"m\"}";
+	enum { C0, MSG, CONTENT, FINISH, IN, MODEL, EMPTY, N };
+	static const struct jsonv_want msg[] = {{"content", NULL, 0, CONTENT}};
+	static const struct jsonv_want choice[] = {
+		{"message", msg, 1, MSG}, {"finish_reason", NULL, 0, FINISH}
+	};
+	static const struct jsonv_want first[] = {{NULL, choice, 2, C0}};
+	static const struct jsonv_want usage[] = {{"prompt_tokens", NULL, 0, IN}};
+	static const struct jsonv_want top[] = {
+		{"choices", first, 1, -1}, {"usage", usage, 1, -1}, {"model", NULL, 0, MODEL},
+		{"", NULL, 0, EMPTY}
+	};
+	struct jsonv root, out[N];
+	int found[N];
+	struct buf b = {0};
+
+	CHECK_INT(jsonv_root(doc, sizeof(doc) - 1, 8, &root), 0);
+	CHECK_INT(jsonv_find(&root, top, 4, out, found, N), 0);
+	CHECK(found[C0] && jsonv_kind(&out[C0]) == '{');
+	CHECK(found[MSG] && jsonv_kind(&out[MSG]) == '{');
+	CHECK(!found[CONTENT]);   /* the first "choices" had it; the last (escaped name) has not */
+	CHECK(found[FINISH] && jsonv_string(&out[FINISH], &b) == 0);
+	CHECK_STR(b.data, "stop");
+	buf_reset(&b, 0);
+	CHECK(!found[IN]);        /* the last "usage" is not an object */
+	CHECK(found[MODEL] && jsonv_string(&out[MODEL], &b) == 0);
+	CHECK_STR(b.data, "m");
+	buf_reset(&b, 0);
+	CHECK(found[EMPTY] && jsonv_string(&out[EMPTY], &b) == 0);
+	CHECK_STR(b.data, "empty");
+	CHECK(jsonv_root("\"s\"", 3, 8, &root) == 0 && jsonv_find(&root, top, 4, out, found, N) != 0);
+	CHECK(jsonv_root("[[1]]", 5, 8, &root) == 0 && jsonv_find(&root, top, 4, out, found, N) == 0);
+	CHECK(!found[C0] && !found[MODEL]);
+	buf_free(&b);
+}
+
+/*
  * json-c 0.16 turns escaped pairs for U+xD800..U+xDFFF into U+FFFD: the
  * escapes jsoncheck_for_json_c rewrites, and what the parsers then give.
  */
@@ -195,6 +242,7 @@ main(void)
 	test_buf_json_string();
 	test_int();
 	test_jsonv();
+	test_jsonv_find();
 	test_json_c_surrogates();
 	OK("{}");
 	OK(" { \"a\" : [1, -2.5e+3, 0, 0.1, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"] } \n");

@@ -4,7 +4,8 @@
  * _count agree: _sum used to lead _count by the observations made while the
  * scrape read it), and an observer that died half-way holds the scrape up
  * once, not at every scrape; a worker's slot whose PID now belongs to another
- * process (started at another time) is not counted alive.
+ * process (started at another time) is not counted alive; a series kept by
+ * its handle, and the epoch that says when to look it up again.
  */
 #include "config.h"
 
@@ -247,6 +248,32 @@ test_dead_observer(const char *path)
 	close(fd);
 }
 
+/*
+ * A series kept past a request (provider.c keeps the LLM series per thread):
+ * a gauge set through its handle renders its value, and the epoch that says
+ * when such a handle must be looked up again changes at close and at open.
+ */
+static void
+test_kept_series(const char *path)
+{
+	struct metrics_series *g = metrics_gauge("valerie_provider_up", "provider=\"kept\"");
+	unsigned long e = metrics_epoch();
+	char err[256];
+
+	CHECK(g != NULL);
+	CHECK(metrics_gauge("valerie_provider_up", "provider=\"kept\"") == g);
+	metrics_series_set(g, 1);
+	metrics_series_set(g, 0);
+	CHECK(rendered("valerie_provider_up{provider=\"kept\"}") == 0);
+	metrics_series_set(g, 1);
+	CHECK(rendered("valerie_provider_up{provider=\"kept\"}") == 1);
+	metrics_close();
+	CHECK(metrics_epoch() != e);
+	e = metrics_epoch();
+	CHECK(metrics_open(path, err, sizeof(err)) == 0);
+	CHECK(metrics_epoch() != e);
+}
+
 int
 main(void)
 {
@@ -264,6 +291,7 @@ main(void)
 	}
 	test_reused_pid(path);
 	test_dead_observer(path);
+	test_kept_series(path);
 	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, observer, (void *)&values[i]);

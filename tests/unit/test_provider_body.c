@@ -2,7 +2,8 @@
  * test_provider_body: the request bodies the network providers send, built in-process from
  * hand-made llm_requests and compared field by field: provider_anthropic_body (system and
  * merge rules, tool_use/tool_result blocks, tools, tool_choice, sampling settings, what is
- * refused), provider_openai_body (passed through), OpenAI's other fields in each, and
+ * refused), provider_openai_body (passed through, and byte for byte what the json-c object
+ * it once built would have written), OpenAI's other fields in each, and
  * the tool call list of a result (provider_tool_call, provider_tool_calls_json,
  * provider_result_free).
  *
@@ -758,14 +759,60 @@ test_anthropic_history_tools(void)
 	json_object_put(d);
 }
 
-/* provider_openai_body of `req`, parsed. Caller puts. */
+#define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/*
+ * The body as provider_openai_body built it before it wrote text: a json-c
+ * object, serialised. Caller frees.
+ */
+static char *
+openai_body_json_c(const char *model, const struct llm_request *req)
+{
+	struct json_object *doc = json_object_new_object(), *opts;
+	char *text;
+
+	json_object_object_add(doc, "model", json_object_new_string(model));
+	json_object_object_add(doc, "messages", json_object_get(req->messages));
+	if (req->tools != NULL)
+		json_object_object_add(doc, "tools", json_object_get(req->tools));
+	if (req->tool_choice != NULL)
+		json_object_object_add(doc, "tool_choice", json_object_get(req->tool_choice));
+	if (req->params.has_temperature)
+		json_object_object_add(doc, "temperature",
+		    json_object_new_double(req->params.temperature));
+	if (req->params.has_top_p)
+		json_object_object_add(doc, "top_p", json_object_new_double(req->params.top_p));
+	if (req->params.max_tokens > 0)
+		json_object_object_add(doc, req->params.max_completion_tokens ?
+		    "max_completion_tokens" : "max_tokens",
+		    json_object_new_int64(req->params.max_tokens));
+	if (req->params.stop != NULL)
+		json_object_object_add(doc, "stop", json_object_get(req->params.stop));
+	if (req->params.openai_extra != NULL) {
+		json_object_object_foreach(req->params.openai_extra, k, v)
+			json_object_object_add(doc, k, json_object_get(v));
+	}
+	if (req->on_delta != NULL) {
+		json_object_object_add(doc, "stream", json_object_new_boolean(1));
+		opts = json_object_new_object();
+		json_object_object_add(opts, "include_usage", json_object_new_boolean(1));
+		json_object_object_add(doc, "stream_options", opts);
+	}
+	text = strdup(json_object_to_json_string_ext(doc, JSON_PLAIN));
+	json_object_put(doc);
+	return text;
+}
+
+/* provider_openai_body of `req` (checked against openai_body_json_c), parsed. Caller puts. */
 static struct json_object *
 openai(const struct llm_request *req, const char *model)
 {
-	char *body = provider_openai_body(model, req);
+	char *body = provider_openai_body(model, req), *ref = openai_body_json_c(model, req);
 	struct json_object *doc;
 
 	CHECK(body != NULL);
+	CHECK_STR(body, ref);
+	free(ref);
 	if (body == NULL)
 		return NULL;
 	doc = json_tokener_parse(body);
@@ -847,6 +894,26 @@ test_openai(void)
 	CHECK_JSON(d, "stream", "true");
 	CHECK_JSON(d, "stream_options", "{'include_usage':true}");
 	json_object_put(d);
+
+	/* Bytes that need escaping, in the model and in the messages and fields. */
+	{
+		struct llm_request odd;
+		struct json_object *od;
+
+		request(&odd, json_tokener_parse("[{\"role\":\"user\",\"content\":"
+		    "\"q\\\"b\\\\s/\\n\\r\\t\\b\\f\\u0001\\u001f\\u007f \\u00e9\\ud83d\\ude00\"}]"));
+		odd.params.openai_extra = json_tokener_parse("{\"user\":\"a/b\\u0002\","
+		    "\"presence_penalty\":0.50,\"seed\":-3,\"metadata\":{\"k\\\"\":\"\\u00e9\"}}");
+		odd.params.has_temperature = 1;
+		odd.params.temperature = 0.1 + 0.2;
+		odd.params.has_top_p = 1;
+		odd.params.top_p = 1;
+		od = openai(&odd, "m\"o\\d/e\x01l\x7f\xc3\xa9");
+		CHECK(od != NULL);
+		json_object_put(od);
+		json_object_put(odd.messages);
+		json_object_put(odd.params.openai_extra);
+	}
 
 	/* A temperature of 0 is sent; no max tokens when 0. */
 	req.params.has_temperature = 1;
