@@ -394,34 +394,20 @@ out:
 	return rc;
 }
 
-/* Adds block `b` (owned) to the pending message. Returns 0, or -1 out of memory. */
+/*
+ * Adds block `b` (owned; NULL is a failed allocation) to *list, made on first
+ * use: the pending message's blocks or media. Returns 0, or -1 out of memory.
+ */
 static int
-pending_block(struct pending *p, struct json_object *b)
+pending_add(struct json_object **list, struct json_object *b)
 {
 	if (b == NULL)
 		return -1;
-	if (p->blocks == NULL && (p->blocks = json_object_new_array()) == NULL) {
+	if (*list == NULL && (*list = json_object_new_array()) == NULL) {
 		json_object_put(b);
 		return -1;
 	}
-	if (json_object_array_add(p->blocks, b) != 0) {
-		json_object_put(b);
-		return -1;
-	}
-	return 0;
-}
-
-/* Adds block `b` (owned) to the pending message's media. 0, or -1 out of memory. */
-static int
-pending_media(struct pending *p, struct json_object *b)
-{
-	if (b == NULL)
-		return -1;
-	if (p->media == NULL && (p->media = json_object_new_array()) == NULL) {
-		json_object_put(b);
-		return -1;
-	}
-	if (json_object_array_add(p->media, b) != 0) {
+	if (json_object_array_add(*list, b) != 0) {
 		json_object_put(b);
 		return -1;
 	}
@@ -490,14 +476,14 @@ user_parts(struct json_object *parts, size_t i, struct pending *p, char *err, si
 				return PROVIDER_REJECTED;
 			}
 			if (p->text.len > 0) {
-				if (pending_media(p, text_block(&p->text)) != 0)
+				if (pending_add(&p->media, text_block(&p->text)) != 0)
 					return PROVIDER_NOMEM;
 				buf_reset(&p->text, 4096);
 			}
 			if ((v = image_block(json_object_get_string(url),
 			    (size_t)json_object_get_string_len(url), i, err, errlen)) == NULL)
 				return err[0] != '\0' ? PROVIDER_REJECTED : PROVIDER_NOMEM;
-			if (pending_media(p, v) != 0)
+			if (pending_add(&p->media, v) != 0)
 				return PROVIDER_NOMEM;
 		} else if (json_object_object_get_ex(part, "text", &v) &&
 		    json_object_is_type(v, json_type_string) && json_object_get_string_len(v) > 0) {
@@ -563,7 +549,7 @@ tool_use_blocks(struct json_object *calls, size_t i, struct pending *p, char *er
 		json_object_object_add(b, "id", json_object_new_string(id));
 		json_object_object_add(b, "name", json_object_new_string(name));
 		json_object_object_add(b, "input", input);
-		if (pending_block(p, b) != 0)
+		if (pending_add(&p->blocks, b) != 0)
 			return PROVIDER_NOMEM;
 	}
 	return PROVIDER_OK;
@@ -592,7 +578,7 @@ tool_result_block(struct json_object *m, const struct buf *text, size_t i, struc
 	if (text->len > 0)
 		json_object_object_add(b, "content",
 		    json_object_new_string_len(text->data, (int)text->len));
-	return pending_block(p, b) != 0 ? PROVIDER_NOMEM : PROVIDER_OK;
+	return pending_add(&p->blocks, b) != 0 ? PROVIDER_NOMEM : PROVIDER_OK;
 }
 
 /*
