@@ -17,6 +17,9 @@ struct jc {
 	const char *why;
 	enum jsoncheck_result res;
 	int depth, max_depth;
+	size_t big_int;          /* 1 + the offset of the first integer json-c saturates, or 0 */
+	const unsigned char *key, *big_key;   /* the last member name read (its quote), and the
+	                                         one before that integer */
 };
 
 static int
@@ -135,17 +138,41 @@ digits(struct jc *c)
 	return c->p > s ? 0 : fail(c, JSONCHECK_SYNTAX, "malformed number");
 }
 
+/*
+ * Whether the integer digits d[0..n) (no leading zero), negative or not, lie
+ * outside what json-c 0.16 holds exactly: -2^63 to 2^64-1 (jsoncheck.h).
+ */
+static int
+saturates(const unsigned char *d, size_t n, int negative)
+{
+	static const char max_pos[] = "18446744073709551615", max_neg[] = "9223372036854775808";
+	const char *max = negative ? max_neg : max_pos;
+	size_t maxlen = negative ? sizeof(max_neg) - 1 : sizeof(max_pos) - 1;
+
+	return n > maxlen || (n == maxlen && memcmp(d, max, n) > 0);
+}
+
 static int
 number(struct jc *c)
 {
-	if (*c->p == '-')
+	const unsigned char *start = c->p, *d;
+	int negative = *c->p == '-';
+
+	if (negative)
 		c->p++;
+	d = c->p;
 	if (c->p < c->end && *c->p == '0') {
 		c->p++;
 		if (c->p < c->end && *c->p >= '0' && *c->p <= '9')
 			return fail(c, JSONCHECK_SYNTAX, "number with a leading zero");
 	} else if (digits(c) != 0) {
 		return -1;
+	}
+	if (c->big_int == 0 && c->p - d >= 19 &&
+	    (c->p == c->end || (*c->p != '.' && *c->p != 'e' && *c->p != 'E')) &&
+	    saturates(d, (size_t)(c->p - d), negative)) {
+		c->big_int = (size_t)(start - c->start) + 1;
+		c->big_key = c->key;
 	}
 	if (c->p < c->end && *c->p == '.') {
 		c->p++;
@@ -194,6 +221,7 @@ container(struct jc *c, unsigned char close)
 		if (close == '}') {
 			if (*c->p != '"')
 				return fail(c, JSONCHECK_SYNTAX, "expected a member name");
+			c->key = c->p;
 			if (string(c) != 0)
 				return -1;
 			ws(c);
@@ -248,6 +276,13 @@ value(struct jc *c)
 enum jsoncheck_result
 jsoncheck(const char *s, size_t len, int max_depth, size_t *offset, const char **why)
 {
+	return jsoncheck_ints(s, len, max_depth, offset, why, NULL, NULL);
+}
+
+enum jsoncheck_result
+jsoncheck_ints(const char *s, size_t len, int max_depth, size_t *offset, const char **why,
+    size_t *big_int, size_t *big_key)
+{
 	struct jc c;
 
 	memset(&c, 0, sizeof(c));
@@ -262,6 +297,10 @@ jsoncheck(const char *s, size_t len, int max_depth, size_t *offset, const char *
 	}
 	*offset = (size_t)(c.p - c.start);
 	*why = c.why;
+	if (big_int != NULL)
+		*big_int = c.big_int;
+	if (big_key != NULL)
+		*big_key = c.big_int > 0 && c.big_key != NULL ? (size_t)(c.big_key - c.start) + 1 : 0;
 	return c.res;
 }
 

@@ -25,6 +25,17 @@ enum jsoncheck_result {
 enum jsoncheck_result jsoncheck(const char *s, size_t len, int max_depth, size_t *offset,
     const char **why);
 
+/*
+ * jsoncheck, also telling of integers json-c cannot hold exactly (below -2^63
+ * or above 2^64-1: it saturates them, see jsoncheck_int): *big_int is 1 +
+ * the offset of the first such integer, or 0 when there is none, and
+ * *big_key (may be NULL) 1 + the offset of the quote of the member name read
+ * last before it (0 for none). Such a value passed on (a tool's JSON
+ * Schema) would become another number.
+ */
+enum jsoncheck_result jsoncheck_ints(const char *s, size_t len, int max_depth, size_t *offset,
+    const char **why, size_t *big_int, size_t *big_key);
+
 struct buf;
 
 /*

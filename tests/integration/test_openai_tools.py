@@ -211,6 +211,32 @@ def params_flow(st, fake, prov):
                   f"[anthropic] tool_choice {choice} -> {want}: {up.get('tool_choice')}")
 
 
+def big_int_flow(st, fake, prov):
+    """Integers in a tool's schema go up unchanged, or are refused: json-c would saturate
+    one beyond -2^63..2^64-1 into another number."""
+    L = f"[{prov}]"
+
+    def tool(maximum):
+        return {"type": "function", "function": {"name": "count", "parameters": {
+            "type": "object", "properties": {"n": {"type": "integer", "maximum": maximum}}}}}
+
+    fake.plan()
+    s, _, doc = completion(st, {"messages": [user("hi")], "tools": [tool(2 ** 64 - 1)]})
+    up = last_up(fake)
+    sent = (up.get("tools") or [{}])[0]
+    schema = sent.get("input_schema") or (sent.get("function") or {}).get("parameters") or {}
+    check(s == 200 and schema.get("properties", {}).get("n", {}).get("maximum") == 2 ** 64 - 1,
+          f"{L} a schema's 2^64-1 goes up unchanged: {s} {schema}")
+    calls = fake.stats()["calls"]
+    for big in (2 ** 64, -2 ** 63 - 1, 10 ** 30):
+        s, _, doc = completion(st, {"messages": [user("hi")], "tools": [tool(big)]})
+        msg = ((doc or {}).get("error") or {}).get("message", "")
+        check(s == 400 and is_error_doc(doc, "invalid_field") and '"maximum"' in msg
+              and fake.stats()["calls"] == calls,
+              f"{L} a schema's {big} is refused naming the member, never sent as another "
+              f"number: {s} {doc}")
+
+
 def extra_flow(st, fake, prov):
     """OpenAI's other fields: passed on to OpenAI; translated, refused or dropped for
     Anthropic, never silently lost when they change what the answer means."""
@@ -557,6 +583,7 @@ try:
         with Stack(workers=2, threads=4, env=env) as st:
             tool_flow(st, fake, prov)
             params_flow(st, fake, prov)
+            big_int_flow(st, fake, prov)
             extra_flow(st, fake, prov)
             session_flow(st, fake, prov)
             resend_flow(st, fake, prov)

@@ -72,6 +72,36 @@ test_int(void)
  * buf_json_string writes strict JSON (jsoncheck accepts it) that reads back
  * as the same bytes: every byte 1..127, UTF-8, and NUL inside the string.
  */
+/* jsoncheck_ints: where the first integer json-c would saturate is, and its member name. */
+static void
+test_big_ints(void)
+{
+	static const struct {
+		const char *text;
+		size_t at, key;   /* offsets + 1; 0: none */
+	} cases[] = {
+		{"18446744073709551615", 0, 0},                 /* 2^64-1: held exactly */
+		{"18446744073709551616", 1, 0},                 /* 2^64 */
+		{"-9223372036854775808", 0, 0},                 /* -2^63 */
+		{"-9223372036854775809", 1, 0},
+		{"[99999999999999999999999]", 2, 0},
+		{"[1e30, 100000000000000000000.5, 1234567890123456789]", 0, 0},
+		{"{\"a\":1,\"schema\":{\"maximum\":100000000000000000000}}", 28, 18},
+		{"{\"n\":[1, -100000000000000000000, 200000000000000000000]}", 10, 2},
+		{"\"100000000000000000000\"", 0, 0},            /* a string */
+	};
+	size_t i, off, at, key;
+	const char *why;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		at = key = 99;
+		CHECK_INT(jsoncheck_ints(cases[i].text, strlen(cases[i].text), 8, &off, &why, &at,
+		    &key), JSONCHECK_OK);
+		CHECK_INT(at, cases[i].at);
+		CHECK_INT(key, cases[i].key);
+	}
+}
+
 static void
 test_buf_json_string(void)
 {
@@ -241,6 +271,7 @@ main(void)
 
 	test_buf_json_string();
 	test_int();
+	test_big_ints();
 	test_jsonv();
 	test_jsonv_find();
 	test_json_c_surrogates();
