@@ -19,8 +19,11 @@
 #define OAI_TOOLS_MAX 128       /* tool definitions in one request */
 #define OAI_TOOL_NAME_MAX 64    /* OpenAI's limit on a tool's name */
 #define OAI_MAX_TOKENS 1000000  /* max_tokens beyond any model's */
-#define OAI_IMAGES_MAX 100      /* image parts in one request (Anthropic's limit too) */
+#define OAI_MEDIA_MAX 100       /* image, file and audio parts in one request (Anthropic's
+                                   limit of images) */
 #define OAI_IMAGE_URL_MAX 8192  /* an http(s) image URL; a data URL is bounded by the body */
+#define OAI_FILE_ID_MAX 256     /* a file part's file_id */
+#define OAI_FILENAME_MAX 255    /* a file part's filename */
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 /* The OpenAI stream's own state. */
@@ -334,6 +337,27 @@ member_str(struct json_object *o, const char *key)
 }
 
 /*
+ * A new part {type: `type`, `type`: {}}, *inner being that inner object, for
+ * its members. NULL out of memory, with resp marked.
+ */
+static struct json_object *
+part_new(struct handler_ctx *ctx, const char *type, struct json_object **inner)
+{
+	struct json_object *out = json_object_new_object();
+
+	*inner = json_object_new_object();
+	if (out == NULL || *inner == NULL) {
+		json_object_put(out);
+		json_object_put(*inner);
+		ctx->resp->body.oom = 1;
+		return NULL;
+	}
+	json_object_object_add(out, "type", json_object_new_string(type));
+	json_object_object_add(out, type, *inner);
+	return out;
+}
+
+/*
  * One image part {type: "image_url", image_url: {url, detail?}} of
  * messages[i].content[j], checked and rebuilt with only those members. NULL
  * with resp filled.
@@ -370,38 +394,136 @@ image_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j
 		    "\"low\" or \"high\"", i, j);
 		return NULL;
 	}
-	out = json_object_new_object();
-	inner = json_object_new_object();
-	if (out == NULL || inner == NULL) {
-		json_object_put(out);
-		json_object_put(inner);
-		ctx->resp->body.oom = 1;
+	if ((out = part_new(ctx, "image_url", &inner)) == NULL)
 		return NULL;
-	}
 	json_object_object_add(inner, "url", json_object_get(url));
 	if (detail != NULL)
 		json_object_object_add(inner, "detail", json_object_new_string(detail));
-	json_object_object_add(out, "type", json_object_new_string("image_url"));
-	json_object_object_add(out, "image_url", inner);
+	return out;
+}
+
+/*
+ * Whether `v` is a string of 1..max bytes, none below `low` nor DEL: 0x21
+ * for visible ASCII and UTF-8, 0x20 to allow spaces too. UTF-8 itself was
+ * checked with the body.
+ */
+static int
+plain_string(struct json_object *v, int max, unsigned char low)
+{
+	const unsigned char *s = (const unsigned char *)json_object_get_string(v);
+	int i, n = json_object_get_string_len(v);
+
+	if (!json_object_is_type(v, json_type_string) || n < 1 || n > max)
+		return 0;
+	for (i = 0; i < n; i++)
+		if (s[i] < low || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/*
+ * One file part {type: "file", file: {file_data | file_id, filename?}} of
+ * messages[i].content[j]: a PDF as a base64 data URL, or the id of a file
+ * uploaded to the provider, rebuilt with only those members. NULL with resp
+ * filled.
+ */
+static struct json_object *
+file_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j)
+{
+	struct json_object *f = NULL, *data = NULL, *id = NULL, *name = NULL, *out, *inner;
+
+	if (!json_object_object_get_ex(part, "file", &f) ||
+	    !json_object_is_type(f, json_type_object)) {
+		bad_field(ctx, "messages[%zu].content[%zu] needs a \"file\" object", i, j);
+		return NULL;
+	}
+	json_object_object_get_ex(f, "file_data", &data);
+	json_object_object_get_ex(f, "file_id", &id);
+	json_object_object_get_ex(f, "filename", &name);
+	if ((data == NULL) == (id == NULL)) {
+		bad_field(ctx, "messages[%zu].content[%zu].file needs one of \"file_data\" and "
+		    "\"file_id\"", i, j);
+		return NULL;
+	}
+	if (data != NULL && (!json_object_is_type(data, json_type_string) ||
+	    !provider_file_data(json_object_get_string(data),
+	    (size_t)json_object_get_string_len(data), NULL))) {
+		bad_field(ctx, "messages[%zu].content[%zu].file.file_data must be a "
+		    "data:application/pdf;base64 URL", i, j);
+		return NULL;
+	}
+	if (id != NULL && !plain_string(id, OAI_FILE_ID_MAX, 0x21)) {
+		bad_field(ctx, "messages[%zu].content[%zu].file.file_id must be 1 to %d bytes "
+		    "without spaces or control characters", i, j, OAI_FILE_ID_MAX);
+		return NULL;
+	}
+	if (name != NULL && !plain_string(name, OAI_FILENAME_MAX, 0x20)) {
+		bad_field(ctx, "messages[%zu].content[%zu].file.filename must be a string of 1 to "
+		    "%d bytes without control characters", i, j, OAI_FILENAME_MAX);
+		return NULL;
+	}
+	if ((out = part_new(ctx, "file", &inner)) == NULL)
+		return NULL;
+	if (name != NULL)
+		json_object_object_add(inner, "filename", json_object_get(name));
+	if (data != NULL)
+		json_object_object_add(inner, "file_data", json_object_get(data));
+	else
+		json_object_object_add(inner, "file_id", json_object_get(id));
+	return out;
+}
+
+/*
+ * One audio part {type: "input_audio", input_audio: {data, format}} of
+ * messages[i].content[j]: base64 WAV or MP3, rebuilt with only those
+ * members, `data` first (trace.c finds it there). NULL with resp filled.
+ */
+static struct json_object *
+audio_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j)
+{
+	struct json_object *a = NULL, *data, *out, *inner;
+	const char *format;
+
+	if (!json_object_object_get_ex(part, "input_audio", &a) ||
+	    !json_object_is_type(a, json_type_object) ||
+	    !json_object_object_get_ex(a, "data", &data) ||
+	    !json_object_is_type(data, json_type_string) ||
+	    !provider_base64(json_object_get_string(data),
+	    (size_t)json_object_get_string_len(data))) {
+		bad_field(ctx, "messages[%zu].content[%zu] needs an \"input_audio\" object whose "
+		    "\"data\" is base64", i, j);
+		return NULL;
+	}
+	format = member_str(a, "format");
+	if (format == NULL || (strcmp(format, "wav") != 0 && strcmp(format, "mp3") != 0)) {
+		bad_field(ctx, "messages[%zu].content[%zu].input_audio.format must be \"wav\" or "
+		    "\"mp3\"", i, j);
+		return NULL;
+	}
+	if ((out = part_new(ctx, "input_audio", &inner)) == NULL)
+		return NULL;
+	json_object_object_add(inner, "data", json_object_get(data));
+	json_object_object_add(inner, "format", json_object_new_string(format));
 	return out;
 }
 
 /*
  * messages[i].content of a message of `role`: a string, or an array of
- * parts, text ({type: "text", text}) and, in a user message, images (see
- * image_part). Appends its text to `out`, parts joined as they are (as
- * OpenAI's models read them). When the parts are an image or more than one
- * text, *parts gets them rebuilt with only their known members (caller
- * puts), so that a provider is sent them as they came; else NULL. *images
- * counts the request's image parts. Returns 0, or -1 with resp filled.
+ * parts, text ({type: "text", text}) and, in a user message, images, files
+ * and audio (image_part, file_part, audio_part). Appends its text to `out`,
+ * parts joined as they are (as OpenAI's models read them). When the parts
+ * are more than one text or have any other part, *parts gets them rebuilt
+ * with only their known members (caller puts), so that a provider is sent
+ * them as they came; else NULL. *media counts the request's parts other than
+ * text. Returns 0, or -1 with resp filled.
  */
 static int
 content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, const char *role,
-    struct buf *out, struct json_object **parts, size_t *images)
+    struct buf *out, struct json_object **parts, size_t *media)
 {
 	struct json_object *part, *text, *list, *p;
 	const char *type;
-	size_t j, texts = 0, pictures = 0;
+	size_t j, texts = 0, others = 0;
 
 	*parts = NULL;
 	if (content == NULL)
@@ -437,22 +559,28 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 			json_object_object_add(p, "type", json_object_new_string("text"));
 			json_object_object_add(p, "text", json_object_get(text));
 			texts++;
-		} else if (strcmp(type, "image_url") == 0) {
+		} else if (strcmp(type, "image_url") == 0 || strcmp(type, "file") == 0 ||
+		    strcmp(type, "input_audio") == 0) {
 			if (strcmp(role, "user") != 0) {
-				bad_field(ctx, "messages[%zu] (role %.20s) cannot carry images: only user "
-				    "messages can", i, role);
+				bad_field(ctx, "messages[%zu] (role %.20s) cannot carry images, files or "
+				    "audio: only user messages can", i, role);
 				goto fail;
 			}
-			if (++*images > OAI_IMAGES_MAX) {
-				bad_field(ctx, "a request can carry at most %d images", OAI_IMAGES_MAX);
+			if (++*media > OAI_MEDIA_MAX) {
+				bad_field(ctx, "a request can carry at most %d images, files and audio "
+				    "parts", OAI_MEDIA_MAX);
 				goto fail;
 			}
-			if ((p = image_part(ctx, part, i, j)) == NULL)
+			p = strcmp(type, "image_url") == 0 ? image_part(ctx, part, i, j) :
+			    strcmp(type, "file") == 0 ? file_part(ctx, part, i, j) :
+			    audio_part(ctx, part, i, j);
+			if (p == NULL)
 				goto fail;
-			pictures++;
+			others++;
 		} else {
 			bad_field(ctx, "messages[%zu].content[%zu] is of type \"%.30s\": only \"text\" "
-			    "and, in user messages, \"image_url\" parts are supported", i, j, type);
+			    "and, in user messages, \"image_url\", \"file\" and \"input_audio\" "
+			    "parts are supported", i, j, type);
 			goto fail;
 		}
 		if (json_object_array_add(list, p) != 0) {
@@ -460,7 +588,7 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 			goto oom;
 		}
 	}
-	if (pictures > 0 || texts > 1)
+	if (others > 0 || texts > 1)
 		*parts = list;
 	else
 		json_object_put(list);
@@ -947,7 +1075,7 @@ openai_chat_completions(struct handler_ctx *ctx)
 	struct buf system = {0}, user = {0}, text = {0};
 	const char *sid = http_request_header(ctx->req, "x-session-id"), *key, *r;
 	char msg[160];
-	size_t i, n, from, results = 0, images = 0, pictures, new_images = 0;
+	size_t i, n, from, results = 0, media = 0, before, new_media = 0;
 
 	body.obj = jsonbody_parse(ctx->req, ctx->resp, (int)ctx->conf->json_max_depth);
 	if (body.obj == NULL)
@@ -1029,8 +1157,8 @@ openai_chat_completions(struct handler_ctx *ctx)
 		json_object_object_get_ex(m, "content", &content);
 		buf_reset(&text, 65536);
 		json_object_put(parts);
-		pictures = images;
-		if (content_read(ctx, content, i, r, &text, &parts, &images) != 0)
+		before = media;
+		if (content_read(ctx, content, i, r, &text, &parts, &media) != 0)
 			goto out;
 		if (sid != NULL && (strcmp(r, "system") == 0 || strcmp(r, "developer") == 0)) {
 			if (system.len > 0)
@@ -1044,14 +1172,14 @@ openai_chat_completions(struct handler_ctx *ctx)
 			buf_append(&user, text.data ? text.data : "", text.len);
 		}
 		results += strcmp(r, "tool") == 0 && i >= from;
-		new_images += i >= from ? images - pictures : 0;
+		new_media += i >= from ? media - before : 0;
 		if ((nm = new_message(ctx, m, r, i, &text, parts)) == NULL)
 			goto out;
 		json_object_array_add(news, nm);
 	}
 	if (system.oom || user.oom || text.oom)
 		goto oom;
-	if (sid != NULL && user.len == 0 && results == 0 && new_images == 0) {
+	if (sid != NULL && user.len == 0 && results == 0 && new_media == 0) {
 		http_response_error(ctx->resp, 400, "invalid_field",
 		    "with X-Session-Id, send the new user message (or tool results) in \"messages\"");
 		goto out;

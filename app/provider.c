@@ -168,13 +168,29 @@ provider_parse_json(const char *text, size_t len)
 	return jsoncheck_parse(text, len, JSON_TOKENER_DEFAULT_DEPTH);
 }
 
+int
+provider_base64(const char *s, size_t len)
+{
+	const char *end = s + len;
+	size_t pad;
+
+	if (len == 0 || len % 4 != 0)
+		return 0;
+	pad = end[-1] == '=' ? (end[-2] == '=' ? 2 : 1) : 0;
+	for (end -= pad; s < end; s++)
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		    (*s >= '0' && *s <= '9') || *s == '+' || *s == '/'))
+			return 0;
+	return 1;
+}
+
 enum provider_image
 provider_image_url(const char *url, size_t len, char media[PROVIDER_IMAGE_TYPE_MAX],
     size_t *data)
 {
 	static const char *const types[] = {"png", "jpeg", "jpg", "gif", "webp"};
 	const char *p, *end = url + len, *comma;
-	size_t i, tlen, pad;
+	size_t i, tlen;
 
 	if ((len > 7 && strncasecmp(url, "http://", 7) == 0) ||
 	    (len > 8 && strncasecmp(url, "https://", 8) == 0)) {
@@ -194,17 +210,9 @@ provider_image_url(const char *url, size_t len, char media[PROVIDER_IMAGE_TYPE_M
 		    strncasecmp(p + tlen, ";base64", 7) == 0)
 			break;
 	}
-	if (i == sizeof(types) / sizeof(types[0]))
+	if (i == sizeof(types) / sizeof(types[0]) ||
+	    !provider_base64(comma + 1, (size_t)(end - comma - 1)))
 		return PROVIDER_IMAGE_BAD;
-	/* Base64 in groups of four, '=' only as the last one or two. */
-	p = comma + 1;
-	if (p == end || (size_t)(end - p) % 4 != 0)
-		return PROVIDER_IMAGE_BAD;
-	pad = end[-1] == '=' ? (end[-2] == '=' ? 2 : 1) : 0;
-	for (; p < end - pad; p++)
-		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-		    (*p >= '0' && *p <= '9') || *p == '+' || *p == '/'))
-			return PROVIDER_IMAGE_BAD;
 	if (media != NULL)
 		snprintf(media, PROVIDER_IMAGE_TYPE_MAX, "image/%s",
 		    strcmp(types[i], "jpg") == 0 ? "jpeg" : types[i]);
@@ -214,11 +222,38 @@ provider_image_url(const char *url, size_t len, char media[PROVIDER_IMAGE_TYPE_M
 }
 
 int
+provider_file_data(const char *s, size_t len, size_t *data)
+{
+	static const char prefix[] = "data:application/pdf;base64,";
+	size_t n = sizeof(prefix) - 1;
+
+	if (len <= n || strncasecmp(s, prefix, n) != 0 || !provider_base64(s + n, len - n))
+		return 0;
+	if (data != NULL)
+		*data = n;
+	return 1;
+}
+
+/* The kind of a non-text part's type, or PROVIDER_MEDIA_KINDS (text, or unknown). */
+static enum provider_media
+media_kind(const char *type)
+{
+	if (strcmp(type, "image_url") == 0)
+		return PROVIDER_MEDIA_IMAGE;
+	if (strcmp(type, "file") == 0)
+		return PROVIDER_MEDIA_FILE;
+	if (strcmp(type, "input_audio") == 0)
+		return PROVIDER_MEDIA_AUDIO;
+	return PROVIDER_MEDIA_KINDS;
+}
+
+int
 provider_content_text(struct json_object *content, const char *sep, struct buf *out,
-    size_t *images)
+    size_t media[PROVIDER_MEDIA_KINDS])
 {
 	struct json_object *part, *v;
 	const char *type;
+	enum provider_media kind;
 	size_t i, texts = 0;
 
 	if (content == NULL)
@@ -234,9 +269,9 @@ provider_content_text(struct json_object *content, const char *sep, struct buf *
 		part = json_object_array_get_idx(content, i);
 		type = json_object_object_get_ex(part, "type", &v) &&
 		    json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-		if (type != NULL && strcmp(type, "image_url") == 0) {
-			if (images != NULL)
-				(*images)++;
+		if (type != NULL && (kind = media_kind(type)) != PROVIDER_MEDIA_KINDS) {
+			if (media != NULL)
+				media[kind]++;
 			continue;
 		}
 		if ((type != NULL && strcmp(type, "text") != 0) ||

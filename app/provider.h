@@ -186,13 +186,33 @@ enum provider_image provider_image_url(const char *url, size_t len,
     char media[PROVIDER_IMAGE_TYPE_MAX], size_t *data);
 
 /*
+ * Whether `s` (`len` bytes) is a data URL of a PDF, the one kind of file an
+ * OpenAI file part ({type: "file", file: {file_data}}) carries inline:
+ * data:application/pdf;base64,<well-formed base64>. *data (may be NULL) gets
+ * the offset of the base64 text. 1 if it is, else 0.
+ */
+int provider_file_data(const char *s, size_t len, size_t *data);
+
+/* Whether `s` (`len` bytes, at least 1) is well-formed base64 (groups of four, padded). */
+int provider_base64(const char *s, size_t len);
+
+/* The kinds of non-text content parts, to count them (provider_content_text). */
+enum provider_media {
+	PROVIDER_MEDIA_IMAGE = 0,   /* {type: "image_url"} */
+	PROVIDER_MEDIA_FILE,        /* {type: "file"} */
+	PROVIDER_MEDIA_AUDIO,       /* {type: "input_audio"} */
+	PROVIDER_MEDIA_KINDS
+};
+
+/*
  * The text of an OpenAI-shaped message content (a string, or parts whose
  * text parts are joined by `sep`; null or absent is empty), appended to
- * `out`; *images (may be NULL) counts its image parts. Returns 0, or -1 when
- * the content is something else or has a part of another kind.
+ * `out`; media[kind] (media may be NULL) counts its image, file and audio
+ * parts, which have no text. Returns 0, or -1 when the content is something
+ * else or has a part of another kind.
  */
 int provider_content_text(struct json_object *content, const char *sep, struct buf *out,
-    size_t *images);
+    size_t media[PROVIDER_MEDIA_KINDS]);
 
 /* --- shared by the network providers (provider.c) --- */
 

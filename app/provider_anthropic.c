@@ -293,14 +293,14 @@ static const struct provider_wire anthropic_wire = {
 
 /*
  * The message being built: consecutive OpenAI messages of one Anthropic role
- * merge into it. Its text, the blocks of a user's images with the text
- * before each, and its other blocks (tool_use for the assistant,
+ * merge into it. Its text, the blocks of a user's images and documents with
+ * the text before each, and its other blocks (tool_use for the assistant,
  * tool_result for the user).
  */
 struct pending {
 	const char *role;   /* "user", "assistant", or NULL before the first */
 	struct buf text;
-	struct json_object *media;     /* text and image blocks before `text`, in order */
+	struct json_object *media;     /* text, image and document blocks before `text`, in order */
 	struct json_object *blocks;
 	struct json_object *ids;       /* the ids of its tool_use blocks (a set) */
 	struct json_object *answerable; /* the tool_use ids of the last assistant message sent */
@@ -415,28 +415,53 @@ pending_add(struct json_object **list, struct json_object *b)
 }
 
 /*
- * An image part's URL as an image block: {type: "image", source: {type:
- * "base64", media_type, data}} for a data URL, {type: "url", url} for an
- * http(s) one. NULL with `err` filled when it is neither, or out of memory.
+ * A new block {type: `type`, source: {}}, *src being the source, for its
+ * members. NULL out of memory.
  */
 static struct json_object *
-image_block(const char *url, size_t len, size_t i, char *err, size_t errlen)
+source_block(const char *type, struct json_object **src)
 {
-	struct json_object *b, *src;
-	char media[PROVIDER_IMAGE_TYPE_MAX];
-	size_t data;
-	enum provider_image kind = provider_image_url(url, len, media, &data);
+	struct json_object *b = json_object_new_object();
 
-	if (kind == PROVIDER_IMAGE_BAD) {
+	*src = json_object_new_object();
+	if (b == NULL || *src == NULL) {
+		json_object_put(b);
+		json_object_put(*src);
+		return NULL;
+	}
+	json_object_object_add(b, "type", json_object_new_string(type));
+	json_object_object_add(b, "source", *src);
+	return b;
+}
+
+/*
+ * An image part ({type: "image_url", image_url: {url}}) as an image block:
+ * {type: "image", source: {type: "base64", media_type, data}} for a data
+ * URL, {type: "url", url} for an http(s) one. NULL with `err` filled when
+ * the URL is neither, or out of memory (`err` empty).
+ */
+static struct json_object *
+image_block(struct json_object *part, size_t i, char *err, size_t errlen)
+{
+	struct json_object *b, *src, *iu = NULL, *u;
+	char media[PROVIDER_IMAGE_TYPE_MAX];
+	const char *url;
+	size_t data, len;
+	enum provider_image kind;
+
+	json_object_object_get_ex(part, "image_url", &iu);
+	if (!json_object_object_get_ex(iu, "url", &u) || !json_object_is_type(u, json_type_string)) {
+		snprintf(err, errlen, "anthropic: an image of messages[%zu] has no url", i);
+		return NULL;
+	}
+	url = json_object_get_string(u);
+	len = (size_t)json_object_get_string_len(u);
+	if ((kind = provider_image_url(url, len, media, &data)) == PROVIDER_IMAGE_BAD) {
 		snprintf(err, errlen, "anthropic: an image of messages[%zu] is neither an http(s) "
 		    "URL nor a base64 PNG, JPEG, GIF or WebP", i);
 		return NULL;
 	}
-	b = json_object_new_object();
-	src = json_object_new_object();
-	if (b == NULL || src == NULL) {
-		json_object_put(b);
-		json_object_put(src);
+	if ((b = source_block("image", &src)) == NULL) {
 		err[0] = '\0';
 		return NULL;
 	}
@@ -449,39 +474,73 @@ image_block(const char *url, size_t len, size_t i, char *err, size_t errlen)
 		json_object_object_add(src, "type", json_object_new_string("url"));
 		json_object_object_add(src, "url", json_object_new_string_len(url, (int)len));
 	}
-	json_object_object_add(b, "type", json_object_new_string("image"));
-	json_object_object_add(b, "source", src);
 	return b;
 }
 
 /*
- * A user message's parts (text and images) into the pending message, in
- * their order: the text so far becomes a text block before each image.
+ * A file part ({type: "file", file: {file_data, filename?}}) as a document
+ * block: {type: "document", source: {type: "base64", media_type:
+ * "application/pdf", data}, title: filename}. A file_id names a file
+ * uploaded to OpenAI, which Anthropic cannot read. NULL with `err` filled,
+ * or out of memory (`err` empty).
+ */
+static struct json_object *
+document_block(struct json_object *part, size_t i, char *err, size_t errlen)
+{
+	struct json_object *f = NULL, *fd, *b, *src;
+	const char *name;
+	size_t data;
+
+	json_object_object_get_ex(part, "file", &f);
+	if (!json_object_object_get_ex(f, "file_data", &fd) ||
+	    !json_object_is_type(fd, json_type_string)) {
+		snprintf(err, errlen, "anthropic: a file of messages[%zu] is named by file_id, "
+		    "which only OpenAI can read: send it as file_data", i);
+		return NULL;
+	}
+	if (!provider_file_data(json_object_get_string(fd), (size_t)json_object_get_string_len(fd),
+	    &data)) {
+		snprintf(err, errlen, "anthropic: a file of messages[%zu] is not a base64 PDF data "
+		    "URL", i);
+		return NULL;
+	}
+	if ((b = source_block("document", &src)) == NULL) {
+		err[0] = '\0';
+		return NULL;
+	}
+	json_object_object_add(src, "type", json_object_new_string("base64"));
+	json_object_object_add(src, "media_type", json_object_new_string("application/pdf"));
+	json_object_object_add(src, "data", json_object_new_string_len(
+	    json_object_get_string(fd) + data, json_object_get_string_len(fd) - (int)data));
+	if ((name = get_str(f, "filename")) != NULL && *name != '\0')
+		json_object_object_add(b, "title", json_object_new_string(name));
+	return b;
+}
+
+/*
+ * A user message's parts (text, images and files) into the pending message,
+ * in their order: the text so far becomes a text block before each image or
+ * document.
  */
 static enum provider_status
 user_parts(struct json_object *parts, size_t i, struct pending *p, char *err, size_t errlen)
 {
-	struct json_object *part, *v, *iu, *url;
+	struct json_object *part, *v;
 	const char *type;
 	size_t j;
 
 	for (j = 0; j < json_object_array_length(parts); j++) {
 		part = json_object_array_get_idx(parts, j);
 		type = get_str(part, "type");
-		if (type != NULL && strcmp(type, "image_url") == 0) {
-			if (!json_object_object_get_ex(part, "image_url", &iu) ||
-			    !json_object_object_get_ex(iu, "url", &url) ||
-			    !json_object_is_type(url, json_type_string)) {
-				snprintf(err, errlen, "anthropic: an image of messages[%zu] has no url", i);
-				return PROVIDER_REJECTED;
-			}
+		if (type != NULL && (strcmp(type, "image_url") == 0 || strcmp(type, "file") == 0)) {
 			if (p->text.len > 0) {
 				if (pending_add(&p->media, text_block(&p->text)) != 0)
 					return PROVIDER_NOMEM;
 				buf_reset(&p->text, 4096);
 			}
-			if ((v = image_block(json_object_get_string(url),
-			    (size_t)json_object_get_string_len(url), i, err, errlen)) == NULL)
+			v = strcmp(type, "file") != 0 ? image_block(part, i, err, errlen) :
+			    document_block(part, i, err, errlen);
+			if (v == NULL)
 				return err[0] != '\0' ? PROVIDER_REJECTED : PROVIDER_NOMEM;
 			if (pending_add(&p->media, v) != 0)
 				return PROVIDER_NOMEM;
@@ -599,7 +658,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 	struct pending p;
 	const char *role, *as;
 	enum provider_status st = PROVIDER_REJECTED;
-	size_t i, images;
+	size_t i, media[PROVIDER_MEDIA_KINDS], others;
 
 	buf_init(&sys);
 	buf_init(&piece);
@@ -620,15 +679,22 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		content = NULL;
 		json_object_object_get_ex(m, "content", &content);
 		buf_reset(&piece, 4096);
-		images = 0;
-		if (role == NULL || provider_content_text(content, "\n\n", &piece, &images) != 0) {
+		memset(media, 0, sizeof(media));
+		if (role == NULL || provider_content_text(content, "\n\n", &piece, media) != 0) {
 			snprintf(err, errlen, "anthropic: messages[%zu] has no role or no text content",
 			    i);
 			goto out;
 		}
-		if (images > 0 && strcmp(role, "user") != 0) {
-			snprintf(err, errlen, "anthropic: messages[%zu] carries images, which only user "
-			    "messages can", i);
+		others = media[PROVIDER_MEDIA_IMAGE] + media[PROVIDER_MEDIA_FILE] +
+		    media[PROVIDER_MEDIA_AUDIO];
+		if (others > 0 && strcmp(role, "user") != 0) {
+			snprintf(err, errlen, "anthropic: messages[%zu] carries images or files, which "
+			    "only user messages can", i);
+			goto out;
+		}
+		if (media[PROVIDER_MEDIA_AUDIO] > 0) {
+			snprintf(err, errlen, "anthropic: messages[%zu] carries audio, which the "
+			    "Messages API does not take", i);
 			goto out;
 		}
 		if (piece.oom) {
@@ -656,7 +722,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		 * A message that adds nothing (empty, no calls) must not split the
 		 * messages around it: they merge as if it were not there.
 		 */
-		if (piece.len == 0 && images == 0 && strcmp(role, "tool") != 0 && (calls == NULL ||
+		if (piece.len == 0 && others == 0 && strcmp(role, "tool") != 0 && (calls == NULL ||
 		    (json_object_is_type(calls, json_type_array) &&
 		    json_object_array_length(calls) == 0)))
 			continue;
@@ -672,7 +738,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 			st = PROVIDER_REJECTED;
 			continue;
 		}
-		if (images > 0) {
+		if (others > 0) {
 			st = user_parts(content, i, &p, err, errlen);
 			if (st != PROVIDER_OK)
 				goto out;

@@ -38,19 +38,48 @@ field(struct json_object *msg, const char *key, size_t *len)
 
 /*
  * The text of message `m`: its content, or the text of its parts joined as
- * they are into `tmp` (then *images counts its images; may be NULL).
+ * they are into `tmp` (then media, which may be NULL, counts its other parts).
  */
 static const char *
-message_text(struct json_object *m, struct buf *tmp, size_t *len, size_t *images)
+message_text(struct json_object *m, struct buf *tmp, size_t *len,
+    size_t media[PROVIDER_MEDIA_KINDS])
 {
 	struct json_object *v;
 
 	if (!json_object_object_get_ex(m, "content", &v) || !json_object_is_type(v, json_type_array))
 		return field(m, "content", len);
 	buf_reset(tmp, 4096);
-	(void)provider_content_text(v, "", tmp, images);
+	(void)provider_content_text(v, "", tmp, media);
 	*len = tmp->len;
 	return tmp->data != NULL ? tmp->data : "";
+}
+
+/*
+ * What the last user message carried besides text, as " with 2 images,
+ * 1 file and 1 audio clip, which it cannot see"; nothing when it had none.
+ */
+static void
+attachments(struct buf *out, const size_t media[PROVIDER_MEDIA_KINDS])
+{
+	static const char *const names[PROVIDER_MEDIA_KINDS][2] = {
+		{"image", "images"}, {"file", "files"}, {"audio clip", "audio clips"}
+	};
+	size_t k, kinds = 0, said = 0;
+
+	for (k = 0; k < PROVIDER_MEDIA_KINDS; k++)
+		kinds += media[k] > 0;
+	if (kinds == 0)
+		return;
+	buf_puts(out, " with ");
+	for (k = 0; k < PROVIDER_MEDIA_KINDS; k++) {
+		if (media[k] == 0)
+			continue;
+		if (said > 0)
+			buf_puts(out, said + 1 == kinds ? " and " : ", ");
+		buf_printf(out, "%zu %s", media[k], names[k][media[k] != 1]);
+		said++;
+	}
+	buf_puts(out, ", which it cannot see");
 }
 
 /*
@@ -60,7 +89,8 @@ message_text(struct json_object *m, struct buf *tmp, size_t *len, size_t *images
 static void
 compose(const struct llm_request *req, struct buf *out, long long *input_chars)
 {
-	size_t n = json_object_array_length(req->messages), i, len, users = 0, images = 0;
+	size_t n = json_object_array_length(req->messages), i, len, users = 0;
+	size_t media[PROVIDER_MEDIA_KINDS] = {0};
 	/* The persona, the first, the one before the last and the last user message. */
 	size_t pick[4] = {n, n, n, n};
 	const char *text[4];
@@ -91,14 +121,12 @@ compose(const struct llm_request *req, struct buf *out, long long *input_chars)
 		tlen[i] = 0;
 		if (pick[i] < n)
 			text[i] = message_text(json_object_array_get_idx(req->messages, pick[i]), &tmp[i],
-			    &tlen[i], i == 3 ? &images : NULL);
+			    &tlen[i], i == 3 ? media : NULL);
 	}
 	buf_puts(out, "[offline] This is Valerie's built-in offline responder, not a language "
 	    "model. You said: ");
 	quote(out, text[3], tlen[3]);
-	if (images > 0)
-		buf_printf(out, " with %zu image%s, which it cannot see", images,
-		    images == 1 ? "" : "s");
+	attachments(out, media);
 	buf_printf(out, ". This is turn %d of this conversation", req->turn);
 	if (users > 1) {
 		buf_puts(out, "; it began with ");

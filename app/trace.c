@@ -146,7 +146,7 @@ attr_cstr(struct json_object *attrs, const char *key, const char *v)
 
 /*
  * `v` into `out` with each JSON string that is a base64 data URL
- * ("data:<type>;base64,...", an image a user sent) replaced by a note of its
+ * ("data:<type>;base64,...", an image or a PDF a user sent) replaced by a note of its
  * type and size. Returns 1 when it replaced one, else 0 (`out` unused).
  */
 static int
@@ -178,34 +178,69 @@ elide_data_urls(const char *v, size_t len, struct buf *out)
 }
 
 /*
- * A conversation's text (an input or output): images sent inline replaced
- * by a note (a trace keeps the conversation, not megabytes of base64 that
- * the cap would cut into noise; http(s) image URLs stay, Langfuse shows
- * them), then at most TRACE_CONTENT_MAX bytes, cut on a character boundary
+ * `v` into `out` with the base64 of each audio part a user sent
+ * ("input_audio":{"data":"...", as openai_api.c rebuilds it) replaced by a
+ * note of its size. Returns 1 when it replaced one, else 0 (`out` unused).
+ */
+static int
+elide_audio(const char *v, size_t len, struct buf *out)
+{
+	static const char key[] = "\"input_audio\":{\"data\":\"";
+	const size_t klen = sizeof(key) - 1;
+	const char *from = v, *p = v, *end = v + len, *q, *d, *e;
+
+	while ((q = memmem(p, (size_t)(end - p), key, klen)) != NULL) {
+		d = q + klen;
+		for (e = d; e < end && *e != '"' && *e != '\\'; e++)
+			;
+		if (e == end || *e != '"') {
+			p = d;
+			continue;
+		}
+		buf_append(out, from, (size_t)(d - 1 - from));
+		buf_printf(out, "\"[audio, %zu bytes of base64, not traced]\"", (size_t)(e - d));
+		from = p = e + 1;
+	}
+	if (from == v)
+		return 0;
+	buf_append(out, from, (size_t)(end - from));
+	return 1;
+}
+
+/*
+ * A conversation's text (an input or output): images, files and audio sent
+ * inline replaced by a note (a trace keeps the conversation, not megabytes
+ * of base64 that the cap would cut into noise; http(s) image URLs stay,
+ * Langfuse shows them), then at most TRACE_CONTENT_MAX bytes, cut on a character boundary
  * and marked with the whole length, so one long reply cannot make an export
  * the collector refuses.
  */
 static void
 attr_content(struct json_object *attrs, const char *key, const char *v, size_t len)
 {
-	struct buf b, e;
+	struct buf b, e, a;
 
 	buf_init(&e);
+	buf_init(&a);
 	if (elide_data_urls(v, len, &e) && !e.oom) {
 		v = e.data;
 		len = e.len;
 	}
+	if (elide_audio(v, len, &a) && !a.oom) {
+		v = a.data;
+		len = a.len;
+	}
 	if (len <= TRACE_CONTENT_MAX) {
 		attr_str(attrs, key, v, len);
-		buf_free(&e);
-		return;
+	} else {
+		buf_init(&b);
+		buf_append(&b, v, utf8_prefix(v, len, TRACE_CONTENT_MAX));
+		buf_printf(&b, "... [truncated, %zu bytes in all]", len);
+		if (!b.oom)
+			attr_str(attrs, key, b.data, b.len);
+		buf_free(&b);
 	}
-	buf_init(&b);
-	buf_append(&b, v, utf8_prefix(v, len, TRACE_CONTENT_MAX));
-	buf_printf(&b, "... [truncated, %zu bytes in all]", len);
-	if (!b.oom)
-		attr_str(attrs, key, b.data, b.len);
-	buf_free(&b);
+	buf_free(&a);
 	buf_free(&e);
 }
 

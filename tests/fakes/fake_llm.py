@@ -47,6 +47,10 @@ NAMED_MODES = (
 )
 FAIL_RE = re.compile(r"^fail-([45][0-9][0-9])$")
 DATA_URL_RE = re.compile(r"data:image/[a-z.+-]+;base64,[A-Za-z0-9+/]+={0,2}$")
+PDF_URL_RE = re.compile(r"data:application/pdf;base64,(?:[A-Za-z0-9+/]{4})*"
+                        r"(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$")
+B64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|"
+                    r"[A-Za-z0-9+/]{4})$")
 TOOL_RE = re.compile(r"\bcall\s+([A-Za-z0-9_.\-]{1,128})")
 PIECE_RE = re.compile(r"\S+\s*|\s+")
 ENTRY_KEYS = {"mode", "retry_after", "retry_after_ms", "retry_after_date", "retry_after_form",
@@ -321,12 +325,22 @@ def block_text(content):
     return ""
 
 
+MEDIA_KINDS = (("image", ("image_url", "image")), ("file", ("file", "document")),
+               ("audio clip", ("input_audio",)))
+
+
 def images_seen(content):
-    """' [N image(s)]' for the images of a content (OpenAI image_url parts or Anthropic image
-    blocks), so that a client sees what the model was shown; '' for none."""
-    n = sum(1 for b in content if isinstance(b, dict) and b.get("type") in ("image_url", "image")
-            ) if isinstance(content, list) else 0
-    return "" if n == 0 else " [%d image%s]" % (n, "" if n == 1 else "s")
+    """' [2 images, 1 file, 1 audio clip]' for what a content carries besides text (OpenAI
+    image_url, file and input_audio parts; Anthropic image and document blocks), so that a
+    client sees what the model was shown; '' for none."""
+    if not isinstance(content, list):
+        return ""
+    said = []
+    for name, types in MEDIA_KINDS:
+        n = sum(1 for b in content if isinstance(b, dict) and b.get("type") in types)
+        if n:
+            said.append("%d %s%s" % (n, name, "" if n == 1 else "s"))
+    return " [%s]" % ", ".join(said) if said else ""
 
 
 def tool_names_openai(tools):
@@ -484,8 +498,30 @@ def validate_openai_parts(i, m):
     if not isinstance(c, list):
         return
     for j, part in enumerate(c):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "image_url"):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "image_url", "file",
+                                                                  "input_audio"):
             raise BadRequest(f"Invalid value for 'messages[{i}].content[{j}].type'.")
+        if part["type"] in ("file", "input_audio") and m.get("role") != "user":
+            raise BadRequest(f"Invalid 'messages[{i}]'. Files and audio are only allowed for "
+                             "messages with role 'user'.")
+        if part["type"] == "file":
+            f = part.get("file")
+            if not isinstance(f, dict) or ("file_data" in f) == ("file_id" in f):
+                raise BadRequest(f"Invalid 'messages[{i}].content[{j}].file': expected one of "
+                                 "'file_data' or 'file_id'.")
+            if "file_data" in f and not (isinstance(f["file_data"], str)
+                                         and PDF_URL_RE.match(f["file_data"])):
+                raise BadRequest(f"Invalid 'messages[{i}].content[{j}].file.file_data'. "
+                                 "Expected a base64-encoded data URL with a PDF MIME type.")
+            if set(f) - {"file_data", "file_id", "filename"}:
+                raise BadRequest(f"Unrecognized request argument supplied: "
+                                 f"messages[{i}].content[{j}].file.{sorted(set(f))[0]}")
+        if part["type"] == "input_audio":
+            a = part.get("input_audio")
+            if not isinstance(a, dict) or a.get("format") not in ("wav", "mp3") or not (
+                    isinstance(a.get("data"), str) and B64_RE.match(a["data"])):
+                raise BadRequest(f"Invalid 'messages[{i}].content[{j}].input_audio': expected "
+                                 "base64 'data' and a 'format' of 'wav' or 'mp3'.")
         if part["type"] == "text" and not isinstance(part.get("text"), str):
             raise BadRequest(f"Missing required parameter: 'messages[{i}].content[{j}].text'.")
         if part["type"] == "image_url":
@@ -533,6 +569,28 @@ def validate_anthropic_image(i, j, role, b):
                                                                          "https://")):
         raise BadRequest(f"messages.{i}.content.{j}.image.source.url.url: Input should be a "
                          "valid URL")
+
+
+def validate_anthropic_document(i, j, role, b):
+    """A document block as the Messages API checks it: in a user message, a base64 PDF
+    source (the one kind Valerie sends), an optional string title, nothing else."""
+    if role != "user":
+        raise BadRequest(f"messages.{i}.content.{j}: document blocks are only allowed in user "
+                         "messages")
+    src = b.get("source")
+    if not isinstance(src, dict) or src.get("type") != "base64" or \
+            src.get("media_type") != "application/pdf" or set(src) != {"type", "media_type",
+                                                                       "data"}:
+        raise BadRequest(f"messages.{i}.content.{j}.document.source: expected a base64 "
+                         "source with media_type 'application/pdf'")
+    if not (isinstance(src["data"], str) and B64_RE.match(src["data"])):
+        raise BadRequest(f"messages.{i}.content.{j}.document.source.base64.data: The PDF "
+                         "data is not valid base64")
+    if "title" in b and not isinstance(b["title"], str):
+        raise BadRequest(f"messages.{i}.content.{j}.document.title: Input should be a valid "
+                         "string")
+    if set(b) - {"type", "source", "title"}:
+        raise BadRequest(f"messages.{i}.content.{j}.document: Extra inputs are not permitted")
 
 
 def validate_openai(body):
@@ -609,6 +667,8 @@ def validate_anthropic(body):
                     ids.add(b.get("id"))
                 if b["type"] == "image":
                     validate_anthropic_image(i, j, role, b)
+                if b["type"] == "document":
+                    validate_anthropic_document(i, j, role, b)
                 tool_blocks = tool_blocks or b["type"] in ("tool_use", "tool_result")
                 if (b["type"] == "tool_result" and not OPT.lenient
                         and b.get("tool_use_id") not in prev_tool_ids):

@@ -372,6 +372,32 @@ def post_chat(st, body, headers=None, path="/api/v1/chat", timeout=60):
     return s, hh, doc
 
 
+def completion_text(doc):
+    """The message content of a chat.completion document, or None."""
+    try:
+        return doc["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def stream_completion(st, body, headers=None, path="/v1/chat/completions"):
+    """POSTs an OpenAI chat body with "stream": true; returns (status, the deltas' content
+    joined, whether the stream ended with [DONE])."""
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    s, _, raw = st.request("POST", path, body=json.dumps(dict(body, stream=True)), headers=h,
+                           timeout=60)
+    datas = [e["data"] for e in SseParser().feed(raw, final=True)]
+    text = ""
+    for d in datas[:-1]:
+        try:
+            for c in json.loads(d).get("choices") or []:
+                text += (c.get("delta") or {}).get("content") or ""
+        except ValueError:
+            pass
+    return s, text, datas[-1:] == ["[DONE]"]
+
+
 def access_lines(st, route=None):
     """The worker's access-log lines (msg "request"), optionally for one route."""
     docs, _ = json_lines(st.worker_log())

@@ -229,6 +229,8 @@ try:
               f"{L} a streamed session turn: {case(sm, 'stream_session_turn_3')}")
         check(case(sm, "image").get("content") == "echo: what is in this picture? [1 image]",
               f"{L} an image part: the upstream model was shown it: {case(sm, 'image')}")
+        check(case(sm, "file").get("content") == "echo: summarize this [1 file]",
+              f"{L} a PDF file part: the upstream model was sent it: {case(sm, 'file')}")
         check(case(sm, "models").get("ids") == ["gpt-test", "gpt-4o-mini"],
               f"{L} models.list(): OPENAI_MODEL then VALERIE_MODELS: {case(sm, 'models')}")
         e = case(sm, "model_not_allowed")
@@ -246,7 +248,8 @@ try:
         def by_last(text):
             return [q for q in chats if sent(q) and sent(q)[-1] == ("user", text)]
 
-        q = [x for x in chats if isinstance(x["body"]["messages"][-1].get("content"), list)]
+        q = [x for x in chats if isinstance(x["body"]["messages"][-1].get("content"), list)
+             and "image_url" in json.dumps(x["body"]["messages"][-1])]
         check(len(q) == 1 and q[0]["body"]["messages"][-1]["content"] == [
             {"type": "text", "text": "what is in this picture?"},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG_1PX,
@@ -330,6 +333,8 @@ try:
         c2 = case(sm, "session_turn_2").get("content") or ""
         check("not a language model" in c2 and 'it began with "my name is Ada"' in c2,
               f"{L} the offline provider remembers the session's first message: {c2[:200]!r}")
+        check("with 1 file, which it cannot see" in (case(sm, "file").get("content") or ""),
+              f"{L} a file part: the offline provider says so: {case(sm, 'file')}")
         check("with 1 image, which it cannot see" in (case(sm, "image").get("content") or ""),
               f"{L} an image part: the offline provider says it cannot see it: "
               f"{case(sm, 'image')}")

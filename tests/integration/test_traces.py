@@ -14,8 +14,8 @@ the pool.
 - A collector that refuses (500): spans counted failed; one that accepts connections and
   never answers: chat turns still complete while it holds the export, and the queue drops
   and counts (valerie_trace_spans_total{outcome="dropped"}); /health/detailed says failing.
-- Images sent inline (base64 data URLs) become a note of their type and size in the inputs;
-  the text and http(s) image URLs stay.
+- Images and PDFs sent inline (base64 data URLs) and audio (input_audio data) become a note
+  of their type and size in the inputs; the text, http(s) image URLs and file names stay.
 - Long content (VALERIE_TRACE_CONTENT=true): each input and output attribute is cut to
   32 KiB on a character boundary and marked truncated; a batch larger than 4 MiB goes out
   as several requests, none over 4 MiB (Langfuse Cloud refuses requests over 5 MB).
@@ -221,24 +221,30 @@ try:
               and ra.get("langfuse.trace.output") == doc["reply"],
               "with VALERIE_TRACE_CONTENT=true the input and output are recorded")
 
-        # an image sent inline: the trace keeps the conversation and a note, not the base64
+        # an image, a PDF and audio sent inline: the trace keeps the conversation and notes,
+        # not the base64
         img64 = base64.b64encode(bytes(range(256)) * 200).decode()   # 68 KB of base64
         s, h, raw = st.request("POST", "/v1/chat/completions", body=json.dumps({"messages": [
             {"role": "user", "content": [
                 {"type": "text", "text": "what is in these?"},
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64," + img64}},
-                {"type": "image_url", "image_url": {"url": "https://x.example/cat.png"}}]}]}),
+                {"type": "image_url", "image_url": {"url": "https://x.example/cat.png"}},
+                {"type": "file", "file": {"filename": "a.pdf",
+                                          "file_data": "data:application/pdf;base64," + img64}},
+                {"type": "input_audio", "input_audio": {"data": img64, "format": "wav"}}]}]}),
             headers={"Content-Type": "application/json", "X-Session-Id": "tr-img"})
         itid = h.get("x-trace-id", "")
         ok = wait_until(lambda: len([x for x in col.spans() if x["traceId"] == itid]) >= 2, 15)
         ins = [v for x in col.spans() if x["traceId"] == itid
                for k, v in attrs(x).items() if k.endswith(".input")]
-        note = f"[image/png, {len(img64)} bytes of base64, not traced]"
+        notes = [f"[{kind}, {len(img64)} bytes of base64, not traced]"
+                 for kind in ("image/png", "application/pdf", "audio")]
         check(s == 200 and ok and len(ins) == 3
-              and all(note in v and "what is in these?" in v and "https://x.example/cat.png" in v
+              and all(all(n in v for n in notes) and "what is in these?" in v
+                      and "https://x.example/cat.png" in v and '"filename":"a.pdf"' in v
                       and img64[:64] not in v and "truncated" not in v for v in ins),
-              f"an inline image becomes a note in the trace's inputs, the text and the image "
-              f"URL stay: {s} {[v[:300] for v in ins]}")
+              f"an inline image, PDF and audio clip become notes in the trace's inputs, the "
+              f"text, the image URL and the file name stay: {s} {[v[:500] for v in ins]}")
 
         # a caller's W3C traceparent is continued
         parent_tid, parent_sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"

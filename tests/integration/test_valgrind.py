@@ -154,6 +154,19 @@ def scenario(label, extra_env, failing=False, metrics_port=None):
         s, _, b = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":[{"type":'
                        b'"image_url","image_url":{"url":"data:image/png;base64,@@"}}]}]}')
         check(s == 400, f"{label}: bad image: {s}")
+        # A PDF (a document block for Anthropic), audio (refused by Anthropic), a bad file.
+        pdf = (b'{"role":"user","content":[{"type":"text","text":"read"},{"type":"file",'
+               b'"file":{"filename":"a.pdf","file_data":"data:application/pdf;base64,JVBE"}}]}')
+        s, _, b = post("/v1/chat/completions", b'{"messages":[' + pdf + b']}',
+                       {"HTTP_X_SESSION_ID": "vg-file"})
+        check(answered(s), f"{label}: file turn: {s}")
+        s, _, b = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":[{"type":'
+                       b'"input_audio","input_audio":{"data":"UklG","format":"wav"}}]}]}')
+        check(answered(s) or (s == 400 and b"audio" in b), f"{label}: audio turn: {s}")
+        s, _, b = post("/v1/chat/completions", b'{"messages":[{"role":"user","content":[{"type":'
+                       b'"file","file":{"file_data":"data:application/pdf;base64,JV","file_id"'
+                       b':"f"}}]}]}')
+        check(s == 400, f"{label}: bad file: {s}")
         s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1")
         check(s == 200, f"session read: {s}")
         s, _, b = fcgi_get(sock, "/api/v1/sessions/vg-1", method="DELETE")

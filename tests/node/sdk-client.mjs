@@ -46,6 +46,7 @@ const badModel = process.env.VALERIE_SDK_BAD_MODEL || 'not-an-allowed-model';
 const sid = process.env.VALERIE_SDK_SESSION || `sdk-${process.pid}-${Date.now()}`;
 const echo = process.env.VALERIE_SDK_ECHO === '1';
 // A 1x1 PNG.
+const PDF_MIN = Buffer.from('%PDF-1.7\ntrailer <<>>\n%%EOF\n').toString('base64');
 const PNG_1PX = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
 const apiKey = process.env.OPENAI_API_KEY || 'sk-client-not-a-real-key';
 
@@ -432,6 +433,20 @@ async function main() {
         `image: ${JSON.stringify(r.content)}`);
     } else {
       expect(r.content.includes('with 1 image'), `image: ${JSON.stringify(r.content)}`);
+    }
+    return r;
+  });
+
+  // A PDF as the SDK sends one: a file part with a base64 data URL and a filename.
+  await run('file', async () => {
+    const r = await whole(cl, [{ role: 'user', content: [
+      { type: 'text', text: 'summarize this' },
+      { type: 'file', file: { filename: 'note.pdf', file_data: `data:application/pdf;base64,${PDF_MIN}` } }] }],
+    'file');
+    if (echo) {
+      expect(r.content === 'echo: summarize this [1 file]', `file: ${JSON.stringify(r.content)}`);
+    } else {
+      expect(r.content.includes('with 1 file'), `file: ${JSON.stringify(r.content)}`);
     }
     return r;
   });

@@ -452,6 +452,72 @@ test_image_url(void)
 	}
 }
 
+/* Files and audio: a PDF becomes a document block in order; what Anthropic cannot take is refused. */
+static void
+test_anthropic_files(void)
+{
+	struct json_object *d;
+
+	d = anthropic_msgs("[{'role':'user','content':[{'type':'text','text':'read'},"
+	    "{'type':'file','file':{'filename':'q3 report.pdf','file_data':"
+	    "'data:application/pdf;base64,JVBERi0='}},{'type':'text','text':'and'},"
+	    "{'type':'file','file':{'file_data':'DATA:application/PDF;base64,JVBE'}},"
+	    "{'type':'image_url','image_url':{'url':'http://x.example/a.png'}}]}]");
+	CHECK_JSON(d, "messages", "[{'role':'user','content':[{'type':'text','text':'read'},"
+	    "{'type':'document','source':{'type':'base64','media_type':'application/pdf',"
+	    "'data':'JVBERi0='},'title':'q3 report.pdf'},{'type':'text','text':'and'},"
+	    "{'type':'document','source':{'type':'base64','media_type':'application/pdf',"
+	    "'data':'JVBE'}},"
+	    "{'type':'image','source':{'type':'url','url':'http://x.example/a.png'}}]}]");
+	json_object_put(d);
+
+	anthropic_refused("[{'role':'user','content':[{'type':'file','file':{'file_id':'file-1'}}]}]",
+	    NULL, NULL, "file_id");
+	anthropic_refused("[{'role':'user','content':[{'type':'file','file':"
+	    "{'file_data':'data:image/png;base64,iVBORw=='}}]}]", NULL, NULL, "PDF");
+	anthropic_refused("[{'role':'user','content':[{'type':'text','text':'hear'},"
+	    "{'type':'input_audio','input_audio':{'data':'UklGRg==','format':'wav'}}]}]", NULL, NULL,
+	    "audio");
+	anthropic_refused("[{'role':'user','content':'hi'},{'role':'assistant','content':["
+	    "{'type':'file','file':{'file_data':'data:application/pdf;base64,JVBE'}}]}]", NULL, NULL,
+	    "only user messages");
+}
+
+/* provider_file_data and provider_base64. */
+static void
+test_file_data(void)
+{
+	static const struct {
+		const char *s;
+		int ok;
+	} cases[] = {
+		{"data:application/pdf;base64,JVBERi0xLjc=", 1},
+		{"Data:Application/PDF;Base64,JVBE", 1},
+		{"data:application/pdf;base64,", 0},
+		{"data:application/pdf;base64,JVB", 0},
+		{"data:application/pdf;base64,JV=E", 0},
+		{"data:application/pdf,JVBE", 0},
+		{"data:application/x-pdf;base64,JVBE", 0},
+		{"data:image/png;base64,iVBORw==", 0},
+		{"https://x.example/a.pdf", 0},
+		{"", 0},
+	};
+	size_t i, data;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		data = 0;
+		CHECK_INT(provider_file_data(cases[i].s, strlen(cases[i].s), &data), cases[i].ok);
+		if (cases[i].ok)
+			CHECK(data == (size_t)(strchr(cases[i].s, ',') + 1 - cases[i].s));
+	}
+	CHECK_INT(provider_base64("UklGRg==", 8), 1);
+	CHECK_INT(provider_base64("UklGR===", 8), 0);
+	CHECK_INT(provider_base64("UklG", 4), 1);
+	CHECK_INT(provider_base64("Ukl", 3), 0);
+	CHECK_INT(provider_base64("Uk\nG", 4), 0);
+	CHECK_INT(provider_base64("", 0), 0);
+}
+
 static void
 test_anthropic_tool_blocks(void)
 {
@@ -1148,6 +1214,8 @@ main(void)
 	test_anthropic_tool_blocks();
 	test_anthropic_images();
 	test_image_url();
+	test_anthropic_files();
+	test_file_data();
 	test_anthropic_tools();
 	test_anthropic_params();
 	test_anthropic_history_tools();
