@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define OAI_MESSAGES_MAX 1000   /* messages in one request */
@@ -337,8 +338,37 @@ member_str(struct json_object *o, const char *key)
 }
 
 /*
+ * Data URL `v` (checked: it has a comma) with what comes before its comma in
+ * lower case, as providers, the fake upstreams of the tests and trace.c
+ * match it: `v` itself when it is already. Caller puts; NULL out of memory.
+ */
+static struct json_object *
+data_url_lower(struct json_object *v)
+{
+	const char *s = json_object_get_string(v), *comma = strchr(s, ',');
+	size_t k, n = comma != NULL ? (size_t)(comma - s) : 0;
+	int len = json_object_get_string_len(v);
+	struct json_object *out;
+	char *copy;
+
+	for (k = 0; k < n && !(s[k] >= 'A' && s[k] <= 'Z'); k++)
+		;
+	if (k == n)
+		return json_object_get(v);
+	if ((copy = malloc((size_t)len)) == NULL)
+		return NULL;
+	memcpy(copy, s, (size_t)len);
+	for (; k < n; k++)
+		if (copy[k] >= 'A' && copy[k] <= 'Z')
+			copy[k] = (char)(copy[k] - 'A' + 'a');
+	out = json_object_new_string_len(copy, len);
+	free(copy);
+	return out;
+}
+
+/*
  * A new part {type: `type`, `type`: {}}, *inner being that inner object, for
- * its members. NULL out of memory, with resp marked.
+ * its members. Caller puts. NULL out of memory, with resp marked.
  */
 static struct json_object *
 part_new(struct handler_ctx *ctx, const char *type, struct json_object **inner)
@@ -365,7 +395,7 @@ part_new(struct handler_ctx *ctx, const char *type, struct json_object **inner)
 static struct json_object *
 image_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j)
 {
-	struct json_object *iu = NULL, *url, *out, *inner;
+	struct json_object *iu = NULL, *url, *out, *inner, *v;
 	const char *detail;
 	enum provider_image kind;
 
@@ -396,7 +426,12 @@ image_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j
 	}
 	if ((out = part_new(ctx, "image_url", &inner)) == NULL)
 		return NULL;
-	json_object_object_add(inner, "url", json_object_get(url));
+	if ((v = kind == PROVIDER_IMAGE_DATA ? data_url_lower(url) : json_object_get(url)) == NULL) {
+		json_object_put(out);
+		ctx->resp->body.oom = 1;
+		return NULL;
+	}
+	json_object_object_add(inner, "url", v);
 	if (detail != NULL)
 		json_object_object_add(inner, "detail", json_object_new_string(detail));
 	return out;
@@ -410,10 +445,14 @@ image_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j
 static int
 plain_string(struct json_object *v, int max, unsigned char low)
 {
-	const unsigned char *s = (const unsigned char *)json_object_get_string(v);
-	int i, n = json_object_get_string_len(v);
+	const unsigned char *s;
+	int i, n;
 
-	if (!json_object_is_type(v, json_type_string) || n < 1 || n > max)
+	if (!json_object_is_type(v, json_type_string))
+		return 0;
+	s = (const unsigned char *)json_object_get_string(v);
+	n = json_object_get_string_len(v);
+	if (n < 1 || n > max)
 		return 0;
 	for (i = 0; i < n; i++)
 		if (s[i] < low || s[i] == 0x7f)
@@ -441,8 +480,8 @@ file_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j)
 	json_object_object_get_ex(f, "file_id", &id);
 	json_object_object_get_ex(f, "filename", &name);
 	if ((data == NULL) == (id == NULL)) {
-		bad_field(ctx, "messages[%zu].content[%zu].file needs one of \"file_data\" and "
-		    "\"file_id\"", i, j);
+		bad_field(ctx, "messages[%zu].content[%zu].file needs exactly one of \"file_data\" "
+		    "and \"file_id\"", i, j);
 		return NULL;
 	}
 	if (data != NULL && (!json_object_is_type(data, json_type_string) ||
@@ -466,10 +505,15 @@ file_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j)
 		return NULL;
 	if (name != NULL)
 		json_object_object_add(inner, "filename", json_object_get(name));
-	if (data != NULL)
-		json_object_object_add(inner, "file_data", json_object_get(data));
-	else
+	if (data == NULL) {
 		json_object_object_add(inner, "file_id", json_object_get(id));
+	} else if ((data = data_url_lower(data)) != NULL) {
+		json_object_object_add(inner, "file_data", data);   /* a new reference */
+	} else {
+		json_object_put(out);
+		ctx->resp->body.oom = 1;
+		return NULL;
+	}
 	return out;
 }
 
@@ -491,7 +535,7 @@ audio_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j
 	    !provider_base64(json_object_get_string(data),
 	    (size_t)json_object_get_string_len(data))) {
 		bad_field(ctx, "messages[%zu].content[%zu] needs an \"input_audio\" object whose "
-		    "\"data\" is base64", i, j);
+		    "\"data\" is base64 (raw, not a data: URL)", i, j);
 		return NULL;
 	}
 	format = member_str(a, "format");

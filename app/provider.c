@@ -593,14 +593,31 @@ provider_circuit_state(const struct conf *conf, struct circuits *circuits, const
 	}
 }
 
+/*
+ * What provider `name` needs made before its call: Anthropic's body, whose
+ * translation refuses what the Messages API has no form for (PROVIDER_REJECTED,
+ * `err` saying why). *body NULL for the others.
+ */
+static enum provider_status
+prepare(const struct conf *conf, const char *name, const struct llm_request *req, char **body,
+    char *err, size_t errlen)
+{
+	*body = NULL;
+	if (strcmp(name, "anthropic") != 0)
+		return PROVIDER_OK;
+	return provider_anthropic_body(req->model != NULL ? req->model : conf->anthropic_model,
+	    req, body, err, errlen);
+}
+
+/* One provider's call; `body` is what prepare made (taken). */
 static enum provider_status
 call_one(const struct conf *conf, struct httpc *http, const char *name,
-    const struct llm_request *req, struct llm_result *res)
+    const struct llm_request *req, char *body, struct llm_result *res)
 {
 	if (strcmp(name, "openai") == 0)
 		return provider_openai_complete(conf, http, req, res);
 	if (strcmp(name, "anthropic") == 0)
-		return provider_anthropic_complete(conf, http, req, res);
+		return provider_anthropic_complete(conf, http, req, body, res);
 	if (strcmp(name, "offline") == 0)
 		return provider_offline_complete(conf, req, res);
 	res->provider = "unknown";
@@ -883,14 +900,15 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
     const struct llm_request *req, struct llm_result *res)
 {
 	char chain[8][16], errors[sizeof(res->error)] = "";
-	enum provider_status st = PROVIDER_UNAVAILABLE;
+	enum provider_status st = PROVIDER_UNAVAILABLE, ps;
 	struct llm_request tapped = *req;
 	struct tap tap;
 	struct circuit *c;
 	long long reset_ms, start, start_ns;
 	size_t n = provider_chain(conf, chain), i;
-	int threshold, tried = 0, attempts = 0, late = 0;
-	char labels[METRICS_LABELS_MAX + 1], prov[32];
+	int threshold, tried = 0, attempts = 0, late = 0, open = 0, refused = 0;
+	char labels[METRICS_LABELS_MAX + 1], prov[32], why[sizeof(res->error)];
+	char *body;
 
 	tap.orig = req;
 	tapped.cancelled = tap_cancelled;
@@ -910,12 +928,27 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			late = 1;
 			continue;
 		}
+		/*
+		 * A provider that cannot express the request (Anthropic and audio)
+		 * is passed over before its circuit is asked: no call, no mark, no
+		 * probe taken; the next one may serve it.
+		 */
+		ps = prepare(conf, chain[i], &tapped, &body, why, sizeof(why));
+		if (ps == PROVIDER_NOMEM)
+			return ps;
+		if (ps == PROVIDER_REJECTED) {
+			append_error(errors, sizeof(errors), why);
+			refused++;
+			continue;
+		}
 		c = breaker(circuits, chain[i]);
 		breaker_settings(conf, chain[i], &threshold, &reset_ms);
 		if (c != NULL && !circuit_allow(c, circuit_now_ms(), reset_ms)) {
+			free(body);
 			append_error(errors, sizeof(errors), chain[i]);
 			append_error(errors, sizeof(errors), ": circuit open");
 			count_circuit_open(conf, chain[i]);
+			open++;
 			continue;
 		}
 		if (tried++ > 0) {
@@ -932,7 +965,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		res->model[0] = '\0';
 		start = provider_now_ms();
 		start_ns = trace_now_ns();
-		st = call_one(conf, http, chain[i], &tapped, res);
+		st = call_one(conf, http, chain[i], &tapped, body, res);
 		res->provider_ms += provider_now_ms() - start;
 		trace_call(req, chain[i], st, res, start, start_ns, &tap);
 		attempts += res->attempts;
@@ -971,6 +1004,11 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	res->attempts = attempts;
 	if (tried == 0) {
 		res->provider = conf->llm_provider;
+		if (refused > 0 && open == 0 && !late) {
+			/* No provider can express it: the caller's to change. */
+			memcpy(res->error, errors, sizeof(res->error));
+			return PROVIDER_REJECTED;
+		}
 		if (late) {
 			snprintf(res->error, sizeof(res->error), "the turn's time ran out (%.200s)",
 			    errors);

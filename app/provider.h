@@ -127,7 +127,9 @@ struct json_object *provider_tool_calls_json(const struct llm_result *res, int *
  * in order when a provider fails or its circuit (in `circuits`, shared by
  * the pool; NULL: no breakers) is open. Never falls back once text reached
  * the client. Uses this thread's HTTP handle `http` for network providers.
- * PROVIDER_UNAVAILABLE when every circuit was open.
+ * A provider that cannot express the request (Anthropic and audio) is passed
+ * over, uncalled and its circuit untouched. PROVIDER_UNAVAILABLE when every
+ * circuit was open; PROVIDER_REJECTED when no provider could express it.
  */
 enum provider_status provider_complete(const struct conf *conf, struct httpc *http,
     struct circuits *circuits, const struct llm_request *req, struct llm_result *res);
@@ -153,15 +155,19 @@ enum provider_status provider_openai_complete(const struct conf *conf, struct ht
 /* The request body a call with `model` sends (for tests too). Caller frees. NULL on OOM. */
 char *provider_openai_body(const char *model, const struct llm_request *req);
 
-/* provider_anthropic.c: the Anthropic Messages API. */
+/*
+ * provider_anthropic.c: the Anthropic Messages API. `body` is what
+ * provider_anthropic_body made of `req` for the model the call uses
+ * (req->model, else ANTHROPIC_MODEL); the call frees it.
+ */
 enum provider_status provider_anthropic_complete(const struct conf *conf, struct httpc *http,
-    const struct llm_request *req, struct llm_result *res);
+    const struct llm_request *req, char *body, struct llm_result *res);
 
 /*
  * The request body an Anthropic call with `model` sends, translated from the
  * OpenAI-shaped request (for tests too): into *out (caller frees). PROVIDER_OK,
- * PROVIDER_REJECTED with `err` (the request cannot be expressed), or
- * PROVIDER_NOMEM.
+ * PROVIDER_REJECTED with `err` (the request cannot be expressed: then the
+ * chain passes over Anthropic, see provider_complete), or PROVIDER_NOMEM.
  */
 enum provider_status provider_anthropic_body(const char *model, const struct llm_request *req,
     char **out, char *err, size_t errlen);

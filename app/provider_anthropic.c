@@ -416,7 +416,7 @@ pending_add(struct json_object **list, struct json_object *b)
 
 /*
  * A new block {type: `type`, source: {}}, *src being the source, for its
- * members. NULL out of memory.
+ * members. Caller puts. NULL out of memory.
  */
 static struct json_object *
 source_block(const char *type, struct json_object **src)
@@ -480,9 +480,8 @@ image_block(struct json_object *part, size_t i, char *err, size_t errlen)
 /*
  * A file part ({type: "file", file: {file_data, filename?}}) as a document
  * block: {type: "document", source: {type: "base64", media_type:
- * "application/pdf", data}, title: filename}. A file_id names a file
- * uploaded to OpenAI, which Anthropic cannot read. NULL with `err` filled,
- * or out of memory (`err` empty).
+ * "application/pdf", data}, title: filename}. Caller puts. NULL with `err`
+ * filled, or out of memory (`err` empty).
  */
 static struct json_object *
 document_block(struct json_object *part, size_t i, char *err, size_t errlen)
@@ -493,12 +492,8 @@ document_block(struct json_object *part, size_t i, char *err, size_t errlen)
 
 	json_object_object_get_ex(part, "file", &f);
 	if (!json_object_object_get_ex(f, "file_data", &fd) ||
-	    !json_object_is_type(fd, json_type_string)) {
-		snprintf(err, errlen, "anthropic: a file of messages[%zu] is named by file_id, "
-		    "which only OpenAI can read: send it as file_data", i);
-		return NULL;
-	}
-	if (!provider_file_data(json_object_get_string(fd), (size_t)json_object_get_string_len(fd),
+	    !json_object_is_type(fd, json_type_string) ||
+	    !provider_file_data(json_object_get_string(fd), (size_t)json_object_get_string_len(fd),
 	    &data)) {
 		snprintf(err, errlen, "anthropic: a file of messages[%zu] is not a base64 PDF data "
 		    "URL", i);
@@ -520,19 +515,42 @@ document_block(struct json_object *part, size_t i, char *err, size_t errlen)
 /*
  * A user message's parts (text, images and files) into the pending message,
  * in their order: the text so far becomes a text block before each image or
- * document.
+ * document. What the Messages API has no form for, audio and a file named by
+ * an OpenAI file_id, is refused in the new messages (`now`: the client asks
+ * about it) and becomes a note in the history, so that a session that once
+ * had one still goes on with Anthropic.
  */
 static enum provider_status
-user_parts(struct json_object *parts, size_t i, struct pending *p, char *err, size_t errlen)
+user_parts(struct json_object *parts, size_t i, int now, struct pending *p, char *err,
+    size_t errlen)
 {
-	struct json_object *part, *v;
-	const char *type;
+	struct json_object *part, *v, *f;
+	const char *type, *note;
 	size_t j;
 
 	for (j = 0; j < json_object_array_length(parts); j++) {
 		part = json_object_array_get_idx(parts, j);
 		type = get_str(part, "type");
-		if (type != NULL && (strcmp(type, "image_url") == 0 || strcmp(type, "file") == 0)) {
+		note = NULL;
+		if (type != NULL && strcmp(type, "input_audio") == 0)
+			note = now ? "anthropic: the new message carries audio, which the Messages API "
+			    "does not take" : "[an audio clip sent earlier, which this model cannot hear]";
+		else if (type != NULL && strcmp(type, "file") == 0 &&
+		    (!json_object_object_get_ex(part, "file", &f) ||
+		    !json_object_object_get_ex(f, "file_data", NULL)))
+			note = now ? "anthropic: the new message names a file by file_id, which only "
+			    "OpenAI can read: send it as file_data" : "[a file sent earlier as an OpenAI "
+			    "file_id, which this model cannot read]";
+		if (note != NULL && now) {
+			snprintf(err, errlen, "%s", note);
+			return PROVIDER_REJECTED;
+		}
+		if (note != NULL) {
+			if (p->text.len > 0)
+				buf_puts(&p->text, "\n\n");
+			buf_puts(&p->text, note);
+		} else if (type != NULL && (strcmp(type, "image_url") == 0 ||
+		    strcmp(type, "file") == 0)) {
 			if (p->text.len > 0) {
 				if (pending_add(&p->media, text_block(&p->text)) != 0)
 					return PROVIDER_NOMEM;
@@ -658,7 +676,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 	struct pending p;
 	const char *role, *as;
 	enum provider_status st = PROVIDER_REJECTED;
-	size_t i, media[PROVIDER_MEDIA_KINDS], others;
+	size_t i, media[PROVIDER_MEDIA_KINDS], others, from;
 
 	buf_init(&sys);
 	buf_init(&piece);
@@ -673,6 +691,11 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		st = PROVIDER_NOMEM;
 		goto out;
 	}
+	/* The new messages follow the last assistant message (chat.h, chat_new_from). */
+	for (i = 0, from = 0; i < json_object_array_length(in); i++)
+		if ((role = get_str(json_object_array_get_idx(in, i), "role")) != NULL &&
+		    strcmp(role, "assistant") == 0)
+			from = i + 1;
 	for (i = 0; i < json_object_array_length(in); i++) {
 		m = json_object_array_get_idx(in, i);
 		role = get_str(m, "role");
@@ -690,11 +713,6 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		if (others > 0 && strcmp(role, "user") != 0) {
 			snprintf(err, errlen, "anthropic: messages[%zu] carries images or files, which "
 			    "only user messages can", i);
-			goto out;
-		}
-		if (media[PROVIDER_MEDIA_AUDIO] > 0) {
-			snprintf(err, errlen, "anthropic: messages[%zu] carries audio, which the "
-			    "Messages API does not take", i);
 			goto out;
 		}
 		if (piece.oom) {
@@ -739,7 +757,7 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 			continue;
 		}
 		if (others > 0) {
-			st = user_parts(content, i, &p, err, errlen);
+			st = user_parts(content, i, i >= from, &p, err, errlen);
 			if (st != PROVIDER_OK)
 				goto out;
 			st = PROVIDER_REJECTED;
@@ -1027,14 +1045,13 @@ out:
 
 enum provider_status
 provider_anthropic_complete(const struct conf *conf, struct httpc *http,
-    const struct llm_request *req, struct llm_result *res)
+    const struct llm_request *req, char *body, struct llm_result *res)
 {
 	char url[ANTHROPIC_URL_MAX], key[ANTHROPIC_KEY_HEADER_MAX];
 	const char *headers[6];
 	const char *model = req->model != NULL ? req->model : conf->anthropic_model;
 	struct provider_call call;
 	enum provider_status st;
-	char *body = NULL;
 	size_t n = 0;
 	int klen;
 
@@ -1043,6 +1060,7 @@ provider_anthropic_complete(const struct conf *conf, struct httpc *http,
 	snprintf(res->model, sizeof(res->model), "%s", model);
 	if (provider_url(url, sizeof(url), conf->anthropic_base_url, "/v1/messages") != 0) {
 		snprintf(res->error, sizeof(res->error), "ANTHROPIC_BASE_URL is too long");
+		free(body);
 		return PROVIDER_ERROR;
 	}
 	headers[n++] = "Content-Type: application/json";
@@ -1058,9 +1076,6 @@ provider_anthropic_complete(const struct conf *conf, struct httpc *http,
 		headers[n++] = key;
 	}
 	headers[n] = NULL;
-	st = provider_anthropic_body(model, req, &body, res->error, sizeof(res->error));
-	if (st != PROVIDER_OK)
-		goto out;
 	memset(&call, 0, sizeof(call));
 	call.url = url;
 	call.headers = headers;

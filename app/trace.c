@@ -213,10 +213,12 @@ elide_audio(const char *v, size_t len, struct buf *out)
  * of base64 that the cap would cut into noise; http(s) image URLs stay,
  * Langfuse shows them), then at most TRACE_CONTENT_MAX bytes, cut on a character boundary
  * and marked with the whole length, so one long reply cannot make an export
- * the collector refuses.
+ * the collector refuses. `sent`: the text is what a client sent (the parts
+ * Valerie rebuilt), where audio is looked for; replies and tool data are
+ * not rewritten for it.
  */
 static void
-attr_content(struct json_object *attrs, const char *key, const char *v, size_t len)
+attr_content(struct json_object *attrs, const char *key, const char *v, size_t len, int sent)
 {
 	struct buf b, e, a;
 
@@ -226,7 +228,7 @@ attr_content(struct json_object *attrs, const char *key, const char *v, size_t l
 		v = e.data;
 		len = e.len;
 	}
-	if (elide_audio(v, len, &a) && !a.oom) {
+	if (sent && elide_audio(v, len, &a) && !a.oom) {
 		v = a.data;
 		len = a.len;
 	}
@@ -418,10 +420,10 @@ trace_generation(const struct trace_turn *t, const struct trace_generation *g)
 		const char *in = json_object_to_json_string_ext(g->input, JSON_PLAIN);
 
 		if (in != NULL)
-			attr_content(attrs, "langfuse.observation.input", in, strlen(in));
+			attr_content(attrs, "langfuse.observation.input", in, strlen(in), 1);
 	}
 	if (ex.content && g->output != NULL && g->error == NULL)
-		attr_content(attrs, "langfuse.observation.output", g->output, g->output_len);
+		attr_content(attrs, "langfuse.observation.output", g->output, g->output_len, 0);
 	if (g->error != NULL) {
 		attr_cstr(attrs, "langfuse.observation.level", "ERROR");
 		attr_cstr(attrs, "langfuse.observation.status_message", g->error);
@@ -450,9 +452,9 @@ trace_tool(const struct trace_turn *t, const struct trace_tool *c)
 	attr_cstr(attrs, "gen_ai.tool.name", name);
 	attr_cstr(attrs, "valerie.agent", c->agent);
 	if (ex.content && c->input != NULL)
-		attr_content(attrs, "langfuse.observation.input", c->input, strlen(c->input));
+		attr_content(attrs, "langfuse.observation.input", c->input, strlen(c->input), 0);
 	if (ex.content && c->output != NULL)
-		attr_content(attrs, "langfuse.observation.output", c->output, c->output_len);
+		attr_content(attrs, "langfuse.observation.output", c->output, c->output_len, 0);
 	if (c->error != NULL) {
 		attr_cstr(attrs, "langfuse.observation.level", "ERROR");
 		attr_cstr(attrs, "langfuse.observation.status_message", c->error);
@@ -478,12 +480,12 @@ trace_turn_end(const struct trace_turn *t, int status, const char *error, const 
 	attr_cstr(attrs, "http.route", t->name);
 	attr_int(attrs, "http.response.status_code", status);
 	if (ex.content && input != NULL) {
-		attr_content(attrs, "langfuse.trace.input", input, strlen(input));
-		attr_content(attrs, "langfuse.observation.input", input, strlen(input));
+		attr_content(attrs, "langfuse.trace.input", input, strlen(input), 1);
+		attr_content(attrs, "langfuse.observation.input", input, strlen(input), 1);
 	}
 	if (ex.content && output != NULL && error == NULL) {
-		attr_content(attrs, "langfuse.trace.output", output, output_len);
-		attr_content(attrs, "langfuse.observation.output", output, output_len);
+		attr_content(attrs, "langfuse.trace.output", output, output_len, 0);
+		attr_content(attrs, "langfuse.observation.output", output, output_len, 0);
 	}
 	if (error != NULL) {
 		attr_cstr(attrs, "langfuse.observation.level", "ERROR");

@@ -98,6 +98,16 @@ try:
               f"{L} the parts reach the upstream in order, unknown members dropped: "
               f"{b and json.dumps(b['messages'])[:500]}")
 
+        # Data URLs with an upper-case prefix go on in lower case, as providers match them.
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": [
+            pdf("DATA:Application/PDF;BASE64," + PDF),
+            {"type": "image_url", "image_url": {"url": "Data:Image/PNG;Base64,iVBORw=="}}]}]})
+        b = last_body(fake)
+        check(s == 200 and b is not None and b["messages"][0]["content"] == [
+            pdf(), {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}}],
+              f"{L} upper-case data URL prefixes reach the upstream in lower case, the base64 "
+              f"as sent: {s} {b and json.dumps(b['messages'])[:300]}")
+
         # A session: stored with its text and its parts; the next turn's history has the file.
         sid = {"X-Session-Id": "file-openai-1"}
         s1, h1, d1 = complete(st, {"messages": [{"role": "user", "content": [
@@ -258,6 +268,59 @@ try:
         check(fake.stats()["calls"] == calls and s == 404,
               f"{L} nothing was sent upstream or stored: "
               f"{fake.stats()['calls'] - calls} calls, session {s}")
+
+    # --- fallbacks: a provider that cannot express the request is passed over -----------------
+    L = "[fallback]"
+    fenv = dict(env, VALERIE_LLM_FALLBACKS="anthropic,offline",
+                ANTHROPIC_BASE_URL=f"http://127.0.0.1:{fake.port}", ANTHROPIC_API_KEY="ak-test",
+                ANTHROPIC_MODEL="claude-test", ANTHROPIC_MAX_RETRIES="0",
+                OPENAI_CIRCUIT_BREAKER_FAILURE_THRESHOLD="1000",
+                ANTHROPIC_CIRCUIT_BREAKER_FAILURE_THRESHOLD="1000")
+    with Stack(workers=1, threads=4, env=fenv) as st:
+        # Audio while openai fails: Anthropic cannot take it and is not called; offline answers.
+        fake.plan({"mode": "fail-500"})
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": [text("hear"),
+                                                                          audio()]}]})
+        paths = [q["path"] for q in fake.stats()["requests"]]
+        check(s == 200 and "with 1 audio clip" in (completion_text(d) or "")
+              and paths == ["/v1/chat/completions"],
+              f"{L} openai failing, audio: Anthropic passed over uncalled, offline answers: "
+              f"{s} {paths} {completion_text(d)!r}")
+
+        # A session whose history has audio and a file_id goes on with Anthropic, which gets
+        # a note in their place, while openai fails.
+        sid = {"X-Session-Id": "file-fallback-1"}
+        fake.plan()
+        s1, _, d1 = complete(st, {"messages": [{"role": "user", "content": [
+            text("keep these"), audio(), file_id("file-9")]}]}, sid)
+        fake.plan({"mode": "fail-500"})
+        s2, h2, d2 = complete(st, {"messages": [{"role": "user", "content": "and now?"}]}, sid)
+        reqs = fake.stats()["requests"]
+        ab = reqs[-1]["body"] if reqs and reqs[-1]["path"] == "/v1/messages" else {}
+        first = (ab.get("messages") or [{}])[0].get("content")
+        check(s1 == 200 and s2 == 200 and completion_text(d2) == "echo: and now?"
+              and [q["path"] for q in reqs] == ["/v1/chat/completions", "/v1/messages"]
+              and isinstance(first, str) and first.startswith("keep these")
+              and "audio clip sent earlier" in first and "OpenAI file_id" in first,
+              f"{L} history with audio and a file_id: Anthropic serves the turn with notes in "
+              f"their place: {s1} {s2} {completion_text(d2)!r} {json.dumps(ab)[:400]}")
+
+    # Anthropic first, openai after it: audio goes to openai, which can take it.
+    aoenv = dict(aenv, VALERIE_LLM_FALLBACKS="openai", OPENAI_BASE_URL=env["OPENAI_BASE_URL"],
+                 OPENAI_API_KEY="sk-test", OPENAI_MODEL="gpt-test", OPENAI_MAX_RETRIES="0")
+    with Stack(workers=1, threads=2, env=aoenv) as st:
+        fake.plan()
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": [text("hear"),
+                                                                          audio()]}]})
+        paths = [q["path"] for q in fake.stats()["requests"]]
+        check(s == 200 and completion_text(d) == "echo: hear [1 audio clip]"
+              and paths == ["/v1/chat/completions"],
+              f"{L} anthropic first: audio goes to the openai fallback: {s} {paths} "
+              f"{completion_text(d)!r}")
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": "plain"}]})
+        paths = [q["path"] for q in fake.stats()["requests"]]
+        check(s == 200 and paths[-1] == "/v1/messages",
+              f"{L} a plain message still goes to Anthropic first: {s} {paths}")
 
     # --- the offline provider ---------------------------------------------------------------
     with Stack(workers=1, threads=2) as st:

@@ -471,8 +471,21 @@ test_anthropic_files(void)
 	    "{'type':'image','source':{'type':'url','url':'http://x.example/a.png'}}]}]");
 	json_object_put(d);
 
+	/* In the history (before the last assistant message) they become notes, in order. */
+	d = anthropic_msgs("[{'role':'user','content':[{'type':'text','text':'keep'},"
+	    "{'type':'input_audio','input_audio':{'data':'UklG','format':'wav'}},"
+	    "{'type':'file','file':{'file_id':'file-1'}}]},{'role':'assistant','content':'ok'},"
+	    "{'role':'user','content':'and now?'}]");
+	CHECK_JSON(d, "messages.0", "{'role':'user','content':'keep\\n\\n[an audio clip sent "
+	    "earlier, which this model cannot hear]\\n\\n[a file sent earlier as an OpenAI "
+	    "file_id, which this model cannot read]'}");
+	json_object_put(d);
+
 	anthropic_refused("[{'role':'user','content':[{'type':'file','file':{'file_id':'file-1'}}]}]",
 	    NULL, NULL, "file_id");
+	anthropic_refused("[{'role':'user','content':'a'},{'role':'assistant','content':'b'},"
+	    "{'role':'user','content':[{'type':'input_audio','input_audio':{'data':'UklG',"
+	    "'format':'mp3'}}]}]", NULL, NULL, "new message carries audio");
 	anthropic_refused("[{'role':'user','content':[{'type':'file','file':"
 	    "{'file_data':'data:image/png;base64,iVBORw=='}}]}]", NULL, NULL, "PDF");
 	anthropic_refused("[{'role':'user','content':[{'type':'text','text':'hear'},"
