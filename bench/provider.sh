@@ -5,7 +5,8 @@
 #     and the pool to a fast mock upstream (nginx returning a fixed completion), against
 #     calling the mock directly, at 1 and 64 connections, in the same run;
 #  2. memory: 1,000 calls in flight through the pool to a slow HTTPS upstream
-#     (tests/fakes/fake_llm.py with a delay), the pool's resident memory while they wait.
+#     (tests/fakes/fake_llm.py with a delay), the pool's resident memory while they wait
+#     (the sum of RSS, and of PSS, which splits shared pages among the processes).
 #     At 1 connection also in pairs (bench/pairlat.c, built with cc): every pass calls the
 #     mock and Valerie once each, in random order, so a stall of the host falls on both
 #     with the same odds; wrk's alternating 10 s runs let one window's stalls land on one side.
@@ -170,15 +171,16 @@ export VALERIE_WORKERS=4 VALERIE_THREADS=256
 OPENAI_BASE_URL="https://127.0.0.1:$fport/v1" VALERIE_CA_BUNDLE="$run/c.pem" OPENAI_TIMEOUT=120 \
 	OPENAI_FIRST_TOKEN_TIMEOUT_MS=120000 VALERIE_TURN_TIMEOUT=200 \
 	bash "$src/scripts/run-local.sh" start >/dev/null
-rss() {  # resident kB of multiwatch and its workers
-	local pool total=0 p
+rss() {  # resident kB of multiwatch and its workers: "RSS PSS" (PSS splits shared pages)
+	local pool total=0 pss=0 p
 	pool=$(cat "$run/stack/pool.pid")
 	for p in $pool $(cat "/proc/$pool/task/$pool/children"); do
 		total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+		pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")))
 	done
-	echo "$total"
+	echo "$total $pss"
 }
-idle=$(rss)
+read -r idle idle_pss <<<"$(rss)"
 python3 - "$VALERIE_HTTP_PORT" "$inflight" <<'PY' &
 import socket, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
@@ -204,14 +206,16 @@ for s in socks:
 print(f"clients: {ok}/{n} answered 200")
 PY
 client=$!
-peak_in=0 peak_rss=0
+peak_in=0 peak_rss=0 peak_pss=0
 for _ in $(seq $((delay / 250))); do
 	cur=$(curl -sk "https://127.0.0.1:$fport/_control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["in_flight"])')
-	r=$(rss)
+	read -r r p <<<"$(rss)"
 	[ "$cur" -gt "$peak_in" ] && peak_in=$cur
 	[ "$r" -gt "$peak_rss" ] && peak_rss=$r
+	[ "$p" -gt "$peak_pss" ] && peak_pss=$p
 	sleep 0.25
 done
 wait "$client"
 echo "memory: $inflight calls to a slow HTTPS upstream (${delay} ms), 4 workers x 256 threads"
 echo "  pool idle: $((idle / 1024)) MB; peak with calls in flight: $((peak_rss / 1024)) MB; upstream saw $peak_in in flight at once"
+echo "  the same as PSS (shared pages split among the processes): idle $((idle_pss / 1024)) MB, peak $((peak_pss / 1024)) MB"
