@@ -211,8 +211,6 @@ providers_check(struct handler_ctx *ctx, int *callable)
 	return list;
 }
 
-/* Every dependency with its status and response time; 503 when a required one is down. */
-
 /*
  * The trace exporter: not required (a collector that is down never fails a
  * turn), so it never makes the answer 503; "failing" says the last export
@@ -235,6 +233,7 @@ trace_check(void)
 	return o;
 }
 
+/* Every dependency with its status and response time; 503 when a required one is down. */
 void
 health_detailed(struct handler_ctx *ctx)
 {

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "conf.h"
+#include "log.h"
 #include "store_impl.h"
 #include "vtime.h"
 
@@ -37,6 +38,9 @@ struct lmdb_store {
 	const struct conf *conf;
 	MDB_env *env;
 	MDB_dbi meta, turns, idem, expiry, cache, cache_expiry;
+	pthread_rwlock_t map;    /* shared by every use of the map, exclusive to remap it */
+	unsigned int map_gen;    /* remaps so far (under `map`) */
+	int map_err;             /* a remap that failed: the map is gone (under `map`) */
 	pthread_t syncer;        /* VALERIE_LMDB_SYNC periodic or intact: flushes every second */
 	int syncing;
 	pthread_mutex_t lock;
@@ -71,7 +75,11 @@ sync_loop(void *p)
 		ts.tv_sec += LMDB_SYNC_INTERVAL_S;
 		pthread_cond_timedwait(&st->stop, &st->lock, &ts);
 		pthread_mutex_unlock(&st->lock);
-		mdb_env_sync(st->env, 1);
+		/* NOTE: mdb_env_sync reads the meta pages, which live in the map. */
+		pthread_rwlock_rdlock(&st->map);
+		if (st->map_err == 0)
+			mdb_env_sync(st->env, 1);
+		pthread_rwlock_unlock(&st->map);
 		pthread_mutex_lock(&st->lock);
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -103,6 +111,110 @@ fail(struct lmdb_conn *c, int rc, const char *what)
 	if (rc == MDB_MAP_FULL)
 		return STORE_FULL;
 	return rc == ENOMEM ? STORE_NOMEM : STORE_UNAVAILABLE;
+}
+
+/*
+ * Transactions: each begins with txn_begin and ends with txn_commit or
+ * txn_abort, and holds the map lock shared in between.
+ *
+ * NOTE: a process sharing the environment with a larger map (another pool with
+ * a higher VALERIE_LMDB_MAP_MB on the same VALERIE_DATA_DIR, or a rolling
+ * change of it) can grow the data beyond this process's map. mdb_txn_begin
+ * then fails with MDB_MAP_RESIZED, and keeps failing, until this process
+ * adopts the size with mdb_env_set_mapsize(env, 0). That unmaps the file and
+ * maps it again, which LMDB allows only while no transaction of this process
+ * is active (it does not check): the pages and meta pages of a transaction in
+ * another thread would be unmapped under it. Hence the lock, held shared by
+ * every transaction (and the syncer's mdb_env_sync, which reads the meta
+ * pages) and exclusive by the remap. A thread never holds two transactions at
+ * once, so it never takes the shared lock twice (with a writer waiting, a
+ * second shared lock would wait for the writer, which waits for the first).
+ */
+
+/*
+ * Adopts the map size another process grew the environment to, with the map
+ * lock held exclusive. `gen` is the map generation the caller's failed begin
+ * saw: if another thread has remapped since, there is nothing to do. Returns
+ * 0 or LMDB's code; a remap that fails leaves no map, and every transaction
+ * after it fails with the same code.
+ */
+static int
+map_adopt(struct lmdb_store *st, unsigned int gen)
+{
+	MDB_envinfo before, after;
+	int rc;
+
+	pthread_rwlock_wrlock(&st->map);
+	rc = st->map_err;
+	if (rc != 0 || gen != st->map_gen)
+		goto out;
+	mdb_env_info(st->env, &before);
+	rc = mdb_env_set_mapsize(st->env, 0);
+	st->map_gen++;
+	if (rc != 0) {
+		st->map_err = rc;
+		log_msg(LOG_LVL_ERROR, "lmdb: cannot map the store another process grew: %s "
+		    "(restart the worker)", mdb_strerror(rc));
+		goto out;
+	}
+	mdb_env_info(st->env, &after);
+	log_msg(LOG_LVL_WARNING, "lmdb: another process grew the store beyond this one's map: "
+	    "map adopted, %zu MB (was %zu MB, VALERIE_LMDB_MAP_MB=%lld)", after.me_mapsize >> 20,
+	    before.me_mapsize >> 20, st->conf->lmdb_map_mb);
+out:
+	pthread_rwlock_unlock(&st->map);
+	return rc;
+}
+
+/*
+ * One mdb_txn_begin with the map lock held shared, kept on success. `gen` gets
+ * the map generation it saw.
+ */
+static int
+begin_once(struct lmdb_store *st, unsigned int flags, MDB_txn **txn, unsigned int *gen)
+{
+	int rc;
+
+	pthread_rwlock_rdlock(&st->map);
+	*gen = st->map_gen;
+	rc = st->map_err != 0 ? st->map_err : mdb_txn_begin(st->env, NULL, flags, txn);
+	if (rc != 0)
+		pthread_rwlock_unlock(&st->map);
+	return rc;
+}
+
+/*
+ * mdb_txn_begin with the map lock held shared on success (txn_commit or
+ * txn_abort releases it). On MDB_MAP_RESIZED adopts the new map size and
+ * tries once more. Returns LMDB's code.
+ */
+static int
+txn_begin(struct lmdb_store *st, unsigned int flags, MDB_txn **txn)
+{
+	unsigned int gen;
+	int rc = begin_once(st, flags, txn, &gen);
+
+	if (rc == MDB_MAP_RESIZED && (rc = map_adopt(st, gen)) == 0)
+		rc = begin_once(st, flags, txn, &gen);
+	return rc;
+}
+
+/* mdb_txn_commit, then releases the map lock. Returns LMDB's code. */
+static int
+txn_commit(struct lmdb_store *st, MDB_txn *txn)
+{
+	int rc = mdb_txn_commit(txn);
+
+	pthread_rwlock_unlock(&st->map);
+	return rc;
+}
+
+/* mdb_txn_abort, then releases the map lock. */
+static void
+txn_abort(struct lmdb_store *st, MDB_txn *txn)
+{
+	mdb_txn_abort(txn);
+	pthread_rwlock_unlock(&st->map);
 }
 
 static void
@@ -276,15 +388,15 @@ sweep_commit(struct lmdb_store *st, long long now, int max, int cache)
 	MDB_stat before, after;
 	MDB_txn *txn;
 
-	if (mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+	if (txn_begin(st, 0, &txn) != 0)
 		return -1;
 	if (mdb_stat(txn, dbi, &before) != 0 ||
 	    (cache ? cache_sweep(txn, st, now, max) : sweep(txn, st, now, max)) != 0 ||
 	    mdb_stat(txn, dbi, &after) != 0) {
-		mdb_txn_abort(txn);
+		txn_abort(st, txn);
 		return -1;
 	}
-	if (mdb_txn_commit(txn) != 0)
+	if (txn_commit(st, txn) != 0)
 		return -1;
 	return (int)(before.ms_entries - after.ms_entries);
 }
@@ -313,14 +425,36 @@ reclaim(struct lmdb_store *st, long long now)
 		for (done = 0; done < LMDB_RECLAIM_MAX &&
 		    (n = sweep_commit(st, now, LMDB_SWEEP_MAX, cache)) > 0; done += n)
 			total += n;
-	if (total == 0 || mdb_txn_begin(st->env, NULL, 0, &txn) != 0)
+	if (total == 0 || txn_begin(st, 0, &txn) != 0)
 		return total;
 	if (mdb_put(txn, st->idem, &k, &v, 0) != 0 || mdb_del(txn, st->idem, &k, NULL) != 0) {
-		mdb_txn_abort(txn);
+		txn_abort(st, txn);
 		return total;
 	}
-	mdb_txn_commit(txn);
+	txn_commit(st, txn);
 	return total;
+}
+
+/*
+ * Initialises the map lock. NOTE: glibc's rwlocks prefer readers by default,
+ * and the transactions of a busy pool's threads overlap: a remap could wait
+ * as long as they keep coming. Preferring the writer makes new transactions
+ * wait for it instead, for as long as the transactions already begun take.
+ */
+static int
+map_lock_init(pthread_rwlock_t *lock)
+{
+	pthread_rwlockattr_t attr;
+	int rc;
+
+	if ((rc = pthread_rwlockattr_init(&attr)) != 0)
+		return rc;
+#ifdef __GLIBC__
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+	rc = pthread_rwlock_init(lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	return rc;
 }
 
 static void *
@@ -342,6 +476,11 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 		return NULL;
 	}
 	st->conf = conf;
+	if ((rc = map_lock_init(&st->map)) != 0) {
+		snprintf(err, errlen, "lmdb: cannot make a lock: %s", strerror(rc));
+		free(st);
+		return NULL;
+	}
 	readers = (unsigned int)(conf->threads * conf->workers) + LMDB_READER_MARGIN;
 	if ((rc = mdb_env_create(&st->env)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(st->env, readers)) != 0 ||
@@ -359,7 +498,7 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 		goto fail;
 	/* Readers left by killed processes hold old pages until cleared. */
 	mdb_reader_check(st->env, &dead);
-	if ((rc = mdb_txn_begin(st->env, NULL, 0, &txn)) != 0 ||
+	if ((rc = txn_begin(st, 0, &txn)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "turns", MDB_CREATE, &st->turns)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "idem", MDB_CREATE, &st->idem)) != 0 ||
@@ -367,7 +506,7 @@ lmdb_open(const struct conf *conf, char *err, size_t errlen)
 	    (rc = mdb_dbi_open(txn, "cache", MDB_CREATE, &st->cache)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "cache_expiry", MDB_CREATE, &st->cache_expiry)) != 0)
 		goto fail;
-	rc = mdb_txn_commit(txn);
+	rc = txn_commit(st, txn);
 	txn = NULL;
 	if (rc != 0)
 		goto fail;
@@ -386,9 +525,10 @@ fail:
 	snprintf(err, errlen, "VALERIE_DATA_DIR: cannot open the LMDB store in %s: %s",
 	    conf->data_dir, mdb_strerror(rc));
 	if (txn != NULL)
-		mdb_txn_abort(txn);
+		txn_abort(st, txn);
 	if (st->env != NULL)
 		mdb_env_close(st->env);
+	pthread_rwlock_destroy(&st->map);
 	free(st);
 	return NULL;
 }
@@ -407,9 +547,11 @@ lmdb_close(void *p)
 		pthread_mutex_unlock(&st->lock);
 		pthread_join(st->syncer, NULL);
 	}
-	mdb_env_sync(st->env, 1);
+	if (st->map_err == 0)
+		mdb_env_sync(st->env, 1);
 	pthread_mutex_destroy(&st->lock);
 	pthread_cond_destroy(&st->stop);
+	pthread_rwlock_destroy(&st->map);
 	mdb_env_close(st->env);
 	free(st);
 }
@@ -468,7 +610,7 @@ lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars, int before,
 	size_t total = 0;
 	int rc, n = 0, first, last, t;
 
-	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	rc = txn_begin(c->st, MDB_RDONLY, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	s = live_meta(c, txn, sid, &m);
@@ -512,7 +654,7 @@ lmdb_load(void *p, const char *sid, int max_turns, size_t max_chars, int before,
 	s = out->oom ? STORE_NOMEM : STORE_OK;
 out:
 	free(vals);
-	mdb_txn_abort(txn);
+	txn_abort(c->st, txn);
 	return s;
 }
 
@@ -537,13 +679,13 @@ lmdb_append(void *p, const char *sid, const char *owner, const char *idem_key,
 		return STORE_UNAVAILABLE;
 	}
 again:
-	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	rc = txn_begin(st, 0, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = meta_read(txn, st, sid, &m);
 	if (rc == 0 && m.expires_ms > now && strcmp(m.owner, owner) != 0) {
 		/* Before the idempotency key: nothing of another's session is told. */
-		mdb_txn_abort(txn);
+		txn_abort(st, txn);
 		snprintf(c->err, sizeof(c->err), "lmdb: the session belongs to another owner");
 		return STORE_NOT_FOUND;
 	}
@@ -555,7 +697,7 @@ again:
 		k.mv_data = key;
 		if (mdb_get(txn, st->idem, &k, &v) == 0 && v.mv_size == 4) {
 			*turn_out = (int)get_u32(v.mv_data);
-			mdb_txn_abort(txn);
+			txn_abort(st, txn);
 			return STORE_EXISTS;
 		}
 	}
@@ -620,7 +762,7 @@ again:
 	}
 	if ((rc = sweep(txn, st, now, LMDB_SWEEP_MAX)) != 0)
 		goto fail;
-	rc = mdb_txn_commit(txn);
+	rc = txn_commit(st, txn);
 	txn = NULL;
 	if (rc != 0)
 		goto fail;
@@ -629,7 +771,7 @@ again:
 	return STORE_OK;
 fail:
 	if (txn != NULL)
-		mdb_txn_abort(txn);
+		txn_abort(st, txn);
 	buf_free(&text);
 	/* NOTE: pages freed in a transaction are reused only by later ones: sweep, then retry. */
 	if (rc == MDB_MAP_FULL && !reclaimed && reclaim(st, now) > 0) {
@@ -653,7 +795,7 @@ lmdb_idem_find(void *p, const char *sid, const char *idem_key, int *turn_out)
 
 	if (sidlen + 1 + klen > LMDB_KEY_MAX)
 		return STORE_NOT_FOUND;
-	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	rc = txn_begin(c->st, MDB_RDONLY, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	s = live_meta(c, txn, sid, &m);
@@ -670,7 +812,7 @@ lmdb_idem_find(void *p, const char *sid, const char *idem_key, int *turn_out)
 		else
 			*turn_out = (int)get_u32(v.mv_data);
 	}
-	mdb_txn_abort(txn);
+	txn_abort(c->st, txn);
 	return s;
 }
 
@@ -687,7 +829,7 @@ lmdb_get_turn(void *p, const char *sid, int turn, struct buf *out)
 
 	if (turn < 1)
 		return STORE_NOT_FOUND;
-	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	rc = txn_begin(c->st, MDB_RDONLY, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	s = live_meta(c, txn, sid, &m);
@@ -704,7 +846,7 @@ lmdb_get_turn(void *p, const char *sid, int turn, struct buf *out)
 			s = out->oom ? STORE_NOMEM : STORE_OK;
 		}
 	}
-	mdb_txn_abort(txn);
+	txn_abort(c->st, txn);
 	return s;
 }
 
@@ -716,22 +858,22 @@ lmdb_delete(void *p, const char *sid)
 	MDB_txn *txn;
 	int rc, expired;
 
-	rc = mdb_txn_begin(c->st->env, NULL, 0, &txn);
+	rc = txn_begin(c->st, 0, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = meta_read(txn, c->st, sid, &m);
 	if (rc == MDB_NOTFOUND) {
-		mdb_txn_abort(txn);
+		txn_abort(c->st, txn);
 		return STORE_NOT_FOUND;
 	}
 	if (rc == 0)
 		rc = drop_session(txn, c->st, sid, &m);
 	if (rc != 0) {
-		mdb_txn_abort(txn);
+		txn_abort(c->st, txn);
 		return fail(c, rc, "delete");
 	}
 	expired = m.expires_ms <= vtime_now_ms();
-	rc = mdb_txn_commit(txn);
+	rc = txn_commit(c->st, txn);
 	if (rc != 0)
 		return fail(c, rc, "commit");
 	return expired ? STORE_NOT_FOUND : STORE_OK;
@@ -745,11 +887,11 @@ lmdb_ping(void *p)
 	MDB_stat stat;
 	int rc;
 
-	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	rc = txn_begin(c->st, MDB_RDONLY, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = mdb_stat(txn, c->st->meta, &stat);
-	mdb_txn_abort(txn);
+	txn_abort(c->st, txn);
 	return rc == 0 ? STORE_OK : fail(c, rc, "stat");
 }
 
@@ -766,14 +908,14 @@ lmdb_count(void *p, long long *active)
 	const unsigned char *kb;
 	int rc, i;
 
-	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	rc = txn_begin(c->st, MDB_RDONLY, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = mdb_stat(txn, c->st->meta, &stat);
 	if (rc == 0)
 		rc = mdb_cursor_open(txn, c->st->expiry, &cur);
 	if (rc != 0) {
-		mdb_txn_abort(txn);
+		txn_abort(c->st, txn);
 		return fail(c, rc, "count");
 	}
 	/* The expiry index is ordered by time: the expired entries come first. */
@@ -789,7 +931,7 @@ lmdb_count(void *p, long long *active)
 		expired++;
 	}
 	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
+	txn_abort(c->st, txn);
 	*active = (long long)stat.ms_entries - expired;
 	if (*active < 0)
 		*active = 0;
@@ -845,7 +987,7 @@ lmdb_cache_get(void *p, const char *key, struct buf *out)
 	int rc;
 
 	c->err[0] = '\0';
-	rc = mdb_txn_begin(c->st->env, NULL, MDB_RDONLY, &txn);
+	rc = txn_begin(c->st, MDB_RDONLY, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	rc = mdb_get(txn, c->st->cache, &k, &v);
@@ -862,7 +1004,7 @@ lmdb_cache_get(void *p, const char *key, struct buf *out)
 		buf_append(out, (const char *)v.mv_data + 8, v.mv_size - 8);
 		s = out->oom ? STORE_NOMEM : STORE_OK;
 	}
-	mdb_txn_abort(txn);
+	txn_abort(c->st, txn);
 	return s;
 }
 
@@ -879,7 +1021,7 @@ lmdb_cache_put(void *p, const char *key, const char *value, size_t len, long lon
 	int rc;
 
 	c->err[0] = '\0';
-	rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+	rc = txn_begin(st, 0, &txn);
 	if (rc != 0)
 		return fail(c, rc, "begin");
 	/* The older value's index entry goes: the sweep finds each key once. */
@@ -910,10 +1052,10 @@ lmdb_cache_put(void *p, const char *key, const char *value, size_t len, long lon
 		goto fail;
 	if ((rc = cache_sweep(txn, st, now, LMDB_SWEEP_MAX)) != 0)
 		goto fail;
-	rc = mdb_txn_commit(txn);
+	rc = txn_commit(st, txn);
 	return rc == 0 ? STORE_OK : fail(c, rc, "commit");
 fail:
-	mdb_txn_abort(txn);
+	txn_abort(st, txn);
 	return fail(c, rc, "cache write");
 }
 

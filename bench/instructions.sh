@@ -3,7 +3,8 @@
 # completion (POST /v1/chat/completions, no session, openai provider, the fast mock upstream
 # of bench/provider.sh), counted by callgrind. Deterministic where timings on a shared
 # machine are not: use it to compare two trees. Run from the build tree after make.
-# Environment: BENCH_CALLS (sequential calls, default 300).
+# Environment: BENCH_CALLS (sequential calls, default 300); BENCH_SESSION=1 sends each call
+# with its own X-Session-Id, so each completion also loads and appends a turn in LMDB.
 # Prints: instructions per completion, and the callgrind file for callgrind_annotate.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,14 +44,16 @@ export VALERIE_HTTP_PORT VALERIE_HTTPS_PORT
 VALERIE_HTTP_PORT=$(port)
 VALERIE_HTTPS_PORT=$(port)
 OPENAI_BASE_URL="http://127.0.0.1:$mport/v1" bash "$src/scripts/run-local.sh" start >/dev/null
-python3 - "$VALERIE_HTTP_PORT" "$n" <<'PY'
+python3 - "$VALERIE_HTTP_PORT" "$n" "${BENCH_SESSION:-0}" <<'PY'
 import http.client, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, session = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 body = '{"model":"gpt-test","messages":[{"role":"user","content":"hello bench"}]}'
 c = http.client.HTTPConnection("127.0.0.1", port)
-for _ in range(n):
-    c.request("POST", "/v1/chat/completions", body,
-              {"Content-Type": "application/json", "Authorization": "Bearer sk-test"})
+for i in range(n):
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-test"}
+    if session:
+        headers["X-Session-Id"] = f"bench-{i}"
+    c.request("POST", "/v1/chat/completions", body, headers)
     r = c.getresponse()
     r.read()
     if r.status != 200:

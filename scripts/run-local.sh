@@ -252,9 +252,14 @@ socket_holders() {
 # (SIGKILL, a crash), nginx's workers go on serving the run dir's ports.
 # Only nginx holds error.log and access.log open (the pool writes
 # valerie.log), and the command name is checked too.
+# NOTE: a /proc/PID/fd link reads the path the kernel resolved, with no
+# symlink in it, so the logs' paths are resolved too: a run dir reached
+# through a symlink (or with one in its parents) would find nothing otherwise.
 nginx_left() {
-    local pid out=""
-    for pid in $(pids_holding "$logs/error.log" "$logs/access.log"); do
+    local pid out="" paths=()
+    mapfile -t paths < <(realpath -m -- "$logs/error.log" "$logs/access.log" 2>/dev/null)
+    [ "${#paths[@]}" -eq 2 ] || paths=("$logs/error.log" "$logs/access.log")
+    for pid in $(pids_holding "${paths[@]}"); do
         if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = nginx ]; then out="$out $pid"; fi
     done
     printf '%s' "${out# }"

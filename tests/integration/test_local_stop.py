@@ -6,7 +6,8 @@ PID (SIGTERM, then SIGKILL for one that does not stop in VALERIE_STOP_TIMEOUT), 
 and removes the socket; another stack running meanwhile is untouched, and the run dir
 starts again afterwards with its sessions. Likewise nginx's workers once their master is
 killed: they go on serving the run dir's ports until `stop` finds them (by the run dir's
-logs they hold) and stops them.
+logs they hold) and stops them, also when the run dir is reached through a symlink (the
+logs' paths in /proc are resolved, and used to be compared with the path as written).
 
 A process that SIGKILL does not end (here one `stop`'s kill is told to spare, as a process
 stuck in the kernel would be) is named as still running, is not said to be stopped, and
@@ -139,6 +140,45 @@ with Stack(workers=2, threads=2) as other, \
     check(wait_until(lambda: not alive(workers[1]), 10), "the survivor killed by the test")
     r = st.script("stop")
     check(r.returncode == 0, f"then stop exits 0: {r.returncode} {r.stdout!r} {r.stderr!r}")
+
+
+# A run dir reached through a symlink: /proc/PID/fd links read the resolved path of the
+# logs nginx holds, and stop used to compare them with the path as written, missing nginx's
+# workers once their master was gone.
+linked = Stack(workers=1, threads=2)
+real_run = os.path.join(linked.dir, "real-run")
+os.makedirs(real_run)
+link_run = os.path.join(linked.dir, "run-link")
+os.symlink(real_run, link_run)
+linked.env["VALERIE_RUN_DIR"] = linked.run_dir = link_run
+nworkers = []
+try:
+    with linked:
+        master = linked.nginx_pid()
+        nworkers = children(master)
+        check(os.path.exists(os.path.join(real_run, "logs", "error.log")),
+              "the stack runs in the symlink's target")
+        kill(master, signal.SIGKILL)
+        check(wait_until(lambda: not alive(master), 10),
+              "nginx's master (run dir through a symlink) is gone after SIGKILL")
+        check(nworkers and all(alive(p) for p in nworkers), f"its workers go on: {nworkers}")
+        r = linked.script("status")
+        check(r.returncode == 1 and all(str(p) in r.stdout for p in nworkers),
+              f"status through the symlink names the nginx processes left (exit 1): "
+              f"{r.returncode} {r.stdout!r}")
+        r = linked.script("stop")
+        out = r.stdout + r.stderr
+        check(r.returncode == 0 and "left-over nginx processes stopped" in out
+              and all(str(p) in out for p in nworkers),
+              f"stop through the symlink finds and stops them: {r.returncode} {out!r}")
+        check(wait_until(lambda: not any(alive(p) for p in nworkers), 10),
+              f"no nginx process of the run dir is left: {[p for p in nworkers if alive(p)]}")
+        check(port_free(linked.http_port) and port_free(linked.https_port),
+              "the symlinked run dir's ports are free")
+finally:
+    for p in nworkers:
+        if alive(p):
+            kill(p, signal.SIGKILL)
 
 
 def run_local(verb, run_dir):
