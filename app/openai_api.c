@@ -275,6 +275,50 @@ oai_fail(struct handler_ctx *ctx, void *p, int status, const char *code, const c
 
 static const struct chat_format oai_format = {oai_begin, oai_delta, oai_done, oai_fail};
 
+/*
+ * The default model of provider number k of the chain (VALERIE_LLM_PROVIDER,
+ * then each of VALERIE_LLM_FALLBACKS), its owner in *owner ("valerie" for
+ * offline); NULL past the end.
+ */
+static const char *
+chain_model(const struct conf *c, int k, const char **owner)
+{
+	const char *p = k == 0 ? c->llm_provider : c->llm_fallbacks, *comma;
+	size_t len;
+
+	/* Fallback number k - 1: past k - 1 commas. */
+	for (; k > 1 && p != NULL; k--)
+		if ((p = strchr(p, ',')) != NULL)
+			p++;
+	if (p == NULL || *p == '\0')
+		return NULL;
+	comma = k == 0 ? NULL : strchr(p, ',');
+	len = comma ? (size_t)(comma - p) : strlen(p);
+	if (len == 6 && strncmp(p, "openai", 6) == 0) {
+		*owner = "openai";
+		return c->openai_model;
+	}
+	if (len == 9 && strncmp(p, "anthropic", 9) == 0) {
+		*owner = "anthropic";
+		return c->anthropic_model;
+	}
+	*owner = "valerie";
+	return "offline";
+}
+
+/* Whether `model` is the default model of a provider in the chain. */
+static int
+chain_default(const struct conf *c, const char *model)
+{
+	const char *m, *owner;
+	int k;
+
+	for (k = 0; (m = chain_model(c, k, &owner)) != NULL; k++)
+		if (strcmp(m, model) == 0)
+			return 1;
+	return 0;
+}
+
 /* Whether `model` may be asked for: any, unless VALERIE_MODELS lists some. */
 static int
 model_allowed(const struct conf *conf, const char *model)
@@ -283,6 +327,9 @@ model_allowed(const struct conf *conf, const char *model)
 	size_t len, n = strlen(model);
 
 	if (p == NULL || *p == '\0')
+		return 1;
+	/* What GET /v1/models lists may be asked for: the chain's default models too. */
+	if (chain_default(conf, model))
 		return 1;
 	while (p != NULL) {
 		comma = strchr(p, ',');
@@ -1335,29 +1382,14 @@ static struct json_object *
 models_list(const struct conf *c)
 {
 	struct json_object *list = json_object_new_array();
-	const char *chain[2] = {c->llm_provider, c->llm_fallbacks}, *p, *comma;
-	char name[64];
+	const char *p, *comma, *m, *owner;
 	size_t len;
-	int i, rc = 0;
+	int k, rc = 0;
 
 	if (list == NULL)
 		return NULL;
-	for (i = 0; i < 2; i++) {
-		for (p = chain[i]; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
-			comma = strchr(p, ',');
-			len = comma ? (size_t)(comma - p) : strlen(p);
-			snprintf(name, sizeof(name), "%.*s", (int)len, p);
-			if (strcmp(name, "openai") == 0)
-				rc |= add_model(list, c->openai_model, strlen(c->openai_model), "openai");
-			else if (strcmp(name, "anthropic") == 0)
-				rc |= add_model(list, c->anthropic_model, strlen(c->anthropic_model),
-				    "anthropic");
-			else
-				rc |= add_model(list, "offline", 7, "valerie");
-			if (i == 0)
-				break;
-		}
-	}
+	for (k = 0; (m = chain_model(c, k, &owner)) != NULL; k++)
+		rc |= add_model(list, m, strlen(m), owner);
 	/* NOTE: an allowed id is whole, however long: model_allowed compares it whole. */
 	for (p = c->models; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
 		comma = strchr(p, ',');

@@ -609,6 +609,52 @@ prepare(const struct conf *conf, const char *name, const struct llm_request *req
 	    req, body, err, errlen);
 }
 
+/* The default model of provider `name`: OPENAI_MODEL, ANTHROPIC_MODEL, or "offline". */
+static const char *
+own_model(const struct conf *conf, const char *name)
+{
+	return strcmp(name, "openai") == 0 ? conf->openai_model :
+	    strcmp(name, "anthropic") == 0 ? conf->anthropic_model : "offline";
+}
+
+/*
+ * The model to ask provider `name`, number `i` of the chain, for a request
+ * that named `model` (NULL: none, the provider's default). A client names a
+ * model of the provider it talks to (the OpenAI SDK always does); a fallback
+ * of another vendor does not know it and would refuse the call (a 404, the
+ * end of the chain), so a fallback gets its own default unless the model is
+ * that default.
+ */
+static const char *
+fallback_model(const struct conf *conf, const char *name, size_t i, const char *model)
+{
+	if (i == 0 || model == NULL || strcmp(model, own_model(conf, name)) == 0)
+		return model;
+	return NULL;
+}
+
+/*
+ * A request that names the default model of a fallback (GET /v1/models lists
+ * it as that provider's) goes to that provider first, the others after it in
+ * their order.
+ */
+static void
+lead(const struct conf *conf, char chain[8][16], size_t n, const char *model)
+{
+	char first[16];
+	size_t j;
+
+	if (model == NULL || strcmp(model, own_model(conf, chain[0])) == 0)
+		return;
+	for (j = 1; j < n && strcmp(model, own_model(conf, chain[j])) != 0; j++)
+		;
+	if (j == n)
+		return;
+	memcpy(first, chain[j], sizeof(first));
+	memmove(chain[1], chain[0], j * sizeof(chain[0]));
+	memcpy(chain[0], first, sizeof(first));
+}
+
 /* One provider's call; `body` is what prepare made (taken). */
 static enum provider_status
 call_one(const struct conf *conf, struct httpc *http, const char *name,
@@ -910,6 +956,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	char labels[METRICS_LABELS_MAX + 1], prov[32], why[sizeof(res->error)];
 	char *body;
 
+	lead(conf, chain, n, req->model);
 	tap.orig = req;
 	tapped.cancelled = tap_cancelled;
 	tapped.ctx = &tap;
@@ -933,6 +980,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		 * is passed over before its circuit is asked: no call, no mark, no
 		 * probe taken; the next one may serve it.
 		 */
+		tapped.model = fallback_model(conf, chain[i], i, req->model);
 		ps = prepare(conf, chain[i], &tapped, &body, why, sizeof(why));
 		if (ps == PROVIDER_NOMEM)
 			return ps;

@@ -633,6 +633,16 @@ def validate_openai(body):
                              "function.name.")
 
 
+def other_vendor(provider, model):
+    """A model of the other vendor is unknown here, as each API answers it: OpenAI 404
+    model_not_found for a claude-* model, Anthropic 404 not_found_error for a gpt-* one."""
+    if provider == "openai" and model.startswith("claude-"):
+        raise BadRequest(f"The model `{model}` does not exist or you do not have access to it.",
+                         404)
+    if provider == "anthropic" and model.startswith(("gpt-", "o1", "o3", "o4")):
+        raise BadRequest(f"model: {model}", 404)
+
+
 def validate_anthropic(body):
     if not isinstance(body, dict):
         raise BadRequest("Invalid JSON body")
@@ -1044,6 +1054,7 @@ class Handler(BaseHTTPRequestHandler):
                                      if provider == "openai" else
                                      "There was an error parsing the body of your request.")
                 (validate_openai if provider == "openai" else validate_anthropic)(body)
+                other_vendor(provider, body["model"])
             except BadRequest as e:
                 outcome = "bad_request"
                 return self.error(provider, e.status, e.message)
