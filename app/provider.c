@@ -595,8 +595,8 @@ provider_circuit_state(const struct conf *conf, struct circuits *circuits, const
 
 /*
  * What provider `name` needs made before its call: Anthropic's body, whose
- * translation refuses what the Messages API has no form for (PROVIDER_REJECTED,
- * `err` saying why). *body NULL for the others.
+ * translation may refuse (PROVIDER_REJECTED, or PROVIDER_UNSUPPORTED for what
+ * the Messages API has no form for; `err` says why). *body NULL for the others.
  */
 static enum provider_status
 prepare(const struct conf *conf, const char *name, const struct llm_request *req, char **body,
@@ -976,18 +976,33 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			continue;
 		}
 		/*
-		 * A provider that cannot express the request (Anthropic and audio)
+		 * The offline provider is a stand-in for providers that failed, not
+		 * for one that has no form for the request: with nothing failed,
+		 * the client hears why instead of a non-answer.
+		 */
+		if (strcmp(chain[i], "offline") == 0 && i > 0 && refused > 0 && tried == 0 &&
+		    open == 0 && !late)
+			continue;
+		/*
+		 * A provider that has no form for the request (Anthropic and audio)
 		 * is passed over before its circuit is asked: no call, no mark, no
-		 * probe taken; the next one may serve it.
+		 * probe taken; the next one may serve it. A request it cannot
+		 * express at all is the caller's to change: 400, as any would say.
 		 */
 		tapped.model = fallback_model(conf, chain[i], i, req->model);
 		ps = prepare(conf, chain[i], &tapped, &body, why, sizeof(why));
 		if (ps == PROVIDER_NOMEM)
 			return ps;
-		if (ps == PROVIDER_REJECTED) {
+		if (ps == PROVIDER_UNSUPPORTED) {
 			append_error(errors, sizeof(errors), why);
 			refused++;
 			continue;
+		}
+		if (ps == PROVIDER_REJECTED) {
+			res->provider = "anthropic";
+			res->attempts = attempts;
+			memcpy(res->error, why, sizeof(res->error));
+			return ps;
 		}
 		c = breaker(circuits, chain[i]);
 		breaker_settings(conf, chain[i], &threshold, &reset_ms);

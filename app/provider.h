@@ -25,7 +25,10 @@ enum provider_status {
 	PROVIDER_TIMEOUT,     /* 504 */
 	PROVIDER_UNAVAILABLE, /* every provider's circuit is open: 503 */
 	PROVIDER_NOMEM,
-	PROVIDER_REJECTED     /* the upstream refused the request itself (4xx): 400 */
+	PROVIDER_REJECTED,    /* the upstream refused the request itself (4xx): 400 */
+	PROVIDER_UNSUPPORTED  /* this provider has no form for part of the request (Anthropic
+	                         and audio), which another may take: provider_complete passes
+	                         over it, and answers REJECTED when none can */
 };
 
 /* Sampling settings a caller may set; each unset one leaves the provider's default. */
@@ -127,9 +130,11 @@ struct json_object *provider_tool_calls_json(const struct llm_result *res, int *
  * in order when a provider fails or its circuit (in `circuits`, shared by
  * the pool; NULL: no breakers) is open. Never falls back once text reached
  * the client. Uses this thread's HTTP handle `http` for network providers.
- * A provider that cannot express the request (Anthropic and audio) is passed
- * over, uncalled and its circuit untouched. PROVIDER_UNAVAILABLE when every
- * circuit was open; PROVIDER_REJECTED when no provider could express it.
+ * A provider that has no form for the request (PROVIDER_UNSUPPORTED:
+ * Anthropic and audio) is passed over, uncalled and its circuit untouched;
+ * the offline provider does not stand in for it unless a provider failed.
+ * PROVIDER_UNAVAILABLE when every circuit was open; PROVIDER_REJECTED when the
+ * request cannot be expressed or no provider could take it.
  */
 enum provider_status provider_complete(const struct conf *conf, struct httpc *http,
     struct circuits *circuits, const struct llm_request *req, struct llm_result *res);
@@ -166,8 +171,10 @@ enum provider_status provider_anthropic_complete(const struct conf *conf, struct
 /*
  * The request body an Anthropic call with `model` sends, translated from the
  * OpenAI-shaped request (for tests too): into *out (caller frees). PROVIDER_OK,
- * PROVIDER_REJECTED with `err` (the request cannot be expressed: then the
- * chain passes over Anthropic, see provider_complete), or PROVIDER_NOMEM.
+ * PROVIDER_REJECTED with `err` (the request cannot be expressed),
+ * PROVIDER_UNSUPPORTED with `err` (the new message carries what the Messages
+ * API has no form for: audio, a file named by an OpenAI file_id; the chain
+ * passes over Anthropic, see provider_complete), or PROVIDER_NOMEM.
  */
 enum provider_status provider_anthropic_body(const char *model, const struct llm_request *req,
     char **out, char *err, size_t errlen);

@@ -543,7 +543,7 @@ user_parts(struct json_object *parts, size_t i, int now, struct pending *p, char
 			    "file_id, which this model cannot read]";
 		if (note != NULL && now) {
 			snprintf(err, errlen, "%s", note);
-			return PROVIDER_REJECTED;
+			return PROVIDER_UNSUPPORTED;
 		}
 		if (note != NULL) {
 			if (p->text.len > 0)
@@ -691,11 +691,18 @@ translate(struct json_object *in, struct json_object *doc, char *err, size_t err
 		st = PROVIDER_NOMEM;
 		goto out;
 	}
-	/* The new messages follow the last assistant message (chat.h, chat_new_from). */
-	for (i = 0, from = 0; i < json_object_array_length(in); i++)
+	/*
+	 * The new messages: the run of user messages that ends with the last one,
+	 * and what follows it (the assistant's tool calls and their results in an
+	 * agent's steps or a client's tool loop, a prefill).
+	 */
+	from = json_object_array_length(in);
+	for (i = 0; i < json_object_array_length(in); i++)
 		if ((role = get_str(json_object_array_get_idx(in, i), "role")) != NULL &&
-		    strcmp(role, "assistant") == 0)
-			from = i + 1;
+		    strcmp(role, "user") == 0 && (i == 0 || (as = get_str(
+		    json_object_array_get_idx(in, i - 1), "role")) == NULL ||
+		    strcmp(as, "user") != 0))
+			from = i;
 	for (i = 0; i < json_object_array_length(in); i++) {
 		m = json_object_array_get_idx(in, i);
 		role = get_str(m, "role");

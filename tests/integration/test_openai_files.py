@@ -322,6 +322,23 @@ try:
         check(s == 200 and paths[-1] == "/v1/messages",
               f"{L} a plain message still goes to Anthropic first: {s} {paths}")
 
+    # Anthropic first, offline after it, nothing failing: offline does not stand in for a
+    # provider that has no form for the request, nor for a request Anthropic refuses.
+    with Stack(workers=1, threads=2, env=dict(aenv, VALERIE_LLM_FALLBACKS="offline")) as st:
+        fake.plan()
+        for what, body, why in (
+                ("audio", {"messages": [{"role": "user", "content": [text("hear"), audio()]}]},
+                 "audio"),
+                ("logit_bias", {"logit_bias": {"50256": -100},
+                                "messages": [{"role": "user", "content": "hi"}]},
+                 "logit_bias")):
+            s, h, d = complete(st, body)
+            check(s == 400 and error_code(d) == "provider_rejected_request"
+                  and why in json.dumps(d) and "offline" not in json.dumps(d)
+                  and fake.stats()["calls"] == 0,
+                  f"{L} anthropic then offline, {what}: 400 naming it, no offline non-answer, "
+                  f"nothing sent: {s} {json.dumps(d)[:300]}")
+
     # --- the offline provider ---------------------------------------------------------------
     with Stack(workers=1, threads=2) as st:
         s, h, d = complete(st, {"messages": [{"role": "user", "content": [

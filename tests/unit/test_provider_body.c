@@ -231,9 +231,13 @@ anthropic_msgs(const char *messages)
 	return doc;
 }
 
-/* `messages` (and `tools`, `choice`, may be NULL) must be refused with an error naming `why`. */
+/*
+ * `messages` (and `tools`, `choice`, may be NULL) must be refused with status `want`
+ * and an error naming `why`.
+ */
 static void
-anthropic_refused(const char *messages, const char *tools, const char *choice, const char *why)
+refused_as(enum provider_status want, const char *messages, const char *tools,
+    const char *choice, const char *why)
 {
 	struct llm_request req;
 	enum provider_status st;
@@ -244,10 +248,10 @@ anthropic_refused(const char *messages, const char *tools, const char *choice, c
 	req.tools = tools != NULL ? J(tools) : NULL;
 	req.tool_choice = choice != NULL ? J(choice) : NULL;
 	doc = anthropic(&req, &st, err, sizeof(err));
-	if (st != PROVIDER_REJECTED)
-		fprintf(stderr, "messages %s tools %s tool_choice %s: status %d, want REJECTED\n",
-		    messages, tools ? tools : "-", choice ? choice : "-", (int)st);
-	CHECK_INT(st, PROVIDER_REJECTED);
+	if (st != want)
+		fprintf(stderr, "messages %s tools %s tool_choice %s: status %d, want %d\n",
+		    messages, tools ? tools : "-", choice ? choice : "-", (int)st, (int)want);
+	CHECK_INT(st, want);
 	CHECK(doc == NULL);
 	CHECK(err[0] != '\0');
 	CHECK_CONTAINS(err, why);
@@ -255,6 +259,20 @@ anthropic_refused(const char *messages, const char *tools, const char *choice, c
 	json_object_put(req.messages);
 	json_object_put(req.tools);
 	json_object_put(req.tool_choice);
+}
+
+/* Refused: the request cannot be expressed (400, the chain ends). */
+static void
+anthropic_refused(const char *messages, const char *tools, const char *choice, const char *why)
+{
+	refused_as(PROVIDER_REJECTED, messages, tools, choice, why);
+}
+
+/* Unsupported: the Messages API has no form for it, another provider may take it. */
+static void
+anthropic_unsupported(const char *messages, const char *why)
+{
+	refused_as(PROVIDER_UNSUPPORTED, messages, NULL, NULL, why);
 }
 
 static void
@@ -481,16 +499,27 @@ test_anthropic_files(void)
 	    "file_id, which this model cannot read]'}");
 	json_object_put(d);
 
-	anthropic_refused("[{'role':'user','content':[{'type':'file','file':{'file_id':'file-1'}}]}]",
-	    NULL, NULL, "file_id");
-	anthropic_refused("[{'role':'user','content':'a'},{'role':'assistant','content':'b'},"
+	anthropic_unsupported("[{'role':'user','content':[{'type':'file','file':{'file_id':'file-1'}}]}]",
+	    "file_id");
+	anthropic_unsupported("[{'role':'user','content':'a'},{'role':'assistant','content':'b'},"
 	    "{'role':'user','content':[{'type':'input_audio','input_audio':{'data':'UklG',"
-	    "'format':'mp3'}}]}]", NULL, NULL, "new message carries audio");
+	    "'format':'mp3'}}]}]", "new message carries audio");
+	/*
+	 * The new message stays new through an agent's or a client's tool steps and a
+	 * prefill: its audio is not turned into a note there.
+	 */
+	anthropic_unsupported("[{'role':'user','content':[{'type':'text','text':'hear'},"
+	    "{'type':'input_audio','input_audio':{'data':'UklG','format':'wav'}}]},"
+	    "{'role':'assistant','content':null,'tool_calls':[{'id':'call_1','type':'function',"
+	    "'function':{'name':'f','arguments':'{}'}}]},"
+	    "{'role':'tool','tool_call_id':'call_1','content':'done'}]", "audio");
+	anthropic_unsupported("[{'role':'user','content':'a'},{'role':'user','content':["
+	    "{'type':'input_audio','input_audio':{'data':'UklG','format':'wav'}}]},"
+	    "{'role':'assistant','content':'Transcript:'}]", "audio");
 	anthropic_refused("[{'role':'user','content':[{'type':'file','file':"
 	    "{'file_data':'data:image/png;base64,iVBORw=='}}]}]", NULL, NULL, "PDF");
-	anthropic_refused("[{'role':'user','content':[{'type':'text','text':'hear'},"
-	    "{'type':'input_audio','input_audio':{'data':'UklGRg==','format':'wav'}}]}]", NULL, NULL,
-	    "audio");
+	anthropic_unsupported("[{'role':'user','content':[{'type':'text','text':'hear'},"
+	    "{'type':'input_audio','input_audio':{'data':'UklGRg==','format':'wav'}}]}]", "audio");
 	anthropic_refused("[{'role':'user','content':'hi'},{'role':'assistant','content':["
 	    "{'type':'file','file':{'file_data':'data:application/pdf;base64,JVBE'}}]}]", NULL, NULL,
 	    "only user messages");
