@@ -952,7 +952,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	struct circuit *c;
 	long long reset_ms, start, start_ns;
 	size_t n = provider_chain(conf, chain), i;
-	int threshold, tried = 0, attempts = 0, late = 0, open = 0, refused = 0;
+	int threshold, tried = 0, attempts = 0, late = 0, skipped_open = 0, refused = 0;
 	char labels[METRICS_LABELS_MAX + 1], prov[32], why[sizeof(res->error)];
 	char *body;
 
@@ -981,7 +981,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 		 * the client hears why instead of a non-answer.
 		 */
 		if (strcmp(chain[i], "offline") == 0 && i > 0 && refused > 0 && tried == 0 &&
-		    open == 0 && !late)
+		    skipped_open == 0 && !late)
 			continue;
 		/*
 		 * A provider that has no form for the request (Anthropic and audio)
@@ -1011,7 +1011,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			append_error(errors, sizeof(errors), chain[i]);
 			append_error(errors, sizeof(errors), ": circuit open");
 			count_circuit_open(conf, chain[i]);
-			open++;
+			skipped_open++;
 			continue;
 		}
 		if (tried++ > 0) {
@@ -1067,7 +1067,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 	res->attempts = attempts;
 	if (tried == 0) {
 		res->provider = conf->llm_provider;
-		if (refused > 0 && open == 0 && !late) {
+		if (refused > 0 && skipped_open == 0 && !late) {
 			/* No provider can express it: the caller's to change. */
 			memcpy(res->error, errors, sizeof(res->error));
 			return PROVIDER_REJECTED;
