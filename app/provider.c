@@ -1041,7 +1041,13 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 				    res->ntool_calls > 0 ? "tool_calls" : "stop");
 			if (c != NULL)
 				circuit_success(c);
-			if (tried > 1) {
+			/*
+			 * Answered by another than the provider the request went to
+			 * first: after its failure, its open circuit, or its passing
+			 * over. (Counting only calls after a failed one left the panel
+			 * flat while an open circuit sent every turn to the fallback.)
+			 */
+			if (i > 0) {
 				metrics_label_value(chain[i], prov, sizeof(prov));
 				metrics_labels(labels, sizeof(labels), "provider", prov, (char *)NULL);
 				metrics_counter_add("valerie_llm_fallbacks_total", labels, 1);

@@ -5,6 +5,7 @@ process is open for the others (counted in upstream calls, not timed); after the
 timeout one probe goes out and a success closes the circuit."""
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -134,6 +135,11 @@ try:
               and fake.stats()["calls"] == 2,
               f"open circuit + fallback: every turn answered by the fallback, the primary called "
               f"only until its circuit opened ({fake.stats()['calls']} calls)")
+        m = re.search(r'^valerie_llm_fallbacks_total\{provider="offline"\} (\S+)$',
+                      st.request("GET", "/metrics")[2].decode(), re.M)
+        check(m is not None and float(m.group(1)) == 10,
+              f"valerie_llm_fallbacks_total counts the 10 turns the fallback answered, those "
+              f"behind the open circuit too: {m and m.group(1)}")
     # --- a primary that used up the whole turn: the network fallback is not called with no
     # time left, and its circuit is not marked for the primary's slowness ---
     env = dict(base, OPENAI_MODEL="slow-first-byte", OPENAI_FIRST_TOKEN_TIMEOUT_MS="30000",
