@@ -275,46 +275,15 @@ oai_fail(struct handler_ctx *ctx, void *p, int status, const char *code, const c
 
 static const struct chat_format oai_format = {oai_begin, oai_delta, oai_done, oai_fail};
 
-/*
- * The default model of provider number k of the chain (VALERIE_LLM_PROVIDER,
- * then each of VALERIE_LLM_FALLBACKS), its owner in *owner ("valerie" for
- * offline); NULL past the end.
- */
-static const char *
-chain_model(const struct conf *c, int k, const char **owner)
-{
-	const char *p = k == 0 ? c->llm_provider : c->llm_fallbacks, *comma;
-	size_t len;
-
-	/* Fallback number k - 1: past k - 1 commas. */
-	for (; k > 1 && p != NULL; k--)
-		if ((p = strchr(p, ',')) != NULL)
-			p++;
-	if (p == NULL || *p == '\0')
-		return NULL;
-	comma = k == 0 ? NULL : strchr(p, ',');
-	len = comma ? (size_t)(comma - p) : strlen(p);
-	if (len == 6 && strncmp(p, "openai", 6) == 0) {
-		*owner = "openai";
-		return c->openai_model;
-	}
-	if (len == 9 && strncmp(p, "anthropic", 9) == 0) {
-		*owner = "anthropic";
-		return c->anthropic_model;
-	}
-	*owner = "valerie";
-	return "offline";
-}
-
 /* Whether `model` is the default model of a provider in the chain. */
 static int
 chain_default(const struct conf *c, const char *model)
 {
-	const char *m, *owner;
-	int k;
+	char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX];
+	size_t k, n = provider_chain(c, chain);
 
-	for (k = 0; (m = chain_model(c, k, &owner)) != NULL; k++)
-		if (strcmp(m, model) == 0)
+	for (k = 0; k < n; k++)
+		if (strcmp(provider_default_model(c, chain[k]), model) == 0)
 			return 1;
 	return 0;
 }
@@ -1301,8 +1270,7 @@ openai_chat_completions(struct handler_ctx *ctx)
 	st.id[9 + i] = '\0';
 	st.created = vtime_now_ms() / 1000;
 	st.model = t.model != NULL ? t.model :
-	    strcmp(ctx->conf->llm_provider, "openai") == 0 ? ctx->conf->openai_model :
-	    strcmp(ctx->conf->llm_provider, "anthropic") == 0 ? ctx->conf->anthropic_model : "offline";
+	    provider_default_model(ctx->conf, ctx->conf->llm_provider);
 	/*
 	 * No persona here: only a caller bound to a company gets its business
 	 * context, as a system prompt ahead of the caller's own messages.
@@ -1382,14 +1350,18 @@ static struct json_object *
 models_list(const struct conf *c)
 {
 	struct json_object *list = json_object_new_array();
-	const char *p, *comma, *m, *owner;
-	size_t len;
-	int k, rc = 0;
+	char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX];
+	const char *p, *comma, *m;
+	size_t len, k, n = provider_chain(c, chain);
+	int rc = 0;
 
 	if (list == NULL)
 		return NULL;
-	for (k = 0; (m = chain_model(c, k, &owner)) != NULL; k++)
-		rc |= add_model(list, m, strlen(m), owner);
+	for (k = 0; k < n; k++) {
+		m = provider_default_model(c, chain[k]);
+		rc |= add_model(list, m, strlen(m), strcmp(chain[k], "offline") == 0 ? "valerie" :
+		    chain[k]);
+	}
 	/* NOTE: an allowed id is whole, however long: model_allowed compares it whole. */
 	for (p = c->models; p != NULL && *p != '\0'; p = comma ? comma + 1 : NULL) {
 		comma = strchr(p, ',');

@@ -609,9 +609,8 @@ prepare(const struct conf *conf, const char *name, const struct llm_request *req
 	    req, body, err, errlen);
 }
 
-/* The default model of provider `name`: OPENAI_MODEL, ANTHROPIC_MODEL, or "offline". */
-static const char *
-own_model(const struct conf *conf, const char *name)
+const char *
+provider_default_model(const struct conf *conf, const char *name)
 {
 	return strcmp(name, "openai") == 0 ? conf->openai_model :
 	    strcmp(name, "anthropic") == 0 ? conf->anthropic_model : "offline";
@@ -628,7 +627,7 @@ own_model(const struct conf *conf, const char *name)
 static const char *
 fallback_model(const struct conf *conf, const char *name, size_t i, const char *model)
 {
-	if (i == 0 || model == NULL || strcmp(model, own_model(conf, name)) == 0)
+	if (i == 0 || model == NULL || strcmp(model, provider_default_model(conf, name)) == 0)
 		return model;
 	return NULL;
 }
@@ -639,14 +638,15 @@ fallback_model(const struct conf *conf, const char *name, size_t i, const char *
  * their order.
  */
 static void
-lead(const struct conf *conf, char chain[8][16], size_t n, const char *model)
+lead(const struct conf *conf, char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX], size_t n,
+    const char *model)
 {
-	char first[16];
+	char first[PROVIDER_NAME_MAX];
 	size_t j;
 
-	if (model == NULL || strcmp(model, own_model(conf, chain[0])) == 0)
+	if (model == NULL || strcmp(model, provider_default_model(conf, chain[0])) == 0)
 		return;
-	for (j = 1; j < n && strcmp(model, own_model(conf, chain[j])) != 0; j++)
+	for (j = 1; j < n && strcmp(model, provider_default_model(conf, chain[j])) != 0; j++)
 		;
 	if (j == n)
 		return;
@@ -866,26 +866,24 @@ count_circuit_open(const struct conf *conf, const char *name)
 	char labels[METRICS_LABELS_MAX + 1], model[96], prov[32];
 
 	metrics_label_value(name, prov, sizeof(prov));
-	model_label(conf, strcmp(name, "openai") == 0 ? conf->openai_model :
-	    strcmp(name, "anthropic") == 0 ? conf->anthropic_model : "offline", model, sizeof(model));
+	model_label(conf, provider_default_model(conf, name), model, sizeof(model));
 	metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
 	    "outcome", "circuit_open", (char *)NULL);
 	metrics_counter_add("valerie_llm_requests_total", labels, 1);
 }
 
-/* The chain: VALERIE_LLM_PROVIDER then VALERIE_LLM_FALLBACKS, without repeats. */
-static size_t
-provider_chain(const struct conf *conf, char chain[8][16])
+size_t
+provider_chain(const struct conf *conf, char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX])
 {
 	const char *p = conf->llm_fallbacks, *comma;
 	size_t n = 0, j, len;
 	int dup;
 
-	buf_strcpy(chain[n++], 16, conf->llm_provider);
-	while (p != NULL && *p != '\0' && n < 8) {
+	buf_strcpy(chain[n++], PROVIDER_NAME_MAX, conf->llm_provider);
+	while (p != NULL && *p != '\0' && n < PROVIDER_CHAIN_MAX) {
 		comma = strchr(p, ',');
 		len = comma ? (size_t)(comma - p) : strlen(p);
-		snprintf(chain[n], 16, "%.*s", (int)len, p);
+		snprintf(chain[n], PROVIDER_NAME_MAX, "%.*s", (int)len, p);
 		for (dup = 0, j = 0; j < n; j++)
 			dup |= strcmp(chain[j], chain[n]) == 0;
 		if (!dup)
@@ -900,14 +898,13 @@ provider_metrics_init(const struct conf *conf)
 {
 	static const char *const outcomes[] = {"ok", "error", "timeout", "rate_limited",
 		"circuit_open"};
-	char chain[8][16], labels[METRICS_LABELS_MAX + 1], model[96], prov[32];
+	char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX], labels[METRICS_LABELS_MAX + 1];
+	char model[96], prov[32];
 	size_t n = provider_chain(conf, chain), i, o;
 
 	for (i = 0; i < n; i++) {
 		metrics_label_value(chain[i], prov, sizeof(prov));
-		model_label(conf, strcmp(chain[i], "openai") == 0 ? conf->openai_model :
-		    strcmp(chain[i], "anthropic") == 0 ? conf->anthropic_model : "offline",
-		    model, sizeof(model));
+		model_label(conf, provider_default_model(conf, chain[i]), model, sizeof(model));
 		for (o = 0; o < sizeof(outcomes) / sizeof(outcomes[0]); o++) {
 			metrics_labels(labels, sizeof(labels), "provider", prov, "model", model,
 			    "outcome", outcomes[o], (char *)NULL);
@@ -928,7 +925,7 @@ provider_metrics_init(const struct conf *conf)
 void
 provider_metrics_scrape(const struct conf *conf, struct circuits *circuits)
 {
-	char chain[8][16], labels[METRICS_LABELS_MAX + 1], prov[32];
+	char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX], labels[METRICS_LABELS_MAX + 1], prov[32];
 	size_t n = provider_chain(conf, chain), i;
 	const char *state;
 
@@ -945,7 +942,7 @@ enum provider_status
 provider_complete(const struct conf *conf, struct httpc *http, struct circuits *circuits,
     const struct llm_request *req, struct llm_result *res)
 {
-	char chain[8][16], errors[sizeof(res->error)] = "";
+	char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX], errors[sizeof(res->error)] = "";
 	enum provider_status st = PROVIDER_UNAVAILABLE, ps;
 	struct llm_request tapped = *req;
 	struct tap tap;

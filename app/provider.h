@@ -125,6 +125,19 @@ void provider_tool_calls_clear(struct llm_result *res);
  */
 struct json_object *provider_tool_calls_json(const struct llm_result *res, int *oom);
 
+#define PROVIDER_CHAIN_MAX 8        /* providers in the chain */
+#define PROVIDER_NAME_MAX 16        /* bytes of a provider's name, with its NUL */
+
+/*
+ * The chain: VALERIE_LLM_PROVIDER then each of VALERIE_LLM_FALLBACKS, without
+ * repeats, into `chain`. Returns how many.
+ */
+size_t provider_chain(const struct conf *conf,
+    char chain[PROVIDER_CHAIN_MAX][PROVIDER_NAME_MAX]);
+
+/* The default model of provider `name`: OPENAI_MODEL, ANTHROPIC_MODEL, or "offline". */
+const char *provider_default_model(const struct conf *conf, const char *name);
+
 /*
  * Answers `req` with VALERIE_LLM_PROVIDER, then each of VALERIE_LLM_FALLBACKS
  * in order when a provider fails or its circuit (in `circuits`, shared by
