@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include "bigturn.h"
 #include "check.h"
 #include "conf.h"
 #include "metrics.h"
@@ -20,22 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TURN_BYTES (64 * 1024)   /* one turn's content: a 16 MB map holds ~200 */
 #define FILL_MAX 10000           /* appends before the test gives up filling */
-
-static char *
-big_turn(char fill)
-{
-	static const char head[] = "[{\"role\":\"user\",\"content\":\"";
-	char *s = malloc(sizeof(head) + TURN_BYTES + 4);
-
-	if (s == NULL)
-		return NULL;
-	memcpy(s, head, sizeof(head) - 1);
-	memset(s + sizeof(head) - 1, fill, TURN_BYTES);
-	memcpy(s + sizeof(head) - 1 + TURN_BYTES, "\"}]", 4);
-	return s;
-}
 
 /* Appends one-turn sessions named prefix.N until the store is full; returns how many fit. */
 static int

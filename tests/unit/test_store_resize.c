@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include "bigturn.h"
 #include "check.h"
 #include "conf.h"
 #include "log.h"
@@ -25,7 +26,6 @@
 #define MAP_MB "16"             /* this process's map: the smallest VALERIE_LMDB_MAP_MB */
 #define GROW_MAP_MB "64"        /* the other process's */
 #define GROW_TURNS 400          /* turns of TURN_BYTES it writes: ~26 MB, past 16 MB */
-#define TURN_BYTES (64 * 1024)
 #define READERS 4               /* threads reading through the resize */
 #define OPS_AFTER 50            /* operations each reader does once the map has grown */
 #define WAIT_S 30               /* how long the readers get for them */
@@ -38,20 +38,6 @@ struct reader {
 	int ops, ops_after, failures;
 	char first_error[200];
 };
-
-static char *
-big_turn(char fill)
-{
-	static const char head[] = "[{\"role\":\"user\",\"content\":\"";
-	char *s = malloc(sizeof(head) + TURN_BYTES + 4);
-
-	if (s == NULL)
-		return NULL;
-	memcpy(s, head, sizeof(head) - 1);
-	memset(s + sizeof(head) - 1, fill, TURN_BYTES);
-	memcpy(s + sizeof(head) - 1 + TURN_BYTES, "\"}]", 4);
-	return s;
-}
 
 static const char *
 real_get(const char *name, void *ctx)
