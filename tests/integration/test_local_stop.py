@@ -49,6 +49,31 @@ def socket_named(path):
         return any(line.split()[7:8] == [path] for line in f.readlines()[1:])
 
 
+def orphaned_nginx(st, where, nworkers):
+    """Kills nginx's master of `st`: its workers go on serving the run dir's ports; status
+    names them, stop stops them and frees the ports. `nworkers` gets their pids (for the
+    caller's clean-up); `where` is said in the checks."""
+    master = st.nginx_pid()
+    nworkers[:] = children(master)
+    kill(master, signal.SIGKILL)
+    check(wait_until(lambda: not alive(master), 10),
+          f"nginx's master{where} is gone after SIGKILL")
+    check(nworkers and all(alive(p) for p in nworkers), f"its workers go on: {nworkers}")
+    r = st.script("status")
+    check(r.returncode == 1 and all(str(p) in r.stdout for p in nworkers),
+          f"status{where} names the nginx processes left (exit 1): {r.returncode} "
+          f"{r.stdout!r}")
+    r = st.script("stop")
+    out = r.stdout + r.stderr
+    check(r.returncode == 0 and "left-over nginx processes stopped" in out
+          and all(str(p) in out for p in nworkers),
+          f"stop{where} stops them and says which: {r.returncode} {out!r}")
+    check(wait_until(lambda: not any(alive(p) for p in nworkers), 10),
+          f"no nginx process of the run dir is left: {[p for p in nworkers if alive(p)]}")
+    check(port_free(st.http_port) and port_free(st.https_port),
+          f"the run dir's ports are free{where}")
+
+
 with Stack(workers=2, threads=2) as other, \
         Stack(workers=2, threads=2, env={"VALERIE_STOP_TIMEOUT": "3"}) as st:
     s, _, doc = post_chat(st, {"message": "remember me", "session_id": "orphans"})
@@ -101,22 +126,7 @@ with Stack(workers=2, threads=2) as other, \
           f"the run dir starts again and the session goes on: {s} {doc and doc.get('turn')}")
 
     # nginx's master killed: its workers go on serving the run dir's ports.
-    master = st.nginx_pid()
-    nworkers = children(master)
-    kill(master, signal.SIGKILL)
-    check(wait_until(lambda: not alive(master), 10), "nginx's master is gone after SIGKILL")
-    check(nworkers and all(alive(p) for p in nworkers), f"its workers go on: {nworkers}")
-    r = st.script("status")
-    check(r.returncode == 1 and all(str(p) in r.stdout for p in nworkers),
-          f"status names the nginx processes left (exit 1): {r.returncode} {r.stdout!r}")
-    r = st.script("stop")
-    out = r.stdout + r.stderr
-    check(r.returncode == 0 and "left-over nginx processes stopped" in out
-          and all(str(p) in out for p in nworkers),
-          f"stop stops them and says which: {r.returncode} {out!r}")
-    check(not any(alive(p) for p in nworkers), f"no nginx process of the run dir is left: "
-          f"{nworkers}")
-    check(port_free(st.http_port) and port_free(st.https_port), "the run dir's ports are free")
+    orphaned_nginx(st, "", [])
     check(all(alive(p) for p in others), "the other stack is still untouched")
 
     # A left-over worker that SIGKILL does not end: named as such, not "stopped", exit 1.
@@ -154,27 +164,9 @@ linked.env["VALERIE_RUN_DIR"] = linked.run_dir = link_run
 nworkers = []
 try:
     with linked:
-        master = linked.nginx_pid()
-        nworkers = children(master)
         check(os.path.exists(os.path.join(real_run, "logs", "error.log")),
               "the stack runs in the symlink's target")
-        kill(master, signal.SIGKILL)
-        check(wait_until(lambda: not alive(master), 10),
-              "nginx's master (run dir through a symlink) is gone after SIGKILL")
-        check(nworkers and all(alive(p) for p in nworkers), f"its workers go on: {nworkers}")
-        r = linked.script("status")
-        check(r.returncode == 1 and all(str(p) in r.stdout for p in nworkers),
-              f"status through the symlink names the nginx processes left (exit 1): "
-              f"{r.returncode} {r.stdout!r}")
-        r = linked.script("stop")
-        out = r.stdout + r.stderr
-        check(r.returncode == 0 and "left-over nginx processes stopped" in out
-              and all(str(p) in out for p in nworkers),
-              f"stop through the symlink finds and stops them: {r.returncode} {out!r}")
-        check(wait_until(lambda: not any(alive(p) for p in nworkers), 10),
-              f"no nginx process of the run dir is left: {[p for p in nworkers if alive(p)]}")
-        check(port_free(linked.http_port) and port_free(linked.https_port),
-              "the symlinked run dir's ports are free")
+        orphaned_nginx(linked, " (run dir through a symlink)", nworkers)
 finally:
     for p in nworkers:
         if alive(p):
