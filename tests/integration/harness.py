@@ -372,6 +372,11 @@ def post_chat(st, body, headers=None, path="/api/v1/chat", timeout=60):
     return s, hh, doc
 
 
+def text_part(t):
+    """An OpenAI text content part."""
+    return {"type": "text", "text": t}
+
+
 def completion_text(doc):
     """The message content of a chat.completion document, or None."""
     try:
@@ -760,6 +765,11 @@ class FakeLLM:
 
     def stats(self):
         return self.control("GET", "/_control/stats")
+
+    def last_body(self):
+        """The body of the last request the fake received since its reset, or None."""
+        reqs = self.stats()["requests"]
+        return reqs[-1]["body"] if reqs else None
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)

@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (FakeLLM, SseParser, Stack, check, completion_text, done,  # noqa: E402
-                     post_chat, stream_completion)
+                     post_chat, stream_completion, text_part)
 
 PATH = "/v1/chat/completions"
 PDF = base64.b64encode(b"%PDF-1.7\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n").decode()
@@ -64,15 +64,6 @@ def audio(data=WAV, fmt="wav", **extra):
     return {"type": "input_audio", "input_audio": a}
 
 
-def text(t):
-    return {"type": "text", "text": t}
-
-
-def last_body(fake):
-    reqs = fake.stats()["requests"]
-    return reqs[-1]["body"] if reqs else None
-
-
 def session(st, sid):
     return st.json("GET", f"/api/v1/sessions/{sid}")
 
@@ -85,15 +76,17 @@ try:
            "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "gpt-test", "OPENAI_MAX_RETRIES": "0"}
     with Stack(workers=1, threads=4, env=env) as st:
         fake.plan()
-        parts = [text("Summarize"), pdf(filename="q3 report.pdf", extra="dropped"),
-                 text("and transcribe"), audio(extra=1), file_id("file-abc123")]
+        parts = [text_part("Summarize"), pdf(filename="q3 report.pdf", extra="dropped"),
+                 text_part("and transcribe"), audio(extra=1), file_id("file-abc123")]
         s, h, d = complete(st, {"messages": [{"role": "user", "content": parts}]})
-        b = last_body(fake)
-        check(s == 200 and completion_text(d) == "echo: Summarize and transcribe [2 files, 1 audio clip]",
+        b = fake.last_body()
+        check(s == 200
+              and completion_text(d) == "echo: Summarize and transcribe [2 files, 1 audio clip]",
               f"{L} a request with files and audio is answered by a model that was sent them: "
               f"{s} {completion_text(d)!r}")
         check(b is not None and b["messages"] == [{"role": "user", "content": [
-            text("Summarize"), pdf(filename="q3 report.pdf"), text("and transcribe"), audio(),
+            text_part("Summarize"), pdf(filename="q3 report.pdf"), text_part("and transcribe"),
+            audio(),
             file_id("file-abc123")]}],
               f"{L} the parts reach the upstream in order, unknown members dropped: "
               f"{b and json.dumps(b['messages'])[:500]}")
@@ -102,7 +95,7 @@ try:
         s, h, d = complete(st, {"messages": [{"role": "user", "content": [
             pdf("DATA:Application/PDF;BASE64," + PDF),
             {"type": "image_url", "image_url": {"url": "Data:Image/PNG;Base64,iVBORw=="}}]}]})
-        b = last_body(fake)
+        b = fake.last_body()
         check(s == 200 and b is not None and b["messages"][0]["content"] == [
             pdf(), {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw=="}}],
               f"{L} upper-case data URL prefixes reach the upstream in lower case, the base64 "
@@ -111,13 +104,13 @@ try:
         # A session: stored with its text and its parts; the next turn's history has the file.
         sid = {"X-Session-Id": "file-openai-1"}
         s1, h1, d1 = complete(st, {"messages": [{"role": "user", "content": [
-            text("Keep this contract."), pdf(filename="contract.pdf")]}]}, sid)
+            text_part("Keep this contract."), pdf(filename="contract.pdf")]}]}, sid)
         s2, h2, d2 = complete(st, {"messages": [{"role": "user", "content": "Who signs it?"}]},
                               sid)
-        b = last_body(fake)
+        b = fake.last_body()
         check(s1 == 200 and s2 == 200 and h2.get("x-session-turn") == "2"
               and b["messages"] == [
-                  {"role": "user", "content": [text("Keep this contract."),
+                  {"role": "user", "content": [text_part("Keep this contract."),
                                                pdf(filename="contract.pdf")]},
                   {"role": "assistant", "content": "echo: Keep this contract. [1 file]"},
                   {"role": "user", "content": "Who signs it?"}],
@@ -126,7 +119,8 @@ try:
         s, _, sd = session(st, "file-openai-1")
         m0 = (sd or {}).get("messages", [{}])[0]
         check(s == 200 and m0.get("content") == "Keep this contract."
-              and m0.get("parts") == [text("Keep this contract."), pdf(filename="contract.pdf")],
+              and m0.get("parts") == [text_part("Keep this contract."),
+                                      pdf(filename="contract.pdf")],
               f"{L} the session keeps the text as content and the parts beside it: "
               f"{json.dumps(sd)[:600]}")
 
@@ -142,7 +136,7 @@ try:
 
         # Idempotency-Key: the same file replays, another file under the key does not.
         hk = {"X-Session-Id": "file-openai-3", "Idempotency-Key": "file-key-1"}
-        body = {"messages": [{"role": "user", "content": [text("once"), pdf()]}]}
+        body = {"messages": [{"role": "user", "content": [text_part("once"), pdf()]}]}
         s1, h1, d1 = complete(st, body, hk)
         calls = fake.stats()["calls"]
         s2, h2, d2 = complete(st, body, hk)
@@ -150,7 +144,7 @@ try:
               and completion_text(d2) == completion_text(d1) and fake.stats()["calls"] == calls,
               f"{L} the same file with the same Idempotency-Key replays the stored answer: "
               f"{s2} {h2.get('idempotent-replayed')}")
-        other = {"messages": [{"role": "user", "content": [text("once"), file_id("file-2")]}]}
+        other = {"messages": [{"role": "user", "content": [text_part("once"), file_id("file-2")]}]}
         s3, h3, d3 = complete(st, other, hk)
         check(s3 == 422 and error_code(d3) == "idempotency_key_reused"
               and fake.stats()["calls"] == calls,
@@ -193,7 +187,7 @@ try:
                   f"{L} {what}: 400 invalid_field: {s} {json.dumps(d)[:240]}")
         for role in ("system", "assistant", "tool"):
             for part in (pdf(), audio()):
-                m = {"role": role, "content": [text("look"), part]}
+                m = {"role": role, "content": [text_part("look"), part]}
                 if role == "tool":
                     m["tool_call_id"] = "call_1"
                 s, h, d = complete(st, {"messages": [m, {"role": "user", "content": "hi"}]})
@@ -214,14 +208,14 @@ try:
         fake.plan()
         sid = {"X-Session-Id": "file-anthropic-1"}
         s1, h1, d1 = complete(st, {"messages": [{"role": "user", "content": [
-            text("Compare"), pdf(filename="a.pdf"), text("with"), pdf(),
+            text_part("Compare"), pdf(filename="a.pdf"), text_part("with"), pdf(),
             {"type": "image_url", "image_url": {"url": PNG_URL}}]}]}, sid)
-        b = last_body(fake)
+        b = fake.last_body()
         want = [
-            text("Compare"),
+            text_part("Compare"),
             {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
                                             "data": PDF}, "title": "a.pdf"},
-            text("with"),
+            text_part("with"),
             {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
                                             "data": PDF}},
             {"type": "image", "source": {"type": "url", "url": PNG_URL}}]
@@ -230,8 +224,9 @@ try:
         check(b is not None and b["messages"] == [{"role": "user", "content": want}],
               f"{L} file parts become document blocks in order, the filename as title: "
               f"{b and json.dumps(b['messages'])[:800]}")
-        s2, t, ended = stream_completion(st, {"messages": [{"role": "user", "content": "And now?"}]}, sid)
-        b = last_body(fake)
+        s2, t, ended = stream_completion(
+            st, {"messages": [{"role": "user", "content": "And now?"}]}, sid)
+        b = fake.last_body()
         check(s2 == 200 and ended and t == "echo: And now?" and b["messages"] == [
             {"role": "user", "content": want},
             {"role": "assistant", "content": "echo: Compare with [1 image, 2 files]"},
@@ -248,7 +243,7 @@ try:
                 if stream:
                     s, _, raw = st.request("POST", PATH, body=json.dumps({"stream": True,
                                            "messages": [{"role": "user", "content": [
-                                               text("this"), part]}]}),
+                                               text_part("this"), part]}]}),
                                            headers=dict(sidh, **{"Content-Type":
                                                                  "application/json"}),
                                            timeout=60)
@@ -259,7 +254,7 @@ try:
                           f"{datas[:3]}")
                     continue
                 s, h, d = complete(st, {"messages": [{"role": "user", "content": [
-                    text("this"), part]}]}, sidh)
+                    text_part("this"), part]}]}, sidh)
                 check(s == 400 and error_code(d) == "provider_rejected_request"
                       and why in json.dumps(d),
                       f"{L} {what}: 400 provider_rejected_request naming it: {s} "
@@ -279,7 +274,7 @@ try:
     with Stack(workers=1, threads=4, env=fenv) as st:
         # Audio while openai fails: Anthropic cannot take it and is not called; offline answers.
         fake.plan({"mode": "fail-500"})
-        s, h, d = complete(st, {"messages": [{"role": "user", "content": [text("hear"),
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": [text_part("hear"),
                                                                           audio()]}]})
         paths = [q["path"] for q in fake.stats()["requests"]]
         check(s == 200 and "with 1 audio clip" in (completion_text(d) or "")
@@ -292,7 +287,7 @@ try:
         sid = {"X-Session-Id": "file-fallback-1"}
         fake.plan()
         s1, _, d1 = complete(st, {"messages": [{"role": "user", "content": [
-            text("keep these"), audio(), file_id("file-9")]}]}, sid)
+            text_part("keep these"), audio(), file_id("file-9")]}]}, sid)
         fake.plan({"mode": "fail-500"})
         s2, h2, d2 = complete(st, {"messages": [{"role": "user", "content": "and now?"}]}, sid)
         reqs = fake.stats()["requests"]
@@ -310,7 +305,7 @@ try:
                  OPENAI_API_KEY="sk-test", OPENAI_MODEL="gpt-test", OPENAI_MAX_RETRIES="0")
     with Stack(workers=1, threads=2, env=aoenv) as st:
         fake.plan()
-        s, h, d = complete(st, {"messages": [{"role": "user", "content": [text("hear"),
+        s, h, d = complete(st, {"messages": [{"role": "user", "content": [text_part("hear"),
                                                                           audio()]}]})
         paths = [q["path"] for q in fake.stats()["requests"]]
         check(s == 200 and completion_text(d) == "echo: hear [1 audio clip]"
@@ -327,7 +322,7 @@ try:
     with Stack(workers=1, threads=2, env=dict(aenv, VALERIE_LLM_FALLBACKS="offline")) as st:
         fake.plan()
         for what, body, why in (
-                ("audio", {"messages": [{"role": "user", "content": [text("hear"), audio()]}]},
+                ("audio", {"messages": [{"role": "user", "content": [text_part("hear"), audio()]}]},
                  "audio"),
                 ("logit_bias", {"logit_bias": {"50256": -100},
                                 "messages": [{"role": "user", "content": "hi"}]},
@@ -342,7 +337,7 @@ try:
     # --- the offline provider ---------------------------------------------------------------
     with Stack(workers=1, threads=2) as st:
         s, h, d = complete(st, {"messages": [{"role": "user", "content": [
-            text("look"), pdf(), pdf(), audio(),
+            text_part("look"), pdf(), pdf(), audio(),
             {"type": "image_url", "image_url": {"url": PNG_URL}}]}]})
         check(s == 200 and 'You said: "look" with 1 image, 2 files and 1 audio clip, which it '
               'cannot see' in (completion_text(d) or ""),

@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import (FakeLLM, Stack, check, completion_text, done,  # noqa: E402
-                     post_chat, stream_completion)
+                     post_chat, stream_completion, text_part)
 
 PATH = "/v1/chat/completions"
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5Er"
@@ -43,15 +43,6 @@ def image(url, detail=None, **extra):
     return {"type": "image_url", "image_url": iu}
 
 
-def text(t):
-    return {"type": "text", "text": t}
-
-
-def last_body(fake):
-    reqs = fake.stats()["requests"]
-    return reqs[-1]["body"] if reqs else None
-
-
 def session(st, sid):
     return st.json("GET", f"/api/v1/sessions/{sid}")
 
@@ -64,28 +55,28 @@ try:
            "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "gpt-test", "OPENAI_MAX_RETRIES": "0"}
     with Stack(workers=1, threads=4, env=env) as st:
         fake.plan()
-        parts = [text("What is in"), image(DATA_PNG, "low", extra="dropped"),
-                 text(" this picture?")]
+        parts = [text_part("What is in"), image(DATA_PNG, "low", extra="dropped"),
+                 text_part(" this picture?")]
         s, h, d = complete(st, {"messages": [{"role": "user", "content": parts}]})
-        b = last_body(fake)
+        b = fake.last_body()
         check(s == 200 and completion_text(d) == "echo: What is in  this picture? [1 image]",
               f"{L} a text and image request is answered by a model that saw the image: "
               f"{s} {completion_text(d)!r}")
         check(b is not None and b["messages"] == [{"role": "user", "content": [
-            text("What is in"), image(DATA_PNG, "low"), text(" this picture?")]}],
+            text_part("What is in"), image(DATA_PNG, "low"), text_part(" this picture?")]}],
               f"{L} the parts reach the upstream in order, unknown members dropped: "
               f"{b and json.dumps(b['messages'])[:400]}")
 
         # A session: stored with its text and its parts; the next turn's history has the image.
         sid = {"X-Session-Id": "img-openai-1"}
         s1, h1, d1 = complete(st, {"messages": [{"role": "user", "content": [
-            text("Remember this cat."), image(HTTP_IMG)]}]}, sid)
+            text_part("Remember this cat."), image(HTTP_IMG)]}]}, sid)
         s2, h2, d2 = complete(st, {"messages": [{"role": "user", "content": "Which animal?"}]},
                               sid)
-        b = last_body(fake)
+        b = fake.last_body()
         check(s1 == 200 and s2 == 200 and h2.get("x-session-turn") == "2"
               and b["messages"] == [
-                  {"role": "user", "content": [text("Remember this cat."), image(HTTP_IMG)]},
+                  {"role": "user", "content": [text_part("Remember this cat."), image(HTTP_IMG)]},
                   {"role": "assistant", "content": "echo: Remember this cat. [1 image]"},
                   {"role": "user", "content": "Which animal?"}],
               f"{L} the second turn's history shows the first turn's image again: "
@@ -93,7 +84,7 @@ try:
         s, _, sd = session(st, "img-openai-1")
         m0 = (sd or {}).get("messages", [{}])[0]
         check(s == 200 and m0.get("role") == "user" and m0.get("content") == "Remember this cat."
-              and m0.get("parts") == [text("Remember this cat."), image(HTTP_IMG)]
+              and m0.get("parts") == [text_part("Remember this cat."), image(HTTP_IMG)]
               and [m.get("content") for m in sd["messages"]][1:] == [
                   "echo: Remember this cat. [1 image]", "Which animal?", "echo: Which animal?"],
               f"{L} the session keeps the text as content and the parts beside it: "
@@ -111,7 +102,7 @@ try:
 
         # Idempotency-Key: the same image replays, another image under the key does not.
         hk = {"X-Session-Id": "img-openai-3", "Idempotency-Key": "img-key-1"}
-        body = {"messages": [{"role": "user", "content": [text("once"), image(DATA_PNG)]}]}
+        body = {"messages": [{"role": "user", "content": [text_part("once"), image(DATA_PNG)]}]}
         s1, h1, d1 = complete(st, body, hk)
         calls = fake.stats()["calls"]
         s2, h2, d2 = complete(st, body, hk)
@@ -119,7 +110,7 @@ try:
               and completion_text(d2) == completion_text(d1) and fake.stats()["calls"] == calls,
               f"{L} the same image with the same Idempotency-Key replays the stored answer: "
               f"{s2} {h2.get('idempotent-replayed')}")
-        other = {"messages": [{"role": "user", "content": [text("once"), image(HTTP_IMG)]}]}
+        other = {"messages": [{"role": "user", "content": [text_part("once"), image(HTTP_IMG)]}]}
         s3, h3, d3 = complete(st, other, hk)
         check(s3 != 200 and h3.get("idempotent-replayed") is None
               and fake.stats()["calls"] == calls,
@@ -156,7 +147,7 @@ try:
             check(s == 400 and code == "invalid_field",
                   f"{L} {what}: 400 invalid_field: {s} {json.dumps(d)[:240]}")
         for role in ("system", "assistant", "tool"):
-            m = {"role": role, "content": [text("look"), image(DATA_PNG)]}
+            m = {"role": role, "content": [text_part("look"), image(DATA_PNG)]}
             if role == "tool":
                 m["tool_call_id"] = "call_1"
             s, h, d = complete(st, {"messages": [m, {"role": "user", "content": "hi"}]})
@@ -177,25 +168,26 @@ try:
         jpg = "data:image/jpg;base64," + PNG
         sid = {"X-Session-Id": "img-anthropic-1"}
         s1, h1, d1 = complete(st, {"messages": [{"role": "user", "content": [
-            text("Compare"), image(DATA_PNG, "high"), text("with"), image(jpg),
-            image(HTTP_IMG), text("please.")]}]}, sid)
-        b = last_body(fake)
+            text_part("Compare"), image(DATA_PNG, "high"), text_part("with"), image(jpg),
+            image(HTTP_IMG), text_part("please.")]}]}, sid)
+        b = fake.last_body()
         want = [
-            text("Compare"),
+            text_part("Compare"),
             {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                          "data": PNG}},
-            text("with"),
+            text_part("with"),
             {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
                                          "data": PNG}},
             {"type": "image", "source": {"type": "url", "url": HTTP_IMG}},
-            text("please.")]
+            text_part("please.")]
         check(s1 == 200 and completion_text(d1) == "echo: Compare with please. [3 images]",
               f"{L} the model was shown three images: {s1} {completion_text(d1)!r}")
         check(b is not None and b["messages"] == [{"role": "user", "content": want}],
               f"{L} image parts become image blocks in order (base64 with its media type, "
               f"jpg as jpeg, a url source): {b and json.dumps(b['messages'])[:800]}")
-        s2, t, ended = stream_completion(st, {"messages": [{"role": "user", "content": "And now?"}]}, sid)
-        b = last_body(fake)
+        s2, t, ended = stream_completion(
+            st, {"messages": [{"role": "user", "content": "And now?"}]}, sid)
+        b = fake.last_body()
         check(s2 == 200 and ended and t == "echo: And now?" and b["messages"] == [
             {"role": "user", "content": want},
             {"role": "assistant", "content": "echo: Compare with please. [3 images]"},
@@ -206,12 +198,12 @@ try:
         # Consecutive user messages merge: the text before an image stays before it.
         s, h, d = complete(st, {"messages": [
             {"role": "user", "content": "First the text."},
-            {"role": "user", "content": [image(HTTP_IMG), text("then this.")]}]})
-        b = last_body(fake)
+            {"role": "user", "content": [image(HTTP_IMG), text_part("then this.")]}]})
+        b = fake.last_body()
         check(s == 200 and b["messages"] == [{"role": "user", "content": [
-            text("First the text."), {"type": "image", "source": {"type": "url",
+            text_part("First the text."), {"type": "image", "source": {"type": "url",
                                                                   "url": HTTP_IMG}},
-            text("then this.")]}],
+            text_part("then this.")]}],
               f"{L} merged user messages keep text and images in order: "
               f"{s} {b and json.dumps(b['messages'])[:600]}")
 finally:
