@@ -288,7 +288,10 @@ chain_default(const struct conf *c, const char *model)
 	return 0;
 }
 
-/* Whether `model` may be asked for: any, unless VALERIE_MODELS lists some. */
+/*
+ * Whether `model` may be asked for: any, unless VALERIE_MODELS lists some;
+ * then those and the chain's default models.
+ */
 static int
 model_allowed(const struct conf *conf, const char *model)
 {
@@ -297,9 +300,6 @@ model_allowed(const struct conf *conf, const char *model)
 
 	if (p == NULL || *p == '\0')
 		return 1;
-	/* What GET /v1/models lists may be asked for: the chain's default models too. */
-	if (chain_default(conf, model))
-		return 1;
 	while (p != NULL) {
 		comma = strchr(p, ',');
 		len = comma ? (size_t)(comma - p) : strlen(p);
@@ -307,7 +307,8 @@ model_allowed(const struct conf *conf, const char *model)
 			return 1;
 		p = comma ? comma + 1 : NULL;
 	}
-	return 0;
+	/* What GET /v1/models lists may be asked for: the chain's default models too. */
+	return chain_default(conf, model);
 }
 
 /* A 400 invalid_field with a formatted message. Returns -1. */
