@@ -94,6 +94,11 @@ esac
 case "$run_dir" in
     *$'\n'*) die "VALERIE_RUN_DIR must not contain a newline" ;;
 esac
+# One name per run dir, whichever way it is reached: start writes it into nginx's
+# command line (-c) and the pool's environment, and status and stop look for those, so
+# a stack started through a symlink is found through its real path and the reverse.
+# realpath -m: the run dir (or its parents) need not exist yet.
+run_dir=$(realpath -m -- "$run_dir") || die "VALERIE_RUN_DIR: cannot resolve $run_dir"
 run_dir=${run_dir%/}
 [ -n "$run_dir" ] || die "VALERIE_RUN_DIR must not be /"
 run_dir_q=$(printf '%q' "$run_dir")  # for the commands we suggest

@@ -173,6 +173,48 @@ finally:
             kill(p, signal.SIGKILL)
 
 
+# One run dir, two names: a stack started through its real path is found by status and
+# stop through a symlink to it, and one started through the symlink by its real path.
+# Each used to compare the path as written with the one the stack was started with
+# (nginx's `-c` and multiwatch's VALERIE_RUN_DIR), said "not running" and left it all up.
+def by_other_name(start_dir, other_dir, label):
+    st = Stack(workers=1, threads=2)
+    st.env["VALERIE_RUN_DIR"] = st.run_dir = start_dir
+    try:
+        with st:
+            pool = st.pool_pid()
+            master = read_pid(os.path.join(start_dir, "nginx", "nginx.pid"))
+            procs = [pool, master] + children(pool) + children(master)
+            check(len(procs) >= 4 and all(alive(p) for p in procs),
+                  f"{label}: a stack started: {procs}")
+            st.env["VALERIE_RUN_DIR"] = other_dir
+            r = st.script("status")
+            check(r.returncode == 0 and "not running" not in r.stdout,
+                  f"{label}: status through the other name sees it: {r.returncode} {r.stdout!r}")
+            r = st.script("stop")
+            check(r.returncode == 0, f"{label}: stop through the other name: {r.returncode} "
+                  f"{r.stdout!r} {r.stderr!r}")
+            check(wait_until(lambda: not any(alive(p) for p in procs), 15),
+                  f"{label}: ... stops all of it: {[p for p in procs if alive(p)]}")
+            check(not os.path.exists(os.path.join(start_dir, "valerie.sock")),
+                  f"{label}: ... and removes the socket")
+    finally:
+        for p in [read_pid(os.path.join(start_dir, "pool.pid")),
+                  read_pid(os.path.join(start_dir, "nginx", "nginx.pid"))]:
+            if p and alive(p):
+                kill(p, signal.SIGKILL)
+
+
+names = temp_dir("valerie-it-")
+for n, (first, second) in enumerate((("real", "link"), ("link", "real"))):
+    real = os.path.join(names, f"real-{n}")
+    os.makedirs(real)
+    link = os.path.join(names, f"link-{n}")
+    os.symlink(real, link)
+    path = {"real": real, "link": link}
+    by_other_name(path[first], path[second], f"started as {first}, stopped as {second}")
+
+
 def run_local(verb, run_dir):
     return subprocess.run(["bash", RUN_LOCAL, verb], env=dict(os.environ, VALERIE_RUN_DIR=run_dir),
                           cwd=SRCDIR, capture_output=True, text=True, timeout=120)
