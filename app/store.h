@@ -9,7 +9,12 @@
 struct conf;
 
 #define STORE_ID_MAX 128      /* session ids and owners: 1..128 characters */
-#define STORE_IDEM_MAX 300    /* idempotency keys as the store sees them */
+/*
+ * Idempotency keys as the store sees them: the chat layer scopes a client's
+ * Idempotency-Key (up to 200 bytes) to its caller as principal \x1f key, and a
+ * principal is up to STORE_ID_MAX: 329 bytes at most, with room to spare.
+ */
+#define STORE_IDEM_MAX 360
 #define STORE_CACHE_KEY_MAX 200              /* bytes of a cache key */
 #define STORE_CACHE_VALUE_MAX (1024 * 1024)  /* bytes of a cached value */
 #define STORE_CACHE_TTL_MAX 31536000         /* seconds a cached value may live */

@@ -23,6 +23,9 @@
 #define LMDB_DBS 6              /* named databases: see the layout below */
 #define META_VERSION 1
 
+_Static_assert(STORE_ID_MAX + 1 + STORE_IDEM_MAX <= LMDB_KEY_MAX,
+    "an idempotency record's key (sid \\0 key) must fit LMDB's key size");
+
 /*
  * Layout, six named databases in one environment:
  *   meta    sid                      -> struct meta_rec (binary, versioned)

@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include "chat.h"
 #include "check.h"
 #include "conf.h"
 #include "store.h"
@@ -267,6 +268,38 @@ main(void)
 		    "[{\"role\":\"user\",\"content\":\"pay\"}]", 5002, &turn), STORE_NOT_FOUND);
 		snprintf(key, sizeof(key), "alice\x1f%s-key-2", sid_prefix);
 		CHECK_INT(store_idem_find(c, s2, key, &turn), STORE_NOT_FOUND);
+	}
+
+	/*
+	 * The longest idempotency key the chat layer builds (principal \x1f
+	 * Idempotency-Key: a JWT sub of STORE_ID_MAX characters and a header of
+	 * CHAT_IDEM_KEY_MAX) on the longest session id: kept and found like any.
+	 */
+	{
+		char lsid[STORE_ID_MAX + 1], owner[STORE_ID_MAX + 1];
+		char key[STORE_ID_MAX + 1 + CHAT_IDEM_KEY_MAX + 1];
+		size_t n;
+
+		snprintf(lsid, sizeof(lsid), "%s.long-idem.", sid_prefix);
+		for (n = strlen(lsid); n < STORE_ID_MAX; n++)
+			lsid[n] = 's';
+		lsid[STORE_ID_MAX] = '\0';
+		memset(owner, 'o', STORE_ID_MAX);
+		owner[STORE_ID_MAX] = '\0';
+		n = (size_t)snprintf(key, sizeof(key), "%s\x1f", owner);
+		memset(key + n, 'k', CHAT_IDEM_KEY_MAX);
+		key[n + CHAT_IDEM_KEY_MAX] = '\0';
+		CHECK_INT(store_append(c, lsid, owner, key,
+		    "[{\"role\":\"user\",\"content\":\"long key\"}]", 5003, &turn), STORE_OK);
+		CHECK_INT(turn, 1);
+		turn = 0;
+		CHECK_INT(store_idem_find(c, lsid, key, &turn), STORE_OK);
+		CHECK_INT(turn, 1);
+		turn = 0;
+		CHECK_INT(store_append(c, lsid, owner, key,
+		    "[{\"role\":\"user\",\"content\":\"long key\"}]", 5004, &turn), STORE_EXISTS);
+		CHECK_INT(turn, 1);
+		CHECK_INT(store_delete(c, lsid), STORE_OK);
 	}
 
 	/* Delete: gone for reads, a second delete is NOT_FOUND, the id can start anew. */
