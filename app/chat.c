@@ -23,6 +23,10 @@
 #define CHAT_PERSONA_FIELD_MAX 500   /* characters of one persona field */
 #define CHAT_IDEM_COMPARE_MAX 256    /* request messages a replay compares with its turn */
 
+/* The scoped key (principal \x1f key) must be one every store takes. */
+_Static_assert(STORE_ID_MAX + 1 + CHAT_IDEM_KEY_MAX <= STORE_IDEM_MAX,
+    "a caller-scoped Idempotency-Key must fit STORE_IDEM_MAX");
+
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
 int
