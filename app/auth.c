@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <jwt.h>
+#include <limits.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -490,6 +491,7 @@ header_alg_ok(const struct auth *a, const char *token, char *why, size_t whylen)
 	} else if (json_object_object_get_ex(h, "typ", &typ) &&
 	    (!json_object_is_type(typ, json_type_string) ||
 	    strcasecmp(json_object_get_string(typ), "JWT") != 0)) {
+		/* NOTE: libjwt 1.10 refuses any other typ, RFC 9068's at+jwt too. */
 		snprintf(why, whylen, "malformed token: typ is not JWT");
 	} else {
 		ok = 1;
@@ -498,17 +500,41 @@ header_alg_ok(const struct auth *a, const char *token, char *why, size_t whylen)
 	return ok;
 }
 
-/* A claim that is an integer (a JSON number without fraction). */
+/*
+ * A NumericDate claim (RFC 7519 2: seconds since the epoch, a fraction allowed) in whole
+ * seconds, rounded to the safe side: down for exp and iat, up for nbf (`up`). 1 when
+ * found, 0 when absent, -1 when not a number.
+ */
 static int
-int_claim(struct json_object *claims, const char *name, long long *out)
+date_claim(struct json_object *claims, const char *name, int up, long long *out)
 {
 	struct json_object *v;
+	double d;
+	long long n;
 
 	if (!json_object_object_get_ex(claims, name, &v) || v == NULL)
 		return 0;
-	if (!json_object_is_type(v, json_type_int))
+	if (json_object_is_type(v, json_type_int)) {
+		*out = json_object_get_int64(v);
+		return 1;
+	}
+	if (!json_object_is_type(v, json_type_double))
 		return -1;
-	*out = json_object_get_int64(v);
+	d = json_object_get_double(v);
+	if (d != d)
+		return -1;
+	if (d >= 9.2e18) {
+		*out = LLONG_MAX;
+	} else if (d <= -9.2e18) {
+		*out = LLONG_MIN;
+	} else {
+		n = (long long)d; /* toward zero */
+		if (up && (double)n < d)
+			n++;
+		else if (!up && (double)n > d)
+			n--;
+		*out = n;
+	}
 	return 1;
 }
 
@@ -587,7 +613,7 @@ check_jwt(struct auth *a, const char *token, struct principal *p, char *why, siz
 		snprintf(why, whylen, "malformed token: the claims are not a JSON object");
 		goto out;
 	}
-	has = int_claim(claims, "exp", &exp);
+	has = date_claim(claims, "exp", 0, &exp);
 	if (has <= 0) {
 		snprintf(why, whylen, has == 0 ? "the token has no exp" : "the token's exp is not a "
 		    "number of seconds");
@@ -598,12 +624,12 @@ check_jwt(struct auth *a, const char *token, struct principal *p, char *why, siz
 		snprintf(why, whylen, "the token has expired");
 		goto out;
 	}
-	has = int_claim(claims, "nbf", &nbf);
+	has = date_claim(claims, "nbf", 1, &nbf);
 	if (has < 0 || (has > 0 && now + AUTH_LEEWAY_S < nbf)) {
 		snprintf(why, whylen, "the token is not valid yet");
 		goto out;
 	}
-	has = int_claim(claims, "iat", &iat);
+	has = date_claim(claims, "iat", 0, &iat);
 	if (has < 0 || (has > 0 && iat > now + AUTH_LEEWAY_S)) {
 		snprintf(why, whylen, "the token was issued in the future");
 		goto out;
@@ -691,14 +717,19 @@ auth_check(struct auth *a, const struct http_request *req, struct principal *p, 
 	int bearer = 0;
 
 	memset(p, 0, sizeof(*p));
-	if (h != NULL) {
-		if (strncasecmp(h, "Bearer ", 7) != 0) {
-			snprintf(why, whylen, "the Authorization header must be `Bearer <credential>`");
-			return AUTH_INVALID;
-		}
+	/*
+	 * An Authorization header of another scheme (Basic credentials of a proxy in
+	 * front, say) is not ours: an X-API-Key beside it is the credential.
+	 */
+	if (h != NULL && strncasecmp(h, "Bearer ", 7) == 0) {
 		for (cred = h + 7; *cred == ' '; cred++)
 			;
 		bearer = 1;
+	} else if (k != NULL && a->apikey) {
+		cred = k;
+	} else if (h != NULL) {
+		snprintf(why, whylen, "the Authorization header must be `Bearer <credential>`");
+		return AUTH_INVALID;
 	} else if (k != NULL) {
 		cred = k;
 	}

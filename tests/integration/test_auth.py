@@ -253,6 +253,9 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
     refused(st, bearer(hs_token(claims(), alg="HS512")), "HS512 token when HS256 is configured")
     refused(st, bearer(hs_token(claims(), alg="HS384")), "HS384 token when HS256 is configured")
     refused(st, bearer(hs_token(claims(), header={"alg": "HS256", "typ": "JWS"})), "typ not JWT")
+    # libjwt 1.10 takes typ JWT only: RFC 9068's at+jwt is refused (DEPLOYMENT.md, Auth).
+    refused(st, bearer(hs_token(claims(), header={"alg": "HS256", "typ": "at+jwt"})),
+            "typ at+jwt")
     refused(st, bearer(hs_token(claims(ttl=-120))), "expired 2 minutes ago (beyond the leeway)")
     accepted(st, bearer(hs_token(claims(ttl=-5))), "expired 5 s ago (within the 30 s leeway)")
     refused(st, bearer(hs_token(claims(nbf=int(time.time()) + 120))),
@@ -263,7 +266,15 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
     check(s == 200, f"exp = 2^63-1 (a token that never expires) is accepted: {s} {doc}")
     refused(st, bearer(hs_token({"sub": "alice", "role": "user"})), "no exp")
     refused(st, bearer(hs_token(claims(exp=str(int(time.time()) + 300)))), "exp as a string")
-    refused(st, bearer(hs_token(claims(exp=int(time.time()) + 300.5))), "exp with a fraction")
+    # NumericDate allows a fraction (RFC 7519 2); rounded to the safe side.
+    accepted(st, bearer(hs_token(claims(exp=int(time.time()) + 300.5))), "exp with a fraction")
+    refused(st, bearer(hs_token(claims(exp=time.time() - 120.5))),
+            "exp with a fraction, expired beyond the leeway")
+    accepted(st, bearer(hs_token(claims(nbf=time.time() - 1.5, iat=time.time() - 1.5))),
+             "nbf and iat with a fraction")
+    refused(st, bearer(hs_token(claims(nbf=time.time() + 120.5))),
+            "nbf with a fraction, beyond the leeway")
+    refused(st, bearer(hs_token(claims(exp=float("nan")))), "exp NaN")
     refused(st, bearer(hs_token(claims(sub=None))), "no sub")
     refused(st, bearer(hs_token(claims(sub=""))), "empty sub")
     refused(st, bearer(hs_token(claims(sub=42))), "sub a number")
@@ -416,6 +427,13 @@ with Stack(workers=2, threads=4, env=ENV_A) as st:
     # --- API keys ---
     accepted(st, {"X-API-Key": CI_KEY}, "API key via X-API-Key")
     accepted(st, bearer(CI_KEY), "API key via Authorization: Bearer")
+    # Basic credentials of a proxy in front reach the worker too: the X-API-Key beside
+    # them is the caller's credential (it used to be a 401 for the Basic header).
+    basic = "Basic " + base64.b64encode(b"proxy:pw").decode()
+    accepted(st, {"Authorization": basic, "X-API-Key": CI_KEY},
+             "X-API-Key beside an Authorization: Basic header")
+    refused(st, {"Authorization": basic, "X-API-Key": "vk_" + "0" * 48},
+            "an unknown X-API-Key beside an Authorization: Basic header")
     refused(st, {"X-API-Key": "vk_" + "0" * 48}, "an unknown API key")
     refused(st, {"X-API-Key": CI_KEY[:-1]}, "an API key missing its last character")
     refused(st, {"X-API-Key": CI_KEY + "0"}, "an API key with one more character")
@@ -552,6 +570,8 @@ with Stack(workers=1, threads=4, env=ENV_B) as st:
     refused(st, bearer(rs_token(claims(iss=ISS, aud=AUD, ttl=-120))), "expired RS256")
     refused(st, {"X-API-Key": OPS_KEY}, "an API key where only JWT is accepted")
     refused(st, bearer(OPS_KEY), "an API key as Bearer where only JWT is accepted")
+    refused(st, {"Authorization": "Basic " + base64.b64encode(b"p:w").decode(),
+                 "X-API-Key": OPS_KEY}, "Basic and an API key where only JWT is accepted")
     env = {"JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEY_FILE": RSA_PRIV, "JWT_ISSUER": ISS,
            "JWT_AUDIENCE": AUD}
     rc, out, err = valerie(["token", "--sub", "ops", "--role", "admin"], env)
