@@ -80,8 +80,11 @@
  * KEYS: meta, turns, idem. ARGV: owner, now_ms, ttl_ms, messages_json[, idem_key].
  * Returns the new turn, minus the recorded turn when idem_key is already
  * recorded (nothing is written then: STORE_EXISTS), or 0 when the session
- * belongs to another owner (nothing written: NOT_FOUND). Checks before writing (a failed script is not rolled back); a session whose
- * meta is gone starts afresh even if an evicted or half-expired list remains.
+ * belongs to another owner (nothing written: NOT_FOUND). Checks before writing (a failed
+ * script is not rolled back). A session whose meta is gone starts afresh even if an
+ * evicted or half-expired list remains; so does one whose list is gone while its meta
+ * remains (evicted under a volatile-* maxmemory-policy, or expiring a moment before
+ * it), keeping its owner: that was a 500 at every turn until the meta expired.
  *
  * NOTE: the first write must be HSET. Redis at maxmemory refuses a script's
  * first write if it is a command that may grow memory (HSET, RPUSH), and
@@ -97,6 +100,7 @@ static const char append_lua[] =
 	"end\n"
 	"if cur > 0 and m[2] ~= ARGV[1] then return 0 end\n"
 	"local len = redis.call('LLEN', KEYS[2])\n"
+	"if len == 0 then cur = 0 end\n"
 	"if cur == 0 then\n"
 	"  redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'created_ms', ARGV[2])\n"
 	"  redis.call('DEL', KEYS[2], KEYS[3])\n"
@@ -126,12 +130,15 @@ static const char append_lua[] =
  * negative LRANGE indices, a chunk at a time when characters bound the
  * window, so the work depends on the window, not on the session's length.
  * A turn counts its length plus one (its comma or bracket), as store_lmdb.c counts.
+ * A meta whose list is gone (evicted, or expiring a moment before the meta) is no
+ * session, as append_lua takes it.
  */
 static const char load_lua[] =
 	"local m = redis.call('HMGET', KEYS[1], 'owner', 'created_ms', 'updated_ms', 'turns')\n"
 	"if not m[4] then return false end\n"
 	"local n = tonumber(m[4])\n"
 	"local len = redis.call('LLEN', KEYS[2])\n"
+	"if len == 0 and n ~= nil and n > 0 then return false end\n"
 	"if n == nil or len ~= n then\n"
 	"  return redis.error_reply('" CORRUPT_TAG " ' .. len .. ' turns stored, ' .. tostring(m[4]) .. ' counted')\n"
 	"end\n"

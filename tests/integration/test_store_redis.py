@@ -401,6 +401,32 @@ def faults(srv):
         check(r["status"] == "ok" and r["result"].get("head", "").startswith('{"turn":3,'),
               f"get turn 3: {r}")
 
+        # A session whose turn list is gone while its meta stays (evicted under a volatile-*
+        # maxmemory-policy, or expiring a moment before it): no session, and the next turn
+        # starts it afresh with its owner. It used to be 'corrupt' (a 500) at every turn
+        # until the meta expired. A list that disagrees with its count is still corrupt.
+        for k in ("e1", "-"):
+            repl.cmd(f"append ev {k} 10")
+        c = srv.client(5)
+        c.cmd("DEL", "valerie:{ev}:turns")
+        c.close()
+        r = repl.cmd("load ev 0 0")
+        check(r["status"] == "not_found", f"meta without its list: no session: {r}")
+        r = repl.cmd("append ev e1 10")
+        check(r["status"] == "ok" and r["result"].get("turn") == "1",
+              f"... the next turn starts it afresh, its old idempotency keys gone: {r}")
+        r = repl.cmd("load ev 0 0")
+        check(r["status"] == "ok" and r["result"].get("list") == "1"
+              and r["result"].get("owner") == "owner-1", f"... and loads: {r['result']}")
+        repl.cmd("append ev - 10")
+        c = srv.client(5)
+        c.cmd("RPOP", "valerie:{ev}:turns")
+        c.close()
+        for verb in ("load ev 0 0", "append ev - 10"):
+            r = repl.cmd(verb)
+            check(r["status"] == "corrupt" and "1 turns stored, 2 counted" in r["err"],
+                  f"a list shorter than its count: {verb}: corrupt: {r['status']} {r['err']}")
+
         # The reply cap (1 MiB in this build): refused, and the connection comes back.
         for i in range(3):
             r = repl.cmd("append big - 400000")
