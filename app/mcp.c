@@ -195,6 +195,12 @@ mcp_reader_init(struct mcp_reader *r, long long want_id)
 	memset(r, 0, sizeof(*r));
 	r->want_id = want_id;
 	sse_init(&r->sse, on_event, r);
+	/*
+	 * NOTE: servers send each message as one data line (the TypeScript SDK
+	 * does): a tool's answer may be as long as an event, and the answer cap
+	 * (httpc's max_bytes) bounds it, as it bounds a JSON body.
+	 */
+	r->sse.line_max = SSE_EVENT_MAX;
 }
 
 void

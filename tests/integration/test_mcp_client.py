@@ -219,6 +219,17 @@ def fake_protocol(fake):
     r = drive(raw_env(fake.url, VALERIE_TEST_MCP_MAX_BYTES=100000), ("mcp.call", "big", "{}"))
     check(r[0]["status"] in ("answer too large", "protocol error"),
           f"an SSE answer over the cap is refused: {r[0].get('error')}")
+    # Under the cap, SSE as JSON: servers send a message as one data line (the TypeScript
+    # SDK does), so a 1.5 MB tool answer is one 1.5 MB line; the agent gets it cut to
+    # AGENTS_RESULT_MAX, it is not a protocol error counted against the agent's breaker.
+    for sse in (False, True):
+        fake.reset(sse=sse, big_bytes=1500000)
+        r = drive(dict(agent_env(fake), **raw_env(fake.url)), ("mcp.call", "big", "{}"),
+                  ("call", "fake", "big", "{}"))
+        check(r[0]["status"] == "ok" and len(r[0]["text"]) == 1500000 and
+              r[1]["outcome"] == "ok" and "[truncated: the tool answered 1500000 bytes]" in
+              r[1]["text"], f"a 1.5 MB tool answer over {'SSE' if sse else 'JSON'} (one "
+              f"line) is read and cut for the model: {r[0].get('error')} {r[1]['text'][-80:]}")
 
 
 def fake_session_end(fake):
