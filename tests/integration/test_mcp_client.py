@@ -7,7 +7,8 @@ forgotten sessions (404 and 400), sessions ended by DELETE (at exit, within a bo
 protocol versions, pagination, isError results,
 JSON-RPC errors, the answer cap, slow and failing tools counted at the server (retries only
 when the call never reached the agent or the tool is idempotent), the circuit opening and
-its half-open probe, tool-list refresh on list_changed, tool names mapped for OpenAI
+its half-open probe, a hung agent (concurrent callers wait one timeout for it, not one
+after another), tool-list refresh on list_changed, tool names mapped for OpenAI
 (reversible, no collisions), the agent settings' validation and /config, the agent
 metrics; and one run of the driver under valgrind with no leak."""
 import json
@@ -377,6 +378,25 @@ def fake_agents(fake):
     s = fake.stats()
     check(all(x["outcome"] == "ok" for x in r[0]) and s["initialize"] == 1 and
           s["calls"].get("echo") == 8, f"8 threads share one session: {s['initialize']} initialize")
+
+    # A hung agent (it takes the connection, never answers): concurrent turns wait one
+    # MCP_TIMEOUT for it, not one after another (the Nth waiting N timeouts, past the turn's).
+    env = agent_env(fake, MCP_TIMEOUT=1, MCP_MAX_RETRIES=0,
+                    MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD=100)
+    fake.reset(stall={"tools/list": 5})
+    r = drive(env, ("parallel-list", 4))
+    ms = [x["ms"] for x in r[0]]
+    check(all(x["tools"] == 0 for x in r[0]) and max(ms) < 1800 and
+          fake.stats()["requests"].count("tools/list") == 1,
+          f"4 threads wanting the tools of a hung agent: one tools/list, each waits about "
+          f"MCP_TIMEOUT: {ms} ms")
+    fake.reset(stall={"initialize": 5})
+    r = drive(env, ("parallel", 4, "fake", "echo", '{"message":"h"}'))
+    ms = [x["ms"] for x in r[0]]
+    check(all(x["outcome"] == "timeout" and x["attempts"] == 0 for x in r[0]) and
+          max(ms) < 1800 and fake.stats()["requests"].count("initialize") == 1,
+          f"4 calls to an agent whose initialize hangs: one initialize, its failure theirs: "
+          f"{ms} ms {[x['outcome'] for x in r[0]]}")
 
 
 def fake_names(fake):
