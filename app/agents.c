@@ -446,20 +446,27 @@ agents_end_sessions(struct agents *a, long long budget_ms)
 /* Fetches the tool list of `g` into its cache unless another thread just did. */
 static void
 refresh(struct agents *a, struct agent *g, struct httpc *http, const struct agents_ctl *ctl,
-    long long seen_fetch)
+    long long seen_fetch, long long seen_fail)
 {
 	struct json_object *tools = NULL, *old;
 	struct mcp_error e;
 	struct mcp_opts o;
 	enum mcp_status st;
-	long long t;
+	long long t, f;
 
 	pthread_mutex_lock(&g->refresh);
 	pthread_mutex_lock(&g->lock);
 	t = g->fetched_ms;
+	f = g->failed_ms;
 	pthread_mutex_unlock(&g->lock);
-	if (t != seen_fetch)
-		goto out;   /* fetched meanwhile */
+	/*
+	 * Fetched meanwhile, or failed meanwhile: a failure holds for the
+	 * threads that waited for it as for those that come after it
+	 * (AGENTS_LIST_RETRY_MS). NOTE: each waiter trying again in turn made
+	 * the Nth concurrent turn wait N timeouts for a hung agent.
+	 */
+	if (t != seen_fetch || f != seen_fail)
+		goto out;
 	if (g->circuit != NULL && !circuit_allow(g->circuit, circuit_now_ms(), reset_ms(a)))
 		goto out;
 	mcp_opts_for(a, ctl, &o);
@@ -499,7 +506,7 @@ static struct json_object *
 tools_of(struct agents *a, struct agent *g, struct httpc *http, const struct agents_ctl *ctl)
 {
 	struct json_object *copy = NULL;
-	long long now = vtime_mono_ms(), seen;
+	long long now = vtime_mono_ms(), seen, seen_fail;
 	int need;
 
 	pthread_mutex_lock(&g->lock);
@@ -509,9 +516,10 @@ tools_of(struct agents *a, struct agent *g, struct httpc *http, const struct age
 	if (need && g->failed_ms > 0 && now - g->failed_ms < AGENTS_LIST_RETRY_MS)
 		need = 0;
 	seen = g->fetched_ms;
+	seen_fail = g->failed_ms;
 	pthread_mutex_unlock(&g->lock);
 	if (need)
-		refresh(a, g, http, ctl, seen);
+		refresh(a, g, http, ctl, seen, seen_fail);
 	pthread_mutex_lock(&g->lock);
 	/* NOTE: json-c reference counts are not atomic: threads get copies, never references. */
 	if (g->tools != NULL && json_object_deep_copy(g->tools, &copy, NULL) != 0)

@@ -29,6 +29,10 @@ struct mcp_client {
 	unsigned long generation;    /* bumped by each initialize */
 	char session[MCP_SESSION_ID_MAX + 1];
 	char version[16];
+	unsigned long init_ended;    /* initializes that ended, and how the last failed: */
+	enum mcp_status init_status;
+	long long init_budget_ms;    /* the time it had */
+	struct mcp_error init_err;
 	atomic_llong next_id;
 	atomic_int list_changed;
 };
@@ -195,6 +199,12 @@ mcp_reader_init(struct mcp_reader *r, long long want_id)
 	memset(r, 0, sizeof(*r));
 	r->want_id = want_id;
 	sse_init(&r->sse, on_event, r);
+	/*
+	 * NOTE: servers send each message as one data line (the TypeScript SDK
+	 * does): a tool's answer may be as long as an event, and the answer cap
+	 * (httpc's max_bytes) bounds it, as it bounds a JSON body.
+	 */
+	r->sse.line_max = SSE_EVENT_MAX;
 }
 
 void
@@ -589,7 +599,8 @@ out:
  * The session to send a request with, initializing one first if there is
  * none. NOTE: a thread initializing holds init_lock across the network
  * exchange so that the others wait for its session instead of each opening
- * their own; the wait is bounded by that thread's timeout.
+ * their own, and take its failure as theirs; the wait is bounded by that
+ * thread's timeout.
  */
 /* Copies the live session into `s` if there is one (c->lock held). */
 static int
@@ -603,17 +614,47 @@ snapshot_ready(const struct mcp_client *c, struct snapshot *s)
 	return 1;
 }
 
+/* The time an exchange of `o` may take from now (timeout and deadline). */
+static long long
+budget_ms(const struct mcp_opts *o)
+{
+	long long t = o->timeout_ms > 0 ? o->timeout_ms : 1LL << 40, left;
+
+	if (o->deadline_ms > 0) {
+		left = o->deadline_ms - vtime_mono_ms();
+		if (left < t)
+			t = left;
+	}
+	return t;
+}
+
+/*
+ * Whether the last initialize's failure answers a thread that waited for
+ * it (c->lock held): not when the other's client went away, nor a timeout
+ * of an attempt that had less time than this one has.
+ */
+static int
+failure_shared(const struct mcp_client *c, const struct mcp_opts *o)
+{
+	if (c->init_status == MCP_CANCELLED || c->init_status == MCP_NOMEM)
+		return 0;
+	return c->init_status != MCP_TIMEOUT || c->init_budget_ms >= budget_ms(o);
+}
+
 static enum mcp_status
 session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     struct snapshot *s, struct mcp_error *err)
 {
 	enum mcp_status st = MCP_OK;
+	unsigned long seen;
+	long long budget;
 
 	pthread_mutex_lock(&c->lock);
 	if (snapshot_ready(c, s)) {
 		pthread_mutex_unlock(&c->lock);
 		return MCP_OK;
 	}
+	seen = c->init_ended;
 	pthread_mutex_unlock(&c->lock);
 
 	pthread_mutex_lock(&c->init_lock);
@@ -622,17 +663,34 @@ session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		pthread_mutex_unlock(&c->lock);
 		goto out;
 	}
+	/*
+	 * NOTE: an initialize that failed while this thread waited is its
+	 * answer too: trying again at once, one thread after another, made N
+	 * concurrent calls to a hung agent wait N timeouts.
+	 */
+	if (c->init_ended != seen && failure_shared(c, o)) {
+		st = c->init_status;
+		*err = c->init_err;
+		pthread_mutex_unlock(&c->lock);
+		goto out;
+	}
 	pthread_mutex_unlock(&c->lock);
+	budget = budget_ms(o);
 	st = initialize(c, http, o, s, err);
+	pthread_mutex_lock(&c->lock);
+	c->init_ended++;
 	if (st == MCP_OK) {
-		pthread_mutex_lock(&c->lock);
 		c->generation++;
 		s->generation = c->generation;
 		memcpy(c->session, s->session, sizeof(c->session));
 		memcpy(c->version, s->version, sizeof(c->version));
 		c->ready = 1;
-		pthread_mutex_unlock(&c->lock);
+	} else {
+		c->init_status = st;
+		c->init_budget_ms = budget;
+		c->init_err = *err;
 	}
+	pthread_mutex_unlock(&c->lock);
 out:
 	pthread_mutex_unlock(&c->init_lock);
 	return st;

@@ -104,7 +104,8 @@ sse_feed(struct sse_parser *p, const char *bytes, size_t len)
 			i++;
 		if (i == len) {
 			buf_append(&p->line, bytes + start, len - start);
-			if (p->line.oom || p->line.len > SSE_LINE_MAX)
+			if (p->line.oom || p->line.len > (p->line_max > 0 ? p->line_max :
+			    SSE_LINE_MAX))
 				return -1;
 			break;
 		}

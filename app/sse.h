@@ -26,6 +26,7 @@ struct sse_parser {
 	int bom_pos;        /* BOM bytes seen at the start */
 	int bom_done;
 	int pending_cr;
+	size_t line_max;    /* longest line accepted; 0: SSE_LINE_MAX */
 	sse_event_fn fn;
 	void *ctx;
 };

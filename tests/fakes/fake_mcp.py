@@ -17,7 +17,8 @@ forget_status (404 or 400), page_size (tools per tools/list page), slow_seconds,
 fail_first (how many calls of the flaky tools answer 503), big_bytes, extra_tools (a list
 of names to add), schemas ({extra tool name: the inputSchema it lists, sent as given;
 null: none}), delete_status (what DELETE answers: 200 ends the session, 405 says
-clients may not), delete_seconds (how long DELETE waits before answering)."""
+clients may not), delete_seconds (how long DELETE waits before answering), stall ({method: seconds} to wait
+before answering that method, initialize included: a server that hangs)."""
 import argparse
 import json
 import os
@@ -29,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
             "big_bytes": 1000, "extra_tools": [], "schemas": {}, "delete_status": 200,
-            "delete_seconds": 0}
+            "delete_seconds": 0, "stall": {}}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
 STATE = {}
@@ -184,6 +185,8 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["requests"].append(method)
             cfg = dict(STATE["config"])
+        if isinstance(method, str) and cfg["stall"].get(method):
+            time.sleep(cfg["stall"][method])
         if method == "initialize":
             self.initialize(msg, cfg)
             return

@@ -26,6 +26,7 @@
  *   call AGENT TOOL ARGS          agents_call
  *   callmapped NAME ARGS          agents_tool_lookup in the last list, then agents_call
  *   parallel N AGENT TOOL ARGS    N threads call at once (one shared session)
+ *   parallel-list N               N threads get the toolset at once: tools and ms of each
  *   health                        agents_health_json
  *   metrics                       the exposition after agents_metrics_scrape
  *   wait-file PATH                waits until PATH exists (the test acts meanwhile)
@@ -64,6 +65,7 @@ result_json(const struct agents_result *r)
 	json_object_object_add(o, "text", json_object_new_string_len(r->text.data != NULL ?
 	    r->text.data : "", (int)r->text.len));
 	json_object_object_add(o, "attempts", json_object_new_int(r->attempts));
+	json_object_object_add(o, "ms", json_object_new_int64(r->duration_ms));
 	return o;
 }
 
@@ -156,6 +158,48 @@ cmd_parallel(int n, const char *agent, const char *tool, const char *args)
 		pthread_join(p[i].t, NULL);
 		json_object_array_add(o, result_json(&p[i].r));
 		agents_result_free(&p[i].r);
+	}
+	free(p);
+	print(o);
+}
+
+struct parlist {
+	pthread_t t;
+	size_t ntools;
+	long long ms;
+};
+
+static void *
+parlist_run(void *p)
+{
+	struct parlist *x = p;
+	struct httpc *h = httpc_new();
+	struct agents_toolset *ts;
+	long long t0 = vtime_mono_ms();
+
+	ts = agents_toolset_get(agents, h, NULL);
+	x->ms = vtime_mono_ms() - t0;
+	x->ntools = ts != NULL ? json_object_array_length(agents_tools_openai(ts)) : 0;
+	agents_toolset_free(ts);
+	httpc_free(h);
+	return NULL;
+}
+
+static void
+cmd_parallel_list(int n)
+{
+	struct parlist *p = calloc((size_t)n, sizeof(*p));
+	struct json_object *o = json_object_new_array(), *e;
+	int i;
+
+	for (i = 0; i < n; i++)
+		pthread_create(&p[i].t, NULL, parlist_run, &p[i]);
+	for (i = 0; i < n; i++) {
+		pthread_join(p[i].t, NULL);
+		e = json_object_new_object();
+		json_object_object_add(e, "tools", json_object_new_int64((long long)p[i].ntools));
+		json_object_object_add(e, "ms", json_object_new_int64(p[i].ms));
+		json_object_array_add(o, e);
 	}
 	free(p);
 	print(o);
@@ -331,6 +375,8 @@ main(int argc, char **argv)
 			cmd_callmapped(argv[i + 1], argv[i + 2]);
 		else if (strcmp(argv[i], "parallel") == 0 && n >= 5)
 			cmd_parallel((int)strtol(argv[i + 1], NULL, 10), argv[i + 2], argv[i + 3], argv[i + 4]);
+		else if (strcmp(argv[i], "parallel-list") == 0 && n >= 2)
+			cmd_parallel_list((int)strtol(argv[i + 1], NULL, 10));
 		else if (strcmp(argv[i], "health") == 0)
 			print(agents_health_json(agents));
 		else if (strcmp(argv[i], "metrics") == 0)

@@ -7,7 +7,8 @@ forgotten sessions (404 and 400), sessions ended by DELETE (at exit, within a bo
 protocol versions, pagination, isError results,
 JSON-RPC errors, the answer cap, slow and failing tools counted at the server (retries only
 when the call never reached the agent or the tool is idempotent), the circuit opening and
-its half-open probe, tool-list refresh on list_changed, tool names mapped for OpenAI
+its half-open probe, a hung agent (concurrent callers wait one timeout for it, not one
+after another), tool-list refresh on list_changed, tool names mapped for OpenAI
 (reversible, no collisions), the agent settings' validation and /config, the agent
 metrics; and one run of the driver under valgrind with no leak."""
 import json
@@ -219,6 +220,17 @@ def fake_protocol(fake):
     r = drive(raw_env(fake.url, VALERIE_TEST_MCP_MAX_BYTES=100000), ("mcp.call", "big", "{}"))
     check(r[0]["status"] in ("answer too large", "protocol error"),
           f"an SSE answer over the cap is refused: {r[0].get('error')}")
+    # Under the cap, SSE as JSON: servers send a message as one data line (the TypeScript
+    # SDK does), so a 1.5 MB tool answer is one 1.5 MB line; the agent gets it cut to
+    # AGENTS_RESULT_MAX, it is not a protocol error counted against the agent's breaker.
+    for sse in (False, True):
+        fake.reset(sse=sse, big_bytes=1500000)
+        r = drive(dict(agent_env(fake), **raw_env(fake.url)), ("mcp.call", "big", "{}"),
+                  ("call", "fake", "big", "{}"))
+        check(r[0]["status"] == "ok" and len(r[0]["text"]) == 1500000 and
+              r[1]["outcome"] == "ok" and "[truncated: the tool answered 1500000 bytes]" in
+              r[1]["text"], f"a 1.5 MB tool answer over {'SSE' if sse else 'JSON'} (one "
+              f"line) is read and cut for the model: {r[0].get('error')} {r[1]['text'][-80:]}")
 
 
 def fake_session_end(fake):
@@ -366,6 +378,25 @@ def fake_agents(fake):
     s = fake.stats()
     check(all(x["outcome"] == "ok" for x in r[0]) and s["initialize"] == 1 and
           s["calls"].get("echo") == 8, f"8 threads share one session: {s['initialize']} initialize")
+
+    # A hung agent (it takes the connection, never answers): concurrent turns wait one
+    # MCP_TIMEOUT for it, not one after another (the Nth waiting N timeouts, past the turn's).
+    env = agent_env(fake, MCP_TIMEOUT=1, MCP_MAX_RETRIES=0,
+                    MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD=100)
+    fake.reset(stall={"tools/list": 5})
+    r = drive(env, ("parallel-list", 4))
+    ms = [x["ms"] for x in r[0]]
+    check(all(x["tools"] == 0 for x in r[0]) and max(ms) < 1800 and
+          fake.stats()["requests"].count("tools/list") == 1,
+          f"4 threads wanting the tools of a hung agent: one tools/list, each waits about "
+          f"MCP_TIMEOUT: {ms} ms")
+    fake.reset(stall={"initialize": 5})
+    r = drive(env, ("parallel", 4, "fake", "echo", '{"message":"h"}'))
+    ms = [x["ms"] for x in r[0]]
+    check(all(x["outcome"] == "timeout" and x["attempts"] == 0 for x in r[0]) and
+          max(ms) < 1800 and fake.stats()["requests"].count("initialize") == 1,
+          f"4 calls to an agent whose initialize hangs: one initialize, its failure theirs: "
+          f"{ms} ms {[x['outcome'] for x in r[0]]}")
 
 
 def fake_names(fake):
