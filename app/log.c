@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/types.h>
@@ -126,16 +127,22 @@ log_emit(enum log_level level, const char *msg, struct json_object *fields)
 		return;
 	}
 	{
-		/* NOTE: one write per line keeps lines whole across threads. */
-		char stackline[2048];
-		if (len + 1 <= sizeof(stackline)) {
-			memcpy(stackline, text, len);
-			stackline[len] = '\n';
-			write_all(stackline, len + 1);
-		} else {
-			write_all(text, len);
-			write_all("\n", 1);
+		/*
+		 * NOTE: one write per line keeps lines whole across threads: a
+		 * longer line is copied whole too (its text, then a separate
+		 * newline, let another thread's line land in between).
+		 */
+		char stackline[2048], *whole = stackline;
+
+		if (len + 1 > sizeof(stackline) && (whole = malloc(len + 1)) == NULL) {
+			json_object_put(line);
+			goto oom;
 		}
+		memcpy(whole, text, len);
+		whole[len] = '\n';
+		write_all(whole, len + 1);
+		if (whole != stackline)
+			free(whole);
 	}
 	json_object_put(line);
 	return;

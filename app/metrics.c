@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define METRICS_MAGIC 0x56414c4d45545232ULL   /* "VALMETR2": a new layout, a new magic */
+#define METRICS_MAGIC 0x56414c4d45545233ULL   /* "VALMETR3": a new layout, a new magic */
 #define METRICS_READ_SPINS 64     /* a histogram read tried again at once, yielding... */
 #define METRICS_READ_NAPS 1000    /* ...then after 1 ms naps: about 1 s for a dead observer */
 
@@ -91,6 +91,7 @@ struct metrics_series {
 	atomic_ullong begun;                 /* histogram: observations begun */
 	atomic_ullong stuck;                 /* histogram: begun - count left by dead observers */
 	atomic_ullong buckets[METRICS_BUCKETS];  /* observations per bucket, not cumulative */
+	atomic_ullong pool;                  /* gauge: the pool (struct table) that last wrote it */
 };
 
 struct proc {
@@ -99,9 +100,20 @@ struct proc {
 	atomic_ullong start;   /* the process's start time (proc_start), 0 if unknown */
 };
 
+/*
+ * NOTE: the file outlives the pool (VALERIE_DATA_DIR keeps it, with the
+ * sessions, across restarts and upgrades). Counters and histograms go on
+ * from it, never backwards; a gauge says how things are now, so one that an
+ * earlier pool wrote last (the old version's build_info, a provider or agent
+ * since taken out of the configuration, left at 0 or "open" for good) is not
+ * rendered. `pool` counts pool starts: a worker that registers while no other
+ * one of the file lives starts a new pool; one that multiwatch replaces next
+ * to live ones does not.
+ */
 struct table {
 	unsigned long long magic;
 	unsigned int size;
+	atomic_ullong pool;
 	struct proc procs[METRICS_PROCS_MAX];
 	struct metrics_series s[METRICS_SERIES_MAX];
 };
@@ -221,6 +233,15 @@ metrics_open(const char *path, char *err, size_t errlen)
 		t->size = sizeof(struct table);
 		t->magic = METRICS_MAGIC;
 	}
+	/* A new pool when no other process of the file lives (see struct table). */
+	for (i = 0; i < METRICS_PROCS_MAX; i++) {
+		int other = atomic_load(&t->procs[i].pid);
+
+		if (other != 0 && other != pid && alive(&t->procs[i]))
+			break;
+	}
+	if (i == METRICS_PROCS_MAX)
+		atomic_fetch_add(&t->pool, 1);
 	/* A slot for this process: a free one, or one whose process is gone. */
 	for (i = 0; i < METRICS_PROCS_MAX && me == NULL; i++) {
 		int other = atomic_load(&t->procs[i].pid);
@@ -300,6 +321,7 @@ again:
 				goto again;
 			}
 			s->kind = kind;
+			atomic_store(&s->pool, atomic_load(&t->pool));
 			snprintf(s->name, sizeof(s->name), "%s", name);
 			snprintf(s->labels, sizeof(s->labels), "%s", labels);
 			atomic_store(&s->used, 1);
@@ -353,11 +375,23 @@ metrics_series_add(struct metrics_series *s, double v)
 		atomic_add_double(&s->value, v);
 }
 
+/* Marks gauge `s` as written by the current pool (see struct table). */
+static void
+touch(struct metrics_series *s)
+{
+	unsigned long long pool = atomic_load(&t->pool);
+
+	if (atomic_load(&s->pool) != pool)
+		atomic_store(&s->pool, pool);
+}
+
 void
 metrics_series_set(struct metrics_series *s, double v)
 {
-	if (s != NULL)
-		atomic_store(&s->value, double_to_bits(v));
+	if (s == NULL)
+		return;
+	atomic_store(&s->value, double_to_bits(v));
+	touch(s);
 }
 
 void
@@ -392,7 +426,35 @@ metrics_gauge_set(const char *name, const char *labels, double v)
 void
 metrics_gauge_add(const char *name, const char *labels, double v)
 {
-	metrics_series_add(series(name, labels, K_GAUGE), v);
+	struct metrics_series *s = series(name, labels, K_GAUGE);
+
+	if (s == NULL)
+		return;
+	metrics_series_add(s, v);
+	touch(s);
+}
+
+void
+metrics_gauge_keep(const char *name, const char *labels)
+{
+	struct metrics_series *s;
+	unsigned int h, i, n;
+
+	if (t == NULL)
+		return;
+	h = hash(name, labels);
+	/* The probe of series(): a free slot ends the chain (slots are never freed). */
+	for (n = 0; n < METRICS_SERIES_MAX; n++) {
+		i = (h + n) % METRICS_SERIES_MAX;
+		s = &t->s[i];
+		if (!atomic_load(&s->used))
+			return;
+		if (s->kind == K_GAUGE && strcmp(s->name, name) == 0 &&
+		    strcmp(s->labels, labels) == 0) {
+			touch(s);
+			return;
+		}
+	}
 }
 
 int
@@ -594,6 +656,8 @@ metrics_render(struct buf *out)
 			if (!atomic_load(&s->used) || strcmp(s->name, known[k].name) != 0 ||
 			    s->kind != (int)known[k].kind)
 				continue;
+			if (s->kind == K_GAUGE && atomic_load(&s->pool) != atomic_load(&t->pool))
+				continue;   /* an earlier pool's: see struct table */
 			if (s->kind != K_HISTOGRAM) {
 				line(out, s->name, "", s->labels, NULL,
 				    bits_to_double(atomic_load(&s->value)));

@@ -34,6 +34,12 @@ void metrics_counter_add(const char *name, const char *labels, double v);
 void metrics_gauge_set(const char *name, const char *labels, double v);
 /* Adds `v` to a gauge; with 0, creates the series at 0 and leaves an existing one as it is. */
 void metrics_gauge_add(const char *name, const char *labels, double v);
+/*
+ * A gauge an earlier pool wrote (the file outlives the pool: metrics.c,
+ * struct table) is not rendered until this pool writes it. This keeps an
+ * existing one with its value, as if written now; it creates nothing.
+ */
+void metrics_gauge_keep(const char *name, const char *labels);
 void metrics_observe(const char *name, const char *labels, double seconds);
 /*
  * The pool's value of a gauge (or counter) into *v: 0, or -1 when the series

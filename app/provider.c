@@ -919,6 +919,12 @@ provider_metrics_init(const struct conf *conf)
 		metrics_labels(labels, sizeof(labels), "provider", prov, (char *)NULL);
 		metrics_counter_add("valerie_llm_retries_total", labels, 0);
 		metrics_counter_add("valerie_llm_fallbacks_total", labels, 0);
+		/*
+		 * The last call's outcome is the pool's, and its circuit outlives a
+		 * restart (valerie.circuits): a provider still configured keeps it.
+		 * Never created here: a fallback never called is not "down".
+		 */
+		metrics_gauge_keep("valerie_provider_up", labels);
 	}
 }
 

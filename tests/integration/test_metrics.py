@@ -1,7 +1,8 @@
 """test_metrics: GET /metrics answers the whole pool's totals whichever worker serves the
 scrape, in a format promtool accepts without a warning; route labels are templates;
 counters start at 0 for known label sets and do not go backwards when a worker is killed
-and replaced; nginx keeps /metrics internal."""
+and replaced; nginx keeps /metrics internal; a pool started again on the same data dir with
+another configuration shows no gauge of a provider it no longer has."""
 import json
 import os
 import re
@@ -119,5 +120,32 @@ with Stack(workers=3, threads=4) as st:
         check(data.startswith(b"HTTP/1.1 403") and b'"error"' in data, "/metrics from 127.0.0.2: 403 JSON")
     except OSError as e:
         check(False, f"could not connect from 127.0.0.2: {e}")
+
+# The metrics file outlives the pool (VALERIE_DATA_DIR): a pool started again with another
+# configuration must not show the gauges of a provider it no longer has (left at 0, the
+# alert ValerieLLMProviderDown would fire for good), while counters go on.
+import tempfile  # noqa: E402
+data = tempfile.mkdtemp(prefix="valerie-it-data-")
+try:
+    dead = {"VALERIE_DATA_DIR": data, "VALERIE_LLM_PROVIDER": "openai", "OPENAI_API_KEY": "sk-x",
+            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_MAX_RETRIES": "0"}
+    with Stack(workers=2, threads=2, env=dead) as st:
+        st.request("POST", "/api/v1/chat", body=json.dumps({"message": "m", "session_id": "gone-1"}).encode(),
+                   headers={"Content-Type": "application/json"})
+        text = scrape(st)[2]
+        check(value(text, "valerie_provider_up", {"provider": "openai"}) == 0,
+              "a provider that cannot be reached is down")
+    with Stack(workers=2, threads=2, env={"VALERIE_DATA_DIR": data}) as st:
+        text = scrape(st)[2]
+        check(value(text, "valerie_provider_up", {"provider": "openai"}) is None
+              and value(text, "valerie_circuit_state", {"target": "provider:openai"}) is None,
+              "a provider taken out of the configuration leaves no gauge behind: "
+              + " ".join(ln for ln in text.splitlines() if "openai" in ln and "_total" not in ln and "_seconds" not in ln))
+        check(value(text, "valerie_llm_requests_total", {"provider": "openai", "outcome": "error"}) == 1,
+              "the counters of the pool before go on")
+        check(value(text, "valerie_circuit_state", {"target": "provider:offline"}) == 0,
+              "the gauges of this pool are there")
+finally:
+    shutil.rmtree(data, ignore_errors=True)
 
 done("test_metrics")

@@ -1,7 +1,8 @@
 /*
  * test_log: every line log_emit and log_access write is one valid JSON object
  * in valid UTF-8, whatever its fields hold; log_access keeps UTF-8 text as it
- * is (not each byte as a Latin-1 character) and replaces what is not UTF-8.
+ * is (not each byte as a Latin-1 character) and replaces what is not UTF-8;
+ * a line of any length goes out in one write.
  */
 #include "config.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Logs `msg` with the field "error" = value (len bytes); returns the line written (caller frees). */
@@ -133,6 +135,42 @@ test_access_utf8(void)
 	free(line);
 }
 
+/*
+ * A line longer than log_emit's stack buffer (a long upstream error, a tool's
+ * message) still goes out in one write: two writes (the text, then its
+ * newline) let another thread's line land between them, and the shipper then
+ * reads "{...}{...}" as one broken line. A SOCK_SEQPACKET socket keeps each
+ * write a message of its own, so the first one read must be the whole line.
+ */
+static void
+test_long_line_one_write(void)
+{
+	struct json_object *f = json_object_new_object(), *doc;
+	char value[5000], *msg = malloc(65536);
+	int sv[2];
+	ssize_t n;
+
+	memset(value, 'x', sizeof(value));
+	if (f == NULL || msg == NULL || socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0)
+		abort();
+	json_object_object_add(f, "error", json_object_new_string_len(value, (int)sizeof(value)));
+	log_set_fd(sv[0]);
+	log_emit(LOG_LVL_WARNING, "long", f);
+	log_set_fd(2);
+	n = recv(sv[1], msg, 65535, MSG_DONTWAIT);
+	CHECK(n > (ssize_t)sizeof(value) && msg[n - 1] == '\n');
+	if (n > 0) {
+		msg[n] = '\0';
+		doc = json_tokener_parse(msg);
+		CHECK(doc != NULL);
+		json_object_put(doc);
+	}
+	close(sv[0]);
+	close(sv[1]);
+	json_object_put(f);
+	free(msg);
+}
+
 int
 main(void)
 {
@@ -158,6 +196,7 @@ main(void)
 	free(line);
 
 	test_access_utf8();
+	test_long_line_one_write();
 
 	return check_done("test_log");
 }

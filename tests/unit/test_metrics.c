@@ -5,7 +5,8 @@
  * scrape read it), and an observer that died half-way holds the scrape up
  * once, not at every scrape; a worker's slot whose PID now belongs to another
  * process (started at another time) is not counted alive; a series kept by
- * its handle, and the epoch that says when to look it up again.
+ * its handle, and the epoch that says when to look it up again; gauges an
+ * earlier pool left in the file are not rendered by a new one.
  */
 #include "config.h"
 
@@ -274,8 +275,102 @@ test_kept_series(const char *path)
 	CHECK(metrics_epoch() != e);
 }
 
+/* Whether a render holds `text` anywhere. */
+static int
+render_has(const char *text)
+{
+	struct buf out;
+	int has;
+
+	buf_init(&out);
+	metrics_render(&out);
+	has = !out.oom && strstr(out.data, text) != NULL;
+	buf_free(&out);
+	return has;
+}
+
+/*
+ * The mapped file outlives the pool (it sits in VALERIE_DATA_DIR next to the
+ * sessions): a gauge says how things are now, so one that a stopped pool left
+ * (the old version's build_info after an upgrade, a provider or agent since
+ * taken out of the configuration) must not show once a new pool starts, while
+ * counters go on. A worker replaced while others of its pool live (multiwatch)
+ * is not a new pool: every gauge stays. A gauge the new pool keeps on purpose
+ * (metrics_gauge_keep: a provider's last outcome) shows again, and keep
+ * creates nothing.
+ */
+static void
+test_stale_gauges(const char *path, const char *self_exe)
+{
+	char err[256];
+	int status, ready[2];
+	pid_t child;
+
+	metrics_gauge_set("valerie_build_info", "version=\"0.0.1-old\"", 1);
+	metrics_gauge_set("valerie_provider_up", "provider=\"gone\"", 0);
+	metrics_gauge_set("valerie_provider_up", "provider=\"kept\"", 0);
+	metrics_gauge_set("valerie_circuit_state", "target=\"agent:gone\"", 2);
+	metrics_counter_add("valerie_agent_calls_total", "agent=\"gone\",outcome=\"ok\"", 3);
+
+	/* Another worker of the pool lives while this one is replaced: nothing is stale. */
+	CHECK(pipe(ready) == 0);
+	child = fork();
+	if (child == 0) {
+		char fdtext[16];
+
+		/* NOTE: a new program, as multiwatch starts one: a forked copy would share our slot. */
+		snprintf(fdtext, sizeof(fdtext), "%d", ready[1]);
+		execl(self_exe, self_exe, "--hold", path, fdtext, (char *)NULL);
+		_exit(1);
+	}
+	CHECK(child > 0);
+	{
+		char c;
+
+		CHECK(read(ready[0], &c, 1) == 1);
+	}
+	metrics_close();
+	CHECK(metrics_open(path, err, sizeof(err)) == 0);
+	CHECK(render_has("valerie_build_info{version=\"0.0.1-old\"} 1\n"));
+	CHECK(render_has("valerie_circuit_state{target=\"agent:gone\"} 2\n"));
+	kill(child, SIGKILL);
+	waitpid(child, &status, 0);
+	close(ready[0]);
+	close(ready[1]);
+
+	/* The whole pool stopped, a new one starts (an upgrade, a new configuration). */
+	metrics_close();
+	CHECK(metrics_open(path, err, sizeof(err)) == 0);
+	metrics_gauge_set("valerie_build_info", "version=\"0.0.2-new\"", 1);
+	CHECK(render_has("valerie_build_info{version=\"0.0.2-new\"} 1\n"));
+	CHECK(!render_has("version=\"0.0.1-old\""));
+	CHECK(!render_has("provider=\"gone\""));
+	CHECK(!render_has("target=\"agent:gone\""));
+	CHECK(render_has("valerie_agent_calls_total{agent=\"gone\",outcome=\"ok\"} 3\n"));
+
+	metrics_gauge_keep("valerie_provider_up", "provider=\"kept\"");
+	metrics_gauge_keep("valerie_provider_up", "provider=\"never\"");
+	CHECK(render_has("valerie_provider_up{provider=\"kept\"} 0\n"));
+	CHECK(!render_has("provider=\"never\""));
+
+}
+
+/* `--hold PATH FD`: a worker of the pool (test_stale_gauges): registers, says so on FD, waits. */
+static int
+hold(const char *path, const char *fdtext)
+{
+	char err[256];
+
+	if (metrics_open(path, err, sizeof(err)) != 0)
+		return 1;
+	if (write((int)strtol(fdtext, NULL, 10), "x", 1) != 1)
+		return 1;
+	pause();
+	return 0;
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
 	static const double values[2] = {1, 4};
 	char path[PATH_MAX + 32], err[256];
@@ -284,6 +379,8 @@ main(void)
 	double count, last = 0;
 	int i, bad = 0, renders = 0, progress = 0;
 
+	if (argc == 4 && strcmp(argv[1], "--hold") == 0)
+		return hold(argv[2], argv[3]);
 	snprintf(path, sizeof(path), "%s/valerie.metrics", tmpdir_make("valerie-metrics-"));
 	if (metrics_open(path, err, sizeof(err)) != 0) {
 		fprintf(stderr, "metrics_open: %s\n", err);
@@ -292,6 +389,7 @@ main(void)
 	test_reused_pid(path);
 	test_dead_observer(path);
 	test_kept_series(path);
+	test_stale_gauges(path, argv[0]);
 	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, observer, (void *)&values[i]);
