@@ -73,6 +73,38 @@ append_str(struct json_object *o, const char *key, struct buf *out)
 		buf_append(out, json_object_get_string(v), (size_t)json_object_get_string_len(v));
 }
 
+/*
+ * Appends the text of a message's (or a delta's) `content` to `out`: a
+ * string, or the text parts of an array of parts (Mistral's reasoning models
+ * answer [{type: "thinking", ...}, {type: "text", text}]; the other parts
+ * are not the answer). Null or absent is no text. Returns 0, or -1 when the
+ * content is something else.
+ */
+static int
+content_text(struct json_object *content, struct buf *out)
+{
+	struct json_object *part, *v;
+	size_t i;
+
+	if (content == NULL)
+		return 0;
+	if (json_object_is_type(content, json_type_string)) {
+		buf_append(out, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content));
+		return 0;
+	}
+	if (!json_object_is_type(content, json_type_array))
+		return -1;
+	for (i = 0; i < json_object_array_length(content); i++) {
+		part = json_object_array_get_idx(content, i);
+		if (json_object_object_get_ex(part, "type", &v) &&
+		    json_object_is_type(v, json_type_string) &&
+		    strcmp(json_object_get_string(v), "text") == 0)
+			append_str(part, "text", out);
+	}
+	return 0;
+}
+
 /* Whether the call `tc` already has an id other than `id`. */
 static int
 other_id(const struct llm_tool_call *tc, const char *id, size_t len)
@@ -156,6 +188,7 @@ static int
 on_event(struct provider_stream *s, const char *event, const char *data, size_t len)
 {
 	struct json_object *doc, *choices, *c0, *delta, *content, *err, *m, *calls;
+	struct buf parts = {0};
 	int rc = 0;
 
 	(void)event;
@@ -200,12 +233,30 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 		rc = 1;
 		goto out;
 	}
-	if (json_object_object_get_ex(delta, "content", &content) &&
-	    json_object_is_type(content, json_type_string) &&
-	    provider_stream_text(s, json_object_get_string(content),
-	    (size_t)json_object_get_string_len(content)) != 0)
-		rc = 1;
+	/*
+	 * The text: a string, or Mistral's parts; a refusal (structured outputs)
+	 * streams as delta.refusal with no content, and is the answer.
+	 */
+	if (!json_object_object_get_ex(delta, "content", &content) || content == NULL ||
+	    (json_object_is_type(content, json_type_string) &&
+	    json_object_get_string_len(content) == 0))
+		json_object_object_get_ex(delta, "refusal", &content);
+	if (json_object_is_type(content, json_type_string)) {
+		if (provider_stream_text(s, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content)) != 0)
+			rc = 1;
+	} else if (json_object_is_type(content, json_type_array)) {
+		content_text(content, &parts);
+		if (parts.oom) {
+			snprintf(s->why, sizeof(s->why), "out of memory");
+			s->failed = 1;
+			rc = 1;
+		} else if (provider_stream_text(s, parts.data, parts.len) != 0) {
+			rc = 1;
+		}
+	}
 out:
+	buf_free(&parts);
 	json_object_put(doc);
 	return rc;
 }
@@ -276,7 +327,7 @@ static enum provider_status
 read_whole(const char *body, size_t len, struct llm_result *res)
 {
 	struct json_object *doc;
-	struct json_object *choices, *c0, *msg, *content = NULL, *calls = NULL;
+	struct json_object *choices, *c0, *msg, *content = NULL, *calls = NULL, *refusal;
 	enum provider_status st = PROVIDER_ERROR;
 
 	if (read_whole_plain(body, len, res))
@@ -303,15 +354,22 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 		    "calls (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
 		goto out;
 	}
-	/* NOTE: content is null when the model only calls tools. */
-	if (json_object_is_type(content, json_type_string))
-		buf_append(&res->text, json_object_get_string(content),
-		    (size_t)json_object_get_string_len(content));
-	else if (content != NULL || res->ntool_calls == 0) {
+	/*
+	 * NOTE: content is null when the model only calls tools, when it refused
+	 * (message.refusal says why: that is the answer), and with vLLM's
+	 * reasoning parsers when max_tokens ran out while it reasoned (an empty
+	 * answer, cut by length).
+	 */
+	if (content_text(content, &res->text) != 0) {
 		snprintf(res->error, sizeof(res->error),
-		    "the upstream answer has no choices[0].message.content");
+		    "the upstream answer's choices[0].message.content is not text");
 		goto out;
 	}
+	if (res->text.len == 0 && res->ntool_calls == 0 &&
+	    json_object_object_get_ex(msg, "refusal", &refusal) &&
+	    json_object_is_type(refusal, json_type_string))
+		buf_append(&res->text, json_object_get_string(refusal),
+		    (size_t)json_object_get_string_len(refusal));
 	take_finish(c0, res);
 	take_model(doc, res);
 	take_usage(doc, res);

@@ -5,7 +5,13 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
   own id (ollama/ollama#15457): two calls, not one with their arguments glued together;
 - gateways in front of Claude (Bedrock access gateway, CLIProxyAPI) number streamed tool
   calls from the content block's index, so the first is index 1: one call, not an empty
-  call 0 before it."""
+  call 0 before it;
+- a refusal (structured outputs) is message.content null with message.refusal, or
+  delta.refusal fragments when streamed: the client hears the refusal, not a 502;
+- vLLM with a reasoning parser answers content null (the tokens went to reasoning) when
+  max_tokens ran out first: an empty answer cut by length, not a 502;
+- Mistral's reasoning models answer content as parts ([{type: "thinking"}, {type: "text"}]),
+  whole and streamed: the text parts are the answer, not a 502 or an empty stream."""
 import json
 import os
 import sys
@@ -13,7 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SseParser, Stack, check, done  # noqa: E402
+from harness import SseParser, Stack, check, done, post_chat  # noqa: E402
 
 
 class Scripted:
@@ -69,6 +75,14 @@ def openai_sse(*chunks):
                "model": "up-model", "choices": [dict({"index": 0, "finish_reason": None}, **c)]}
         out += b"data: " + json.dumps(doc).encode() + b"\n\n"
     return 200, "text/event-stream", out + b"data: [DONE]\n\n"
+
+
+def openai_whole(message, finish):
+    doc = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "up-model",
+           "choices": [{"index": 0, "message": dict({"role": "assistant"}, **message),
+                        "finish_reason": finish}],
+           "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}
+    return 200, "application/json", json.dumps(doc).encode()
 
 
 def call(index, cid, name, args, **extra):
@@ -168,6 +182,56 @@ try:
         check(s == 200 and [c["name"] for c in calls] == ["get_weather"],
               f"a stream whose only call is index 2: one call: {s} {calls}")
 
+        # --- a refusal: content null and message.refusal, or delta.refusal ---
+        refusal = "I'm sorry, I cannot help with that request."
+        up.script(openai_whole({"content": None, "refusal": refusal}, "stop"))
+        s, h, doc = post_chat(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
+        msg = (doc or {}).get("choices", [{}])[0].get("message", {})
+        check(s == 200 and msg.get("content") == refusal,
+              f"a whole refusal (content null, refusal set): the client hears it: {s} {doc}")
+        up.script(openai_sse({"delta": {"role": "assistant", "content": None, "refusal": ""}},
+                             {"delta": {"refusal": "I'm sorry, I cannot "}},
+                             {"delta": {"refusal": "help with that request."}},
+                             {"delta": {}, "finish_reason": "stop"}))
+        s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]})
+        check(s == 200 and ended and text == refusal,
+              f"a streamed refusal (delta.refusal): the client hears it: {s} {text!r}")
+
+        # --- vLLM with a reasoning parser: content null, the tokens spent on reasoning ---
+        up.script(openai_whole({"content": None, "reasoning_content": "Let me think about"},
+                               "length"))
+        s, h, doc = post_chat(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}], "max_tokens": 5}, path="/v1/chat/completions")
+        ch = (doc or {}).get("choices", [{}])[0]
+        check(s == 200 and ch.get("message", {}).get("content") == ""
+              and ch.get("finish_reason") == "length"
+              and doc.get("usage", {}).get("completion_tokens") == 7,
+              f"content null, cut by length while reasoning: an empty answer, finish_reason "
+              f"length: {s} {doc}")
+        # --- Mistral's reasoning models: content as parts, thinking then text ---
+        think = {"type": "thinking", "thinking": [{"type": "text", "text": "2 and 2..."}]}
+        up.script(openai_whole({"content": [think, {"type": "text", "text": "It is 4."}]},
+                               "stop"))
+        s, h, doc = post_chat(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "2+2?"}]}, path="/v1/chat/completions")
+        msg = (doc or {}).get("choices", [{}])[0].get("message", {})
+        check(s == 200 and msg.get("content") == "It is 4.",
+              f"a whole answer whose content is parts: the text parts: {s} {doc}")
+        up.script(openai_sse({"delta": {"role": "assistant", "content": [think]}},
+                             {"delta": {"content": [{"type": "text", "text": "It is "}]}},
+                             {"delta": {"content": "4."}},
+                             {"delta": {}, "finish_reason": "stop"}))
+        s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "2+2?"}]})
+        check(s == 200 and ended and text == "It is 4.",
+              f"a stream whose deltas' content is parts: the text parts: {s} {text!r}")
+        # content that is neither text, parts nor null is still garbage
+        up.script(openai_whole({"content": 42}, "stop"))
+        s, h, doc = post_chat(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
+        check(s == 502, f"content that is neither text nor null: 502: {s} {doc}")
 finally:
     up.stop()
 
