@@ -11,7 +11,9 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
 - vLLM with a reasoning parser answers content null (the tokens went to reasoning) when
   max_tokens ran out first: an empty answer cut by length, not a 502;
 - Mistral's reasoning models answer content as parts ([{type: "thinking"}, {type: "text"}]),
-  whole and streamed: the text parts are the answer, not a 502 or an empty stream."""
+  whole and streamed: the text parts are the answer, not a 502 or an empty stream;
+- a stop sequence of only whitespace ("\\n"), which OpenAI takes and Anthropic refuses:
+  the chain passes over Anthropic (PROVIDER_UNSUPPORTED) instead of a 400 from it."""
 import json
 import os
 import sys
@@ -232,6 +234,25 @@ try:
         s, h, doc = post_chat(st, {"model": "up-model", "messages": [
             {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
         check(s == 502, f"content that is neither text nor null: 502: {s} {doc}")
+
+    # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
+    # over for the next provider of the chain, never sent to Anthropic ---
+    aenv = dict(env, VALERIE_LLM_PROVIDER="anthropic", ANTHROPIC_API_KEY="ak-test",
+                ANTHROPIC_MODEL="claude-test", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{up.port}",
+                ANTHROPIC_MAX_RETRIES="0")
+    ask = {"messages": [{"role": "user", "content": "one line"}], "stop": ["\n"]}
+    with Stack(workers=1, threads=2, env=dict(aenv, VALERIE_LLM_FALLBACKS="openai")) as st:
+        up.script(openai_whole({"content": "one line"}, "stop"))
+        s, h, doc = post_chat(st, ask, path="/v1/chat/completions")
+        check(s == 200 and [b.get("stop") for b in up.bodies] == [["\n"]]
+              and "stop_sequences" not in json.dumps(up.bodies),
+              f"stop \\n with anthropic then openai: openai serves it, anthropic is not "
+              f"called: {s} {doc} {up.bodies}")
+    with Stack(workers=1, threads=2, env=aenv) as st:
+        up.script()
+        s, h, doc = post_chat(st, ask, path="/v1/chat/completions")
+        check(s == 400 and "whitespace" in json.dumps(doc) and up.bodies == [],
+              f"stop \\n with anthropic alone: a 400 saying why, no upstream call: {s} {doc}")
 finally:
     up.stop()
 
