@@ -940,6 +940,34 @@ translate_extra(struct json_object *extra, struct json_object *doc, char *err, s
 }
 
 /*
+ * Whether OpenAI's `stop` (a string or an array of strings) has one that
+ * Anthropic refuses: empty or only whitespace ("stop_sequences: each stop
+ * sequence must contain non-whitespace"). OpenAI takes them ("\n" is a
+ * common stop).
+ */
+static int
+blank_stop(struct json_object *stop)
+{
+	struct json_object *v;
+	const char *s;
+	size_t i, n = json_object_is_type(stop, json_type_array) ?
+	    json_object_array_length(stop) : 1;
+
+	for (i = 0; i < n; i++) {
+		v = json_object_is_type(stop, json_type_array) ?
+		    json_object_array_get_idx(stop, i) : stop;
+		if (!json_object_is_type(v, json_type_string))
+			continue;
+		for (s = json_object_get_string(v); *s == ' ' || *s == '\t' || *s == '\n' ||
+		    *s == '\r' || *s == '\f' || *s == '\v'; s++)
+			;
+		if (*s == '\0')
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * Anthropic refuses a request whose messages hold tool_use or tool_result
  * blocks but that defines no tools ("Requests which include tool_use or
  * tool_result blocks must define tools"): a later turn of a session that
@@ -1024,6 +1052,16 @@ provider_anthropic_body(const char *model, const struct llm_request *req, char *
 		st = PROVIDER_NOMEM;
 	if (st != PROVIDER_OK)
 		goto out;
+	/*
+	 * NOTE: dropping such a stop would change the answer (it ends at the first
+	 * newline): no form for it here, another provider of the chain may serve it.
+	 */
+	if (pa->stop != NULL && blank_stop(pa->stop)) {
+		snprintf(err, errlen, "anthropic: a stop sequence that is empty or only whitespace "
+		    "(such as \"\\n\") cannot be sent: the Messages API refuses it");
+		st = PROVIDER_UNSUPPORTED;
+		goto out;
+	}
 	/*
 	 * OpenAI's temperature goes to 2, Anthropic's to 1: above it, the most
 	 * random Anthropic allows (it only tunes sampling, as seed does).

@@ -74,19 +74,65 @@ append_str(struct json_object *o, const char *key, struct buf *out)
 }
 
 /*
- * Joins the tool call fragments of a stream chunk's delta (or takes the whole
- * calls of a message): {index, id?, function: {name?, arguments?}}, by index;
- * a whole message's calls have no index and come in order. Some compatible
- * servers stream fragments without an index: one with an id starts the next
- * call, one without continues the last. Returns 0, or -1 when a call is
- * malformed or there are too many.
+ * Appends the text of a message's (or a delta's) `content` to `out`: a
+ * string, or the text parts of an array of parts (Mistral's reasoning models
+ * answer [{type: "thinking", ...}, {type: "text", text}]; the other parts
+ * are not the answer). Null or absent is no text. Returns 0, or -1 when the
+ * content is something else.
  */
 static int
-take_tool_calls(struct json_object *calls, struct llm_result *res, int streamed)
+content_text(struct json_object *content, struct buf *out)
+{
+	struct json_object *part, *v;
+	size_t i;
+
+	if (content == NULL)
+		return 0;
+	if (json_object_is_type(content, json_type_string)) {
+		buf_append(out, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content));
+		return 0;
+	}
+	if (!json_object_is_type(content, json_type_array))
+		return -1;
+	for (i = 0; i < json_object_array_length(content); i++) {
+		part = json_object_array_get_idx(content, i);
+		if (json_object_object_get_ex(part, "type", &v) &&
+		    json_object_is_type(v, json_type_string) &&
+		    strcmp(json_object_get_string(v), "text") == 0)
+			append_str(part, "text", out);
+	}
+	return 0;
+}
+
+/* Whether the call `tc` already has an id other than `id`. */
+static int
+other_id(const struct llm_tool_call *tc, const char *id, size_t len)
+{
+	return tc->id.len > 0 && (tc->id.len != len || memcmp(tc->id.data, id, len) != 0);
+}
+
+/*
+ * Joins the tool call fragments of a stream chunk's delta (or takes the whole
+ * calls of a message): {index, id?, function: {name?, arguments?}}. A whole
+ * message's calls have no index and come in order. Streamed (`slots`, the
+ * stream's provider_stream.tool_slot), each index seen fills the next call,
+ * whatever its number: gateways in front of Claude number calls from the
+ * content block's index (the first is 1), and a call of its own is never
+ * left empty before it. A fragment with an id other than its call's starts a
+ * new call: Ollama streams every parallel call whole under index 0. Some
+ * compatible servers stream fragments without an index: one with a new id
+ * starts the next call, one without continues the last. Returns 0, or -1
+ * when a call is malformed or there are too many.
+ */
+static int
+take_tool_calls(struct json_object *calls, struct llm_result *res, unsigned char *slots)
 {
 	struct json_object *c, *v, *fn;
 	struct llm_tool_call *tc;
-	size_t i, index;
+	size_t i, index, wire = 0, idlen = 0;
+	const char *id;
+	int indexed;
 
 	if (calls == NULL || !json_object_is_type(calls, json_type_array))
 		return calls == NULL ? 0 : -1;
@@ -95,13 +141,32 @@ take_tool_calls(struct json_object *calls, struct llm_result *res, int streamed)
 		if (!json_object_is_type(c, json_type_object))
 			return -1;
 		index = i;
-		if (streamed && (!json_object_object_get_ex(c, "index", &v) || v == NULL)) {
-			index = json_object_object_get_ex(c, "id", &v) && v != NULL ?
-			    res->ntool_calls : res->ntool_calls > 0 ? res->ntool_calls - 1 : 0;
-		} else if (streamed) {
-			if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
-				return -1;
-			index = (size_t)json_object_get_int64(v);
+		if (slots != NULL) {
+			id = json_object_object_get_ex(c, "id", &v) &&
+			    json_object_is_type(v, json_type_string) &&
+			    (idlen = (size_t)json_object_get_string_len(v)) > 0 ?
+			    json_object_get_string(v) : NULL;
+			indexed = json_object_object_get_ex(c, "index", &v) && v != NULL;
+			if (indexed) {
+				if (!json_object_is_type(v, json_type_int) ||
+				    json_object_get_int64(v) < 0 ||
+				    json_object_get_int64(v) >= PROVIDER_TOOL_CALLS_MAX)
+					return -1;
+				wire = (size_t)json_object_get_int64(v);
+				index = slots[wire] > 0 ? (size_t)slots[wire] - 1 : res->ntool_calls;
+			} else {
+				index = id != NULL || res->ntool_calls == 0 ? res->ntool_calls :
+				    res->ntool_calls - 1;
+				/* NOTE: a server may repeat a call's id in each of its fragments. */
+				if (id != NULL && res->ntool_calls > 0 &&
+				    !other_id(&res->tool_calls[res->ntool_calls - 1], id, idlen))
+					index = res->ntool_calls - 1;
+			}
+			if (id != NULL && index < res->ntool_calls &&
+			    other_id(&res->tool_calls[index], id, idlen))
+				index = res->ntool_calls;
+			if (indexed && index < PROVIDER_TOOL_CALLS_MAX)
+				slots[wire] = (unsigned char)(index + 1);
 		}
 		if ((tc = provider_tool_call(res, index)) == NULL)
 			return -1;
@@ -123,6 +188,7 @@ static int
 on_event(struct provider_stream *s, const char *event, const char *data, size_t len)
 {
 	struct json_object *doc, *choices, *c0, *delta, *content, *err, *m, *calls;
+	struct buf parts = {0};
 	int rc = 0;
 
 	(void)event;
@@ -160,19 +226,37 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	    !json_object_is_type(delta, json_type_object))
 		goto out;
 	if (json_object_object_get_ex(delta, "tool_calls", &calls) &&
-	    take_tool_calls(calls, s->res, 1) != 0) {
+	    take_tool_calls(calls, s->res, s->tool_slot) != 0) {
 		snprintf(s->why, sizeof(s->why), "the upstream stream sent a malformed tool call "
 		    "(or more than %d)", PROVIDER_TOOL_CALLS_MAX);
 		s->failed = 1;
 		rc = 1;
 		goto out;
 	}
-	if (json_object_object_get_ex(delta, "content", &content) &&
-	    json_object_is_type(content, json_type_string) &&
-	    provider_stream_text(s, json_object_get_string(content),
-	    (size_t)json_object_get_string_len(content)) != 0)
-		rc = 1;
+	/*
+	 * The text: a string, or Mistral's parts; a refusal (structured outputs)
+	 * streams as delta.refusal with no content, and is the answer.
+	 */
+	if (!json_object_object_get_ex(delta, "content", &content) || content == NULL ||
+	    (json_object_is_type(content, json_type_string) &&
+	    json_object_get_string_len(content) == 0))
+		json_object_object_get_ex(delta, "refusal", &content);
+	if (json_object_is_type(content, json_type_string)) {
+		if (provider_stream_text(s, json_object_get_string(content),
+		    (size_t)json_object_get_string_len(content)) != 0)
+			rc = 1;
+	} else if (json_object_is_type(content, json_type_array)) {
+		content_text(content, &parts);
+		if (parts.oom) {
+			snprintf(s->why, sizeof(s->why), "out of memory");
+			s->failed = 1;
+			rc = 1;
+		} else if (provider_stream_text(s, parts.data, parts.len) != 0) {
+			rc = 1;
+		}
+	}
 out:
+	buf_free(&parts);
 	json_object_put(doc);
 	return rc;
 }
@@ -243,7 +327,7 @@ static enum provider_status
 read_whole(const char *body, size_t len, struct llm_result *res)
 {
 	struct json_object *doc;
-	struct json_object *choices, *c0, *msg, *content = NULL, *calls = NULL;
+	struct json_object *choices, *c0, *msg, *content = NULL, *calls = NULL, *refusal;
 	enum provider_status st = PROVIDER_ERROR;
 
 	if (read_whole_plain(body, len, res))
@@ -265,20 +349,27 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	}
 	json_object_object_get_ex(msg, "content", &content);
 	json_object_object_get_ex(msg, "tool_calls", &calls);
-	if (take_tool_calls(calls, res, 0) != 0) {
+	if (take_tool_calls(calls, res, NULL) != 0) {
 		snprintf(res->error, sizeof(res->error), "the upstream answer has malformed tool "
 		    "calls (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
 		goto out;
 	}
-	/* NOTE: content is null when the model only calls tools. */
-	if (json_object_is_type(content, json_type_string))
-		buf_append(&res->text, json_object_get_string(content),
-		    (size_t)json_object_get_string_len(content));
-	else if (content != NULL || res->ntool_calls == 0) {
+	/*
+	 * NOTE: content is null when the model only calls tools, when it refused
+	 * (message.refusal says why: that is the answer), and with vLLM's
+	 * reasoning parsers when max_tokens ran out while it reasoned (an empty
+	 * answer, cut by length).
+	 */
+	if (content_text(content, &res->text) != 0) {
 		snprintf(res->error, sizeof(res->error),
-		    "the upstream answer has no choices[0].message.content");
+		    "the upstream answer's choices[0].message.content is not text");
 		goto out;
 	}
+	if (res->text.len == 0 && res->ntool_calls == 0 &&
+	    json_object_object_get_ex(msg, "refusal", &refusal) &&
+	    json_object_is_type(refusal, json_type_string))
+		buf_append(&res->text, json_object_get_string(refusal),
+		    (size_t)json_object_get_string_len(refusal));
 	take_finish(c0, res);
 	take_model(doc, res);
 	take_usage(doc, res);

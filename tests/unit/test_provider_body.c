@@ -795,6 +795,36 @@ test_anthropic_params(void)
 	json_object_put(d);
 	json_object_put(req.params.stop);
 
+	/*
+	 * Anthropic refuses an empty or whitespace-only stop sequence (400 "each stop
+	 * sequence must contain non-whitespace"), which OpenAI takes (stop "\n" is a
+	 * common one): no form for it, so another provider may serve it. A stop
+	 * with whitespace around other text goes as it is.
+	 */
+	{
+		static const char *const bad[] = {"'\\n'", "['END','\\n\\n']", "' \\t'", "['']"};
+		size_t i;
+
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			req.params.stop = J(bad[i]);
+			d = anthropic(&req, &st, err, sizeof(err));
+			if (st != PROVIDER_UNSUPPORTED)
+				fprintf(stderr, "stop %s: status %d, want UNSUPPORTED\n", bad[i],
+				    (int)st);
+			CHECK_INT(st, PROVIDER_UNSUPPORTED);
+			CHECK(d == NULL);
+			CHECK_CONTAINS(err, "stop");
+			json_object_put(d);
+			json_object_put(req.params.stop);
+		}
+		req.params.stop = J("['\\nHuman:',' END ']");
+		d = anthropic(&req, &st, err, sizeof(err));
+		CHECK_INT(st, PROVIDER_OK);
+		CHECK_JSON(d, "stop_sequences", "['\\nHuman:',' END ']");
+		json_object_put(d);
+		json_object_put(req.params.stop);
+	}
+
 	/* OpenAI's temperature goes to 2, Anthropic's to 1: above 1 it is 1; 1 stays 1. */
 	req.params.stop = NULL;
 	req.params.temperature = 1.7;
