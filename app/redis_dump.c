@@ -107,19 +107,92 @@ write_record(FILE *out, const char *key, size_t klen, long long ttl_ms, const ch
 }
 
 /*
- * Exports one key SCAN listed: PTTL and DUMP in one round trip. A key gone
+ * Writes the record of `key` from its PTTL and DUMP replies. A key gone
  * meanwhile (PTTL -2, or DUMP nil) counts as vanished and writes nothing.
+ */
+static enum redis_dump_status
+take_dump(const redisContext *ctx, FILE *out, const char *key, size_t klen,
+    const redisReply *ttl, const redisReply *dump, struct redis_dump_stats *stats, char *err,
+    size_t errlen)
+{
+	long long ttl_ms;
+
+	if (ttl == NULL || ttl->type != REDIS_REPLY_INTEGER || ttl->integer < -2) {
+		command_failed(err, errlen, ctx, "PTTL", ttl);
+		return REDIS_DUMP_UNAVAILABLE;
+	}
+	if (ttl->integer == -2 || dump == NULL || dump->type == REDIS_REPLY_NIL) {
+		stats->vanished++;
+		return REDIS_DUMP_OK;
+	}
+	if (dump->type != REDIS_REPLY_STRING || dump->len == 0 ||
+	    dump->len > REDIS_DUMP_PAYLOAD_MAX) {
+		command_failed(err, errlen, ctx, "DUMP", dump);
+		return REDIS_DUMP_UNAVAILABLE;
+	}
+	/* NOTE: 0 is "no expiry" in the file, as in RESTORE; a key 0 ms from expiry gets 1. */
+	ttl_ms = ttl->integer == -1 ? 0 : ttl->integer == 0 ? 1 : ttl->integer;
+	if (ttl_ms > REDIS_DUMP_TTL_MAX)
+		ttl_ms = REDIS_DUMP_TTL_MAX;
+	if (write_record(out, key, klen, ttl_ms, dump->str, dump->len) != 0) {
+		snprintf(err, errlen, "writing the export: %s", strerror(errno));
+		return REDIS_DUMP_IO;
+	}
+	stats->keys++;
+	return REDIS_DUMP_OK;
+}
+
+/*
+ * The part of a session's key after "valerie:{<sid>}:" ("meta", "turns",
+ * "idem"; store_redis.c's layout), and the length of the key before it;
+ * NULL for any other key.
+ */
+static const char *
+session_part(const char *key, size_t len, size_t *stem)
+{
+	static const char prefix[] = STORE_REDIS_KEY_PREFIX "{";
+	const char *close;
+
+	if (len <= sizeof(prefix) - 1 || memcmp(key, prefix, sizeof(prefix) - 1) != 0)
+		return NULL;
+	close = memchr(key, '}', len);
+	if (close == NULL || close == key + sizeof(prefix) - 1 || close + 2 > key + len ||
+	    close[1] != ':')
+		return NULL;
+	*stem = (size_t)(close + 2 - key);
+	return close + 2;
+}
+
+/* Whether `part` (of `len` bytes) is exactly `name`. */
+static int
+part_is(const char *part, size_t len, const char *name)
+{
+	return strlen(name) == len && memcmp(part, name, len) == 0;
+}
+
+static const char *const session_parts[] = {"meta", "turns", "idem"};
+#define SESSION_PARTS (sizeof(session_parts) / sizeof(session_parts[0]))
+
+/*
+ * Exports one key SCAN listed: PTTL and DUMP in one round trip. A session's
+ * keys go together, as one transaction when SCAN lists its meta: its turn
+ * list and turn count must agree in the file, as store_redis.c's scripts
+ * keep them (taken a moment apart under traffic, a restored session was
+ * corrupt). Its list and idempotency keys listed on their own are skipped:
+ * they are exported with their meta, and without one they are no session.
  */
 static enum redis_dump_status
 export_key(redisContext *ctx, FILE *out, const redisReply *key, struct redis_dump_stats *stats,
     char *err, size_t errlen)
 {
-	const char *argv[2];
-	size_t lens[2];
-	redisReply *ttl = NULL, *dump = NULL;
+	const char *argv[2], *part;
+	size_t lens[2], stem = 0, plen, i, nkeys = 1;
+	char names[SESSION_PARTS][REDIS_DUMP_KEY_MAX + 8];
+	size_t nlens[SESSION_PARTS];
+	redisReply *r = NULL, *exec = NULL;
 	enum redis_dump_status s = REDIS_DUMP_OK;
 	char shown[104];
-	long long ttl_ms;
+	int group = 0;
 
 	printable(shown, sizeof(shown), key->str, key->len);
 	if (key->len == 0 || key->len > REDIS_DUMP_KEY_MAX) {
@@ -127,49 +200,91 @@ export_key(redisContext *ctx, FILE *out, const redisReply *key, struct redis_dum
 		    shown, key->len, REDIS_DUMP_KEY_MAX);
 		return REDIS_DUMP_UNAVAILABLE;
 	}
-	argv[1] = key->str;
-	lens[1] = key->len;
-	argv[0] = "PTTL";
+	part = session_part(key->str, key->len, &stem);
+	plen = part != NULL ? key->len - stem : 0;
+	if (part != NULL && (part_is(part, plen, "turns") || part_is(part, plen, "idem")))
+		return REDIS_DUMP_OK;
+	memcpy(names[0], key->str, key->len);
+	nlens[0] = key->len;
+	if (part != NULL && part_is(part, plen, "meta")) {
+		group = 1;
+		nkeys = SESSION_PARTS;
+		for (i = 1; i < SESSION_PARTS; i++) {
+			memcpy(names[i], key->str, stem);
+			nlens[i] = stem + strlen(session_parts[i]);
+			memcpy(names[i] + stem, session_parts[i], strlen(session_parts[i]));
+		}
+	}
+	argv[0] = "MULTI";
+	lens[0] = 5;
+	if (group && redisAppendCommandArgv(ctx, 1, argv, lens) != REDIS_OK)
+		goto nomem;
+	for (i = 0; i < nkeys; i++) {
+		argv[1] = names[i];
+		lens[1] = nlens[i];
+		argv[0] = "PTTL";
+		lens[0] = 4;
+		if (redisAppendCommandArgv(ctx, 2, argv, lens) != REDIS_OK)
+			goto nomem;
+		argv[0] = "DUMP";
+		if (redisAppendCommandArgv(ctx, 2, argv, lens) != REDIS_OK)
+			goto nomem;
+	}
+	argv[0] = "EXEC";
 	lens[0] = 4;
-	if (redisAppendCommandArgv(ctx, 2, argv, lens) != REDIS_OK)
+	if (group && redisAppendCommandArgv(ctx, 1, argv, lens) != REDIS_OK)
 		goto nomem;
-	argv[0] = "DUMP";
-	if (redisAppendCommandArgv(ctx, 2, argv, lens) != REDIS_OK)
-		goto nomem;
-	if (redisGetReply(ctx, (void **)&ttl) != REDIS_OK ||
-	    redisGetReply(ctx, (void **)&dump) != REDIS_OK) {
-		command_failed(err, errlen, ctx, "PTTL/DUMP", NULL);
-		s = REDIS_DUMP_UNAVAILABLE;
-		goto out;
+	if (!group) {
+		redisReply *ttl = NULL, *dump = NULL;
+
+		if (redisGetReply(ctx, (void **)&ttl) != REDIS_OK ||
+		    redisGetReply(ctx, (void **)&dump) != REDIS_OK) {
+			command_failed(err, errlen, ctx, "PTTL/DUMP", NULL);
+			s = REDIS_DUMP_UNAVAILABLE;
+		} else {
+			s = take_dump(ctx, out, names[0], nlens[0], ttl, dump, stats, err, errlen);
+		}
+		freeReplyObject(ttl);
+		freeReplyObject(dump);
+		return s;
 	}
-	if (ttl->type != REDIS_REPLY_INTEGER || ttl->integer < -2) {
-		command_failed(err, errlen, ctx, "PTTL", ttl);
-		s = REDIS_DUMP_UNAVAILABLE;
-		goto out;
+	/* MULTI's +OK and six +QUEUED, then EXEC's array of the six replies. */
+	for (i = 0; i < 1 + 2 * nkeys; i++) {
+		if (redisGetReply(ctx, (void **)&r) != REDIS_OK) {
+			command_failed(err, errlen, ctx, "MULTI", NULL);
+			return REDIS_DUMP_UNAVAILABLE;
+		}
+		if (r->type == REDIS_REPLY_ERROR && s == REDIS_DUMP_OK) {
+			command_failed(err, errlen, ctx, "MULTI", r);
+			s = REDIS_DUMP_UNAVAILABLE;
+		}
+		freeReplyObject(r);
+		r = NULL;
 	}
-	if (ttl->integer == -2 || dump->type == REDIS_REPLY_NIL) {
+	if (redisGetReply(ctx, (void **)&exec) != REDIS_OK) {
+		command_failed(err, errlen, ctx, "EXEC", NULL);
+		return REDIS_DUMP_UNAVAILABLE;
+	}
+	if (s == REDIS_DUMP_OK && (exec->type != REDIS_REPLY_ARRAY ||
+	    exec->elements != 2 * nkeys)) {
+		command_failed(err, errlen, ctx, "EXEC", exec);
+		s = REDIS_DUMP_UNAVAILABLE;
+	}
+	/* A session whose meta went meanwhile is no session: nothing of it is written. */
+	if (s == REDIS_DUMP_OK && exec->element[0]->type == REDIS_REPLY_INTEGER &&
+	    exec->element[0]->integer == -2) {
 		stats->vanished++;
-		goto out;
+		nkeys = 0;
 	}
-	if (dump->type != REDIS_REPLY_STRING || dump->len == 0 ||
-	    dump->len > REDIS_DUMP_PAYLOAD_MAX) {
-		command_failed(err, errlen, ctx, "DUMP", dump);
-		s = REDIS_DUMP_UNAVAILABLE;
-		goto out;
+	for (i = 0; s == REDIS_DUMP_OK && i < nkeys; i++) {
+		/* The list and the idempotency keys may be absent: a session of no turns. */
+		if (i > 0 && exec->element[2 * i]->type == REDIS_REPLY_INTEGER &&
+		    exec->element[2 * i]->integer == -2)
+			continue;
+		s = take_dump(ctx, out, names[i], nlens[i], exec->element[2 * i],
+		    exec->element[2 * i + 1], stats, err, errlen);
 	}
-	/* NOTE: 0 is "no expiry" in the file, as in RESTORE; a key 0 ms from expiry gets 1. */
-	ttl_ms = ttl->integer == -1 ? 0 : ttl->integer == 0 ? 1 : ttl->integer;
-	if (ttl_ms > REDIS_DUMP_TTL_MAX)
-		ttl_ms = REDIS_DUMP_TTL_MAX;
-	if (write_record(out, key->str, key->len, ttl_ms, dump->str, dump->len) != 0) {
-		snprintf(err, errlen, "writing the export: %s", strerror(errno));
-		s = REDIS_DUMP_IO;
-		goto out;
-	}
-	stats->keys++;
-out:
-	freeReplyObject(ttl);
-	freeReplyObject(dump);
+	freeReplyObject(exec);
 	return s;
 nomem:
 	snprintf(err, errlen, "out of memory");

@@ -5,7 +5,9 @@ drives tests/unit/test_store_redis_faults through faults: bad URLs refused at op
 layout and expiry, Redis restarted under an idle connection, Redis stopped (fast 503s that
 say why and never show the password), Redis back (the same connection recovers, the data
 is still there), Redis paused (the command timeout), a wrong or missing password, the
-reply cap. Every redis-server started here is stopped by its PID, also on failure."""
+reply cap, a session whose list is gone while its meta stays; then `valerie redis-export`
+while turns are appended, each export restored into another database: every session
+loads whole. Every redis-server started here is stopped by its PID, also on failure."""
 import os
 import queue
 import secrets
@@ -18,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import SRCDIR, check, done, free_port, remove_temp, temp_dir, wait_until  # noqa: E402
+from harness import BIN, SRCDIR, check, done, free_port, remove_temp, temp_dir, wait_until  # noqa: E402
 
 BUILDDIR = os.environ.get("VALERIE_BUILDDIR") or SRCDIR
 REDIS = os.environ.get("REDIS_SERVER") or "redis-server"
@@ -487,6 +489,63 @@ def faults(srv):
         repl.close()
 
 
+def export_under_traffic(srv, tmp):
+    """valerie redis-export while turns are appended: every session it wrote must restore
+    whole. Its turn list and turn count were taken a moment apart (SCAN lists a session's
+    keys at different places), so a restored session could be corrupt for good."""
+    src, dst = f"redis://:{PASSWORD}@127.0.0.1:{srv.port}/7", f"redis://:{PASSWORD}@127.0.0.1:{srv.port}/8"
+    sids = [f"ex{i}" for i in range(150)]
+    setup = Repl(src)
+    try:
+        for sid in sids:
+            setup.cmd(f"append {sid} - 10")
+    finally:
+        setup.close()
+    stop = threading.Event()
+    writes = [0]
+
+    def writer():
+        w = Repl(src)
+        try:
+            i = 0
+            while not stop.is_set():
+                if w.cmd(f"append {sids[i % len(sids)]} - 10")["status"] == "ok":
+                    writes[0] += 1
+                i += 7
+        finally:
+            w.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    files = []
+    try:
+        for n in range(3):
+            f = os.path.join(tmp, f"export-{n}.bin")
+            r = subprocess.run([BIN, "redis-export", f], env=dict(os.environ, **{URL_VAR: src}),
+                               capture_output=True, text=True, timeout=120)
+            check(r.returncode == 0, f"redis-export {n} under traffic: {r.returncode} {r.stderr.strip()}")
+            files.append(f)
+    finally:
+        stop.set()
+        t.join(60)
+    check(writes[0] > 0, f"turns were appended during the exports: {writes[0]}")
+    for f in files:
+        c = srv.client(8)
+        c.cmd("FLUSHDB")
+        c.close()
+        r = subprocess.run([BIN, "redis-import", f], env=dict(os.environ, **{URL_VAR: dst}),
+                           capture_output=True, text=True, timeout=120)
+        check(r.returncode == 0, f"redis-import {os.path.basename(f)}: {r.returncode} {r.stderr.strip()}")
+        repl = Repl(dst)
+        try:
+            bad = [(sid, x["err"]) for sid in sids
+                   for x in [repl.cmd(f"load {sid} 0 0")] if x["status"] != "ok"]
+        finally:
+            repl.close()
+        check(not bad, f"{os.path.basename(f)}: all {len(sids)} sessions restore whole: "
+              f"{len(bad)} do not: {bad[:3]}")
+
+
 def main():
     for prog in (TEST_STORE, FAULTS):
         if not os.access(prog, os.X_OK):
@@ -502,6 +561,7 @@ def main():
         srv.start()
         contract(srv, tmp)
         faults(srv)
+        export_under_traffic(srv, tmp)
     finally:
         srv.stop()
         remove_temp(tmp)
