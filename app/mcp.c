@@ -910,7 +910,7 @@ mcp_list_tools(struct mcp_client *c, struct httpc *http, const struct mcp_opts *
 static void
 content_text(struct buf *out, struct json_object *item)
 {
-	struct json_object *type, *v, *r;
+	struct json_object *type, *v, *r = NULL;
 	const char *t;
 
 	if (!json_object_object_get_ex(item, "type", &type) ||
@@ -928,10 +928,22 @@ content_text(struct buf *out, struct json_object *item)
 	} else if (strcmp(t, "resource_link") == 0 && json_object_object_get_ex(item, "uri", &v)) {
 		buf_printf(out, "[resource: %.500s]", json_object_get_string(v));
 	} else {
-		/* image, audio, or a blob resource: the model gets a mention, not the bytes. */
-		buf_printf(out, "[%.40s%s%.100s]", t,
-		    json_object_object_get_ex(item, "mimeType", &v) ? ": " : "",
-		    json_object_object_get_ex(item, "mimeType", &v) ? json_object_get_string(v) : "");
+		/*
+		 * image, audio, or a blob resource: the model gets a mention, not the
+		 * bytes. NOTE: an embedded resource keeps its mimeType and uri in
+		 * item.resource, not beside its type as an image does.
+		 */
+		if (strcmp(t, "resource") == 0 && json_object_object_get_ex(item, "resource", &r) &&
+		    json_object_is_type(r, json_type_object))
+			item = r;
+		buf_printf(out, "[%.40s", t);
+		if (json_object_object_get_ex(item, "mimeType", &v) &&
+		    json_object_is_type(v, json_type_string))
+			buf_printf(out, ": %.100s", json_object_get_string(v));
+		if (item == r && json_object_object_get_ex(item, "uri", &v) &&
+		    json_object_is_type(v, json_type_string))
+			buf_printf(out, " %.500s", json_object_get_string(v));
+		buf_puts(out, "]");
 	}
 }
 

@@ -45,6 +45,16 @@ static const struct tool_case cases[] = {
 	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///a\",\"text\":\"embedded\"}},"
 	    "{\"type\":\"resource_link\",\"uri\":\"file:///c\"}]}}", 7, MCP_OK,
 	    "[image: image/png]\nembedded\n[resource: file:///c]", 0, 0},
+	{"embedded resources: a blob's mimeType and uri are in item.resource", JSON,
+	    "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":["
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///r.pdf\","
+	    "\"mimeType\":\"application/pdf\",\"blob\":\"aGk=\"}},"
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///t\","
+	    "\"mimeType\":\"text/plain\",\"text\":\"plain text\"}},"
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///b\",\"blob\":\"aGk=\"}},"
+	    "{\"type\":\"audio\",\"data\":\"aGk=\"}]}}", 7, MCP_OK,
+	    "[resource: application/pdf file:///r.pdf]\nplain text\n[resource file:///b]\n[audio]",
+	    0, 0},
 	{"structuredContent alone", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":[],"
 	    "\"structuredContent\":{\"sum\":5}}}", 7, MCP_OK, "{\"sum\":5}", 0, 0},
 	{"a result that is not an object", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":[1]}", 7,
