@@ -47,10 +47,15 @@ struct snapshot {
 /* One HTTP exchange: the answer as it arrives. */
 struct exchange {
 	const struct mcp_opts *o;
+	const struct mcp_client *c;
+	const struct snapshot *s;    /* the session the request went with */
 	struct httpc_response *resp;
 	struct mcp_reader r;
 	char session[MCP_SESSION_ID_MAX + 1];
 	int session_bad;
+	long long end_ms;            /* CLOCK_MONOTONIC: the exchange's time is up */
+	struct httpc *side;          /* replies to the server's requests; made when needed */
+	size_t replied;              /* r.replies sent so far */
 };
 
 struct mcp_client *
@@ -139,13 +144,45 @@ id_matches(struct json_object *id, long long want)
 }
 
 /*
+ * Notes the reply owed to request `id` (borrowed) of method `method` from
+ * the server: an empty result to ping, "method not found" to the rest. NOTE:
+ * best effort: out of memory, or past MCP_SERVER_REQUESTS_MAX, the request
+ * goes unanswered as before, which costs the server a wait, not us the answer.
+ */
+static void
+owe_reply(struct mcp_reader *r, struct json_object *id, const char *method)
+{
+	struct json_object *m, *e;
+
+	/* MCP: a request id is a string or an integer, never null. */
+	if (!json_object_is_type(id, json_type_int) && !json_object_is_type(id, json_type_string))
+		return;
+	if (r->replies == NULL && (r->replies = json_object_new_array()) == NULL)
+		return;
+	if (json_object_array_length(r->replies) >= MCP_SERVER_REQUESTS_MAX ||
+	    (m = json_object_new_object()) == NULL)
+		return;
+	json_object_object_add(m, "jsonrpc", json_object_new_string("2.0"));
+	json_object_object_add(m, "id", json_object_get(id));
+	if (strcmp(method, "ping") == 0) {
+		json_object_object_add(m, "result", json_object_new_object());
+	} else if ((e = json_object_new_object()) != NULL) {
+		json_object_object_add(e, "code", json_object_new_int(-32601));
+		json_object_object_add(e, "message", json_object_new_string("Method not found"));
+		json_object_object_add(m, "error", e);
+	}
+	if (json_object_array_add(r->replies, m) != 0)
+		json_object_put(m);
+}
+
+/*
  * Looks at one message (or a batch) from the server: keeps the response to
- * our request, notes tools/list_changed, skips the rest (progress, logging,
- * requests we never declared capabilities for). Returns 1 once the answer is
- * found.
+ * our request, notes tools/list_changed, notes the reply owed to a request
+ * when `streamed` (one in an event stream: the server may wait for it), skips
+ * the rest (progress, logging). Returns 1 once the answer is found.
  */
 static int
-consider(struct mcp_reader *r, struct json_object *msg)
+consider(struct mcp_reader *r, struct json_object *msg, int streamed)
 {
 	struct json_object *id, *method;
 	size_t i, n;
@@ -153,16 +190,19 @@ consider(struct mcp_reader *r, struct json_object *msg)
 	if (json_object_is_type(msg, json_type_array)) {
 		n = json_object_array_length(msg);
 		for (i = 0; i < n; i++)
-			if (consider(r, json_object_array_get_idx(msg, i)))
+			if (consider(r, json_object_array_get_idx(msg, i), streamed))
 				return 1;
 		return 0;
 	}
 	if (!json_object_is_type(msg, json_type_object))
 		return 0;
 	if (json_object_object_get_ex(msg, "method", &method)) {
-		if (json_object_is_type(method, json_type_string) &&
-		    strcmp(json_object_get_string(method), "notifications/tools/list_changed") == 0)
+		if (!json_object_is_type(method, json_type_string))
+			return 0;
+		if (strcmp(json_object_get_string(method), "notifications/tools/list_changed") == 0)
 			r->list_changed = 1;
+		else if (streamed && json_object_object_get_ex(msg, "id", &id))
+			owe_reply(r, id, json_object_get_string(method));
 		return 0;
 	}
 	if (r->answer != NULL || r->want_id == 0 || !json_object_object_get_ex(msg, "id", &id) ||
@@ -188,7 +228,7 @@ on_event(void *p, const char *event, const char *data, size_t len)
 	msg = mcp_json_parse(data, len);
 	if (msg == NULL)
 		return 0;   /* not JSON: not ours to judge; the answer may still come */
-	found = consider(r, msg);
+	found = consider(r, msg, 1);
 	json_object_put(msg);
 	return found;
 }
@@ -212,6 +252,8 @@ mcp_reader_free(struct mcp_reader *r)
 {
 	json_object_put(r->answer);
 	r->answer = NULL;
+	json_object_put(r->replies);
+	r->replies = NULL;
 	sse_free(&r->sse);
 	buf_free(&r->body);
 }
@@ -286,7 +328,7 @@ mcp_reader_finish(struct mcp_reader *r, struct json_object **result, struct mcp_
 	if (r->mode != 2 && r->answer == NULL) {
 		doc = mcp_json_parse(r->body.data != NULL ? r->body.data : "", r->body.len);
 		if (doc != NULL)
-			consider(r, doc);
+			consider(r, doc, 0);
 		json_object_put(doc);
 	}
 	if (r->answer == NULL) {
@@ -316,12 +358,76 @@ mcp_parse_answer(const char *content_type, const char *body, size_t len, long lo
 	return st;
 }
 
+static int ex_cancelled(void *p);
+static const char *text_of(struct json_object *m);
+
+/*
+ * POSTs the replies the reader noted for the server's requests and not yet
+ * sent, each as its own POST with the session's headers (the spec's way for
+ * a client's response), on a handle of its own: the answer's stream is still
+ * open on the caller's. Best effort: a reply the server refuses or that
+ * times out (MCP_REPLY_TIMEOUT_MS at most, within the exchange's time) is
+ * not retried; the answer's stream says what came of it.
+ */
+static void
+send_replies(struct exchange *x)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160];
+	const char *headers[5], *session;
+	struct httpc_request hr;
+	struct httpc_response resp;
+	struct json_object *m;
+	long long left;
+	size_t h = 0, n = x->r.replies != NULL ? json_object_array_length(x->r.replies) : 0;
+
+	if (x->replied >= n)
+		return;
+	headers[h++] = "Content-Type: application/json";
+	headers[h++] = "Accept: application/json, text/event-stream";
+	/* During initialize the session is the one this very answer's headers gave. */
+	session = x->s->session[0] != '\0' ? x->s->session : x->session;
+	if (session[0] != '\0') {
+		snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", session);
+		headers[h++] = hsession;
+	}
+	if (x->s->version[0] != '\0') {
+		snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", x->s->version);
+		headers[h++] = hversion;
+	}
+	headers[h] = NULL;
+	for (; x->replied < n; x->replied++) {
+		left = x->end_ms - vtime_mono_ms();
+		if (left <= 0 || (x->side == NULL && (x->side = httpc_new()) == NULL))
+			return;
+		if (left > MCP_REPLY_TIMEOUT_MS)
+			left = MCP_REPLY_TIMEOUT_MS;
+		m = json_object_array_get_idx(x->r.replies, x->replied);
+		memset(&hr, 0, sizeof(hr));
+		hr.method = "POST";
+		hr.url = x->c->url;
+		hr.headers = headers;
+		hr.body = text_of(m);
+		hr.body_len = strlen(hr.body);
+		hr.total_timeout_ms = (long)left;
+		hr.connect_timeout_ms = (long)left;
+		hr.max_bytes = 4096;   /* a 202 without a body is the answer expected */
+		hr.cancelled = ex_cancelled;
+		hr.ctx = x;
+		httpc_perform(x->side, &hr, &resp, why, sizeof(why));
+		httpc_response_free(&resp);
+	}
+}
+
 static int
 on_data(void *p, const char *data, size_t len)
 {
 	struct exchange *x = p;
+	int rc = mcp_reader_feed(&x->r, x->resp->content_type, data, len);
 
-	return mcp_reader_feed(&x->r, x->resp->content_type, data, len) != 0;
+	/* NOTE: a server may wait for these replies before it sends the answer. */
+	if (rc == 0)
+		send_replies(x);
+	return rc != 0;
 }
 
 static void
@@ -425,7 +531,10 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 
 	memset(&x, 0, sizeof(x));
 	x.o = o;
+	x.c = c;
+	x.s = s;
 	x.resp = &r;
+	x.end_ms = vtime_mono_ms() + (total > 0 ? total : 1LL << 40);
 	mcp_reader_init(&x.r, want_id);
 	memset(&hr, 0, sizeof(hr));
 	hr.method = "POST";
@@ -501,6 +610,7 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	if (want_id != 0)
 		st = mcp_reader_finish(&x.r, result, err);
 out:
+	httpc_free(x.side);
 	mcp_reader_free(&x.r);
 	httpc_response_free(&r);
 	return st;

@@ -14,6 +14,8 @@
 #define MCP_TOOLS_MAX 512                  /* tools kept from one server */
 #define MCP_LIST_PAGES_MAX 64              /* tools/list pages followed */
 #define MCP_TOOL_NAME_MAX 128              /* the spec's limit on a tool name */
+#define MCP_SERVER_REQUESTS_MAX 16         /* server requests answered in one answer stream */
+#define MCP_REPLY_TIMEOUT_MS 5000          /* at most, to POST the reply to one of them */
 
 struct httpc;
 struct json_object;
@@ -142,7 +144,9 @@ struct json_object *mcp_json_parse(const char *text, size_t len);
  * this same code). The body of one POST is a JSON document or an SSE stream,
  * as its Content-Type says; in a stream a priming event (empty data),
  * notifications and requests from the server come before the JSON-RPC
- * response whose id is ours, and only that response counts. Plain data:
+ * response whose id is ours, and only that response counts. A request from
+ * the server in a stream is owed a reply (the server may wait for it before
+ * it answers ours): `replies` collects them for the caller to POST. Plain data:
  * mcp_reader_init, mcp_reader_feed as bytes arrive, mcp_reader_finish,
  * mcp_reader_free.
  */
@@ -154,6 +158,13 @@ struct mcp_reader {
 	struct buf body;             /* the JSON body so far */
 	struct sse_parser sse;
 	struct json_object *answer;  /* the JSON-RPC response whose id matches */
+	/*
+	 * Replies owed to the server's requests, in order (NULL: none yet): an
+	 * empty result to `ping`, error -32601 to anything else (sampling,
+	 * elicitation, roots: capabilities Valerie does not declare). At most
+	 * MCP_SERVER_REQUESTS_MAX; requests without a usable id get none.
+	 */
+	struct json_object *replies;
 };
 
 void mcp_reader_init(struct mcp_reader *r, long long want_id);

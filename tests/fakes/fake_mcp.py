@@ -18,7 +18,11 @@ fail_first (how many calls of the flaky tools answer 503), big_bytes, extra_tool
 of names to add), schemas ({extra tool name: the inputSchema it lists, sent as given;
 null: none}), delete_status (what DELETE answers: 200 ends the session, 405 says
 clients may not), delete_seconds (how long DELETE waits before answering), stall ({method: seconds} to wait
-before answering that method, initialize included: a server that hangs)."""
+before answering that method, initialize included: a server that hangs), ask (a list of
+methods: with sse, the answer's stream sends these requests to the client first, flushed,
+and waits up to ask_wait seconds for the client to POST its replies before it sends the
+result; the replies are in the stats as `replies`: {id, result, error, session,
+version})."""
 import argparse
 import json
 import os
@@ -30,9 +34,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
             "big_bytes": 1000, "extra_tools": [], "schemas": {}, "delete_status": 200,
-            "delete_seconds": 0, "stall": {}}
+            "delete_seconds": 0, "stall": {}, "ask": [], "ask_wait": 5}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
+REPLIED = threading.Event()   # set at each reply the client POSTs
 STATE = {}
 
 
@@ -40,7 +45,9 @@ def reset():
     with LOCK:
         STATE.clear()
         STATE.update(config=dict(DEFAULTS), sessions={}, next_session=1, calls={},
-                     initialize=0, initialized=0, requests=[], bad_headers=[], deletes=[])
+                     initialize=0, initialized=0, requests=[], bad_headers=[], deletes=[],
+                     replies=[])
+    REPLIED.set()
 
 
 reset()
@@ -123,7 +130,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/stats":
             with LOCK:
                 self.send(200, {k: STATE[k] for k in ("calls", "initialize", "initialized",
-                                                      "requests", "bad_headers", "deletes")} |
+                                                      "requests", "bad_headers", "deletes",
+                                                      "replies")} |
                           {"sessions": list(STATE["sessions"])})
             return
         self.send(405, {"error": "GET streams are not offered"})
@@ -182,6 +190,9 @@ class Handler(BaseHTTPRequestHandler):
                             "error": {"code": -32700, "message": "Parse error"}})
             return
         method = msg.get("method")
+        if method is None and "id" in msg and ("result" in msg or "error" in msg):
+            self.reply_from_client(msg)
+            return
         with LOCK:
             STATE["requests"].append(method)
             cfg = dict(STATE["config"])
@@ -214,6 +225,43 @@ class Handler(BaseHTTPRequestHandler):
             self.send(202)
             return
         self.rpc(msg, cfg, version)
+
+    def reply_from_client(self, msg):
+        """The client's reply to a request of ours: 202, as the spec says, when it comes
+        with a session this server knows."""
+        sid = self.headers.get("Mcp-Session-Id")
+        with LOCK:
+            known = sid in STATE["sessions"]
+            if known:
+                STATE["replies"].append({"id": msg["id"], "result": msg.get("result"),
+                                         "error": msg.get("error"), "session": sid,
+                                         "version": self.headers.get("MCP-Protocol-Version")})
+        REPLIED.set()
+        if not known:
+            self.send(404, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32001, "message": "Session not found"}})
+            return
+        self.send(202)
+
+    def ask_and_wait(self, cfg):
+        """Streams requests of cfg["ask"] to the client (the headers already sent) and
+        waits until it replied to each of them, or ask_wait seconds."""
+        ids = []
+        for i, m in enumerate(cfg["ask"]):
+            rid = f"srv-{i}" if i % 2 == 0 else 1000 + i   # string and integer ids
+            ids.append(rid)
+            params = {"messages": [], "maxTokens": 10} if m == "sampling/createMessage" else {}
+            self.wfile.write(b"event: message\ndata: " + json.dumps(
+                {"jsonrpc": "2.0", "id": rid, "method": m, "params": params}).encode() + b"\n\n")
+        self.wfile.flush()
+        end = time.monotonic() + cfg["ask_wait"]
+        while time.monotonic() < end:
+            with LOCK:
+                got = {json.dumps(r["id"]) for r in STATE["replies"]}
+                REPLIED.clear()
+            if all(json.dumps(i) in got for i in ids):
+                return
+            REPLIED.wait(0.05)
 
     def initialize(self, msg, cfg):
         offered = msg.get("params", {}).get("protocolVersion")
@@ -297,6 +345,24 @@ class Handler(BaseHTTPRequestHandler):
             notes.insert(0, {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         if not cfg["sse"]:
             self.send(200, resp, headers)
+            return
+        if cfg["ask"] and error is None and not (isinstance(result, dict) and
+                                                 "protocolVersion" in result):
+            # streamed as it goes, the requests first; the connection closes at the end
+            self.send_response(200)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if cfg["priming"]:
+                self.wfile.write(b"id: prime-1\ndata: \n\n")
+            self.ask_and_wait(cfg)
+            for m in notes:
+                self.wfile.write(b"event: message\ndata: " + json.dumps(m).encode() + b"\n\n")
+            self.wfile.write(b"event: message\ndata: " + json.dumps(resp).encode() + b"\n\n")
+            self.wfile.flush()
             return
         events = []
         if cfg["priming"]:

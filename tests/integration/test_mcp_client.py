@@ -187,6 +187,24 @@ def fake_protocol(fake):
     check(r[0]["status"] == "ok" and r[0]["text"] == "Echo: n" and r[0]["list_changed"],
           f"SSE without priming; list_changed noticed: {r[0]}")
 
+    # A server that asks the client something on the answer's stream and waits for the
+    # reply: ping is answered with an empty result, the rest with "method not found",
+    # each POSTed with the session's headers; the answer then comes well within the timeout.
+    asked = ["ping", "sampling/createMessage", "elicitation/create", "roots/list"]
+    fake.reset(sse=True, ask=asked, ask_wait=8)
+    r = drive(raw_env(fake.url, VALERIE_TEST_MCP_TIMEOUT_MS=4000),
+              ("mcp.call", "echo", '{"message":"asked"}'))
+    got = {json.dumps(x["id"]): x for x in fake.stats()["replies"]}
+    want = {json.dumps(f"srv-{i}" if i % 2 == 0 else 1000 + i): m for i, m in enumerate(asked)}
+    check(r[0]["status"] == "ok" and r[0]["text"] == "Echo: asked",
+          f"a server waiting for replies to its requests gets them and answers: {r[0]}")
+    check(set(got) == set(want) and all(
+        (got[k]["result"] == {} and got[k]["error"] is None) if m == "ping" else
+        (got[k]["error"] or {}).get("code") == -32601 for k, m in want.items()) and all(
+        x["session"] == r[0]["session"] and x["version"] == "2025-11-25" for x in got.values()),
+        f"ping answered with {{}}, sampling, elicitation and roots with -32601, each with "
+        f"the session's headers: {list(got.values())}")
+
     for status in (404, 400):
         fake.reset(forget_status=status)
         r = drive(raw_env(fake.url), ("mcp.call", "echo", '{"message":"1"}'), wait_cmd(),

@@ -137,6 +137,49 @@ bytewise(void)
 	mcp_reader_free(&r);
 }
 
+/*
+ * Requests from the server in a stream are owed replies: ping an empty
+ * result, the rest -32601, the id as sent; none for a request in a JSON body,
+ * nor for an id that is not a string or an integer.
+ */
+static void
+server_requests(void)
+{
+	static const char body[] = PRIME
+	    "data: {\"jsonrpc\":\"2.0\",\"id\":\"p1\",\"method\":\"ping\"}\n\n"
+	    "data: {\"jsonrpc\":\"2.0\",\"id\":12,\"method\":\"sampling/createMessage\","
+	    "\"params\":{}}\n\n"
+	    "data: {\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}\n\n"
+	    "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"
+	    "data: " ECHO(3) "\n\n";
+	static const char json[] = "[{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"ping\"}," ECHO(3) "]";
+	struct json_object *result;
+	struct mcp_reader r;
+	struct mcp_error err;
+
+	memset(&err, 0, sizeof(err));
+	mcp_reader_init(&r, 3);
+	CHECK_INT(mcp_reader_feed(&r, SSE, body, sizeof(body) - 1), 1);
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	json_object_put(result);
+	CHECK(r.replies != NULL && json_object_array_length(r.replies) == 2);
+	if (r.replies != NULL && json_object_array_length(r.replies) == 2) {
+		CHECK_STR(json_object_to_json_string_ext(json_object_array_get_idx(r.replies, 0),
+		    JSON_C_TO_STRING_PLAIN), "{\"jsonrpc\":\"2.0\",\"id\":\"p1\",\"result\":{}}");
+		CHECK_STR(json_object_to_json_string_ext(json_object_array_get_idx(r.replies, 1),
+		    JSON_C_TO_STRING_PLAIN), "{\"jsonrpc\":\"2.0\",\"id\":12,\"error\":"
+		    "{\"code\":-32601,\"message\":\"Method not found\"}}");
+	}
+	mcp_reader_free(&r);
+
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, JSON, json, sizeof(json) - 1);
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	json_object_put(result);
+	CHECK(r.replies == NULL);
+	mcp_reader_free(&r);
+}
+
 /* tools/list pages: valid names kept, the cursor followed only when there is one. */
 static void
 tools_pages(void)
@@ -173,6 +216,7 @@ main(void)
 {
 	tool_cases();
 	bytewise();
+	server_requests();
 	tools_pages();
 	return check_done("test_mcp");
 }
