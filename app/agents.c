@@ -764,11 +764,26 @@ agents_tool_lookup(const struct agents_toolset *ts, const char *mapped, const ch
 	return -1;
 }
 
-/* Whether the cached list of `g` says tool `tool` is idempotent (annotations.idempotentHint). */
+/* Whether annotation `key` of a tool's `ann` (may be NULL) is the boolean true. */
+static int
+hint_true(struct json_object *ann, const char *key)
+{
+	struct json_object *hint;
+
+	return ann != NULL && json_object_object_get_ex(ann, key, &hint) &&
+	    json_object_is_type(hint, json_type_boolean) && json_object_get_boolean(hint);
+}
+
+/*
+ * Whether the cached list of `g` says calling tool `tool` again is harmless:
+ * annotations.idempotentHint, or readOnlyHint (MCP: a read-only tool does not
+ * modify its environment, so idempotentHint "is meaningful only when
+ * readOnlyHint == false").
+ */
 static int
 idempotent(struct agent *g, const char *tool)
 {
-	struct json_object *t, *name, *ann, *hint;
+	struct json_object *t, *name, *ann;
 	size_t i, n;
 	int yes = 0;
 
@@ -778,10 +793,9 @@ idempotent(struct agent *g, const char *tool)
 		t = json_object_array_get_idx(g->tools, i);
 		if (json_object_object_get_ex(t, "name", &name) &&
 		    strcmp(json_object_get_string(name), tool) == 0) {
-			yes = json_object_object_get_ex(t, "annotations", &ann) &&
-			    json_object_object_get_ex(ann, "idempotentHint", &hint) &&
-			    json_object_is_type(hint, json_type_boolean) &&
-			    json_object_get_boolean(hint);
+			if (!json_object_object_get_ex(t, "annotations", &ann))
+				ann = NULL;
+			yes = hint_true(ann, "idempotentHint") || hint_true(ann, "readOnlyHint");
 			break;
 		}
 	}

@@ -121,7 +121,8 @@ struct agents_result {
  * or "" is {}), within MCP_TIMEOUT per attempt and `ctl`'s deadline, through
  * the agent's circuit breaker ("agent:<name>"). Retries (MCP_MAX_RETRIES,
  * backoff with jitter) only when the call surely never reached the agent, or
- * when the tool's annotations say idempotentHint: true; never otherwise.
+ * when the tool's annotations say idempotentHint: true or readOnlyHint: true;
+ * never otherwise.
  * Whatever happens `res` gets a text the model can read (a dead, slow or
  * open-circuit agent is an error text, is_error set); counts the agent
  * metrics. Free `res` with agents_result_free. Returns res->outcome.

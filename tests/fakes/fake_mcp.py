@@ -16,7 +16,8 @@ before the result), version (answer to initialize; default: the one offered),
 forget_status (404 or 400), page_size (tools per tools/list page), slow_seconds,
 fail_first (how many calls of the flaky tools answer 503), big_bytes, extra_tools (a list
 of names to add), schemas ({extra tool name: the inputSchema it lists, sent as given;
-null: none}), delete_status (what DELETE answers: 200 ends the session, 405 says
+null: none}), annotations ({extra tool name: its annotations}; an extra tool named
+flaky* fails as flaky does), delete_status (what DELETE answers: 200 ends the session, 405 says
 clients may not), delete_seconds (how long DELETE waits before answering), stall ({method: seconds} to wait
 before answering that method, initialize included: a server that hangs), ask (a list of
 methods: with sse, the answer's stream sends these requests to the client first, flushed,
@@ -34,7 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
             "big_bytes": 1000, "extra_tools": [], "schemas": {}, "delete_status": 200,
-            "delete_seconds": 0, "stall": {}, "ask": [], "ask_wait": 5}
+            "delete_seconds": 0, "stall": {}, "ask": [], "ask_wait": 5,
+            "annotations": {}}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
 REPLIED = threading.Event()   # set at each reply the client POSTs
@@ -83,9 +85,12 @@ def tools():
     with LOCK:
         extra = list(STATE["config"]["extra_tools"])
         schemas = dict(STATE["config"]["schemas"])
+        annotations = dict(STATE["config"]["annotations"])
     out = []
     for n in extra:
         t = tool(n, f"extra tool {n}")
+        if n in annotations:
+            t["annotations"] = annotations[n]
         if n in schemas:
             if schemas[n] is None:
                 del t["inputSchema"]
@@ -304,7 +309,7 @@ class Handler(BaseHTTPRequestHandler):
         elif name in ("slow", "slow_idem"):
             time.sleep(cfg["slow_seconds"])
             result = text(f"{name} done #{n}")
-        elif name in ("flaky", "flaky_idem"):
+        elif isinstance(name, str) and name.startswith("flaky"):
             if n <= cfg["fail_first"]:
                 self.send(503, {"error": "overloaded"})
                 return

@@ -340,6 +340,22 @@ def fake_agents(fake):
     check('valerie_agent_call_duration_seconds_count{agent="fake"} 5' in m,
           "valerie_agent_call_duration_seconds counts the calls")
 
+    # readOnlyHint: a tool that changes nothing is retried as an idempotent one is (MCP:
+    # idempotentHint means something only when readOnlyHint is false); readOnlyHint false
+    # or not a boolean is not enough.
+    fake.reset(fail_first=1, extra_tools=["flaky_ro", "flaky_rw", "flaky_odd"],
+               annotations={"flaky_ro": {"readOnlyHint": True},
+                            "flaky_rw": {"readOnlyHint": False, "destructiveHint": False},
+                            "flaky_odd": {"readOnlyHint": "true"}})
+    r = drive(agent_env(fake, MCP_MAX_RETRIES=3), ("list",), ("call", "fake", "flaky_ro", "{}"),
+              ("call", "fake", "flaky_rw", "{}"), ("call", "fake", "flaky_odd", "{}"))
+    s = fake.stats()["calls"]
+    check(r[1]["outcome"] == "ok" and r[1]["attempts"] == 2 and s.get("flaky_ro") == 2,
+          f"a readOnlyHint tool is retried after a 503: {r[1]} (calls {s.get('flaky_ro')})")
+    check(r[2]["outcome"] == "unavailable" and s.get("flaky_rw") == 1 and
+          r[3]["outcome"] == "unavailable" and s.get("flaky_odd") == 1,
+          f"readOnlyHint false, or a string, is not retried: {s}")
+
     # The circuit: opens after the threshold, a probe after the reset timeout.
     fake.reset(fail_first=1000)
     env = agent_env(fake, MCP_MAX_RETRIES=0, MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD=2,
