@@ -84,7 +84,8 @@ size_t agents_enabled(const struct agents *a);
 /*
  * The tools of every enabled agent for one turn: from each agent's cache,
  * fetched first when it is empty, older than AGENTS_TOOLS_TTL_MS or a
- * tools/list_changed was seen. An agent whose list cannot be had (down,
+ * tools/list_changed was seen (the agents due all at once, each but the
+ * first on a thread of its own). An agent whose list cannot be had (down,
  * circuit open) is left out, or offered from its stale cache. Never NULL
  * except out of memory. Free with agents_toolset_free.
  */

@@ -424,6 +424,17 @@ def fake_agents(fake):
           fake.stats()["requests"].count("tools/list") == 1,
           f"4 threads wanting the tools of a hung agent: one tools/list, each waits about "
           f"MCP_TIMEOUT: {ms} ms")
+    # Three hung agents (one server under three names): their tool lists are fetched at
+    # once, so a turn waits about one MCP_TIMEOUT for them, not three one after another.
+    fake.reset(stall={"tools/list": 5})
+    env3 = dict(env, MCP_HUNG1_URL=fake.url, MCP_HUNG2_URL=fake.url, MCP_HUNG3_URL=fake.url)
+    del env3["MCP_FAKE_URL"]
+    r = drive(env3, ("parallel-list", 1))
+    ms = r[0][0]["ms"]
+    check(r[0][0]["tools"] == 0 and ms < 2500 and
+          fake.stats()["requests"].count("tools/list") == 3,
+          f"the tool lists of 3 hung agents are fetched at once: {ms} ms for the turn's "
+          f"listing (one after another: 3 x MCP_TIMEOUT)")
     fake.reset(stall={"initialize": 5})
     r = drive(env, ("parallel", 4, "fake", "echo", '{"message":"h"}'))
     ms = [x["ms"] for x in r[0]]
