@@ -247,6 +247,34 @@ mcp_reader_init(struct mcp_reader *r, long long want_id)
 	r->sse.line_max = SSE_EVENT_MAX;
 }
 
+int
+mcp_reader_resumable(const struct mcp_reader *r)
+{
+	const char *id = r->sse.last_id;
+	size_t i;
+
+	if (r->mode != 2 || r->failed || r->answer != NULL || id[0] == '\0')
+		return 0;
+	for (i = 0; id[i] != '\0'; i++)
+		if ((unsigned char)id[i] < 0x20 || (unsigned char)id[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+void
+mcp_reader_restart(struct mcp_reader *r)
+{
+	struct sse_parser old = r->sse;
+
+	sse_init(&r->sse, on_event, r);
+	r->sse.line_max = old.line_max;
+	memcpy(r->sse.last_id, old.last_id, sizeof(r->sse.last_id));
+	memcpy(r->sse.id, old.last_id, sizeof(r->sse.id));
+	r->sse.retry_ms = old.retry_ms;
+	r->sse.has_retry = old.has_retry;
+	sse_free(&old);
+}
+
 void
 mcp_reader_free(struct mcp_reader *r)
 {
@@ -482,6 +510,146 @@ body_reason(const struct httpc_response *r, char *out, size_t outlen)
 }
 
 /*
+ * Waits `ms` unless the caller's client goes away first (then returns 1).
+ * NOTE: in slices, so that a client leaving is noticed within 200 ms.
+ */
+static int
+pause_ms(const struct exchange *x, long long ms)
+{
+	long long end = vtime_mono_ms() + ms, left;
+	struct timespec ts;
+
+	while ((left = end - vtime_mono_ms()) > 0) {
+		if (ex_cancelled((void *)x))
+			return 1;
+		if (left > 200)
+			left = 200;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)left * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+	return ex_cancelled((void *)x);
+}
+
+/*
+ * The answer's event stream ended (or broke) without the answer after an
+ * event with an id: as 2025-11-25 allows, the server closed the connection,
+ * not the stream, and expects the client to come back. Reconnects with GET
+ * and Last-Event-ID after the `retry:` it asked for (MCP_RESUME_WAIT_MS when
+ * none), as often as that happens (at most MCP_RESUMES_MAX times) within
+ * the exchange's time, feeding the same reader; `got` is the bytes the
+ * answer took so far (the cap holds for all its streams). MCP_OK when the
+ * reader now has the answer or there is nothing more to try
+ * (mcp_reader_finish says which), else why not with err->text. NOTE: the
+ * request went out and no failure here says otherwise: a resumed stream
+ * refused with 404 is not the "unknown session" that lets a request be sent
+ * again, so it is MCP_PROTOCOL, never MCP_HTTP.
+ */
+static enum mcp_status
+resume(struct exchange *x, struct httpc *http, size_t got, struct mcp_error *err)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], hlast[SSE_ID_MAX + 32], why[160];
+	const char *headers[5], *session;
+	struct httpc_response *post = x->resp, r;
+	struct httpc_request hr;
+	enum httpc_result hres;
+	enum mcp_status st = MCP_OK;
+	long long wait, left;
+	size_t h;
+	int n;
+
+	for (n = 0; n < MCP_RESUMES_MAX && mcp_reader_resumable(&x->r); n++) {
+		wait = x->r.sse.has_retry ? x->r.sse.retry_ms : MCP_RESUME_WAIT_MS;
+		if (wait < MCP_RESUME_MIN_WAIT_MS)
+			wait = MCP_RESUME_MIN_WAIT_MS;
+		if (vtime_mono_ms() + wait >= x->end_ms) {
+			snprintf(err->text, sizeof(err->text), "no answer in time: the event stream "
+			    "ended and the server asked to come back after %lld ms", wait);
+			return MCP_TIMEOUT;
+		}
+		if (pause_ms(x, wait)) {
+			snprintf(err->text, sizeof(err->text), "the client went away");
+			return MCP_CANCELLED;
+		}
+		if (got >= x->c->max_bytes) {
+			snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
+			    x->c->max_bytes);
+			return MCP_TOO_LARGE;
+		}
+		mcp_reader_restart(&x->r);
+		h = 0;
+		headers[h++] = "Accept: text/event-stream";
+		session = x->s->session[0] != '\0' ? x->s->session : x->session;
+		if (session[0] != '\0') {
+			snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", session);
+			headers[h++] = hsession;
+		}
+		if (x->s->version[0] != '\0') {
+			snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", x->s->version);
+			headers[h++] = hversion;
+		}
+		snprintf(hlast, sizeof(hlast), "Last-Event-ID: %s", x->r.sse.last_id);
+		headers[h++] = hlast;
+		headers[h] = NULL;
+		left = x->end_ms - vtime_mono_ms();
+		memset(&hr, 0, sizeof(hr));
+		hr.method = "GET";
+		hr.url = x->c->url;
+		hr.headers = headers;
+		hr.total_timeout_ms = (long)(left > 0 ? left : 1);
+		hr.connect_timeout_ms = (long)(left < MCP_CONNECT_TIMEOUT_MS ? hr.total_timeout_ms :
+		    MCP_CONNECT_TIMEOUT_MS);
+		hr.max_bytes = x->c->max_bytes - got;
+		hr.on_data = on_data;
+		hr.cancelled = ex_cancelled;
+		hr.ctx = x;
+		x->resp = &r;
+		hres = httpc_perform(http, &hr, &r, why, sizeof(why));
+		x->resp = post;
+		got += r.bytes;
+		if (hres == HTTPC_ABORTED && x->r.answer != NULL)
+			hres = HTTPC_OK;
+		switch (hres) {
+		case HTTPC_OK:
+		case HTTPC_BROKEN:
+			if (r.status != 0 && (r.status < 200 || r.status > 299)) {
+				snprintf(err->text, sizeof(err->text), "the event stream ended without "
+				    "the answer, and resuming it was refused: HTTP %ld", r.status);
+				st = MCP_PROTOCOL;
+			}
+			break;
+		case HTTPC_CONNECT:
+			break;   /* the next round tries again, while there is time */
+		case HTTPC_TIMEOUT:
+		case HTTPC_FIRST_BYTE_TIMEOUT:
+			snprintf(err->text, sizeof(err->text), "no answer in time (the event stream "
+			    "was resumed)");
+			st = MCP_TIMEOUT;
+			break;
+		case HTTPC_CANCELLED:
+			snprintf(err->text, sizeof(err->text), "the client went away");
+			st = MCP_CANCELLED;
+			break;
+		case HTTPC_TOO_LARGE:
+			snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
+			    x->c->max_bytes);
+			st = MCP_TOO_LARGE;
+			break;
+		case HTTPC_NOMEM:
+			snprintf(err->text, sizeof(err->text), "out of memory");
+			st = MCP_NOMEM;
+			break;
+		default:
+			break;   /* stopped: the reader failed, mcp_reader_finish says why */
+		}
+		httpc_response_free(&r);
+		if (st != MCP_OK || x->r.answer != NULL)
+			return st;
+	}
+	return MCP_OK;
+}
+
+/*
  * One POST of `body` with the session of `s` (empty fields: none sent).
  * `want_id` is the request's id (0 for a notification: a 2xx is enough).
  * On MCP_OK with a request, *result is the matching response's result
@@ -554,9 +722,11 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	hres = httpc_perform(http, &hr, &r, why, sizeof(why));
 	err->sent = hres != HTTPC_CONNECT;
 	err->http_status = r.status;
-	if (x.r.list_changed)
-		atomic_store(&c->list_changed, 1);
 	if (hres == HTTPC_ABORTED && x.r.answer != NULL)
+		hres = HTTPC_OK;
+	/* A stream that broke after an event with an id is resumed below, as one that ended. */
+	if (hres == HTTPC_BROKEN && want_id != 0 && r.status >= 200 && r.status <= 299 &&
+	    mcp_reader_resumable(&x.r))
 		hres = HTTPC_OK;
 	switch (hres) {
 	case HTTPC_OK:
@@ -607,9 +777,16 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		}
 		memcpy(session_out, x.session, sizeof(x.session));
 	}
+	if (want_id != 0 && mcp_reader_resumable(&x.r)) {
+		st = resume(&x, http, r.bytes, err);
+		if (st != MCP_OK)
+			goto out;
+	}
 	if (want_id != 0)
 		st = mcp_reader_finish(&x.r, result, err);
 out:
+	if (x.r.list_changed)
+		atomic_store(&c->list_changed, 1);
 	httpc_free(x.side);
 	mcp_reader_free(&x.r);
 	httpc_response_free(&r);

@@ -23,7 +23,11 @@ before answering that method, initialize included: a server that hangs), ask (a 
 methods: with sse, the answer's stream sends these requests to the client first, flushed,
 and waits up to ask_wait seconds for the client to POST its replies before it sends the
 result; the replies are in the stats as `replies`: {id, result, error, session,
-version})."""
+version}), resume (with sse, a number N: the answer's stream (initialize's excepted) is cut N times, as 2025-11-25
+lets a server close the connection without ending the stream: the POST gets the priming
+event (an id and `retry: resume_retry_ms`, none when that is null) and closes; each GET
+with Last-Event-ID gets the next event and closes, the last one the rest; the GETs are in
+the stats as `gets`: {last_event_id, session, version, after_ms (since the cut)})."""
 import argparse
 import json
 import os
@@ -36,7 +40,7 @@ DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
             "big_bytes": 1000, "extra_tools": [], "schemas": {}, "delete_status": 200,
             "delete_seconds": 0, "stall": {}, "ask": [], "ask_wait": 5,
-            "annotations": {}}
+            "annotations": {}, "resume": 0, "resume_retry_ms": 300}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
 REPLIED = threading.Event()   # set at each reply the client POSTs
@@ -48,7 +52,7 @@ def reset():
         STATE.clear()
         STATE.update(config=dict(DEFAULTS), sessions={}, next_session=1, calls={},
                      initialize=0, initialized=0, requests=[], bad_headers=[], deletes=[],
-                     replies=[])
+                     replies=[], gets=[], streams={}, next_stream=1)
     REPLIED.set()
 
 
@@ -136,10 +140,49 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self.send(200, {k: STATE[k] for k in ("calls", "initialize", "initialized",
                                                       "requests", "bad_headers", "deletes",
-                                                      "replies")} |
+                                                      "replies", "gets")} |
                           {"sessions": list(STATE["sessions"])})
             return
+        last = self.headers.get("Last-Event-ID")
+        if self.path == "/mcp" and last is not None:
+            self.resume_stream(last)
+            return
         self.send(405, {"error": "GET streams are not offered"})
+
+    def resume_stream(self, last):
+        """A GET resuming a cut answer stream after event `last`."""
+        sid = self.headers.get("Mcp-Session-Id")
+        with LOCK:
+            known = sid in STATE["sessions"]
+            stream = next((st for st in STATE["streams"].values()
+                           if any(i == last for i, _ in st["events"])), None)
+            if known and stream is not None:
+                STATE["gets"].append({"last_event_id": last, "session": sid,
+                                      "version": self.headers.get("MCP-Protocol-Version"),
+                                      "after_ms": int((time.monotonic() - stream["cut"]) * 1000)})
+        if not known:
+            self.send(404, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32001, "message": "Session not found"}})
+            return
+        if stream is None or "text/event-stream" not in self.headers.get("Accept", ""):
+            self.send(400, {"error": "no such stream"})
+            return
+        k = [i for i, _ in stream["events"]].index(last)
+        rest = stream["events"][k + 1:]
+        with LOCK:
+            cut = stream["cuts"] > 0 and len(rest) > 1
+            if cut:
+                stream["cuts"] -= 1
+                rest = rest[:1]
+        body = b"".join(e for _, e in rest)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        with LOCK:
+            stream["cut"] = time.monotonic()
 
     def do_DELETE(self):
         """Ends the session named by Mcp-Session-Id (the spec: 200, or 405 when the server
@@ -368,6 +411,25 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"event: message\ndata: " + json.dumps(m).encode() + b"\n\n")
             self.wfile.write(b"event: message\ndata: " + json.dumps(resp).encode() + b"\n\n")
             self.wfile.flush()
+            return
+        if cfg["resume"] and not (isinstance(result, dict) and "protocolVersion" in result):
+            with LOCK:
+                n = STATE["next_stream"]
+                STATE["next_stream"] += 1
+            retry = b"" if cfg["resume_retry_ms"] is None else \
+                b"retry: %d\n" % cfg["resume_retry_ms"]
+            events = [(f"s{n}-0", b"id: s%d-0\n" % n + retry + b"data: \n\n")]
+            for k, m in enumerate([{"jsonrpc": "2.0", "method": "notifications/progress",
+                                    "params": {"progressToken": 1, "progress": 1}}] +
+                                  list(notes) + [resp]):
+                events.append((f"s{n}-{k + 1}", b"event: message\nid: s%d-%d\ndata: " %
+                               (n, k + 1) + json.dumps(m).encode() + b"\n\n"))
+            with LOCK:
+                STATE["streams"][n] = {"events": events, "cuts": cfg["resume"] - 1,
+                                       "cut": time.monotonic()}
+            self.send(200, events[0][1], headers, ctype="text/event-stream")
+            with LOCK:
+                STATE["streams"][n]["cut"] = time.monotonic()
             return
         events = []
         if cfg["priming"]:

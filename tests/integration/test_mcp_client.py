@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -204,6 +205,30 @@ def fake_protocol(fake):
         x["session"] == r[0]["session"] and x["version"] == "2025-11-25" for x in got.values()),
         f"ping answered with {{}}, sampling, elicitation and roots with -32601, each with "
         f"the session's headers: {list(got.values())}")
+
+    # 2025-11-25: a server may close the connection of an answer's stream after an event
+    # with an id, and the client comes back with GET and Last-Event-ID after `retry:` ms.
+    fake.reset(sse=True, resume=2, resume_retry_ms=300)
+    r = drive(raw_env(fake.url), ("mcp.call", "echo", '{"message":"resumed"}'),
+              ("mcp.list",))
+    gets = fake.stats()["gets"]
+    check(r[0]["status"] == "ok" and r[0]["text"] == "Echo: resumed" and r[1]["status"] == "ok",
+          f"an answer's stream cut twice is resumed: {r[0]}")
+    check([g["last_event_id"] for g in gets] == ["s1-0", "s1-1", "s2-0", "s2-1"] and all(
+        g["session"] == r[0]["session"] and g["version"] == "2025-11-25" and
+        g["after_ms"] >= 250 for g in gets),
+        f"resumed with GET, Last-Event-ID, the session's headers, after retry: {gets}")
+    # A resumed stream refused (the session gone meanwhile) is a failed call, not one the
+    # client sends again in a new session: the tool ran.
+    fake.reset(sse=True, resume=1, resume_retry_ms=1500)
+    timer = threading.Timer(0.7, fake.forget)
+    timer.start()
+    r = drive(raw_env(fake.url), ("mcp.call", "book", "{}"))
+    timer.join()
+    s = fake.stats()
+    check(r[0]["status"] == "protocol error" and "HTTP 404" in r[0]["error"] and
+          r[0]["sent"] and s["calls"].get("book") == 1 and s["initialize"] == 1,
+          f"a resumption refused with 404: the call failed, not made again: {r[0]} {s['calls']}")
 
     for status in (404, 400):
         fake.reset(forget_status=status)

@@ -180,6 +180,56 @@ server_requests(void)
 	mcp_reader_free(&r);
 }
 
+/*
+ * A stream cut after an event with an id may be resumed: the id and retry:
+ * are kept, a half-read event dropped, and the new stream read on; an id that
+ * cannot go back in a header, a failed or a JSON reader may not.
+ */
+static void
+resumable(void)
+{
+	static const char cut[] = "id: s-0\nretry: 250\ndata: \n\nid: s-1\ndata: {\"jsonr";
+	static const char rest[] = "id: s-2\ndata: " ECHO(3) "\n\n";
+	static const char ctl[] = "id: a\001b\ndata: \n\n";
+	struct json_object *result;
+	struct mcp_reader r;
+	struct mcp_error err;
+	char longid[300 + 16];
+
+	memset(&err, 0, sizeof(err));
+	mcp_reader_init(&r, 3);
+	CHECK_INT(mcp_reader_feed(&r, SSE, cut, sizeof(cut) - 1), 0);
+	CHECK(mcp_reader_resumable(&r));
+	CHECK_STR(r.sse.last_id, "s-0");
+	CHECK(r.sse.has_retry && r.sse.retry_ms == 250);
+	mcp_reader_restart(&r);
+	CHECK_STR(r.sse.last_id, "s-0");
+	CHECK(r.sse.has_retry && r.sse.retry_ms == 250);
+	CHECK_INT(mcp_reader_feed(&r, SSE, rest, sizeof(rest) - 1), 1);
+	CHECK(!mcp_reader_resumable(&r));
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	json_object_put(result);
+	mcp_reader_free(&r);
+
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, SSE, ctl, sizeof(ctl) - 1);
+	CHECK(!mcp_reader_resumable(&r));
+	mcp_reader_free(&r);
+
+	memset(longid, 'x', sizeof(longid));
+	memcpy(longid, "id: ", 4);
+	memcpy(longid + 300, "\ndata: \n\n", 10);   /* its NUL included */
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, SSE, longid, strlen(longid));
+	CHECK(!mcp_reader_resumable(&r));
+	mcp_reader_free(&r);
+
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, JSON, "{", 1);
+	CHECK(!mcp_reader_resumable(&r));
+	mcp_reader_free(&r);
+}
+
 /* tools/list pages: valid names kept, the cursor followed only when there is one. */
 static void
 tools_pages(void)
@@ -217,6 +267,7 @@ main(void)
 	tool_cases();
 	bytewise();
 	server_requests();
+	resumable();
 	tools_pages();
 	return check_done("test_mcp");
 }
