@@ -27,6 +27,7 @@
 #define AGENTS_DESCRIPTION_MAX 1024   /* bytes of a tool description offered */
 #define AGENTS_SCHEMA_MAX (32 * 1024) /* bytes of a tool's input schema offered (as JSON) */
 #define AGENTS_HASH_LEN 8             /* hex digits appended to a mapped name */
+#define AGENTS_THREAD_STACK (256 * 1024) /* a thread fetching one agent's tool list */
 
 /* One agent. The cache and the last-call figures are per process, under `lock`. */
 struct agent {
@@ -501,12 +502,21 @@ out:
 	pthread_mutex_unlock(&g->refresh);
 }
 
-/* A copy of the agent's tool list, refreshed first if due; NULL when there is none. */
-static struct json_object *
-tools_of(struct agents *a, struct agent *g, struct httpc *http, const struct agents_ctl *ctl)
+/* One agent's tools/list in a turn: whether it is due, and what the cache was then. */
+struct listing {
+	struct agents *a;
+	struct agent *g;
+	const struct agents_ctl *ctl;
+	long long seen, seen_fail;
+	pthread_t thread;
+	int started;
+};
+
+/* Whether the tool list of `g` is due for a fetch; notes the cache's state in `l`. */
+static int
+list_due(struct agent *g, struct listing *l)
 {
-	struct json_object *copy = NULL;
-	long long now = vtime_mono_ms(), seen, seen_fail;
+	long long now = vtime_mono_ms();
 	int need;
 
 	pthread_mutex_lock(&g->lock);
@@ -515,11 +525,71 @@ tools_of(struct agents *a, struct agent *g, struct httpc *http, const struct age
 	need = g->tools == NULL || now - g->fetched_ms >= AGENTS_TOOLS_TTL_MS || g->stale;
 	if (need && g->failed_ms > 0 && now - g->failed_ms < AGENTS_LIST_RETRY_MS)
 		need = 0;
-	seen = g->fetched_ms;
-	seen_fail = g->failed_ms;
+	l->seen = g->fetched_ms;
+	l->seen_fail = g->failed_ms;
 	pthread_mutex_unlock(&g->lock);
-	if (need)
-		refresh(a, g, http, ctl, seen, seen_fail);
+	return need;
+}
+
+/* A listing on a thread of its own, with its own HTTP handle (none to be had: not fetched). */
+static void *
+list_thread(void *p)
+{
+	struct listing *l = p;
+	struct httpc *http = httpc_new();
+
+	if (http != NULL)
+		refresh(l->a, l->g, http, l->ctl, l->seen, l->seen_fail);
+	httpc_free(http);
+	return NULL;
+}
+
+/*
+ * Fetches the tool lists of the enabled agents that are due, at once: the
+ * first on this thread with `http`, the others on threads of their own.
+ * NOTE: one after another, a hung agent made every later one wait its
+ * MCP_TIMEOUT, and N hung agents N timeouts per turn; now a turn waits for
+ * the slowest alone. Without a thread to be had, the fetch runs here, in turn.
+ */
+static void
+refresh_due(struct agents *a, struct httpc *http, const struct agents_ctl *ctl)
+{
+	struct listing due[AGENTS_MAX];
+	pthread_attr_t attr;
+	size_t i, n = 0;
+
+	for (i = 0; a != NULL && i < a->n; i++) {
+		if (!a->a[i].enabled)
+			continue;
+		memset(&due[n], 0, sizeof(due[n]));
+		due[n].a = a;
+		due[n].g = &a->a[i];
+		due[n].ctl = ctl;
+		if (list_due(&a->a[i], &due[n]))
+			n++;
+	}
+	if (n == 0)
+		return;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, AGENTS_THREAD_STACK);
+	for (i = 1; i < n; i++)
+		due[i].started = pthread_create(&due[i].thread, &attr, list_thread, &due[i]) == 0;
+	pthread_attr_destroy(&attr);
+	refresh(a, due[0].g, http, ctl, due[0].seen, due[0].seen_fail);
+	for (i = 1; i < n; i++) {
+		if (due[i].started)
+			pthread_join(due[i].thread, NULL);
+		else
+			refresh(a, due[i].g, http, ctl, due[i].seen, due[i].seen_fail);
+	}
+}
+
+/* A copy of the agent's cached tool list; NULL when there is none. */
+static struct json_object *
+tools_of(struct agent *g)
+{
+	struct json_object *copy = NULL;
+
 	pthread_mutex_lock(&g->lock);
 	/* NOTE: json-c reference counts are not atomic: threads get copies, never references. */
 	if (g->tools != NULL && json_object_deep_copy(g->tools, &copy, NULL) != 0)
@@ -707,10 +777,11 @@ agents_toolset_get(struct agents *a, struct httpc *http, const struct agents_ctl
 	ts->o = calloc(AGENTS_OFFERED_MAX, sizeof(*ts->o));
 	if (ts->defs == NULL || ts->o == NULL)
 		goto oom;
+	refresh_due(a, http, ctl);
 	for (i = 0; a != NULL && i < a->n; i++) {
 		if (!a->a[i].enabled)
 			continue;
-		lists[i] = tools_of(a, &a->a[i], http, ctl);
+		lists[i] = tools_of(&a->a[i]);
 		len = lists[i] != NULL ? json_object_array_length(lists[i]) : 0;
 		for (j = 0; j < len && ts->n < AGENTS_OFFERED_MAX; j++) {
 			t = json_object_array_get_idx(lists[i], j);
@@ -764,11 +835,26 @@ agents_tool_lookup(const struct agents_toolset *ts, const char *mapped, const ch
 	return -1;
 }
 
-/* Whether the cached list of `g` says tool `tool` is idempotent (annotations.idempotentHint). */
+/* Whether annotation `key` of a tool's `ann` (may be NULL) is the boolean true. */
+static int
+hint_true(struct json_object *ann, const char *key)
+{
+	struct json_object *hint;
+
+	return ann != NULL && json_object_object_get_ex(ann, key, &hint) &&
+	    json_object_is_type(hint, json_type_boolean) && json_object_get_boolean(hint);
+}
+
+/*
+ * Whether the cached list of `g` says calling tool `tool` again is harmless:
+ * annotations.idempotentHint, or readOnlyHint (MCP: a read-only tool does not
+ * modify its environment, so idempotentHint "is meaningful only when
+ * readOnlyHint == false").
+ */
 static int
 idempotent(struct agent *g, const char *tool)
 {
-	struct json_object *t, *name, *ann, *hint;
+	struct json_object *t, *name, *ann;
 	size_t i, n;
 	int yes = 0;
 
@@ -778,10 +864,9 @@ idempotent(struct agent *g, const char *tool)
 		t = json_object_array_get_idx(g->tools, i);
 		if (json_object_object_get_ex(t, "name", &name) &&
 		    strcmp(json_object_get_string(name), tool) == 0) {
-			yes = json_object_object_get_ex(t, "annotations", &ann) &&
-			    json_object_object_get_ex(ann, "idempotentHint", &hint) &&
-			    json_object_is_type(hint, json_type_boolean) &&
-			    json_object_get_boolean(hint);
+			if (!json_object_object_get_ex(t, "annotations", &ann))
+				ann = NULL;
+			yes = hint_true(ann, "idempotentHint") || hint_true(ann, "readOnlyHint");
 			break;
 		}
 	}

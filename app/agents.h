@@ -84,7 +84,8 @@ size_t agents_enabled(const struct agents *a);
 /*
  * The tools of every enabled agent for one turn: from each agent's cache,
  * fetched first when it is empty, older than AGENTS_TOOLS_TTL_MS or a
- * tools/list_changed was seen. An agent whose list cannot be had (down,
+ * tools/list_changed was seen (the agents due all at once, each but the
+ * first on a thread of its own). An agent whose list cannot be had (down,
  * circuit open) is left out, or offered from its stale cache. Never NULL
  * except out of memory. Free with agents_toolset_free.
  */
@@ -121,7 +122,8 @@ struct agents_result {
  * or "" is {}), within MCP_TIMEOUT per attempt and `ctl`'s deadline, through
  * the agent's circuit breaker ("agent:<name>"). Retries (MCP_MAX_RETRIES,
  * backoff with jitter) only when the call surely never reached the agent, or
- * when the tool's annotations say idempotentHint: true; never otherwise.
+ * when the tool's annotations say idempotentHint: true or readOnlyHint: true;
+ * never otherwise.
  * Whatever happens `res` gets a text the model can read (a dead, slow or
  * open-circuit agent is an error text, is_error set); counts the agent
  * metrics. Free `res` with agents_result_free. Returns res->outcome.

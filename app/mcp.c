@@ -47,10 +47,15 @@ struct snapshot {
 /* One HTTP exchange: the answer as it arrives. */
 struct exchange {
 	const struct mcp_opts *o;
+	const struct mcp_client *c;
+	const struct snapshot *s;    /* the session the request went with */
 	struct httpc_response *resp;
 	struct mcp_reader r;
 	char session[MCP_SESSION_ID_MAX + 1];
 	int session_bad;
+	long long end_ms;            /* CLOCK_MONOTONIC: the exchange's time is up */
+	struct httpc *side;          /* replies to the server's requests; made when needed */
+	size_t replied;              /* r.replies sent so far */
 };
 
 struct mcp_client *
@@ -139,13 +144,45 @@ id_matches(struct json_object *id, long long want)
 }
 
 /*
+ * Notes the reply owed to request `id` (borrowed) of method `method` from
+ * the server: an empty result to ping, "method not found" to the rest. NOTE:
+ * best effort: out of memory, or past MCP_SERVER_REQUESTS_MAX, the request
+ * goes unanswered as before, which costs the server a wait, not us the answer.
+ */
+static void
+owe_reply(struct mcp_reader *r, struct json_object *id, const char *method)
+{
+	struct json_object *m, *e;
+
+	/* MCP: a request id is a string or an integer, never null. */
+	if (!json_object_is_type(id, json_type_int) && !json_object_is_type(id, json_type_string))
+		return;
+	if (r->replies == NULL && (r->replies = json_object_new_array()) == NULL)
+		return;
+	if (json_object_array_length(r->replies) >= MCP_SERVER_REQUESTS_MAX ||
+	    (m = json_object_new_object()) == NULL)
+		return;
+	json_object_object_add(m, "jsonrpc", json_object_new_string("2.0"));
+	json_object_object_add(m, "id", json_object_get(id));
+	if (strcmp(method, "ping") == 0) {
+		json_object_object_add(m, "result", json_object_new_object());
+	} else if ((e = json_object_new_object()) != NULL) {
+		json_object_object_add(e, "code", json_object_new_int(-32601));
+		json_object_object_add(e, "message", json_object_new_string("Method not found"));
+		json_object_object_add(m, "error", e);
+	}
+	if (json_object_array_add(r->replies, m) != 0)
+		json_object_put(m);
+}
+
+/*
  * Looks at one message (or a batch) from the server: keeps the response to
- * our request, notes tools/list_changed, skips the rest (progress, logging,
- * requests we never declared capabilities for). Returns 1 once the answer is
- * found.
+ * our request, notes tools/list_changed, notes the reply owed to a request
+ * when `streamed` (one in an event stream: the server may wait for it), skips
+ * the rest (progress, logging). Returns 1 once the answer is found.
  */
 static int
-consider(struct mcp_reader *r, struct json_object *msg)
+consider(struct mcp_reader *r, struct json_object *msg, int streamed)
 {
 	struct json_object *id, *method;
 	size_t i, n;
@@ -153,16 +190,19 @@ consider(struct mcp_reader *r, struct json_object *msg)
 	if (json_object_is_type(msg, json_type_array)) {
 		n = json_object_array_length(msg);
 		for (i = 0; i < n; i++)
-			if (consider(r, json_object_array_get_idx(msg, i)))
+			if (consider(r, json_object_array_get_idx(msg, i), streamed))
 				return 1;
 		return 0;
 	}
 	if (!json_object_is_type(msg, json_type_object))
 		return 0;
 	if (json_object_object_get_ex(msg, "method", &method)) {
-		if (json_object_is_type(method, json_type_string) &&
-		    strcmp(json_object_get_string(method), "notifications/tools/list_changed") == 0)
+		if (!json_object_is_type(method, json_type_string))
+			return 0;
+		if (strcmp(json_object_get_string(method), "notifications/tools/list_changed") == 0)
 			r->list_changed = 1;
+		else if (streamed && json_object_object_get_ex(msg, "id", &id))
+			owe_reply(r, id, json_object_get_string(method));
 		return 0;
 	}
 	if (r->answer != NULL || r->want_id == 0 || !json_object_object_get_ex(msg, "id", &id) ||
@@ -188,7 +228,7 @@ on_event(void *p, const char *event, const char *data, size_t len)
 	msg = mcp_json_parse(data, len);
 	if (msg == NULL)
 		return 0;   /* not JSON: not ours to judge; the answer may still come */
-	found = consider(r, msg);
+	found = consider(r, msg, 1);
 	json_object_put(msg);
 	return found;
 }
@@ -207,11 +247,41 @@ mcp_reader_init(struct mcp_reader *r, long long want_id)
 	r->sse.line_max = SSE_EVENT_MAX;
 }
 
+int
+mcp_reader_resumable(const struct mcp_reader *r)
+{
+	const char *id = r->sse.last_id;
+	size_t i;
+
+	if (r->mode != 2 || r->failed || r->answer != NULL || id[0] == '\0')
+		return 0;
+	for (i = 0; id[i] != '\0'; i++)
+		if ((unsigned char)id[i] < 0x20 || (unsigned char)id[i] > 0x7e)
+			return 0;
+	return 1;
+}
+
+void
+mcp_reader_restart(struct mcp_reader *r)
+{
+	struct sse_parser old = r->sse;
+
+	sse_init(&r->sse, on_event, r);
+	r->sse.line_max = old.line_max;
+	memcpy(r->sse.last_id, old.last_id, sizeof(r->sse.last_id));
+	memcpy(r->sse.id, old.last_id, sizeof(r->sse.id));
+	r->sse.retry_ms = old.retry_ms;
+	r->sse.has_retry = old.has_retry;
+	sse_free(&old);
+}
+
 void
 mcp_reader_free(struct mcp_reader *r)
 {
 	json_object_put(r->answer);
 	r->answer = NULL;
+	json_object_put(r->replies);
+	r->replies = NULL;
 	sse_free(&r->sse);
 	buf_free(&r->body);
 }
@@ -286,7 +356,7 @@ mcp_reader_finish(struct mcp_reader *r, struct json_object **result, struct mcp_
 	if (r->mode != 2 && r->answer == NULL) {
 		doc = mcp_json_parse(r->body.data != NULL ? r->body.data : "", r->body.len);
 		if (doc != NULL)
-			consider(r, doc);
+			consider(r, doc, 0);
 		json_object_put(doc);
 	}
 	if (r->answer == NULL) {
@@ -316,12 +386,76 @@ mcp_parse_answer(const char *content_type, const char *body, size_t len, long lo
 	return st;
 }
 
+static int ex_cancelled(void *p);
+static const char *text_of(struct json_object *m);
+
+/*
+ * POSTs the replies the reader noted for the server's requests and not yet
+ * sent, each as its own POST with the session's headers (the spec's way for
+ * a client's response), on a handle of its own: the answer's stream is still
+ * open on the caller's. Best effort: a reply the server refuses or that
+ * times out (MCP_REPLY_TIMEOUT_MS at most, within the exchange's time) is
+ * not retried; the answer's stream says what came of it.
+ */
+static void
+send_replies(struct exchange *x)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160];
+	const char *headers[5], *session;
+	struct httpc_request hr;
+	struct httpc_response resp;
+	struct json_object *m;
+	long long left;
+	size_t h = 0, n = x->r.replies != NULL ? json_object_array_length(x->r.replies) : 0;
+
+	if (x->replied >= n)
+		return;
+	headers[h++] = "Content-Type: application/json";
+	headers[h++] = "Accept: application/json, text/event-stream";
+	/* During initialize the session is the one this very answer's headers gave. */
+	session = x->s->session[0] != '\0' ? x->s->session : x->session;
+	if (session[0] != '\0') {
+		snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", session);
+		headers[h++] = hsession;
+	}
+	if (x->s->version[0] != '\0') {
+		snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", x->s->version);
+		headers[h++] = hversion;
+	}
+	headers[h] = NULL;
+	for (; x->replied < n; x->replied++) {
+		left = x->end_ms - vtime_mono_ms();
+		if (left <= 0 || (x->side == NULL && (x->side = httpc_new()) == NULL))
+			return;
+		if (left > MCP_REPLY_TIMEOUT_MS)
+			left = MCP_REPLY_TIMEOUT_MS;
+		m = json_object_array_get_idx(x->r.replies, x->replied);
+		memset(&hr, 0, sizeof(hr));
+		hr.method = "POST";
+		hr.url = x->c->url;
+		hr.headers = headers;
+		hr.body = text_of(m);
+		hr.body_len = strlen(hr.body);
+		hr.total_timeout_ms = (long)left;
+		hr.connect_timeout_ms = (long)left;
+		hr.max_bytes = 4096;   /* a 202 without a body is the answer expected */
+		hr.cancelled = ex_cancelled;
+		hr.ctx = x;
+		httpc_perform(x->side, &hr, &resp, why, sizeof(why));
+		httpc_response_free(&resp);
+	}
+}
+
 static int
 on_data(void *p, const char *data, size_t len)
 {
 	struct exchange *x = p;
+	int rc = mcp_reader_feed(&x->r, x->resp->content_type, data, len);
 
-	return mcp_reader_feed(&x->r, x->resp->content_type, data, len) != 0;
+	/* NOTE: a server may wait for these replies before it sends the answer. */
+	if (rc == 0)
+		send_replies(x);
+	return rc != 0;
 }
 
 static void
@@ -376,6 +510,146 @@ body_reason(const struct httpc_response *r, char *out, size_t outlen)
 }
 
 /*
+ * Waits `ms` unless the caller's client goes away first (then returns 1).
+ * NOTE: in slices, so that a client leaving is noticed within 200 ms.
+ */
+static int
+pause_ms(const struct exchange *x, long long ms)
+{
+	long long end = vtime_mono_ms() + ms, left;
+	struct timespec ts;
+
+	while ((left = end - vtime_mono_ms()) > 0) {
+		if (ex_cancelled((void *)x))
+			return 1;
+		if (left > 200)
+			left = 200;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)left * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+	return ex_cancelled((void *)x);
+}
+
+/*
+ * The answer's event stream ended (or broke) without the answer after an
+ * event with an id: as 2025-11-25 allows, the server closed the connection,
+ * not the stream, and expects the client to come back. Reconnects with GET
+ * and Last-Event-ID after the `retry:` it asked for (MCP_RESUME_WAIT_MS when
+ * none), as often as that happens (at most MCP_RESUMES_MAX times) within
+ * the exchange's time, feeding the same reader; `got` is the bytes the
+ * answer took so far (the cap holds for all its streams). MCP_OK when the
+ * reader now has the answer or there is nothing more to try
+ * (mcp_reader_finish says which), else why not with err->text. NOTE: the
+ * request went out and no failure here says otherwise: a resumed stream
+ * refused with 404 is not the "unknown session" that lets a request be sent
+ * again, so it is MCP_PROTOCOL, never MCP_HTTP.
+ */
+static enum mcp_status
+resume(struct exchange *x, struct httpc *http, size_t got, struct mcp_error *err)
+{
+	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], hlast[SSE_ID_MAX + 32], why[160];
+	const char *headers[5], *session;
+	struct httpc_response *post = x->resp, r;
+	struct httpc_request hr;
+	enum httpc_result hres;
+	enum mcp_status st = MCP_OK;
+	long long wait, left;
+	size_t h;
+	int n;
+
+	for (n = 0; n < MCP_RESUMES_MAX && mcp_reader_resumable(&x->r); n++) {
+		wait = x->r.sse.has_retry ? x->r.sse.retry_ms : MCP_RESUME_WAIT_MS;
+		if (wait < MCP_RESUME_MIN_WAIT_MS)
+			wait = MCP_RESUME_MIN_WAIT_MS;
+		if (vtime_mono_ms() + wait >= x->end_ms) {
+			snprintf(err->text, sizeof(err->text), "no answer in time: the event stream "
+			    "ended and the server asked to come back after %lld ms", wait);
+			return MCP_TIMEOUT;
+		}
+		if (pause_ms(x, wait)) {
+			snprintf(err->text, sizeof(err->text), "the client went away");
+			return MCP_CANCELLED;
+		}
+		if (got >= x->c->max_bytes) {
+			snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
+			    x->c->max_bytes);
+			return MCP_TOO_LARGE;
+		}
+		mcp_reader_restart(&x->r);
+		h = 0;
+		headers[h++] = "Accept: text/event-stream";
+		session = x->s->session[0] != '\0' ? x->s->session : x->session;
+		if (session[0] != '\0') {
+			snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", session);
+			headers[h++] = hsession;
+		}
+		if (x->s->version[0] != '\0') {
+			snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", x->s->version);
+			headers[h++] = hversion;
+		}
+		snprintf(hlast, sizeof(hlast), "Last-Event-ID: %s", x->r.sse.last_id);
+		headers[h++] = hlast;
+		headers[h] = NULL;
+		left = x->end_ms - vtime_mono_ms();
+		memset(&hr, 0, sizeof(hr));
+		hr.method = "GET";
+		hr.url = x->c->url;
+		hr.headers = headers;
+		hr.total_timeout_ms = (long)(left > 0 ? left : 1);
+		hr.connect_timeout_ms = (long)(left < MCP_CONNECT_TIMEOUT_MS ? hr.total_timeout_ms :
+		    MCP_CONNECT_TIMEOUT_MS);
+		hr.max_bytes = x->c->max_bytes - got;
+		hr.on_data = on_data;
+		hr.cancelled = ex_cancelled;
+		hr.ctx = x;
+		x->resp = &r;
+		hres = httpc_perform(http, &hr, &r, why, sizeof(why));
+		x->resp = post;
+		got += r.bytes;
+		if (hres == HTTPC_ABORTED && x->r.answer != NULL)
+			hres = HTTPC_OK;
+		switch (hres) {
+		case HTTPC_OK:
+		case HTTPC_BROKEN:
+			if (r.status != 0 && (r.status < 200 || r.status > 299)) {
+				snprintf(err->text, sizeof(err->text), "the event stream ended without "
+				    "the answer, and resuming it was refused: HTTP %ld", r.status);
+				st = MCP_PROTOCOL;
+			}
+			break;
+		case HTTPC_CONNECT:
+			break;   /* the next round tries again, while there is time */
+		case HTTPC_TIMEOUT:
+		case HTTPC_FIRST_BYTE_TIMEOUT:
+			snprintf(err->text, sizeof(err->text), "no answer in time (the event stream "
+			    "was resumed)");
+			st = MCP_TIMEOUT;
+			break;
+		case HTTPC_CANCELLED:
+			snprintf(err->text, sizeof(err->text), "the client went away");
+			st = MCP_CANCELLED;
+			break;
+		case HTTPC_TOO_LARGE:
+			snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
+			    x->c->max_bytes);
+			st = MCP_TOO_LARGE;
+			break;
+		case HTTPC_NOMEM:
+			snprintf(err->text, sizeof(err->text), "out of memory");
+			st = MCP_NOMEM;
+			break;
+		default:
+			break;   /* stopped: the reader failed, mcp_reader_finish says why */
+		}
+		httpc_response_free(&r);
+		if (st != MCP_OK || x->r.answer != NULL)
+			return st;
+	}
+	return MCP_OK;
+}
+
+/*
  * One POST of `body` with the session of `s` (empty fields: none sent).
  * `want_id` is the request's id (0 for a notification: a 2xx is enough).
  * On MCP_OK with a request, *result is the matching response's result
@@ -425,7 +699,10 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 
 	memset(&x, 0, sizeof(x));
 	x.o = o;
+	x.c = c;
+	x.s = s;
 	x.resp = &r;
+	x.end_ms = vtime_mono_ms() + (total > 0 ? total : 1LL << 40);
 	mcp_reader_init(&x.r, want_id);
 	memset(&hr, 0, sizeof(hr));
 	hr.method = "POST";
@@ -445,9 +722,11 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	hres = httpc_perform(http, &hr, &r, why, sizeof(why));
 	err->sent = hres != HTTPC_CONNECT;
 	err->http_status = r.status;
-	if (x.r.list_changed)
-		atomic_store(&c->list_changed, 1);
 	if (hres == HTTPC_ABORTED && x.r.answer != NULL)
+		hres = HTTPC_OK;
+	/* A stream that broke after an event with an id is resumed below, as one that ended. */
+	if (hres == HTTPC_BROKEN && want_id != 0 && r.status >= 200 && r.status <= 299 &&
+	    mcp_reader_resumable(&x.r))
 		hres = HTTPC_OK;
 	switch (hres) {
 	case HTTPC_OK:
@@ -498,9 +777,17 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		}
 		memcpy(session_out, x.session, sizeof(x.session));
 	}
+	if (want_id != 0 && mcp_reader_resumable(&x.r)) {
+		st = resume(&x, http, r.bytes, err);
+		if (st != MCP_OK)
+			goto out;
+	}
 	if (want_id != 0)
 		st = mcp_reader_finish(&x.r, result, err);
 out:
+	if (x.r.list_changed)
+		atomic_store(&c->list_changed, 1);
+	httpc_free(x.side);
 	mcp_reader_free(&x.r);
 	httpc_response_free(&r);
 	return st;
@@ -910,7 +1197,7 @@ mcp_list_tools(struct mcp_client *c, struct httpc *http, const struct mcp_opts *
 static void
 content_text(struct buf *out, struct json_object *item)
 {
-	struct json_object *type, *v, *r;
+	struct json_object *type, *v, *r = NULL;
 	const char *t;
 
 	if (!json_object_object_get_ex(item, "type", &type) ||
@@ -928,10 +1215,22 @@ content_text(struct buf *out, struct json_object *item)
 	} else if (strcmp(t, "resource_link") == 0 && json_object_object_get_ex(item, "uri", &v)) {
 		buf_printf(out, "[resource: %.500s]", json_object_get_string(v));
 	} else {
-		/* image, audio, or a blob resource: the model gets a mention, not the bytes. */
-		buf_printf(out, "[%.40s%s%.100s]", t,
-		    json_object_object_get_ex(item, "mimeType", &v) ? ": " : "",
-		    json_object_object_get_ex(item, "mimeType", &v) ? json_object_get_string(v) : "");
+		/*
+		 * image, audio, or a blob resource: the model gets a mention, not the
+		 * bytes. NOTE: an embedded resource keeps its mimeType and uri in
+		 * item.resource, not beside its type as an image does.
+		 */
+		if (strcmp(t, "resource") == 0 && json_object_object_get_ex(item, "resource", &r) &&
+		    json_object_is_type(r, json_type_object))
+			item = r;
+		buf_printf(out, "[%.40s", t);
+		if (json_object_object_get_ex(item, "mimeType", &v) &&
+		    json_object_is_type(v, json_type_string))
+			buf_printf(out, ": %.100s", json_object_get_string(v));
+		if (item == r && json_object_object_get_ex(item, "uri", &v) &&
+		    json_object_is_type(v, json_type_string))
+			buf_printf(out, " %.500s", json_object_get_string(v));
+		buf_puts(out, "]");
 	}
 }
 

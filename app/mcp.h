@@ -14,6 +14,11 @@
 #define MCP_TOOLS_MAX 512                  /* tools kept from one server */
 #define MCP_LIST_PAGES_MAX 64              /* tools/list pages followed */
 #define MCP_TOOL_NAME_MAX 128              /* the spec's limit on a tool name */
+#define MCP_SERVER_REQUESTS_MAX 16         /* server requests answered in one answer stream */
+#define MCP_REPLY_TIMEOUT_MS 5000          /* at most, to POST the reply to one of them */
+#define MCP_RESUMES_MAX 32                 /* reconnections to one answer's event stream */
+#define MCP_RESUME_WAIT_MS 1000            /* before one, when the server sent no `retry:` */
+#define MCP_RESUME_MIN_WAIT_MS 50          /* at least, whatever `retry:` said */
 
 struct httpc;
 struct json_object;
@@ -142,7 +147,13 @@ struct json_object *mcp_json_parse(const char *text, size_t len);
  * this same code). The body of one POST is a JSON document or an SSE stream,
  * as its Content-Type says; in a stream a priming event (empty data),
  * notifications and requests from the server come before the JSON-RPC
- * response whose id is ours, and only that response counts. Plain data:
+ * response whose id is ours, and only that response counts. A request from
+ * the server in a stream is owed a reply (the server may wait for it before
+ * it answers ours): `replies` collects them for the caller to POST. A
+ * stream that ends without the answer after an event with an id may be
+ * resumed (2025-11-25): the caller reconnects with GET and Last-Event-ID
+ * (sse.last_id) after sse.retry_ms, and feeds the new stream to the same
+ * reader after mcp_reader_restart. Plain data:
  * mcp_reader_init, mcp_reader_feed as bytes arrive, mcp_reader_finish,
  * mcp_reader_free.
  */
@@ -154,6 +165,13 @@ struct mcp_reader {
 	struct buf body;             /* the JSON body so far */
 	struct sse_parser sse;
 	struct json_object *answer;  /* the JSON-RPC response whose id matches */
+	/*
+	 * Replies owed to the server's requests, in order (NULL: none yet): an
+	 * empty result to `ping`, error -32601 to anything else (sampling,
+	 * elicitation, roots: capabilities Valerie does not declare). At most
+	 * MCP_SERVER_REQUESTS_MAX; requests without a usable id get none.
+	 */
+	struct json_object *replies;
 };
 
 void mcp_reader_init(struct mcp_reader *r, long long want_id);
@@ -176,6 +194,20 @@ int mcp_reader_feed(struct mcp_reader *r, const char *content_type, const char *
  */
 enum mcp_status mcp_reader_finish(struct mcp_reader *r, struct json_object **result,
     struct mcp_error *err);
+
+/*
+ * Whether the stream read so far ended without the answer in a way a
+ * reconnection may mend: SSE, nothing failed, and an event with a usable id
+ * (printable ASCII, to go back in a header) came.
+ */
+int mcp_reader_resumable(const struct mcp_reader *r);
+
+/*
+ * Readies the reader for the resumed stream: a line or event the old one cut
+ * short is dropped; the last event id, `retry:`, what was found and the
+ * replies owed stay.
+ */
+void mcp_reader_restart(struct mcp_reader *r);
 
 /* Frees what the reader holds (not the struct). Accepts a zeroed reader. */
 void mcp_reader_free(struct mcp_reader *r);

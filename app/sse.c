@@ -27,6 +27,8 @@ dispatch(struct sse_parser *p)
 {
 	int rc = 0;
 
+	/* WHATWG: the last event id is set at each dispatch, even of an event without data. */
+	memcpy(p->last_id, p->id, sizeof(p->last_id));
 	if (p->has_data) {
 		if (p->data.oom)
 			return -1;
@@ -37,6 +39,25 @@ dispatch(struct sse_parser *p)
 	p->event[0] = '\0';
 	p->has_data = 0;
 	return rc;
+}
+
+/* A `retry:` value: ASCII digits only, else ignored (WHATWG); capped at a day. */
+static void
+retry(struct sse_parser *p, const char *v, size_t n)
+{
+	long ms = 0;
+	size_t i;
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return;
+		if (ms < 86400000L)
+			ms = ms * 10 + (v[i] - '0');
+	}
+	p->retry_ms = ms < 86400000L ? ms : 86400000L;
+	p->has_retry = 1;
 }
 
 /* Handles one complete line (without its end). */
@@ -65,6 +86,16 @@ line(struct sse_parser *p, const char *s, size_t n)
 		p->has_data = 1;
 		if (p->data.oom || p->data.len > SSE_EVENT_MAX)
 			return -1;
+	} else if (flen == 2 && memcmp(s, "id", 2) == 0) {
+		/* NOTE: an id too long to keep whole is none: a cut one would name another event. */
+		if (memchr(value, '\0', vlen) == NULL) {
+			if (vlen > SSE_ID_MAX)
+				vlen = 0;
+			memcpy(p->id, value, vlen);
+			p->id[vlen] = '\0';
+		}
+	} else if (flen == 5 && memcmp(s, "retry", 5) == 0) {
+		retry(p, value, vlen);
 	} else if (flen == 5 && memcmp(s, "event", 5) == 0) {
 		if (vlen >= sizeof(p->event))
 			vlen = sizeof(p->event) - 1;

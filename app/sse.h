@@ -8,6 +8,7 @@
 
 #define SSE_LINE_MAX (1024 * 1024)   /* longest line accepted */
 #define SSE_EVENT_MAX (4 * 1024 * 1024) /* largest event data accepted */
+#define SSE_ID_MAX 255                  /* longest event id kept (a longer one: none) */
 
 /*
  * Called once per dispatched event: `event` is the event name ("message" when
@@ -27,6 +28,10 @@ struct sse_parser {
 	int bom_done;
 	int pending_cr;
 	size_t line_max;    /* longest line accepted; 0: SSE_LINE_MAX */
+	char id[SSE_ID_MAX + 1];      /* the last event ID buffer (an `id:` seen) */
+	char last_id[SSE_ID_MAX + 1]; /* the id of the last event dispatched ("" none) */
+	long retry_ms;      /* the last valid `retry:`, with has_retry */
+	int has_retry;
 	sse_event_fn fn;
 	void *ctx;
 };
@@ -36,8 +41,10 @@ void sse_free(struct sse_parser *p);
 
 /*
  * Feeds `len` bytes (any split: lines and events may span calls). Handles
- * CR, LF and CRLF line ends, comments, `event:`, `data:`, ignores `id:`,
- * `retry:` and unknown fields, per the WHATWG rules. Returns 0, the callback's
+ * CR, LF and CRLF line ends, comments, `event:`, `data:`, ignores unknown
+ * fields, per the WHATWG rules; `id:` and `retry:` are only noted (last_id
+ * as each event is dispatched, empty data or not; retry_ms), for a reader
+ * that reconnects. Returns 0, the callback's
  * non-zero value, or -1 when a line or an event exceeds its cap or memory ran
  * out. An event not yet ended by a blank line stays pending.
  */

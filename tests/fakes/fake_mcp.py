@@ -16,9 +16,18 @@ before the result), version (answer to initialize; default: the one offered),
 forget_status (404 or 400), page_size (tools per tools/list page), slow_seconds,
 fail_first (how many calls of the flaky tools answer 503), big_bytes, extra_tools (a list
 of names to add), schemas ({extra tool name: the inputSchema it lists, sent as given;
-null: none}), delete_status (what DELETE answers: 200 ends the session, 405 says
+null: none}), annotations ({extra tool name: its annotations}; an extra tool named
+flaky* fails as flaky does), delete_status (what DELETE answers: 200 ends the session, 405 says
 clients may not), delete_seconds (how long DELETE waits before answering), stall ({method: seconds} to wait
-before answering that method, initialize included: a server that hangs)."""
+before answering that method, initialize included: a server that hangs), ask (a list of
+methods: with sse, the answer's stream sends these requests to the client first, flushed,
+and waits up to ask_wait seconds for the client to POST its replies before it sends the
+result; the replies are in the stats as `replies`: {id, result, error, session,
+version}), resume (with sse, a number N: the answer's stream (initialize's excepted) is cut N times, as 2025-11-25
+lets a server close the connection without ending the stream: the POST gets the priming
+event (an id and `retry: resume_retry_ms`, none when that is null) and closes; each GET
+with Last-Event-ID gets the next event and closes, the last one the rest; the GETs are in
+the stats as `gets`: {last_event_id, session, version, after_ms (since the cut)})."""
 import argparse
 import json
 import os
@@ -30,9 +39,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DEFAULTS = {"sse": False, "priming": True, "notify": None, "version": None,
             "forget_status": 404, "page_size": 0, "slow_seconds": 5, "fail_first": 1,
             "big_bytes": 1000, "extra_tools": [], "schemas": {}, "delete_status": 200,
-            "delete_seconds": 0, "stall": {}}
+            "delete_seconds": 0, "stall": {}, "ask": [], "ask_wait": 5,
+            "annotations": {}, "resume": 0, "resume_retry_ms": 300}
 KNOWN_VERSIONS = ("2025-06-18", "2025-11-25")
 LOCK = threading.Lock()
+REPLIED = threading.Event()   # set at each reply the client POSTs
 STATE = {}
 
 
@@ -40,7 +51,9 @@ def reset():
     with LOCK:
         STATE.clear()
         STATE.update(config=dict(DEFAULTS), sessions={}, next_session=1, calls={},
-                     initialize=0, initialized=0, requests=[], bad_headers=[], deletes=[])
+                     initialize=0, initialized=0, requests=[], bad_headers=[], deletes=[],
+                     replies=[], gets=[], streams={}, next_stream=1)
+    REPLIED.set()
 
 
 reset()
@@ -76,9 +89,12 @@ def tools():
     with LOCK:
         extra = list(STATE["config"]["extra_tools"])
         schemas = dict(STATE["config"]["schemas"])
+        annotations = dict(STATE["config"]["annotations"])
     out = []
     for n in extra:
         t = tool(n, f"extra tool {n}")
+        if n in annotations:
+            t["annotations"] = annotations[n]
         if n in schemas:
             if schemas[n] is None:
                 del t["inputSchema"]
@@ -123,10 +139,50 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/stats":
             with LOCK:
                 self.send(200, {k: STATE[k] for k in ("calls", "initialize", "initialized",
-                                                      "requests", "bad_headers", "deletes")} |
+                                                      "requests", "bad_headers", "deletes",
+                                                      "replies", "gets")} |
                           {"sessions": list(STATE["sessions"])})
             return
+        last = self.headers.get("Last-Event-ID")
+        if self.path == "/mcp" and last is not None:
+            self.resume_stream(last)
+            return
         self.send(405, {"error": "GET streams are not offered"})
+
+    def resume_stream(self, last):
+        """A GET resuming a cut answer stream after event `last`."""
+        sid = self.headers.get("Mcp-Session-Id")
+        with LOCK:
+            known = sid in STATE["sessions"]
+            stream = next((st for st in STATE["streams"].values()
+                           if any(i == last for i, _ in st["events"])), None)
+            if known and stream is not None:
+                STATE["gets"].append({"last_event_id": last, "session": sid,
+                                      "version": self.headers.get("MCP-Protocol-Version"),
+                                      "after_ms": int((time.monotonic() - stream["cut"]) * 1000)})
+        if not known:
+            self.send(404, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32001, "message": "Session not found"}})
+            return
+        if stream is None or "text/event-stream" not in self.headers.get("Accept", ""):
+            self.send(400, {"error": "no such stream"})
+            return
+        k = [i for i, _ in stream["events"]].index(last)
+        rest = stream["events"][k + 1:]
+        with LOCK:
+            cut = stream["cuts"] > 0 and len(rest) > 1
+            if cut:
+                stream["cuts"] -= 1
+                rest = rest[:1]
+        body = b"".join(e for _, e in rest)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        with LOCK:
+            stream["cut"] = time.monotonic()
 
     def do_DELETE(self):
         """Ends the session named by Mcp-Session-Id (the spec: 200, or 405 when the server
@@ -182,6 +238,9 @@ class Handler(BaseHTTPRequestHandler):
                             "error": {"code": -32700, "message": "Parse error"}})
             return
         method = msg.get("method")
+        if method is None and "id" in msg and ("result" in msg or "error" in msg):
+            self.reply_from_client(msg)
+            return
         with LOCK:
             STATE["requests"].append(method)
             cfg = dict(STATE["config"])
@@ -214,6 +273,43 @@ class Handler(BaseHTTPRequestHandler):
             self.send(202)
             return
         self.rpc(msg, cfg, version)
+
+    def reply_from_client(self, msg):
+        """The client's reply to a request of ours: 202, as the spec says, when it comes
+        with a session this server knows."""
+        sid = self.headers.get("Mcp-Session-Id")
+        with LOCK:
+            known = sid in STATE["sessions"]
+            if known:
+                STATE["replies"].append({"id": msg["id"], "result": msg.get("result"),
+                                         "error": msg.get("error"), "session": sid,
+                                         "version": self.headers.get("MCP-Protocol-Version")})
+        REPLIED.set()
+        if not known:
+            self.send(404, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32001, "message": "Session not found"}})
+            return
+        self.send(202)
+
+    def ask_and_wait(self, cfg):
+        """Streams requests of cfg["ask"] to the client (the headers already sent) and
+        waits until it replied to each of them, or ask_wait seconds."""
+        ids = []
+        for i, m in enumerate(cfg["ask"]):
+            rid = f"srv-{i}" if i % 2 == 0 else 1000 + i   # string and integer ids
+            ids.append(rid)
+            params = {"messages": [], "maxTokens": 10} if m == "sampling/createMessage" else {}
+            self.wfile.write(b"event: message\ndata: " + json.dumps(
+                {"jsonrpc": "2.0", "id": rid, "method": m, "params": params}).encode() + b"\n\n")
+        self.wfile.flush()
+        end = time.monotonic() + cfg["ask_wait"]
+        while time.monotonic() < end:
+            with LOCK:
+                got = {json.dumps(r["id"]) for r in STATE["replies"]}
+                REPLIED.clear()
+            if all(json.dumps(i) in got for i in ids):
+                return
+            REPLIED.wait(0.05)
 
     def initialize(self, msg, cfg):
         offered = msg.get("params", {}).get("protocolVersion")
@@ -256,7 +352,7 @@ class Handler(BaseHTTPRequestHandler):
         elif name in ("slow", "slow_idem"):
             time.sleep(cfg["slow_seconds"])
             result = text(f"{name} done #{n}")
-        elif name in ("flaky", "flaky_idem"):
+        elif isinstance(name, str) and name.startswith("flaky"):
             if n <= cfg["fail_first"]:
                 self.send(503, {"error": "overloaded"})
                 return
@@ -297,6 +393,43 @@ class Handler(BaseHTTPRequestHandler):
             notes.insert(0, {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         if not cfg["sse"]:
             self.send(200, resp, headers)
+            return
+        if cfg["ask"] and error is None and not (isinstance(result, dict) and
+                                                 "protocolVersion" in result):
+            # streamed as it goes, the requests first; the connection closes at the end
+            self.send_response(200)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if cfg["priming"]:
+                self.wfile.write(b"id: prime-1\ndata: \n\n")
+            self.ask_and_wait(cfg)
+            for m in notes:
+                self.wfile.write(b"event: message\ndata: " + json.dumps(m).encode() + b"\n\n")
+            self.wfile.write(b"event: message\ndata: " + json.dumps(resp).encode() + b"\n\n")
+            self.wfile.flush()
+            return
+        if cfg["resume"] and not (isinstance(result, dict) and "protocolVersion" in result):
+            with LOCK:
+                n = STATE["next_stream"]
+                STATE["next_stream"] += 1
+            retry = b"" if cfg["resume_retry_ms"] is None else \
+                b"retry: %d\n" % cfg["resume_retry_ms"]
+            events = [(f"s{n}-0", b"id: s%d-0\n" % n + retry + b"data: \n\n")]
+            for k, m in enumerate([{"jsonrpc": "2.0", "method": "notifications/progress",
+                                    "params": {"progressToken": 1, "progress": 1}}] +
+                                  list(notes) + [resp]):
+                events.append((f"s{n}-{k + 1}", b"event: message\nid: s%d-%d\ndata: " %
+                               (n, k + 1) + json.dumps(m).encode() + b"\n\n"))
+            with LOCK:
+                STATE["streams"][n] = {"events": events, "cuts": cfg["resume"] - 1,
+                                       "cut": time.monotonic()}
+            self.send(200, events[0][1], headers, ctype="text/event-stream")
+            with LOCK:
+                STATE["streams"][n]["cut"] = time.monotonic()
             return
         events = []
         if cfg["priming"]:

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -187,6 +188,48 @@ def fake_protocol(fake):
     check(r[0]["status"] == "ok" and r[0]["text"] == "Echo: n" and r[0]["list_changed"],
           f"SSE without priming; list_changed noticed: {r[0]}")
 
+    # A server that asks the client something on the answer's stream and waits for the
+    # reply: ping is answered with an empty result, the rest with "method not found",
+    # each POSTed with the session's headers; the answer then comes well within the timeout.
+    asked = ["ping", "sampling/createMessage", "elicitation/create", "roots/list"]
+    fake.reset(sse=True, ask=asked, ask_wait=8)
+    r = drive(raw_env(fake.url, VALERIE_TEST_MCP_TIMEOUT_MS=4000),
+              ("mcp.call", "echo", '{"message":"asked"}'))
+    got = {json.dumps(x["id"]): x for x in fake.stats()["replies"]}
+    want = {json.dumps(f"srv-{i}" if i % 2 == 0 else 1000 + i): m for i, m in enumerate(asked)}
+    check(r[0]["status"] == "ok" and r[0]["text"] == "Echo: asked",
+          f"a server waiting for replies to its requests gets them and answers: {r[0]}")
+    check(set(got) == set(want) and all(
+        (got[k]["result"] == {} and got[k]["error"] is None) if m == "ping" else
+        (got[k]["error"] or {}).get("code") == -32601 for k, m in want.items()) and all(
+        x["session"] == r[0]["session"] and x["version"] == "2025-11-25" for x in got.values()),
+        f"ping answered with {{}}, sampling, elicitation and roots with -32601, each with "
+        f"the session's headers: {list(got.values())}")
+
+    # 2025-11-25: a server may close the connection of an answer's stream after an event
+    # with an id, and the client comes back with GET and Last-Event-ID after `retry:` ms.
+    fake.reset(sse=True, resume=2, resume_retry_ms=300)
+    r = drive(raw_env(fake.url), ("mcp.call", "echo", '{"message":"resumed"}'),
+              ("mcp.list",))
+    gets = fake.stats()["gets"]
+    check(r[0]["status"] == "ok" and r[0]["text"] == "Echo: resumed" and r[1]["status"] == "ok",
+          f"an answer's stream cut twice is resumed: {r[0]}")
+    check([g["last_event_id"] for g in gets] == ["s1-0", "s1-1", "s2-0", "s2-1"] and all(
+        g["session"] == r[0]["session"] and g["version"] == "2025-11-25" and
+        g["after_ms"] >= 250 for g in gets),
+        f"resumed with GET, Last-Event-ID, the session's headers, after retry: {gets}")
+    # A resumed stream refused (the session gone meanwhile) is a failed call, not one the
+    # client sends again in a new session: the tool ran.
+    fake.reset(sse=True, resume=1, resume_retry_ms=1500)
+    timer = threading.Timer(0.7, fake.forget)
+    timer.start()
+    r = drive(raw_env(fake.url), ("mcp.call", "book", "{}"))
+    timer.join()
+    s = fake.stats()
+    check(r[0]["status"] == "protocol error" and "HTTP 404" in r[0]["error"] and
+          r[0]["sent"] and s["calls"].get("book") == 1 and s["initialize"] == 1,
+          f"a resumption refused with 404: the call failed, not made again: {r[0]} {s['calls']}")
+
     for status in (404, 400):
         fake.reset(forget_status=status)
         r = drive(raw_env(fake.url), ("mcp.call", "echo", '{"message":"1"}'), wait_cmd(),
@@ -322,6 +365,22 @@ def fake_agents(fake):
     check('valerie_agent_call_duration_seconds_count{agent="fake"} 5' in m,
           "valerie_agent_call_duration_seconds counts the calls")
 
+    # readOnlyHint: a tool that changes nothing is retried as an idempotent one is (MCP:
+    # idempotentHint means something only when readOnlyHint is false); readOnlyHint false
+    # or not a boolean is not enough.
+    fake.reset(fail_first=1, extra_tools=["flaky_ro", "flaky_rw", "flaky_odd"],
+               annotations={"flaky_ro": {"readOnlyHint": True},
+                            "flaky_rw": {"readOnlyHint": False, "destructiveHint": False},
+                            "flaky_odd": {"readOnlyHint": "true"}})
+    r = drive(agent_env(fake, MCP_MAX_RETRIES=3), ("list",), ("call", "fake", "flaky_ro", "{}"),
+              ("call", "fake", "flaky_rw", "{}"), ("call", "fake", "flaky_odd", "{}"))
+    s = fake.stats()["calls"]
+    check(r[1]["outcome"] == "ok" and r[1]["attempts"] == 2 and s.get("flaky_ro") == 2,
+          f"a readOnlyHint tool is retried after a 503: {r[1]} (calls {s.get('flaky_ro')})")
+    check(r[2]["outcome"] == "unavailable" and s.get("flaky_rw") == 1 and
+          r[3]["outcome"] == "unavailable" and s.get("flaky_odd") == 1,
+          f"readOnlyHint false, or a string, is not retried: {s}")
+
     # The circuit: opens after the threshold, a probe after the reset timeout.
     fake.reset(fail_first=1000)
     env = agent_env(fake, MCP_MAX_RETRIES=0, MCP_CIRCUIT_BREAKER_FAILURE_THRESHOLD=2,
@@ -390,6 +449,17 @@ def fake_agents(fake):
           fake.stats()["requests"].count("tools/list") == 1,
           f"4 threads wanting the tools of a hung agent: one tools/list, each waits about "
           f"MCP_TIMEOUT: {ms} ms")
+    # Three hung agents (one server under three names): their tool lists are fetched at
+    # once, so a turn waits about one MCP_TIMEOUT for them, not three one after another.
+    fake.reset(stall={"tools/list": 5})
+    env3 = dict(env, MCP_HUNG1_URL=fake.url, MCP_HUNG2_URL=fake.url, MCP_HUNG3_URL=fake.url)
+    del env3["MCP_FAKE_URL"]
+    r = drive(env3, ("parallel-list", 1))
+    ms = r[0][0]["ms"]
+    check(r[0][0]["tools"] == 0 and ms < 2500 and
+          fake.stats()["requests"].count("tools/list") == 3,
+          f"the tool lists of 3 hung agents are fetched at once: {ms} ms for the turn's "
+          f"listing (one after another: 3 x MCP_TIMEOUT)")
     fake.reset(stall={"initialize": 5})
     r = drive(env, ("parallel", 4, "fake", "echo", '{"message":"h"}'))
     ms = [x["ms"] for x in r[0]]

@@ -45,6 +45,16 @@ static const struct tool_case cases[] = {
 	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///a\",\"text\":\"embedded\"}},"
 	    "{\"type\":\"resource_link\",\"uri\":\"file:///c\"}]}}", 7, MCP_OK,
 	    "[image: image/png]\nembedded\n[resource: file:///c]", 0, 0},
+	{"embedded resources: a blob's mimeType and uri are in item.resource", JSON,
+	    "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":["
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///r.pdf\","
+	    "\"mimeType\":\"application/pdf\",\"blob\":\"aGk=\"}},"
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///t\","
+	    "\"mimeType\":\"text/plain\",\"text\":\"plain text\"}},"
+	    "{\"type\":\"resource\",\"resource\":{\"uri\":\"file:///b\",\"blob\":\"aGk=\"}},"
+	    "{\"type\":\"audio\",\"data\":\"aGk=\"}]}}", 7, MCP_OK,
+	    "[resource: application/pdf file:///r.pdf]\nplain text\n[resource file:///b]\n[audio]",
+	    0, 0},
 	{"structuredContent alone", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":[],"
 	    "\"structuredContent\":{\"sum\":5}}}", 7, MCP_OK, "{\"sum\":5}", 0, 0},
 	{"a result that is not an object", JSON, "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":[1]}", 7,
@@ -127,6 +137,99 @@ bytewise(void)
 	mcp_reader_free(&r);
 }
 
+/*
+ * Requests from the server in a stream are owed replies: ping an empty
+ * result, the rest -32601, the id as sent; none for a request in a JSON body,
+ * nor for an id that is not a string or an integer.
+ */
+static void
+server_requests(void)
+{
+	static const char body[] = PRIME
+	    "data: {\"jsonrpc\":\"2.0\",\"id\":\"p1\",\"method\":\"ping\"}\n\n"
+	    "data: {\"jsonrpc\":\"2.0\",\"id\":12,\"method\":\"sampling/createMessage\","
+	    "\"params\":{}}\n\n"
+	    "data: {\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"ping\"}\n\n"
+	    "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n"
+	    "data: " ECHO(3) "\n\n";
+	static const char json[] = "[{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"ping\"}," ECHO(3) "]";
+	struct json_object *result;
+	struct mcp_reader r;
+	struct mcp_error err;
+
+	memset(&err, 0, sizeof(err));
+	mcp_reader_init(&r, 3);
+	CHECK_INT(mcp_reader_feed(&r, SSE, body, sizeof(body) - 1), 1);
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	json_object_put(result);
+	CHECK(r.replies != NULL && json_object_array_length(r.replies) == 2);
+	if (r.replies != NULL && json_object_array_length(r.replies) == 2) {
+		CHECK_STR(json_object_to_json_string_ext(json_object_array_get_idx(r.replies, 0),
+		    JSON_C_TO_STRING_PLAIN), "{\"jsonrpc\":\"2.0\",\"id\":\"p1\",\"result\":{}}");
+		CHECK_STR(json_object_to_json_string_ext(json_object_array_get_idx(r.replies, 1),
+		    JSON_C_TO_STRING_PLAIN), "{\"jsonrpc\":\"2.0\",\"id\":12,\"error\":"
+		    "{\"code\":-32601,\"message\":\"Method not found\"}}");
+	}
+	mcp_reader_free(&r);
+
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, JSON, json, sizeof(json) - 1);
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	json_object_put(result);
+	CHECK(r.replies == NULL);
+	mcp_reader_free(&r);
+}
+
+/*
+ * A stream cut after an event with an id may be resumed: the id and retry:
+ * are kept, a half-read event dropped, and the new stream read on; an id that
+ * cannot go back in a header, a failed or a JSON reader may not.
+ */
+static void
+resumable(void)
+{
+	static const char cut[] = "id: s-0\nretry: 250\ndata: \n\nid: s-1\ndata: {\"jsonr";
+	static const char rest[] = "id: s-2\ndata: " ECHO(3) "\n\n";
+	static const char ctl[] = "id: a\001b\ndata: \n\n";
+	struct json_object *result;
+	struct mcp_reader r;
+	struct mcp_error err;
+	char longid[300 + 16];
+
+	memset(&err, 0, sizeof(err));
+	mcp_reader_init(&r, 3);
+	CHECK_INT(mcp_reader_feed(&r, SSE, cut, sizeof(cut) - 1), 0);
+	CHECK(mcp_reader_resumable(&r));
+	CHECK_STR(r.sse.last_id, "s-0");
+	CHECK(r.sse.has_retry && r.sse.retry_ms == 250);
+	mcp_reader_restart(&r);
+	CHECK_STR(r.sse.last_id, "s-0");
+	CHECK(r.sse.has_retry && r.sse.retry_ms == 250);
+	CHECK_INT(mcp_reader_feed(&r, SSE, rest, sizeof(rest) - 1), 1);
+	CHECK(!mcp_reader_resumable(&r));
+	CHECK_INT(mcp_reader_finish(&r, &result, &err), MCP_OK);
+	json_object_put(result);
+	mcp_reader_free(&r);
+
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, SSE, ctl, sizeof(ctl) - 1);
+	CHECK(!mcp_reader_resumable(&r));
+	mcp_reader_free(&r);
+
+	memset(longid, 'x', sizeof(longid));
+	memcpy(longid, "id: ", 4);
+	memcpy(longid + 300, "\ndata: \n\n", 10);   /* its NUL included */
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, SSE, longid, strlen(longid));
+	CHECK(!mcp_reader_resumable(&r));
+	mcp_reader_free(&r);
+
+	mcp_reader_init(&r, 3);
+	mcp_reader_feed(&r, JSON, "{", 1);
+	CHECK(!mcp_reader_resumable(&r));
+	mcp_reader_free(&r);
+}
+
 /* tools/list pages: valid names kept, the cursor followed only when there is one. */
 static void
 tools_pages(void)
@@ -163,6 +266,8 @@ main(void)
 {
 	tool_cases();
 	bytewise();
+	server_requests();
+	resumable();
 	tools_pages();
 	return check_done("test_mcp");
 }
