@@ -291,9 +291,11 @@ span_new(const struct trace_turn *t, const char *span_id, const char *parent, co
 	json_object_object_add(s, "endTimeUnixNano", ns_string(end_ns > start_ns ? end_ns : start_ns));
 	json_object_object_add(s, "attributes", *attrs);
 	attr_cstr(*attrs, "langfuse.trace.name", t->name);
+	/* NOTE: empty ids are left out: Langfuse would record a session or a user named "". */
 	if (t->session_id[0] != '\0')
 		attr_cstr(*attrs, "session.id", t->session_id);
-	attr_cstr(*attrs, "user.id", t->user_id);
+	if (t->user_id[0] != '\0')
+		attr_cstr(*attrs, "user.id", t->user_id);
 	return s;
 }
 

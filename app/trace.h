@@ -24,7 +24,7 @@ struct trace_turn {
 	char parent_id[SPAN_ID_HEX + 1];   /* the caller's span from `traceparent`, or "" */
 	char name[64];                     /* the trace's name: the route */
 	char session_id[STORE_ID_MAX + 1]; /* "" when stateless */
-	char user_id[STORE_ID_MAX + 1];
+	char user_id[STORE_ID_MAX + 1];    /* "" when unknown: no user.id sent */
 	long long start_ns;                /* Unix nanoseconds */
 };
 
