@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define SPANS_MANY 1000   /* queued at once: several export batches (256 each) */
+
 /*
  * The collector: a listening socket and a thread per connection. Every
  * POST's body is appended to `bodies` (each ended by a newline) and its
@@ -209,6 +211,18 @@ start(struct conf *conf, const char *queue)
 	return 0;
 }
 
+static double
+spans_counted(const char *outcome)
+{
+	char labels[64];
+	double v = -1;
+
+	snprintf(labels, sizeof(labels), "outcome=\"%s\"", outcome);
+	if (metrics_gauge_get("valerie_trace_spans_total", labels, &v) != 0)
+		return -1;
+	return v;
+}
+
 /*
  * Trace-level attributes that are empty are left out: Langfuse would record
  * a user (or a session) whose id is "".
@@ -245,6 +259,37 @@ test_empty_ids_left_out(void)
 	pthread_mutex_unlock(&col.mu);
 }
 
+/*
+ * Spans queued when the worker stops are all exported (within the stop's
+ * limit), not just one batch: the first export is held by the collector
+ * while more than three batches queue up, and the stop comes at once.
+ */
+static void
+test_stop_exports_all_queued(void)
+{
+	struct conf conf;
+	struct trace_turn t;
+	double dropped0 = spans_counted("dropped"), exported0 = spans_counted("exported");
+	int i;
+
+	collector_reset(500);
+	if (start(&conf, "4096") != 0) {
+		CHECK(0);
+		return;
+	}
+	for (i = 0; i < SPANS_MANY; i++) {
+		trace_turn_begin(&t, NULL, "/api/v1/chat", "sess-many", "user-many");
+		trace_turn_end(&t, 200, NULL, NULL, NULL, 0);
+	}
+	trace_stop();
+	pthread_mutex_lock(&col.mu);
+	CHECK_INT(col.spans, SPANS_MANY);
+	CHECK(col.posts >= 4);
+	pthread_mutex_unlock(&col.mu);
+	CHECK_INT(spans_counted("exported") - exported0, SPANS_MANY);
+	CHECK_INT(spans_counted("dropped") - dropped0, 0);
+}
+
 int
 main(void)
 {
@@ -261,6 +306,7 @@ main(void)
 	snprintf(path, sizeof(path), "%s/metrics", dir);
 	CHECK(metrics_open(path, err, sizeof(err)) == 0);
 	test_empty_ids_left_out();
+	test_stop_exports_all_queued();
 	metrics_close();
 	atomic_store(&col.stop, 1);
 	pthread_join(acceptor, NULL);
