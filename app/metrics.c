@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -595,10 +596,20 @@ histogram_read(struct metrics_series *s, struct histogram_read *h)
 	}
 }
 
+/*
+ * A sample value: an integer as such, else %.9g; NaN and the infinities as
+ * the exposition format spells them.
+ * NOTE: the range is checked before the cast: converting NaN, an infinity or
+ * a double beyond long long's range to long long is undefined behaviour.
+ */
 static void
 number(struct buf *out, double v)
 {
-	if (v == (double)(long long)v && v < 1e15 && v > -1e15)
+	if (isnan(v))
+		buf_puts(out, "NaN");
+	else if (isinf(v))
+		buf_puts(out, v > 0 ? "+Inf" : "-Inf");
+	else if (v < 1e15 && v > -1e15 && v == (double)(long long)v)
 		buf_printf(out, "%lld", (long long)v);
 	else
 		buf_printf(out, "%.9g", v);

@@ -16,6 +16,7 @@
 #include "tmpdir.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -290,6 +291,40 @@ render_has(const char *text)
 }
 
 /*
+ * Values no long long holds (NaN, the infinities, beyond 9.2e18) render
+ * without the undefined cast, NaN and the infinities as the exposition
+ * format spells them; integers as integers, the rest as %.9g.
+ */
+static void
+test_number_edges(void)
+{
+	static const struct {
+		const char *labels;
+		double v;
+		const char *line;
+	} cases[] = {
+		{"provider=\"num-nan\"", NAN, "valerie_provider_up{provider=\"num-nan\"} NaN\n"},
+		{"provider=\"num-inf\"", INFINITY, "valerie_provider_up{provider=\"num-inf\"} +Inf\n"},
+		{"provider=\"num-ninf\"", -INFINITY,
+		    "valerie_provider_up{provider=\"num-ninf\"} -Inf\n"},
+		{"provider=\"num-big\"", 1e19, "valerie_provider_up{provider=\"num-big\"} 1e+19\n"},
+		{"provider=\"num-nbig\"", -9.3e18,
+		    "valerie_provider_up{provider=\"num-nbig\"} -9.3e+18\n"},
+		{"provider=\"num-int\"", 42, "valerie_provider_up{provider=\"num-int\"} 42\n"},
+		{"provider=\"num-frac\"", 0.25, "valerie_provider_up{provider=\"num-frac\"} 0.25\n"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		metrics_gauge_set("valerie_provider_up", cases[i].labels, cases[i].v);
+		if (!render_has(cases[i].line)) {
+			fprintf(stderr, "render lacks %s", cases[i].line);
+			CHECK(0);
+		}
+	}
+}
+
+/*
  * The mapped file outlives the pool (it sits in VALERIE_DATA_DIR next to the
  * sessions): a gauge says how things are now, so one that a stopped pool left
  * (the old version's build_info after an upgrade, a provider or agent since
@@ -390,6 +425,7 @@ main(int argc, char **argv)
 	test_dead_observer(path);
 	test_kept_series(path);
 	test_stale_gauges(path, argv[0]);
+	test_number_edges();
 	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, observer, (void *)&values[i]);
