@@ -517,8 +517,8 @@ metrics_label_value(const char *in, char *out, size_t outlen)
 void
 metrics_labels(char *out, size_t outlen, ...)
 {
-	const char *name, *value, *parts[4];
-	size_t n = 0, len, i;
+	const char *name, *value, *parts[5];
+	size_t n = 0, lens[5], need, i;
 	va_list ap;
 
 	if (outlen == 0)
@@ -530,15 +530,20 @@ metrics_labels(char *out, size_t outlen, ...)
 		parts[1] = name;
 		parts[2] = "=\"";
 		parts[3] = value;
-		for (i = 0; i < 4; i++) {
-			len = strlen(parts[i]);
-			if (len > outlen - 1 - n)
-				len = outlen - 1 - n;
-			memcpy(out + n, parts[i], len);
-			n += len;
+		parts[4] = "\"";
+		for (need = 0, i = 0; i < 5; i++)
+			need += lens[i] = strlen(parts[i]);
+		/*
+		 * NOTE: a pair is written whole or not at all, and none after
+		 * it: a pair cut short (an unclosed quote, a value ending in
+		 * half an escape) would make the whole scrape unparseable.
+		 */
+		if (need > outlen - 1 - n)
+			break;
+		for (i = 0; i < 5; i++) {
+			memcpy(out + n, parts[i], lens[i]);
+			n += lens[i];
 		}
-		if (n < outlen - 1)
-			out[n++] = '"';
 	}
 	va_end(ap);
 	out[n] = '\0';

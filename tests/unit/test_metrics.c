@@ -325,6 +325,35 @@ test_number_edges(void)
 }
 
 /*
+ * A label set that does not fit leaves out whole pairs, never half of one:
+ * an unclosed quote (or a value cut after its escaping backslash) would make
+ * the whole scrape unparseable.
+ */
+static void
+test_labels_truncated(void)
+{
+	char small[12], l[40], esc[7];
+
+	metrics_labels(l, sizeof(l), "provider", "openai", "model", "gpt-4o", (char *)NULL);
+	CHECK_STR(l, "provider=\"openai\",model=\"gpt-4o\"");
+	metrics_labels(small, sizeof(small), "provider", "openai", (char *)NULL);
+	CHECK_STR(small, "");
+	metrics_labels(small, sizeof(small), "ab", "c", "de", "f", (char *)NULL);
+	CHECK_STR(small, "ab=\"c\"");
+	/* Exactly full: 11 bytes and the NUL. */
+	metrics_labels(small, sizeof(small), "a", "b", "c", "d", (char *)NULL);
+	CHECK_STR(small, "a=\"b\",c=\"d\"");
+	/* A pair that does not fit ends the set, even if a later one would. */
+	metrics_labels(small, sizeof(small), "a", "b", "long", "value", "c", "d", (char *)NULL);
+	CHECK_STR(small, "a=\"b\"");
+	/* An escaped value is never cut after its backslash. */
+	metrics_labels(esc, sizeof(esc), "q", "a\\\"", (char *)NULL);
+	CHECK_STR(esc, "");
+	metrics_labels(l, sizeof(l), "q", "a\\\"", (char *)NULL);
+	CHECK_STR(l, "q=\"a\\\"\"");
+}
+
+/*
  * The mapped file outlives the pool (it sits in VALERIE_DATA_DIR next to the
  * sessions): a gauge says how things are now, so one that a stopped pool left
  * (the old version's build_info after an upgrade, a provider or agent since
@@ -426,6 +455,7 @@ main(int argc, char **argv)
 	test_kept_series(path);
 	test_stale_gauges(path, argv[0]);
 	test_number_edges();
+	test_labels_truncated();
 	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, observer, (void *)&values[i]);
