@@ -495,20 +495,43 @@ metrics_inflight_add(int delta)
 		atomic_fetch_add(&me->inflight, delta);
 }
 
+/*
+ * Bytes of the UTF-8 character at `p`: its lead byte's length, counting only
+ * the continuation bytes present (a stray or cut sequence goes byte by byte).
+ */
+static size_t
+char_len(const unsigned char *p)
+{
+	size_t want = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1, n = 1;
+
+	while (n < want && (p[n] & 0xc0) == 0x80)
+		n++;
+	return n;
+}
+
 void
 metrics_label_value(const char *in, char *out, size_t outlen)
 {
-	size_t n = 0;
+	const unsigned char *p = (const unsigned char *)in;
+	size_t n = 0, len;
 
-	for (; *in && n + 3 < outlen; in++) {
-		if (*in == '\\' || *in == '"') {
+	if (outlen == 0)
+		return;
+	for (; *p && n + 3 < outlen; p += len) {
+		len = 1;
+		if (*p == '\\' || *p == '"') {
 			out[n++] = '\\';
-			out[n++] = *in;
-		} else if (*in == '\n') {
+			out[n++] = (char)*p;
+		} else if (*p == '\n') {
 			out[n++] = '\\';
 			out[n++] = 'n';
 		} else {
-			out[n++] = *in;
+			/* NOTE: a character whole or not at all: half of one is not UTF-8. */
+			len = char_len(p);
+			if (n + len >= outlen)
+				break;
+			memcpy(out + n, p, len);
+			n += len;
 		}
 	}
 	out[n] = '\0';

@@ -72,7 +72,10 @@ unsigned long metrics_epoch(void);
 /* This process's requests in flight (summed over live processes at scrape). */
 void metrics_inflight_add(int delta);
 
-/* Escapes a label value into `out` (backslash, quote, newline), truncating. */
+/*
+ * Escapes a label value into `out` (backslash, quote, newline), truncating
+ * on a character boundary (never half an escape or a UTF-8 character).
+ */
 void metrics_label_value(const char *in, char *out, size_t outlen);
 
 /*

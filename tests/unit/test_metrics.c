@@ -14,6 +14,7 @@
 #include "check.h"
 #include "metrics.h"
 #include "tmpdir.h"
+#include "utf8.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -354,6 +355,39 @@ test_labels_truncated(void)
 }
 
 /*
+ * A label value cut to its buffer ends on a character boundary: never half
+ * of a UTF-8 character (Prometheus refuses a scrape with invalid UTF-8 in a
+ * label value) nor half of an escape. Every cut is a prefix of the whole.
+ */
+static void
+test_label_value_utf8(void)
+{
+	static const char mixed[] = "caf\xc3\xa9 \"\xe2\x82\xac\" \xf0\x9f\x98\x80\\\n\xe6\x97\xa5";
+	char out[64], whole[64];
+	size_t size, len, slashes;
+
+	metrics_label_value("abcd\xe2\x82\xac", out, 8);
+	CHECK_STR(out, "abcd\xe2\x82\xac");
+	metrics_label_value("abcd\xf0\x9f\x98\x80", out, 8);
+	CHECK_STR(out, "abcd");
+	metrics_label_value("abc\xc3\xa9", out, 5);
+	CHECK_STR(out, "ab");
+	metrics_label_value(mixed, whole, sizeof(whole));
+	CHECK_STR(whole, "caf\xc3\xa9 \\\"\xe2\x82\xac\\\" \xf0\x9f\x98\x80\\\\\\n\xe6\x97\xa5");
+	for (size = 1; size <= sizeof(whole); size++) {
+		metrics_label_value(mixed, out, size);
+		len = strlen(out);
+		for (slashes = 0; slashes < len && out[len - 1 - slashes] == '\\'; slashes++)
+			;
+		if (len >= size || !utf8_valid(out, len) || strncmp(out, whole, len) != 0 ||
+		    slashes % 2 != 0) {
+			fprintf(stderr, "label value cut to %zu bytes: \"%s\"\n", size, out);
+			CHECK(0);
+		}
+	}
+}
+
+/*
  * The mapped file outlives the pool (it sits in VALERIE_DATA_DIR next to the
  * sessions): a gauge says how things are now, so one that a stopped pool left
  * (the old version's build_info after an upgrade, a provider or agent since
@@ -456,6 +490,7 @@ main(int argc, char **argv)
 	test_stale_gauges(path, argv[0]);
 	test_number_edges();
 	test_labels_truncated();
+	test_label_value_utf8();
 	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, observer, (void *)&values[i]);
