@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -494,20 +495,43 @@ metrics_inflight_add(int delta)
 		atomic_fetch_add(&me->inflight, delta);
 }
 
+/*
+ * Bytes of the UTF-8 character at `p`: its lead byte's length, counting only
+ * the continuation bytes present (a stray or cut sequence goes byte by byte).
+ */
+static size_t
+char_len(const unsigned char *p)
+{
+	size_t want = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc0 ? 2 : 1, n = 1;
+
+	while (n < want && (p[n] & 0xc0) == 0x80)
+		n++;
+	return n;
+}
+
 void
 metrics_label_value(const char *in, char *out, size_t outlen)
 {
-	size_t n = 0;
+	const unsigned char *p = (const unsigned char *)in;
+	size_t n = 0, len;
 
-	for (; *in && n + 3 < outlen; in++) {
-		if (*in == '\\' || *in == '"') {
+	if (outlen == 0)
+		return;
+	for (; *p && n + 3 < outlen; p += len) {
+		len = 1;
+		if (*p == '\\' || *p == '"') {
 			out[n++] = '\\';
-			out[n++] = *in;
-		} else if (*in == '\n') {
+			out[n++] = (char)*p;
+		} else if (*p == '\n') {
 			out[n++] = '\\';
 			out[n++] = 'n';
 		} else {
-			out[n++] = *in;
+			/* NOTE: a character whole or not at all: half of one is not UTF-8. */
+			len = char_len(p);
+			if (n + len >= outlen)
+				break;
+			memcpy(out + n, p, len);
+			n += len;
 		}
 	}
 	out[n] = '\0';
@@ -516,8 +540,8 @@ metrics_label_value(const char *in, char *out, size_t outlen)
 void
 metrics_labels(char *out, size_t outlen, ...)
 {
-	const char *name, *value, *parts[4];
-	size_t n = 0, len, i;
+	const char *name, *value, *parts[5];
+	size_t n = 0, lens[5], need, i;
 	va_list ap;
 
 	if (outlen == 0)
@@ -529,15 +553,20 @@ metrics_labels(char *out, size_t outlen, ...)
 		parts[1] = name;
 		parts[2] = "=\"";
 		parts[3] = value;
-		for (i = 0; i < 4; i++) {
-			len = strlen(parts[i]);
-			if (len > outlen - 1 - n)
-				len = outlen - 1 - n;
-			memcpy(out + n, parts[i], len);
-			n += len;
+		parts[4] = "\"";
+		for (need = 0, i = 0; i < 5; i++)
+			need += lens[i] = strlen(parts[i]);
+		/*
+		 * NOTE: a pair is written whole or not at all, and none after
+		 * it: a pair cut short (an unclosed quote, a value ending in
+		 * half an escape) would make the whole scrape unparseable.
+		 */
+		if (need > outlen - 1 - n)
+			break;
+		for (i = 0; i < 5; i++) {
+			memcpy(out + n, parts[i], lens[i]);
+			n += lens[i];
 		}
-		if (n < outlen - 1)
-			out[n++] = '"';
 	}
 	va_end(ap);
 	out[n] = '\0';
@@ -595,10 +624,20 @@ histogram_read(struct metrics_series *s, struct histogram_read *h)
 	}
 }
 
+/*
+ * A sample value: an integer as such, else %.9g; NaN and the infinities as
+ * the exposition format spells them.
+ * NOTE: the range is checked before the cast: converting NaN, an infinity or
+ * a double beyond long long's range to long long is undefined behaviour.
+ */
 static void
 number(struct buf *out, double v)
 {
-	if (v == (double)(long long)v && v < 1e15 && v > -1e15)
+	if (isnan(v))
+		buf_puts(out, "NaN");
+	else if (isinf(v))
+		buf_puts(out, v > 0 ? "+Inf" : "-Inf");
+	else if (v < 1e15 && v > -1e15 && v == (double)(long long)v)
 		buf_printf(out, "%lld", (long long)v);
 	else
 		buf_printf(out, "%.9g", v);

@@ -72,14 +72,19 @@ unsigned long metrics_epoch(void);
 /* This process's requests in flight (summed over live processes at scrape). */
 void metrics_inflight_add(int delta);
 
-/* Escapes a label value into `out` (backslash, quote, newline), truncating. */
+/*
+ * Escapes a label value into `out` (backslash, quote, newline), truncating
+ * on a character boundary (never half an escape or a UTF-8 character).
+ */
 void metrics_label_value(const char *in, char *out, size_t outlen);
 
 /*
  * Writes `name="value"` pairs joined by commas into `out`, from name, value,
- * ..., NULL; values already escaped (metrics_label_value). Truncates like
- * snprintf. NOTE: no printf: a completion builds six label sets, and glibc's
- * printf costs about 1,000 instructions a call (bench/README.md).
+ * ..., NULL; values already escaped (metrics_label_value). What does not fit
+ * in `outlen` is left out a whole pair at a time (that pair and those after
+ * it), so the text is always a valid label set. NOTE: no printf: a
+ * completion builds six label sets, and glibc's printf costs about 1,000
+ * instructions a call (bench/README.md).
  */
 void metrics_labels(char *out, size_t outlen, ...) __attribute__((sentinel));
 

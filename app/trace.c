@@ -291,9 +291,11 @@ span_new(const struct trace_turn *t, const char *span_id, const char *parent, co
 	json_object_object_add(s, "endTimeUnixNano", ns_string(end_ns > start_ns ? end_ns : start_ns));
 	json_object_object_add(s, "attributes", *attrs);
 	attr_cstr(*attrs, "langfuse.trace.name", t->name);
+	/* NOTE: empty ids are left out: Langfuse would record a session or a user named "". */
 	if (t->session_id[0] != '\0')
 		attr_cstr(*attrs, "session.id", t->session_id);
-	attr_cstr(*attrs, "user.id", t->user_id);
+	if (t->user_id[0] != '\0')
+		attr_cstr(*attrs, "user.id", t->user_id);
 	return s;
 }
 
@@ -638,8 +640,12 @@ exporter(void *arg)
 			for (i = 0; i < n; i++)
 				free(batch[i]);
 		}
-		/* NOTE: when stopping, one pass takes what was queued; the rest is dropped below. */
-		if (stopping)
+		/*
+		 * NOTE: when stopping, batches go on until the queue is empty
+		 * or trace_stop gives up (TRACE_STOP_WAIT_S, `aborting`); what
+		 * is left then is dropped, and counted, by trace_stop.
+		 */
+		if (stopping && (n == 0 || atomic_load(&ex.aborting)))
 			break;
 	}
 	httpc_free(http);
@@ -791,9 +797,10 @@ trace_stop(void)
 	pthread_cond_signal(&ex.cv);
 	pthread_mutex_unlock(&ex.mu);
 	/*
-	 * The last pass exports what is queued; if the collector hangs it is
-	 * given up after TRACE_STOP_WAIT_S (httpc polls `cancelled` about once a
-	 * second), so a dead collector never holds a worker's exit.
+	 * The exporter goes on until what is queued is exported; if that takes
+	 * longer (a collector that hangs or is slow) it is given up after
+	 * TRACE_STOP_WAIT_S (httpc polls `cancelled` about once a second), so a
+	 * dead collector never holds a worker's exit.
 	 */
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += TRACE_STOP_WAIT_S;
@@ -802,7 +809,7 @@ trace_stop(void)
 		pthread_join(ex.thread, NULL);
 		atomic_store(&ex.aborting, 0);
 	}
-	/* What the last pass could not take (more than one batch) is dropped, and counted. */
+	/* What the exporter could not send before it was given up is dropped, and counted. */
 	for (dropped = 0; ex.count > 0; dropped++) {
 		free(ex.ring[ex.head]);
 		ex.head = (ex.head + 1) % ex.cap;

@@ -24,7 +24,7 @@ struct trace_turn {
 	char parent_id[SPAN_ID_HEX + 1];   /* the caller's span from `traceparent`, or "" */
 	char name[64];                     /* the trace's name: the route */
 	char session_id[STORE_ID_MAX + 1]; /* "" when stateless */
-	char user_id[STORE_ID_MAX + 1];
+	char user_id[STORE_ID_MAX + 1];    /* "" when unknown: no user.id sent */
 	long long start_ns;                /* Unix nanoseconds */
 };
 
@@ -62,8 +62,9 @@ struct trace_tool {
 int trace_start(const struct conf *conf, char *err, size_t errlen);
 
 /*
- * Stops the exporter: what is queued gets one last export (bounded by the
- * export timeout), then the thread is joined and everything freed.
+ * Stops the exporter: what is queued is exported, in as many batches as it
+ * takes, for at most TRACE_STOP_WAIT_S (3 s; the rest is dropped and
+ * counted), then the thread is joined and everything freed.
  */
 void trace_stop(void);
 

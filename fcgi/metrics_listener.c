@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,7 +22,7 @@
 #define ML_MAX_CONNECTIONS 32          /* open at once; MHD refuses more at accept */
 #define ML_IDLE_TIMEOUT_S 5            /* a connection silent this long is closed */
 #define ML_CONN_MEMORY (32 * 1024)     /* per connection: request line and headers */
-#define ML_STACK_BYTES (256 * 1024)    /* the listener's one thread */
+#define ML_STACK_BYTES (256 * 1024)    /* the listener's thread and the scrape thread */
 
 /*
  * NOTE: why every process of the pool listens on the same port. spawn-fcgi
@@ -39,22 +40,58 @@
  * A client that connects and sends nothing holds a connection slot, never a
  * thread: other scrapes are served meanwhile, and the slot is freed after
  * ML_IDLE_TIMEOUT_S; at most ML_MAX_CONNECTIONS slots exist. Requests are
- * answered in that thread through the app's pipeline (the same handler, and
- * the same counting and access log, as GET /metrics through nginx), with the
- * listener's own app_worker and response, which only that thread touches.
+ * answered through the app's pipeline (the same handler, and the same
+ * counting and access log, as GET /metrics through nginx).
+ *
+ * NOTE: /metrics is answered by a second thread, never the polling one. A
+ * scrape pings and counts the session store, which can take a store's whole
+ * command timeout (and more) when it is unreachable; done in the polling
+ * thread, it held up every other connection, /health/live among them, and
+ * a liveness probe with a short timeout restarted the replica because a
+ * dependency was down. So a scrape's connection is suspended
+ * (MHD_suspend_connection), its request queued for the scrape thread, and
+ * the connection resumed with the answer; meanwhile the polling thread goes
+ * on answering /health/live (a constant) and the rest at once. Scrapes are
+ * answered one after another, as before. Each thread has its own app_worker
+ * and response, which only it touches.
  *
  * NOTE: requests MHD rejects before our handler never get our JSON: a
  * garbled request line just closes the connection, and headers over
  * ML_CONN_MEMORY get MHD's own small HTML 431 (0.9.75 has no hook for its
  * error pages). Only a broken client sees those; Prometheus never does.
  */
+/*
+ * One GET or HEAD /metrics, from the polling thread (which suspended its
+ * connection) to the scrape thread, and back with the answer once it resumes
+ * the connection. Freed by whoever holds it last: on_request after queueing
+ * the answer, or on_completed when MHD ends the connection first.
+ */
+struct ml_scrape {
+	struct ml_scrape *next;
+	struct MHD_Connection *conn;
+	int head;
+	char addr[INET6_ADDRSTRLEN];
+	struct MHD_Response *answer;   /* NULL: none (out of memory, stopping): close */
+	unsigned int status;
+};
+
 struct metrics_listener {
 	struct MHD_Daemon *daemon;
-	struct app_worker *aw;
+	struct app_worker *aw;         /* the polling thread's */
 	struct http_transport ops;
-	struct http_response resp;
+	struct http_response resp;     /* the polling thread's */
 	char start_error[192];         /* MHD's message while starting */
 	atomic_int started;            /* set once MHD_start_daemon returned */
+
+	/* The scrape thread and its queue; `lock` guards the queue and `closing`. */
+	pthread_t scraper;
+	int scraper_started;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct ml_scrape *queue, *queue_tail;
+	int closing;                   /* stopping: nothing more is queued */
+	struct app_worker *scrape_aw;  /* the scrape thread's */
+	struct http_response scrape_resp;
 };
 
 /* The paths this port serves; all the others are 404 here. */
@@ -143,29 +180,155 @@ peer_address(struct MHD_Connection *conn, char *out, size_t outlen)
 		    out, (socklen_t)outlen);
 }
 
-/* Queues `resp` (status, headers, body copied) on the connection. */
-static enum MHD_Result
-send_response(struct MHD_Connection *conn, const struct http_response *resp)
+/*
+ * MHD's copy of `resp` (status in *status, headers, body copied); caller
+ * destroys it. NULL when out of memory. Touches no connection, so either
+ * thread may call it.
+ */
+static struct MHD_Response *
+build_response(const struct http_response *resp, unsigned int *status)
 {
 	static char empty[1];
 	struct MHD_Response *r;
-	enum MHD_Result rc;
 	size_t i, len = resp->body.oom ? 0 : resp->body.len;
-	unsigned int status = resp->body.oom ? 500 : (unsigned int)resp->status;
 
+	*status = resp->body.oom ? 500 : (unsigned int)resp->status;
 	r = MHD_create_response_from_buffer(len, len > 0 ? resp->body.data : empty,
 	    MHD_RESPMEM_MUST_COPY);
 	if (r == NULL)
-		return MHD_NO; /* out of memory: MHD closes the connection */
+		return NULL;
 	for (i = 0; i < resp->nheaders; i++)
 		if (MHD_add_response_header(r, resp->headers[i].name,
 		    resp->headers[i].value) != MHD_YES) {
 			MHD_destroy_response(r);
-			return MHD_NO;
+			return NULL;
 		}
+	return r;
+}
+
+/* Queues `resp` on the connection; MHD_NO (MHD closes it) when out of memory. */
+static enum MHD_Result
+send_response(struct MHD_Connection *conn, const struct http_response *resp)
+{
+	struct MHD_Response *r;
+	enum MHD_Result rc;
+	unsigned int status;
+
+	r = build_response(resp, &status);
+	if (r == NULL)
+		return MHD_NO;
 	rc = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return rc;
+}
+
+/* The app's answer to a synthesized GET or HEAD of `path` into `resp`. */
+static void
+handle(struct app_worker *aw, struct http_response *resp, const char *path, int head,
+    const char *addr)
+{
+	struct http_request req;
+
+	/*
+	 * NOTE: a synthesized request, so the app answers exactly as it does
+	 * through nginx. `path` is MHD's path without the query, already
+	 * matched against our own list.
+	 */
+	memset(&req, 0, sizeof(req));
+	req.method = head ? "HEAD" : "GET";
+	req.path = path;
+	req.query = "";
+	req.remote_addr = addr;
+	req.request_id = "";
+	req.body = "";
+	req.head = head;
+	app_handle(aw, &req, resp);
+}
+
+/*
+ * The scrape thread: answers the queued scrapes in order, each into its
+ * job, and resumes the job's connection (after which the polling thread owns
+ * the job again). Once `closing` is set it answers none of the rest (their
+ * connections are resumed without an answer, so MHD closes them) and ends.
+ */
+static void *
+scrape_main(void *arg)
+{
+	struct metrics_listener *l = arg;
+	struct ml_scrape *job;
+	int closing;
+
+	for (;;) {
+		pthread_mutex_lock(&l->lock);
+		while (l->queue == NULL && !l->closing)
+			pthread_cond_wait(&l->wake, &l->lock);
+		job = l->queue;
+		closing = l->closing;
+		if (job != NULL && (l->queue = job->next) == NULL)
+			l->queue_tail = NULL;
+		pthread_mutex_unlock(&l->lock);
+		if (job == NULL)
+			return NULL;
+		if (!closing) {
+			http_response_reset(&l->scrape_resp);
+			handle(l->scrape_aw, &l->scrape_resp, "/metrics", job->head, job->addr);
+			job->answer = build_response(&l->scrape_resp, &job->status);
+		}
+		MHD_resume_connection(job->conn);
+	}
+}
+
+/*
+ * Hands the scrape on `conn` to the scrape thread: suspends the connection
+ * and queues the job, which *con_cls then points to. MHD_NO when stopping or
+ * out of memory (MHD closes the connection).
+ */
+static enum MHD_Result
+queue_scrape(struct metrics_listener *l, struct MHD_Connection *conn, int head,
+    void **con_cls)
+{
+	struct ml_scrape *job = calloc(1, sizeof(*job));
+
+	if (job == NULL)
+		return MHD_NO;
+	job->conn = conn;
+	job->head = head;
+	peer_address(conn, job->addr, sizeof(job->addr));
+	pthread_mutex_lock(&l->lock);
+	if (l->closing) {
+		pthread_mutex_unlock(&l->lock);
+		free(job);
+		return MHD_NO;
+	}
+	/* NOTE: suspended before the scrape thread can see the job (and resume it). */
+	MHD_suspend_connection(conn);
+	if (l->queue_tail != NULL)
+		l->queue_tail->next = job;
+	else
+		l->queue = job;
+	l->queue_tail = job;
+	*con_cls = job;
+	pthread_cond_signal(&l->wake);
+	pthread_mutex_unlock(&l->lock);
+	return MHD_YES;
+}
+
+/* MHD ended a connection: frees a scrape job it still points to. */
+static void
+on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+	struct ml_scrape *job = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (job == NULL)
+		return;
+	if (job->answer != NULL)
+		MHD_destroy_response(job->answer);
+	free(job);
+	*con_cls = NULL;
 }
 
 /*
@@ -179,14 +342,24 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
     const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls)
 {
 	struct metrics_listener *l = cls;
-	struct http_request req;
+	struct ml_scrape *job = *con_cls;
 	char addr[INET6_ADDRSTRLEN];
 	int head = strcmp(method, "HEAD") == 0;
+	enum MHD_Result rc;
 
 	(void)version;
 	(void)upload_data;
 	(void)upload_data_size;
-	(void)con_cls;
+	if (job != NULL) {
+		/* Called again once the scrape thread resumed the connection. */
+		*con_cls = NULL;
+		rc = job->answer != NULL ? MHD_queue_response(conn, job->status, job->answer) :
+		    MHD_NO;
+		if (job->answer != NULL)
+			MHD_destroy_response(job->answer);
+		free(job);
+		return rc;
+	}
 	http_response_reset(&l->resp);
 	if (!is_served(url)) {
 		http_response_error(&l->resp, 404, "not_found",
@@ -195,22 +368,11 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 		http_response_error(&l->resp, 405, "method_not_allowed",
 		    "this port accepts GET and HEAD");
 		http_response_header(&l->resp, "Allow", "GET, HEAD");
+	} else if (strcmp(url, "/metrics") == 0) {
+		return queue_scrape(l, conn, head, con_cls);
 	} else {
-		/*
-		 * NOTE: a synthesized request, so the app answers exactly as it
-		 * does through nginx. `url` is MHD's path without the query,
-		 * already matched against our own list above.
-		 */
 		peer_address(conn, addr, sizeof(addr));
-		memset(&req, 0, sizeof(req));
-		req.method = head ? "HEAD" : "GET";
-		req.path = url;
-		req.query = "";
-		req.remote_addr = addr;
-		req.request_id = "";
-		req.body = "";
-		req.head = head;
-		app_handle(l->aw, &req, &l->resp);
+		handle(l->aw, &l->resp, url, head, addr);
 	}
 	return send_response(conn, &l->resp);
 }
@@ -243,8 +405,10 @@ metrics_listener_start(struct app *app, const struct conf *conf, char *err, size
 {
 	struct metrics_listener *l;
 	struct sockaddr_storage ss;
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
-	int ipv6;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG |
+	    MHD_ALLOW_SUSPEND_RESUME;
+	pthread_attr_t attr;
+	int ipv6, rc;
 
 	if (listen_address(conf, &ss, &ipv6) == 0) {
 		snprintf(err, errlen, "VALERIE_METRICS_ADDR: not a numeric address: %s",
@@ -266,12 +430,27 @@ metrics_listener_start(struct app *app, const struct conf *conf, char *err, size
 	l->ops.client_gone = ml_client_gone;
 	l->ops.ctx = l;
 	http_response_init(&l->resp, &l->ops);
+	http_response_init(&l->scrape_resp, &l->ops);
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->wake, NULL);
 	l->aw = app_worker_new(app);
-	if (l->aw == NULL) {
+	l->scrape_aw = app_worker_new(app);
+	if (l->aw == NULL || l->scrape_aw == NULL) {
 		snprintf(err, errlen, "out of memory");
 		metrics_listener_stop(l);
 		return NULL;
 	}
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, ML_STACK_BYTES);
+	rc = pthread_create(&l->scraper, &attr, scrape_main, l);
+	pthread_attr_destroy(&attr);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start the metrics port's scrape thread: %s",
+		    strerror(rc));
+		metrics_listener_stop(l);
+		return NULL;
+	}
+	l->scraper_started = 1;
 	l->daemon = MHD_start_daemon(flags, (uint16_t)conf->metrics_port, NULL, NULL,
 	    on_request, l,
 	    MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -281,6 +460,7 @@ metrics_listener_start(struct app *app, const struct conf *conf, char *err, size
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ML_CONN_MEMORY,
 	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)ML_STACK_BYTES,
 	    MHD_OPTION_EXTERNAL_LOGGER, ml_log, l,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
 	    MHD_OPTION_END);
 	if (l->daemon == NULL) {
 		snprintf(err, errlen, "VALERIE_METRICS_PORT: cannot listen on %s%s%s:%lld: %s",
@@ -298,9 +478,24 @@ metrics_listener_stop(struct metrics_listener *l)
 {
 	if (l == NULL)
 		return;
+	/*
+	 * NOTE: the scrape thread ends first (finishing the scrape it is on,
+	 * resuming the queued ones unanswered), and no connection is suspended
+	 * after `closing`: MHD must not stop with one still suspended.
+	 */
+	pthread_mutex_lock(&l->lock);
+	l->closing = 1;
+	pthread_cond_signal(&l->wake);
+	pthread_mutex_unlock(&l->lock);
+	if (l->scraper_started)
+		pthread_join(l->scraper, NULL);
 	if (l->daemon != NULL)
 		MHD_stop_daemon(l->daemon);
 	app_worker_free(l->aw);
+	app_worker_free(l->scrape_aw);
 	http_response_free(&l->resp);
+	http_response_free(&l->scrape_resp);
+	pthread_cond_destroy(&l->wake);
+	pthread_mutex_destroy(&l->lock);
 	free(l);
 }

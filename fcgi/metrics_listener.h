@@ -10,9 +10,10 @@ struct metrics_listener;
 
 /*
  * Listens on conf->metrics_addr:conf->metrics_port (which must be > 0) and
- * serves GET and HEAD /metrics and /health/live from one background thread,
- * through the app's own request pipeline; other paths get 404, other methods
- * 405. Every worker process of the pool can listen on the same port at once.
+ * serves GET and HEAD /metrics and /health/live from two background threads
+ * (one answers the scrapes, which may wait on the session store; the other
+ * everything else, at once), through the app's own request pipeline; other
+ * paths get 404, other methods 405. Every worker process of the pool can listen on the same port at once.
  * Call after the worker blocked its signals (the thread inherits the mask).
  * `app` and `conf` are borrowed and must outlive the listener. Returns the
  * listener, or NULL with `err` filled (for example when the port is taken).
@@ -21,8 +22,8 @@ struct metrics_listener *metrics_listener_start(struct app *app, const struct co
     char *err, size_t errlen);
 
 /*
- * Closes the port, ends the connections still open and joins the thread;
- * frees the listener. Accepts NULL.
+ * Closes the port, ends the connections still open and joins the threads
+ * (after the scrape in progress, if any); frees the listener. Accepts NULL.
  */
 void metrics_listener_stop(struct metrics_listener *l);
 

@@ -95,10 +95,11 @@ test_metrics_labels(void)
 	CHECK_STR(l, "provider=\"x\"");
 	metrics_labels(l, sizeof(l), (char *)NULL);
 	CHECK_STR(l, "");
+	/* What does not fit is left out a whole pair at a time (test_metrics). */
 	metrics_labels(small, sizeof(small), "provider", "openai", (char *)NULL);
-	CHECK_STR(small, "provider=\"o");
+	CHECK_STR(small, "");
 	metrics_labels(small, sizeof(small), "ab", "c", "de", "f", (char *)NULL);
-	CHECK_STR(small, "ab=\"c\",de=\"");
+	CHECK_STR(small, "ab=\"c\"");
 }
 
 static void

@@ -14,8 +14,10 @@
 #include "check.h"
 #include "metrics.h"
 #include "tmpdir.h"
+#include "utf8.h"
 
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -290,6 +292,102 @@ render_has(const char *text)
 }
 
 /*
+ * Values no long long holds (NaN, the infinities, beyond 9.2e18) render
+ * without the undefined cast, NaN and the infinities as the exposition
+ * format spells them; integers as integers, the rest as %.9g.
+ */
+static void
+test_number_edges(void)
+{
+	static const struct {
+		const char *labels;
+		double v;
+		const char *line;
+	} cases[] = {
+		{"provider=\"num-nan\"", NAN, "valerie_provider_up{provider=\"num-nan\"} NaN\n"},
+		{"provider=\"num-inf\"", INFINITY, "valerie_provider_up{provider=\"num-inf\"} +Inf\n"},
+		{"provider=\"num-ninf\"", -INFINITY,
+		    "valerie_provider_up{provider=\"num-ninf\"} -Inf\n"},
+		{"provider=\"num-big\"", 1e19, "valerie_provider_up{provider=\"num-big\"} 1e+19\n"},
+		{"provider=\"num-nbig\"", -9.3e18,
+		    "valerie_provider_up{provider=\"num-nbig\"} -9.3e+18\n"},
+		{"provider=\"num-int\"", 42, "valerie_provider_up{provider=\"num-int\"} 42\n"},
+		{"provider=\"num-frac\"", 0.25, "valerie_provider_up{provider=\"num-frac\"} 0.25\n"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		metrics_gauge_set("valerie_provider_up", cases[i].labels, cases[i].v);
+		if (!render_has(cases[i].line)) {
+			fprintf(stderr, "render lacks %s", cases[i].line);
+			CHECK(0);
+		}
+	}
+}
+
+/*
+ * A label set that does not fit leaves out whole pairs, never half of one:
+ * an unclosed quote (or a value cut after its escaping backslash) would make
+ * the whole scrape unparseable.
+ */
+static void
+test_labels_truncated(void)
+{
+	char small[12], l[40], esc[7];
+
+	metrics_labels(l, sizeof(l), "provider", "openai", "model", "gpt-4o", (char *)NULL);
+	CHECK_STR(l, "provider=\"openai\",model=\"gpt-4o\"");
+	metrics_labels(small, sizeof(small), "provider", "openai", (char *)NULL);
+	CHECK_STR(small, "");
+	metrics_labels(small, sizeof(small), "ab", "c", "de", "f", (char *)NULL);
+	CHECK_STR(small, "ab=\"c\"");
+	/* Exactly full: 11 bytes and the NUL. */
+	metrics_labels(small, sizeof(small), "a", "b", "c", "d", (char *)NULL);
+	CHECK_STR(small, "a=\"b\",c=\"d\"");
+	/* A pair that does not fit ends the set, even if a later one would. */
+	metrics_labels(small, sizeof(small), "a", "b", "long", "value", "c", "d", (char *)NULL);
+	CHECK_STR(small, "a=\"b\"");
+	/* An escaped value is never cut after its backslash. */
+	metrics_labels(esc, sizeof(esc), "q", "a\\\"", (char *)NULL);
+	CHECK_STR(esc, "");
+	metrics_labels(l, sizeof(l), "q", "a\\\"", (char *)NULL);
+	CHECK_STR(l, "q=\"a\\\"\"");
+}
+
+/*
+ * A label value cut to its buffer ends on a character boundary: never half
+ * of a UTF-8 character (Prometheus refuses a scrape with invalid UTF-8 in a
+ * label value) nor half of an escape. Every cut is a prefix of the whole.
+ */
+static void
+test_label_value_utf8(void)
+{
+	static const char mixed[] = "caf\xc3\xa9 \"\xe2\x82\xac\" \xf0\x9f\x98\x80\\\n\xe6\x97\xa5";
+	char out[64], whole[64];
+	size_t size, len, slashes;
+
+	metrics_label_value("abcd\xe2\x82\xac", out, 8);
+	CHECK_STR(out, "abcd\xe2\x82\xac");
+	metrics_label_value("abcd\xf0\x9f\x98\x80", out, 8);
+	CHECK_STR(out, "abcd");
+	metrics_label_value("abc\xc3\xa9", out, 5);
+	CHECK_STR(out, "ab");
+	metrics_label_value(mixed, whole, sizeof(whole));
+	CHECK_STR(whole, "caf\xc3\xa9 \\\"\xe2\x82\xac\\\" \xf0\x9f\x98\x80\\\\\\n\xe6\x97\xa5");
+	for (size = 1; size <= sizeof(whole); size++) {
+		metrics_label_value(mixed, out, size);
+		len = strlen(out);
+		for (slashes = 0; slashes < len && out[len - 1 - slashes] == '\\'; slashes++)
+			;
+		if (len >= size || !utf8_valid(out, len) || strncmp(out, whole, len) != 0 ||
+		    slashes % 2 != 0) {
+			fprintf(stderr, "label value cut to %zu bytes: \"%s\"\n", size, out);
+			CHECK(0);
+		}
+	}
+}
+
+/*
  * The mapped file outlives the pool (it sits in VALERIE_DATA_DIR next to the
  * sessions): a gauge says how things are now, so one that a stopped pool left
  * (the old version's build_info after an upgrade, a provider or agent since
@@ -390,6 +488,9 @@ main(int argc, char **argv)
 	test_dead_observer(path);
 	test_kept_series(path);
 	test_stale_gauges(path, argv[0]);
+	test_number_edges();
+	test_labels_truncated();
+	test_label_value_utf8();
 	CHECK(metrics_histogram("valerie_overhead_seconds", "") != NULL);
 	for (i = 0; i < 2; i++)
 		pthread_create(&th[i], NULL, observer, (void *)&values[i]);
