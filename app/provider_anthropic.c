@@ -1065,11 +1065,16 @@ provider_anthropic_body(const char *model, const struct llm_request *req, char *
 	/*
 	 * OpenAI's temperature goes to 2, Anthropic's to 1: above it, the most
 	 * random Anthropic allows (it only tunes sampling, as seed does).
+	 * NOTE: with both set, temperature alone goes: the newer models (Sonnet
+	 * 4.5, Haiku 4.5, Opus 4.1 and later) answer 400 "temperature and top_p
+	 * cannot both be specified", OpenAI clients often send both (top_p 1,
+	 * which changes nothing, is a common default), and Anthropic advises
+	 * tuning one of them only.
 	 */
 	if (pa->has_temperature)
 		json_object_object_add(doc, "temperature",
 		    json_object_new_double(pa->temperature > 1 ? 1 : pa->temperature));
-	if (pa->has_top_p)
+	else if (pa->has_top_p)
 		json_object_object_add(doc, "top_p", json_object_new_double(pa->top_p));
 	if (pa->stop != NULL) {
 		if (json_object_is_type(pa->stop, json_type_array))
