@@ -356,35 +356,54 @@ status_kind(long long status)
 	    PROVIDER_ERR_REJECTED : PROVIDER_ERR_FINAL;
 }
 
-enum provider_error_kind
-provider_error_kind(struct json_object *err)
+/* The kind an error's type or code names; *known is 0 for a name not listed. */
+static enum provider_error_kind
+name_kind(const char *name, int *known)
 {
 	static const char *const retryable[] = {"overloaded_error", "api_error", "rate_limit_error",
 		"timeout_error", "server_error", "requests", "tokens", "rate_limit_exceeded", NULL};
 	static const char *const rejected[] = {"invalid_request_error", "not_found_error",
 		"request_too_large", NULL};
-	struct json_object *v;
-	const char *name = NULL;
 	size_t i;
 
-	if (err == NULL || !json_object_is_type(err, json_type_object))
-		return PROVIDER_ERR_RETRYABLE;
-	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string))
-		name = json_object_get_string(v);
-	else if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int))
-		return status_kind(json_object_get_int64(v));
-	else if (json_object_object_get_ex(err, "code", &v) &&
-	    json_object_is_type(v, json_type_string))
-		name = json_object_get_string(v);
-	if (name == NULL)
-		return PROVIDER_ERR_RETRYABLE;
+	*known = 1;
 	for (i = 0; retryable[i] != NULL; i++)
 		if (strcmp(name, retryable[i]) == 0)
 			return PROVIDER_ERR_RETRYABLE;
 	for (i = 0; rejected[i] != NULL; i++)
 		if (strcmp(name, rejected[i]) == 0)
 			return PROVIDER_ERR_REJECTED;
+	*known = 0;
 	return PROVIDER_ERR_FINAL;
+}
+
+enum provider_error_kind
+provider_error_kind(struct json_object *err)
+{
+	struct json_object *v;
+	enum provider_error_kind k;
+	const char *type = NULL;
+	int known;
+
+	if (err == NULL || !json_object_is_type(err, json_type_object))
+		return PROVIDER_ERR_RETRYABLE;
+	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string)) {
+		type = json_object_get_string(v);
+		if ((k = name_kind(type, &known), known))
+			return k;
+	}
+	/*
+	 * NOTE: a type not listed does not decide before the code: vLLM and
+	 * SGLang name their errors after Python classes ("BadRequestError")
+	 * and give the HTTP status as the code (400: the request was refused).
+	 */
+	if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int))
+		return status_kind(json_object_get_int64(v));
+	if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_string)) {
+		k = name_kind(json_object_get_string(v), &known);
+		return known ? k : PROVIDER_ERR_FINAL;
+	}
+	return type != NULL ? PROVIDER_ERR_FINAL : PROVIDER_ERR_RETRYABLE;
 }
 
 static int

@@ -12,6 +12,10 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
   max_tokens ran out first: an empty answer cut by length, not a 502;
 - Mistral's reasoning models answer content as parts ([{type: "thinking"}, {type: "text"}]),
   whole and streamed: the text parts are the answer, not a 502 or an empty stream;
+- vLLM and SGLang send an error inside a stream with a Python class as its type and the HTTP
+  status as its code ({"type": "BadRequestError", "code": 400}): the request was refused
+  (provider_rejected_request), not an upstream failure (provider_error, a 502 before a
+  stream);
 - a stop sequence of only whitespace ("\\n"), which OpenAI takes and Anthropic refuses:
   the chain passes over Anthropic (PROVIDER_UNSUPPORTED) instead of a 400 from it."""
 import json
@@ -234,6 +238,23 @@ try:
         s, h, doc = post_chat(st, {"model": "up-model", "messages": [
             {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
         check(s == 502, f"content that is neither text nor null: 502: {s} {doc}")
+
+        # --- vLLM/SGLang: an error inside a stream, a Python class as its type and the HTTP
+        # status as its code: 400 refused the request (provider_rejected_request), not 502 ---
+        err = {"error": {"object": "error", "message": "This model's maximum context length "
+                         "is 4096 tokens.", "type": "BadRequestError", "param": None,
+                         "code": 400}}
+        up.script((200, "text/event-stream", b"data: " + json.dumps(err).encode() + b"\n\n"
+                   b"data: [DONE]\n\n"))
+        s, _, raw = st.request("POST", "/v1/chat/completions", body=json.dumps(
+            {"model": "up-model", "messages": [{"role": "user", "content": "x"}],
+             "stream": True}), headers={"Content-Type": "application/json"}, timeout=60)
+        errs = [json.loads(ev["data"]).get("error") for ev in SseParser().feed(raw, final=True)
+                if ev["data"] != "[DONE]" and "error" in json.loads(ev["data"])]
+        check(s == 200 and len(errs) == 1 and errs[0].get("code") == "provider_rejected_request"
+              and "maximum context length" in errs[0].get("message", ""),
+              f"vLLM's in-stream BadRequestError (code 400): the request was refused, not an "
+              f"upstream failure: {s} {raw[-400:]!r}")
 
     # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
     # over for the next provider of the chain, never sent to Anthropic ---

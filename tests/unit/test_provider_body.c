@@ -1280,6 +1280,18 @@ test_error_kind(void)
 		{"{\"type\":\"authentication_error\"}", PROVIDER_ERR_FINAL},
 		{"{\"type\":\"insufficient_quota\"}", PROVIDER_ERR_FINAL},
 		{"{\"message\":\"x\",\"code\":401}", PROVIDER_ERR_FINAL},
+		/* vLLM and SGLang: a Python class name as the type, the HTTP status as the code */
+		{"{\"object\":\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
+		    "\"param\":null,\"code\":400}", PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"NotFoundError\",\"code\":404}", PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"InternalServerError\",\"code\":500}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"ServiceUnavailableError\",\"code\":503}", PROVIDER_ERR_RETRYABLE},
+		/* a type that is known decides, whatever the code */
+		{"{\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\"}",
+		    PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"UnknownError\",\"code\":\"rate_limit_exceeded\"}",
+		    PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"UnknownError\",\"code\":\"something\"}", PROVIDER_ERR_FINAL},
 	};
 	struct json_object *o;
 	size_t i;
