@@ -293,6 +293,8 @@ struct provider_stream {
 	int client_gone;
 	enum provider_error_kind error_kind;
 	long long input_parts[3];   /* Anthropic's input counts so far (provider_anthropic.c) */
+	int start_input;            /* Anthropic: the last call's arguments came whole in its
+	                               content_block_start; an input_json_delta replaces them */
 	/* OpenAI: the call each streamed tool_calls[].index fills, plus 1 (0: not seen yet) */
 	unsigned char tool_slot[PROVIDER_TOOL_CALLS_MAX];
 	char why[200];

@@ -16,6 +16,8 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
   status as its code ({"type": "BadRequestError", "code": 400}): the request was refused
   (provider_rejected_request), not an upstream failure (provider_error, a 502 before a
   stream);
+- a compatible proxy in front of Claude that sends a tool_use block's whole input in
+  content_block_start, with no input_json_delta: those are the call's arguments, not {};
 - a stop sequence of only whitespace ("\\n"), which OpenAI takes and Anthropic refuses:
   the chain passes over Anthropic (PROVIDER_UNSUPPORTED) instead of a 400 from it."""
 import json
@@ -81,6 +83,14 @@ def openai_sse(*chunks):
                "model": "up-model", "choices": [dict({"index": 0, "finish_reason": None}, **c)]}
         out += b"data: " + json.dumps(doc).encode() + b"\n\n"
     return 200, "text/event-stream", out + b"data: [DONE]\n\n"
+
+
+def anthropic_sse(*events):
+    """An Anthropic Messages stream of `events` (each named by its type)."""
+    out = b""
+    for e in events:
+        out += b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
+    return 200, "text/event-stream", out
 
 
 def openai_whole(message, finish):
@@ -256,11 +266,45 @@ try:
               f"vLLM's in-stream BadRequestError (code 400): the request was refused, not an "
               f"upstream failure: {s} {raw[-400:]!r}")
 
-    # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
-    # over for the next provider of the chain, never sent to Anthropic ---
+    # --- a compatible proxy in front of Claude sends a tool_use block's whole input in
+    # content_block_start and no input_json_delta: those are the arguments ---
     aenv = dict(env, VALERIE_LLM_PROVIDER="anthropic", ANTHROPIC_API_KEY="ak-test",
                 ANTHROPIC_MODEL="claude-test", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{up.port}",
                 ANTHROPIC_MAX_RETRIES="0")
+    with Stack(workers=1, threads=2, env=aenv) as st:
+        def tool_stream(start_input, *fragments):
+            return anthropic_sse(
+                {"type": "message_start", "message": {"model": "claude-test", "usage": {
+                    "input_tokens": 5, "output_tokens": 1}}},
+                {"type": "content_block_start", "index": 0, "content_block": {
+                    "type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                    "input": start_input}},
+                *({"type": "content_block_delta", "index": 0, "delta": {
+                    "type": "input_json_delta", "partial_json": f}} for f in fragments),
+                {"type": "content_block_stop", "index": 0},
+                {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                 "usage": {"output_tokens": 9}},
+                {"type": "message_stop"})
+        up.script(tool_stream({"city": "Oslo"}))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and ended and finish == "tool_calls" and
+              [(c["id"], c["name"], json.loads(c["arguments"])) for c in calls] ==
+              [("toolu_1", "get_weather", {"city": "Oslo"})],
+              f"a tool_use whose whole input came in content_block_start: those arguments: "
+              f"{s} {calls}")
+        # Anthropic's own shape: {} at the start, the input in fragments (an empty one first)
+        up.script(tool_stream({}, "", '{"city": ', '"Rome"}'))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and [json.loads(c["arguments"]) for c in calls] == [{"city": "Rome"}],
+              f"input {{}} at the start, then fragments: the fragments: {s} {calls}")
+        # both: the fragments are the input, not glued after the start's
+        up.script(tool_stream({"city": "Oslo"}, "", '{"city": "Oslo"}'))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and [json.loads(c["arguments"]) for c in calls] == [{"city": "Oslo"}],
+              f"a whole start input and fragments: the fragments alone: {s} {calls}")
+
+    # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
+    # over for the next provider of the chain, never sent to Anthropic ---
     ask = {"messages": [{"role": "user", "content": "one line"}], "stop": ["\n"]}
     with Stack(workers=1, threads=2, env=dict(aenv, VALERIE_LLM_FALLBACKS="openai")) as st:
         up.script(openai_whole({"content": "one line"}, "stop"))
