@@ -83,10 +83,14 @@ oai_begin(struct handler_ctx *ctx, void *p)
 	chat_stream_begin(ctx);
 }
 
+/*
+ * One chunk of the answer's text under `key`: "content", or "refusal" for a
+ * refusal (then the first chunk says content null, as OpenAI's do).
+ */
 static int
-oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
+oai_piece(struct handler_ctx *ctx, struct oai_state *st, const char *model, const char *key,
+    const char *text, size_t len)
 {
-	struct oai_state *st = p;
 	struct json_object *delta = json_object_new_object(), *doc;
 	int rc;
 
@@ -94,9 +98,11 @@ oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text,
 		return -1;
 	if (!st->sent_role) {
 		json_object_object_add(delta, "role", json_object_new_string("assistant"));
+		if (strcmp(key, "content") != 0)
+			json_object_object_add(delta, "content", NULL);
 		st->sent_role = 1;
 	}
-	json_object_object_add(delta, "content", json_object_new_string_len(text, (int)len));
+	json_object_object_add(delta, key, json_object_new_string_len(text, (int)len));
 	/* NOTE: the model serving now (a fallback may serve), as the last chunks say. */
 	doc = chunk_doc(st, model != NULL && *model ? model : st->model, delta, NULL);
 	if (doc == NULL)
@@ -104,6 +110,19 @@ oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text,
 	rc = chunk(ctx, doc);
 	json_object_put(doc);
 	return rc;
+}
+
+static int
+oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
+{
+	return oai_piece(ctx, p, model, "content", text, len);
+}
+
+/* A piece of a refusal (structured outputs): delta.refusal, as OpenAI streams it. */
+static int
+oai_refusal(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
+{
+	return oai_piece(ctx, p, model, "refusal", text, len);
 }
 
 static struct json_object *
@@ -188,11 +207,19 @@ write_completion(struct http_response *resp, const struct oai_state *st,
 	buf_puts(b, ",\"model\":");
 	buf_json_string(b, a->model, strlen(a->model));
 	buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-	/* NOTE: OpenAI sends content null when the model only calls tools. */
-	if (a->reply_len == 0 && calls != NULL)
+	/*
+	 * NOTE: OpenAI sends content null when the model only calls tools, and
+	 * when it refused (structured outputs): the refusal is message.refusal,
+	 * which the SDKs' parse() reads instead of parsing content.
+	 */
+	if ((a->reply_len == 0 && calls != NULL) || a->refusal)
 		buf_puts(b, "null");
 	else
 		buf_json_string(b, a->reply, a->reply_len);
+	if (a->refusal) {
+		buf_puts(b, ",\"refusal\":");
+		buf_json_string(b, a->reply, a->reply_len);
+	}
 	if (calls != NULL) {
 		buf_puts(b, ",\"tool_calls\":");
 		buf_append(b, calls, calls_len);
@@ -273,7 +300,9 @@ oai_fail(struct handler_ctx *ctx, void *p, int status, const char *code, const c
 	json_object_put(doc);
 }
 
-static const struct chat_format oai_format = {oai_begin, oai_delta, oai_done, oai_fail};
+static const struct chat_format oai_format = {
+	oai_begin, oai_delta, oai_done, oai_fail, oai_refusal
+};
 
 /* Whether `model` is the default model of a provider in the chain. */
 static int

@@ -532,6 +532,7 @@ out:
 		buf_reset(&res->text, 0);
 		provider_tool_calls_clear(res);
 		res->finish_reason[0] = '\0';
+		res->refusal = 0;
 		res->input_tokens = res->output_tokens = 0;
 	}
 	return next;
@@ -1042,6 +1043,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			buf_reset(&res->text, 0);
 			provider_tool_calls_clear(res);
 			res->finish_reason[0] = '\0';
+			res->refusal = 0;
 			res->input_tokens = res->output_tokens = 0;
 		}
 		tap.first_ms = 0;

@@ -7,7 +7,8 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
   calls from the content block's index, so the first is index 1: one call, not an empty
   call 0 before it;
 - a refusal (structured outputs) is message.content null with message.refusal, or
-  delta.refusal fragments when streamed: the client hears the refusal, not a 502;
+  delta.refusal fragments when streamed: the client gets it in that same shape (the SDK's
+  parse() reads message.refusal), not a 502; /api/v1/chat has it as its reply;
 - vLLM with a reasoning parser answers content null (the tokens went to reasoning) when
   max_tokens ran out first: an empty answer cut by length, not a 502;
 - Mistral's reasoning models answer content as parts ([{type: "thinking"}, {type: "text"}]),
@@ -110,12 +111,15 @@ def call(index, cid, name, args, **extra):
     return c
 
 
-def streamed(st, body):
+def streamed(st, body, refusal=None):
     """(status, the content deltas joined, the tool calls joined by index as an OpenAI SDK
-    does, the finish reason, whether [DONE] ended it) of a streamed completion."""
+    does, the finish reason, whether [DONE] ended it) of a streamed completion; the
+    refusal deltas joined go to refusal[0] when a list is given."""
     s, _, raw = st.request("POST", "/v1/chat/completions", body=json.dumps(dict(body, stream=True)),
                            headers={"Content-Type": "application/json"}, timeout=60)
     text, calls, finish, datas = "", {}, None, []
+    if refusal is not None:
+        refusal[:] = [None]
     for ev in SseParser().feed(raw, final=True):
         datas.append(ev["data"])
         if ev["data"] == "[DONE]":
@@ -123,6 +127,8 @@ def streamed(st, body):
         for c in json.loads(ev["data"]).get("choices") or []:
             d = c.get("delta") or {}
             text += d.get("content") or ""
+            if refusal is not None and d.get("refusal") is not None:
+                refusal[0] = (refusal[0] or "") + d["refusal"]
             for tc in d.get("tool_calls") or []:
                 acc = calls.setdefault(tc["index"], {"id": "", "name": "", "arguments": ""})
                 acc["id"] += tc.get("id") or ""
@@ -198,22 +204,37 @@ try:
         check(s == 200 and [c["name"] for c in calls] == ["get_weather"],
               f"a stream whose only call is index 2: one call: {s} {calls}")
 
-        # --- a refusal: content null and message.refusal, or delta.refusal ---
+        # --- a refusal: content null and message.refusal, or delta.refusal; answered in
+        # that shape (the SDK's parse() reads message.refusal instead of parsing content) ---
         refusal = "I'm sorry, I cannot help with that request."
         up.script(openai_whole({"content": None, "refusal": refusal}, "stop"))
         s, h, doc = post_chat(st, {"model": "up-model", "messages": [
             {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
         msg = (doc or {}).get("choices", [{}])[0].get("message", {})
-        check(s == 200 and msg.get("content") == refusal,
-              f"a whole refusal (content null, refusal set): the client hears it: {s} {doc}")
+        check(s == 200 and "content" in msg and msg["content"] is None
+              and msg.get("refusal") == refusal,
+              f"a whole refusal: message.content null, message.refusal the refusal: {s} {doc}")
         up.script(openai_sse({"delta": {"role": "assistant", "content": None, "refusal": ""}},
                              {"delta": {"refusal": "I'm sorry, I cannot "}},
                              {"delta": {"refusal": "help with that request."}},
                              {"delta": {}, "finish_reason": "stop"}))
+        got = []
         s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
-            {"role": "user", "content": "x"}]})
-        check(s == 200 and ended and text == refusal,
-              f"a streamed refusal (delta.refusal): the client hears it: {s} {text!r}")
+            {"role": "user", "content": "x"}]}, refusal=got)
+        check(s == 200 and ended and text == "" and got == [refusal],
+              f"a streamed refusal: delta.refusal pieces, no content: {s} {text!r} {got}")
+        # the native route keeps the refusal as its reply
+        up.script(openai_whole({"content": None, "refusal": refusal}, "stop"))
+        s, h, doc = post_chat(st, {"message": "x", "session_id": "wire-refusal"})
+        check(s == 200 and (doc or {}).get("reply") == refusal,
+              f"/api/v1/chat: a refusal is the reply: {s} {doc}")
+        # an answer that is not a refusal says nothing of one
+        up.script(openai_whole({"content": "fine", "refusal": None}, "stop"))
+        s, h, doc = post_chat(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
+        msg = (doc or {}).get("choices", [{}])[0].get("message", {})
+        check(s == 200 and msg.get("content") == "fine" and msg.get("refusal") is None,
+              f"an answer with refusal null: its content: {s} {doc}")
 
         # --- vLLM with a reasoning parser: content null, the tokens spent on reasoning ---
         up.script(openai_whole({"content": None, "reasoning_content": "Let me think about"},
