@@ -13,6 +13,9 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
   max_tokens ran out first: an empty answer cut by length, not a 502;
 - Mistral's reasoning models answer content as parts ([{type: "thinking"}, {type: "text"}]),
   whole and streamed: the text parts are the answer, not a 502 or an empty stream;
+- a server that ignores `stream` (some compatible ones do when tools are given) answers a
+  plain JSON completion: it is the answer, streamed out, not "ended before [DONE]", retries
+  and a 502 (an event stream labelled application/json still reads as events);
 - vLLM and SGLang send an error inside a stream with a Python class as its type and the HTTP
   status as its code ({"type": "BadRequestError", "code": 400}): the request was refused
   (provider_rejected_request), not an upstream failure (provider_error, a 502 before a
@@ -270,6 +273,32 @@ try:
             {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
         check(s == 502, f"content that is neither text nor null: 502: {s} {doc}")
 
+        # --- a server that ignores `stream` (some do when tools are given) and answers
+        # plain JSON: that answer, streamed out, not "ended before [DONE]" and a 502 ---
+        up.script(openai_whole({"content": None, "tool_calls": [
+            {"id": "call_j", "type": "function", "function": {
+                "name": "get_weather", "arguments": '{"city":"Lima"}'}}]}, "tool_calls"))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and ended and finish == "tool_calls" and len(up.bodies) == 1
+              and up.bodies[0].get("stream") is True and
+              [(c["id"], c["name"], c["arguments"]) for c in calls] ==
+              [("call_j", "get_weather", '{"city":"Lima"}')],
+              f"a JSON answer with tool calls to a stream: those calls, streamed, one call up: "
+              f"{s} {calls} {finish} {len(up.bodies)}")
+        up.script(openai_whole({"content": "Hello there."}, "stop"))
+        s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]})
+        check(s == 200 and ended and text == "Hello there." and finish == "stop" and not calls,
+              f"a JSON answer to a stream: its text streamed: {s} {text!r} {finish}")
+        # an event stream mislabelled application/json still reads as a stream
+        ctype, body = openai_sse({"delta": {"content": "as events"}},
+                                 {"delta": {}, "finish_reason": "stop"})[1:]
+        up.script((200, "application/json", body))
+        s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]})
+        check(s == 200 and ended and text == "as events",
+              f"SSE under Content-Type application/json: read as events: {s} {text!r}")
+
         # --- vLLM/SGLang: an error inside a stream, a Python class as its type and the HTTP
         # status as its code: 400 refused the request (provider_rejected_request), not 502 ---
         err = {"error": {"object": "error", "message": "This model's maximum context length "
@@ -323,6 +352,19 @@ try:
         s, text, calls, finish, ended = streamed(st, ASK)
         check(s == 200 and [json.loads(c["arguments"]) for c in calls] == [{"city": "Oslo"}],
               f"a whole start input and fragments: the fragments alone: {s} {calls}")
+        # a whole Messages answer to a stream: that answer, streamed out
+        up.script((200, "application/json", json.dumps({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_9", "name": "get_weather",
+                         "input": {"city": "Bern"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 4}
+        }).encode()))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and ended and text == "Checking." and finish == "tool_calls" and
+              [(c["id"], json.loads(c["arguments"])) for c in calls] ==
+              [("toolu_9", {"city": "Bern"})],
+              f"anthropic: a JSON answer to a stream, streamed out: {s} {text!r} {calls}")
 
     # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
     # over for the next provider of the chain, never sent to Anthropic ---
