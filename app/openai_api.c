@@ -600,7 +600,8 @@ audio_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j
 /*
  * messages[i].content of a message of `role`: a string, or an array of
  * parts, text ({type: "text", text}) and, in a user message, images, files
- * and audio (image_part, file_part, audio_part). Appends its text to `out`,
+ * and audio (image_part, file_part, audio_part), in an assistant message
+ * refusals ({type: "refusal", refusal}, kept as text parts). Appends its text to `out`,
  * parts joined as they are (as OpenAI's models read them). When the parts
  * are more than one text or have any other part, *parts gets them rebuilt
  * with only their known members (caller puts), so that a provider is sent
@@ -649,6 +650,24 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 			json_object_object_add(p, "type", json_object_new_string("text"));
 			json_object_object_add(p, "text", json_object_get(text));
 			texts++;
+		} else if (strcmp(type, "refusal") == 0 && strcmp(role, "assistant") == 0) {
+			/*
+			 * An earlier refusal, as OpenAI's own answer gave it (structured
+			 * outputs): the assistant's text, which every provider reads.
+			 */
+			if (!json_object_object_get_ex(part, "refusal", &text) ||
+			    !json_object_is_type(text, json_type_string)) {
+				bad_field(ctx, "messages[%zu].content[%zu] needs a string \"refusal\"", i,
+				    j);
+				goto fail;
+			}
+			buf_append(out, json_object_get_string(text),
+			    (size_t)json_object_get_string_len(text));
+			if ((p = json_object_new_object()) == NULL)
+				goto oom;
+			json_object_object_add(p, "type", json_object_new_string("text"));
+			json_object_object_add(p, "text", json_object_get(text));
+			texts++;
 		} else if (strcmp(type, "image_url") == 0 || strcmp(type, "file") == 0 ||
 		    strcmp(type, "input_audio") == 0) {
 			if (strcmp(role, "user") != 0) {
@@ -668,9 +687,9 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 				goto fail;
 			others++;
 		} else {
-			bad_field(ctx, "messages[%zu].content[%zu] is of type \"%.30s\": only \"text\" "
-			    "and, in user messages, \"image_url\", \"file\" and \"input_audio\" "
-			    "parts are supported", i, j, type);
+			bad_field(ctx, "messages[%zu].content[%zu] is of type \"%.30s\": only \"text\", "
+			    "in user messages \"image_url\", \"file\" and \"input_audio\", in "
+			    "assistant messages \"refusal\"", i, j, type);
 			goto fail;
 		}
 		if (json_object_array_add(list, p) != 0) {

@@ -6,7 +6,7 @@ reaches the upstream; with it the client sends only the new message, the upstrea
 the history and the turn is stored (X-Session-Turn, GET /api/v1/sessions/{id}); system
 messages as the system prompt; content as an array of text parts (images: test_openai_images);
 Idempotency-Key; 400 JSON
-errors for bad input and models outside VALERIE_MODELS; the model list; a stream that breaks
+errors for bad input and models outside VALERIE_MODELS; an assistant's refusal part in the history goes up as its text; the model list; a stream that breaks
 mid-way ends with an error chunk and no [DONE]."""
 import json
 import os
@@ -422,6 +422,11 @@ def offline_part():
             ("max_tokens above 2^64", {"max_tokens": 2 ** 64, "messages": good}, None,
              "invalid_field"),
             ("n above 2^64", {"n": 2 ** 64 + 1, "messages": good}, None, "invalid_field"),
+            ("a refusal part in a user message", {"messages": [{"role": "user", "content": [
+                {"type": "refusal", "refusal": "no"}]}]}, None, "invalid_field"),
+            ("a refusal part without its text", {"messages": [
+                user("x"), {"role": "assistant", "content": [{"type": "refusal"}]},
+                user("y")]}, None, "invalid_field"),
             ("a model not in VALERIE_MODELS", {"model": "gpt-c", "messages": good}, None,
              "model_not_allowed"),
             ("a model not in VALERIE_MODELS, streamed", {"model": "gpt-c", "messages": good,
@@ -508,6 +513,17 @@ def upstream_part():
                                                  user("dev")]})
             check(msgs_of(last()) == [("system", "Dev says."), ("user", "dev")],
                   f"{L} a developer message goes up as system: {msgs_of(last())}")
+            # An earlier refusal in the history, as OpenAI answered it (a refusal part of
+            # an assistant message): its text, not a 400.
+            s, h, d = complete(st, {"messages": [
+                user("fill the form"), {"role": "assistant", "content": [
+                    {"type": "refusal", "refusal": "I can't help with that."}]},
+                user("then say hi")]})
+            check(s == 200 and msgs_of(last()) == [
+                ("user", "fill the form"), ("assistant", "I can't help with that."),
+                ("user", "then say hi")],
+                f"{L} an assistant refusal part goes up as its text: {s} {d} "
+                f"{msgs_of(last())}")
             # A clean message is passed on as it came; any other is made clean.
             s, h, d = complete(st, {"messages": [
                 {"role": "user", "content": "as is"},
