@@ -1210,6 +1210,19 @@ openai_chat_completions(struct handler_ctx *ctx)
 	    json_object_is_type(v, json_type_object) &&
 	    json_object_object_get_ex(v, "include_usage", &v) && json_object_get_boolean(v))
 		st.include_usage = 1;
+	/*
+	 * NOTE: OpenAI's legacy function calling (`functions`, `function_call`,
+	 * role "function") is refused, never dropped: the model would not be
+	 * offered the functions. Nor is it translated to tools: a client that
+	 * sends it reads the answer's message.function_call, not tool_calls,
+	 * so a translated request would fail it as silently.
+	 */
+	if ((body_get(&body, "functions", &v) && v != NULL) ||
+	    (body_get(&body, "function_call", &v) && v != NULL)) {
+		bad_field(ctx, "fields \"functions\" and \"function_call\" (OpenAI's deprecated "
+		    "function calling) are not supported: send \"tools\" and \"tool_choice\"");
+		goto out;
+	}
 	if (body_get(&body, "tools", &v) && v != NULL) {
 		if (check_tools(ctx, v) != 0)
 			goto out;
@@ -1257,6 +1270,13 @@ openai_chat_completions(struct handler_ctx *ctx)
 			goto out;
 		}
 		r = json_object_get_string(role);
+		if (strcmp(r, "function") == 0 || (json_object_object_get_ex(m, "function_call", &v) &&
+		    v != NULL)) {
+			bad_field(ctx, "messages[%zu]: role \"function\" and \"function_call\" (OpenAI's "
+			    "deprecated function calling) are not supported: use \"tool_calls\" and "
+			    "role \"tool\"", i);
+			goto out;
+		}
 		if (strcmp(r, "system") != 0 && strcmp(r, "developer") != 0 &&
 		    strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 && strcmp(r, "tool") != 0) {
 			snprintf(msg, sizeof(msg), "messages[%zu].role \"%.20s\" is not supported", i, r);
