@@ -553,7 +553,9 @@ static int
 on_delta(void *p, const char *text, size_t len)
 {
 	struct turn_state *t = p;
-	int rc = t->in->fmt->delta(t->ctx, t->in->fmt_state, t->res->model, text, len);
+	int rc = t->res->refusal && t->in->fmt->refusal != NULL ?
+	    t->in->fmt->refusal(t->ctx, t->in->fmt_state, t->res->model, text, len) :
+	    t->in->fmt->delta(t->ctx, t->in->fmt_state, t->res->model, text, len);
 
 	/* NOTE: a delta not written to a client still there ran out of memory. */
 	if (rc != 0 && !t->ctx->resp->aborted)
@@ -624,7 +626,7 @@ native_fail(struct handler_ctx *ctx, void *state, int status, const char *code,
 }
 
 static const struct chat_format native_format = {
-	native_begin, native_delta, native_done, native_fail
+	native_begin, native_delta, native_done, native_fail, NULL   /* a refusal is the reply */
 };
 
 /* --- the turn ------------------------------------------------------------- */
@@ -1069,6 +1071,7 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 	a.tool_calls = at.calls != NULL && json_object_array_length(at.calls) > 0 ? at.calls :
 	    tool_calls;
 	a.finish_reason = res.finish_reason[0] != '\0' ? res.finish_reason : "stop";
+	a.refusal = res.refusal;
 	in->fmt->done(ctx, in->fmt_state, &a);
 	/*
 	 * The gateway's own cost: the turn minus the time in providers and agents

@@ -37,6 +37,7 @@ struct chat_answer {
 	const char *model;
 	struct json_object *tool_calls;  /* OpenAI-shaped, or NULL when the model called none */
 	const char *finish_reason;       /* stop, length, tool_calls, content_filter */
+	int refusal;                     /* `reply` is the model's refusal (llm_result.refusal) */
 };
 
 /*
@@ -44,7 +45,8 @@ struct chat_answer {
  * piece of text from `model` (the one serving now; -1 when the client is gone), `done` the whole answer (as a
  * JSON document, or the stream's last events), `fail` an error (a JSON
  * error before the stream began, an error event after). `state` is the
- * format's own (fmt_state).
+ * format's own (fmt_state). `refusal` (may be NULL: `delta` then) sends a
+ * piece of a refusal (llm_result.refusal) instead of `delta`.
  */
 struct chat_format {
 	void (*begin)(struct handler_ctx *ctx, void *state);
@@ -53,6 +55,8 @@ struct chat_format {
 	void (*done)(struct handler_ctx *ctx, void *state, const struct chat_answer *a);
 	void (*fail)(struct handler_ctx *ctx, void *state, int status, const char *code,
 	    const char *message);
+	int (*refusal)(struct handler_ctx *ctx, void *state, const char *model, const char *text,
+	    size_t len);
 };
 
 /* One turn to run. All borrowed. */

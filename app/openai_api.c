@@ -83,10 +83,14 @@ oai_begin(struct handler_ctx *ctx, void *p)
 	chat_stream_begin(ctx);
 }
 
+/*
+ * One chunk of the answer's text under `key`: "content", or "refusal" for a
+ * refusal (then the first chunk says content null, as OpenAI's do).
+ */
 static int
-oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
+oai_piece(struct handler_ctx *ctx, struct oai_state *st, const char *model, const char *key,
+    const char *text, size_t len)
 {
-	struct oai_state *st = p;
 	struct json_object *delta = json_object_new_object(), *doc;
 	int rc;
 
@@ -94,9 +98,11 @@ oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text,
 		return -1;
 	if (!st->sent_role) {
 		json_object_object_add(delta, "role", json_object_new_string("assistant"));
+		if (strcmp(key, "content") != 0)
+			json_object_object_add(delta, "content", NULL);
 		st->sent_role = 1;
 	}
-	json_object_object_add(delta, "content", json_object_new_string_len(text, (int)len));
+	json_object_object_add(delta, key, json_object_new_string_len(text, (int)len));
 	/* NOTE: the model serving now (a fallback may serve), as the last chunks say. */
 	doc = chunk_doc(st, model != NULL && *model ? model : st->model, delta, NULL);
 	if (doc == NULL)
@@ -104,6 +110,19 @@ oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text,
 	rc = chunk(ctx, doc);
 	json_object_put(doc);
 	return rc;
+}
+
+static int
+oai_delta(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
+{
+	return oai_piece(ctx, p, model, "content", text, len);
+}
+
+/* A piece of a refusal (structured outputs): delta.refusal, as OpenAI streams it. */
+static int
+oai_refusal(struct handler_ctx *ctx, void *p, const char *model, const char *text, size_t len)
+{
+	return oai_piece(ctx, p, model, "refusal", text, len);
 }
 
 static struct json_object *
@@ -188,11 +207,19 @@ write_completion(struct http_response *resp, const struct oai_state *st,
 	buf_puts(b, ",\"model\":");
 	buf_json_string(b, a->model, strlen(a->model));
 	buf_puts(b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-	/* NOTE: OpenAI sends content null when the model only calls tools. */
-	if (a->reply_len == 0 && calls != NULL)
+	/*
+	 * NOTE: OpenAI sends content null when the model only calls tools, and
+	 * when it refused (structured outputs): the refusal is message.refusal,
+	 * which the SDKs' parse() reads instead of parsing content.
+	 */
+	if ((a->reply_len == 0 && calls != NULL) || a->refusal)
 		buf_puts(b, "null");
 	else
 		buf_json_string(b, a->reply, a->reply_len);
+	if (a->refusal) {
+		buf_puts(b, ",\"refusal\":");
+		buf_json_string(b, a->reply, a->reply_len);
+	}
 	if (calls != NULL) {
 		buf_puts(b, ",\"tool_calls\":");
 		buf_append(b, calls, calls_len);
@@ -273,7 +300,9 @@ oai_fail(struct handler_ctx *ctx, void *p, int status, const char *code, const c
 	json_object_put(doc);
 }
 
-static const struct chat_format oai_format = {oai_begin, oai_delta, oai_done, oai_fail};
+static const struct chat_format oai_format = {
+	oai_begin, oai_delta, oai_done, oai_fail, oai_refusal
+};
 
 /* Whether `model` is the default model of a provider in the chain. */
 static int
@@ -571,7 +600,8 @@ audio_part(struct handler_ctx *ctx, struct json_object *part, size_t i, size_t j
 /*
  * messages[i].content of a message of `role`: a string, or an array of
  * parts, text ({type: "text", text}) and, in a user message, images, files
- * and audio (image_part, file_part, audio_part). Appends its text to `out`,
+ * and audio (image_part, file_part, audio_part), in an assistant message
+ * refusals ({type: "refusal", refusal}, kept as text parts). Appends its text to `out`,
  * parts joined as they are (as OpenAI's models read them). When the parts
  * are more than one text or have any other part, *parts gets them rebuilt
  * with only their known members (caller puts), so that a provider is sent
@@ -620,6 +650,24 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 			json_object_object_add(p, "type", json_object_new_string("text"));
 			json_object_object_add(p, "text", json_object_get(text));
 			texts++;
+		} else if (strcmp(type, "refusal") == 0 && strcmp(role, "assistant") == 0) {
+			/*
+			 * An earlier refusal, as OpenAI's own answer gave it (structured
+			 * outputs): the assistant's text, which every provider reads.
+			 */
+			if (!json_object_object_get_ex(part, "refusal", &text) ||
+			    !json_object_is_type(text, json_type_string)) {
+				bad_field(ctx, "messages[%zu].content[%zu] needs a string \"refusal\"", i,
+				    j);
+				goto fail;
+			}
+			buf_append(out, json_object_get_string(text),
+			    (size_t)json_object_get_string_len(text));
+			if ((p = json_object_new_object()) == NULL)
+				goto oom;
+			json_object_object_add(p, "type", json_object_new_string("text"));
+			json_object_object_add(p, "text", json_object_get(text));
+			texts++;
 		} else if (strcmp(type, "image_url") == 0 || strcmp(type, "file") == 0 ||
 		    strcmp(type, "input_audio") == 0) {
 			if (strcmp(role, "user") != 0) {
@@ -639,9 +687,9 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 				goto fail;
 			others++;
 		} else {
-			bad_field(ctx, "messages[%zu].content[%zu] is of type \"%.30s\": only \"text\" "
-			    "and, in user messages, \"image_url\", \"file\" and \"input_audio\" "
-			    "parts are supported", i, j, type);
+			bad_field(ctx, "messages[%zu].content[%zu] is of type \"%.30s\": only \"text\", "
+			    "in user messages \"image_url\", \"file\" and \"input_audio\", in "
+			    "assistant messages \"refusal\"", i, j, type);
 			goto fail;
 		}
 		if (json_object_array_add(list, p) != 0) {
@@ -1162,6 +1210,19 @@ openai_chat_completions(struct handler_ctx *ctx)
 	    json_object_is_type(v, json_type_object) &&
 	    json_object_object_get_ex(v, "include_usage", &v) && json_object_get_boolean(v))
 		st.include_usage = 1;
+	/*
+	 * NOTE: OpenAI's legacy function calling (`functions`, `function_call`,
+	 * role "function") is refused, never dropped: the model would not be
+	 * offered the functions. Nor is it translated to tools: a client that
+	 * sends it reads the answer's message.function_call, not tool_calls,
+	 * so a translated request would fail it as silently.
+	 */
+	if ((body_get(&body, "functions", &v) && v != NULL) ||
+	    (body_get(&body, "function_call", &v) && v != NULL)) {
+		bad_field(ctx, "fields \"functions\" and \"function_call\" (OpenAI's deprecated "
+		    "function calling) are not supported: send \"tools\" and \"tool_choice\"");
+		goto out;
+	}
 	if (body_get(&body, "tools", &v) && v != NULL) {
 		if (check_tools(ctx, v) != 0)
 			goto out;
@@ -1209,6 +1270,13 @@ openai_chat_completions(struct handler_ctx *ctx)
 			goto out;
 		}
 		r = json_object_get_string(role);
+		if (strcmp(r, "function") == 0 || (json_object_object_get_ex(m, "function_call", &v) &&
+		    v != NULL)) {
+			bad_field(ctx, "messages[%zu]: role \"function\" and \"function_call\" (OpenAI's "
+			    "deprecated function calling) are not supported: use \"tool_calls\" and "
+			    "role \"tool\"", i);
+			goto out;
+		}
 		if (strcmp(r, "system") != 0 && strcmp(r, "developer") != 0 &&
 		    strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 && strcmp(r, "tool") != 0) {
 			snprintf(msg, sizeof(msg), "messages[%zu].role \"%.20s\" is not supported", i, r);

@@ -144,6 +144,10 @@ struct http_attempt {
 	struct provider_stream s;
 	struct sse_parser sse;
 	const struct provider_wire *w;
+	const struct httpc_response *resp;   /* the answer being read: its content type */
+	struct buf whole;      /* a plain JSON answer to the stream asked for (json) */
+	int json;              /* 1: the answer is application/json, not a stream; 0: not yet known */
+	int known;             /* whether the body's first bytes came (json decided) */
 	long long done_ms;     /* monotonic: when the clean end came (0: not yet) */
 	int ended;             /* the transfer was stopped after the clean end */
 };
@@ -321,6 +325,7 @@ static int
 attempt_data(void *p, const char *data, size_t len)
 {
 	struct http_attempt *a = p;
+	size_t i;
 	int rc;
 
 	/*
@@ -332,6 +337,31 @@ attempt_data(void *p, const char *data, size_t len)
 	 */
 	if (a->s.done)
 		return 0;
+	/*
+	 * NOTE: some compatible servers ignore `stream` (with tools, say) and
+	 * answer plain JSON: it is kept whole, read as a whole answer and
+	 * streamed out at the end (http_attempt). Told by its content type and
+	 * its first byte, '{': an event stream mislabelled application/json
+	 * still reads as one.
+	 */
+	for (i = 0; !a->known && i < len; i++) {
+		if (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n')
+			continue;
+		a->known = 1;
+		a->json = data[i] == '{' &&
+		    strncasecmp(a->resp->content_type, "application/json", 16) == 0;
+	}
+	if (a->json) {
+		if (a->whole.len + len > PROVIDER_RESPONSE_MAX || (buf_append(&a->whole, data, len),
+		    a->whole.oom)) {
+			snprintf(a->s.why, sizeof(a->s.why), a->whole.oom ? "out of memory" :
+			    "the upstream's JSON answer to a stream is larger than allowed");
+			a->s.failed = 1;
+			a->s.error_kind = PROVIDER_ERR_FINAL;   /* as a whole answer too large */
+			return 1;
+		}
+		return 0;
+	}
 	rc = sse_feed(&a->sse, data, len);
 	if (rc == -1 && !a->s.failed && !a->s.client_gone) {
 		snprintf(a->s.why, sizeof(a->s.why),
@@ -356,35 +386,54 @@ status_kind(long long status)
 	    PROVIDER_ERR_REJECTED : PROVIDER_ERR_FINAL;
 }
 
-enum provider_error_kind
-provider_error_kind(struct json_object *err)
+/* The kind an error's type or code names; *known is 0 for a name not listed. */
+static enum provider_error_kind
+name_kind(const char *name, int *known)
 {
 	static const char *const retryable[] = {"overloaded_error", "api_error", "rate_limit_error",
 		"timeout_error", "server_error", "requests", "tokens", "rate_limit_exceeded", NULL};
 	static const char *const rejected[] = {"invalid_request_error", "not_found_error",
 		"request_too_large", NULL};
-	struct json_object *v;
-	const char *name = NULL;
 	size_t i;
 
-	if (err == NULL || !json_object_is_type(err, json_type_object))
-		return PROVIDER_ERR_RETRYABLE;
-	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string))
-		name = json_object_get_string(v);
-	else if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int))
-		return status_kind(json_object_get_int64(v));
-	else if (json_object_object_get_ex(err, "code", &v) &&
-	    json_object_is_type(v, json_type_string))
-		name = json_object_get_string(v);
-	if (name == NULL)
-		return PROVIDER_ERR_RETRYABLE;
+	*known = 1;
 	for (i = 0; retryable[i] != NULL; i++)
 		if (strcmp(name, retryable[i]) == 0)
 			return PROVIDER_ERR_RETRYABLE;
 	for (i = 0; rejected[i] != NULL; i++)
 		if (strcmp(name, rejected[i]) == 0)
 			return PROVIDER_ERR_REJECTED;
+	*known = 0;
 	return PROVIDER_ERR_FINAL;
+}
+
+enum provider_error_kind
+provider_error_kind(struct json_object *err)
+{
+	struct json_object *v;
+	enum provider_error_kind k;
+	const char *type = NULL;
+	int known;
+
+	if (err == NULL || !json_object_is_type(err, json_type_object))
+		return PROVIDER_ERR_RETRYABLE;
+	if (json_object_object_get_ex(err, "type", &v) && json_object_is_type(v, json_type_string)) {
+		type = json_object_get_string(v);
+		if ((k = name_kind(type, &known), known))
+			return k;
+	}
+	/*
+	 * NOTE: a type not listed does not decide before the code: vLLM and
+	 * SGLang name their errors after Python classes ("BadRequestError")
+	 * and give the HTTP status as the code (400: the request was refused).
+	 */
+	if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_int))
+		return status_kind(json_object_get_int64(v));
+	if (json_object_object_get_ex(err, "code", &v) && json_object_is_type(v, json_type_string)) {
+		k = name_kind(json_object_get_string(v), &known);
+		return known ? k : PROVIDER_ERR_FINAL;
+	}
+	return type != NULL ? PROVIDER_ERR_FINAL : PROVIDER_ERR_RETRYABLE;
 }
 
 static int
@@ -430,6 +479,7 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 	a.s.req = req;
 	a.s.res = res;
 	a.w = w;
+	a.resp = &r;
 	sse_init(&a.sse, attempt_event, &a);
 	memset(&hr, 0, sizeof(hr));
 	hr.method = "POST";
@@ -497,6 +547,18 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 			*st = PROVIDER_NOMEM;
 		goto out;
 	}
+	if (a.json) {
+		/* A whole answer to the stream asked for: its text goes out as one delta. */
+		*st = w->read_whole(a.whole.data != NULL ? a.whole.data : "", a.whole.len, res);
+		if (*st == PROVIDER_OK && res->text.oom)
+			*st = PROVIDER_NOMEM;
+		if (*st == PROVIDER_OK && res->text.len > 0) {
+			res->streamed = 1;
+			if (req->on_delta(req->ctx, res->text.data, res->text.len) != 0)
+				*st = PROVIDER_CANCELLED;
+		}
+		goto out;
+	}
 	if (!a.s.done) {
 		snprintf(res->error, sizeof(res->error), "the upstream stream ended before %s",
 		    w->stream_end);
@@ -507,12 +569,14 @@ http_attempt(struct httpc *http, const struct provider_wire *w, const struct pro
 	*st = res->text.oom ? PROVIDER_NOMEM : PROVIDER_OK;
 out:
 	sse_free(&a.sse);
+	buf_free(&a.whole);
 	httpc_response_free(&r);
 	if (*st != PROVIDER_OK && next == ATTEMPT_RETRY && !res->streamed) {
 		/* Nothing reached the client: the next attempt starts clean. */
 		buf_reset(&res->text, 0);
 		provider_tool_calls_clear(res);
 		res->finish_reason[0] = '\0';
+		res->refusal = 0;
 		res->input_tokens = res->output_tokens = 0;
 	}
 	return next;
@@ -1023,6 +1087,7 @@ provider_complete(const struct conf *conf, struct httpc *http, struct circuits *
 			buf_reset(&res->text, 0);
 			provider_tool_calls_clear(res);
 			res->finish_reason[0] = '\0';
+			res->refusal = 0;
 			res->input_tokens = res->output_tokens = 0;
 		}
 		tap.first_ms = 0;

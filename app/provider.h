@@ -94,6 +94,9 @@ struct llm_result {
 	struct llm_tool_call *tool_calls; /* the calls the model asked for, in order */
 	size_t ntool_calls;
 	char finish_reason[24];           /* OpenAI's: stop, length, tool_calls, content_filter */
+	int refusal;                      /* `text` is the model's refusal (OpenAI's message.refusal,
+	                                     delta.refusal), not an answer: the OpenAI format
+	                                     answers it as such */
 	long long input_tokens;
 	long long output_tokens;
 	const char *provider;             /* static name */
@@ -293,6 +296,8 @@ struct provider_stream {
 	int client_gone;
 	enum provider_error_kind error_kind;
 	long long input_parts[3];   /* Anthropic's input counts so far (provider_anthropic.c) */
+	int start_input;            /* Anthropic: the last call's arguments came whole in its
+	                               content_block_start; an input_json_delta replaces them */
 	/* OpenAI: the call each streamed tool_calls[].index fills, plus 1 (0: not seen yet) */
 	unsigned char tool_slot[PROVIDER_TOOL_CALLS_MAX];
 	char why[200];
@@ -300,7 +305,8 @@ struct provider_stream {
 
 /*
  * Hands a piece of streamed text to the client (req->on_delta) and keeps it in
- * res->text. Returns 0, or -1 when the client is gone (stop the stream).
+ * res->text (a refusal's text when res->refusal is set first). Returns 0, or
+ * -1 when the client is gone (stop the stream).
  */
 int provider_stream_text(struct provider_stream *s, const char *text, size_t len);
 

@@ -119,9 +119,11 @@ take_stop_reason(const char *reason, struct llm_result *res)
 }
 
 /*
- * Starts a tool call from a tool_use block {id, name, input}: `input` (if any
- * and not the empty object a stream starts with) becomes the arguments' JSON
- * text. Returns the call, or NULL (too many, out of memory, not a tool_use).
+ * Starts a tool call from a tool_use block {id, name, input}: `input` becomes
+ * the arguments' JSON text, in a stream (`whole` 0) only when it is not the
+ * empty object Anthropic starts every streamed block with (some compatible
+ * proxies send the whole input there and no input_json_delta). Returns the
+ * call, or NULL (too many, out of memory, not a tool_use).
  */
 static struct llm_tool_call *
 start_tool_call(struct json_object *block, struct llm_result *res, int whole)
@@ -134,7 +136,9 @@ start_tool_call(struct json_object *block, struct llm_result *res, int whole)
 		return NULL;
 	buf_puts(&tc->id, id);
 	buf_puts(&tc->name, name);
-	if (whole && json_object_object_get_ex(block, "input", &input))
+	if (json_object_object_get_ex(block, "input", &input) && (whole ||
+	    (json_object_is_type(input, json_type_object) &&
+	    json_object_object_length(input) > 0)))
 		buf_puts(&tc->arguments, json_object_to_json_string_ext(input, JSON_PLAIN));
 	return tc;
 }
@@ -144,7 +148,8 @@ start_tool_call(struct json_object *block, struct llm_result *res, int whole)
  * text_delta; message_start brings the model and the input tokens,
  * message_delta the output tokens and the stop reason; a tool_use block
  * (content_block_start) starts a tool call whose input arrives as
- * input_json_delta fragments, joined; message_stop is the only clean end. An
+ * input_json_delta fragments, joined (or whole in the start, from some
+ * compatible proxies); message_stop is the only clean end. An
  * `error` event (overloaded_error...) fails the call; ping and unknown events
  * are ignored, whatever their data.
  */
@@ -179,13 +184,17 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 				take_usage(v, s->input_parts, s->res);
 		}
 	} else if (strcmp(type, "content_block_start") == 0) {
+		s->start_input = 0;
 		if (json_object_object_get_ex(doc, "content_block", &v) &&
-		    (t = get_str(v, "type")) != NULL && strcmp(t, "tool_use") == 0 &&
-		    start_tool_call(v, s->res, 0) == NULL) {
-			snprintf(s->why, sizeof(s->why), "the upstream stream sent a malformed tool_use "
-			    "block (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
-			s->failed = 1;
-			rc = 1;
+		    (t = get_str(v, "type")) != NULL && strcmp(t, "tool_use") == 0) {
+			if ((tc = start_tool_call(v, s->res, 0)) == NULL) {
+				snprintf(s->why, sizeof(s->why), "the upstream stream sent a malformed "
+				    "tool_use block (or more than %d)", PROVIDER_TOOL_CALLS_MAX);
+				s->failed = 1;
+				rc = 1;
+			} else {
+				s->start_input = tc->arguments.len > 0;
+			}
 		}
 	} else if (strcmp(type, "content_block_delta") == 0) {
 		if (!json_object_object_get_ex(doc, "delta", &delta) ||
@@ -206,6 +215,11 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 				rc = 1;
 			} else {
 				tc = &s->res->tool_calls[s->res->ntool_calls - 1];
+				/* NOTE: fragments that follow a whole start input are the input. */
+				if (s->start_input && *t != '\0') {
+					buf_reset(&tc->arguments, 0);
+					s->start_input = 0;
+				}
 				buf_puts(&tc->arguments, t);
 			}
 		}
@@ -1065,11 +1079,16 @@ provider_anthropic_body(const char *model, const struct llm_request *req, char *
 	/*
 	 * OpenAI's temperature goes to 2, Anthropic's to 1: above it, the most
 	 * random Anthropic allows (it only tunes sampling, as seed does).
+	 * NOTE: with both set, temperature alone goes: the newer models (Sonnet
+	 * 4.5, Haiku 4.5, Opus 4.1 and later) answer 400 "temperature and top_p
+	 * cannot both be specified", OpenAI clients often send both (top_p 1,
+	 * which changes nothing, is a common default), and Anthropic advises
+	 * tuning one of them only.
 	 */
 	if (pa->has_temperature)
 		json_object_object_add(doc, "temperature",
 		    json_object_new_double(pa->temperature > 1 ? 1 : pa->temperature));
-	if (pa->has_top_p)
+	else if (pa->has_top_p)
 		json_object_object_add(doc, "top_p", json_object_new_double(pa->top_p));
 	if (pa->stop != NULL) {
 		if (json_object_is_type(pa->stop, json_type_array))

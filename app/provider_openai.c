@@ -235,12 +235,17 @@ on_event(struct provider_stream *s, const char *event, const char *data, size_t 
 	}
 	/*
 	 * The text: a string, or Mistral's parts; a refusal (structured outputs)
-	 * streams as delta.refusal with no content, and is the answer.
+	 * streams as delta.refusal with no content, and is the answer, marked as
+	 * a refusal (res->refusal) for the client's format.
 	 */
 	if (!json_object_object_get_ex(delta, "content", &content) || content == NULL ||
 	    (json_object_is_type(content, json_type_string) &&
-	    json_object_get_string_len(content) == 0))
+	    json_object_get_string_len(content) == 0)) {
 		json_object_object_get_ex(delta, "refusal", &content);
+		if (json_object_is_type(content, json_type_string) &&
+		    json_object_get_string_len(content) > 0 && s->res->text.len == 0)
+			s->res->refusal = 1;
+	}
 	if (json_object_is_type(content, json_type_string)) {
 		if (provider_stream_text(s, json_object_get_string(content),
 		    (size_t)json_object_get_string_len(content)) != 0)
@@ -367,9 +372,12 @@ read_whole(const char *body, size_t len, struct llm_result *res)
 	}
 	if (res->text.len == 0 && res->ntool_calls == 0 &&
 	    json_object_object_get_ex(msg, "refusal", &refusal) &&
-	    json_object_is_type(refusal, json_type_string))
+	    json_object_is_type(refusal, json_type_string) &&
+	    json_object_get_string_len(refusal) > 0) {
 		buf_append(&res->text, json_object_get_string(refusal),
 		    (size_t)json_object_get_string_len(refusal));
+		res->refusal = 1;
+	}
 	take_finish(c0, res);
 	take_model(doc, res);
 	take_usage(doc, res);

@@ -651,6 +651,10 @@ def validate_anthropic(body):
     mt = body.get("max_tokens")
     if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
         raise BadRequest("max_tokens: Field required")
+    if "temperature" in body and "top_p" in body:
+        # as the newer models (Sonnet 4.5, Haiku 4.5, Opus 4.1 and later) answer
+        raise BadRequest("`temperature` and `top_p` cannot both be specified for this model. "
+                         "Please use only one.")
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise BadRequest("messages: at least one message is required")

@@ -6,7 +6,9 @@ reaches the upstream; with it the client sends only the new message, the upstrea
 the history and the turn is stored (X-Session-Turn, GET /api/v1/sessions/{id}); system
 messages as the system prompt; content as an array of text parts (images: test_openai_images);
 Idempotency-Key; 400 JSON
-errors for bad input and models outside VALERIE_MODELS; the model list; a stream that breaks
+errors for bad input and models outside VALERIE_MODELS (and for OpenAI's deprecated
+function calling, `functions`/`function_call`/role function, saying to use tools, never
+dropped); an assistant's refusal part in the history goes up as its text; the model list; a stream that breaks
 mid-way ends with an error chunk and no [DONE]."""
 import json
 import os
@@ -422,6 +424,25 @@ def offline_part():
             ("max_tokens above 2^64", {"max_tokens": 2 ** 64, "messages": good}, None,
              "invalid_field"),
             ("n above 2^64", {"n": 2 ** 64 + 1, "messages": good}, None, "invalid_field"),
+            # OpenAI's deprecated function calling: refused, never dropped (the model
+            # would not be offered the functions)
+            ("legacy functions", {"messages": good, "functions": [
+                {"name": "get_weather", "parameters": {"type": "object"}}]}, None,
+             "invalid_field"),
+            ("legacy function_call", {"messages": good, "function_call": "auto"}, None,
+             "invalid_field"),
+            ("an assistant message's function_call", {"messages": [
+                user("x"), {"role": "assistant", "content": None, "function_call": {
+                    "name": "get_weather", "arguments": "{}"}}, user("y")]}, None,
+             "invalid_field"),
+            ("a role function message", {"messages": [
+                user("x"), {"role": "function", "name": "get_weather", "content": "9C"}]},
+             None, "invalid_field"),
+            ("a refusal part in a user message", {"messages": [{"role": "user", "content": [
+                {"type": "refusal", "refusal": "no"}]}]}, None, "invalid_field"),
+            ("a refusal part without its text", {"messages": [
+                user("x"), {"role": "assistant", "content": [{"type": "refusal"}]},
+                user("y")]}, None, "invalid_field"),
             ("a model not in VALERIE_MODELS", {"model": "gpt-c", "messages": good}, None,
              "model_not_allowed"),
             ("a model not in VALERIE_MODELS, streamed", {"model": "gpt-c", "messages": good,
@@ -433,6 +454,14 @@ def offline_part():
             check(s == 400 and h.get("content-type", "").startswith("application/json")
                   and is_error_doc(d, code),
                   f"{L} {what}: 400 JSON error{' ' + code if code else ''}: {s} {d}")
+        for what, body in (("functions", {"functions": [{"name": "f"}]}),
+                           ("function_call", {"function_call": "none"}),
+                           ("role function", {"messages": [user("x"), {
+                               "role": "function", "name": "f", "content": "1"}]})):
+            s, h, d = complete(st, dict({"messages": good}, **body))
+            check(s == 400 and is_error_doc(d, "invalid_field") and "tool" in
+                  d["error"]["message"] and "deprecated" in d["error"]["message"],
+                  f"{L} legacy {what}: the 400 says to use tools instead: {s} {d}")
         for what, body, name in (("seed above 2^64", {"seed": 2 ** 64 + 5}, "seed"),
                                  ("max_tokens above 2^64", {"max_tokens": 2 ** 64},
                                   "max_tokens")):
@@ -508,6 +537,17 @@ def upstream_part():
                                                  user("dev")]})
             check(msgs_of(last()) == [("system", "Dev says."), ("user", "dev")],
                   f"{L} a developer message goes up as system: {msgs_of(last())}")
+            # An earlier refusal in the history, as OpenAI answered it (a refusal part of
+            # an assistant message): its text, not a 400.
+            s, h, d = complete(st, {"messages": [
+                user("fill the form"), {"role": "assistant", "content": [
+                    {"type": "refusal", "refusal": "I can't help with that."}]},
+                user("then say hi")]})
+            check(s == 200 and msgs_of(last()) == [
+                ("user", "fill the form"), ("assistant", "I can't help with that."),
+                ("user", "then say hi")],
+                f"{L} an assistant refusal part goes up as its text: {s} {d} "
+                f"{msgs_of(last())}")
             # A clean message is passed on as it came; any other is made clean.
             s, h, d = complete(st, {"messages": [
                 {"role": "user", "content": "as is"},

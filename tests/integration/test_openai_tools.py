@@ -195,11 +195,16 @@ def params_flow(st, fake, prov):
               and up.get("stop") == "X" and "temperature" not in up and "tools" not in up,
               f"[openai] max_completion_tokens keeps its name; unset settings stay unset: {up}")
     else:
-        check(s == 200 and up.get("temperature") == 0.25 and up.get("top_p") == 0.5
+        # temperature and top_p both set: temperature alone (the newer models refuse both)
+        check(s == 200 and up.get("temperature") == 0.25 and "top_p" not in up
               and up.get("max_tokens") == 77 and up.get("stop_sequences") == ["END", "STOP"]
               and up.get("tool_choice") == {"type": "any"},
-              f"[anthropic] temperature, top_p, max_tokens, stop_sequences, tool_choice "
-              f"required -> any: {up}")
+              f"[anthropic] temperature (top_p dropped beside it), max_tokens, stop_sequences, "
+              f"tool_choice required -> any: {s} {up}")
+        s, _, _ = completion(st, {"messages": [user("hi")], "top_p": 0.5})
+        up = last_up(fake)
+        check(s == 200 and up.get("top_p") == 0.5 and "temperature" not in up,
+              f"[anthropic] top_p alone goes up: {s} {up}")
         for choice, want in (("auto", {"type": "auto"}), ("none", {"type": "none"}),
                              ({"type": "function", "function": {"name": "get_weather"}},
                               {"type": "tool", "name": "get_weather"})):

@@ -7,11 +7,21 @@ pool to an OpenAI-SDK-shaped client of /v1/chat/completions:
   calls from the content block's index, so the first is index 1: one call, not an empty
   call 0 before it;
 - a refusal (structured outputs) is message.content null with message.refusal, or
-  delta.refusal fragments when streamed: the client hears the refusal, not a 502;
+  delta.refusal fragments when streamed: the client gets it in that same shape (the SDK's
+  parse() reads message.refusal), not a 502; /api/v1/chat has it as its reply;
 - vLLM with a reasoning parser answers content null (the tokens went to reasoning) when
   max_tokens ran out first: an empty answer cut by length, not a 502;
 - Mistral's reasoning models answer content as parts ([{type: "thinking"}, {type: "text"}]),
   whole and streamed: the text parts are the answer, not a 502 or an empty stream;
+- a server that ignores `stream` (some compatible ones do when tools are given) answers a
+  plain JSON completion: it is the answer, streamed out, not "ended before [DONE]", retries
+  and a 502 (an event stream labelled application/json still reads as events);
+- vLLM and SGLang send an error inside a stream with a Python class as its type and the HTTP
+  status as its code ({"type": "BadRequestError", "code": 400}): the request was refused
+  (provider_rejected_request), not an upstream failure (provider_error, a 502 before a
+  stream);
+- a compatible proxy in front of Claude that sends a tool_use block's whole input in
+  content_block_start, with no input_json_delta: those are the call's arguments, not {};
 - a stop sequence of only whitespace ("\\n"), which OpenAI takes and Anthropic refuses:
   the chain passes over Anthropic (PROVIDER_UNSUPPORTED) instead of a 400 from it."""
 import json
@@ -79,6 +89,14 @@ def openai_sse(*chunks):
     return 200, "text/event-stream", out + b"data: [DONE]\n\n"
 
 
+def anthropic_sse(*events):
+    """An Anthropic Messages stream of `events` (each named by its type)."""
+    out = b""
+    for e in events:
+        out += b"event: " + e["type"].encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
+    return 200, "text/event-stream", out
+
+
 def openai_whole(message, finish):
     doc = {"id": "chatcmpl-x", "object": "chat.completion", "created": 1, "model": "up-model",
            "choices": [{"index": 0, "message": dict({"role": "assistant"}, **message),
@@ -96,12 +114,15 @@ def call(index, cid, name, args, **extra):
     return c
 
 
-def streamed(st, body):
+def streamed(st, body, refusal=None):
     """(status, the content deltas joined, the tool calls joined by index as an OpenAI SDK
-    does, the finish reason, whether [DONE] ended it) of a streamed completion."""
+    does, the finish reason, whether [DONE] ended it) of a streamed completion; the
+    refusal deltas joined go to refusal[0] when a list is given."""
     s, _, raw = st.request("POST", "/v1/chat/completions", body=json.dumps(dict(body, stream=True)),
                            headers={"Content-Type": "application/json"}, timeout=60)
     text, calls, finish, datas = "", {}, None, []
+    if refusal is not None:
+        refusal[:] = [None]
     for ev in SseParser().feed(raw, final=True):
         datas.append(ev["data"])
         if ev["data"] == "[DONE]":
@@ -109,6 +130,8 @@ def streamed(st, body):
         for c in json.loads(ev["data"]).get("choices") or []:
             d = c.get("delta") or {}
             text += d.get("content") or ""
+            if refusal is not None and d.get("refusal") is not None:
+                refusal[0] = (refusal[0] or "") + d["refusal"]
             for tc in d.get("tool_calls") or []:
                 acc = calls.setdefault(tc["index"], {"id": "", "name": "", "arguments": ""})
                 acc["id"] += tc.get("id") or ""
@@ -184,22 +207,37 @@ try:
         check(s == 200 and [c["name"] for c in calls] == ["get_weather"],
               f"a stream whose only call is index 2: one call: {s} {calls}")
 
-        # --- a refusal: content null and message.refusal, or delta.refusal ---
+        # --- a refusal: content null and message.refusal, or delta.refusal; answered in
+        # that shape (the SDK's parse() reads message.refusal instead of parsing content) ---
         refusal = "I'm sorry, I cannot help with that request."
         up.script(openai_whole({"content": None, "refusal": refusal}, "stop"))
         s, h, doc = post_chat(st, {"model": "up-model", "messages": [
             {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
         msg = (doc or {}).get("choices", [{}])[0].get("message", {})
-        check(s == 200 and msg.get("content") == refusal,
-              f"a whole refusal (content null, refusal set): the client hears it: {s} {doc}")
+        check(s == 200 and "content" in msg and msg["content"] is None
+              and msg.get("refusal") == refusal,
+              f"a whole refusal: message.content null, message.refusal the refusal: {s} {doc}")
         up.script(openai_sse({"delta": {"role": "assistant", "content": None, "refusal": ""}},
                              {"delta": {"refusal": "I'm sorry, I cannot "}},
                              {"delta": {"refusal": "help with that request."}},
                              {"delta": {}, "finish_reason": "stop"}))
+        got = []
         s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
-            {"role": "user", "content": "x"}]})
-        check(s == 200 and ended and text == refusal,
-              f"a streamed refusal (delta.refusal): the client hears it: {s} {text!r}")
+            {"role": "user", "content": "x"}]}, refusal=got)
+        check(s == 200 and ended and text == "" and got == [refusal],
+              f"a streamed refusal: delta.refusal pieces, no content: {s} {text!r} {got}")
+        # the native route keeps the refusal as its reply
+        up.script(openai_whole({"content": None, "refusal": refusal}, "stop"))
+        s, h, doc = post_chat(st, {"message": "x", "session_id": "wire-refusal"})
+        check(s == 200 and (doc or {}).get("reply") == refusal,
+              f"/api/v1/chat: a refusal is the reply: {s} {doc}")
+        # an answer that is not a refusal says nothing of one
+        up.script(openai_whole({"content": "fine", "refusal": None}, "stop"))
+        s, h, doc = post_chat(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
+        msg = (doc or {}).get("choices", [{}])[0].get("message", {})
+        check(s == 200 and msg.get("content") == "fine" and msg.get("refusal") is None,
+              f"an answer with refusal null: its content: {s} {doc}")
 
         # --- vLLM with a reasoning parser: content null, the tokens spent on reasoning ---
         up.script(openai_whole({"content": None, "reasoning_content": "Let me think about"},
@@ -235,11 +273,101 @@ try:
             {"role": "user", "content": "x"}]}, path="/v1/chat/completions")
         check(s == 502, f"content that is neither text nor null: 502: {s} {doc}")
 
-    # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
-    # over for the next provider of the chain, never sent to Anthropic ---
+        # --- a server that ignores `stream` (some do when tools are given) and answers
+        # plain JSON: that answer, streamed out, not "ended before [DONE]" and a 502 ---
+        up.script(openai_whole({"content": None, "tool_calls": [
+            {"id": "call_j", "type": "function", "function": {
+                "name": "get_weather", "arguments": '{"city":"Lima"}'}}]}, "tool_calls"))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and ended and finish == "tool_calls" and len(up.bodies) == 1
+              and up.bodies[0].get("stream") is True and
+              [(c["id"], c["name"], c["arguments"]) for c in calls] ==
+              [("call_j", "get_weather", '{"city":"Lima"}')],
+              f"a JSON answer with tool calls to a stream: those calls, streamed, one call up: "
+              f"{s} {calls} {finish} {len(up.bodies)}")
+        up.script(openai_whole({"content": "Hello there."}, "stop"))
+        s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]})
+        check(s == 200 and ended and text == "Hello there." and finish == "stop" and not calls,
+              f"a JSON answer to a stream: its text streamed: {s} {text!r} {finish}")
+        # an event stream mislabelled application/json still reads as a stream
+        ctype, body = openai_sse({"delta": {"content": "as events"}},
+                                 {"delta": {}, "finish_reason": "stop"})[1:]
+        up.script((200, "application/json", body))
+        s, text, calls, finish, ended = streamed(st, {"model": "up-model", "messages": [
+            {"role": "user", "content": "x"}]})
+        check(s == 200 and ended and text == "as events",
+              f"SSE under Content-Type application/json: read as events: {s} {text!r}")
+
+        # --- vLLM/SGLang: an error inside a stream, a Python class as its type and the HTTP
+        # status as its code: 400 refused the request (provider_rejected_request), not 502 ---
+        err = {"error": {"object": "error", "message": "This model's maximum context length "
+                         "is 4096 tokens.", "type": "BadRequestError", "param": None,
+                         "code": 400}}
+        up.script((200, "text/event-stream", b"data: " + json.dumps(err).encode() + b"\n\n"
+                   b"data: [DONE]\n\n"))
+        s, _, raw = st.request("POST", "/v1/chat/completions", body=json.dumps(
+            {"model": "up-model", "messages": [{"role": "user", "content": "x"}],
+             "stream": True}), headers={"Content-Type": "application/json"}, timeout=60)
+        errs = [json.loads(ev["data"]).get("error") for ev in SseParser().feed(raw, final=True)
+                if ev["data"] != "[DONE]" and "error" in json.loads(ev["data"])]
+        check(s == 200 and len(errs) == 1 and errs[0].get("code") == "provider_rejected_request"
+              and "maximum context length" in errs[0].get("message", ""),
+              f"vLLM's in-stream BadRequestError (code 400): the request was refused, not an "
+              f"upstream failure: {s} {raw[-400:]!r}")
+
+    # --- a compatible proxy in front of Claude sends a tool_use block's whole input in
+    # content_block_start and no input_json_delta: those are the arguments ---
     aenv = dict(env, VALERIE_LLM_PROVIDER="anthropic", ANTHROPIC_API_KEY="ak-test",
                 ANTHROPIC_MODEL="claude-test", ANTHROPIC_BASE_URL=f"http://127.0.0.1:{up.port}",
                 ANTHROPIC_MAX_RETRIES="0")
+    with Stack(workers=1, threads=2, env=aenv) as st:
+        def tool_stream(start_input, *fragments):
+            return anthropic_sse(
+                {"type": "message_start", "message": {"model": "claude-test", "usage": {
+                    "input_tokens": 5, "output_tokens": 1}}},
+                {"type": "content_block_start", "index": 0, "content_block": {
+                    "type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                    "input": start_input}},
+                *({"type": "content_block_delta", "index": 0, "delta": {
+                    "type": "input_json_delta", "partial_json": f}} for f in fragments),
+                {"type": "content_block_stop", "index": 0},
+                {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                 "usage": {"output_tokens": 9}},
+                {"type": "message_stop"})
+        up.script(tool_stream({"city": "Oslo"}))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and ended and finish == "tool_calls" and
+              [(c["id"], c["name"], json.loads(c["arguments"])) for c in calls] ==
+              [("toolu_1", "get_weather", {"city": "Oslo"})],
+              f"a tool_use whose whole input came in content_block_start: those arguments: "
+              f"{s} {calls}")
+        # Anthropic's own shape: {} at the start, the input in fragments (an empty one first)
+        up.script(tool_stream({}, "", '{"city": ', '"Rome"}'))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and [json.loads(c["arguments"]) for c in calls] == [{"city": "Rome"}],
+              f"input {{}} at the start, then fragments: the fragments: {s} {calls}")
+        # both: the fragments are the input, not glued after the start's
+        up.script(tool_stream({"city": "Oslo"}, "", '{"city": "Oslo"}'))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and [json.loads(c["arguments"]) for c in calls] == [{"city": "Oslo"}],
+              f"a whole start input and fragments: the fragments alone: {s} {calls}")
+        # a whole Messages answer to a stream: that answer, streamed out
+        up.script((200, "application/json", json.dumps({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+            "content": [{"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_9", "name": "get_weather",
+                         "input": {"city": "Bern"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 3, "output_tokens": 4}
+        }).encode()))
+        s, text, calls, finish, ended = streamed(st, ASK)
+        check(s == 200 and ended and text == "Checking." and finish == "tool_calls" and
+              [(c["id"], json.loads(c["arguments"])) for c in calls] ==
+              [("toolu_9", {"city": "Bern"})],
+              f"anthropic: a JSON answer to a stream, streamed out: {s} {text!r} {calls}")
+
+    # --- Anthropic refuses a whitespace-only stop sequence, which OpenAI takes: passed
+    # over for the next provider of the chain, never sent to Anthropic ---
     ask = {"messages": [{"role": "user", "content": "one line"}], "stop": ["\n"]}
     with Stack(workers=1, threads=2, env=dict(aenv, VALERIE_LLM_FALLBACKS="openai")) as st:
         up.script(openai_whole({"content": "one line"}, "stop"))

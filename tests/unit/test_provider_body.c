@@ -770,8 +770,12 @@ test_anthropic_params(void)
 	d = anthropic(&req, &st, err, sizeof(err));
 	CHECK_INT(st, PROVIDER_OK);
 	CHECK_JSON(d, "max_tokens", "123");
+	/*
+	 * Both temperature and top_p: temperature alone, as the newer models refuse
+	 * the two together (400 "temperature and top_p cannot both be specified").
+	 */
 	CHECK_JSON(d, "temperature", "0.5");
-	CHECK_JSON(d, "top_p", "0.25");
+	CHECK_ABSENT(d, "top_p");
 	CHECK_JSON(d, "stop_sequences", "['END']");
 	CHECK_ABSENT(d, "stop");
 	CHECK_JSON(d, "stream", "true");
@@ -835,6 +839,16 @@ test_anthropic_params(void)
 	req.params.temperature = 1;
 	d = anthropic(&req, &st, err, sizeof(err));
 	CHECK_JSON(d, "temperature", "1.0");
+	json_object_put(d);
+
+	/* top_p alone goes as it is. */
+	req.params.has_temperature = 0;
+	req.params.has_top_p = 1;
+	req.params.top_p = 0.9;
+	d = anthropic(&req, &st, err, sizeof(err));
+	CHECK_INT(st, PROVIDER_OK);
+	CHECK_ABSENT(d, "temperature");
+	CHECK_JSON(d, "top_p", "0.9");
 	json_object_put(d);
 	json_object_put(req.messages);
 }
@@ -1266,6 +1280,18 @@ test_error_kind(void)
 		{"{\"type\":\"authentication_error\"}", PROVIDER_ERR_FINAL},
 		{"{\"type\":\"insufficient_quota\"}", PROVIDER_ERR_FINAL},
 		{"{\"message\":\"x\",\"code\":401}", PROVIDER_ERR_FINAL},
+		/* vLLM and SGLang: a Python class name as the type, the HTTP status as the code */
+		{"{\"object\":\"error\",\"message\":\"too long\",\"type\":\"BadRequestError\","
+		    "\"param\":null,\"code\":400}", PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"NotFoundError\",\"code\":404}", PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"InternalServerError\",\"code\":500}", PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"ServiceUnavailableError\",\"code\":503}", PROVIDER_ERR_RETRYABLE},
+		/* a type that is known decides, whatever the code */
+		{"{\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\"}",
+		    PROVIDER_ERR_REJECTED},
+		{"{\"type\":\"UnknownError\",\"code\":\"rate_limit_exceeded\"}",
+		    PROVIDER_ERR_RETRYABLE},
+		{"{\"type\":\"UnknownError\",\"code\":\"something\"}", PROVIDER_ERR_FINAL},
 	};
 	struct json_object *o;
 	size_t i;
