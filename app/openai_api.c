@@ -294,7 +294,10 @@ oai_fail(struct handler_ctx *ctx, void *p, int status, const char *code, const c
 	}
 	json_object_object_add(err, "code", json_object_new_string(code));
 	json_object_object_add(err, "message", json_object_new_string(message));
-	json_object_object_add(err, "type", json_object_new_string("server_error"));
+	/* OpenAI's error types: a refused request is the client's to mend, not a server fault. */
+	json_object_object_add(err, "type", json_object_new_string(status == 429 ?
+	    "rate_limit_error" : status >= 400 && status < 500 ? "invalid_request_error" :
+	    "server_error"));
 	json_object_object_add(doc, "error", err);
 	chunk(ctx, doc);
 	json_object_put(doc);

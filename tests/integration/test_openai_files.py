@@ -252,6 +252,9 @@ try:
                           and "provider_rejected_request" in datas[0] and why in datas[0],
                           f"{L} {what}, streamed: one error chunk naming it, no [DONE]: {s} "
                           f"{datas[:3]}")
+                    check(len(datas) == 1 and json.loads(datas[0])["error"].get("type") ==
+                          "invalid_request_error", f"{L} {what}, streamed: the chunk's type "
+                          f"is invalid_request_error (a refusal, not a server fault): {datas[:1]}")
                     continue
                 s, h, d = complete(st, {"messages": [{"role": "user", "content": [
                     text_part("this"), part]}]}, sidh)
