@@ -389,6 +389,30 @@ mcp_parse_answer(const char *content_type, const char *body, size_t len, long lo
 static int ex_cancelled(void *p);
 static const char *text_of(struct json_object *m);
 
+/* The text of a request's session headers (add_session_headers). */
+struct session_headers {
+	char session[MCP_SESSION_ID_MAX + 32];
+	char version[48];
+};
+
+/*
+ * Appends Mcp-Session-Id and MCP-Protocol-Version, each when known, to
+ * `headers` at *h, their text kept in `hs`.
+ */
+static void
+add_session_headers(const char *session, const char *version, struct session_headers *hs,
+    const char **headers, size_t *h)
+{
+	if (session[0] != '\0') {
+		snprintf(hs->session, sizeof(hs->session), "Mcp-Session-Id: %s", session);
+		headers[(*h)++] = hs->session;
+	}
+	if (version[0] != '\0') {
+		snprintf(hs->version, sizeof(hs->version), "MCP-Protocol-Version: %s", version);
+		headers[(*h)++] = hs->version;
+	}
+}
+
 /*
  * POSTs the replies the reader noted for the server's requests and not yet
  * sent, each as its own POST with the session's headers (the spec's way for
@@ -400,7 +424,8 @@ static const char *text_of(struct json_object *m);
 static void
 send_replies(struct exchange *x)
 {
-	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160];
+	struct session_headers hs;
+	char why[160];
 	const char *headers[5], *session;
 	struct httpc_request hr;
 	struct httpc_response resp;
@@ -414,14 +439,7 @@ send_replies(struct exchange *x)
 	headers[h++] = "Accept: application/json, text/event-stream";
 	/* During initialize the session is the one this very answer's headers gave. */
 	session = x->s->session[0] != '\0' ? x->s->session : x->session;
-	if (session[0] != '\0') {
-		snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", session);
-		headers[h++] = hsession;
-	}
-	if (x->s->version[0] != '\0') {
-		snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", x->s->version);
-		headers[h++] = hversion;
-	}
+	add_session_headers(session, x->s->version, &hs, headers, &h);
 	headers[h] = NULL;
 	for (; x->replied < n; x->replied++) {
 		left = x->end_ms - vtime_mono_ms();
@@ -548,7 +566,8 @@ pause_ms(const struct exchange *x, long long ms)
 static enum mcp_status
 resume(struct exchange *x, struct httpc *http, size_t got, struct mcp_error *err)
 {
-	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], hlast[SSE_ID_MAX + 32], why[160];
+	struct session_headers hs;
+	char hlast[SSE_ID_MAX + 32], why[160];
 	const char *headers[5], *session;
 	struct httpc_response *post = x->resp, r;
 	struct httpc_request hr;
@@ -580,14 +599,7 @@ resume(struct exchange *x, struct httpc *http, size_t got, struct mcp_error *err
 		h = 0;
 		headers[h++] = "Accept: text/event-stream";
 		session = x->s->session[0] != '\0' ? x->s->session : x->session;
-		if (session[0] != '\0') {
-			snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", session);
-			headers[h++] = hsession;
-		}
-		if (x->s->version[0] != '\0') {
-			snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", x->s->version);
-			headers[h++] = hversion;
-		}
+		add_session_headers(session, x->s->version, &hs, headers, &h);
 		snprintf(hlast, sizeof(hlast), "Last-Event-ID: %s", x->r.sse.last_id);
 		headers[h++] = hlast;
 		headers[h] = NULL;
@@ -661,7 +673,8 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
     const struct snapshot *s, const char *body, long long want_id, struct json_object **result,
     char *session_out, struct mcp_error *err)
 {
-	char hsession[MCP_SESSION_ID_MAX + 32], hversion[48], why[160], reason[200];
+	struct session_headers hs;
+	char why[160], reason[200];
 	const char *headers[5];
 	struct httpc_request hr;
 	struct httpc_response r;
@@ -687,14 +700,7 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 	}
 	headers[h++] = "Content-Type: application/json";
 	headers[h++] = "Accept: application/json, text/event-stream";
-	if (s->session[0] != '\0') {
-		snprintf(hsession, sizeof(hsession), "Mcp-Session-Id: %s", s->session);
-		headers[h++] = hsession;
-	}
-	if (s->version[0] != '\0') {
-		snprintf(hversion, sizeof(hversion), "MCP-Protocol-Version: %s", s->version);
-		headers[h++] = hversion;
-	}
+	add_session_headers(s->session, s->version, &hs, headers, &h);
 	headers[h] = NULL;
 
 	memset(&x, 0, sizeof(x));

@@ -640,28 +640,19 @@ content_read(struct handler_ctx *ctx, struct json_object *content, size_t i, con
 			bad_field(ctx, "messages[%zu].content[%zu] needs a string \"type\"", i, j);
 			goto fail;
 		}
-		if (strcmp(type, "text") == 0) {
-			if (!json_object_object_get_ex(part, "text", &text) ||
-			    !json_object_is_type(text, json_type_string)) {
-				bad_field(ctx, "messages[%zu].content[%zu] needs a string \"text\"", i, j);
-				goto fail;
-			}
-			buf_append(out, json_object_get_string(text),
-			    (size_t)json_object_get_string_len(text));
-			if ((p = json_object_new_object()) == NULL)
-				goto oom;
-			json_object_object_add(p, "type", json_object_new_string("text"));
-			json_object_object_add(p, "text", json_object_get(text));
-			texts++;
-		} else if (strcmp(type, "refusal") == 0 && strcmp(role, "assistant") == 0) {
+		if (strcmp(type, "text") == 0 ||
+		    (strcmp(type, "refusal") == 0 && strcmp(role, "assistant") == 0)) {
 			/*
-			 * An earlier refusal, as OpenAI's own answer gave it (structured
-			 * outputs): the assistant's text, which every provider reads.
+			 * A refusal part: an earlier refusal, as OpenAI's own answer gave
+			 * it (structured outputs): the assistant's text, which every
+			 * provider reads.
 			 */
-			if (!json_object_object_get_ex(part, "refusal", &text) ||
+			const char *field = strcmp(type, "text") == 0 ? "text" : "refusal";
+
+			if (!json_object_object_get_ex(part, field, &text) ||
 			    !json_object_is_type(text, json_type_string)) {
-				bad_field(ctx, "messages[%zu].content[%zu] needs a string \"refusal\"", i,
-				    j);
+				bad_field(ctx, "messages[%zu].content[%zu] needs a string \"%s\"", i, j,
+				    field);
 				goto fail;
 			}
 			buf_append(out, json_object_get_string(text),
