@@ -190,9 +190,25 @@ static const char bucket_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], math.ceil((cap - tokens) / per_ms) + 1000)\n"
 	"return {allowed, tostring(tokens)}\n";
 
-enum script { SCRIPT_APPEND, SCRIPT_LOAD, SCRIPT_BUCKET, SCRIPT_COUNT };
+/*
+ * KEYS: meta, turns, idem. ARGV: idem_key. The turn recorded for idem_key, or nil
+ * when there is none, or when the session is no session as load_lua and append_lua
+ * take it (its meta gone, or its list gone under a counted meta): its next turn
+ * starts it afresh and drops its idempotency keys, and a retry with one of them is
+ * that next turn. NOTE: a key found whose turn is gone was a 503 "retry with the same
+ * Idempotency-Key" at every retry, until the keys expired.
+ */
+static const char idem_lua[] =
+	"local t = redis.call('HGET', KEYS[3], ARGV[1])\n"
+	"if not t then return false end\n"
+	"if not redis.call('HGET', KEYS[1], 'turns') then return false end\n"
+	"if redis.call('LLEN', KEYS[2]) == 0 then return false end\n"
+	"return t\n";
 
-static const char *const script_text[SCRIPT_COUNT] = {append_lua, load_lua, bucket_lua};
+enum script { SCRIPT_APPEND, SCRIPT_LOAD, SCRIPT_BUCKET, SCRIPT_IDEM, SCRIPT_COUNT };
+
+static const char *const script_text[SCRIPT_COUNT] = {append_lua, load_lua, bucket_lua,
+	idem_lua};
 
 /* Per process: where Redis is and how to log in. Read-only after open. */
 struct redis_store {
@@ -1214,9 +1230,9 @@ static enum store_status
 redis_idem_find(void *p, const char *sid, const char *idem_key, int *turn_out)
 {
 	struct redis_conn *c = p;
-	char idem[KEY_SIZE];
-	const char *argv[3] = {"HGET", idem, idem_key};
-	size_t lens[3];
+	char meta[KEY_SIZE], turns[KEY_SIZE], idem[KEY_SIZE];
+	const char *keys[3] = {meta, turns, idem}, *args[1] = {idem_key};
+	size_t lens[1];
 	long long turn;
 	redisReply *r = NULL;
 	enum store_status s;
@@ -1225,11 +1241,11 @@ redis_idem_find(void *p, const char *sid, const char *idem_key, int *turn_out)
 		return s;
 	if (idem_key == NULL || idem_key[0] == '\0' || strlen(idem_key) > STORE_IDEM_MAX)
 		return STORE_NOT_FOUND;
+	make_key(meta, sid, "meta");
+	make_key(turns, sid, "turns");
 	make_key(idem, sid, "idem");
-	lens[0] = 4;
-	lens[1] = strlen(idem);
-	lens[2] = strlen(idem_key);
-	s = command(c, "idem_find", 3, argv, lens, &r);
+	lens[0] = strlen(idem_key);
+	s = run_script(c, SCRIPT_IDEM, "idem_find", 3, keys, 1, args, lens, &r);
 	if (s != STORE_OK)
 		goto out;
 	if (r->type == REDIS_REPLY_NIL)

@@ -3,7 +3,12 @@ store. The chat layer scopes a key to its caller (principal \\x1f key), so the s
 sees up to a 128-character JWT sub plus a 200-character header: a turn sent with the
 longest of both is answered 200 and stored, and sent again it is replayed, not run
 twice (before the fix the Redis store refused such a key after the provider had
-answered: a 500 and a turn that was never stored, at every retry)."""
+answered: a 500 and a turn that was never stored, at every retry).
+
+On Redis, a session whose turn list is gone while its meta stays (evicted under a
+volatile-* maxmemory-policy) is no session, and its next turn starts it afresh: a retry
+with the same Idempotency-Key is that next turn too, never a 503 that asks for the same
+retry again until the key expires (a day)."""
 import base64
 import contextlib
 import hashlib
@@ -11,6 +16,7 @@ import hmac
 import json
 import os
 import secrets
+import socket
 import sys
 import time
 
@@ -24,6 +30,15 @@ SECRET = secrets.token_hex(32)
 def b64u_json(d):
     raw = json.dumps(d, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def redis_cmd(port, *args):
+    """One command to the Redis at `port`; its reply's first line (enough for DEL)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        raw = [a.encode() for a in args]
+        c.sendall(b"*%d\r\n" % len(raw) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a)
+                                                   for a in raw))
+        return c.makefile("rb").readline().strip()
 
 
 def token(sub):
@@ -61,5 +76,23 @@ for kind in TEST_STORES:
         turns = sorted({m.get("turn") for m in (sess or {}).get("messages", [])})
         check(s == 200 and turns == [1] and (sess or {}).get("owner") == sub,
               f"{L} the session holds the one turn, owned by the caller ({s} {turns})")
+
+        if kind == "redis":
+            # The turn list gone, the meta and the idempotency keys left: the retry with
+            # the same key starts the session afresh (turn 1, run, not replayed). It was
+            # a 503 "retry with the same Idempotency-Key" at every retry: the key was
+            # found, its turn was not.
+            check(redis_cmd(rs.port, "DEL", "valerie:{%s}:turns" % sid) == b":1",
+                  f"{L} the session's turn list deleted")
+            s, h, doc = post_chat(st, body, headers=hdrs)
+            check(s == 200 and doc and doc.get("turn") == 1
+                  and h.get("idempotent-replayed") != "true",
+                  f"{L} a retry whose session lost its turns: run afresh as turn 1 ({s} "
+                  f"{h.get('idempotent-replayed')} {doc})")
+            s, h, again = post_chat(st, body, headers=hdrs)
+            check(s == 200 and again and again.get("turn") == 1
+                  and h.get("idempotent-replayed") == "true",
+                  f"{L} ... and that turn is replayed for the key again ({s} "
+                  f"{h.get('idempotent-replayed')} {again and again.get('turn')})")
 
 done("test_store_idem")
