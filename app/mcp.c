@@ -929,7 +929,12 @@ budget_ms(const struct mcp_opts *o)
 static int
 failure_shared(const struct mcp_client *c, const struct mcp_opts *o)
 {
-	if (c->init_status == MCP_CANCELLED || c->init_status == MCP_NOMEM)
+	/*
+	 * NOTE: the last initialize may have succeeded and its session been
+	 * forgotten since: that is no answer (and would leave `s` unfilled).
+	 */
+	if (c->init_status == MCP_OK || c->init_status == MCP_CANCELLED ||
+	    c->init_status == MCP_NOMEM)
 		return 0;
 	return c->init_status != MCP_TIMEOUT || c->init_budget_ms >= budget_ms(o);
 }
@@ -978,6 +983,7 @@ session_get(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		memcpy(c->session, s->session, sizeof(c->session));
 		memcpy(c->version, s->version, sizeof(c->version));
 		c->ready = 1;
+		c->init_status = MCP_OK;
 	} else {
 		c->init_status = st;
 		c->init_budget_ms = budget;
