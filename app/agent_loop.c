@@ -7,10 +7,12 @@
 #include "handler.h"
 #include "httpc.h"
 #include "log.h"
+#include "store.h"
 #include "trace.h"
 #include "vtime.h"
 
 #include <json-c/json.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,8 @@
 #define AGENT_PARALLEL_MAX 8           /* tool calls run at once */
 #define AGENT_THREAD_STACK (256 * 1024)
 #define JSON_PLAIN (JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define IDEM_CACHE_PREFIX "agentcall:"   /* + 64 hex digits: a cache key */
+#define IDEM_CACHE_TTL_DEFAULT 86400     /* seconds, without a session TTL */
 
 void
 agent_turn_free(struct agent_turn *at)
@@ -40,6 +44,9 @@ struct job {
 	char tool[AGENTS_TOOL_NAME_MAX * 2 + 1];
 	const char *arguments;
 	int known;                       /* the name resolved to an agent's tool */
+	int recorded;                    /* res is the result recorded under the turn's
+	                                    Idempotency-Key: the agent is not called */
+	char cache_key[sizeof(IDEM_CACHE_PREFIX) + 64];   /* where to record it, or "" */
 	struct agents_result res;
 };
 
@@ -50,6 +57,8 @@ run_job(struct job *j)
 	struct trace_tool tt;
 	long long t0 = trace_now_ns();
 
+	if (j->recorded)
+		return;
 	memset(&j->res, 0, sizeof(j->res));
 	if (!j->known) {
 		j->res.is_error = 1;
@@ -98,7 +107,8 @@ run_jobs(struct job *jobs, size_t n)
 	pthread_attr_setstacksize(&attr, AGENT_THREAD_STACK);
 	for (i = 1; i < n; i++) {
 		jobs[i].http = NULL;
-		started[i] = pthread_create(&th[i], &attr, job_thread, &jobs[i]) == 0;
+		started[i] = !jobs[i].recorded &&
+		    pthread_create(&th[i], &attr, job_thread, &jobs[i]) == 0;
 	}
 	pthread_attr_destroy(&attr);
 	run_job(&jobs[0]);
@@ -134,6 +144,166 @@ resolve(const struct agents_toolset *ts, const char *name, struct job *j)
 	return 1;
 }
 
+/*
+ * How many times before jobs[i] this turn ran the same tool with the same
+ * arguments: the calls summed up in at->calls, then jobs[0..i).
+ */
+static int
+occurrence(const struct agent_turn *at, const struct job *jobs, size_t i)
+{
+	const struct job *j = &jobs[i];
+	struct json_object *c, *v;
+	size_t n, m;
+	int occ = 0;
+
+	n = json_object_array_length(at->calls);
+	for (m = 0; m < n; m++) {
+		c = json_object_array_get_idx(at->calls, m);
+		if (json_object_object_get_ex(c, "name", &v) &&
+		    strcmp(json_object_get_string(v), j->agent) == 0 &&
+		    json_object_object_get_ex(c, "tool", &v) &&
+		    strcmp(json_object_get_string(v), j->tool) == 0 &&
+		    json_object_object_get_ex(c, "arguments", &v) &&
+		    strcmp(json_object_get_string(v), j->arguments) == 0)
+			occ++;
+	}
+	for (m = 0; m < i; m++)
+		if (jobs[m].known && jobs[m].arguments != NULL &&
+		    strcmp(jobs[m].agent, j->agent) == 0 &&
+		    strcmp(jobs[m].tool, j->tool) == 0 &&
+		    strcmp(jobs[m].arguments, j->arguments) == 0)
+			occ++;
+	return occ;
+}
+
+/*
+ * Sets j->cache_key to IDEM_CACHE_PREFIX and the SHA-256 (hex) of the scoped
+ * Idempotency-Key, the agent, the tool, the arguments as sent and `occ`,
+ * each ended by a NUL (none of them holds one). Leaves it "" when OpenSSL
+ * fails (out of memory): the call then runs unrecorded.
+ */
+static void
+cache_key(const char *idem, struct job *j, int occ)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0, i;
+	char num[24];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok;
+
+	j->cache_key[0] = '\0';
+	if (h == NULL)
+		return;
+	snprintf(num, sizeof(num), "%d", occ);
+	ok = EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+	    EVP_DigestUpdate(h, idem, strlen(idem) + 1) == 1 &&
+	    EVP_DigestUpdate(h, j->agent, strlen(j->agent) + 1) == 1 &&
+	    EVP_DigestUpdate(h, j->tool, strlen(j->tool) + 1) == 1 &&
+	    EVP_DigestUpdate(h, j->arguments, strlen(j->arguments) + 1) == 1 &&
+	    EVP_DigestUpdate(h, num, strlen(num) + 1) == 1 &&
+	    EVP_DigestFinal_ex(h, md, &n) == 1 && n == 32;
+	EVP_MD_CTX_free(h);
+	if (!ok)
+		return;
+	memcpy(j->cache_key, IDEM_CACHE_PREFIX, sizeof(IDEM_CACHE_PREFIX) - 1);
+	for (i = 0; i < n; i++) {
+		j->cache_key[sizeof(IDEM_CACHE_PREFIX) - 1 + 2 * i] = hex[md[i] >> 4];
+		j->cache_key[sizeof(IDEM_CACHE_PREFIX) - 1 + 2 * i + 1] = hex[md[i] & 15];
+	}
+	j->cache_key[sizeof(IDEM_CACHE_PREFIX) - 1 + 2 * n] = '\0';
+}
+
+/*
+ * Before jobs[0..k) run, on the request thread (the store connection is
+ * its own): for a turn with an Idempotency-Key, a call that ran before under
+ * that key (a first attempt of the turn that failed after it) takes the
+ * result recorded then, and is not run again: a tool that books something
+ * books it once. The recorded value is "0" or "1" (is_error) and the text.
+ * NOTE: a store that fails here never fails the turn: the call runs, as
+ * without a key, and is not recorded (the store is not asked twice).
+ */
+static void
+recall(struct handler_ctx *ctx, const char *idem, const struct agent_turn *at,
+    struct job *jobs, size_t k)
+{
+	struct buf v;
+	enum store_status st;
+	size_t i;
+
+	for (i = 0; i < k; i++) {
+		struct job *j = &jobs[i];
+
+		j->cache_key[0] = '\0';
+		if (idem == NULL || ctx->store == NULL || !j->known || j->arguments == NULL)
+			continue;
+		cache_key(idem, j, occurrence(at, jobs, i));
+		if (j->cache_key[0] == '\0')
+			continue;
+		buf_init(&v);
+		st = store_cache_get(ctx->store, j->cache_key, &v);
+		if (st == STORE_OK && !v.oom && v.len >= 1 &&
+		    (v.data[0] == '0' || v.data[0] == '1')) {
+			memset(&j->res, 0, sizeof(j->res));
+			j->res.is_error = v.data[0] == '1';
+			j->res.outcome = j->res.is_error ? AGENTS_ERROR : AGENTS_OK;
+			j->res.answered = 1;
+			buf_append(&j->res.text, v.data + 1, v.len - 1);
+			j->recorded = 1;
+			log_msg(LOG_LVL_INFO, "agent %s tool %s: ran before under this "
+			    "Idempotency-Key; its recorded result is used, the agent is not called",
+			    j->agent, j->tool);
+		} else if (st != STORE_OK && st != STORE_NOT_FOUND) {
+			log_msg(LOG_LVL_WARNING, "agent %s tool %s: the recorded result could not "
+			    "be looked up (%s): the call runs unrecorded", j->agent, j->tool,
+			    store_status_text(st));
+			j->cache_key[0] = '\0';
+		} else if (st == STORE_OK) {
+			log_msg(LOG_LVL_WARNING, "agent %s tool %s: the recorded result is not one "
+			    "this gateway writes: the call runs", j->agent, j->tool);
+		}
+		buf_free(&v);
+	}
+}
+
+/*
+ * After jobs[0..k) ran, on the request thread: records the result of each
+ * call the agent answered (a result, isError or not) under its cache key
+ * for the session TTL, so that the turn sent again with its Idempotency-Key
+ * does not run it again. A call that never got an answer (unreachable,
+ * timed out, open circuit, cancelled) is not recorded: it may run again.
+ * A store failure is logged and the turn goes on.
+ */
+static void
+record(struct handler_ctx *ctx, struct job *jobs, size_t k)
+{
+	long long ttl = ctx->conf->session_ttl > 0 ? ctx->conf->session_ttl :
+	    IDEM_CACHE_TTL_DEFAULT;
+	struct buf v;
+	enum store_status st;
+	size_t i;
+
+	if (ttl > STORE_CACHE_TTL_MAX)
+		ttl = STORE_CACHE_TTL_MAX;
+	for (i = 0; i < k; i++) {
+		struct job *j = &jobs[i];
+
+		if (j->cache_key[0] == '\0' || j->recorded || !j->res.answered || j->res.text.oom)
+			continue;
+		buf_init(&v);
+		buf_append(&v, j->res.is_error ? "1" : "0", 1);
+		if (j->res.text.len > 0)
+			buf_append(&v, j->res.text.data, j->res.text.len);
+		st = v.oom ? STORE_UNAVAILABLE : store_cache_put(ctx->store, j->cache_key,
+		    v.data, v.len, ttl);
+		if (st != STORE_OK)
+			log_msg(LOG_LVL_WARNING, "agent %s tool %s: the result could not be recorded "
+			    "for its Idempotency-Key (%s): a retry of the turn runs it again",
+			    j->agent, j->tool, v.oom ? "out of memory" : store_status_text(st));
+		buf_free(&v);
+	}
+}
+
 static struct json_object *
 tool_message(const char *id, const struct buf *text)
 {
@@ -154,8 +324,8 @@ tool_message(const char *id, const struct buf *text)
  * Returns 0, or -1 out of memory.
  */
 static int
-run_calls(struct handler_ctx *ctx, const struct agents_toolset *ts, const struct llm_request *req,
-    const struct llm_result *res, struct agent_turn *at)
+run_calls(struct handler_ctx *ctx, const struct agents_toolset *ts, const char *idem,
+    const struct llm_request *req, const struct llm_result *res, struct agent_turn *at)
 {
 	struct json_object *calls, *assistant, *c, *fn, *v, *tm, *sum;
 	struct job jobs[AGENT_PARALLEL_MAX];
@@ -199,7 +369,9 @@ run_calls(struct handler_ctx *ctx, const struct agents_toolset *ts, const struct
 			jobs[i].known = json_object_object_get_ex(fn, "name", &v) &&
 			    resolve(ts, json_object_get_string(v), &jobs[i]);
 		}
+		recall(ctx, idem, at, jobs, k);
 		run_jobs(jobs, k);
+		record(ctx, jobs, k);
 		for (i = 0; i < k; i++) {
 			c = json_object_array_get_idx(calls, base + i);
 			json_object_object_get_ex(c, "id", &v);
@@ -232,8 +404,8 @@ run_calls(struct handler_ctx *ctx, const struct agents_toolset *ts, const struct
 }
 
 enum provider_status
-agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req,
-    struct llm_result *res, struct agent_turn *at)
+agent_loop_complete(struct handler_ctx *ctx, int agents, const char *idem,
+    struct llm_request *req, struct llm_result *res, struct agent_turn *at)
 {
 	struct agents_toolset *ts = NULL;
 	struct json_object *offered = NULL, *none = NULL;
@@ -271,7 +443,7 @@ agent_loop_complete(struct handler_ctx *ctx, int agents, struct llm_request *req
 			break;
 		at->steps_taken++;
 		t0 = vtime_mono_ms();
-		oom = run_calls(ctx, ts, req, res, at) != 0;
+		oom = run_calls(ctx, ts, idem, req, res, at) != 0;
 		at->agent_ms += vtime_mono_ms() - t0;
 		if (oom) {
 			st = PROVIDER_NOMEM;

@@ -29,8 +29,16 @@ void agent_turn_free(struct agent_turn *at);
  * A dead, slow or open-circuit agent is a tool result saying so, never a
  * failed turn. `req->messages` grows with the steps. Usage is summed over the
  * calls; `res` holds the final answer.
+ * With `idem` (the turn's Idempotency-Key scoped to the caller, borrowed; or
+ * NULL) each tool call the agent answered is recorded in the store's cache,
+ * and a call that ran under the same key (the same tool and arguments, the
+ * same n-th time in the turn) is not run again: its recorded result is used.
+ * So a turn that failed after a tool ran (say the next model call did) and
+ * is sent again does not, say, book twice. A failing store never fails the
+ * turn: the call then runs.
  */
 enum provider_status agent_loop_complete(struct handler_ctx *ctx, int agents,
-    struct llm_request *req, struct llm_result *res, struct agent_turn *at);
+    const char *idem, struct llm_request *req, struct llm_result *res,
+    struct agent_turn *at);
 
 #endif

@@ -1006,6 +1006,7 @@ agents_call(struct agents *a, struct httpc *http, const char *agent, const char 
 		if (tr.is_error && res->text.len == 0)
 			set_textf(res, "tool %.128s of agent %s failed without saying why", tool, g->name);
 		res->outcome = tr.is_error ? AGENTS_ERROR : AGENTS_OK;
+		res->answered = 1;
 		break;
 	case MCP_CANCELLED:
 		set_textf(res, "the call to agent %s was abandoned: the client went away", g->name);

@@ -114,6 +114,8 @@ struct agents_result {
 	int is_error;                   /* the text reports a failure */
 	enum agents_outcome outcome;
 	int attempts;                   /* tools/call requests sent */
+	int answered;                   /* the agent answered the call with a result
+	                                   (isError or not): the tool ran */
 	long long duration_ms;
 };
 

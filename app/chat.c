@@ -970,7 +970,8 @@ chat_run(struct handler_ctx *ctx, const struct chat_turn_input *in)
 		in->fmt->begin(ctx, in->fmt_state);
 		lreq.on_delta = on_delta;
 	}
-	ps = agent_loop_complete(ctx, in->agents, &lreq, &res, &at);
+	ps = agent_loop_complete(ctx, in->agents,
+	    in->idem_key[0] != '\0' ? in->idem_key : NULL, &lreq, &res, &at);
 	if (ps != PROVIDER_OK) {
 		const char *code = ps == PROVIDER_TIMEOUT ? "provider_timeout" :
 		    ps == PROVIDER_UNAVAILABLE ? "provider_unavailable" :

@@ -11,6 +11,9 @@ the fake MCP server (tests/fakes/fake_mcp.py) and a dead one on a closed port.
   from the model; several calls in one step all run; the step limit ends with an answer
   from a last call with tool_choice "none" (the tools still defined: Anthropic refuses
   tool_use/tool_result blocks in a request that defines no tools), with either provider.
+- With an Idempotency-Key, a turn whose tool ran but whose next model call failed (5xx)
+  sent again does not run the tool again: the recorded result answers (one booking);
+  another key runs it.
 - The rule is refused in production as a plain reply; streams carry the final text.
 - Stopping the pool ends every MCP session the workers opened (HTTP DELETE).
 """
@@ -141,6 +144,37 @@ try:
               f"the model's call runs, the result goes back, the model answers: {s} {doc}")
         check(doc.get("usage", {}).get("input_tokens", 0) > 0 and len(reqs) == 2,
               f"two model calls, usage summed: {doc.get('usage')} ({len(reqs)} calls)")
+    with Stack(workers=1, threads=2, env=env2) as st:
+        # "a booking is never made twice": the tool runs, the next model call fails (every
+        # retry), the turn answers 5xx and stores nothing; the client sends it again with
+        # its Idempotency-Key and the tool's recorded result is used, the tool not run again
+        def echoes():
+            return mcp.stats()["calls"].get("echo", 0)
+
+        for path, body in (
+                ("/api/v1/chat", {"message": 'call demo__echo {"message": "book it"}',
+                                  "session_id": "ag-idem"}),
+                ("/api/agent/chat", {"message": 'call demo__echo {"message": "book it"}',
+                                     "session_id": "ag-idem-2"})):
+            key = {"Idempotency-Key": "idem-book-" + path.replace("/", "-")}
+            n0 = echoes()
+            fake.plan({"mode": "ok"}, *[{"mode": "fail-500"}] * 3)
+            s, _, doc = post_chat(st, body, headers=key, path=path)
+            check(s >= 500 and echoes() == n0 + 1,
+                  f"{path}: the tool ran, the next model call failed: 5xx: {s} {doc} "
+                  f"(echo calls {echoes() - n0})")
+            fake.plan()
+            s, _, doc = post_chat(st, body, headers=key, path=path)
+            answer = (doc or {}).get("reply")
+            check(s == 200 and answer == "tool said: Echo: book it" and echoes() == n0 + 1,
+                  f"{path}: sent again with the same Idempotency-Key, the recorded result "
+                  f"answers and the tool is not run again: {s} {answer} "
+                  f"(echo calls {echoes() - n0})")
+            s, _, doc = post_chat(st, body, headers={"Idempotency-Key": "idem-other" + path},
+                                  path=path)
+            check(s == 200 and echoes() == n0 + 2,
+                  f"{path}: another Idempotency-Key runs the tool again: {s} "
+                  f"(echo calls {echoes() - n0})")
     with Stack(workers=1, threads=2, env=dict(env2, VALERIE_AGENT_MAX_STEPS="1")) as st:
         # every step asks again: the limit stops it and a call that may not use tools answers
         fake.plan()
