@@ -550,6 +550,27 @@ pause_ms(const struct exchange *x, long long ms)
 }
 
 /*
+ * The status and text of a transfer that ended with the client gone, an
+ * answer over the cap or out of memory: the same for a request and for the
+ * resumption of its answer.
+ */
+static enum mcp_status
+transfer_end(enum httpc_result hres, const struct mcp_client *c, struct mcp_error *err)
+{
+	if (hres == HTTPC_CANCELLED) {
+		snprintf(err->text, sizeof(err->text), "the client went away");
+		return MCP_CANCELLED;
+	}
+	if (hres == HTTPC_TOO_LARGE) {
+		snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
+		    c->max_bytes);
+		return MCP_TOO_LARGE;
+	}
+	snprintf(err->text, sizeof(err->text), "out of memory");
+	return MCP_NOMEM;
+}
+
+/*
  * The answer's event stream ended (or broke) without the answer after an
  * event with an id: as 2025-11-25 allows, the server closed the connection,
  * not the stream, and expects the client to come back. Reconnects with GET
@@ -639,17 +660,9 @@ resume(struct exchange *x, struct httpc *http, size_t got, struct mcp_error *err
 			st = MCP_TIMEOUT;
 			break;
 		case HTTPC_CANCELLED:
-			snprintf(err->text, sizeof(err->text), "the client went away");
-			st = MCP_CANCELLED;
-			break;
 		case HTTPC_TOO_LARGE:
-			snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
-			    x->c->max_bytes);
-			st = MCP_TOO_LARGE;
-			break;
 		case HTTPC_NOMEM:
-			snprintf(err->text, sizeof(err->text), "out of memory");
-			st = MCP_NOMEM;
+			st = transfer_end(hres, x->c, err);
 			break;
 		default:
 			break;   /* stopped: the reader failed, mcp_reader_finish says why */
@@ -747,17 +760,9 @@ exchange(struct mcp_client *c, struct httpc *http, const struct mcp_opts *o,
 		st = MCP_TIMEOUT;
 		goto out;
 	case HTTPC_CANCELLED:
-		snprintf(err->text, sizeof(err->text), "the client went away");
-		st = MCP_CANCELLED;
-		goto out;
 	case HTTPC_TOO_LARGE:
-		snprintf(err->text, sizeof(err->text), "the answer is larger than %zu bytes",
-		    c->max_bytes);
-		st = MCP_TOO_LARGE;
-		goto out;
 	case HTTPC_NOMEM:
-		st = MCP_NOMEM;
-		snprintf(err->text, sizeof(err->text), "out of memory");
+		st = transfer_end(hres, c, err);
 		goto out;
 	case HTTPC_ABORTED:
 		/* Stopped without the answer: the reader failed, and says why. */

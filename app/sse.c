@@ -28,7 +28,7 @@ dispatch(struct sse_parser *p)
 	int rc = 0;
 
 	/* WHATWG: the last event id is set at each dispatch, even of an event without data. */
-	memcpy(p->last_id, p->id, sizeof(p->last_id));
+	memcpy(p->last_id, p->id, strlen(p->id) + 1);
 	if (p->has_data) {
 		if (p->data.oom)
 			return -1;
