@@ -101,6 +101,7 @@ app_create(const struct conf *conf, char *err, size_t errlen)
 		free(app);
 		return NULL;
 	}
+	httpc_set_builtin(strcmp(conf->http_client, "builtin") == 0);
 	app->store = store_open(conf, err, errlen);
 	if (app->store == NULL) {
 		free(app);

@@ -46,6 +46,7 @@ static const char *const providers[] = {"offline", "openai", "anthropic", NULL};
 static const char *const stores[] = {"lmdb", "redis", NULL};
 static const char *const syncs[] = {"periodic", "intact", "full", NULL};
 static const char *const bools[] = {"false", "true", NULL};
+static const char *const http_clients[] = {"builtin", "libcurl", NULL};
 static const char *const algs[] = {"HS256", "HS384", "HS512", "RS256", "ES256", NULL};
 static const char *const web[] = {"http", "https", NULL};
 static const char *const redis_schemes[] = {"redis", "unix", NULL};
@@ -81,6 +82,7 @@ static const struct cfg_field fields[] = {
 	{"VALERIE_MODELS", NULL, CFG_LIST, NULL, 0, 0, NULL, S(models), NULL},
 	{"VALERIE_TURN_TIMEOUT", NULL, CFG_INT, "120", 1, 3600, NULL, S(turn_timeout), NULL},
 	{"VALERIE_CA_BUNDLE", NULL, CFG_STR, NULL, 0, 0, NULL, S(ca_bundle), NULL},
+	{"VALERIE_HTTP_CLIENT", NULL, CFG_ENUM, "builtin", 0, 0, http_clients, S(http_client), NULL},
 	{"VALERIE_OPENAI_API_KEY", "OPENAI_API_KEY", CFG_SECRET, NULL, 0, 0, NULL,
 	    S(openai_api_key), NULL},
 	{"OPENAI_MODEL", NULL, CFG_STR, "gpt-4o-mini", 0, 0, NULL, S(openai_model), NULL},

@@ -27,6 +27,7 @@ struct conf {
 	const char *models;              /* VALERIE_MODELS */
 	long long turn_timeout;          /* VALERIE_TURN_TIMEOUT */
 	const char *ca_bundle;           /* VALERIE_CA_BUNDLE: CAs for upstream HTTPS */
+	const char *http_client;         /* VALERIE_HTTP_CLIENT: builtin | libcurl, for plain http:// */
 	const char *openai_api_key;
 	const char *openai_model;
 	const char *openai_base_url;

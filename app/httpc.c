@@ -2,16 +2,43 @@
 #include "config.h"
 
 #include "httpc.h"
+#include "http1.h"
 #include "vtime.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Connections the built-in client keeps per handle, to as many host:port pairs. */
+#define HTTPC_KEPT_MAX 4
+/* A kept connection idle longer than this is checked (one recv) before it is used. */
+#define HTTPC_KEPT_CHECK_MS 1000
+/* ...and one idle longer than this is closed, not used: libcurl's CURLOPT_MAXAGE_CONN default. */
+#define HTTPC_KEPT_MAX_AGE_MS 118000
+/* Bytes read from the upstream at a time, on the caller's stack. */
+#define HTTPC_READ_BYTES 16384
+
+/* A connection of the built-in client, idle between two calls. */
+struct kept {
+	int fd;                     /* -1: a free slot */
+	long long idle_since_ms;
+	char host[HTTP1_HOST_MAX];
+	char port[6];
+};
 
 struct httpc {
 	CURLM *multi;    /* drives `easy`, and holds its connections between calls */
@@ -21,6 +48,8 @@ struct httpc {
 	CURLU *url;      /* the last URL, parsed */
 	char *url_text;  /* ...and as it was given */
 	struct curl_slist *headers;   /* the last call's header lines, kept for the next */
+	struct kept kept[HTTPC_KEPT_MAX];   /* the built-in client's connections */
+	struct buf head;            /* its request head, built anew per call in this memory */
 };
 
 /*
@@ -62,6 +91,22 @@ static X509_STORE *ca_store;
  * and skips the look-ups; when one is, libcurl keeps its usual behaviour.
  */
 static int proxy_from_env;
+
+/*
+ * NOTE: plain http:// calls (vLLM, Ollama, llama.cpp or LiteLLM on a private
+ * network, MCP agents, an OTLP collector) go over Valerie's own HTTP/1.1
+ * client unless VALERIE_HTTP_CLIENT=libcurl: libcurl's share of a completion
+ * was half of its instructions and three of its system calls (bench/README.md,
+ * "A client of our own for plain HTTP"). HTTPS, proxies and any URL out of
+ * the ordinary stay with libcurl.
+ */
+static int builtin_enabled = 1;
+
+void
+httpc_set_builtin(int on)
+{
+	builtin_enabled = on;
+}
 
 static int
 any_proxy_env(void)
@@ -146,9 +191,12 @@ struct httpc *
 httpc_new(void)
 {
 	struct httpc *h = calloc(1, sizeof(*h));
+	size_t i;
 
 	if (h == NULL)
 		return NULL;
+	for (i = 0; i < HTTPC_KEPT_MAX; i++)
+		h->kept[i].fd = -1;
 	h->multi = curl_multi_init();
 	h->easy = curl_easy_init();
 	if (h->multi == NULL || h->easy == NULL) {
@@ -164,6 +212,8 @@ httpc_new(void)
 void
 httpc_free(struct httpc *h)
 {
+	size_t i;
+
 	if (h == NULL)
 		return;
 	curl_easy_cleanup(h->easy);
@@ -171,6 +221,10 @@ httpc_free(struct httpc *h)
 	curl_url_cleanup(h->url);
 	free(h->url_text);
 	curl_slist_free_all(h->headers);
+	for (i = 0; i < HTTPC_KEPT_MAX; i++)
+		if (h->kept[i].fd >= 0)
+			close(h->kept[i].fd);
+	buf_free(&h->head);
 	free(h);
 }
 
@@ -379,6 +433,444 @@ run(struct httpc *h, struct call *c)
 	return rc;
 }
 
+/* ---- the built-in client, for plain http:// ---- */
+
+/*
+ * Waits until `fd` is ready for `events`, asking between turns what
+ * must_stop asks. `deadline` (monotonic ms, 0: none) bounds a connect.
+ * HTTPC_OK when ready; HTTPC_TIMEOUT past the deadline or the call's total
+ * timeout; else the reason the call stopped (c->stopped is set then).
+ */
+static enum httpc_result
+wait_fd(struct call *c, int fd, short events, long long deadline)
+{
+	struct pollfd pfd;
+	long long now, left;
+	long sleep_ms;
+	int n;
+
+	for (;;) {
+		now = vtime_mono_ms();
+		if (must_stop(c, now, &sleep_ms))
+			return c->why;
+		if (c->req->total_timeout_ms > 0) {
+			left = c->start_ms + c->req->total_timeout_ms - now;
+			if (left <= 0)
+				return HTTPC_TIMEOUT;
+			if (left < sleep_ms)
+				sleep_ms = (long)left;
+		}
+		if (deadline > 0) {
+			left = deadline - now;
+			if (left <= 0)
+				return HTTPC_TIMEOUT;
+			if (left < sleep_ms)
+				sleep_ms = (long)left;
+		}
+		pfd.fd = fd;
+		pfd.events = events;
+		pfd.revents = 0;
+		n = poll(&pfd, 1, (int)sleep_ms);
+		if (n > 0)
+			return HTTPC_OK;
+		if (n < 0 && errno != EINTR) {
+			stop(c, HTTPC_BROKEN);
+			return HTTPC_BROKEN;
+		}
+	}
+}
+
+/* A host name being looked up (getaddrinfo_a); freed by whoever sees it end. */
+struct lookup {
+	struct gaicb cb;
+	struct addrinfo hints;
+	char host[HTTP1_HOST_MAX];
+	char port[6];
+	struct lookup *next;    /* on the list of the given-up ones */
+};
+
+/*
+ * NOTE: a look-up given up (its call timed out or its client left) that glibc
+ * could not cancel still writes to its gaicb: it waits here until it ends and
+ * is freed by a later look-up. Only a resolver that hangs puts one here.
+ */
+static pthread_mutex_t orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lookup *orphans;
+
+static void
+lookup_free(struct lookup *l)
+{
+	if (l->cb.ar_result != NULL)
+		freeaddrinfo(l->cb.ar_result);
+	free(l);
+}
+
+static void
+orphans_reap(void)
+{
+	struct lookup **pp, *l;
+
+	pthread_mutex_lock(&orphans_lock);
+	for (pp = &orphans; (l = *pp) != NULL;) {
+		if (gai_error(&l->cb) != EAI_INPROGRESS) {
+			*pp = l->next;
+			lookup_free(l);
+		} else {
+			pp = &l->next;
+		}
+	}
+	pthread_mutex_unlock(&orphans_lock);
+}
+
+/*
+ * The addresses of u's host: an IP literal at once; a name with
+ * getaddrinfo_a, so that the connect deadline, the total timeout and the
+ * client leaving bound the wait as libcurl's threaded resolver bounds it.
+ */
+static enum httpc_result
+resolve(struct call *c, const struct http1_url *u, long long deadline, struct addrinfo **out,
+    char *err, size_t errlen)
+{
+	struct addrinfo hints;
+	struct gaicb *list[1];
+	struct lookup *l;
+	struct timespec ts;
+	enum httpc_result r = HTTPC_OK;
+	long long now, left;
+	long sleep_ms;
+	int rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if (getaddrinfo(u->host, u->port, &hints, out) == 0)
+		return HTTPC_OK;
+	orphans_reap();
+	l = calloc(1, sizeof(*l));
+	if (l == NULL)
+		return HTTPC_NOMEM;
+	buf_strcpy(l->host, sizeof(l->host), u->host);
+	buf_strcpy(l->port, sizeof(l->port), u->port);
+	l->hints.ai_socktype = SOCK_STREAM;
+	l->hints.ai_flags = AI_ADDRCONFIG | AI_NUMERICSERV;
+	l->cb.ar_name = l->host;
+	l->cb.ar_service = l->port;
+	l->cb.ar_request = &l->hints;
+	list[0] = &l->cb;
+	if (getaddrinfo_a(GAI_NOWAIT, list, 1, NULL) != 0) {
+		free(l);
+		snprintf(err, errlen, "cannot connect: the host name could not be looked up");
+		return HTTPC_CONNECT;
+	}
+	while ((rc = gai_error(&l->cb)) == EAI_INPROGRESS) {
+		now = vtime_mono_ms();
+		if (must_stop(c, now, &sleep_ms)) {
+			r = c->why;
+			break;
+		}
+		left = deadline > 0 ? deadline - now : sleep_ms;
+		if (c->req->total_timeout_ms > 0 && c->start_ms + c->req->total_timeout_ms - now < left)
+			left = c->start_ms + c->req->total_timeout_ms - now;
+		if (left <= 0) {
+			r = HTTPC_TIMEOUT;
+			snprintf(err, errlen, "the host name was not looked up in time");
+			break;
+		}
+		if (left < sleep_ms)
+			sleep_ms = (long)left;
+		ts.tv_sec = sleep_ms / 1000;
+		ts.tv_nsec = (sleep_ms % 1000) * 1000000L;
+		gai_suspend((const struct gaicb *const *)list, 1, &ts);
+	}
+	if (r != HTTPC_OK) {
+		if (gai_cancel(&l->cb) == EAI_NOTCANCELED) {
+			pthread_mutex_lock(&orphans_lock);
+			l->next = orphans;
+			orphans = l;
+			pthread_mutex_unlock(&orphans_lock);
+		} else {
+			lookup_free(l);
+		}
+		return r;
+	}
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot connect: the host name could not be resolved: %s",
+		    gai_strerror(rc));
+		lookup_free(l);
+		return HTTPC_CONNECT;
+	}
+	*out = l->cb.ar_result;
+	l->cb.ar_result = NULL;
+	free(l);
+	return HTTPC_OK;
+}
+
+static void
+socket_options(int fd)
+{
+	int one = 1, idle = 60;
+
+	/* libcurl's: no Nagle delay; TCP keep-alive probes after 60 s idle, every 60 s. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+}
+
+/* A new connection to u, each address in turn within the connect timeout; -1 with *r set. */
+static int
+plain_connect(struct call *c, const struct http1_url *u, enum httpc_result *r, char *err,
+    size_t errlen)
+{
+	struct addrinfo *ai = NULL, *a;
+	long long deadline = c->req->connect_timeout_ms > 0 ?
+	    c->start_ms + c->req->connect_timeout_ms : 0;
+	socklen_t elen;
+	int fd = -1, e = ECONNREFUSED;
+
+	if ((*r = resolve(c, u, deadline, &ai, err, errlen)) != HTTPC_OK)
+		return -1;
+	for (a = ai; a != NULL; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		socket_options(fd);
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		e = errno;
+		if (e == EINPROGRESS) {
+			*r = wait_fd(c, fd, POLLOUT, deadline);
+			if (*r != HTTPC_OK) {
+				close(fd);
+				freeaddrinfo(ai);
+				if (*r == HTTPC_TIMEOUT)
+					snprintf(err, errlen, "cannot connect within %ld ms",
+					    c->req->connect_timeout_ms);
+				return -1;
+			}
+			elen = sizeof(e);
+			if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == 0 && e == 0)
+				break;
+		}
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot connect: %s", strerror(e));
+		*r = HTTPC_CONNECT;
+	}
+	return fd;
+}
+
+/* A kept connection to u's host and port, or -1. */
+static int
+kept_take(struct httpc *h, const struct http1_url *u)
+{
+	long long idle;
+	ssize_t n;
+	size_t i;
+	char b;
+	int fd;
+
+	for (i = 0; i < HTTPC_KEPT_MAX; i++) {
+		struct kept *k = &h->kept[i];
+
+		if (k->fd < 0 || strcmp(k->port, u->port) != 0 || strcmp(k->host, u->host) != 0)
+			continue;
+		fd = k->fd;
+		k->fd = -1;
+		idle = vtime_mono_ms() - k->idle_since_ms;
+		if (idle > HTTPC_KEPT_MAX_AGE_MS) {
+			close(fd);
+			continue;
+		}
+		if (idle > HTTPC_KEPT_CHECK_MS) {
+			/* Closed by the upstream meanwhile (uvicorn closes after 5 s idle)? Then readable. */
+			n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+			if (!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+				close(fd);
+				continue;
+			}
+		}
+		return fd;
+	}
+	return -1;
+}
+
+/* Keeps fd for the next call to u, in a free slot or the one idle longest. */
+static void
+kept_put(struct httpc *h, const struct http1_url *u, int fd)
+{
+	struct kept *k = &h->kept[0];
+	size_t i;
+
+	for (i = 0; i < HTTPC_KEPT_MAX; i++) {
+		if (h->kept[i].fd < 0) {
+			k = &h->kept[i];
+			break;
+		}
+		if (h->kept[i].idle_since_ms < k->idle_since_ms)
+			k = &h->kept[i];
+	}
+	if (k->fd >= 0)
+		close(k->fd);
+	k->fd = fd;
+	k->idle_since_ms = vtime_mono_ms();
+	buf_strcpy(k->host, sizeof(k->host), u->host);
+	buf_strcpy(k->port, sizeof(k->port), u->port);
+}
+
+static void
+plain_line(void *ctx, const char *line, size_t len)
+{
+	on_header((char *)line, 1, len, ctx);
+}
+
+static int
+plain_body(void *ctx, const char *data, size_t len)
+{
+	return on_body((char *)data, 1, len, ctx) != len;
+}
+
+/*
+ * Sends the request on fd and reads the answer. `*keep` says whether fd can
+ * carry another call; `*retry` that it broke before any byte of an answer
+ * came (on a kept connection: the upstream closed it while it was idle).
+ */
+static enum httpc_result
+exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int *retry,
+    char *err, size_t errlen)
+{
+	const struct httpc_request *req = c->req;
+	struct http1_parser p;
+	struct iovec iov[2];
+	struct msghdr m;
+	char in[HTTPC_READ_BYTES];
+	size_t total = h->head.len + (with_body ? req->body_len : 0), sent = 0, used, head = h->head.len;
+	enum http1_status st;
+	enum httpc_result r;
+	ssize_t n;
+
+	*keep = 0;
+	*retry = 0;
+	while (sent < total) {
+		memset(&m, 0, sizeof(m));
+		m.msg_iov = iov;
+		if (sent < head) {
+			iov[0].iov_base = h->head.data + sent;
+			iov[0].iov_len = head - sent;
+			iov[1].iov_base = (void *)req->body;
+			iov[1].iov_len = total - head;
+			m.msg_iovlen = total > head ? 2 : 1;
+		} else {
+			iov[0].iov_base = (char *)req->body + (sent - head);
+			iov[0].iov_len = total - sent;
+			m.msg_iovlen = 1;
+		}
+		n = sendmsg(fd, &m, MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if ((r = wait_fd(c, fd, POLLOUT, 0)) != HTTPC_OK)
+				return r;
+			continue;
+		}
+		/* The upstream went before it had the whole request: it answered nothing. */
+		*retry = 1;
+		snprintf(err, errlen, "the upstream connection broke: %s", strerror(errno));
+		return HTTPC_BROKEN;
+	}
+	memset(&p, 0, sizeof(p));
+	p.on_line = plain_line;
+	p.on_body = plain_body;
+	p.ctx = c;
+	for (;;) {
+		if ((r = wait_fd(c, fd, POLLIN, 0)) != HTTPC_OK)
+			return r;
+		n = recv(fd, in, sizeof(in), 0);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : 0;
+
+			*retry = !http1_started(&p);
+			if (http1_eof(&p) == HTTP1_DONE)
+				return HTTPC_OK;
+			if (e != 0)
+				snprintf(err, errlen, "%s: %s", p.error, strerror(e));
+			else
+				snprintf(err, errlen, "%s", p.error);
+			return HTTPC_BROKEN;
+		}
+		st = http1_feed(&p, in, (size_t)n, &used);
+		switch (st) {
+		case HTTP1_MORE:
+			break;
+		case HTTP1_DONE:
+			*keep = http1_keep_alive(&p) && used == (size_t)n;
+			return HTTPC_OK;
+		case HTTP1_STOPPED:
+			return c->why;
+		case HTTP1_ERROR:
+			snprintf(err, errlen, "%s", p.error);
+			return HTTPC_BROKEN;
+		}
+	}
+}
+
+/*
+ * One call over the built-in client. A kept connection that turns out to
+ * have been closed by the upstream (nothing came back) is replaced by a new
+ * one once, as libcurl does: the upstream never saw that request whole.
+ */
+static enum httpc_result
+plain_perform(struct httpc *h, struct call *c, const struct http1_url *u, char *err,
+    size_t errlen)
+{
+	const struct httpc_request *req = c->req;
+	int with_body = strcmp(req->method, "POST") == 0;
+	int attempt, fd, reused, keep, retry;
+	enum httpc_result r;
+
+	http1_request_head(&h->head, req->method, u, req->headers, with_body, req->body_len);
+	if (h->head.oom)
+		return HTTPC_NOMEM;
+	for (attempt = 0;; attempt++) {
+		fd = kept_take(h, u);
+		reused = fd >= 0;
+		if (fd < 0 && (fd = plain_connect(c, u, &r, err, errlen)) < 0)
+			break;
+		r = exchange(h, c, fd, with_body, &keep, &retry, err, errlen);
+		if (r == HTTPC_BROKEN && retry && reused && attempt == 0 && !c->stopped) {
+			close(fd);
+			err[0] = '\0';
+			continue;
+		}
+		/* NOTE: a call stopped for any reason closes its connection: the upstream sees it go. */
+		if (keep && r == HTTPC_OK && !c->stopped)
+			kept_put(h, u, fd);
+		else
+			close(fd);
+		break;
+	}
+	if (c->stopped) {
+		snprintf(err, errlen, "%s", httpc_result_text(c->why));
+		return c->why;
+	}
+	if (r == HTTPC_TIMEOUT && err[0] == '\0')
+		snprintf(err, errlen, "the upstream call timed out after %ld ms", req->total_timeout_ms);
+	if (r == HTTPC_OK)
+		err[0] = '\0';
+	return r;
+}
+
 /* Whether the list `l` holds exactly the lines of `headers` (NULL-terminated; NULL: none). */
 static int
 same_headers(const struct curl_slist *l, const char *const *headers)
@@ -409,6 +901,13 @@ httpc_perform(struct httpc *h, const struct httpc_request *req, struct httpc_res
 	c.start_ms = vtime_mono_ms();
 	c.cancel_checked_ms = c.start_ms;
 	err[0] = '\0';
+
+	if (builtin_enabled && !proxy_from_env) {
+		struct http1_url u;
+
+		if (http1_url_parse(req->url, &u) == 0)
+			return plain_perform(h, &c, &u, err, errlen);
+	}
 
 	/*
 	 * NOTE: a provider sends the same lines call after call: the list is

@@ -1,4 +1,8 @@
-/* httpc: outgoing HTTP(S) calls over libcurl with reuse, timeouts, caps and cancellation. */
+/*
+ * httpc: outgoing HTTP(S) calls with reuse, timeouts, caps and cancellation:
+ * plain http:// over Valerie's own HTTP/1.1 client (http1.h), the rest over
+ * libcurl.
+ */
 #ifndef VALERIE_HTTPC_H
 #define VALERIE_HTTPC_H
 
@@ -8,7 +12,7 @@
 
 #define HTTPC_ERROR_BODY_MAX 65536   /* bytes of a non-2xx body kept for the message */
 
-struct httpc;   /* per thread: a libcurl easy handle, so connections are reused */
+struct httpc;   /* per thread: kept connections (the built-in client's and libcurl's), reused */
 
 /*
  * Once per process, before any thread starts: initialises libcurl and loads
@@ -17,6 +21,12 @@ struct httpc;   /* per thread: a libcurl easy handle, so connections are reused 
  * -1 with `err` filled.
  */
 int httpc_global_init(const char *ca_file, char *err, size_t errlen);
+
+/*
+ * Whether plain http:// calls take the built-in client (1, the default) or
+ * libcurl (0: VALERIE_HTTP_CLIENT=libcurl). Set before any call.
+ */
+void httpc_set_builtin(int on);
 
 struct httpc *httpc_new(void);
 void httpc_free(struct httpc *h);
