@@ -8,6 +8,10 @@
  * may hold a password or a token, and the error is logged); the header lines
  * a handle keeps from call to call are each call's own.
  * Against a small HTTP/1.1 server on a loopback port in a thread of this test.
+ * Every test runs twice: plain http:// over the built-in client, then over
+ * libcurl (VALERIE_HTTP_CLIENT=libcurl); the built-in client's own cases (a
+ * kept connection the upstream closed, chunked answers, Connection: close,
+ * a refused connection, garbage) run on both too, as the two must agree.
  */
 #include "config.h"
 
@@ -36,6 +40,16 @@ struct server {
 	char tags[SEEN_MAX][32];   /* the X-Tag header's values, joined by "|"; "" without one */
 	int nseen;
 	int connections;
+	int mode;                  /* how it answers: an ANSWER_* */
+	int closed;                /* connections it closed itself */
+};
+
+enum {
+	ANSWER_PLAIN = 0,    /* Content-Length, the connection kept */
+	ANSWER_CHUNKED,      /* the same body in three chunks, with an extension and a trailer */
+	ANSWER_CLOSE,        /* Connection: close, then closes */
+	ANSWER_DROP,         /* answers as ANSWER_PLAIN, then closes without saying so */
+	ANSWER_GARBAGE       /* an HTML page without a status line */
 };
 
 static void
@@ -48,6 +62,7 @@ serve_conn(struct server *s, int c)
 	for (;;) {
 		char *end, *cl, *tag, method[16], target[120];
 		size_t head, body = 0, tlen;
+		int mode;
 
 		while ((end = memmem(buf, have, "\r\n\r\n", 4)) == NULL) {
 			if (have == sizeof(buf))
@@ -81,17 +96,33 @@ serve_conn(struct server *s, int c)
 			}
 			snprintf(s->seen[s->nseen++], sizeof(s->seen[0]), "%s %s %zu", method, target, body);
 		}
+		mode = s->mode;
 		pthread_mutex_unlock(&s->lock);
 		memmove(buf, buf + head + body, have - head - body);
 		have -= head + body;
 		if (s->delay_ms > 0)
 			usleep((useconds_t)s->delay_ms * 1000);
 		{
-			static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+			static const char plain[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 			    "Content-Length: 11\r\n\r\n{\"ok\":true}";
+			static const char chunked[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+			    "Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\n{\"o\r\n7\r\nk\":true\r\n"
+			    "1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n";
+			static const char close_it[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+			    "Connection: close\r\nContent-Length: 11\r\n\r\n{\"ok\":true}";
+			static const char garbage[] = "<html><body>Bad Gateway</body></html>\r\n";
+			const char *a = mode == ANSWER_CHUNKED ? chunked : mode == ANSWER_CLOSE ?
+			    close_it : mode == ANSWER_GARBAGE ? garbage : plain;
 
-			if (write(c, answer, sizeof(answer) - 1) < 0)
+			if (write(c, a, strlen(a)) < 0)
 				return;
+			if (mode == ANSWER_CLOSE || mode == ANSWER_DROP || mode == ANSWER_GARBAGE) {
+				shutdown(c, SHUT_RDWR);   /* server_main closes it */
+				pthread_mutex_lock(&s->lock);
+				s->closed++;
+				pthread_mutex_unlock(&s->lock);
+				return;
+			}
 		}
 	}
 }
@@ -227,6 +258,175 @@ test_headers_follow_call(struct server *s)
 	for (i = 0; i < 8 && from + (int)i < s->nseen; i++)
 		CHECK_STR(s->tags[from + (int)i], want[i]);
 	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/* Forgets what the server saw and sets how it answers next. */
+static void
+server_reset(struct server *s, int mode)
+{
+	pthread_mutex_lock(&s->lock);
+	s->nseen = 0;
+	s->connections = 0;
+	s->closed = 0;
+	s->mode = mode;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Waits (up to 5 s) until the server has closed `n` connections itself. */
+static void
+wait_closed(struct server *s, int n)
+{
+	int i, got = 0;
+
+	for (i = 0; i < 500 && got < n; i++) {
+		pthread_mutex_lock(&s->lock);
+		got = s->closed;
+		pthread_mutex_unlock(&s->lock);
+		if (got < n)
+			usleep(10000);
+	}
+	CHECK(got >= n);
+}
+
+/* `n` calls on one handle, each answered 200 {"ok":true}. */
+static void
+calls_ok(struct server *s, struct httpc *h, int n)
+{
+	struct httpc_response resp;
+	char url[64];
+	int i;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/x", s->port);
+	for (i = 0; i < n; i++) {
+		CHECK_INT(call(h, "POST", url, "{}", &resp), HTTPC_OK);
+		CHECK_INT(resp.status, 200);
+		CHECK(resp.body.len == 11 && memcmp(resp.body.data, "{\"ok\":true}", 11) == 0);
+		httpc_response_free(&resp);
+		if (s->mode == ANSWER_DROP)
+			wait_closed(s, i + 1);
+	}
+}
+
+/*
+ * A kept connection the upstream closed while it was idle (uvicorn does so
+ * after 5 s): the next call goes out once on a new connection and succeeds;
+ * the upstream sees each request once.
+ */
+static void
+test_kept_connection_closed(struct server *s)
+{
+	struct httpc *h = httpc_new();
+
+	server_reset(s, ANSWER_DROP);
+	calls_ok(s, h, 3);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 3);
+	CHECK_INT(s->connections, 3);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/* Chunked answers (an extension, a trailer) read whole, the connection kept. */
+static void
+test_chunked(struct server *s)
+{
+	struct httpc *h = httpc_new();
+
+	server_reset(s, ANSWER_CHUNKED);
+	calls_ok(s, h, 3);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 3);
+	CHECK_INT(s->connections, 1);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/* Connection: close is honoured: a new connection per call, each request sent once. */
+static void
+test_connection_close(struct server *s)
+{
+	struct httpc *h = httpc_new();
+
+	server_reset(s, ANSWER_CLOSE);
+	calls_ok(s, h, 3);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 3);
+	CHECK_INT(s->connections, 3);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/* An HTML page instead of an HTTP answer: a broken call, not a 200, sent once. */
+static void
+test_garbage(struct server *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_response resp;
+	char url[64];
+
+	server_reset(s, ANSWER_GARBAGE);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/x", s->port);
+	CHECK_INT(call(h, "POST", url, "{}", &resp), HTTPC_BROKEN);
+	CHECK(resp.status != 200);
+	httpc_response_free(&resp);
+	wait_closed(s, 1);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 1);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/*
+ * An answer over the cap stops the call (HTTPC_TOO_LARGE) and closes its
+ * connection: the next call opens another.
+ */
+static void
+test_too_large(struct server *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	char url[64], err[256];
+
+	server_reset(s, ANSWER_PLAIN);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/big", s->port);
+	memset(&r, 0, sizeof(r));
+	r.method = "GET";
+	r.url = url;
+	r.total_timeout_ms = 10000;
+	r.max_bytes = 5;
+	CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_TOO_LARGE);
+	CHECK(err[0] != '\0');
+	httpc_response_free(&resp);
+	calls_ok(s, h, 1);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->connections, 2);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/* Nobody listening: HTTPC_CONNECT (the request never left), with a reason. */
+static void
+test_refused(void)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	struct httpc *h = httpc_new();
+	struct httpc_response resp;
+	char url[64];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/x", ntohs(a.sin_port));
+	close(fd);   /* bound, never listening, now closed: refused */
+	CHECK_INT(call(h, "POST", url, "{}", &resp), HTTPC_CONNECT);
+	CHECK_INT(resp.status, 0);
+	httpc_response_free(&resp);
 	httpc_free(h);
 }
 
@@ -394,9 +594,10 @@ test_bad_url_error(void)
 int
 main(void)
 {
-	struct server s;
+	struct server servers[2];
 	pthread_t tid;
 	char err[256];
+	int pass;
 
 	unsetenv("http_proxy");
 	unsetenv("https_proxy");
@@ -408,17 +609,31 @@ main(void)
 		fprintf(stderr, "httpc_global_init: %s\n", err);
 		return 1;
 	}
-	memset(&s, 0, sizeof(s));
-	if (server_start(&s, &tid) != 0) {
-		perror("server");
-		return 1;
+	/* A server per pass: the first one may still sleep over the last test's slow answer. */
+	memset(servers, 0, sizeof(servers));
+	for (pass = 0; pass < 2; pass++) {
+		struct server *s = &servers[pass];
+
+		if (server_start(s, &tid) != 0) {
+			perror("server");
+			return 1;
+		}
+		httpc_set_builtin(pass == 0);
+		fprintf(stderr, "-- plain http:// over %s\n", pass == 0 ? "the built-in client" : "libcurl");
+		server_reset(s, ANSWER_PLAIN);
+		test_methods_in_turn(s);
+		test_headers_follow_call(s);
+		test_kept_connection_closed(s);
+		test_chunked(s);
+		test_connection_close(s);
+		test_garbage(s);
+		test_too_large(s);
+		server_reset(s, ANSWER_PLAIN);
+		test_refused();
+		test_cancel(s);
+		test_bad_url_error();
+		test_silent_upstream(s);
+		shutdown(s->fd, SHUT_RDWR);   /* its thread ends; exit closes the socket */
 	}
-	test_methods_in_turn(&s);
-	test_headers_follow_call(&s);
-	test_cancel(&s);
-	test_bad_url_error();
-	test_silent_upstream(&s);
-	shutdown(s.fd, SHUT_RDWR);
-	close(s.fd);
 	return check_done("test_httpc");
 }
