@@ -3,8 +3,9 @@ request's write deadline (VALERIE_TURN_TIMEOUT plus 5 s), where it used to hold 
 for as long as it kept the connection open: a write blocked inside the provider's callback
 let no timeout fire, not even the turn's. On a pool of one thread, a long stream (the fake
 LLM echoes 100,000 words) goes to a FastCGI client that reads its first bytes and then
-nothing, then to one that reads a trickle, and a whole answer too large for the socket to
-one that reads none of it; each time a request sent meanwhile is served once the deadline
+nothing, then to one that reads a trickle (its turn may instead end by the turn's own
+timeout, with an error event), and a whole answer too large for the socket to one that
+reads none of it; each time a request sent meanwhile is served once the deadline
 has passed. The cut answer ends without a done event or an end record, the stream's access
 line counts a client that went away, the upstream call is abandoned and the log says why.
 A client that reads gets its whole stream.
@@ -197,14 +198,24 @@ try:
         th.join(60)
         stop.set()
         out, ended = records(got[0])
-        check(not th.is_alive() and not ended and b"event: done" not in out,
-              f"... and the trickle reader meets the end of the connection, the answer cut "
-              f"(ended={ended})")
+        # NOTE: two right endings. The built-in HTTP client returns to its loop after every
+        # read of the upstream, so the turn's own timeout (4 s) fires between two slow writes:
+        # the stream ends with an error event and its end record. libcurl
+        # (VALERIE_HTTP_CLIENT=libcurl) keeps calling back while the upstream has bytes, so
+        # the write deadline cuts the connection instead, and a log line says so.
+        timed_out = ended and out.rstrip().endswith(b"}") and \
+            b"event: error" in out[-400:] and b"provider_timeout" in out[-400:]
+        check(not th.is_alive() and b"event: done" not in out and (not ended or timed_out),
+              f"... and the trickle reader meets the end of its answer, never a done event: cut "
+              f"by the write deadline, or ended by the turn's timeout with an error event "
+              f"(ended={ended}, {out[-160:]!r})")
         # NOTE: mostly the turn is abandoned as for a client gone (client_gone on the access
         # line); when the turn's own timeout won a race and only the end record was left to
         # write, the access line (written before it) cannot say so. The log line always does.
-        check(wait_until(lambda: cut_lines(st, "trickle"), 10) and len(cut_lines(st, "trickle")) == 1,
-              f"... and one line says why: {cut_lines(st, 'trickle')}")
+        if not ended:
+            check(wait_until(lambda: cut_lines(st, "trickle"), 10) and
+                  len(cut_lines(st, "trickle")) == 1,
+                  f"... and one line says why: {cut_lines(st, 'trickle')}")
         c.close()
 
         # A whole (not streamed) answer too large for the socket, to a client that reads
