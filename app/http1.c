@@ -143,7 +143,11 @@ http1_request_head(struct buf *b, const char *method, const struct http1_url *u,
 	buf_reset(b, 65536);
 	buf_puts(b, method);
 	buf_puts(b, " ");
-	buf_puts(b, u->target != NULL ? u->target : "/");
+	/* The origin-form target starts with '/', also for a URL with a query and no path. */
+	if (u->target == NULL || u->target[0] != '/')
+		buf_puts(b, "/");
+	if (u->target != NULL)
+		buf_puts(b, u->target);
 	buf_puts(b, " HTTP/1.1\r\n");
 	if (!own_host) {
 		buf_puts(b, "Host: ");

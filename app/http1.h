@@ -19,7 +19,7 @@ struct http1_url {
 	char host[HTTP1_HOST_MAX];            /* a name, an IPv4 literal, or an IPv6 literal without its brackets */
 	char port[6];                         /* decimal; "80" when the URL names none */
 	char authority[HTTP1_HOST_MAX + 8];   /* the Host header's value, as the URL spells it */
-	const char *target;                   /* path and query, pointing into the URL; NULL: "/" */
+	const char *target;                   /* path and query, pointing into the URL ("?q" for http://h?q); NULL: none */
 };
 
 /*
@@ -33,7 +33,7 @@ int http1_url_parse(const char *url, struct http1_url *u);
 
 /*
  * Writes the request head to `b` (emptied first), as libcurl writes it:
- * "METHOD target HTTP/1.1", Host, "Accept: * / *" unless `headers` has an
+ * "METHOD target HTTP/1.1" (the target always starting with '/'), Host, "Accept: * / *" unless `headers` has an
  * Accept, the caller's header lines (NULL-terminated; a "Name:" with no value
  * is left out, as libcurl leaves it out), then for a body Content-Length and,
  * if the caller sent none, libcurl's default Content-Type. A caller's Host or

@@ -211,6 +211,10 @@ test_head(void)
 	    "Authorization: Bearer sk-1\r\nContent-Type: application/json\r\n\r\n");
 	HEAD_IS("http://h:80/mcp", "DELETE", session, 0, 0,
 	    "DELETE /mcp HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nMcp-Session-Id: s1\r\n\r\n");
+	/* A query without a path: the request target still starts with "/" (origin-form). */
+	HEAD_IS("http://h?q", "GET", NULL, 0, 0, "GET /?q HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n");
+	HEAD_IS("http://h:81?q=/x", "GET", NULL, 0, 0,
+	    "GET /?q=/x HTTP/1.1\r\nHost: h:81\r\nAccept: */*\r\n\r\n");
 	/* The caller's Accept, Host and Content-Length replace Valerie's, whatever their case. */
 	HEAD_IS("http://h/", "POST", own, 1, 5,
 	    "POST / HTTP/1.1\r\naccept: text/event-stream\r\nHOST: other.example\r\nContent-Length: 7\r\n"
