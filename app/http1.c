@@ -135,6 +135,8 @@ http1_request_head(struct buf *b, const char *method, const struct http1_url *u,
 	size_t i;
 
 	for (i = 0; headers != NULL && headers[i] != NULL; i++) {
+		if (strpbrk(headers[i], "\r\n") != NULL)
+			continue;   /* never sent (below), so in the place of none of Valerie's own */
 		own_host |= named(headers[i], "host:");
 		own_accept |= named(headers[i], "accept:");
 		own_length |= named(headers[i], "content-length:");

@@ -189,6 +189,9 @@ test_head(void)
 	static const char *const injected[] = {
 		"X-A: a\r\nX-Injected: 1", "X-B: b\n", "X-C: c\r", "X-D: \r\n", "X-Ok: yes", NULL
 	};
+	static const char *const hidden_host[] = {"Host: evil\r\nX-Evil: 1", NULL};
+	static const char *const hidden_length[] = {"Content-Length: 1\r\n\r\nGET /x HTTP/1.1", NULL};
+	static const char *const hidden_accept[] = {"Accept: a\nX: y", "Content-Type: t\rX: y", NULL};
 	static const char *const session[] = {"Mcp-Session-Id: s1", NULL};
 	static const char *const lookalikes[] = {
 		"Accept-Encoding: identity", "Hostname: x", "Content-Length-Extra: 1",
@@ -227,6 +230,14 @@ test_head(void)
 	/* A line holding CR or LF is never sent... */
 	HEAD_IS("http://h/", "GET", injected, 0, 0,
 	    "GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nX-Ok: yes\r\n\r\n");
+	/* ...and, not sent, it does not take the place of Valerie's own Host, Accept, Content-Length. */
+	HEAD_IS("http://h/", "GET", hidden_host, 0, 0, "GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n");
+	HEAD_IS("http://h/", "POST", hidden_length, 1, 3,
+	    "POST / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+	    "Content-Length: 3\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n");
+	HEAD_IS("http://h/", "POST", hidden_accept, 1, 3,
+	    "POST / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
+	    "Content-Length: 3\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n");
 	/* A name that only starts like Host or Accept is someone else's. */
 	HEAD_IS("http://h/", "POST", lookalikes, 1, 1,
 	    "POST / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nAccept-Encoding: identity\r\nHostname: x\r\n"
