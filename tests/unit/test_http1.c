@@ -192,7 +192,12 @@ test_head(void)
 	static const char *const hidden_host[] = {"Host: evil\r\nX-Evil: 1", NULL};
 	static const char *const hidden_length[] = {"Content-Length: 1\r\n\r\nGET /x HTTP/1.1", NULL};
 	static const char *const hidden_accept[] = {"Accept: a\nX: y", "Content-Type: t\rX: y", NULL};
+	static const char *const host_semicolon[] = {"Host;", NULL};
+	static const char *const type_semicolon[] = {"content-type;", NULL};
 	static const char *const session[] = {"Mcp-Session-Id: s1", NULL};
+	static const char *const not_headers[] = {
+		"no colon here", ": no name", "X-Spaced; ", "X; y", ";", "Ok: 1", NULL
+	};
 	static const char *const lookalikes[] = {
 		"Accept-Encoding: identity", "Hostname: x", "Content-Length-Extra: 1",
 		"Content-Typed: 1", NULL
@@ -238,6 +243,13 @@ test_head(void)
 	HEAD_IS("http://h/", "POST", hidden_accept, 1, 3,
 	    "POST / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n"
 	    "Content-Length: 3\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n");
+	/* "Host;" and "Content-Type;" are the caller's own (libcurl's rule): never two of them. */
+	HEAD_IS("http://h/", "GET", host_semicolon, 0, 0, "GET / HTTP/1.1\r\nAccept: */*\r\nHost:\r\n\r\n");
+	HEAD_IS("http://h/", "POST", type_semicolon, 1, 2,
+	    "POST / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\ncontent-type:\r\nContent-Length: 2\r\n\r\n");
+	/* Lines that are no header (no name, no colon) are left out, as libcurl leaves them out. */
+	HEAD_IS("http://h/", "GET", not_headers, 0, 0,
+	    "GET / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nOk: 1\r\n\r\n");
 	/* A name that only starts like Host or Accept is someone else's. */
 	HEAD_IS("http://h/", "POST", lookalikes, 1, 1,
 	    "POST / HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nAccept-Encoding: identity\r\nHostname: x\r\n"
