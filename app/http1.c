@@ -3,6 +3,7 @@
 
 #include "http1.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -57,6 +58,18 @@ http1_url_parse(const char *url, struct http1_url *u)
 		if (*p != ']' || p == host)
 			return -1;
 		host_end = p++;
+		{
+			/* An IPv6 address, never a name looked up as one ("[beef]") or an IPv4 one. */
+			char lit[INET6_ADDRSTRLEN];
+			struct in6_addr a6;
+
+			if ((size_t)(host_end - host) >= sizeof(lit))
+				return -1;
+			memcpy(lit, host, (size_t)(host_end - host));
+			lit[host_end - host] = '\0';
+			if (inet_pton(AF_INET6, lit, &a6) != 1)
+				return -1;
+		}
 	} else {
 		host = p;
 		while (host_char(*p))

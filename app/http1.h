@@ -24,7 +24,7 @@ struct http1_url {
 
 /*
  * 0 when `url` is a URL the plain client takes: scheme http, a host of
- * letters, digits, '.', '-' and '_' or a bracketed IPv6 literal, an optional
+ * letters, digits, '.', '-' and '_' or a bracketed IPv6 address, an optional
  * port 1 to 65535, and a path and query of printable ASCII without a dot
  * segment or fragment. -1 for anything else (https, a user:password@, a
  * space, a non-ASCII byte...): libcurl takes those, with its own rules.

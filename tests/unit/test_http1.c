@@ -142,6 +142,12 @@ test_url(void)
 	URL_NO("http://[::1]:/");
 	URL_NO("http://[fe80::1%25eth0]/");
 	URL_NO("http://::1/");
+	/* Brackets hold an IPv6 literal, never a name or an IPv4 address (a DNS look-up of "beef"). */
+	URL_NO("http://[beef]/");
+	URL_NO("http://[1.2.3.4]/");
+	URL_NO("http://[:::]/");
+	URL_NO("http://[::1::2]/");
+	URL_NO("http://[1:2:3:4:5:6:7:8:9]/");
 	URL_NO("");
 }
 
