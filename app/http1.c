@@ -399,6 +399,12 @@ chunk_size_line(struct http1_parser *p, const char *l, size_t n)
 		i++;
 	if (i < n && l[i] != ';')
 		return fail(p, "the answer's chunked framing is broken");
+	/*
+	 * NOTE: a line longer than the part kept must show where its size ends
+	 * (its ';') in that part: else "000...0005" would read as the last chunk.
+	 */
+	if (i == n && p->skipping)
+		return fail(p, "the answer's chunked framing is broken");
 	if (x == 0) {
 		p->state = S_TRAILERS;
 	} else {

@@ -587,6 +587,14 @@ test_chunked(void)
 			buf_puts(&b, "ext=value;");
 		buf_puts(&b, "\r\nabc\r\n0\r\n\r\n");
 		ANSWER(b.data, .st = HTTP1_ERROR, .body = "", .used = -1, .keep = 0, .error = "chunked");
+		/* A size whose digits run past the kept part of the line is not read short. */
+		buf_reset(&b, 0);
+		buf_puts(&b, OK200 "Transfer-Encoding: chunked\r\n\r\n");
+		while (b.len < 2000)
+			buf_puts(&b, "0");
+		buf_puts(&b, "5\r\nhello\r\n0\r\n\r\n");
+		ANSWER(b.data, .st = HTTP1_ERROR, .body = "", .keep = 0, .error = "chunk",
+		    .used = (long)b.len - (long)strlen("hello\r\n0\r\n\r\n"));
 		buf_free(&b);
 	}
 	/* Sizes too large for 64 bits, and one just below. */
