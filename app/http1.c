@@ -323,6 +323,13 @@ header_line(struct http1_parser *p, const char *l, size_t n)
 			p->state = S_STATUS;   /* an interim answer (100 Continue, 103): the real one follows */
 			return HTTP1_MORE;
 		}
+		/*
+		 * Chunked and a Content-Length: chunked frames the body (RFC 9112,
+		 * 6.3), but whoever sent both may frame it otherwise: the
+		 * connection is not used again.
+		 */
+		if (p->chunked == TE_CHUNKED && p->has_length)
+			p->close = 1;
 		if (p->status == 204 || p->status == 304)
 			p->state = S_DONE;
 		else if (p->chunked == TE_CHUNKED)

@@ -565,6 +565,11 @@ test_chunked(void)
 	    .st = HTTP1_DONE, .body = "data: {\"a\":1}\n\ndata: [DONE]\n\n",
 	    .used = (long)strlen(OK200 "content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 	    "f\r\ndata: {\"a\":1}\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"), .keep = 1);
+	/* Chunked wins over a Content-Length; such an answer does not leave its connection for another. */
+	ANSWER(OK200 "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	    .st = HTTP1_DONE, .body = "hello", .used = -1, .keep = 0);
+	ANSWER(OK200 "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	    .st = HTTP1_DONE, .body = "hello", .used = -1, .keep = 0);
 	/* chunked last: the framing; another coding last: the body runs to the close. */
 	ANSWER(OK200 "Transfer-Encoding: gzip, chunked\r\n\r\n2\r\nzz\r\n0\r\n\r\n", .st = HTTP1_DONE,
 	    .body = "zz", .used = -1, .keep = 1);
