@@ -19,7 +19,7 @@ struct http1_url {
 	char host[HTTP1_HOST_MAX];            /* a name, an IPv4 literal, or an IPv6 literal without its brackets */
 	char port[6];                         /* decimal; "80" when the URL names none */
 	char authority[HTTP1_HOST_MAX + 8];   /* the Host header's value, as the URL spells it */
-	const char *target;                   /* path and query, pointing into the URL ("?q" for http://h?q); NULL: none */
+	const char *target;                   /* path and query ("?q" for http://h?q), in the URL; NULL: none */
 };
 
 /*

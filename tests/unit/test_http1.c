@@ -343,7 +343,8 @@ same_got(const struct got *a, const struct got *b)
 	if (a->st == HTTP1_STOPPED)
 		return b->st == HTTP1_STOPPED && b->body.len >= b->stop_at && a->lines.len == b->lines.len &&
 		    memcmp(a->lines.data, b->lines.data, a->lines.len) == 0;
-	return a->st == b->st && (a->st == HTTP1_ERROR || a->used == b->used) && a->keep == b->keep && a->started == b->started &&
+	return a->st == b->st && (a->st == HTTP1_ERROR || a->used == b->used) && a->keep == b->keep &&
+	    a->started == b->started &&
 	    a->lines.len == b->lines.len && (a->lines.len == 0 ||
 	    memcmp(a->lines.data, b->lines.data, a->lines.len) == 0) &&
 	    a->body.len == b->body.len && (a->body.len == 0 ||
