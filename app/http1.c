@@ -3,6 +3,7 @@
 
 #include "http1.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 #include <strings.h>
 
@@ -57,6 +58,18 @@ http1_url_parse(const char *url, struct http1_url *u)
 		if (*p != ']' || p == host)
 			return -1;
 		host_end = p++;
+		{
+			/* An IPv6 address, never a name looked up as one ("[beef]") or an IPv4 one. */
+			char lit[INET6_ADDRSTRLEN];
+			struct in6_addr a6;
+
+			if ((size_t)(host_end - host) >= sizeof(lit))
+				return -1;
+			memcpy(lit, host, (size_t)(host_end - host));
+			lit[host_end - host] = '\0';
+			if (inet_pton(AF_INET6, lit, &a6) != 1)
+				return -1;
+		}
 	} else {
 		host = p;
 		while (host_char(*p))
@@ -114,36 +127,73 @@ named(const char *line, const char *name)
 	return strncasecmp(line, name, strlen(name)) == 0;
 }
 
-/* A "Name:" with nothing after the colon: libcurl leaves such a line out. */
-static int
-empty_value(const char *line)
-{
-	const char *c = strchr(line, ':');
+/* What becomes of a caller's header line: libcurl's rules, and never a CR or LF. */
+enum {
+	LINE_SEND,        /* "Name: value": sent as it is */
+	LINE_EMPTY,       /* "Name;": sent as "Name:", libcurl's way to send an empty value */
+	LINE_REMOVE,      /* "Name:" with no value: left out, and Valerie's own of that name too */
+	LINE_DROP         /* no header at all, or one that would end early: left out, as if not given */
+};
 
-	if (c == NULL)
-		return 0;
-	for (c++; *c == ' ' || *c == '\t'; c++)
+/* The kind of the caller's line `h`; `*name_len` gets the length of its name. */
+static int
+line_kind(const char *h, size_t *name_len)
+{
+	const char *c = strchr(h, ':');
+	size_t n = strlen(h);
+
+	*name_len = 0;
+	/* NOTE: a CR or LF would end the line early and start another: a header injected through a value. */
+	if (strpbrk(h, "\r\n") != NULL)
+		return LINE_DROP;
+	if (c == NULL) {
+		/* libcurl sends "Name;" only when its first ';' ends it. */
+		if (n < 2 || strchr(h, ';') != h + n - 1)
+			return LINE_DROP;
+		*name_len = n - 1;
+		return LINE_EMPTY;
+	}
+	if (c == h)
+		return LINE_DROP;   /* no name: libcurl leaves it out */
+	*name_len = (size_t)(c - h);
+	for (c++; *c == ' ' || *c == '\t' || *c == '\v' || *c == '\f'; c++)
 		;
-	return *c == '\0';
+	return *c == '\0' ? LINE_REMOVE : LINE_SEND;
+}
+
+/* Whether the name h[0..len) is `name` (case-insensitive). */
+static int
+name_is(const char *h, size_t len, const char *name)
+{
+	return len == strlen(name) && strncasecmp(h, name, len) == 0;
 }
 
 void
 http1_request_head(struct buf *b, const char *method, const struct http1_url *u,
     const char *const *headers, int with_body, size_t body_len)
 {
-	int own_host = 0, own_accept = 0, own_length = 0, own_type = 0;
-	size_t i;
+	int own_host = 0, own_accept = 0, own_length = 0, own_type = 0, kind;
+	size_t i, nl;
 
+	/* Only a line that is sent, or that removes Valerie's own, takes the place of Valerie's. */
 	for (i = 0; headers != NULL && headers[i] != NULL; i++) {
-		own_host |= named(headers[i], "host:");
-		own_accept |= named(headers[i], "accept:");
-		own_length |= named(headers[i], "content-length:");
-		own_type |= named(headers[i], "content-type:");
+		const char *h = headers[i];
+
+		if (line_kind(h, &nl) == LINE_DROP)
+			continue;
+		own_host |= name_is(h, nl, "host");
+		own_accept |= name_is(h, nl, "accept");
+		own_length |= name_is(h, nl, "content-length");
+		own_type |= name_is(h, nl, "content-type");
 	}
 	buf_reset(b, 65536);
 	buf_puts(b, method);
 	buf_puts(b, " ");
-	buf_puts(b, u->target != NULL ? u->target : "/");
+	/* The origin-form target starts with '/', also for a URL with a query and no path. */
+	if (u->target == NULL || u->target[0] != '/')
+		buf_puts(b, "/");
+	if (u->target != NULL)
+		buf_puts(b, u->target);
 	buf_puts(b, " HTTP/1.1\r\n");
 	if (!own_host) {
 		buf_puts(b, "Host: ");
@@ -154,19 +204,15 @@ http1_request_head(struct buf *b, const char *method, const struct http1_url *u,
 		buf_puts(b, "Accept: */*\r\n");
 	for (i = 0; headers != NULL && headers[i] != NULL; i++) {
 		const char *h = headers[i];
-		size_t n = strcspn(h, "\r\n");
 
-		/* Never a line that would end early and start another (a header injected through a value). */
-		if (h[n] != '\0' || empty_value(h))
-			continue;
-		if (n > 0 && h[n - 1] == ';' && strchr(h, ':') == NULL) {
-			/* "Name;": libcurl's way to send a header with an empty value. */
-			buf_append(b, h, n - 1);
+		kind = line_kind(h, &nl);
+		if (kind == LINE_EMPTY) {
+			buf_append(b, h, nl);
 			buf_puts(b, ":\r\n");
-			continue;
+		} else if (kind == LINE_SEND) {
+			buf_puts(b, h);
+			buf_puts(b, "\r\n");
 		}
-		buf_append(b, h, n);
-		buf_puts(b, "\r\n");
 	}
 	if (with_body) {
 		char d[BUF_DECIMAL_SIZE];
@@ -277,6 +323,13 @@ header_line(struct http1_parser *p, const char *l, size_t n)
 			p->state = S_STATUS;   /* an interim answer (100 Continue, 103): the real one follows */
 			return HTTP1_MORE;
 		}
+		/*
+		 * Chunked and a Content-Length: chunked frames the body (RFC 9112,
+		 * 6.3), but whoever sent both may frame it otherwise: the
+		 * connection is not used again.
+		 */
+		if (p->chunked == TE_CHUNKED && p->has_length)
+			p->close = 1;
 		if (p->status == 204 || p->status == 304)
 			p->state = S_DONE;
 		else if (p->chunked == TE_CHUNKED)
@@ -352,6 +405,12 @@ chunk_size_line(struct http1_parser *p, const char *l, size_t n)
 	while (i < n && (l[i] == ' ' || l[i] == '\t'))
 		i++;
 	if (i < n && l[i] != ';')
+		return fail(p, "the answer's chunked framing is broken");
+	/*
+	 * NOTE: a line longer than the part kept must show where its size ends
+	 * (its ';') in that part: else "000...0005" would read as the last chunk.
+	 */
+	if (i == n && p->skipping)
 		return fail(p, "the answer's chunked framing is broken");
 	if (x == 0) {
 		p->state = S_TRAILERS;

@@ -19,12 +19,12 @@ struct http1_url {
 	char host[HTTP1_HOST_MAX];            /* a name, an IPv4 literal, or an IPv6 literal without its brackets */
 	char port[6];                         /* decimal; "80" when the URL names none */
 	char authority[HTTP1_HOST_MAX + 8];   /* the Host header's value, as the URL spells it */
-	const char *target;                   /* path and query, pointing into the URL; NULL: "/" */
+	const char *target;                   /* path and query ("?q" for http://h?q), in the URL; NULL: none */
 };
 
 /*
  * 0 when `url` is a URL the plain client takes: scheme http, a host of
- * letters, digits, '.', '-' and '_' or a bracketed IPv6 literal, an optional
+ * letters, digits, '.', '-' and '_' or a bracketed IPv6 address, an optional
  * port 1 to 65535, and a path and query of printable ASCII without a dot
  * segment or fragment. -1 for anything else (https, a user:password@, a
  * space, a non-ASCII byte...): libcurl takes those, with its own rules.
@@ -33,11 +33,14 @@ int http1_url_parse(const char *url, struct http1_url *u);
 
 /*
  * Writes the request head to `b` (emptied first), as libcurl writes it:
- * "METHOD target HTTP/1.1", Host, "Accept: * / *" unless `headers` has an
- * Accept, the caller's header lines (NULL-terminated; a "Name:" with no value
- * is left out, as libcurl leaves it out), then for a body Content-Length and,
- * if the caller sent none, libcurl's default Content-Type. A caller's Host or
- * Content-Length replaces Valerie's. `b->oom` says whether it fit in memory.
+ * "METHOD target HTTP/1.1" (the target always starting with '/'), Host,
+ * "Accept: * / *", the caller's header lines (NULL-terminated), then for a
+ * body Content-Length and libcurl's default Content-Type. libcurl's rules
+ * for the caller's lines: "Name: value" is sent; "Name;" is sent as "Name:";
+ * "Name:" with no value is left out; a line with no name or no colon is left
+ * out; and each of these but the last takes the place of Valerie's own Host,
+ * Accept, Content-Length or Content-Type of that name. A line holding CR or
+ * LF is left out as if not given. `b->oom` says whether it fit in memory.
  */
 void http1_request_head(struct buf *b, const char *method, const struct http1_url *u,
     const char *const *headers, int with_body, size_t body_len);
