@@ -438,11 +438,12 @@ run(struct httpc *h, struct call *c)
 /*
  * Waits until `fd` is ready for `events`, asking between turns what
  * must_stop asks. `deadline` (monotonic ms, 0: none) bounds a connect.
- * HTTPC_OK when ready; HTTPC_TIMEOUT past the deadline or the call's total
- * timeout; else the reason the call stopped (c->stopped is set then).
+ * HTTPC_OK when ready (`*revents`, if not NULL, says for what); HTTPC_TIMEOUT
+ * past the deadline or the call's total timeout; else the reason the call
+ * stopped (c->stopped is set then).
  */
 static enum httpc_result
-wait_fd(struct call *c, int fd, short events, long long deadline)
+wait_fd(struct call *c, int fd, short events, long long deadline, short *revents)
 {
 	struct pollfd pfd;
 	long long now, left;
@@ -471,13 +472,23 @@ wait_fd(struct call *c, int fd, short events, long long deadline)
 		pfd.events = events;
 		pfd.revents = 0;
 		n = poll(&pfd, 1, (int)sleep_ms);
-		if (n > 0)
+		if (n > 0) {
+			if (revents != NULL)
+				*revents = pfd.revents;
 			return HTTPC_OK;
+		}
 		if (n < 0 && errno != EINTR) {
 			stop(c, HTTPC_BROKEN);
 			return HTTPC_BROKEN;
 		}
 	}
+}
+
+/* Whether the call's total timeout has passed at `now`. */
+static int
+total_over(const struct call *c, long long now)
+{
+	return c->req->total_timeout_ms > 0 && now - c->start_ms >= c->req->total_timeout_ms;
 }
 
 /* A host name being looked up (getaddrinfo_a); freed by whoever sees it end. */
@@ -624,13 +635,15 @@ plain_connect(struct call *c, const struct http1_url *u, enum httpc_result *r, c
 {
 	struct addrinfo *ai = NULL, *a;
 	long long deadline = c->req->connect_timeout_ms > 0 ?
-	    c->start_ms + c->req->connect_timeout_ms : 0;
+	    c->start_ms + c->req->connect_timeout_ms : 0, now, until;
 	socklen_t elen;
-	int fd = -1, e = ECONNREFUSED;
+	int fd = -1, e = ECONNREFUSED, left = 0;
 
 	if ((*r = resolve(c, u, deadline, &ai, err, errlen)) != HTTPC_OK)
 		return -1;
-	for (a = ai; a != NULL; a = a->ai_next) {
+	for (a = ai; a != NULL; a = a->ai_next)
+		left++;
+	for (a = ai; a != NULL; a = a->ai_next, left--) {
 		fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			e = errno;
@@ -641,13 +654,29 @@ plain_connect(struct call *c, const struct http1_url *u, enum httpc_result *r, c
 			break;
 		e = errno;
 		if (e == EINPROGRESS) {
-			*r = wait_fd(c, fd, POLLOUT, deadline);
+			/*
+			 * NOTE: an address that drops packets must not take the whole connect
+			 * timeout from the next: each gets its share of what is left, the last
+			 * all of it (libcurl falls back alike).
+			 */
+			now = vtime_mono_ms();
+			until = deadline > 0 && left > 1 ? now + (deadline - now) / left : deadline;
+			*r = wait_fd(c, fd, POLLOUT, until, NULL);
+			if (*r == HTTPC_TIMEOUT && left > 1 && !total_over(c, vtime_mono_ms())) {
+				close(fd);
+				fd = -1;
+				e = ETIMEDOUT;
+				continue;
+			}
 			if (*r != HTTPC_OK) {
 				close(fd);
 				freeaddrinfo(ai);
-				if (*r == HTTPC_TIMEOUT)
+				if (*r == HTTPC_TIMEOUT && !total_over(c, vtime_mono_ms()))
 					snprintf(err, errlen, "cannot connect within %ld ms",
 					    c->req->connect_timeout_ms);
+				else if (*r == HTTPC_TIMEOUT)
+					snprintf(err, errlen, "the upstream call timed out after %ld ms, "
+					    "still connecting", c->req->total_timeout_ms);
 				return -1;
 			}
 			elen = sizeof(e);
@@ -739,6 +768,11 @@ plain_body(void *ctx, const char *data, size_t len)
  * Sends the request on fd and reads the answer. `*keep` says whether fd can
  * carry another call; `*retry` that it broke before any byte of an answer
  * came (on a kept connection: the upstream closed it while it was idle).
+ *
+ * NOTE: a server may answer before it has read the whole body (413 on a large
+ * one, 401) and close: while sending, an answer that arrives, or a send that
+ * breaks, turns to reading what came, as libcurl does. Such a connection is
+ * never kept (part of the body may still be on its way).
  */
 static enum httpc_result
 exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int *retry,
@@ -752,6 +786,8 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 	size_t total = h->head.len + (with_body ? req->body_len : 0), sent = 0, used, head = h->head.len;
 	enum http1_status st;
 	enum httpc_result r;
+	int send_errno = 0;
+	short rev;
 	ssize_t n;
 
 	*keep = 0;
@@ -778,21 +814,22 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if ((r = wait_fd(c, fd, POLLOUT, 0)) != HTTPC_OK)
+			rev = 0;
+			if ((r = wait_fd(c, fd, POLLOUT | POLLIN, 0, &rev)) != HTTPC_OK)
 				return r;
+			if (rev & POLLIN)
+				break;   /* an answer (or the close) before the whole request went */
 			continue;
 		}
-		/* The upstream went before it had the whole request: it answered nothing. */
-		*retry = 1;
-		snprintf(err, errlen, "the upstream connection broke: %s", strerror(errno));
-		return HTTPC_BROKEN;
+		send_errno = n < 0 ? errno : EPIPE;
+		break;
 	}
 	memset(&p, 0, sizeof(p));
 	p.on_line = plain_line;
 	p.on_body = plain_body;
 	p.ctx = c;
 	for (;;) {
-		if ((r = wait_fd(c, fd, POLLIN, 0)) != HTTPC_OK)
+		if ((r = wait_fd(c, fd, POLLIN, 0, NULL)) != HTTPC_OK)
 			return r;
 		n = recv(fd, in, sizeof(in), 0);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
@@ -803,7 +840,10 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 			*retry = !http1_started(&p);
 			if (http1_eof(&p) == HTTP1_DONE)
 				return HTTPC_OK;
-			if (e != 0)
+			if (*retry && send_errno != 0)
+				/* The upstream went before it had the whole request, and answered nothing. */
+				snprintf(err, errlen, "the upstream connection broke: %s", strerror(send_errno));
+			else if (e != 0)
 				snprintf(err, errlen, "%s: %s", p.error, strerror(e));
 			else
 				snprintf(err, errlen, "%s", p.error);
@@ -814,7 +854,7 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 		case HTTP1_MORE:
 			break;
 		case HTTP1_DONE:
-			*keep = http1_keep_alive(&p) && used == (size_t)n;
+			*keep = http1_keep_alive(&p) && used == (size_t)n && sent == total;
 			return HTTPC_OK;
 		case HTTP1_STOPPED:
 			return c->why;

@@ -49,7 +49,8 @@ enum {
 	ANSWER_CHUNKED,      /* the same body in three chunks, with an extension and a trailer */
 	ANSWER_CLOSE,        /* Connection: close, then closes */
 	ANSWER_DROP,         /* answers as ANSWER_PLAIN, then closes without saying so */
-	ANSWER_GARBAGE       /* an HTML page without a status line */
+	ANSWER_GARBAGE,      /* an HTML page without a status line */
+	ANSWER_EARLY         /* 413 and a close as soon as the head came, the body never read */
 };
 
 static void
@@ -79,6 +80,28 @@ serve_conn(struct server *s, int c)
 			body = strtoul(cl + 17, NULL, 10);
 		if (sscanf(buf, "%15s %119s", method, target) != 2)
 			return;
+		pthread_mutex_lock(&s->lock);
+		mode = s->mode;
+		pthread_mutex_unlock(&s->lock);
+		if (mode == ANSWER_EARLY) {
+			static const char early_body[] = "{\"error\":\"too big\"}";
+			char early[256];
+
+			snprintf(early, sizeof(early), "HTTP/1.1 413 Payload Too Large\r\n"
+			    "Content-Type: application/json\r\nConnection: close\r\n"
+			    "Content-Length: %zu\r\n\r\n%s", strlen(early_body), early_body);
+			pthread_mutex_lock(&s->lock);
+			if (s->nseen < SEEN_MAX)
+				snprintf(s->seen[s->nseen++], sizeof(s->seen[0]), "%s %s early", method, target);
+			pthread_mutex_unlock(&s->lock);
+			if (write(c, early, strlen(early)) < 0)
+				return;
+			shutdown(c, SHUT_RDWR);
+			pthread_mutex_lock(&s->lock);
+			s->closed++;
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
 		while (have < head + body) {
 			n = read(c, buf + have, sizeof(buf) - have);
 			if (n <= 0)
@@ -406,6 +429,50 @@ test_too_large(struct server *s)
 	httpc_free(h);
 }
 
+/*
+ * A server that answers 413 as soon as it has the head of an 8 MB POST and
+ * closes, never reading the body: the client gets the 413 and its body (a
+ * send that breaks turns to reading what came), not a broken call; the
+ * request is not sent again.
+ */
+static void
+test_early_answer(struct server *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	char url[64], err[256];
+	size_t big = 8u << 20;
+	char *body = malloc(big);
+
+	CHECK(h != NULL && body != NULL);
+	if (h == NULL || body == NULL) {
+		free(body);
+		httpc_free(h);
+		return;
+	}
+	memset(body, 'x', big);
+	server_reset(s, ANSWER_EARLY);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/upload", s->port);
+	memset(&r, 0, sizeof(r));
+	r.method = "POST";
+	r.url = url;
+	r.body = body;
+	r.body_len = big;
+	r.connect_timeout_ms = 2000;
+	r.total_timeout_ms = 10000;
+	r.max_bytes = 4096;
+	CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_OK);
+	CHECK_INT(resp.status, 413);
+	CHECK(resp.body.len == 19 && memcmp(resp.body.data, "{\"error\":\"too big\"}", 19) == 0);
+	httpc_response_free(&resp);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 1);
+	pthread_mutex_unlock(&s->lock);
+	free(body);
+	httpc_free(h);
+}
+
 /* Nobody listening: HTTPC_CONNECT (the request never left), with a reason. */
 static void
 test_refused(void)
@@ -628,6 +695,7 @@ main(void)
 		test_connection_close(s);
 		test_garbage(s);
 		test_too_large(s);
+		test_early_answer(s);
 		server_reset(s, ANSWER_PLAIN);
 		test_refused();
 		test_cancel(s);
