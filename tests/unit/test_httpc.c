@@ -473,6 +473,33 @@ test_early_answer(struct server *s)
 	httpc_free(h);
 }
 
+/*
+ * A host name, not an address: looked up (getaddrinfo_a for the built-in
+ * client), each address tried in turn (localhost may name ::1 first, where
+ * nobody listens), and the connection kept for the next call.
+ */
+static void
+test_by_name(struct server *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_response resp;
+	char url[64];
+	int i;
+
+	server_reset(s, ANSWER_PLAIN);
+	snprintf(url, sizeof(url), "http://localhost:%d/v1/named", s->port);
+	for (i = 0; i < 2; i++) {
+		CHECK_INT(call(h, "GET", url, NULL, &resp), HTTPC_OK);
+		CHECK_INT(resp.status, 200);
+		httpc_response_free(&resp);
+	}
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 2);
+	CHECK_INT(s->connections, 1);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
 /* Nobody listening: HTTPC_CONNECT (the request never left), with a reason. */
 static void
 test_refused(void)
@@ -696,6 +723,7 @@ main(void)
 		test_garbage(s);
 		test_too_large(s);
 		test_early_answer(s);
+		test_by_name(s);
 		server_reset(s, ANSWER_PLAIN);
 		test_refused();
 		test_cancel(s);
