@@ -836,13 +836,23 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 			continue;
 		if (n <= 0) {
 			int e = n < 0 ? errno : 0;
+			enum http1_status end;
 
 			*retry = !http1_started(&p);
-			if (http1_eof(&p) == HTTP1_DONE)
+			end = http1_eof(&p);
+			/*
+			 * NOTE: only the upstream's orderly close (a FIN) ends a body read
+			 * to the close; a reset cuts it short, and what came is not the
+			 * answer (libcurl: a receive error).
+			 */
+			if (end == HTTP1_DONE && e == 0)
 				return HTTPC_OK;
 			if (*retry && send_errno != 0)
 				/* The upstream went before it had the whole request, and answered nothing. */
 				snprintf(err, errlen, "the upstream connection broke: %s", strerror(send_errno));
+			else if (end == HTTP1_DONE)
+				snprintf(err, errlen, "the upstream connection broke in the answer's body: %s",
+				    strerror(e));
 			else if (e != 0)
 				snprintf(err, errlen, "%s: %s", p.error, strerror(e));
 			else

@@ -7,7 +7,8 @@
  * that cannot be parsed is refused with an error that does not quote it (it
  * may hold a password or a token, and the error is logged); the header lines
  * a handle keeps from call to call are each call's own.
- * Against a small HTTP/1.1 server on a loopback port in a thread of this test.
+ * Against a small HTTP/1.1 server on a loopback port in a thread of this test,
+ * and a second one (struct raw) for bodies of any size and answers cut short.
  * Every test runs twice: plain http:// over the built-in client, then over
  * libcurl (VALERIE_HTTP_CLIENT=libcurl); the built-in client's own cases (a
  * kept connection the upstream closed, chunked answers, Connection: close,
@@ -685,10 +686,155 @@ test_bad_url_error(void)
 	httpc_free(h);
 }
 
+/*
+ * A second server, for framings and timings the first does not write: it
+ * reads each request whole (a body of any size, counted and dropped) and
+ * answers by its mode, one connection at a time.
+ */
+struct raw {
+	int fd;
+	int port;
+	int mode;                  /* a RAW_* */
+	pthread_mutex_t lock;
+	int requests;              /* read whole since raw_reset */
+	int connections;
+};
+
+enum {
+	RAW_RESET_MIDWAY = 0,   /* 200, the body to the close: part of it, then a reset */
+};
+
+static const char raw_ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    "Content-Length: 11\r\n\r\n{\"ok\":true}";
+
+static int
+raw_write(int c, const char *text)
+{
+	return write(c, text, strlen(text)) == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* Serves one connection; returns 1 when it closed `c` itself (a reset), else 0. */
+static int
+raw_conn(struct raw *s, int c)
+{
+	char buf[65536];
+	size_t have = 0, head, body, got;
+	ssize_t n;
+
+	for (;;) {
+		char *end, *cl;
+		int mode;
+
+		while ((end = memmem(buf, have, "\r\n\r\n", 4)) == NULL) {
+			if (have + 1 >= sizeof(buf))
+				return 0;
+			n = read(c, buf + have, sizeof(buf) - 1 - have);
+			if (n <= 0)
+				return 0;
+			have += (size_t)n;
+		}
+		head = (size_t)(end - buf) + 4;
+		buf[head - 1] = '\0';
+		cl = strcasestr(buf, "\r\ncontent-length:");
+		body = cl != NULL ? strtoul(cl + 17, NULL, 10) : 0;
+		pthread_mutex_lock(&s->lock);
+		mode = s->mode;
+		pthread_mutex_unlock(&s->lock);
+		got = have - head < body ? have - head : body;
+		memmove(buf, buf + head + got, have - head - got);
+		have -= head + got;
+		while (got < body) {
+			n = read(c, buf, body - got < sizeof(buf) ? body - got : sizeof(buf));
+			if (n <= 0)
+				return 0;
+			got += (size_t)n;
+		}
+		pthread_mutex_lock(&s->lock);
+		s->requests++;
+		pthread_mutex_unlock(&s->lock);
+		if (mode == RAW_RESET_MIDWAY) {
+			struct linger lg = {1, 0};
+
+			raw_write(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nthe first half");
+			usleep(50000);
+			setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			close(c);   /* with a linger of 0: a reset, not a FIN */
+			return 1;
+		}
+		if (raw_write(c, raw_ok) != 0)
+			return 0;
+	}
+}
+
+static void *
+raw_main(void *p)
+{
+	struct raw *s = p;
+	int c;
+
+	while ((c = accept(s->fd, NULL, NULL)) >= 0) {
+		pthread_mutex_lock(&s->lock);
+		s->connections++;
+		pthread_mutex_unlock(&s->lock);
+		if (!raw_conn(s, c))
+			close(c);
+	}
+	return NULL;
+}
+
+static int
+raw_start(struct raw *s, pthread_t *tid)
+{
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+
+	memset(s, 0, sizeof(*s));
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s->fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (s->fd < 0 || bind(s->fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    listen(s->fd, 16) != 0 || getsockname(s->fd, (struct sockaddr *)&a, &len) != 0)
+		return -1;
+	s->port = ntohs(a.sin_port);
+	pthread_mutex_init(&s->lock, NULL);
+	return pthread_create(tid, NULL, raw_main, s);
+}
+
+static void
+raw_reset(struct raw *s, int mode)
+{
+	pthread_mutex_lock(&s->lock);
+	s->mode = mode;
+	s->requests = 0;
+	s->connections = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * A body that runs to the close, cut by a reset: the answer did not come
+ * whole (HTTPC_BROKEN, as libcurl's receive error), not a short 200 read as
+ * whole. Only an orderly close ends such a body.
+ */
+static void
+test_reset_midway(struct raw *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_response resp;
+	char url[64];
+
+	raw_reset(s, RAW_RESET_MIDWAY);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/cut", s->port);
+	CHECK_INT(call(h, "GET", url, NULL, &resp), HTTPC_BROKEN);
+	httpc_response_free(&resp);
+	httpc_free(h);
+}
+
 int
 main(void)
 {
 	struct server servers[2];
+	struct raw raws[2];
 	pthread_t tid;
 	char err[256];
 	int pass;
@@ -712,6 +858,10 @@ main(void)
 			perror("server");
 			return 1;
 		}
+		if (raw_start(&raws[pass], &tid) != 0) {
+			perror("raw server");
+			return 1;
+		}
 		httpc_set_builtin(pass == 0);
 		fprintf(stderr, "-- plain http:// over %s\n", pass == 0 ? "the built-in client" : "libcurl");
 		server_reset(s, ANSWER_PLAIN);
@@ -729,6 +879,8 @@ main(void)
 		test_cancel(s);
 		test_bad_url_error();
 		test_silent_upstream(s);
+		test_reset_midway(&raws[pass]);
+		shutdown(raws[pass].fd, SHUT_RDWR);
 		shutdown(s->fd, SHUT_RDWR);   /* its thread ends; exit closes the socket */
 	}
 	return check_done("test_httpc");
