@@ -769,10 +769,13 @@ plain_body(void *ctx, const char *data, size_t len)
  * carry another call; `*retry` that it broke before any byte of an answer
  * came (on a kept connection: the upstream closed it while it was idle).
  *
- * NOTE: a server may answer before it has read the whole body (413 on a large
- * one, 401) and close: while sending, an answer that arrives, or a send that
- * breaks, turns to reading what came, as libcurl does. Such a connection is
- * never kept (part of the body may still be on its way).
+ * NOTE: a server may answer before it has read the whole body: with a 413 on a
+ * large one or a 401, and maybe a close, or with the head of a 200 (it
+ * answers as the body comes in). While sending, what arrives is read as it
+ * comes, as libcurl does: a final answer of 300 or more, or a send that
+ * breaks, ends the sending; a 1xx or 2xx head does not, or the upstream
+ * would wait for the rest of the body and the call for its answer. A
+ * connection whose request did not go whole is never kept.
  */
 static enum httpc_result
 exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int *retry,
@@ -786,51 +789,52 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 	size_t total = h->head.len + (with_body ? req->body_len : 0), sent = 0, used, head = h->head.len;
 	enum http1_status st;
 	enum httpc_result r;
-	int send_errno = 0;
+	int send_errno = 0, sending;
 	short rev;
 	ssize_t n;
 
 	*keep = 0;
 	*retry = 0;
-	while (sent < total) {
-		memset(&m, 0, sizeof(m));
-		m.msg_iov = iov;
-		if (sent < head) {
-			iov[0].iov_base = h->head.data + sent;
-			iov[0].iov_len = head - sent;
-			iov[1].iov_base = (void *)req->body;
-			iov[1].iov_len = total - head;
-			m.msg_iovlen = total > head ? 2 : 1;
-		} else {
-			iov[0].iov_base = (char *)req->body + (sent - head);
-			iov[0].iov_len = total - sent;
-			m.msg_iovlen = 1;
-		}
-		n = sendmsg(fd, &m, MSG_NOSIGNAL);
-		if (n > 0) {
-			sent += (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			rev = 0;
-			if ((r = wait_fd(c, fd, POLLOUT | POLLIN, 0, &rev)) != HTTPC_OK)
-				return r;
-			if (rev & POLLIN)
-				break;   /* an answer (or the close) before the whole request went */
-			continue;
-		}
-		send_errno = n < 0 ? errno : EPIPE;
-		break;
-	}
 	memset(&p, 0, sizeof(p));
 	p.on_line = plain_line;
 	p.on_body = plain_body;
 	p.ctx = c;
+	sending = sent < total;
 	for (;;) {
-		if ((r = wait_fd(c, fd, POLLIN, 0, NULL)) != HTTPC_OK)
+		if (sending) {
+			memset(&m, 0, sizeof(m));
+			m.msg_iov = iov;
+			if (sent < head) {
+				iov[0].iov_base = h->head.data + sent;
+				iov[0].iov_len = head - sent;
+				iov[1].iov_base = (void *)req->body;
+				iov[1].iov_len = total - head;
+				m.msg_iovlen = total > head ? 2 : 1;
+			} else {
+				iov[0].iov_base = (char *)req->body + (sent - head);
+				iov[0].iov_len = total - sent;
+				m.msg_iovlen = 1;
+			}
+			n = sendmsg(fd, &m, MSG_NOSIGNAL);
+			if (n > 0) {
+				sent += (size_t)n;
+				sending = sent < total;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+				/* The upstream went, an answer maybe on its way: read what came. */
+				send_errno = n < 0 ? errno : EPIPE;
+				sending = 0;
+				continue;
+			}
+		}
+		rev = 0;
+		if ((r = wait_fd(c, fd, sending ? POLLIN | POLLOUT : POLLIN, 0, &rev)) != HTTPC_OK)
 			return r;
+		if (sending && !(rev & (POLLIN | POLLHUP | POLLERR)))
+			continue;   /* room to send more, nothing to read */
 		n = recv(fd, in, sizeof(in), 0);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
 			continue;
@@ -862,6 +866,9 @@ exchange(struct httpc *h, struct call *c, int fd, int with_body, int *keep, int 
 		st = http1_feed(&p, in, (size_t)n, &used);
 		switch (st) {
 		case HTTP1_MORE:
+			/* A final answer of 300 or more ends the sending; a 1xx or 2xx head does not. */
+			if (sending && p.status >= 300)
+				sending = 0;
 			break;
 		case HTTP1_DONE:
 			*keep = http1_keep_alive(&p) && used == (size_t)n && sent == total;

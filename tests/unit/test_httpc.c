@@ -702,6 +702,7 @@ struct raw {
 
 enum {
 	RAW_RESET_MIDWAY = 0,   /* 200, the body to the close: part of it, then a reset */
+	RAW_HEAD_FIRST,         /* a 200 chunked head once the request's head came; the body's size when it came */
 };
 
 static const char raw_ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -740,6 +741,12 @@ raw_conn(struct raw *s, int c)
 		pthread_mutex_lock(&s->lock);
 		mode = s->mode;
 		pthread_mutex_unlock(&s->lock);
+		if (mode == RAW_HEAD_FIRST) {
+			if (raw_write(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+			    "Transfer-Encoding: chunked\r\n\r\n") != 0)
+				return 0;
+			usleep(100000);   /* the client's sends block meanwhile */
+		}
 		got = have - head < body ? have - head : body;
 		memmove(buf, buf + head + got, have - head - got);
 		have -= head + got;
@@ -760,6 +767,16 @@ raw_conn(struct raw *s, int c)
 			setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			close(c);   /* with a linger of 0: a reset, not a FIN */
 			return 1;
+		}
+		if (mode == RAW_HEAD_FIRST) {
+			char ev[64];
+
+			snprintf(ev, sizeof(ev), "data: %zu\n\n", body);
+			snprintf(buf, sizeof(buf), "%zx\r\n%s\r\n0\r\n\r\n", strlen(ev), ev);
+			if (raw_write(c, buf) != 0)
+				return 0;
+			have = 0;
+			continue;
 		}
 		if (raw_write(c, raw_ok) != 0)
 			return 0;
@@ -830,6 +847,59 @@ test_reset_midway(struct raw *s)
 	httpc_free(h);
 }
 
+static int
+collect(void *ctx, const char *data, size_t len)
+{
+	buf_append(ctx, data, len);
+	return 0;
+}
+
+/*
+ * An 8 MB POST to a server that sends its 200 head before it reads the body
+ * (and the event that ends the answer after): the body keeps going while the
+ * answer starts, as with libcurl, which stops sending only for a final
+ * answer of 300 or more.
+ */
+static void
+test_head_before_body(struct raw *s)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	struct buf got;
+	char url[64], err[256];
+	size_t big = 8u << 20;
+	char *body = malloc(big);
+
+	buf_init(&got);
+	CHECK(h != NULL && body != NULL);
+	if (h == NULL || body == NULL) {
+		free(body);
+		httpc_free(h);
+		return;
+	}
+	memset(body, 'x', big);
+	raw_reset(s, RAW_HEAD_FIRST);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/upload", s->port);
+	memset(&r, 0, sizeof(r));
+	r.method = "POST";
+	r.url = url;
+	r.body = body;
+	r.body_len = big;
+	r.connect_timeout_ms = 2000;
+	r.total_timeout_ms = 4000;
+	r.max_bytes = 4096;
+	r.on_data = collect;
+	r.ctx = &got;
+	CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_OK);
+	CHECK_INT(resp.status, 200);
+	CHECK(got.len == 15 && memcmp(got.data, "data: 8388608\n\n", 15) == 0);
+	httpc_response_free(&resp);
+	buf_free(&got);
+	free(body);
+	httpc_free(h);
+}
+
 int
 main(void)
 {
@@ -880,6 +950,7 @@ main(void)
 		test_bad_url_error();
 		test_silent_upstream(s);
 		test_reset_midway(&raws[pass]);
+		test_head_before_body(&raws[pass]);
 		shutdown(raws[pass].fd, SHUT_RDWR);
 		shutdown(s->fd, SHUT_RDWR);   /* its thread ends; exit closes the socket */
 	}
