@@ -628,14 +628,20 @@ socket_options(int fd)
 	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
 }
 
-/* A new connection to u, each address in turn within the connect timeout; -1 with *r set. */
+/*
+ * A new connection to u, each address in turn within the connect timeout;
+ * -1 with *r set. NOTE: the connect timeout counts from here, not from the
+ * call's start: a kept connection that broke after the upstream held the
+ * request a while is replaced with a connect timeout of its own, as libcurl
+ * gives its retry one.
+ */
 static int
 plain_connect(struct call *c, const struct http1_url *u, enum httpc_result *r, char *err,
     size_t errlen)
 {
 	struct addrinfo *ai = NULL, *a;
 	long long deadline = c->req->connect_timeout_ms > 0 ?
-	    c->start_ms + c->req->connect_timeout_ms : 0, now, until;
+	    vtime_mono_ms() + c->req->connect_timeout_ms : 0, now, until;
 	socklen_t elen;
 	int fd = -1, e = ECONNREFUSED, left = 0;
 

@@ -703,6 +703,7 @@ struct raw {
 enum {
 	RAW_RESET_MIDWAY = 0,   /* 200, the body to the close: part of it, then a reset */
 	RAW_HEAD_FIRST,         /* a 200 chunked head once the request's head came; the body's size when it came */
+	RAW_SLOW_SILENCE        /* the second: 1.5 s of silence, then a close without an answer; the others 200 */
 };
 
 static const char raw_ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -724,7 +725,7 @@ raw_conn(struct raw *s, int c)
 
 	for (;;) {
 		char *end, *cl;
-		int mode;
+		int nth, mode;
 
 		while ((end = memmem(buf, have, "\r\n\r\n", 4)) == NULL) {
 			if (have + 1 >= sizeof(buf))
@@ -757,7 +758,7 @@ raw_conn(struct raw *s, int c)
 			got += (size_t)n;
 		}
 		pthread_mutex_lock(&s->lock);
-		s->requests++;
+		nth = ++s->requests;
 		pthread_mutex_unlock(&s->lock);
 		if (mode == RAW_RESET_MIDWAY) {
 			struct linger lg = {1, 0};
@@ -777,6 +778,10 @@ raw_conn(struct raw *s, int c)
 				return 0;
 			have = 0;
 			continue;
+		}
+		if (mode == RAW_SLOW_SILENCE && nth == 2) {
+			usleep(1500000);
+			return 0;
 		}
 		if (raw_write(c, raw_ok) != 0)
 			return 0;
@@ -900,6 +905,45 @@ test_head_before_body(struct raw *s)
 	httpc_free(h);
 }
 
+/*
+ * A kept connection the upstream closes without an answer after 1.5 s (a
+ * worker that died on it): the request goes out again on a new connection,
+ * which has a connect timeout (1 s) of its own, as with libcurl, not what
+ * was left of it since the call began.
+ */
+static void
+test_retry_connects_in_time(struct raw *s, const char *host)
+{
+	struct httpc *h = httpc_new();
+	struct httpc_request r;
+	struct httpc_response resp;
+	char url[64], err[256];
+	int i;
+
+	raw_reset(s, RAW_SLOW_SILENCE);
+	snprintf(url, sizeof(url), "http://%s:%d/v1/x", host, s->port);
+	for (i = 0; i < 2; i++) {
+		memset(&r, 0, sizeof(r));
+		r.method = "POST";
+		r.url = url;
+		r.body = "{}";
+		r.body_len = 2;
+		r.connect_timeout_ms = 1000;
+		r.total_timeout_ms = 10000;
+		r.max_bytes = 4096;
+		CHECK_INT(httpc_perform(h, &r, &resp, err, sizeof(err)), HTTPC_OK);
+		if (err[0] != '\0')
+			fprintf(stderr, "call %d: %s\n", i, err);
+		CHECK_INT(resp.status, 200);
+		httpc_response_free(&resp);
+	}
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->requests, 3);
+	CHECK_INT(s->connections, 2);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
 int
 main(void)
 {
@@ -951,6 +995,8 @@ main(void)
 		test_silent_upstream(s);
 		test_reset_midway(&raws[pass]);
 		test_head_before_body(&raws[pass]);
+		test_retry_connects_in_time(&raws[pass], "127.0.0.1");
+		test_retry_connects_in_time(&raws[pass], "localhost");
 		shutdown(raws[pass].fd, SHUT_RDWR);
 		shutdown(s->fd, SHUT_RDWR);   /* its thread ends; exit closes the socket */
 	}
