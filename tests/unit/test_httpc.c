@@ -12,7 +12,9 @@
  * Every test runs twice: plain http:// over the built-in client, then over
  * libcurl (VALERIE_HTTP_CLIENT=libcurl); the built-in client's own cases (a
  * kept connection the upstream closed, chunked answers, Connection: close,
- * a refused connection, garbage) run on both too, as the two must agree.
+ * a refused connection, garbage, a body to the close cut by a reset, a 200
+ * head before the body was read, the retry's connect timeout) run on both
+ * too, as the two must agree.
  */
 #include "config.h"
 
