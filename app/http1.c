@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "http1.h"
+#include "hex.h"
 
 #include <arpa/inet.h>
 #include <string.h>
@@ -375,18 +376,6 @@ header_line(struct http1_parser *p, const char *l, size_t n)
 	return HTTP1_MORE;
 }
 
-static int
-hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static enum http1_status
 chunk_size_line(struct http1_parser *p, const char *l, size_t n)
 {
@@ -394,7 +383,7 @@ chunk_size_line(struct http1_parser *p, const char *l, size_t n)
 	size_t i = 0;
 	int d;
 
-	while (i < n && (d = hex(l[i])) >= 0) {
+	while (i < n && (d = hex_digit((unsigned char)l[i])) >= 0) {
 		if (x >> 58)
 			return fail(p, "a chunk of the answer is too large");
 		x = x * 16 + (unsigned long long)d;

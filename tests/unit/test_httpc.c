@@ -335,6 +335,24 @@ calls_ok(struct server *s, struct httpc *h, int n)
 }
 
 /*
+ * Three calls on one handle to a server answering in `mode`: each answered,
+ * each request seen once, over `conns` connections.
+ */
+static void
+three_calls(struct server *s, int mode, int conns)
+{
+	struct httpc *h = httpc_new();
+
+	server_reset(s, mode);
+	calls_ok(s, h, 3);
+	pthread_mutex_lock(&s->lock);
+	CHECK_INT(s->nseen, 3);
+	CHECK_INT(s->connections, conns);
+	pthread_mutex_unlock(&s->lock);
+	httpc_free(h);
+}
+
+/*
  * A kept connection the upstream closed while it was idle (uvicorn does so
  * after 5 s): the next call goes out once on a new connection and succeeds;
  * the upstream sees each request once.
@@ -342,45 +360,21 @@ calls_ok(struct server *s, struct httpc *h, int n)
 static void
 test_kept_connection_closed(struct server *s)
 {
-	struct httpc *h = httpc_new();
-
-	server_reset(s, ANSWER_DROP);
-	calls_ok(s, h, 3);
-	pthread_mutex_lock(&s->lock);
-	CHECK_INT(s->nseen, 3);
-	CHECK_INT(s->connections, 3);
-	pthread_mutex_unlock(&s->lock);
-	httpc_free(h);
+	three_calls(s, ANSWER_DROP, 3);
 }
 
 /* Chunked answers (an extension, a trailer) read whole, the connection kept. */
 static void
 test_chunked(struct server *s)
 {
-	struct httpc *h = httpc_new();
-
-	server_reset(s, ANSWER_CHUNKED);
-	calls_ok(s, h, 3);
-	pthread_mutex_lock(&s->lock);
-	CHECK_INT(s->nseen, 3);
-	CHECK_INT(s->connections, 1);
-	pthread_mutex_unlock(&s->lock);
-	httpc_free(h);
+	three_calls(s, ANSWER_CHUNKED, 1);
 }
 
 /* Connection: close is honoured: a new connection per call, each request sent once. */
 static void
 test_connection_close(struct server *s)
 {
-	struct httpc *h = httpc_new();
-
-	server_reset(s, ANSWER_CLOSE);
-	calls_ok(s, h, 3);
-	pthread_mutex_lock(&s->lock);
-	CHECK_INT(s->nseen, 3);
-	CHECK_INT(s->connections, 3);
-	pthread_mutex_unlock(&s->lock);
-	httpc_free(h);
+	three_calls(s, ANSWER_CLOSE, 3);
 }
 
 /* An HTML page instead of an HTTP answer: a broken call, not a 200, sent once. */
