@@ -436,6 +436,27 @@ run(struct httpc *h, struct call *c)
 /* ---- the built-in client, for plain http:// ---- */
 
 /*
+ * Milliseconds left at `now` before the call's total timeout or `deadline`
+ * (monotonic ms, 0: none), whichever comes first; `none` when neither is set.
+ */
+static long long
+time_left(const struct call *c, long long deadline, long long now, long long none)
+{
+	long long left = deadline > 0 ? deadline - now : none;
+
+	if (c->req->total_timeout_ms > 0 && c->start_ms + c->req->total_timeout_ms - now < left)
+		left = c->start_ms + c->req->total_timeout_ms - now;
+	return left;
+}
+
+/* Whether the call's total timeout has passed at `now`. */
+static int
+total_over(const struct call *c, long long now)
+{
+	return time_left(c, 0, now, 1) <= 0;
+}
+
+/*
  * Waits until `fd` is ready for `events`, asking between turns what
  * must_stop asks. `deadline` (monotonic ms, 0: none) bounds a connect.
  * HTTPC_OK when ready (`*revents`, if not NULL, says for what); HTTPC_TIMEOUT
@@ -454,20 +475,11 @@ wait_fd(struct call *c, int fd, short events, long long deadline, short *revents
 		now = vtime_mono_ms();
 		if (must_stop(c, now, &sleep_ms))
 			return c->why;
-		if (c->req->total_timeout_ms > 0) {
-			left = c->start_ms + c->req->total_timeout_ms - now;
-			if (left <= 0)
-				return HTTPC_TIMEOUT;
-			if (left < sleep_ms)
-				sleep_ms = (long)left;
-		}
-		if (deadline > 0) {
-			left = deadline - now;
-			if (left <= 0)
-				return HTTPC_TIMEOUT;
-			if (left < sleep_ms)
-				sleep_ms = (long)left;
-		}
+		left = time_left(c, deadline, now, sleep_ms);
+		if (left <= 0)
+			return HTTPC_TIMEOUT;
+		if (left < sleep_ms)
+			sleep_ms = (long)left;
 		pfd.fd = fd;
 		pfd.events = events;
 		pfd.revents = 0;
@@ -482,13 +494,6 @@ wait_fd(struct call *c, int fd, short events, long long deadline, short *revents
 			return HTTPC_BROKEN;
 		}
 	}
-}
-
-/* Whether the call's total timeout has passed at `now`. */
-static int
-total_over(const struct call *c, long long now)
-{
-	return c->req->total_timeout_ms > 0 && now - c->start_ms >= c->req->total_timeout_ms;
 }
 
 /* A host name being looked up (getaddrinfo_a); freed by whoever sees it end. */
@@ -579,9 +584,7 @@ resolve(struct call *c, const struct http1_url *u, long long deadline, struct ad
 			r = c->why;
 			break;
 		}
-		left = deadline > 0 ? deadline - now : sleep_ms;
-		if (c->req->total_timeout_ms > 0 && c->start_ms + c->req->total_timeout_ms - now < left)
-			left = c->start_ms + c->req->total_timeout_ms - now;
+		left = time_left(c, deadline, now, sleep_ms);
 		if (left <= 0) {
 			r = HTTPC_TIMEOUT;
 			snprintf(err, errlen, "the host name was not looked up in time");
