@@ -56,6 +56,7 @@ main(void)
 	CHECK_STR(c.llm_provider, "offline");
 	CHECK_STR(c.session_store, "lmdb");
 	CHECK_STR(c.auth, "none");
+	CHECK_STR(c.http_client, "builtin");
 	CHECK_STR(c.openai_model, "gpt-4o-mini");
 	CHECK_STR(c.openai_base_url, "https://api.openai.com/v1");
 	CHECK_INT(c.max_body_bytes, 1048576);
@@ -147,6 +148,7 @@ main(void)
 	expect_invalid("VALERIE_LLM_PROVIDER", "gpt", "must be one of offline, openai, anthropic");
 	expect_invalid("VALERIE_SESSION_STORE", "postgres", "lmdb, redis");
 	expect_invalid("VALERIE_ENV", "prod", "development, production");
+	expect_invalid("VALERIE_HTTP_CLIENT", "curl", "must be one of builtin, libcurl");
 	expect_invalid("LOG_LEVEL", "verbose", "debug, info");
 	expect_invalid("VALERIE_AUTH", "basic", "none, jwt");
 	expect_invalid("VALERIE_AUTH", "none,jwt", "none, jwt");
